@@ -1,0 +1,56 @@
+"""The one declarative list of topics. The dev stack, the test fixtures, compose and k8s all create topics
+from here, so partitions, retention and compaction are decided once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+class Topics:
+    """Topic names. Services import these constants; nobody spells a topic name by hand."""
+
+    REQUESTS: Final = "aoetl.requests"
+    DEFINITIONS: Final = "aoetl.definitions"
+    TASKS: Final = "aoetl.tasks"
+    DATA_EXTRACTED: Final = "aoetl.data.extracted"
+    DATA_TRANSFORMED: Final = "aoetl.data.transformed"
+    EVENTS: Final = "aoetl.events"
+    RESULTS: Final = "aoetl.results"
+    ALERTS: Final = "aoetl.alerts"
+    DEAD_LETTERS: Final = "aoetl.deadletters"
+    SCHEMAS: Final = "aoetl.schemas"
+
+
+# Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
+_DATA_CONFIG = {"retention.ms": str(7 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)}
+_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (
+    TopicSpec(Topics.REQUESTS, 3, {"retention.ms": str(7 * DAY_MS)}, "PipelineRequest, key run id"),
+    TopicSpec(Topics.DEFINITIONS, 1, _COMPACTED, "PipelineDefinition, key pipeline name; tombstone deletes"),
+    TopicSpec(Topics.TASKS, 6, {"retention.ms": str(7 * DAY_MS)}, "ExtractTask, key run id"),
+    TopicSpec(Topics.DATA_EXTRACTED, 6, _DATA_CONFIG, "DataBatch from extract, key task id"),
+    TopicSpec(Topics.DATA_TRANSFORMED, 6, _DATA_CONFIG, "DataBatch from transform, key task id"),
+    TopicSpec(Topics.EVENTS, 6, {"retention.ms": str(7 * DAY_MS)}, "RunEvent, key run id"),
+    TopicSpec(Topics.RESULTS, 3, {"retention.ms": str(30 * DAY_MS)}, "PipelineResult, key run id"),
+    TopicSpec(Topics.ALERTS, 1, {"retention.ms": str(30 * DAY_MS)}, "Alert, key run id or alert kind"),
+    TopicSpec(
+        Topics.DEAD_LETTERS,
+        3,
+        {"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)},
+        "DeadLetter, key run id",
+    ),
+    TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
+)

@@ -1,0 +1,372 @@
+"""The declarative pipeline spec: source, transform steps, quality rules, destination, run parameters.
+
+These pydantic models are the single source of truth for what a pipeline may say. The same shape travels
+on Kafka as typed Avro records (``schemas/io.aoetl.spec.*.avsc``); ``tests/unit/test_contracts.py`` proves
+the two agree. Every union is discriminated by one literal field (``type``, ``op`` or ``rule``) so that a
+validation error names the exact branch and field that is wrong.
+
+Secrets never travel in a spec: connectors name the *environment variable* that holds a DSN or token
+(``dsn_env``, ``auth_env``) and the service that needs it resolves it locally.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+PIPELINE_NAME = r"^[a-z][a-z0-9_\-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a spec must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- types
+class DataType(StrEnum):
+    STRING = "string"
+    INT64 = "int64"
+    FLOAT64 = "float64"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TIMESTAMP = "timestamp"
+
+
+class OnFail(StrEnum):
+    """What a failed data-quality rule does to the run."""
+
+    FAIL = "fail"  # the run ends FAILED
+    QUARANTINE = "quarantine"  # offending rows go to the dead-letter topic, the rest continue
+    WARN = "warn"  # recorded as an event and alert, rows continue
+
+
+class WriteMode(StrEnum):
+    APPEND = "append"
+    REPLACE = "replace"  # atomic swap at the end of the run
+    MERGE = "merge"  # upsert on ``keys``
+
+
+class MaskMethod(StrEnum):
+    HASH = "hash"  # salted SHA-256 hex, stable across runs so joins still work
+    REDACT = "redact"  # replaced by a fixed marker
+    PARTIAL = "partial"  # keep the last 4 characters
+
+
+class Pagination(StrEnum):
+    NONE = "none"
+    PAGE = "page"  # ?page=N until an empty page
+    CURSOR = "cursor"  # next cursor read from a response field
+    LINK = "link"  # RFC 8288 Link: <...>; rel="next"
+
+
+class StreamFormat(StrEnum):
+    AVRO = "avro"
+    JSON = "json"
+
+
+# ------------------------------------------------------------------------------------------- sources
+class CsvSource(_Strict):
+    type: Literal["csv"] = "csv"
+    path: str = Field(description="file path, file:// URL or glob")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    has_header: bool = True
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "NULL"])
+
+
+class JsonlSource(_Strict):
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="file path, file:// URL or glob")
+
+
+class ParquetSource(_Strict):
+    type: Literal["parquet"] = "parquet"
+    path: str = Field(description="file path, file:// URL or glob")
+
+
+class PostgresSource(_Strict):
+    type: Literal["postgres"] = "postgres"
+    dsn_env: str = Field("AOETL_POSTGRES_DSN", description="environment variable holding the DSN")
+    table: str | None = Field(None, description="schema-qualified table; or give query")
+    query: str | None = Field(None, description="a SELECT; or give table")
+    cursor_column: str | None = Field(None, description="incremental: only rows with cursor > last value")
+    cursor_start: str | None = Field(None, description="exclusive lower bound for cursor_column")
+    split_column: str | None = Field(None, description="integer column used to split into key ranges")
+
+    @model_validator(mode="after")
+    def _table_xor_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.query is not None and not re.match(r"(?is)^\s*(select|with)\b", self.query):
+            raise ValueError("'query' must be a SELECT (or WITH ... SELECT)")
+        return self
+
+
+class HttpSource(_Strict):
+    type: Literal["http"] = "http"
+    url: str = Field(pattern=r"^https?://")
+    records_path: str | None = Field(None, description="dotted path to the record list in each response")
+    pagination: Pagination = Pagination.NONE
+    page_param: str = "page"
+    cursor_param: str = "cursor"
+    cursor_path: str | None = Field(None, description="dotted path to the next cursor in each response")
+    auth_env: str | None = Field(None, description="environment variable holding the Authorization header")
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    max_pages: int | None = Field(None, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _cursor_needs_path(self) -> HttpSource:
+        if self.pagination is Pagination.CURSOR and not self.cursor_path:
+            raise ValueError("pagination 'cursor' needs 'cursor_path'")
+        return self
+
+
+class KafkaSource(_Strict):
+    """A continuous pipeline reads a topic until it is stopped."""
+
+    type: Literal["kafka"] = "kafka"
+    topic: str = Field(min_length=1)
+    format: StreamFormat = StreamFormat.JSON
+
+
+class EventSource(_Strict):
+    """The records carried by the triggering event (webhook body or topic event)."""
+
+    type: Literal["event"] = "event"
+    records_path: str | None = Field(None, description="dotted path to the record list in the payload")
+
+
+Source = Annotated[
+    CsvSource | JsonlSource | ParquetSource | PostgresSource | HttpSource | KafkaSource | EventSource,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------------------------------- transforms
+class SelectStep(_Strict):
+    op: Literal["select"] = "select"
+    columns: list[Annotated[str, Field(pattern=IDENTIFIER)]] = Field(min_length=1)
+
+
+class RenameStep(_Strict):
+    op: Literal["rename"] = "rename"
+    mapping: dict[str, Annotated[str, Field(pattern=IDENTIFIER)]] = Field(min_length=1)
+
+
+class CastStep(_Strict):
+    op: Literal["cast"] = "cast"
+    columns: dict[str, DataType] = Field(min_length=1)
+    formats: dict[str, str] = Field(
+        default_factory=dict, description="strptime format per date/timestamp column"
+    )
+
+
+class FilterStep(_Strict):
+    op: Literal["filter"] = "filter"
+    expr: str = Field(min_length=1, description="SQL boolean expression; rows where it is true are kept")
+
+
+class DeriveStep(_Strict):
+    op: Literal["derive"] = "derive"
+    column: str = Field(pattern=IDENTIFIER)
+    expr: str = Field(min_length=1, description="SQL expression over the batch's columns")
+
+
+class SqlStep(_Strict):
+    op: Literal["sql"] = "sql"
+    query: str = Field(description="a SELECT over the table named 'batch'")
+
+    @field_validator("query")
+    @classmethod
+    def _select_only(cls, v: str) -> str:
+        if not re.match(r"(?is)^\s*(select|with)\b", v):
+            raise ValueError("must be a SELECT (or WITH ... SELECT) over 'batch'")
+        return v
+
+
+class DedupeStep(_Strict):
+    op: Literal["dedupe"] = "dedupe"
+    keys: list[str] = Field(min_length=1)
+
+
+class MaskStep(_Strict):
+    op: Literal["mask"] = "mask"
+    columns: list[str] = Field(min_length=1)
+    method: MaskMethod = MaskMethod.HASH
+
+
+FillValue = str | int | float | bool
+
+
+class FillStep(_Strict):
+    op: Literal["fill"] = "fill"
+    values: dict[str, FillValue] = Field(min_length=1)
+
+
+TransformStep = Annotated[
+    SelectStep
+    | RenameStep
+    | CastStep
+    | FilterStep
+    | DeriveStep
+    | SqlStep
+    | DedupeStep
+    | MaskStep
+    | FillStep,
+    Field(discriminator="op"),
+]
+
+
+# ------------------------------------------------------------------------------------- quality rules
+class _Rule(_Strict):
+    name: str | None = Field(None, description="defaults to '<rule>:<columns>'")
+    on_fail: OnFail = OnFail.FAIL
+
+
+class NotNullRule(_Rule):
+    rule: Literal["not_null"] = "not_null"
+    columns: list[str] = Field(min_length=1)
+
+
+class UniqueRule(_Rule):
+    rule: Literal["unique"] = "unique"
+    columns: list[str] = Field(min_length=1)
+
+
+class RangeRule(_Rule):
+    rule: Literal["range"] = "range"
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeRule:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("'min' is greater than 'max'")
+        return self
+
+
+class RegexRule(_Rule):
+    rule: Literal["regex"] = "regex"
+    column: str
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+        return v
+
+
+class AcceptedValuesRule(_Rule):
+    rule: Literal["accepted_values"] = "accepted_values"
+    column: str
+    values: list[str] = Field(min_length=1)
+
+
+class RowCountRule(_Rule):
+    """Checked over the whole run, so it can only fail or warn (there is no row to quarantine)."""
+
+    rule: Literal["row_count"] = "row_count"
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _no_quarantine(self) -> RowCountRule:
+        if self.on_fail is OnFail.QUARANTINE:
+            raise ValueError("row_count cannot quarantine rows; use 'fail' or 'warn'")
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        return self
+
+
+QualityRule = Annotated[
+    NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule,
+    Field(discriminator="rule"),
+]
+
+
+def rule_name(rule: NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule) -> str:
+    if rule.name:
+        return rule.name
+    cols = getattr(rule, "columns", None) or [getattr(rule, "column", "")]
+    return f"{rule.rule}:{','.join(c for c in cols if c)}" if any(cols) else rule.rule
+
+
+# -------------------------------------------------------------------------------------- destinations
+class PostgresDestination(_Strict):
+    type: Literal["postgres"] = "postgres"
+    dsn_env: str = Field("AOETL_POSTGRES_DSN", description="environment variable holding the DSN")
+    table: str = Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+    mode: WriteMode = WriteMode.APPEND
+    keys: list[str] = Field(default_factory=list, description="merge keys")
+
+    @model_validator(mode="after")
+    def _merge_keys(self) -> PostgresDestination:
+        if self.mode is WriteMode.MERGE and not self.keys:
+            raise ValueError("mode 'merge' needs 'keys'")
+        return self
+
+
+class DuckDBDestination(_Strict):
+    type: Literal["duckdb"] = "duckdb"
+    path: str
+    table: str = Field(pattern=IDENTIFIER)
+    mode: WriteMode = WriteMode.APPEND
+    keys: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _merge_keys(self) -> DuckDBDestination:
+        if self.mode is WriteMode.MERGE and not self.keys:
+            raise ValueError("mode 'merge' needs 'keys'")
+        return self
+
+
+class ParquetDestination(_Strict):
+    type: Literal["parquet"] = "parquet"
+    path: str = Field(description="a directory; one file per batch, written atomically")
+
+
+class JsonlDestination(_Strict):
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="a directory; one file per batch, written atomically")
+
+
+class KafkaDestination(_Strict):
+    type: Literal["kafka"] = "kafka"
+    topic: str = Field(min_length=1)
+
+
+Destination = Annotated[
+    PostgresDestination | DuckDBDestination | ParquetDestination | JsonlDestination | KafkaDestination,
+    Field(discriminator="type"),
+]
+
+
+# ------------------------------------------------------------------------------------------ the spec
+class RunParameters(_Strict):
+    parallelism: int | None = Field(None, ge=1, le=1024, description="splits; None lets the planner pick")
+    batch_rows: int = Field(50_000, ge=1, le=1_000_000)
+    timeout_s: int = Field(3600, ge=1)
+    max_retries: int = Field(3, ge=0, le=20)
+    stuck_after_s: int = Field(300, ge=1, description="no progress for this long raises an alert")
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=PIPELINE_NAME)
+    description: str | None = None
+    source: Source
+    transforms: list[TransformStep] = Field(default_factory=list)
+    quality: list[QualityRule] = Field(default_factory=list)
+    destination: Destination
+    run: RunParameters = Field(default_factory=RunParameters)
