@@ -78,11 +78,17 @@ class EventKind(StrEnum):
     QUALITY_VIOLATION = "QUALITY_VIOLATION"
     TASK_RETRIED = "TASK_RETRIED"
     AGENT_DECISION = "AGENT_DECISION"
-    RUN_FINALIZED = "RUN_FINALIZED"
+    RUN_FINALIZED = "RUN_FINALIZED"  # the load stage finalized (or aborted) the destination
+    RUN_FINISHED = "RUN_FINISHED"  # the orchestrator published the result; details["status"]
 
 
 class BatchFormat(StrEnum):
     ARROW_IPC = "ARROW_IPC"  # an Arrow IPC stream, buffers LZ4-compressed
+
+
+class ControlAction(StrEnum):
+    FINALIZE = "FINALIZE"  # the run succeeded: make the load visible (replace swap, success marker)
+    ABORT = "ABORT"  # the run failed: drop staged data
 
 
 class Severity(StrEnum):
@@ -223,6 +229,16 @@ class RunEvent(Contract):
     instance: str = Field("", description="service instance that emitted the event")
 
 
+class RunControl(Contract):
+    """Orchestrator -> load: end of a run. Sinks apply it idempotently."""
+
+    avro_name: ClassVar[str] = "io.aoetl.RunControl"
+    run_id: str
+    action: ControlAction
+    spec: PipelineSpec
+    at: datetime = Field(default_factory=utcnow)
+
+
 class PipelineResult(Contract):
     """Exactly one per run."""
 
@@ -272,6 +288,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     ExtractTask,
     DataBatch,
     RunEvent,
+    RunControl,
     PipelineResult,
     Alert,
     DeadLetter,

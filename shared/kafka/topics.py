@@ -30,6 +30,7 @@ class Topics:
     RESULTS: Final = "aoetl.results"
     ALERTS: Final = "aoetl.alerts"
     DEAD_LETTERS: Final = "aoetl.deadletters"
+    CONTROL: Final = "aoetl.control"
     SCHEMAS: Final = "aoetl.schemas"
 
 
@@ -38,7 +39,7 @@ _DATA_CONFIG = {"retention.ms": str(7 * DAY_MS), "max.message.bytes": str(16 * 1
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 
 TOPICS: Final[tuple[TopicSpec, ...]] = (
-    TopicSpec(Topics.REQUESTS, 3, {"retention.ms": str(7 * DAY_MS)}, "PipelineRequest, key run id"),
+    TopicSpec(Topics.REQUESTS, 6, {"retention.ms": str(7 * DAY_MS)}, "PipelineRequest, key run id"),
     TopicSpec(Topics.DEFINITIONS, 1, _COMPACTED, "PipelineDefinition, key pipeline name; tombstone deletes"),
     TopicSpec(Topics.TASKS, 6, {"retention.ms": str(7 * DAY_MS)}, "ExtractTask, key run id"),
     TopicSpec(Topics.DATA_EXTRACTED, 6, _DATA_CONFIG, "DataBatch from extract, key task id"),
@@ -52,5 +53,6 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         {"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)},
         "DeadLetter, key run id",
     ),
+    TopicSpec(Topics.CONTROL, 6, {"retention.ms": str(7 * DAY_MS)}, "RunControl (finalize/abort), key run id"),
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
 )
