@@ -1,0 +1,363 @@
+"""Run bookkeeping for the orchestrator, as a pure fold over its input messages.
+
+The orchestrator consumes pipeline requests and run events (co-partitioned by run id) and answers with
+tasks, control messages, events and results. Every decision it takes is *also* published as a run event,
+which it consumes itself. So its whole state is a function of its input topics: after a restart it replays
+the inputs up to its committed offsets with outputs discarded (they were committed in the same Kafka
+transaction as those offsets) and continues exactly where it stopped. Nothing here does I/O; the clock is
+passed in, which makes every branch unit-testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from shared.contracts import (
+    ControlAction,
+    ErrorInfo,
+    EventKind,
+    ExtractTask,
+    PipelineResult,
+    PipelineRequest,
+    RunControl,
+    RunEvent,
+    RunStatus,
+    Split,
+    Stage,
+    StageStats,
+)
+from shared.kafka.topics import Topics
+from shared.spec.models import PipelineSpec
+
+
+@dataclass(frozen=True)
+class Output:
+    """One message to publish: the orchestrator's only way to act on the world."""
+
+    topic: str
+    key: str
+    value: BaseModel
+
+
+class Phase(StrEnum):
+    RUNNING = "RUNNING"
+    FINALIZING = "FINALIZING"  # FINALIZE sent to load; waiting for RUN_FINALIZED
+    FINISHED = "FINISHED"
+
+
+@dataclass
+class TaskProgress:
+    split: Split
+    attempt: int = 0
+    batches: int | None = None  # known once the split is extracted
+    rows: int = 0
+    retry_due: datetime | None = None
+    duration_ms: int = 0
+
+
+@dataclass
+class _BatchFigures:
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    duration_ms: int
+
+
+@dataclass
+class RunState:
+    run_id: str
+    request_id: str
+    spec: PipelineSpec
+    started_at: datetime
+    last_progress: datetime
+    payload: bytes | None = None
+    phase: Phase = Phase.RUNNING
+    tasks: dict[str, TaskProgress] = field(default_factory=dict)
+    transformed: dict[str, _BatchFigures] = field(default_factory=dict)
+    loaded: dict[str, _BatchFigures] = field(default_factory=dict)
+    errors: list[ErrorInfo] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    pending_status: RunStatus | None = None  # the status to report once finalize/abort is acknowledged
+
+    @property
+    def deadline(self) -> datetime:
+        return self.started_at + timedelta(seconds=self.spec.run.timeout_s)
+
+    def all_loaded(self) -> bool:
+        if not self.tasks or any(t.batches is None for t in self.tasks.values()):
+            return False
+        expected = sum(t.batches or 0 for t in self.tasks.values())
+        return len(self.loaded) >= expected
+
+    def stage_stats(self) -> list[StageStats]:
+        extracted_rows = sum(t.rows for t in self.tasks.values())
+        extracted_batches = sum(t.batches or 0 for t in self.tasks.values())
+        tr = self.transformed.values()
+        ld = self.loaded.values()
+        return [
+            StageStats(
+                stage=Stage.EXTRACT,
+                rows_in=extracted_rows,
+                rows_out=extracted_rows,
+                batches=extracted_batches,
+                duration_ms=sum(t.duration_ms for t in self.tasks.values()),
+            ),
+            StageStats(
+                stage=Stage.TRANSFORM,
+                rows_in=sum(b.rows_in for b in tr),
+                rows_out=sum(b.rows_out for b in tr),
+                rows_rejected=sum(b.rows_rejected for b in tr),
+                batches=len(self.transformed),
+                duration_ms=sum(b.duration_ms for b in tr),
+            ),
+            StageStats(
+                stage=Stage.LOAD,
+                rows_in=sum(b.rows_in for b in ld),
+                rows_out=sum(b.rows_out for b in ld),
+                batches=len(self.loaded),
+                duration_ms=sum(b.duration_ms for b in ld),
+            ),
+        ]
+
+
+Planner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
+RowCountCheck = Callable[[PipelineSpec, int], list[str]]
+
+
+def _event(run: RunState | str, kind: EventKind, now: datetime, **kw: object) -> Output:
+    run_id = run if isinstance(run, str) else run.run_id
+    return Output(Topics.EVENTS, run_id, RunEvent(run_id=run_id, kind=kind, stage=Stage.ORCHESTRATE, at=now, **kw))  # type: ignore[arg-type]
+
+
+class RunBook:
+    """All runs this orchestrator instance owns (the partitions assigned to it)."""
+
+    def __init__(self, planner: Planner, row_count_check: RowCountCheck, *, retry_backoff_s: float = 1.0):
+        self._plan = planner
+        self._row_count_check = row_count_check
+        self._retry_backoff_s = retry_backoff_s
+        self.runs: dict[str, RunState] = {}
+        self.finished: set[str] = set()
+
+    # ------------------------------------------------------------------------------------ requests
+    def reject(
+        self, run_id: str, request_id: str, pipeline: str | None, reasons: list[ErrorInfo], now: datetime
+    ) -> list[Output]:
+        """An invalid request: exactly one REJECTED result, with every reason."""
+        if run_id in self.finished or run_id in self.runs:
+            return []
+        self.finished.add(run_id)
+        result = PipelineResult(
+            run_id=run_id,
+            request_id=request_id,
+            pipeline=pipeline,
+            status=RunStatus.REJECTED,
+            started_at=now,
+            finished_at=now,
+            errors=reasons,
+        )
+        return [
+            Output(Topics.RESULTS, run_id, result),
+            _event(run_id, EventKind.RUN_FINISHED, now, details={"status": RunStatus.REJECTED.value}),
+        ]
+
+    def on_request(self, request: PipelineRequest, spec: PipelineSpec, now: datetime) -> list[Output]:
+        run_id = request.run_id
+        if run_id in self.runs or run_id in self.finished:
+            return []  # a redelivered request starts no second run
+        run = RunState(run_id, request.request_id, spec, now, now, payload=request.payload)
+        self.runs[run_id] = run
+        out = [_event(run, EventKind.RUN_ACCEPTED, now, details={"pipeline": spec.name})]
+        try:
+            splits = list(self._plan(spec, request.payload))
+        except Exception as exc:  # any planning failure is this run's failure, never the service's
+            run.errors.append(_error_info(exc))
+            return out + self._finish(run, RunStatus.FAILED, now, abort=False)
+        for split in splits:
+            run.tasks[_task_id(run_id, split.index)] = TaskProgress(split)
+        out.append(_event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits))}))
+        out.extend(self._task(run, task_id, now) for task_id in run.tasks)
+        return out
+
+    # -------------------------------------------------------------------------------------- events
+    def on_event(self, ev: RunEvent, now: datetime) -> list[Output]:
+        if ev.kind is EventKind.RUN_FINISHED:
+            self.runs.pop(ev.run_id, None)
+            self.finished.add(ev.run_id)
+            return []
+        run = self.runs.get(ev.run_id)
+        if run is None or run.phase is Phase.FINISHED:
+            return []  # late or foreign event: the run is over
+        if ev.stage is not Stage.ORCHESTRATE:
+            run.last_progress = max(run.last_progress, ev.at)
+        handler = _EVENT_HANDLERS.get(ev.kind)
+        return handler(self, run, ev, now) if handler else []
+
+    def _split_extracted(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        task = run.tasks.get(ev.task_id or "")
+        if task is None or task.batches is not None:
+            return []
+        task.batches, task.rows, task.duration_ms = ev.batches, ev.rows_out, ev.duration_ms
+        return self._maybe_finalize(run, now)
+
+    def _batch_transformed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        run.transformed.setdefault(
+            ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, ev.rows_rejected, ev.duration_ms)
+        )
+        return []
+
+    def _batch_loaded(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        run.loaded.setdefault(ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, 0, ev.duration_ms))
+        return self._maybe_finalize(run, now)
+
+    def _failed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        error = ev.error or ErrorInfo(error_class="UnknownError", message=f"{ev.kind} without error details")
+        task = run.tasks.get(ev.task_id or "")
+        if (
+            ev.kind is EventKind.TASK_FAILED
+            and error.transient
+            and task is not None
+            and task.attempt < run.spec.run.max_retries
+        ):
+            # Back off exponentially; the retry itself is issued by tick() so that it is also an event.
+            delay = self._retry_backoff_s * (2**task.attempt)
+            task.retry_due = now + timedelta(seconds=delay)
+            return []
+        run.errors.append(error)
+        return self._finish(run, RunStatus.FAILED, now)
+
+    def _quality(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if ev.details.get("on_fail") == "fail":
+            msg = ev.details.get("reason", "a data-quality rule failed")
+            run.errors.append(
+                ErrorInfo(error_class="QualityRuleFailed", message=msg, path=ev.details.get("rule"))
+            )
+            return self._finish(run, RunStatus.FAILED, now)
+        return []
+
+    def _retried(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        task = run.tasks.get(ev.task_id or "")
+        if task is not None:
+            task.attempt = int(ev.details.get("attempt", task.attempt + 1))
+            task.retry_due = None
+        return []
+
+    def _finalized(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if run.phase is not Phase.FINALIZING:
+            return []
+        if ev.error is not None:
+            run.errors.append(ev.error)
+            return self._result(run, RunStatus.FAILED, now)
+        return self._result(run, run.pending_status or RunStatus.COMPLETED, now)
+
+    # ------------------------------------------------------------------------------------- timers
+    def tick(self, now: datetime) -> list[Output]:
+        out: list[Output] = []
+        for run in list(self.runs.values()):
+            if run.phase is Phase.FINISHED:
+                continue
+            if now >= run.deadline and run.phase is Phase.RUNNING:
+                run.errors.append(
+                    ErrorInfo(error_class="RunTimeout", message=f"run exceeded {run.spec.run.timeout_s}s")
+                )
+                out.extend(self._finish(run, RunStatus.TIMED_OUT, now))
+                continue
+            for task_id, task in run.tasks.items():
+                if task.retry_due is not None and now >= task.retry_due:
+                    task.attempt += 1
+                    task.retry_due = None
+                    reason = f"transient failure; retry {task.attempt}/{run.spec.run.max_retries}"
+                    run.decisions.append(f"{task_id}: {reason}")
+                    out.append(
+                        _event(
+                            run,
+                            EventKind.TASK_RETRIED,
+                            now,
+                            task_id=task_id,
+                            details={"attempt": str(task.attempt), "reason": reason},
+                        )
+                    )
+                    out.append(self._task(run, task_id, now))
+        return out
+
+    # ----------------------------------------------------------------------------------- internals
+    def _task(self, run: RunState, task_id: str, now: datetime) -> Output:
+        task = run.tasks[task_id]
+        msg = ExtractTask(
+            run_id=run.run_id,
+            task_id=task_id,
+            attempt=task.attempt,
+            split=task.split,
+            spec=run.spec,
+            payload=run.payload,
+            created_at=now,
+        )
+        return Output(Topics.TASKS, run.run_id, msg)
+
+    def _maybe_finalize(self, run: RunState, now: datetime) -> list[Output]:
+        if run.phase is not Phase.RUNNING or not run.all_loaded():
+            return []
+        loaded_rows = sum(b.rows_out for b in run.loaded.values())
+        failures = self._row_count_check(run.spec, loaded_rows)
+        if failures:
+            run.errors.extend(ErrorInfo(error_class="QualityRuleFailed", message=m) for m in failures)
+            return self._finish(run, RunStatus.FAILED, now)
+        run.phase = Phase.FINALIZING
+        run.pending_status = RunStatus.COMPLETED
+        control = RunControl(run_id=run.run_id, action=ControlAction.FINALIZE, spec=run.spec, at=now)
+        return [Output(Topics.CONTROL, run.run_id, control)]
+
+    def _finish(self, run: RunState, status: RunStatus, now: datetime, *, abort: bool = True) -> list[Output]:
+        """End a run that did not succeed: tell load to drop staged data, report at once."""
+        out: list[Output] = []
+        if abort:
+            control = RunControl(run_id=run.run_id, action=ControlAction.ABORT, spec=run.spec, at=now)
+            out.append(Output(Topics.CONTROL, run.run_id, control))
+        return out + self._result(run, status, now)
+
+    def _result(self, run: RunState, status: RunStatus, now: datetime) -> list[Output]:
+        run.phase = Phase.FINISHED
+        self.runs.pop(run.run_id, None)
+        self.finished.add(run.run_id)
+        result = PipelineResult(
+            run_id=run.run_id,
+            request_id=run.request_id,
+            pipeline=run.spec.name,
+            status=status,
+            started_at=run.started_at,
+            finished_at=now,
+            stages=run.stage_stats(),
+            errors=run.errors,
+            decisions=run.decisions,
+        )
+        return [
+            Output(Topics.RESULTS, run.run_id, result),
+            _event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
+        ]
+
+
+_EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime], list[Output]]] = {
+    EventKind.SPLIT_EXTRACTED: RunBook._split_extracted,
+    EventKind.BATCH_TRANSFORMED: RunBook._batch_transformed,
+    EventKind.BATCH_LOADED: RunBook._batch_loaded,
+    EventKind.TASK_FAILED: RunBook._failed,
+    EventKind.BATCH_FAILED: RunBook._failed,
+    EventKind.QUALITY_VIOLATION: RunBook._quality,
+    EventKind.TASK_RETRIED: RunBook._retried,
+    EventKind.RUN_FINALIZED: RunBook._finalized,
+}
+
+
+def _task_id(run_id: str, index: int) -> str:
+    return f"{run_id}:t{index}"
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    from shared.errors import is_transient
+
+    return ErrorInfo(error_class=type(exc).__name__, message=str(exc), transient=is_transient(exc))
