@@ -1,0 +1,195 @@
+"""The schema catalog: every ``schemas/*.avsc`` loaded and parsed once, with fingerprints.
+
+Each file defines exactly one named type (record or enum) and refers to other named types by full name, so
+a type is written once and shared. For the wire every named type is *expanded* into a standalone schema
+(each referenced type inlined at its first use, later uses by name), because a fingerprint must identify
+the complete schema a writer used. ``schemas/history/<full name>/v<N>.avsc`` keeps earlier expanded
+versions so messages from old writers still resolve by fingerprint.
+
+Fingerprints are CRC-64-AVRO of the Parsing Canonical Form, as the 8 bytes that appear in the Avro
+single-object header (little-endian); their hex form (``bytes.hex()``) keys the schemas topic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema
+from fastavro.schema import fingerprint as _fingerprint_hex
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.types import Schema
+
+import shared
+from shared.avro.errors import UnknownSchemaError
+
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
+_VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
+
+
+def schemas_dir() -> Path:
+    """``schemas/`` of the source checkout, else the copy that the wheel force-includes."""
+    repo = Path(shared.__file__).resolve().parent.parent / "schemas"
+    return repo if repo.is_dir() else Path(__file__).resolve().parent / "_schemas"
+
+
+def fingerprint_of(canonical_form: str) -> bytes:
+    return bytes.fromhex(_fingerprint_hex(canonical_form, "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    """One complete (expanded) schema as a writer uses it."""
+
+    name: str
+    json: dict[str, Any] = field(repr=False)
+    parsed: Schema = field(repr=False)
+    canonical_form: str = field(repr=False)
+    fingerprint: bytes
+
+    @classmethod
+    def from_json(cls, schema: dict[str, Any]) -> SchemaEntry:
+        parsed = parse_schema(schema)
+        canonical = to_parsing_canonical_form(parsed)
+        return cls(_fullname(schema, ""), schema, parsed, canonical, fingerprint_of(canonical))
+
+
+class SchemaCatalog:
+    """Current schemas by name, and current plus historical schemas by fingerprint."""
+
+    def __init__(
+        self, current: Iterable[SchemaEntry] = (), history: dict[str, list[SchemaEntry]] | None = None
+    ):
+        self._current = {e.name: e for e in current}
+        self._history = history or {}
+        self._by_fp = {e.fingerprint: e for versions in self._history.values() for e in versions}
+        self._by_fp.update((e.fingerprint, e) for e in self._current.values())
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> SchemaCatalog:
+        directory = directory or schemas_dir()
+        named = {
+            _fullname(s, ""): s for s in _read_schemas(sorted(directory.glob("*.avsc")), named_files=True)
+        }
+        current = [SchemaEntry.from_json(expand(name, named)) for name in sorted(named)]
+        history: dict[str, list[SchemaEntry]] = {}
+        for folder in sorted(p for p in (directory / "history").glob("*") if p.is_dir()):
+            files = sorted(folder.glob("v*.avsc"), key=_version_number)
+            history[folder.name] = [SchemaEntry.from_json(s) for s in _read_schemas(files)]
+        return cls(current, history)
+
+    @classmethod
+    def default(cls) -> SchemaCatalog:
+        """The project's schemas, loaded once per process."""
+        return _default_catalog()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._current
+
+    def names(self) -> list[str]:
+        return sorted(self._current)
+
+    def entry(self, name: str) -> SchemaEntry:
+        try:
+            return self._current[name]
+        except KeyError:
+            raise UnknownSchemaError(f"no schema named {name!r} in the catalog") from None
+
+    def schema(self, name: str) -> Schema:
+        """The parsed (fastavro) current schema of a named type."""
+        return self.entry(name).parsed
+
+    def fingerprint(self, name: str) -> bytes:
+        return self.entry(name).fingerprint
+
+    def by_fingerprint(self, fp: bytes) -> Schema | None:
+        entry = self._by_fp.get(fp)
+        return entry.parsed if entry else None
+
+    def entry_by_fingerprint(self, fp: bytes) -> SchemaEntry | None:
+        return self._by_fp.get(fp)
+
+    def history(self, name: str) -> list[SchemaEntry]:
+        """Earlier versions of a top-level schema, oldest first (the last one equals the current)."""
+        return list(self._history.get(name, []))
+
+    def history_names(self) -> list[str]:
+        return sorted(self._history)
+
+    def all_entries(self) -> Iterator[SchemaEntry]:
+        """Every distinct schema a writer may have used: current and historical."""
+        return iter(self._by_fp.values())
+
+
+@cache
+def _default_catalog() -> SchemaCatalog:
+    return SchemaCatalog.load()
+
+
+def expand(name: str, named: dict[str, Any]) -> dict[str, Any]:
+    """A standalone schema for ``name``: referenced named types inlined at first use, by name after."""
+    expanded = _inline(name, "", named, set())
+    assert isinstance(expanded, dict)
+    return expanded
+
+
+def _inline(node: Any, namespace: str, named: dict[str, Any], seen: set[str]) -> Any:
+    if isinstance(node, str):
+        if node in PRIMITIVES:
+            return node
+        full = node if "." in node or not namespace else f"{namespace}.{node}"
+        if full in seen:
+            return full
+        if full not in named:
+            raise UnknownSchemaError(f"reference to unknown named type {full!r}")
+        return _inline(named[full], namespace, named, seen)
+    if isinstance(node, list):
+        return [_inline(branch, namespace, named, seen) for branch in node]
+    kind = node["type"]
+    if kind in _NAMED_KINDS:
+        full = _fullname(node, namespace)
+        seen.add(full)
+        if kind in ("record", "error"):
+            inner = full.rpartition(".")[0]
+            fields = [{**f, "type": _inline(f["type"], inner, named, seen)} for f in node["fields"]]
+            return {**node, "fields": fields}
+        return dict(node)
+    if kind == "array":
+        return {**node, "items": _inline(node["items"], namespace, named, seen)}
+    if kind == "map":
+        return {**node, "values": _inline(node["values"], namespace, named, seen)}
+    if isinstance(kind, dict | list):
+        return {**node, "type": _inline(kind, namespace, named, seen)}
+    return dict(node)  # a primitive with attributes, e.g. a logical type
+
+
+def _fullname(schema: dict[str, Any], namespace: str) -> str:
+    name = str(schema["name"])
+    if "." in name:
+        return name
+    ns = schema.get("namespace", namespace)
+    return f"{ns}.{name}" if ns else name
+
+
+def _read_schemas(paths: Iterable[Path], *, named_files: bool = False) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        if named_files:
+            # a file must be named after the type it defines, so a reader of a reference finds it
+            expected = f"{_fullname(schema, '')}.avsc"
+            if path.name != expected:
+                raise UnknownSchemaError(f"{path} defines {expected[:-5]!r}; name the file {expected}")
+        yield schema
+
+
+def _version_number(path: Path) -> int:
+    match = _VERSION_FILE.match(path.name)
+    if not match:
+        raise UnknownSchemaError(f"history file {path} is not named v<N>.avsc")
+    return int(match.group(1))

@@ -1,0 +1,102 @@
+"""pydantic models <-> fastavro datums.
+
+In Avro a spec variant (``CsvSource``, ``FilterStep``, ``RangeRule``...) is a *record in a union*, and the
+record's name says which branch it is, so the pydantic discriminator field (``type``/``op``/``rule``) is not
+repeated inside the record. On write a variant becomes fastavro's tuple notation ``(full name, fields)``,
+which picks the union branch by name instead of by trying each branch's shape (two variants with the same
+fields, e.g. ``JsonlSource`` and ``ParquetSource``, would otherwise be ambiguous). On read
+(``return_record_name=True``) the tuple is turned back into fields plus the discriminator.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from enum import Enum
+from functools import cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from shared.contracts import MESSAGE_TYPES
+from shared.spec.models import PipelineSpec
+
+SPEC_NAMESPACE = "io.aoetl.spec"
+DISCRIMINATOR_FIELDS = ("type", "op", "rule")
+
+
+def avro_name_of(model: type[BaseModel]) -> str:
+    """Contracts name their record (``avro_name``); spec models are ``io.aoetl.spec.<ClassName>``."""
+    name = getattr(model, "avro_name", None)
+    return name if isinstance(name, str) else f"{SPEC_NAMESPACE}.{model.__name__}"
+
+
+def discriminator_of(model: type[BaseModel]) -> tuple[str, str] | None:
+    """``(field, value)`` of a union variant's literal tag, or None for an ordinary record."""
+    for name in DISCRIMINATOR_FIELDS:
+        info = model.model_fields.get(name)
+        if info is not None and get_origin(info.annotation) is Literal:
+            (value,) = get_args(info.annotation)
+            return name, str(value)
+    return None
+
+
+def to_datum(value: Any) -> Any:
+    """A fastavro datum for a model (or any value inside one)."""
+    if isinstance(value, BaseModel):
+        model = type(value)
+        tag = discriminator_of(model)
+        skip = tag[0] if tag else None
+        record = {name: to_datum(getattr(value, name)) for name in model.model_fields if name != skip}
+        return (avro_name_of(model), record) if tag else record
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_datum(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_datum(v) for k, v in value.items()}
+    return value
+
+
+def from_datum(value: Any) -> Any:
+    """Plain data ready for ``model_validate``: tagged union branches get their discriminator back."""
+    if isinstance(value, tuple):
+        name, record = value
+        model = variants().get(name)
+        if model is None:
+            raise KeyError(f"record {name!r} is not a known union variant")
+        field, tag = discriminator_of(model) or ("", "")
+        return {field: tag, **from_datum(record)}
+    if isinstance(value, dict):
+        return {k: from_datum(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_datum(v) for v in value]
+    return value
+
+
+@cache
+def variants() -> dict[str, type[BaseModel]]:
+    """Every union-variant model reachable from the message types, by Avro full name."""
+    return {avro_name_of(m): m for m in _reachable_models() if discriminator_of(m)}
+
+
+def _reachable_models() -> Iterator[type[BaseModel]]:
+    seen: set[type[BaseModel]] = set()
+    todo: list[type[BaseModel]] = [*MESSAGE_TYPES, PipelineSpec]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        yield model
+        for info in model.model_fields.values():
+            todo.extend(_models_in(info.annotation))
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    if get_origin(annotation) in (Annotated, Union, types.UnionType, list, dict):
+        for arg in get_args(annotation):
+            yield from _models_in(arg)
