@@ -1,0 +1,16 @@
+"""The ``aoetl`` command. A thin registry: each sub-command group lives in ``aoetl/commands/<name>.py`` and
+is registered here with one line."""
+
+from __future__ import annotations
+
+import typer
+
+from aoetl.commands import dev
+
+app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
+
+app.add_typer(dev.app, name="dev")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,55 @@
+"""``aoetl dev up|down|status``: the local stack for development."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aoetl.devstack import SERVICE_NAMES, DevStack
+
+app = typer.Typer(
+    help="Run the local Kafka + PostgreSQL stack (and optionally the services).", no_args_is_help=True
+)
+_console = Console()
+
+
+@app.command()
+def up(
+    services: Annotated[bool, typer.Option("--services", help="Also start every service.")] = False,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, help="Replicas per service.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
+) -> None:
+    """Start Kafka and PostgreSQL (reusing running ones) and create all topics."""
+    stack = DevStack.from_env()
+    with _console.status("starting the dev stack..."):
+        endpoints = stack.up(timeout)
+        if services:
+            stack.start_services(SERVICE_NAMES, replicas)
+    for key, value in endpoints.env().items():
+        _console.print(f"export {key}={value}")
+
+
+@app.command()
+def down() -> None:
+    """Stop services, Kafka and PostgreSQL started by `up` (external servers are left alone)."""
+    DevStack.from_env().down()
+    _console.print("dev stack stopped")
+
+
+@app.command()
+def status() -> None:
+    """Show every component: healthy, address, pid. Exits 1 when something is unhealthy."""
+    rows = DevStack.from_env().status()
+    table = Table(title="aoetl dev stack")
+    for column in ("component", "healthy", "address", "pid"):
+        table.add_column(column)
+    for row in rows:
+        healthy = "[green]yes[/green]" if row.healthy else "[red]no[/red]"
+        pid = "external" if row.external else (str(row.pid) if row.pid else "-")
+        table.add_row(row.component, healthy, row.address, pid)
+    _console.print(table)
+    if not all(row.healthy for row in rows):
+        raise typer.Exit(1)

@@ -1,0 +1,131 @@
+"""A small supervisor for service replicas: ``python -m services.<name>`` as subprocesses.
+
+Each replica gets the caller's environment plus its identity (``AOETL_SERVICE_NAME``,
+``AOETL_REPLICA_INDEX``) and a free HTTP port (``AOETL_HTTP_PORT``) for /health, /ready and /metrics, writes
+its output to ``<state>/logs/<name>-<index>.log``, and is recorded in ``<state>/services.json`` so a later
+process (``aoetl dev down``) can stop it. Stopping is graceful first: SIGTERM, a deadline, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from aoetl.devstack.osproc import file_lock, free_port, pid_alive, terminate
+from aoetl.devstack.state import read_json, write_json
+
+SERVICE_NAMES: Final = ("gateway", "orchestrator", "extract", "transform", "load", "monitor")
+SERVICES_FILE: Final = "services.json"
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    name: str
+    replica: int
+    module: str
+    pid: int
+    http_port: int
+    log: str
+
+    def is_alive(self) -> bool:
+        # The module name guards against PID reuse after the replica died.
+        return pid_alive(self.pid, cmdline_marker=self.module)
+
+
+class ServiceSupervisor:
+    """Start/stop replicas of ``python -m <module>``; usable as a context manager in tests."""
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.env = dict(env or {})
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def _file(self) -> Path:
+        return self.state_dir / SERVICES_FILE
+
+    def processes(self) -> list[ServiceProcess]:
+        return [ServiceProcess(**entry) for entry in read_json(self._file).get("processes", [])]
+
+    def alive(self, name: str | None = None) -> list[ServiceProcess]:
+        return [p for p in self.processes() if (name is None or p.name == name) and p.is_alive()]
+
+    def start(
+        self,
+        name: str,
+        replicas: int = 1,
+        *,
+        module: str | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[ServiceProcess]:
+        """Start ``replicas`` more processes of ``module`` (default ``services.<name>``)."""
+        module = module or f"services.{name}"
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        started: list[ServiceProcess] = []
+        with file_lock(self.state_dir / ".services.lock"):
+            existing = self.processes()
+            first_index = 1 + max((p.replica for p in existing if p.name == name), default=-1)
+            for index in range(first_index, first_index + replicas):
+                http_port = free_port()
+                child_env = {
+                    **os.environ,
+                    **self.env,
+                    **(env or {}),
+                    "AOETL_SERVICE_NAME": name,
+                    "AOETL_REPLICA_INDEX": str(index),
+                    "AOETL_HTTP_PORT": str(http_port),
+                    "PYTHONUNBUFFERED": "1",
+                }
+                log_path = logs / f"{name}-{index}.log"
+                with log_path.open("ab") as log:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", module, *args],
+                        env=child_env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # a Ctrl-C in the terminal must not bypass graceful stop
+                    )
+                self._children[proc.pid] = proc
+                started.append(ServiceProcess(name, index, module, proc.pid, http_port, str(log_path)))
+            self._record([*existing, *started])
+        return started
+
+    def stop(self, name: str | None = None, timeout: float = 15.0) -> None:
+        """Stop every replica (or those of ``name``): SIGTERM all first so they drain in parallel."""
+        with file_lock(self.state_dir / ".services.lock"):
+            targets = [p for p in self.processes() if name is None or p.name == name]
+            for proc in targets:
+                if proc.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
+            for proc in targets:
+                terminate(proc.pid, timeout=timeout, cmdline_marker=proc.module)
+                child = self._children.pop(proc.pid, None)
+                if child is not None:
+                    child.poll()  # reap, so no zombie outlives the supervisor
+            self._record([p for p in self.processes() if p not in targets])
+
+    def _record(self, processes: list[ServiceProcess]) -> None:
+        write_json(self._file, {"processes": [asdict(p) for p in processes]})
+
+    def __iter__(self) -> Iterator[ServiceProcess]:
+        return iter(self.processes())
+
+    def __enter__(self) -> ServiceSupervisor:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

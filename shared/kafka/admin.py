@@ -1,0 +1,68 @@
+"""Topic administration: make the declared topics exist. Idempotent, so the dev stack, the test fixtures and
+the deployment init job can all call it on every start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shared.errors import TransientError
+from shared.kafka.topics import TOPICS, TopicSpec
+
+_log = logging.getLogger(__name__)
+
+
+class TopicAdminError(TransientError):
+    """The broker refused or did not answer a topic operation; retrying later may succeed."""
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[TopicSpec] = TOPICS,
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create every topic in ``topics`` that does not exist yet; return the names actually created.
+
+    Existing topics are left untouched (their partitions and configs are not altered): changing a live
+    topic's layout is a migration decision, not something a start-up hook should do silently.
+    """
+    specs = list(topics)
+    admin = AdminClient({"bootstrap.servers": bootstrap}, logger=_log)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot list topics on {bootstrap}: {exc}") from exc
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
+        return []
+    new_topics = [
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=replication_factor,
+            config=dict(spec.config),
+        )
+        for spec in missing
+    ]
+    futures = admin.create_topics(new_topics, request_timeout=timeout, operation_timeout=timeout)
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            # A concurrent caller created it between our listing and our request: that is success.
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TopicAdminError(f"creating topic {name!r} on {bootstrap} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise TopicAdminError(f"creating topic {name!r} on {bootstrap} timed out") from exc
+    _log.info("created topics %s", created)
+    return created

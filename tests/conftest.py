@@ -1,0 +1,46 @@
+"""Session fixtures for the real stack.
+
+``kafka_bootstrap`` / ``postgres_dsn`` start a private Kafka broker and PostgreSQL cluster (concurrently,
+once per session, only when a test asks for either), or use ``KAFKA_BOOTSTRAP_SERVERS`` /
+``AOETL_POSTGRES_DSN`` when set. ``AOETL_STACK_BACKEND`` picks local processes or testcontainers (see
+``aoetl/devstack/backend.py``). All topics of ``shared/kafka/topics.py`` exist before the first test runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aoetl.devstack import StackEndpoints, running_stack
+
+
+def make_state_dir(prefix: str) -> Path:
+    """A private state folder the 'postgres' user can traverse (PostgreSQL runs as that user under root;
+    pytest's own tmp folders are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack_endpoints() -> Iterator[StackEndpoints]:
+    state_dir = make_state_dir("aoetl-test-stack-")
+    try:
+        with running_stack(state_dir) as endpoints:
+            yield endpoints
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_endpoints: StackEndpoints) -> str:
+    return stack_endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(stack_endpoints: StackEndpoints) -> str:
+    return stack_endpoints.postgres_dsn
