@@ -1,0 +1,176 @@
+"""CSV files: byte-range splits aligned to line starts, read with pyarrow's streaming CSV reader.
+
+Every column is read as STRING. Type inference would run per split (each reader only sees its own
+bytes), so one split could infer int64 and the next float64 or string for the same column, and the load
+stage writes all batches of a run into one table. Typing a column is the transform's ``cast`` step job,
+where the pipeline author states the type once for the whole run.
+
+Quoted line breaks inside fields make byte-range alignment ambiguous (a ``\\n`` inside quotes is not a
+line start). The planner samples the head of each file; if it finds one, that file is read as a single
+split with ``newlines_in_values`` on. A quoted line break beyond the sample in a file that was split
+surfaces as a ``SourceReadError`` that says to run with ``parallelism: 1``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from shared.connectors.base import describe, number_splits, rebatch
+from shared.connectors.errors import SourceReadError
+from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
+from shared.connectors.paths import resolve_files, split_path
+from shared.contracts import Split, SplitKind
+from shared.spec.models import CsvSource
+
+SAMPLE_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20
+MAX_HEADER_BYTES = 1 << 20
+
+info = describe(
+    CsvSource,
+    "Delimited text files (path, file:// URL or glob). All columns are read as strings; use a 'cast' "
+    "transform to type them. Files are split into byte ranges aligned to line starts.",
+    (SplitKind.BYTE_RANGE,),
+)
+
+
+def _first_line(f: io.BufferedReader, size: int) -> tuple[bytes, int]:
+    """The first line's bytes (with its line break) and the offset where the next line starts."""
+    f.seek(0)
+    head = f.read(min(size, MAX_HEADER_BYTES))
+    end = next_line_start(f, 1, size) if size else 0
+    return head[:end], end
+
+
+def _column_names(path: Path, f: io.BufferedReader, size: int, source: CsvSource) -> tuple[list[str], int]:
+    """Column names (the header, or ``f0..fN`` without one) and the offset where data starts."""
+    line, header_end = _first_line(f, size)
+    if not line.strip():
+        return [], header_end
+    if not line.endswith(b"\n"):
+        line += b"\n"  # a header-only file without a final line break is still a header
+    try:
+        parsed = pacsv.read_csv(
+            io.BytesIO(line),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=not source.has_header),
+            parse_options=pacsv.ParseOptions(delimiter=source.delimiter),
+        )
+    except pa.ArrowInvalid as exc:
+        raise SourceReadError(f"{path}: line 1: cannot parse the first line: {exc}") from exc
+    return parsed.column_names, header_end if source.has_header else 0
+
+
+def has_quoted_newlines(path: Path, delimiter: str) -> bool:
+    """Whether a quoted field in the head of the file contains a line break."""
+    with path.open("rb") as f:
+        sample = f.read(SAMPLE_BYTES)
+    if b'"' not in sample:
+        return False
+    text = sample.decode("utf-8", errors="replace")
+    try:
+        return any(
+            "\n" in field or "\r" in field
+            for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+            for field in row
+        )
+    except csv.Error:
+        return True  # cannot tell: a single split is always correct
+
+
+def plan(
+    source: CsvSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
+) -> list[Split]:
+    files = resolve_files(source.path)
+    sizes = [p.stat().st_size for p in files]
+    if source.has_header:
+        _check_same_header(files, sizes, source)
+    splittable = [not has_quoted_newlines(p, source.delimiter) for p in files]
+    ranges = plan_byte_ranges(sizes, parallelism, splittable)
+    planned: list[dict[str, Any]] = [
+        {"uri": path.as_uri(), "start": start, "end": end}
+        for path, file_ranges in zip(files, ranges, strict=True)
+        for start, end in file_ranges
+    ]
+    return number_splits(planned, SplitKind.BYTE_RANGE)
+
+
+def _check_same_header(files: list[Path], sizes: list[int], source: CsvSource) -> None:
+    """All files of one source must share the header, or batches of one run would disagree on columns."""
+    first: tuple[Path, list[str]] | None = None
+    for path, size in zip(files, sizes, strict=True):
+        if not size:
+            continue
+        with path.open("rb") as f:
+            names, _ = _column_names(path, f, size, source)
+        if first is None:
+            first = (path, names)
+        elif names != first[1]:
+            raise SourceReadError(
+                f"{path}: header {names} differs from {first[1]} in {first[0]}; "
+                "all files of one source must have the same columns"
+            )
+
+
+def read(source: CsvSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
+    path = split_path(split.uri)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        names, data_start = _column_names(path, f, size, source)
+        start = next_line_start(f, max(split.start or 0, data_start), size)
+        end = next_line_start(f, size if split.end is None else split.end, size)
+    if not names or start >= end:
+        return
+    whole_file = start == data_start and end == size
+    bad_rows: list[pacsv.InvalidRow] = []
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    stream = RangeReader(path, start, end)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            # Single-threaded so rejected rows carry their row number (and the extract service already
+            # runs one split per worker).
+            read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=source.delimiter,
+                newlines_in_values=whole_file,
+                invalid_row_handler=on_invalid_row,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                null_values=source.null_values,
+                strings_can_be_null=True,
+                # A quoted "" is an explicit value, not a missing one.
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        yield from rebatch(reader, batch_rows)
+    except pa.ArrowInvalid as exc:
+        raise _read_error(path, start, whole_file, bad_rows, exc) from exc
+    finally:
+        stream.close()
+
+
+def _read_error(
+    path: Path, start: int, whole_file: bool, bad_rows: list[pacsv.InvalidRow], exc: Exception
+) -> SourceReadError:
+    if not bad_rows:
+        return SourceReadError(f"{path}: bytes from offset {start}: {exc}")
+    row = bad_rows[0]
+    with path.open("rb") as f:
+        line = count_newlines(f, start) + (row.number if row.number and row.number > 0 else 1)
+    hint = "" if whole_file else " (if fields contain quoted line breaks, run with parallelism 1)"
+    return SourceReadError(
+        f"{path}: line {line}: expected {row.expected_columns} columns, got {row.actual_columns}: "
+        f"{row.text[:200]!r}{hint}"
+    )

@@ -1,0 +1,180 @@
+"""HTTP JSON APIs: pagination by page number, response cursor or RFC 8288 ``Link: rel="next"``.
+
+Failures are retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and connection
+errors; when retries run out the error is transient (``SourceUnavailableError``) so the task can be
+retried later. Other 4xx answers are terminal. Requests are spaced by ``1 / rate_limit_per_s`` seconds.
+
+Only page-numbered APIs with a known ``max_pages`` can be split (into page ranges); cursor and link
+pagination are inherently sequential, so they are one split.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from shared.connectors.base import describe, number_splits, whole_split
+from shared.connectors.errors import SourceNotFoundError, SourceReadError, SourceUnavailableError
+from shared.connectors.records import dotted_get, records_at, records_to_tables
+from shared.contracts import Split, SplitKind
+from shared.errors import ConfigurationError
+from shared.spec.models import HttpSource, Pagination
+
+FIRST_PAGE = 1
+TIMEOUT_S = 30.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 60.0
+
+info = describe(
+    HttpSource,
+    "A JSON HTTP API (GET). Pagination: none, page (?page=N until an empty page), cursor (next cursor "
+    "read from cursor_path) or link (RFC 8288 Link rel=next). Retries 429/5xx with backoff; rate "
+    "limited; Authorization header from auth_env.",
+    (SplitKind.WHOLE, SplitKind.PAGES),
+)
+
+
+def plan(
+    source: HttpSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
+) -> list[Split]:
+    if source.pagination is not Pagination.PAGE:
+        return whole_split()
+    last = None if source.max_pages is None else FIRST_PAGE + source.max_pages
+    if last is None or not parallelism or parallelism == 1:
+        return whole_split(SplitKind.PAGES, start=FIRST_PAGE, end=last)
+    pages = last - FIRST_PAGE
+    count = min(parallelism, pages)
+    bounds = [FIRST_PAGE + pages * i // count for i in range(count + 1)]
+    ranges = [{"start": lo, "end": hi} for lo, hi in itertools.pairwise(bounds)]
+    return number_splits(ranges, SplitKind.PAGES)
+
+
+class _Fetcher:
+    """GET with rate limiting and retries; returns the decoded JSON and the response."""
+
+    def __init__(self, source: HttpSource, client: httpx.Client) -> None:
+        self._source = source
+        self._client = client
+        self._interval = 1.0 / source.rate_limit_per_s if source.rate_limit_per_s else 0.0
+        self._next_at = 0.0
+
+    def get(self, url: str | httpx.URL, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Response]:
+        retries = self._source.max_retries
+        for attempt in range(retries + 1):
+            self._respect_rate_limit()
+            try:
+                response = self._client.get(url, params=params)
+            except httpx.TransportError as exc:
+                if attempt == retries:
+                    raise SourceUnavailableError(f"GET {url}: {exc!r} after {retries} retries") from exc
+                time.sleep(_backoff(attempt))
+                continue
+            status = response.status_code
+            if status == 429 or status >= 500:
+                if attempt == retries:
+                    raise SourceUnavailableError(f"GET {response.url}: HTTP {status} after {retries} retries")
+                time.sleep(_retry_after(response) or _backoff(attempt))
+                continue
+            if status == 404:
+                raise SourceNotFoundError(f"GET {response.url}: HTTP 404")
+            if status >= 400:
+                raise SourceReadError(f"GET {response.url}: HTTP {status}: {response.text[:200]!r}")
+            try:
+                return response.json(), response
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SourceReadError(f"GET {response.url}: response is not JSON: {exc}") from exc
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _respect_rate_limit(self) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            time.sleep(self._next_at - now)
+        self._next_at = max(now, self._next_at) + self._interval
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, so retrying clients do not synchronise."""
+    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt * (0.5 + random.random() / 2)))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(BACKOFF_MAX_S, max(0.0, seconds))
+
+
+def _headers(source: HttpSource) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if source.auth_env:
+        token = os.environ.get(source.auth_env)
+        if not token:
+            raise ConfigurationError(
+                f"environment variable {source.auth_env} (the Authorization header) is not set"
+            )
+        headers["Authorization"] = token
+    return headers
+
+
+def _pages(source: HttpSource, split: Split, fetch: _Fetcher) -> Iterator[list[dict[str, Any]]]:
+    """Each page's records, in order, until the API says there is nothing more or ``max_pages``."""
+    max_pages = source.max_pages or float("inf")
+    if source.pagination is Pagination.NONE:
+        document, response = fetch.get(source.url)
+        yield records_at(document, source.records_path, where=f"GET {response.url}")
+    elif source.pagination is Pagination.PAGE:
+        page = split.start if split.start is not None else FIRST_PAGE
+        end = split.end if split.end is not None else FIRST_PAGE + max_pages
+        while page < end:
+            document, response = fetch.get(source.url, {source.page_param: page})
+            records = records_at(document, source.records_path, where=f"GET {response.url}")
+            if not records:
+                return
+            yield records
+            page += 1
+    elif source.pagination is Pagination.CURSOR:
+        cursor: Any = None
+        fetched = 0
+        while fetched < max_pages:
+            document, response = fetch.get(source.url, {source.cursor_param: cursor} if cursor else None)
+            fetched += 1
+            records = records_at(document, source.records_path, where=f"GET {response.url}")
+            yield records
+            next_cursor = dotted_get(document, source.cursor_path or "")
+            # A repeated cursor would loop forever; an empty page with a cursor is treated as the end too.
+            if not records or next_cursor in (None, "") or next_cursor == cursor:
+                return
+            cursor = next_cursor
+    else:  # Pagination.LINK
+        url: httpx.URL | str | None = source.url
+        fetched = 0
+        while url is not None and fetched < max_pages:
+            document, response = fetch.get(url)
+            fetched += 1
+            yield records_at(document, source.records_path, where=f"GET {response.url}")
+            next_link = response.links.get("next", {}).get("url")
+            url = response.url.join(next_link) if next_link else None
+
+
+def read(source: HttpSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
+    with httpx.Client(headers=_headers(source), timeout=TIMEOUT_S, follow_redirects=True) as client:
+        fetch = _Fetcher(source, client)
+        records = (record for page in _pages(source, split, fetch) for record in page)
+        yield from records_to_tables(records, batch_rows, where=f"GET {source.url}")
