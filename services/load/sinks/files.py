@@ -1,0 +1,168 @@
+"""Parquet and JSONL directory sinks: one file per batch, ``<dir>/<run_id>/part-<batch_id>.<ext>``.
+
+Each file is written to a temp name in the same directory, fsynced, then ``os.replace``d into place, so a
+part is either absent or complete; its existence *is* the ledger: a second delivery of the batch finds it
+and writes nothing. ``finalize`` writes ``_SUCCESS`` (JSON: row count and file list) the same atomic way;
+readers should only trust run directories that have it.
+
+Cross-batch dedupe remembers the keys of the run's parts (read back from the files on first use), so it
+is exact for one writer per run directory; two replicas writing the same run can each let the same new
+key through once. Use a database sink when dedupe must hold across replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from services.load.sinks.base import DestinationUnavailableError, WriteResult, require_columns
+from services.load.sinks.naming import safe_file_part
+
+FileFormat = Literal["parquet", "jsonl"]
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``path`` appears complete and durable, or not at all (a crash leaves at most a hidden temp file)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)  # makes the rename itself durable
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileSink:
+    """Sink for a ``ParquetDestination`` or ``JsonlDestination``."""
+
+    def __init__(self, directory: str | Path, file_format: FileFormat) -> None:
+        self._root = Path(directory)
+        self._format: FileFormat = file_format
+        self._seen: dict[tuple[str, tuple[str, ...]], set[Hashable]] = {}  # (run, keys) -> key tuples
+
+    def run_directory(self, run_id: str) -> Path:
+        return self._root / safe_file_part(run_id)
+
+    def part_path(self, run_id: str, batch_id: str) -> Path:
+        return self.run_directory(run_id) / f"part-{safe_file_part(batch_id)}.{self._format}"
+
+    def write(
+        self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
+    ) -> WriteResult:
+        require_columns(table, dedupe_keys, "dedupe keys")
+        path = self.part_path(run_id, batch_id)
+        if path.exists():
+            return WriteResult(applied=False, rows_written=0, rows_deduplicated=0)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept, new_keys = table, set[Hashable]()
+            if dedupe_keys:
+                kept, new_keys = self._drop_seen_keys(run_id, tuple(dedupe_keys), table)
+            write_atomically(path, lambda handle: self._encode(kept, handle))
+        except OSError as exc:  # full disk, unmounted volume...: may clear up
+            raise DestinationUnavailableError(f"cannot write {path}: {exc}") from exc
+        if dedupe_keys:
+            self._seen[(run_id, tuple(dedupe_keys))].update(new_keys)
+        return WriteResult(
+            applied=True, rows_written=kept.num_rows, rows_deduplicated=table.num_rows - kept.num_rows
+        )
+
+    def finalize(self, run_id: str) -> None:
+        directory = self.run_directory(run_id)
+        marker = directory / SUCCESS_MARKER
+        if marker.exists():
+            return
+        directory.mkdir(parents=True, exist_ok=True)  # a run that wrote no batch still succeeds
+        parts = sorted(p for p in directory.glob(f"part-*.{self._format}"))
+        summary = {
+            "run_id": run_id,
+            "format": self._format,
+            "rows": sum(self._count_rows(p) for p in parts),
+            "files": [p.name for p in parts],
+        }
+        write_atomically(marker, lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
+        self._forget(run_id)
+
+    def abort(self, run_id: str) -> None:
+        """A failed run's parts are dropped, unless the run had already been finalized."""
+        directory = self.run_directory(run_id)
+        if not (directory / SUCCESS_MARKER).exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        self._forget(run_id)
+
+    def close(self) -> None:
+        self._seen.clear()
+
+    # ---------------------------------------------------------------------------------- internals
+    def _encode(self, table: pa.Table, handle: BinaryIO) -> None:
+        if self._format == "parquet":
+            pq.write_table(table, handle, compression="zstd")
+        else:  # polars writes NDJSON in Rust, with ISO dates/timestamps and exact decimals
+            pl.from_arrow(table).write_ndjson(handle)  # type: ignore[union-attr]
+
+    def _read_keys(self, path: Path, schema: pa.Schema) -> pa.Table:
+        if self._format == "parquet":
+            return pq.read_table(path, columns=schema.names)
+        if path.stat().st_size == 0:
+            return schema.empty_table()
+        # Parse with the batch's key types so a date key reads back as a date, not a string.
+        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        return pa_json.read_json(path, parse_options=options)
+
+    def _count_rows(self, path: Path) -> int:
+        if self._format == "parquet":
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def _drop_seen_keys(
+        self, run_id: str, keys: tuple[str, ...], table: pa.Table
+    ) -> tuple[pa.Table, set[Hashable]]:
+        seen = self._seen.get((run_id, keys))
+        if seen is None:
+            seen = set()
+            for part in self.run_directory(run_id).glob(f"part-*.{self._format}"):
+                seen.update(_key_tuples(self._read_keys(part, table.select(list(keys)).schema)))
+            self._seen[(run_id, keys)] = seen
+        keep: list[bool] = []
+        new_keys: set[Hashable] = set()
+        for key in _key_tuples(table.select(list(keys))):
+            first = key not in seen and key not in new_keys
+            keep.append(first)
+            if first:
+                new_keys.add(key)
+        return table.filter(pa.array(keep, pa.bool_())), new_keys
+
+    def _forget(self, run_id: str) -> None:
+        for key in [k for k in self._seen if k[0] == run_id]:
+            del self._seen[key]
+
+
+def _key_tuples(keys: pa.Table) -> list[Hashable]:
+    """Key values as tuples of their string form: hashable, and equal for equal values of the numeric
+    types a key may be read back as."""
+    as_text = [pc.cast(col, pa.string()).to_pylist() for col in keys.columns]
+    return list(zip(*as_text, strict=True))

@@ -1,0 +1,411 @@
+"""PostgreSQL sink: each batch is one transaction holding the rows *and* its ledger row.
+
+Bulk path, measured on 1M rows x 10 columns (bigint, double, text, boolean, date, timestamptz) against
+PostgreSQL 15 on this project's 2-core machine: psycopg 3 ``COPY ... FROM STDIN (FORMAT csv)`` fed by
+``pyarrow.csv.write_csv`` bytes took 3.9-4.1 s (1.8 s of it just formatting CSV), ADBC ``adbc_ingest``
+(binary COPY encoded from Arrow in C++) took 2.1-2.4 s. ADBC is ~1.8x faster, and since every statement
+below runs on the one ADBC connection, the COPY shares its transaction with the ledger insert. So this sink
+talks to PostgreSQL through ADBC only.
+
+Per batch, in ONE transaction: insert the ledger row (``ON CONFLICT DO NOTHING RETURNING``: no row back
+means the batch was already applied, or is being applied by another replica which we wait for); create or
+evolve the table; then either COPY straight into the table (append) or COPY into a temp table and
+``INSERT ... SELECT`` from it (merge upsert, cross-batch dedupe). A lost connection or a killed backend rolls
+the whole transaction back, so a retry applies the batch exactly once.
+
+Replace mode loads into ``<table>__aoetl_<short run id>``; ``finalize`` renames it over the table in one
+transaction. Readers block for the instant of the rename and then see the new table, never a partial one.
+Views depending on the replaced table make the swap fail (terminal): PostgreSQL binds views to the old
+table, which the swap drops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+import pyarrow as pa
+
+from services.load.sinks.base import (
+    DestinationUnavailableError,
+    IncompatibleSchemaError,
+    WriteResult,
+    require_columns,
+)
+from services.load.sinks.naming import short_run_id
+from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
+from shared.errors import AoetlError, ConfigurationError, DataError
+from shared.spec.models import PostgresDestination, WriteMode
+
+LEDGER = "aoetl.aoetl_ledger"
+DEDUPE = "aoetl.dedupe"
+_TEMP_BATCH = "aoetl_batch"
+_ORDINAL = "__aoetl_ord"  # arrival order inside a batch: the first of duplicates is kept, the last merged
+_KEY_HASH = "__aoetl_h"
+
+_BOOTSTRAP = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('aoetl:bootstrap', 0))",
+    "CREATE SCHEMA IF NOT EXISTS aoetl",
+    f"CREATE TABLE IF NOT EXISTS {LEDGER} (run_id text NOT NULL, batch_id text NOT NULL,"
+    " destination text NOT NULL, rows bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (destination, batch_id))",
+    f"CREATE INDEX IF NOT EXISTS aoetl_ledger_by_run ON {LEDGER} (destination, run_id)",
+    f"CREATE TABLE IF NOT EXISTS {DEDUPE} (run_id text NOT NULL, destination text NOT NULL,"
+    " key_hash uuid NOT NULL, PRIMARY KEY (destination, run_id, key_hash))",
+)
+# Key hashes are md5 of the keys' text form, which depends on these settings: pin them so that every
+# replica hashes the same key to the same value.
+_SESSION = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 1",
+)
+# Connection lost, server shutting down / backend terminated, out of resources, serialization/deadlock
+# victims, lock not available: the same work may succeed later.
+_TRANSIENT_SQLSTATES = ("08", "53", "57P", "58", "40001", "40P01", "55P03")
+_TRANSIENT_STATUS = frozenset(
+    {
+        adbc_driver_manager.AdbcStatusCode.IO,
+        adbc_driver_manager.AdbcStatusCode.TIMEOUT,
+        adbc_driver_manager.AdbcStatusCode.CANCELLED,
+    }
+)
+
+T = TypeVar("T")
+Cursor = Any  # adbc_driver_manager.dbapi.Cursor; its stubs are too loose to be worth spelling out
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class _Table:
+    schema: str
+    name: str
+
+    @property
+    def sql(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def is_unavailable(exc: adbc_driver_manager.Error) -> bool:
+    sqlstate = exc.sqlstate or ""
+    return sqlstate.startswith(_TRANSIENT_SQLSTATES) or exc.status_code in _TRANSIENT_STATUS
+
+
+class PostgresSink:
+    """Sink for a ``PostgresDestination``. One connection, used by one thread at a time."""
+
+    def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
+        resolved = dsn or os.environ.get(destination.dsn_env)
+        if not resolved:
+            raise ConfigurationError(f"environment variable {destination.dsn_env} (the DSN) is not set")
+        self._dsn = resolved
+        self._dest = destination
+        schema, _, name = destination.table.rpartition(".")
+        self._target = _Table(schema or "public", name)
+        self._ledger_key = f"postgres:{self._target.display}"  # the ledger's `destination` column
+        self._conn: Any = None
+        self._columns: dict[_Table, dict[str, str]] = {}  # column name -> format_type(), per table
+        self._unique_index_ok = False
+
+    # ------------------------------------------------------------------------------------ public API
+    def write(
+        self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
+    ) -> WriteResult:
+        require_columns(table, dedupe_keys, "dedupe keys")
+        if self._dest.mode is WriteMode.MERGE:
+            require_columns(table, self._dest.keys, "merge keys")
+        target = self.staging_table(run_id) if self._dest.mode is WriteMode.REPLACE else self._target
+
+        def work(cur: Cursor) -> WriteResult:
+            cur.execute(
+                f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                parameters=(run_id, batch_id, self._ledger_key, table.num_rows),
+            )
+            if cur.fetchone() is None:
+                return WriteResult(applied=False, rows_written=0, rows_deduplicated=0)
+            columns = self._ensure_table(cur, target, table)
+            batch = self._conform(target, columns, table)
+            if self._dest.mode is not WriteMode.MERGE and not dedupe_keys:
+                cur.adbc_ingest(target.name, batch, mode="append", db_schema_name=target.schema)
+                return WriteResult(applied=True, rows_written=batch.num_rows, rows_deduplicated=0)
+            written, kept = self._apply_via_temp_table(cur, run_id, target, columns, batch, dedupe_keys)
+            cur.execute(
+                f"UPDATE {LEDGER} SET rows = $1 WHERE destination = $2 AND batch_id = $3",
+                parameters=(written, self._ledger_key, batch_id),
+            )
+            return WriteResult(applied=True, rows_written=written, rows_deduplicated=batch.num_rows - kept)
+
+        return self._in_transaction(f"writing batch {batch_id} to", work)
+
+    def finalize(self, run_id: str) -> None:
+        staging = self.staging_table(run_id)
+
+        def work(cur: Cursor) -> None:
+            if self._dest.mode is WriteMode.REPLACE:
+                if not self._claim_end_of_run(cur, run_id):
+                    return  # already finalized (or aborted): idempotent
+                self._swap_in(cur, staging)
+            self._forget_dedupe_keys(cur, run_id)
+
+        self._in_transaction("finalizing", work)
+        self._columns.pop(staging, None)
+        self._columns.pop(self._target, None)
+
+    def abort(self, run_id: str) -> None:
+        staging = self.staging_table(run_id)
+
+        def work(cur: Cursor) -> None:
+            if self._dest.mode is WriteMode.REPLACE:
+                if not self._claim_end_of_run(cur, run_id):
+                    return  # a finalized run is not undone
+                cur.execute(f"DROP TABLE IF EXISTS {staging.sql}")
+                # The staged rows are gone, so their batches must count as not applied any more.
+                cur.execute(
+                    f"DELETE FROM {LEDGER} WHERE destination = $1 AND run_id = $2 AND batch_id <> $3",
+                    parameters=(self._ledger_key, run_id, self._end_marker(run_id)),
+                )
+            self._forget_dedupe_keys(cur, run_id)
+
+        self._in_transaction("aborting", work)
+        self._columns.pop(staging, None)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(adbc_driver_manager.Error):  # it is being thrown away anyway
+                conn.close()
+
+    def staging_table(self, run_id: str) -> _Table:
+        suffix = f"__aoetl_{short_run_id(run_id)}"
+        return _Table(self._target.schema, self._target.name[: 63 - len(suffix)] + suffix)
+
+    # ------------------------------------------------------------------------------- transactions
+    def _connection(self) -> Any:
+        if self._conn is None:
+            try:
+                conn = adbc.connect(self._dsn)
+                with conn.cursor() as cur:
+                    for statement in (*_SESSION, *_BOOTSTRAP):
+                        cur.execute(statement)
+                conn.commit()
+            except adbc_driver_manager.Error as exc:
+                raise DestinationUnavailableError(
+                    f"cannot connect to PostgreSQL: {_first_line(exc)}"
+                ) from exc
+            self._conn = conn
+        return self._conn
+
+    def _in_transaction(self, action: str, work: Callable[[Cursor], T]) -> T:
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                result = work(cur)
+            conn.commit()
+            return result
+        except BaseException as exc:
+            # DDL of this transaction is rolled back too, so cached table shapes may be wrong now.
+            self._columns.clear()
+            self._unique_index_ok = False
+            try:
+                conn.rollback()
+            except adbc_driver_manager.Error:
+                self.close()
+            if isinstance(exc, adbc_driver_manager.Error):
+                raise self._translate(exc, f"{action} {self._target.display}") from exc
+            raise
+
+    def _translate(self, exc: adbc_driver_manager.Error, action: str) -> AoetlError:
+        if is_unavailable(exc):
+            self.close()  # a fresh connection is made on the next call
+            return DestinationUnavailableError(f"PostgreSQL unavailable while {action}: {_first_line(exc)}")
+        return DataError(f"PostgreSQL rejected {action}: {_first_line(exc)}")
+
+    # ------------------------------------------------------------------------------- table shape
+    def _read_columns(self, cur: Cursor, table: _Table) -> dict[str, str]:
+        cur.execute(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            parameters=(table.sql,),
+        )
+        return {name: pg_type for name, pg_type in cur.fetchall()}
+
+    def _ensure_table(self, cur: Cursor, table: _Table, batch: pa.Table) -> dict[str, str]:
+        """Create the table or add the batch's new columns; return the table's columns."""
+        merge = self._dest.mode is WriteMode.MERGE
+        columns = self._columns.get(table) or self._read_columns(cur, table)
+        if columns and all(n in columns for n in batch.column_names) and (self._unique_index_ok or not merge):
+            self._columns[table] = columns
+            return columns
+        # DDL needed: serialize it with other replicas writing this table, then look again.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(f"aoetl:ddl:{table.sql}",)
+        )
+        columns = self._read_columns(cur, table)
+        if not columns:
+            template = self._read_columns(cur, self._target) if table != self._target else {}
+            if template:  # replace mode: the new table keeps the old one's columns, defaults and indexes
+                cur.execute(f"CREATE TABLE {table.sql} (LIKE {self._target.sql} INCLUDING ALL)")
+                columns = dict(template)
+            else:
+                defs = [f"{quote_ident(f.name)} {self._pg_type(table, f)}" for f in batch.schema]
+                cur.execute(f"CREATE TABLE {table.sql} ({', '.join(defs)})")
+                columns = {f.name: self._pg_type(table, f) for f in batch.schema}
+        for field in batch.schema:
+            if field.name not in columns:
+                pg_type = self._pg_type(table, field)
+                cur.execute(f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(field.name)} {pg_type}")
+                columns[field.name] = pg_type
+        if merge:
+            self._ensure_unique_index(cur, table)
+        self._columns[table] = columns
+        return columns
+
+    @staticmethod
+    def _pg_type(table: _Table, field: pa.Field) -> str:
+        try:
+            return pg_type_for(field.type)
+        except UnmappedTypeError as exc:
+            raise IncompatibleSchemaError(
+                table.display, field.name, "(none)", str(field.type), "no PostgreSQL column type for it"
+            ) from exc
+
+    def _ensure_unique_index(self, cur: Cursor, table: _Table) -> None:
+        """ON CONFLICT (keys) needs a unique index on exactly the merge keys."""
+        cur.execute(
+            "SELECT array_agg(a.attname::text) FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
+            " GROUP BY i.indexrelid",
+            parameters=(table.sql,),
+        )
+        wanted = set(self._dest.keys)
+        if not any(set(row[0]) == wanted for row in cur.fetchall()):
+            name = quote_ident(f"{table.name[:50]}__aoetl_keys")
+            keys = ", ".join(quote_ident(k) for k in self._dest.keys)
+            cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table.sql} ({keys})")
+        self._unique_index_ok = True
+
+    def _conform(self, table: _Table, columns: dict[str, str], batch: pa.Table) -> pa.Table:
+        arrays = [
+            conform_column(table.display, name, columns[name], batch.column(name))
+            for name in batch.column_names
+        ]
+        return pa.Table.from_arrays(arrays, names=batch.column_names)
+
+    # ------------------------------------------------------------------------------- merge / dedupe
+    def _apply_via_temp_table(
+        self,
+        cur: Cursor,
+        run_id: str,
+        target: _Table,
+        columns: dict[str, str],
+        batch: pa.Table,
+        dedupe_keys: Sequence[str],
+    ) -> tuple[int, int]:
+        """COPY into a temp table, then one INSERT ... SELECT. Returns (rows written, rows kept by dedupe)."""
+        defs = ", ".join(f"{quote_ident(n)} {columns[n]}" for n in batch.column_names)
+        cur.execute(f"CREATE TEMP TABLE {_TEMP_BATCH} ({defs}, {_ORDINAL} bigint) ON COMMIT DROP")
+        ordinal = pa.array(range(batch.num_rows), pa.int64())
+        cur.adbc_ingest(_TEMP_BATCH, batch.append_column(_ORDINAL, ordinal), mode="append", temporary=True)
+
+        names = [quote_ident(n) for n in batch.column_names]
+        ctes: list[str] = []
+        source = f"pg_temp.{_TEMP_BATCH}"
+        kept = f"(SELECT count(*) FROM pg_temp.{_TEMP_BATCH})"
+        parameters: tuple[str, ...] | None = None
+        if dedupe_keys:
+            key_row = ", ".join(f"b.{quote_ident(k)}" for k in dedupe_keys)
+            ctes.append(
+                f"candidates AS (SELECT DISTINCT ON ({_KEY_HASH}) * FROM (SELECT b.*,"
+                f" md5(row({key_row})::text)::uuid AS {_KEY_HASH} FROM pg_temp.{_TEMP_BATCH} b) x"
+                f" ORDER BY {_KEY_HASH}, {_ORDINAL})"
+            )
+            # Inserted in this same transaction: a key another replica committed first comes back
+            # from no RETURNING, one it has in flight makes us wait for its outcome.
+            ctes.append(
+                f"fresh AS (INSERT INTO {DEDUPE} (destination, run_id, key_hash) SELECT $1, $2, {_KEY_HASH}"
+                " FROM candidates ON CONFLICT DO NOTHING RETURNING key_hash)"
+            )
+            source = f"(SELECT c.* FROM candidates c JOIN fresh f ON f.key_hash = c.{_KEY_HASH})"
+            kept = "(SELECT count(*) FROM fresh)"
+            parameters = (self._ledger_key, run_id)
+        selected = ", ".join(f"s.{n}" for n in names)
+        if self._dest.mode is WriteMode.MERGE:
+            keys = ", ".join(f"s.{quote_ident(k)}" for k in self._dest.keys)
+            updates = ", ".join(
+                f"{n} = EXCLUDED.{n}"
+                for c, n in zip(batch.column_names, names, strict=True)
+                if c not in self._dest.keys
+            )
+            select = (
+                f"SELECT DISTINCT ON ({keys}) {selected} FROM {source} s ORDER BY {keys}, s.{_ORDINAL} DESC"
+            )
+            conflict_target = ", ".join(quote_ident(k) for k in self._dest.keys)
+            on_conflict = f" ON CONFLICT ({conflict_target}) DO " + (
+                f"UPDATE SET {updates}" if updates else "NOTHING"
+            )
+        else:
+            select = f"SELECT {selected} FROM {source} s ORDER BY s.{_ORDINAL}"
+            on_conflict = ""
+        ctes.append(
+            f"written AS (INSERT INTO {target.sql} ({', '.join(names)}) {select}{on_conflict} RETURNING 1)"
+        )
+        cur.execute(
+            f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM written), {kept}", parameters=parameters
+        )
+        written, kept_rows = cur.fetchone()
+        return int(written), int(kept_rows)
+
+    # ------------------------------------------------------------------------------- end of run
+    @staticmethod
+    def _end_marker(run_id: str) -> str:
+        return f"__end_of_run__:{run_id}"
+
+    def _claim_end_of_run(self, cur: Cursor, run_id: str) -> bool:
+        """A ledger row makes finalize/abort happen once: the second call finds it and does nothing."""
+        cur.execute(
+            f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES ($1, $2, $3, 0)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            parameters=(run_id, self._end_marker(run_id), self._ledger_key),
+        )
+        return cur.fetchone() is not None
+
+    def _swap_in(self, cur: Cursor, staging: _Table) -> None:
+        staged = self._read_columns(cur, staging)
+        current = self._read_columns(cur, self._target)
+        if not staged:  # the run wrote no batch: replacing with nothing leaves the table empty
+            if current:
+                cur.execute(f"TRUNCATE {self._target.sql}")
+            return
+        if current:
+            retired = f"{self._target.name[:40]}__aoetl_retired"
+            cur.execute(f"ALTER TABLE {self._target.sql} RENAME TO {quote_ident(retired)}")
+            cur.execute(f"ALTER TABLE {staging.sql} RENAME TO {quote_ident(self._target.name)}")
+            cur.execute(f"DROP TABLE {quote_ident(self._target.schema)}.{quote_ident(retired)}")
+        else:
+            cur.execute(f"ALTER TABLE {staging.sql} RENAME TO {quote_ident(self._target.name)}")
+
+    def _forget_dedupe_keys(self, cur: Cursor, run_id: str) -> None:
+        """The run is over; its batches stay guarded by the ledger, its key hashes are no longer needed."""
+        cur.execute(
+            f"DELETE FROM {DEDUPE} WHERE destination = $1 AND run_id = $2",
+            parameters=(self._ledger_key, run_id),
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
