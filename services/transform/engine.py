@@ -1,0 +1,358 @@
+"""The vectorized transform engine: a spec's ``transforms`` applied to one ``pyarrow.Table`` batch.
+
+How steps run (all vectorized; no Python loop over rows anywhere):
+
+* ``select``, ``rename``, ``fill``: pyarrow, zero-copy or a single kernel per column, types untouched;
+* ``cast``: polars (see ``casting.py`` for the exact conversion rules);
+* ``dedupe``: polars finds the first row of each key in the batch, pyarrow takes those rows. Duplicates
+  *across* batches of a run are the sink's business (merge keys), not the engine's;
+* ``filter``, ``derive``, ``mask``, ``sql``: DuckDB, over the batch registered as ``batch`` on one sandboxed
+  in-memory connection per engine (see ``expressions.py`` for the SQL safety rules).
+
+Consecutive DuckDB steps are fused into one query (nested sub-selects), because each trip through DuckDB
+materializes a full Arrow result: ``filter`` + ``derive`` + ``derive`` costs one scan and one result
+instead of three, and DuckDB's optimizer pushes the filter below the projections. A ``sql`` step starts a
+new fused group (its ``FROM batch`` must mean the step's input); steps after it fuse on top of it. The cost
+of fusion is that a *data* error at run time (e.g. a failing cast inside an expression) names the group of
+steps rather than the single step; configuration errors (unknown columns, bad SQL) still name the step,
+because each step's query is bound on its own when the group is first built for a table schema.
+
+The engine is compiled once per spec (SQL parsed and checked in ``__init__``) and then reused for every
+batch; built queries are cached per input schema. ``apply`` is thread-safe (the DuckDB connection is used
+under a lock).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from services.transform.casting import cast_column
+from services.transform.errors import InvalidStepError, UnknownColumnError
+from services.transform.expressions import (
+    BATCH,
+    check_expression,
+    check_query,
+    mask_sql,
+    open_sandbox,
+    quote_ident,
+    translate_error,
+)
+from shared.spec.models import (
+    CastStep,
+    DedupeStep,
+    DeriveStep,
+    FillStep,
+    FilterStep,
+    MaskStep,
+    RenameStep,
+    SelectStep,
+    SqlStep,
+    TransformStep,
+)
+
+# Only a fallback for tests and local runs: the service passes a secret salt from its settings, otherwise
+# hashed values could be reversed by hashing a dictionary of candidates with this public constant.
+DEFAULT_MASK_SALT = b"aoetl-default-mask-salt"
+
+_SQL_OPS = (FilterStep, DeriveStep, MaskStep, SqlStep)
+_MAX_CACHED_SCHEMAS = 32
+
+
+def step_location(index: int, step: TransformStep) -> str:
+    """How errors name a step: its path in the spec and its op."""
+    return f"transforms[{index}] ({step.op})"
+
+
+@dataclass(frozen=True)
+class _SqlGroup:
+    """Consecutive DuckDB steps run as one query."""
+
+    steps: tuple[tuple[int, TransformStep], ...]
+
+    @property
+    def where(self) -> str:
+        if len(self.steps) == 1:
+            return step_location(*self.steps[0])
+        first, last = self.steps[0][0], self.steps[-1][0]
+        ops = ", ".join(step.op for _, step in self.steps)
+        return f"transforms[{first}..{last}] ({ops})"
+
+
+_Stage = tuple[int, TransformStep] | _SqlGroup
+
+
+class TransformEngine:
+    """Applies a spec's transform steps to Arrow tables. Build once per spec, reuse per batch."""
+
+    def __init__(self, steps: Sequence[TransformStep], *, mask_salt: bytes = DEFAULT_MASK_SALT) -> None:
+        self._steps = tuple(steps)
+        self._salt = mask_salt
+        self._conn = open_sandbox()
+        self._lock = threading.Lock()
+        self._queries: OrderedDict[tuple[int, pa.Schema], str] = OrderedDict()
+        for index, step in enumerate(self._steps):
+            if isinstance(step, FilterStep | DeriveStep):
+                check_expression(step.expr, step_location(index, step))
+            elif isinstance(step, SqlStep):
+                check_query(self._conn, step.query, step_location(index, step))
+        self._stages = _plan(self._steps)
+
+    @property
+    def steps(self) -> tuple[TransformStep, ...]:
+        return self._steps
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        for position, stage in enumerate(self._stages):
+            if isinstance(stage, _SqlGroup):
+                table = self._run_sql(position, stage, table)
+            else:
+                table = _run_arrow_step(*stage, table)
+        return table
+
+    def output_columns(self, input_columns: Sequence[str] | pa.Schema) -> list[str]:
+        """The columns the steps produce from these input columns, checked without any data.
+
+        Raises ``UnknownColumnError`` / ``InvalidExpressionError`` / ``InvalidStepError`` exactly as
+        ``apply`` would. With only names, columns are typed as SQL NULL (which fits any expression); give a
+        ``pa.Schema`` to check types too.
+        """
+        if isinstance(input_columns, pa.Schema):
+            schema = input_columns
+        else:
+            _reject_duplicates(list(input_columns), "input columns")
+            schema = pa.schema([(name, pa.null()) for name in input_columns])
+        return self.apply(schema.empty_table()).column_names
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ DuckDB
+    def _run_sql(self, position: int, group: _SqlGroup, table: pa.Table) -> pa.Table:
+        with self._lock:
+            self._conn.register(BATCH, table)
+            try:
+                query = self._query_for(position, group, table.schema)
+                try:
+                    result = self._conn.sql(query).to_arrow_table()
+                except duckdb.Error as exc:
+                    raise translate_error(exc, group.where, table.column_names) from exc
+            finally:
+                self._conn.unregister(BATCH)
+        return _restore_passthrough_types(result, table.schema)
+
+    def _query_for(self, position: int, group: _SqlGroup, schema: pa.Schema) -> str:
+        key = (position, schema)
+        query = self._queries.get(key)
+        if query is None:
+            query = self._build_query(group, schema.names)
+            self._queries[key] = query
+            if len(self._queries) > _MAX_CACHED_SCHEMAS:
+                self._queries.popitem(last=False)
+        return query
+
+    def _build_query(self, group: _SqlGroup, input_columns: list[str]) -> str:
+        """Nest each step's SELECT around the previous one, binding after each step so that an error
+        names the step that caused it."""
+        query = f"SELECT * FROM {BATCH}"
+        columns = input_columns
+        for index, step in group.steps:
+            where = step_location(index, step)
+            query = self._step_sql(step, query, columns, where)
+            try:
+                columns = list(self._conn.sql(query).columns)
+            except duckdb.Error as exc:
+                raise translate_error(exc, where, columns) from exc
+        return query
+
+    def _step_sql(self, step: TransformStep, inner: str, columns: list[str], where: str) -> str:
+        if isinstance(step, SqlStep):
+            return step.query  # always first in its group: ``batch`` is exactly its input
+        if isinstance(step, FilterStep):
+            return f"SELECT * FROM ({inner}) WHERE ({step.expr})"
+        if isinstance(step, DeriveStep):
+            target = quote_ident(step.column)
+            if step.column in columns:
+                return f"SELECT * REPLACE (({step.expr}) AS {target}) FROM ({inner})"
+            return f"SELECT *, ({step.expr}) AS {target} FROM ({inner})"
+        if isinstance(step, MaskStep):
+            _require_columns(step.columns, columns, where)
+            masked = ", ".join(
+                f"{mask_sql(name, step.method, self._salt)} AS {quote_ident(name)}"
+                for name in dict.fromkeys(step.columns)
+            )
+            return f"SELECT * REPLACE ({masked}) FROM ({inner})"
+        raise AssertionError(f"not a DuckDB step: {step.op}")
+
+
+class EngineCache:
+    """One compiled engine per distinct transform list (LRU), so a service reuses its DuckDB connection and
+    built queries across the batches of a pipeline."""
+
+    def __init__(self, *, mask_salt: bytes = DEFAULT_MASK_SALT, max_engines: int = 32) -> None:
+        self._salt = mask_salt
+        self._max = max_engines
+        self._engines: OrderedDict[str, TransformEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, steps: Sequence[TransformStep]) -> TransformEngine:
+        key = json.dumps([step.model_dump(mode="json") for step in steps], sort_keys=True)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+        engine = TransformEngine(steps, mask_salt=self._salt)  # may raise: nothing cached then
+        with self._lock:
+            self._engines[key] = engine
+            while len(self._engines) > self._max:
+                self._engines.popitem(last=False)[1].close()
+        return engine
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.close()
+            self._engines.clear()
+
+
+# ----------------------------------------------------------------------------------------- planning
+def _plan(steps: Sequence[TransformStep]) -> list[_Stage]:
+    stages: list[_Stage] = []
+    group: list[tuple[int, TransformStep]] = []
+    for index, step in enumerate(steps):
+        if isinstance(step, _SQL_OPS):
+            if isinstance(step, SqlStep) and group:
+                stages.append(_SqlGroup(tuple(group)))
+                group = []
+            group.append((index, step))
+            continue
+        if group:
+            stages.append(_SqlGroup(tuple(group)))
+            group = []
+        stages.append((index, step))
+    if group:
+        stages.append(_SqlGroup(tuple(group)))
+    return stages
+
+
+# ------------------------------------------------------------------------------------ arrow steps
+def _run_arrow_step(index: int, step: TransformStep, table: pa.Table) -> pa.Table:
+    where = step_location(index, step)
+    if isinstance(step, SelectStep):
+        _require_columns(step.columns, table.column_names, where)
+        _reject_duplicates(step.columns, where)
+        return table.select(step.columns)
+    if isinstance(step, RenameStep):
+        _require_columns(list(step.mapping), table.column_names, where)
+        names = [step.mapping.get(name, name) for name in table.column_names]
+        _reject_duplicates(names, where)
+        return table.rename_columns(names)
+    if isinstance(step, CastStep):
+        _require_columns(list(step.columns), table.column_names, where)
+        for name, target in step.columns.items():
+            position = table.schema.get_field_index(name)
+            converted = cast_column(
+                table.column(position), target, step.formats.get(name), where=where, column=name
+            )
+            table = table.set_column(position, name, converted)
+        return table
+    if isinstance(step, FillStep):
+        _require_columns(list(step.values), table.column_names, where)
+        for name, value in step.values.items():
+            position = table.schema.get_field_index(name)
+            table = table.set_column(position, name, _fill(table.column(position), value, where, name))
+        return table
+    if isinstance(step, DedupeStep):
+        _require_columns(step.keys, table.column_names, where)
+        return _dedupe(table, step.keys)
+    raise AssertionError(f"not an Arrow step: {step.op}")
+
+
+def _fill(values: pa.ChunkedArray, value: object, where: str, name: str) -> pa.ChunkedArray:
+    if values.type == pa.null():
+        # A column with no type yet (all null) takes the fill value's type.
+        return pa.chunked_array([pa.repeat(pa.scalar(value), len(values))])
+    try:
+        scalar = pa.scalar(value).cast(values.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidStepError(
+            where, f"fill value {value!r} does not fit column {name!r} ({values.type}): {exc}"
+        ) from exc
+    return pc.fill_null(values, scalar)
+
+
+def _dedupe(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Keep the first row of each key combination (nulls compare equal here, as in GROUP BY)."""
+    unique_keys = list(dict.fromkeys(keys))
+    row = "__row__"
+    while row in unique_keys:
+        row += "_"
+    frame = pl.from_arrow(table.select(unique_keys))
+    assert isinstance(frame, pl.DataFrame)
+    first_rows = frame.with_row_index(row).unique(subset=unique_keys, keep="first", maintain_order=True)[row]
+    if len(first_rows) == table.num_rows:
+        return table
+    return table.take(first_rows.to_arrow())
+
+
+def _restore_passthrough_types(result: pa.Table, before: pa.Schema) -> pa.Table:
+    """DuckDB hands back ``string`` for ``large_string``/``string_view`` and timestamps in UTC; put back
+    the input's exact type for columns that only differ that way, so a batch keeps its schema."""
+    for position, field in enumerate(result.schema):
+        index = before.get_field_index(field.name)
+        if index < 0:
+            continue
+        original = before.field(index).type
+        if original != field.type and _same_family(original, field.type):
+            result = result.set_column(position, field.name, result.column(position).cast(original))
+    return result
+
+
+def _same_family(a: pa.DataType, b: pa.DataType) -> bool:
+    def is_text(t: pa.DataType) -> bool:
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+    if is_text(a) and is_text(b):
+        return True
+    return bool(
+        pa.types.is_timestamp(a)
+        and pa.types.is_timestamp(b)
+        and a.unit == b.unit
+        and a.tz is not None
+        and b.tz is not None
+    )
+
+
+def _require_columns(wanted: Sequence[str], available: Sequence[str], where: str) -> None:
+    present = set(available)
+    for name in wanted:
+        if name not in present:
+            raise UnknownColumnError(where, name, available)
+
+
+def _reject_duplicates(names: Sequence[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidStepError(where, f"column {name!r} would appear twice")
+        seen.add(name)
