@@ -9,21 +9,12 @@ once per session, only when a test asks for either), or use ``KAFKA_BOOTSTRAP_SE
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from aoetl.devstack import StackEndpoints, running_stack
-
-
-def make_state_dir(prefix: str) -> Path:
-    """A private state folder the 'postgres' user can traverse (PostgreSQL runs as that user under root;
-    pytest's own tmp folders are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
+from tests.helpers import make_state_dir
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -30,3 +32,11 @@ def wait_until(
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {message}{detail}")
         time.sleep(interval)
+
+
+def make_state_dir(prefix: str = "aoetl-test-") -> Path:
+    """A private state folder the 'postgres' user can traverse (PostgreSQL runs as that user under root;
+    pytest's own tmp folders are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path

@@ -1,9 +1,10 @@
 """A small supervisor for service replicas: ``python -m services.<name>`` as subprocesses.
 
 Each replica gets the caller's environment plus its identity (``AOETL_SERVICE_NAME``,
-``AOETL_REPLICA_INDEX``) and a free HTTP port (``AOETL_HTTP_PORT``) for /health, /ready and /metrics, writes
-its output to ``<state>/logs/<name>-<index>.log``, and is recorded in ``<state>/services.json`` so a later
-process (``aoetl dev down``) can stop it. Stopping is graceful first: SIGTERM, a deadline, then SIGKILL.
+``AOETL_REPLICA_INDEX``, ``AOETL_INSTANCE_ID``) and a free HTTP port (``AOETL_HTTP_PORT``) for /health,
+/ready and /metrics, writes its output to ``<state>/logs/<name>-<index>.log``, and is recorded in
+``<state>/services.json`` so a later process (``aoetl dev down``) can stop it.
+Stopping is graceful first: SIGTERM, a deadline, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class ServiceSupervisor:
                     **(env or {}),
                     "AOETL_SERVICE_NAME": name,
                     "AOETL_REPLICA_INDEX": str(index),
+                    "AOETL_INSTANCE_ID": f"{name}-{index}",
                     "AOETL_HTTP_PORT": str(http_port),
                     "PYTHONUNBUFFERED": "1",
                 }

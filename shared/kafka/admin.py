@@ -66,3 +66,19 @@ def ensure_topics(
             raise TopicAdminError(f"creating topic {name!r} on {bootstrap} timed out") from exc
     _log.info("created topics %s", created)
     return created
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m shared.kafka.admin --bootstrap kafka:9092``: create the declared topics (deploy init)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--replication-factor", type=int, default=1)
+    args = parser.parse_args(argv)
+    created = ensure_topics(args.bootstrap, replication_factor=args.replication_factor)
+    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+# aoetl developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMPS := .state/bootstrap
+KAFKA_VERSION := 4.1.1
+AOETL_CACHE_DIR ?= $(HOME)/.cache/aoetl
+export AOETL_CACHE_DIR
+
+# Broker jars live in a cache outside the repo; their completion marker doubles as the make stamp.
+ifeq ($(strip $(KAFKA_HOME)$(KAFKA_BOOTSTRAP_SERVERS)),)
+KAFKA_JARS := $(AOETL_CACHE_DIR)/kafka/$(KAFKA_VERSION)/libs/.complete
+endif
+
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap system-deps test lint typecheck demo bench chaos dev-up dev-down clean
+
+## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars. Idempotent.
+bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS)
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Cheap checks (a few ms); installs only what is missing.
+system-deps:
+	@scripts/bootstrap-system.sh
+
+$(KAFKA_JARS): | $(STAMPS)/venv system-deps
+	$(PY) -m aoetl.devstack.kafka
+
+## test: everything but slow tests; fixtures start a private broker/PostgreSQL unless
+## KAFKA_BOOTSTRAP_SERVERS / AOETL_POSTGRES_DSN are set. "No tests collected" (exit 5) fails loudly.
+test: bootstrap
+	@rc=0; $(PY) -m pytest -m "not slow" $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMPS)/venv
+	$(VENV)/bin/mypy -p shared -p services -p aoetl
+
+## demo: the end-to-end demo (aoetl/demo.py).
+demo: bootstrap
+	$(PY) -m aoetl.demo
+
+## bench: throughput/latency benchmarks (bench/), results in bench/results/.
+bench: bootstrap
+	$(PY) -m bench
+
+## chaos: every fault-injection test, including the slow ones.
+chaos: bootstrap
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+dev-up: bootstrap
+	$(VENV)/bin/aoetl dev up
+
+dev-down:
+	$(VENV)/bin/aoetl dev down
+
+## clean: stop the dev stack, drop state and tool caches (keeps the venv and the Kafka jar cache).
+clean:
+	-@test -x $(VENV)/bin/aoetl && $(VENV)/bin/aoetl dev down
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
