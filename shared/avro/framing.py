@@ -38,7 +38,7 @@ class WriterSchemaSource(Protocol):
 class SingleObjectFraming:
     def __init__(self, catalog: SchemaCatalog, resolver: WriterSchemaSource | None = None):
         self._catalog = catalog
-        self._resolver = resolver
+        self.resolver = resolver
 
     def header(self, entry: SchemaEntry) -> bytes:
         return MAGIC + entry.fingerprint
@@ -57,11 +57,11 @@ class SingleObjectFraming:
         return entry, HEADER_LEN
 
     def _remote(self, fingerprint: bytes) -> SchemaEntry | None:
-        if self._resolver is None:
+        if self.resolver is None:
             return None
-        entry = self._resolver.lookup(fingerprint)
+        entry = self.resolver.lookup(fingerprint)
         if entry is None:
             # a writer newer than our last look at the schemas topic: read it once more
-            self._resolver.refresh()
-            entry = self._resolver.lookup(fingerprint)
+            self.resolver.refresh()
+            entry = self.resolver.lookup(fingerprint)
         return entry

@@ -106,6 +106,8 @@ class AvroSerde:
         except AvroDecodeError:
             raise
         except Exception as exc:  # any other failure means the body is not this schema
+            if isinstance(exc, IndexError) and body.tell() >= len(data):  # fastavro: ran out of bytes
+                raise TruncatedMessageError(f"{writer.name}: message ends inside the record") from exc
             raise NotSingleObjectError(f"{writer.name}: body does not decode ({exc!r})") from exc
         if body.tell() != len(data):
             raise TrailingBytesError(f"{writer.name}: {len(data) - body.tell()} bytes left after the record")
