@@ -45,7 +45,7 @@ def status() -> None:
     rows = DevStack.from_env().status()
     table = Table(title="aoetl dev stack")
     for column in ("component", "healthy", "address", "pid"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         healthy = "[green]yes[/green]" if row.healthy else "[red]no[/red]"
         pid = "external" if row.external else (str(row.pid) if row.pid else "-")

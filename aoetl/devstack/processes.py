@@ -20,7 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from aoetl.devstack.osproc import file_lock, free_port, pid_alive, terminate
+import httpx
+
+from aoetl.devstack.errors import StackStartupError
+from aoetl.devstack.osproc import file_lock, free_port, pid_alive, tail, terminate, wait_for
 from aoetl.devstack.state import read_json, write_json
 
 SERVICE_NAMES: Final = ("gateway", "orchestrator", "extract", "transform", "load", "monitor")
@@ -39,6 +42,9 @@ class ServiceProcess:
     def is_alive(self) -> bool:
         # The module name guards against PID reuse after the replica died.
         return pid_alive(self.pid, cmdline_marker=self.module)
+
+    def is_ready(self) -> bool:
+        return self.is_alive() and _answers_ready(self.http_port)
 
 
 class ServiceSupervisor:
@@ -103,6 +109,20 @@ class ServiceSupervisor:
             self._record([*existing, *started])
         return started
 
+    def wait_ready(self, processes: Sequence[ServiceProcess], timeout: float = 60.0) -> None:
+        """Poll each replica's ``/ready`` until 200; a replica that exits meanwhile fails fast."""
+
+        def all_ready() -> bool:
+            for proc in processes:
+                if not proc.is_alive():
+                    raise StackStartupError(
+                        f"{proc.name}[{proc.replica}] exited during startup; "
+                        f"{proc.log}:\n{tail(Path(proc.log))}"
+                    )
+            return all(proc.is_ready() for proc in processes)
+
+        wait_for(all_ready, timeout=timeout, interval=0.25, what=f"{len(processes)} replica(s) to be ready")
+
     def stop(self, name: str | None = None, timeout: float = 15.0) -> None:
         """Stop every replica (or those of ``name``): SIGTERM all first so they drain in parallel."""
         with file_lock(self.state_dir / ".services.lock"):
@@ -131,3 +151,10 @@ class ServiceSupervisor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _answers_ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -17,7 +17,7 @@ from typing import Any
 from aoetl.devstack.kafka import KafkaNode, kafka_ready
 from aoetl.devstack.osproc import file_lock
 from aoetl.devstack.postgres import PostgresNode, postgres_ready
-from aoetl.devstack.processes import SERVICE_NAMES, ServiceSupervisor
+from aoetl.devstack.processes import SERVICE_NAMES, ServiceProcess, ServiceSupervisor
 from aoetl.devstack.state import STATE_FILE, default_state_dir, read_json, write_json
 from shared.kafka.admin import ensure_topics
 
@@ -94,11 +94,17 @@ class DevStack:
                 ensure_topics(self.endpoints.kafka_bootstrap)
         return self.endpoints
 
-    def start_services(self, names: tuple[str, ...] = SERVICE_NAMES, replicas: int = 1) -> None:
+    def start_services(
+        self, names: tuple[str, ...] = SERVICE_NAMES, replicas: int = 1, timeout: float = 60.0
+    ) -> list[ServiceProcess]:
+        """Start ``replicas`` of each service not already running and wait until all answer ``/ready``."""
         supervisor = self.supervisor
+        started: list[ServiceProcess] = []
         for name in names:
             if not supervisor.alive(name):
-                supervisor.start(name, replicas)
+                started += supervisor.start(name, replicas)
+        supervisor.wait_ready(started, timeout)
+        return started
 
     def down(self, timeout: float = 30.0) -> None:
         """Stop services first (they hold connections), then the servers we own. External ones stay."""
@@ -111,7 +117,7 @@ class DevStack:
     def status(self) -> list[ComponentStatus]:
         rows = [self._kafka_status(), self._postgres_status()]
         rows += [
-            ComponentStatus(f"{p.name}[{p.replica}]", p.is_alive(), f"http://127.0.0.1:{p.http_port}", p.pid)
+            ComponentStatus(f"{p.name}[{p.replica}]", p.is_ready(), f"http://127.0.0.1:{p.http_port}", p.pid)
             for p in self.supervisor.processes()
         ]
         return rows

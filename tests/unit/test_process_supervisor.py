@@ -6,6 +6,7 @@ import psutil
 import pytest
 
 from aoetl.devstack import ServiceSupervisor
+from aoetl.devstack.errors import StackStartupError
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.unit
@@ -64,3 +65,13 @@ def test_more_replicas_get_new_indexes(tmp_path: Path) -> None:
         assert second.replica == 1
         assert len(sup.alive("tiny")) == 2
     assert sup.alive() == []
+
+
+def test_wait_ready_polls_ready_endpoints_and_fails_fast_on_a_crashed_replica(tmp_path: Path) -> None:
+    with ServiceSupervisor(tmp_path, env={"TINY_SERVICE_DIR": str(tmp_path)}) as sup:
+        replicas = sup.start("tiny", 2, module=MODULE)
+        sup.wait_ready(replicas, timeout=20)
+
+        crashed = sup.start("broken", module="tests.support.no_such_module")
+        with pytest.raises(StackStartupError, match="No module named"):
+            sup.wait_ready(crashed, timeout=20)
