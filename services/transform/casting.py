@@ -18,7 +18,9 @@ did not parse go through the slower fallbacks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
@@ -53,7 +55,11 @@ _BOOLEANS = {
     "no": False,
     "0": False,
 }
+# Tried in this order; the first is the common case and has polars' fast path, so a clean column is
+# parsed once and only the leftovers go through the others.
 _ISO_TIMESTAMPS = (
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
     "%Y-%m-%dT%H:%M:%S%.f%#z",
@@ -63,74 +69,103 @@ _ISO_TIMESTAMPS = (
     "%Y-%m-%d",
 )
 _MAX_EXAMPLES = 5
+_OFFSET = re.compile(r"%[#:]*z")  # formats whose values carry a UTC offset
 
 Parser = Callable[[pl.Series], pl.Series]
 
 
-def cast_column(
-    values: pa.ChunkedArray, target: DataType, fmt: str | None, *, where: str, column: str
-) -> pa.ChunkedArray:
-    """``values`` converted to ``target``; raises ``CastError`` if any non-null value does not convert."""
-    arrow_type = ARROW_TYPES[target]
-    if values.type == arrow_type:
-        return values
-    series = pl.Series(column, values)
-    if series.dtype == pl.Categorical:
-        series = series.cast(pl.String)
+@dataclass(frozen=True)
+class _Plan:
+    """How to convert one column: a first attempt as a polars expression over the raw column (all columns'
+    first attempts run in one parallel ``select``), then fallbacks over the trimmed leftovers only."""
+
+    first: pl.Expr
+    fallbacks: tuple[Parser, ...] = ()
+
+
+def cast_columns(
+    table: pa.Table, targets: dict[str, DataType], formats: dict[str, str], *, where: str
+) -> pa.Table:
+    """``table`` with ``targets`` columns converted; raises ``CastError`` on the first column that has a
+    non-null value that does not convert."""
+    todo = {name: t for name, t in targets.items() if table.schema.field(name).type != ARROW_TYPES[t]}
+    if not todo:
+        return table
+    frame = pl.from_arrow(table.select(list(todo)))
+    assert isinstance(frame, pl.DataFrame)
+    plans = {
+        name: _plan(name, frame.schema[name], target, formats.get(name)) for name, target in todo.items()
+    }
+    first = frame.select([plan.first.alias(name) for name, plan in plans.items()])
+    for name, target in todo.items():
+        raw = frame[name]
+        converted = _complete(raw, first[name], plans[name].fallbacks)
+        _raise_on_failures(raw, converted, where=where, column=name, target=target)
+        position = table.schema.get_field_index(name)
+        table = table.set_column(position, name, converted.to_arrow().cast(ARROW_TYPES[target]))
+    return table
+
+
+def _plan(name: str, dtype: pl.DataType, target: DataType, fmt: str | None) -> _Plan:
+    column = pl.col(name)
+    if dtype == pl.Categorical:
+        column = column.cast(pl.String)
+        dtype = pl.String()
     if target is DataType.STRING:
-        converted = series.cast(pl.String)
-    elif series.dtype == pl.String:
-        converted = _parse_text(series, target, fmt)
-    else:
-        converted = _convert(series, target)
-    failed = converted.is_null() & series.is_not_null() & ~_blank(series)
-    bad_count = int(failed.sum())
-    if bad_count:
-        examples = [str(v) for v in series.filter(failed).head(_MAX_EXAMPLES).to_list()]
-        raise CastError(where, column, target.value, bad_count, examples)
-    return pa.chunked_array([converted.to_arrow().cast(arrow_type)])
-
-
-def _blank(series: pl.Series) -> pl.Series:
-    if series.dtype != pl.String:
-        return pl.repeat(False, len(series), eager=True)
-    return series.str.strip_chars().str.len_bytes().eq(0).fill_null(False)
-
-
-def _parse_text(series: pl.Series, target: DataType, fmt: str | None) -> pl.Series:
-    text = series.str.strip_chars()
-    text = pl.select(pl.when(text.str.len_bytes() > 0).then(text)).to_series()
+        return _Plan(column.cast(pl.String))
+    if dtype != pl.String:
+        converted = column.cast(_POLARS_TYPES[target], strict=False)
+        if target is DataType.INT64 and dtype.is_float():
+            # polars truncates 1.5 to 1; a lossy cast is a bad value, not a conversion. (NaN == NaN in
+            # polars, and NaN does not cast to int, so NaN fails too.)
+            converted = pl.when(column == column.floor()).then(converted)
+        return _Plan(converted)
     if target is DataType.INT64:
-        return _with_fallbacks(text, [_number(pl.Int64()), _grouped(_GROUPED_INT, pl.Int64())])
+        return _Plan(
+            column.cast(pl.Int64, strict=False), (_number(pl.Int64()), _grouped(_GROUPED_INT, pl.Int64()))
+        )
     if target is DataType.FLOAT64:
-        return _with_fallbacks(text, [_number(pl.Float64()), _grouped(_GROUPED_FLOAT, pl.Float64())])
+        return _Plan(
+            column.cast(pl.Float64, strict=False),
+            (_number(pl.Float64()), _grouped(_GROUPED_FLOAT, pl.Float64())),
+        )
     if target is DataType.BOOLEAN:
-        return text.str.to_lowercase().replace_strict(_BOOLEANS, default=None, return_dtype=pl.Boolean)
+        first = column.replace_strict(_BOOLEANS, default=None, return_dtype=pl.Boolean)
+        return _Plan(first, (_boolean,))
     if target is DataType.DATE:
-        return text.str.strptime(pl.Date, fmt or "%Y-%m-%d", strict=False)
+        date_format = fmt or "%Y-%m-%d"
+        return _Plan(column.str.strptime(pl.Date, date_format, strict=False), (_date(date_format),))
     formats = (fmt,) if fmt else _ISO_TIMESTAMPS
-    return _with_fallbacks(text, [_timestamp(f) for f in formats])
+    return _Plan(_timestamp_expr(column, formats[0]), tuple(_timestamp(f) for f in formats))
 
 
-def _convert(series: pl.Series, target: DataType) -> pl.Series:
-    converted = series.cast(_POLARS_TYPES[target], strict=False)
-    if target is DataType.INT64 and series.dtype.is_float():
-        # polars truncates 1.5 to 1; a lossy cast is a bad value, not a conversion.
-        lossy = (series != series.floor()).fill_null(False) | series.is_nan().fill_null(False)
-        converted = pl.select(pl.when(~lossy).then(converted)).to_series()
-    return converted
-
-
-def _with_fallbacks(text: pl.Series, parsers: list[Parser]) -> pl.Series:
-    """Apply ``parsers`` in order, each only to the values that the earlier ones left unparsed."""
-    result = parsers[0](text)
-    for parser in parsers[1:]:
-        pending = result.is_null() & text.is_not_null()
+def _complete(raw: pl.Series, converted: pl.Series, fallbacks: tuple[Parser, ...]) -> pl.Series:
+    """Run ``fallbacks`` in order on the trimmed values still unconverted; blank text becomes null."""
+    if not fallbacks:
+        return converted
+    for parser in fallbacks:
+        pending = converted.is_null() & raw.is_not_null()
         if not pending.any():
             break
         positions = pending.arg_true()
-        result = result.scatter(positions, parser(text.gather(positions)))
-    return result
+        text = raw.gather(positions).str.strip_chars()
+        converted = converted.scatter(positions, parser(text))
+    return converted
+
+
+def _raise_on_failures(
+    raw: pl.Series, converted: pl.Series, *, where: str, column: str, target: DataType
+) -> None:
+    failed = converted.is_null() & raw.is_not_null()
+    if not failed.any():
+        return
+    leftovers = raw.filter(failed)
+    if leftovers.dtype == pl.String:
+        # Blank text is a missing value, not a bad one.
+        leftovers = leftovers.filter(leftovers.str.strip_chars().str.len_bytes() > 0)
+    if len(leftovers):
+        examples = [str(v) for v in leftovers.head(_MAX_EXAMPLES).to_list()]
+        raise CastError(where, column, target.value, len(leftovers), examples)
 
 
 def _number(dtype: pl.DataType) -> Parser:
@@ -147,11 +182,20 @@ def _grouped(pattern: str, dtype: pl.DataType) -> Parser:
     return parse
 
 
-def _timestamp(fmt: str) -> Parser:
-    def parse(text: pl.Series) -> pl.Series:
-        parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
-        if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone is not None:
-            parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        return parsed
+def _boolean(text: pl.Series) -> pl.Series:
+    return text.str.to_lowercase().replace_strict(_BOOLEANS, default=None, return_dtype=pl.Boolean)
 
-    return parse
+
+def _date(fmt: str) -> Parser:
+    return lambda text: text.str.strptime(pl.Date, fmt, strict=False)
+
+
+def _timestamp_expr(column: pl.Expr, fmt: str) -> pl.Expr:
+    parsed = column.str.strptime(pl.Datetime("us"), fmt, strict=False)
+    if _OFFSET.search(fmt):
+        parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return parsed
+
+
+def _timestamp(fmt: str) -> Parser:
+    return lambda text: pl.select(_timestamp_expr(pl.lit(text), fmt)).to_series()

@@ -37,7 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.transform.casting import cast_column
+from services.transform.casting import cast_columns
 from services.transform.errors import InvalidStepError, UnknownColumnError
 from services.transform.expressions import (
     BATCH,
@@ -269,13 +269,7 @@ def _run_arrow_step(index: int, step: TransformStep, table: pa.Table) -> pa.Tabl
         return table.rename_columns(names)
     if isinstance(step, CastStep):
         _require_columns(list(step.columns), table.column_names, where)
-        for name, target in step.columns.items():
-            position = table.schema.get_field_index(name)
-            converted = cast_column(
-                table.column(position), target, step.formats.get(name), where=where, column=name
-            )
-            table = table.set_column(position, name, converted)
-        return table
+        return cast_columns(table, step.columns, step.formats, where=where)
     if isinstance(step, FillStep):
         _require_columns(list(step.values), table.column_names, where)
         for name, value in step.values.items():
