@@ -1,0 +1,1 @@
+"""The extract service (``python -m services.extract``); see ``service.py``."""

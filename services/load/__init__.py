@@ -1,0 +1,1 @@
+"""The load service (``python -m services.load``); see ``service.py``."""

@@ -1,0 +1,1 @@
+"""The monitor service (``python -m services.monitor``); see ``service.py``."""

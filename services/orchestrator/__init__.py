@@ -1,0 +1,1 @@
+"""The orchestrator service (``python -m services.orchestrator``); see ``service.py``."""

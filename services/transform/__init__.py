@@ -1,0 +1,1 @@
+"""The transform service (``python -m services.transform``); see ``service.py``."""

@@ -1,0 +1,14 @@
+"""Errors of the orchestrator service. Only the base class decides the routing: a ``TransientError`` is
+retried with backoff, anything else is dead-lettered (see ``shared.processing``)."""
+
+from __future__ import annotations
+
+from shared.errors import TerminalError, TransientError
+
+
+class OrchestratorError(TerminalError):
+    """The orchestrator stage cannot process this message; retrying will not help."""
+
+
+class OrchestratorTransientError(TransientError):
+    """The orchestrator stage hit a passing problem (a dependency down, a timeout); the message is retried."""

@@ -1,0 +1,13 @@
+"""Settings of the transform service: ``ProcessorSettings`` (prefix ``AOETL_``) with its own defaults."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ProcessorSettings
+
+
+class TransformSettings(ProcessorSettings):
+    group_id: str = Field("aoetl-transform", min_length=1)
+    # batches carry up to a few MiB each
+    max_batch: int = Field(10, ge=1)

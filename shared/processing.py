@@ -1,0 +1,597 @@
+"""The data-plane loop of extract, transform, load, orchestrator and monitor: consume, decode, handle,
+produce, commit - exactly once per hop.
+
+Transactional mode (every stage whose outputs go to Kafka): one Kafka transaction per polled batch holds
+all outputs, all dead letters *and* the consumed offsets (``send_offsets_to_transaction`` with the
+consumer's group metadata, KIP-447), so a crash anywhere leaves either all of a batch's effects or none,
+and a zombie from an old group generation is fenced by the broker. Non-transactional mode (the load stage,
+whose sink is outside Kafka): the handler applies its effect idempotently, then its outputs are flushed
+and checked, then the offsets are committed synchronously; a crash in between repeats idempotent work.
+
+Error policy, decided only by ``shared.errors.is_transient``:
+
+* undecodable bytes or a terminal handler error -> a ``DeadLetter`` (origin topic/partition/offset/key,
+  writer fingerprint, stage, error, raw payload) is produced in the same transaction, so the poison
+  message is skipped exactly once and the loop goes on;
+* a transient error -> the batch is abandoned (transaction aborted), every partition of the batch is
+  rewound to its committed position, and only the failing partition is paused for an exponential backoff
+  with jitter, so the others keep flowing; after ``RetryPolicy.max_attempts`` failures of the same message
+  it is dead-lettered as transient (re-drivable) instead of stalling its partition forever;
+* a failed or timed-out commit -> abort, or recreate the producer when abort fails (librdkafka lacks
+  KIP-890, so a fresh epoch is the only sure way to fence a half-finished transaction), then rewind to the
+  offsets the broker says are committed, which is right whether the commit landed or not;
+* a broker error while polling -> log and back off; librdkafka reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from shared import metrics
+from shared.avro.framing import HEADER_LEN, MAGIC
+from shared.contracts import Contract, DeadLetter, ErrorInfo, Origin, Stage
+from shared.errors import DataError, TerminalError, TransientError, is_transient
+from shared.kafka.clients import (
+    MAX_MESSAGE_BYTES,
+    DeliveryReports,
+    flush_checked,
+    make_consumer,
+    make_producer,
+)
+from shared.kafka.topics import Topics
+from shared.kafka.types import Headers, KafkaConsumer, KafkaProducer, Serde, TransactionalProducer
+from shared.logging import log_context
+from shared.settings import KafkaSettings
+
+_log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+_FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+_MAX_ERROR_TEXT = 4000
+
+
+class Output(NamedTuple):
+    """One record a handler wants produced: ``Output(Topics.EVENTS, run_id, RunEvent(...))``."""
+
+    topic: str
+    key: str | bytes | None
+    value: Contract
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """Where the message being handled came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int | None
+    headers: Headers
+    attempt: int = 0  # how many times handling this very message failed transiently before
+
+
+Handler = Callable[[Contract, MessageContext], Sequence[Output]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    max_attempts: int | None = 20  # then dead-letter; None retries forever
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before retry number ``attempt`` (1-based): "equal jitter", so retries of many instances
+        spread out but none retries immediately."""
+        ceiling = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def exhausted(self, attempt: int) -> bool:
+        return self.max_attempts is not None and attempt >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    service: str  # names the transactional id and the metrics label
+    stage: Stage  # written into dead letters
+    instance_id: str
+    group_id: str
+    input_types: Mapping[str, type[Contract]]  # input topic -> the contract its messages carry
+    dead_letter_topic: str = Topics.DEAD_LETTERS
+    transactional: bool = True
+    max_batch: int = 100
+    poll_timeout: float = 1.0
+    kafka_timeout: float = 30.0  # for init/commit/abort/committed calls
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
+    producer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.service}-{self.instance_id}"
+
+
+class ProducerFencedError(TerminalError):
+    """Another live producer owns our transactional id: this instance is the zombie and must stop."""
+
+
+class OutputTooLargeError(DataError):
+    """A handler output is larger than a Kafka record may be; split the batch smaller."""
+
+
+class KafkaCommitError(TransientError):
+    """Committing offsets or a transaction did not succeed."""
+
+
+@dataclass
+class _RetryState:
+    offset: int
+    attempts: int
+    resume_at: float | None
+
+
+class _RetryBatch(Exception):
+    """Internal: a transient failure at (tp, offset) abandons the batch."""
+
+    def __init__(self, tp: TP, offset: int, attempts: int, cause: BaseException):
+        super().__init__(f"{tp[0]}[{tp[1]}]@{offset}: {cause!r}")
+        self.tp, self.offset, self.attempts, self.cause = tp, offset, attempts, cause
+
+
+@dataclass
+class _Pending:
+    """What one batch has queued so far."""
+
+    next_offsets: dict[TP, TopicPartition] = field(default_factory=dict)
+    produced: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+
+class ProcessingLoop:
+    """Run with ``loop.run(stop_event)`` from the thread that owns it; ``is_ready`` is safe from others."""
+
+    def __init__(self, kafka: KafkaSettings, config: LoopConfig, handler: Handler, serde: Serde):
+        self.kafka = kafka
+        self.config = config
+        self.handler = handler
+        self.serde = serde
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._transactional: TransactionalProducer | None = None  # the same object, when transactional
+        self._producer_ready = False
+        self._assigned_once = False
+        self._retries: dict[TP, _RetryState] = {}
+        self._poll_failures = 0
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def is_ready(self) -> bool:
+        """Connected (producer initialised) and a member of the group (first assignment received)."""
+        return self._producer_ready and self._assigned_once
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        labels = {"service": self.config.service}
+        _log.info(
+            "processing %s as group %s (%s)",
+            sorted(self.config.input_types),
+            self.config.group_id,
+            f"transactional id {self.config.transactional_id}"
+            if self.config.transactional
+            else "at-least-once",
+            extra=labels,
+        )
+        try:
+            self._consumer = make_consumer(self.kafka, self.config.group_id, **self.config.consumer_overrides)
+            self._consumer.subscribe(
+                list(self.config.input_types),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            self._producer = self._new_producer()
+            while not stop.is_set():
+                self._step()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self._producer_ready = False
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # leaves the group now instead of after the session timeout
+            except Exception:
+                _log.exception("closing the consumer failed")
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(self.config.kafka_timeout)
+            self._producer = self._transactional = None
+        _log.info("processing loop stopped")
+
+    def _new_producer(self) -> KafkaProducer:
+        if not self.config.transactional:
+            producer: KafkaProducer = make_producer(self.kafka, **self.config.producer_overrides)
+            self._producer_ready = True
+            return producer
+        txn = make_producer(
+            self.kafka, transactional_id=self.config.transactional_id, **self.config.producer_overrides
+        )
+        self._transactional = txn
+        attempt = 0
+        while True:
+            try:
+                # Fences any earlier producer with our id and aborts its open transaction.
+                txn.init_transactions(self.config.kafka_timeout)
+                self._producer_ready = True
+                return txn
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                if error is not None and error.fatal():
+                    raise
+                attempt += 1
+                _log.warning("init_transactions failed (%s); retrying", exc)
+                if self._stop.wait(self.config.retry.delay(attempt)):
+                    return txn  # stopping: run() exits before using it
+
+    # -------------------------------------------------------------------------------------- polling
+    def _step(self) -> None:
+        consumer = self._require_consumer()
+        self._resume_due()
+        try:
+            messages = consumer.consume(self.config.max_batch, self._poll_timeout())
+        except KafkaException as exc:
+            self._on_poll_error(_kafka_error(exc) or exc)
+            return
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            else:
+                self._on_poll_error(error)
+        if records:
+            self._poll_failures = 0
+            self._process(records)
+
+    def _on_poll_error(self, error: KafkaError | BaseException) -> None:
+        if isinstance(error, KafkaError) and error.fatal():
+            raise KafkaException(error)
+        self._poll_failures += 1
+        delay = self.config.retry.delay(self._poll_failures)
+        _log.warning("kafka error while polling: %s; backing off %.1fs", error, delay)
+        self._stop.wait(delay)
+
+    def _poll_timeout(self) -> float:
+        waiting = [s.resume_at for s in self._retries.values() if s.resume_at is not None]
+        if not waiting:
+            return self.config.poll_timeout
+        return max(0.0, min(self.config.poll_timeout, min(waiting) - time.monotonic()))
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, s in self._retries.items() if s.resume_at is not None and s.resume_at <= now]
+        if due:
+            self._require_consumer().resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                self._retries[tp].resume_at = None
+
+    # ----------------------------------------------------------------------------------- rebalances
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned_once = True
+        metrics.ASSIGNED_PARTITIONS.labels(self.config.service).set(len(partitions))
+        _log.info("assigned %s", _describe(partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Between batches there is no open transaction and nothing uncommitted, so there is nothing to
+        # finish here; only forget retry state (the next owner starts its own count) and un-pause.
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        paused = [TopicPartition(*tp) for tp, s in self._retries.items() if tp in revoked and s.resume_at]
+        if paused:
+            consumer.resume(paused)
+        for tp in revoked:
+            self._retries.pop(tp, None)
+        metrics.ASSIGNED_PARTITIONS.labels(self.config.service).set(0)
+        _log.info("revoked %s", _describe(partitions))
+
+    # ----------------------------------------------------------------------------------- one batch
+    def _process(self, records: list[Message]) -> None:
+        started = time.monotonic()
+        service = self.config.service
+        for record in records:
+            metrics.MESSAGES_CONSUMED.labels(service, record.topic()).inc()
+        first_offsets = _first_offsets(records)
+        pending = _Pending()
+        reports = DeliveryReports()
+        producer = self._require_producer()
+        try:
+            if self.config.transactional:
+                self._txn().begin_transaction()
+            for record in records:
+                self._handle_record(record, producer, reports, pending)
+            self._finish(pending, reports)
+        except _RetryBatch as retry:
+            self._on_transient(retry, first_offsets, pending, reports)
+            return
+        except (KafkaException, TransientError) as exc:
+            self._on_commit_failure(exc, first_offsets)
+            return
+        except BaseException:
+            # A bug or a shutdown signal inside the batch: never leave the transaction open behind us.
+            self._abort_quietly()
+            raise
+        for topic, count in pending.produced.items():
+            metrics.MESSAGES_PRODUCED.labels(service, topic).inc(count)
+        for topic, count in pending.dead_letters.items():
+            metrics.DEAD_LETTERS.labels(service, topic).inc(count)
+        if self.config.transactional:
+            metrics.TRANSACTIONS.labels(service, "committed").inc()
+        metrics.BATCH_SECONDS.labels(service).observe(time.monotonic() - started)
+        for tp, position in pending.next_offsets.items():
+            state = self._retries.get(tp)
+            if state is not None and position.offset > state.offset:
+                del self._retries[tp]
+
+    def _handle_record(
+        self, record: Message, producer: KafkaProducer, reports: DeliveryReports, pending: _Pending
+    ) -> None:
+        topic, partition, offset = _coordinates(record)
+        with log_context(topic=topic, partition=partition, offset=offset):
+            for out_topic, key, value in self._outputs_for(record):
+                producer.produce(out_topic, value=value, key=key, on_delivery=reports)
+                if out_topic == self.config.dead_letter_topic and topic != out_topic:
+                    pending.dead_letters[topic] += 1
+                pending.produced[out_topic] += 1
+        pending.next_offsets[(topic, partition)] = TopicPartition(
+            topic, partition, offset + 1, leader_epoch=record.leader_epoch()
+        )
+
+    def _outputs_for(self, record: Message) -> list[tuple[str, str | bytes | None, bytes]]:
+        """Decode, handle, encode. Returns the records to produce; raises ``_RetryBatch`` to retry."""
+        topic, partition, offset = _coordinates(record)
+        raw = record.value()
+        if raw is None:
+            _log.debug("skipping a tombstone")
+            return []
+        state = self._retries.get((topic, partition))
+        attempt = state.attempts if state is not None and state.offset == offset else 0
+        value: Contract | None = None
+        try:
+            value = self.serde.decode(raw, self.config.input_types[topic])
+            with log_context(run_id=getattr(value, "run_id", None)):
+                context = MessageContext(
+                    topic, partition, offset, record.key(), _timestamp(record), _headers(record), attempt
+                )
+                outputs = self.handler(value, context)
+                return [(o.topic, o.key, self._encode(o.value)) for o in outputs]
+        except Exception as exc:
+            transient = is_transient(exc)
+            metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
+            if transient and not self.config.retry.exhausted(attempt + 1):
+                raise _RetryBatch((topic, partition), offset, attempt + 1, exc) from exc
+            return self._dead_letter(record, exc, value, attempt + 1 if transient else attempt)
+
+    def _encode(self, value: Contract) -> bytes:
+        data = self.serde.encode(value)
+        if len(data) > MAX_MESSAGE_BYTES:
+            # Caught here, inside the handler's error policy: at produce() time it would fail the batch.
+            raise OutputTooLargeError(
+                f"{type(value).__name__} of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}"
+            )
+        return data
+
+    def _dead_letter(
+        self, record: Message, exc: Exception, value: Contract | None, attempt: int
+    ) -> list[tuple[str, str | bytes | None, bytes]]:
+        topic, partition, offset = _coordinates(record)
+        run_id = getattr(value, "run_id", None)
+        with log_context(run_id=run_id):
+            if topic == self.config.dead_letter_topic:
+                # Dead-lettering a dead letter would loop forever; the original is already kept there.
+                _log.error("dropping an unprocessable dead letter: %r", exc)
+                return []
+            _log.warning("dead-lettering: %s: %s", type(exc).__name__, exc)
+        raw = record.value() or b""
+        letter = DeadLetter(
+            origin=Origin(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=record.key(),
+                schema_fingerprint=_writer(raw),
+            ),
+            stage=self.config.stage,
+            error=ErrorInfo(
+                error_class=type(exc).__name__,
+                message=str(exc)[:_MAX_ERROR_TEXT],
+                transient=is_transient(exc),
+            ),
+            run_id=run_id,
+            payload=raw,
+            attempt=attempt,
+        )
+        key = run_id if run_id is not None else record.key()
+        return [(self.config.dead_letter_topic, key, self.serde.encode(letter))]
+
+    def _finish(self, pending: _Pending, reports: DeliveryReports) -> None:
+        offsets = list(pending.next_offsets.values())
+        if self.config.transactional:
+            txn = self._txn()
+            txn.send_offsets_to_transaction(
+                offsets, self._require_consumer().consumer_group_metadata(), self.config.kafka_timeout
+            )
+            self._commit_transaction(txn)  # fails if any record of the transaction was not delivered
+        else:
+            flush_checked(self._require_producer(), reports, self.config.kafka_timeout)
+            self._commit_offsets(offsets)
+
+    def _commit_transaction(self, txn: TransactionalProducer) -> None:
+        for attempt in range(1, 4):
+            try:
+                txn.commit_transaction(self.config.kafka_timeout)
+                return
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                # librdkafka: a retriable commit error may be retried as is; anything else must abort.
+                if error is None or not error.retriable() or error.txn_requires_abort() or attempt == 3:
+                    raise
+                _log.warning("commit_transaction failed retriably (%s); retrying", error)
+
+    def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        result = self._require_consumer().commit(offsets=offsets, asynchronous=False)
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            raise KafkaCommitError(f"offset commit failed: {failed[0].error}")
+
+    # ------------------------------------------------------------------------------------ failures
+    def _on_transient(
+        self, retry: _RetryBatch, first_offsets: dict[TP, int], pending: _Pending, reports: DeliveryReports
+    ) -> None:
+        metrics.RETRIES.labels(self.config.service).inc()
+        positions = dict(first_offsets)
+        if self.config.transactional:
+            self._abort_or_recreate()
+        else:
+            # The effects before the failure are applied; keep them, so only the rest is repeated.
+            try:
+                flush_checked(self._require_producer(), reports, self.config.kafka_timeout)
+                self._commit_offsets(list(pending.next_offsets.values()))
+                positions.update({tp: p.offset for tp, p in pending.next_offsets.items()})
+            except (KafkaException, TransientError) as exc:
+                _log.warning("could not keep the partial batch (%s); rewinding to committed offsets", exc)
+                positions = self._committed_positions(first_offsets)
+        delay = self.config.retry.delay(retry.attempts)
+        self._retries[retry.tp] = _RetryState(retry.offset, retry.attempts, time.monotonic() + delay)
+        self._require_consumer().pause([TopicPartition(*retry.tp)])
+        self._rewind(positions)
+        topic, partition = retry.tp
+        with log_context(topic=topic, partition=partition, offset=retry.offset):
+            _log.warning(
+                "transient failure (attempt %d), retrying in %.2fs: %r", retry.attempts, delay, retry.cause
+            )
+
+    def _on_commit_failure(self, exc: BaseException, first_offsets: dict[TP, int]) -> None:
+        _log.warning("batch could not be committed (%s); rewinding to the committed offsets", exc)
+        self._fail_if_fenced(exc)
+        if self.config.transactional:
+            self._abort_or_recreate(_kafka_error(exc))
+        self._rewind(self._committed_positions(first_offsets))
+        self._poll_failures += 1
+        self._stop.wait(self.config.retry.delay(self._poll_failures))
+
+    def _abort_or_recreate(self, error: KafkaError | None = None) -> None:
+        metrics.TRANSACTIONS.labels(self.config.service, "aborted").inc()
+        if error is None or not error.fatal():
+            try:
+                self._txn().abort_transaction(self.config.kafka_timeout)
+                return
+            except KafkaException as exc:
+                self._fail_if_fenced(exc)
+                _log.warning("abort_transaction failed (%s); recreating the producer", exc)
+        self._producer_ready = False
+        self._producer = self._new_producer()
+
+    def _abort_quietly(self) -> None:
+        if self.config.transactional and self._producer is not None:
+            try:
+                self._txn().abort_transaction(self.config.kafka_timeout)
+            except Exception as exc:  # the transaction may never have begun; the broker times it out anyway
+                _log.debug("abort after error failed: %r", exc)
+
+    def _fail_if_fenced(self, exc: BaseException) -> None:
+        error = _kafka_error(exc)
+        if error is not None and error.code() in _FENCED_CODES:
+            raise ProducerFencedError(
+                f"transactional id {self.config.transactional_id} is used by a newer producer: {error}"
+            ) from exc
+
+    def _committed_positions(self, first_offsets: dict[TP, int]) -> dict[TP, int]:
+        """What the group has committed for these partitions; where nothing is committed yet, the batch's
+        first offset (the reset position that produced it)."""
+        asked = [TopicPartition(t, p) for t, p in first_offsets]
+        try:
+            committed = self._require_consumer().committed(asked, self.config.kafka_timeout)
+        except KafkaException as exc:
+            _log.warning("could not read committed offsets (%s); rewinding to the batch start", exc)
+            return dict(first_offsets)
+        positions = dict(first_offsets)
+        for tp in committed:
+            if tp.error is None and tp.offset >= 0:
+                positions[(tp.topic, tp.partition)] = tp.offset
+        return positions
+
+    def _rewind(self, positions: Mapping[TP, int]) -> None:
+        consumer = self._require_consumer()
+        for (topic, partition), offset in positions.items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # The partition was revoked meanwhile: its next owner starts from the committed offset.
+                _log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _require_consumer(self) -> KafkaConsumer:
+        assert self._consumer is not None, "run() creates the consumer"
+        return self._consumer
+
+    def _require_producer(self) -> KafkaProducer:
+        assert self._producer is not None, "run() creates the producer"
+        return self._producer
+
+    def _txn(self) -> TransactionalProducer:
+        assert self._transactional is not None, "only transactional loops use transactions"
+        return self._transactional
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def _coordinates(record: Message) -> tuple[str, int, int]:
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    assert topic is not None and partition is not None and offset is not None, "consumed records have these"
+    return topic, partition, offset
+
+
+def _first_offsets(records: Iterable[Message]) -> dict[TP, int]:
+    first: dict[TP, int] = {}
+    for record in records:
+        topic, partition, offset = _coordinates(record)
+        first.setdefault((topic, partition), offset)
+    return first
+
+
+def _timestamp(record: Message) -> int | None:
+    kind, value = record.timestamp()
+    return value if kind != 0 else None  # 0 = TIMESTAMP_NOT_AVAILABLE
+
+
+def _headers(record: Message) -> Headers:
+    headers = record.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)
+
+
+def _writer(raw: bytes) -> str | None:
+    """The writer-schema fingerprint of a single-object encoded message, if its header is readable."""
+    return raw[len(MAGIC) : HEADER_LEN].hex() if len(raw) >= HEADER_LEN and raw.startswith(MAGIC) else None
+
+
+def _describe(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

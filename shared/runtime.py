@@ -1,0 +1,164 @@
+"""What every service process does around its own work: load settings, configure logging, serve
+/health /ready /metrics, handle SIGTERM, run the service, exit 0 after a graceful stop.
+
+``BaseService`` is the contract (``run(shutdown)`` plus readiness checks); ``ProcessorService`` is the base
+of the five Kafka-consuming services, wiring a ``ProcessingLoop`` to a ``handle`` method; ``run_service``
+is what each ``__main__`` calls. The loop itself lives in ``shared.processing``; its names are re-exported
+here so a service imports everything from one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from shared import metrics
+from shared.contracts import Contract, Stage
+from shared.errors import ConfigurationError
+from shared.health import HealthServer, ReadinessCheck, write_port_file
+from shared.kafka.types import Serde
+from shared.logging import configure_logging
+from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
+from shared.settings import ProcessorSettings, ServiceSettings, load_settings
+from shared.signals import GracefulShutdown, install_signal_handlers
+
+__all__ = [
+    "BaseService",
+    "Handler",
+    "LoopConfig",
+    "MessageContext",
+    "Output",
+    "ProcessingLoop",
+    "ProcessorService",
+    "RetryPolicy",
+    "default_serde",
+    "run_service",
+]
+
+_log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
+P = TypeVar("P", bound=ProcessorSettings)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIGURATION = 2
+
+
+def default_serde(settings: ServiceSettings) -> Serde:
+    """The Avro serde, resolving unknown writer schemas from the schemas topic on our own cluster."""
+    from shared.avro import SerdeSettings, make_serde
+
+    return make_serde(SerdeSettings(kafka_bootstrap_servers=settings.kafka.bootstrap_servers))
+
+
+class BaseService(ABC, Generic[S]):
+    name: ClassVar[str]  # "extract": logger field, metrics label, transactional id prefix
+    stage: ClassVar[Stage]
+    settings_class: ClassVar[type[ServiceSettings]]
+
+    def __init__(self, settings: S, *, serde: Serde | None = None):
+        self.settings = settings
+        self._serde = serde
+
+    @property
+    def serde(self) -> Serde:
+        if self._serde is None:
+            self._serde = default_serde(self.settings)
+        return self._serde
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        """Named checks that must all pass for /ready to answer 200."""
+        return {}
+
+    @abstractmethod
+    def run(self, shutdown: GracefulShutdown) -> None:
+        """Do the work until ``shutdown`` is requested, then return (after finishing the current unit)."""
+
+
+class ProcessorService(BaseService[P]):
+    """A service whose work is ``handle(message) -> outputs`` over its input topics, exactly once per hop
+    (or at least once with an idempotent effect, when ``transactional`` is False)."""
+
+    transactional: ClassVar[bool] = True
+
+    def __init__(self, settings: P, *, serde: Serde | None = None):
+        super().__init__(settings, serde=serde)
+        self.loop = ProcessingLoop(settings.kafka, self.loop_config(), self.handle, self.serde)
+
+    @abstractmethod
+    def input_types(self) -> Mapping[str, type[Contract]]:
+        """Input topic (as ``settings.topic(Topics.X)``) -> the contract its messages carry."""
+
+    def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
+        """Process one decoded message; return what to produce. Raise a ``TransientError`` to retry it, any
+        other exception to dead-letter it. The skeleton publishes nothing."""
+        return []
+
+    def loop_config(self) -> LoopConfig:
+        s = self.settings
+        return LoopConfig(
+            service=self.name,
+            stage=self.stage,
+            instance_id=s.instance_id,
+            group_id=s.group_id,
+            input_types=self.input_types(),
+            dead_letter_topic=s.dead_letter_topic,
+            transactional=self.transactional,
+            max_batch=s.max_batch,
+            poll_timeout=s.poll_timeout_s,
+            kafka_timeout=s.kafka_timeout_s,
+            retry=RetryPolicy(
+                initial_delay=s.retry_initial_delay_s,
+                max_delay=s.retry_max_delay_s,
+                max_attempts=s.retry_max_attempts,
+            ),
+        )
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"kafka": self.loop.is_ready}
+
+    def run(self, shutdown: GracefulShutdown) -> None:
+        self.loop.run(shutdown.event)
+
+
+def run_service(service_class: type[BaseService[Any]]) -> int:
+    """The whole life of a service process; returns the exit code for ``SystemExit``."""
+    try:
+        settings = load_settings(service_class.settings_class)
+    except ConfigurationError as exc:
+        # Logging is not configured yet (its level is a setting): say it plainly on stderr.
+        print(f"{service_class.name}: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIGURATION
+    configure_logging(
+        service=service_class.name,
+        instance=settings.instance_id,
+        level=settings.log_level,
+        log_format=settings.log_format,
+    )
+    metrics.SERVICE_INFO.info({"service": service_class.name, "instance": settings.instance_id})
+    _log.info("starting with settings %s", settings.redacted())
+    shutdown = install_signal_handlers()
+    try:
+        service = service_class(settings)
+    except ConfigurationError as exc:
+        _log.error("cannot start: %s", exc)
+        return EXIT_BAD_CONFIGURATION
+    health = HealthServer(settings.http_host, settings.http_port, service.readiness_checks()).start()
+    _log.info("serving /health /ready /metrics on http://%s:%d", health.host, health.port)
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, health.port)
+    try:
+        service.run(shutdown)
+    except Exception:
+        _log.exception("%s failed", service_class.name)
+        return EXIT_FAILED
+    finally:
+        health.stop()
+        if settings.port_file is not None:
+            settings.port_file.unlink(missing_ok=True)
+    _log.info("stopped cleanly (%s)", shutdown.reason or "work finished")
+    return EXIT_OK

@@ -1,0 +1,173 @@
+"""Service settings from the environment (pydantic-settings), frozen once loaded.
+
+Every service reads ``ServiceSettings`` (prefix ``AOETL_``) or a subclass of it, with the Kafka connection
+nested as ``KafkaSettings`` (prefix ``AOETL_KAFKA_``; the bootstrap servers also come from the plain
+``KAFKA_BOOTSTRAP_SERVERS`` that the dev stack, CI and the Avro serde use). ``load_settings`` turns a
+pydantic ``ValidationError`` into a ``ConfigurationError`` that names the environment variables to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+from shared.kafka.topics import Topics
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the brokers. Client-specific tuning lives in ``shared/kafka/clients.py``."""
+
+    model_config = SettingsConfigDict(env_prefix="AOETL_KAFKA_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("AOETL_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="comma-separated host:port list",
+    )
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    client_id: str = "aoetl"
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    def to_confluent(self) -> dict[str, Any]:
+        """librdkafka connection properties (dotted names)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+            "client.id": self.client_id,
+        }
+        if self.uses_sasl:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None:
+                config["sasl.username"] = self.sasl_username
+            if self.sasl_password is not None:
+                config["sasl.password"] = self.sasl_password.get_secret_value()
+        return config
+
+    def to_aiokafka(self) -> dict[str, Any]:
+        """aiokafka constructor keyword arguments."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            # aiokafka needs an explicit context; the system trust store is the safe default.
+            config["ssl_context"] = ssl.create_default_context()
+        if self.uses_sasl:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                config["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return config
+
+
+def default_instance_id() -> str:
+    """Unique per process on a host; set ``AOETL_INSTANCE_ID`` to a stable name (a StatefulSet pod name) in
+    production so a restarted instance reuses its transactional id and fences its predecessor at once."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. Services subclass it to add their group id and tunables."""
+
+    model_config = SettingsConfigDict(env_prefix="AOETL_", frozen=True, extra="ignore")
+
+    instance_id: str = Field(default_factory=default_instance_id)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port (see port_file)")
+    port_file: Path | None = Field(None, description="the bound HTTP port is written here once listening")
+    log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    topic_suffix: str = Field(
+        "", description="appended to every topic name; isolates a test run or a tenant on a shared broker"
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    def topic(self, name: str) -> str:
+        """The actual topic for a logical name from ``Topics``."""
+        return f"{name}{self.topic_suffix}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.topic(Topics.DEAD_LETTERS)
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-safe dump for logs: ``SecretStr`` values come out as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+class ProcessorSettings(ServiceSettings):
+    """A service built on the consume-process-produce loop (``shared.processing``)."""
+
+    group_id: str = Field(..., min_length=1)
+    max_batch: int = Field(100, ge=1, description="messages per poll, and so per transaction")
+    poll_timeout_s: float = Field(1.0, gt=0)
+    kafka_timeout_s: float = Field(30.0, gt=0, description="bound on init/commit/abort calls")
+    retry_initial_delay_s: float = Field(0.5, gt=0)
+    retry_max_delay_s: float = Field(30.0, gt=0)
+    retry_max_attempts: int | None = Field(
+        20, ge=1, description="transient failures of one message before it is dead-lettered; unset = forever"
+    )
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build ``cls`` from the environment; a bad value becomes a ``ConfigurationError`` that lists every
+    offending variable as ``ENV_VAR: reason``."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(cls, exc)) from exc
+
+
+def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
+    # A nested settings class validates in its own default factory, so the error's title names the class
+    # whose fields the locations refer to.
+    owner = next((c for c in _settings_classes(cls) if c.__name__ == exc.title), cls)
+    lines = [f"{_env_names(owner, err['loc'])}: {err['msg']}" for err in exc.errors()]
+    return f"invalid {cls.__name__} settings:\n  " + "\n  ".join(lines)
+
+
+def _settings_classes(cls: type[BaseSettings]) -> list[type[BaseSettings]]:
+    found = [cls]
+    for field in cls.model_fields.values():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            found.extend(_settings_classes(annotation))
+    return found
+
+
+def _env_names(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """The variable(s) that feed the field at ``loc`` (the first element; deeper parts are JSON paths)."""
+    if not loc:
+        return "?"
+    name = str(loc[0])
+    field = cls.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices]
+    elif isinstance(alias, str):
+        names = [alias]
+    else:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names = [f"{prefix}{name}".upper()]
+    suffix = "".join(f"[{part}]" for part in loc[1:])
+    return " or ".join(names) + suffix
