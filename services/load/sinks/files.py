@@ -12,6 +12,7 @@ key through once. Use a database sink when dedupe must hold across replicas.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -23,7 +24,6 @@ from typing import BinaryIO, Literal
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from services.load.sinks.base import DestinationUnavailableError, WriteResult, require_columns
@@ -123,15 +123,6 @@ class FileSink:
         else:  # polars writes NDJSON in Rust, with ISO dates/timestamps and exact decimals
             pl.from_arrow(table).write_ndjson(handle)  # type: ignore[union-attr]
 
-    def _read_keys(self, path: Path, schema: pa.Schema) -> pa.Table:
-        if self._format == "parquet":
-            return pq.read_table(path, columns=schema.names)
-        if path.stat().st_size == 0:
-            return schema.empty_table()
-        # Parse with the batch's key types so a date key reads back as a date, not a string.
-        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        return pa_json.read_json(path, parse_options=options)
-
     def _count_rows(self, path: Path) -> int:
         if self._format == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows)
@@ -145,24 +136,38 @@ class FileSink:
         if seen is None:
             seen = set()
             for part in self.run_directory(run_id).glob(f"part-*.{self._format}"):
-                seen.update(_key_tuples(self._read_keys(part, table.select(list(keys)).schema)))
+                seen.update(self._file_keys(part, keys))
             self._seen[(run_id, keys)] = seen
         keep: list[bool] = []
         new_keys: set[Hashable] = set()
-        for key in _key_tuples(table.select(list(keys))):
+        for key in self._batch_keys(table.select(list(keys))):
             first = key not in seen and key not in new_keys
             keep.append(first)
             if first:
                 new_keys.add(key)
         return table.filter(pa.array(keep, pa.bool_())), new_keys
 
+    # A key is compared in the form the file stores it, so keys read back from earlier parts equal the
+    # same keys in a new batch: Arrow values rendered as text for Parquet, JSON values for JSONL.
+    def _batch_keys(self, keys: pa.Table) -> list[Hashable]:
+        if self._format == "parquet":
+            as_text = [pc.cast(col, pa.string()).to_pylist() for col in keys.columns]
+            return list(zip(*as_text, strict=True))
+        buffer = io.BytesIO()
+        pl.from_arrow(keys).write_ndjson(buffer)  # type: ignore[union-attr]
+        return [_json_key(line, keys.column_names) for line in buffer.getvalue().splitlines() if line.strip()]
+
+    def _file_keys(self, path: Path, keys: Sequence[str]) -> list[Hashable]:
+        if self._format == "parquet":
+            return self._batch_keys(pq.read_table(path, columns=list(keys)))
+        with open(path, "rb") as handle:
+            return [_json_key(line, keys) for line in handle if line.strip()]
+
     def _forget(self, run_id: str) -> None:
         for key in [k for k in self._seen if k[0] == run_id]:
             del self._seen[key]
 
 
-def _key_tuples(keys: pa.Table) -> list[Hashable]:
-    """Key values as tuples of their string form: hashable, and equal for equal values of the numeric
-    types a key may be read back as."""
-    as_text = [pc.cast(col, pa.string()).to_pylist() for col in keys.columns]
-    return list(zip(*as_text, strict=True))
+def _json_key(line: bytes, keys: Sequence[str]) -> Hashable:
+    row = json.loads(line)
+    return tuple(json.dumps(row.get(k), sort_keys=True) for k in keys)
