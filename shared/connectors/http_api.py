@@ -73,7 +73,9 @@ class _Fetcher:
         for attempt in range(retries + 1):
             self._respect_rate_limit()
             try:
-                response = self._client.get(url, params=params)
+                # httpx would replace the URL's own query string with ``params``; merge them instead.
+                target = httpx.URL(url).copy_merge_params(params) if params else url
+                response = self._client.get(target)
             except httpx.TransportError as exc:
                 if attempt == retries:
                     raise SourceUnavailableError(f"GET {url}: {exc!r} after {retries} retries") from exc
