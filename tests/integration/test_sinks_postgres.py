@@ -74,7 +74,7 @@ def test_append_applies_each_batch_once_and_keeps_every_value(make_sink, postgre
     assert sink.write("run-a", "t1:1", second) == WriteResult(True, 2000, 0)
     before = checksums(postgres_dsn, table_name)
 
-    assert sink.write("run-a", "t1:0", first) == WriteResult(False, 0, 0)  # redelivery
+    assert sink.write("run-a", "t1:0", first) == WriteResult(False, 3000, 0)  # redelivery reports the first write
     assert make_sink().write("run-a", "t1:1", second).applied is False  # another replica's redelivery
     sink.finalize("run-a")
     sink.finalize("run-a")
@@ -238,7 +238,7 @@ def test_dedupe_keys_hold_across_batches_and_replicas(make_sink, postgres_dsn, t
     assert replica_a.write("run-d", "t:0", one, dedupe_keys=["k"]) == WriteResult(True, 3, 1)
     assert replica_b.write("run-d", "t:1", two, dedupe_keys=["k"]) == WriteResult(True, 2, 1)
     assert replica_a.write("run-d", "t:2", three, dedupe_keys=["k"]) == WriteResult(True, 1, 1)
-    assert replica_b.write("run-d", "t:2", three, dedupe_keys=["k"]) == WriteResult(False, 0, 0)
+    assert replica_b.write("run-d", "t:2", three, dedupe_keys=["k"]) == WriteResult(False, 1, 0)
     rows = query(postgres_dsn, f'SELECT k, tag FROM "{table_name}" ORDER BY k')
     assert rows == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e"), (6, "f")]
     assert ledger(postgres_dsn, table_name, "run-d") == {"t:0": 3, "t:1": 2, "t:2": 1}

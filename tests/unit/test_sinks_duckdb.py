@@ -56,7 +56,7 @@ def test_append_applies_each_batch_once_and_keeps_every_value(make_sink, db_path
     first, second = sample_table(3000, seed=1), sample_table(2000, seed=2, start_id=3000)
     assert sink.write("run-a", "t:0", first) == WriteResult(True, 3000, 0)
     assert sink.write("run-a", "t:1", second) == WriteResult(True, 2000, 0)
-    assert sink.write("run-a", "t:0", first) == WriteResult(False, 0, 0)
+    assert sink.write("run-a", "t:0", first) == WriteResult(False, 3000, 0)  # reports the first write
     assert make_sink().write("run-a", "t:1", second).applied is False
     sink.finalize("run-a")
     sink.finalize("run-a")
@@ -146,7 +146,7 @@ def test_dedupe_keys_hold_across_batches_of_a_run(make_sink, db_path):
     two = pa.table({"k": [3, 4, 5], "tag": ["c-again", "d", "e"]})
     assert sink.write("run-d", "t:0", one, dedupe_keys=["k"]) == WriteResult(True, 3, 1)
     assert make_sink().write("run-d", "t:1", two, dedupe_keys=["k"]) == WriteResult(True, 2, 1)
-    assert sink.write("run-d", "t:1", two, dedupe_keys=["k"]) == WriteResult(False, 0, 0)
+    assert sink.write("run-d", "t:1", two, dedupe_keys=["k"]) == WriteResult(False, 2, 0)
     assert query(db_path, "SELECT k, tag FROM items ORDER BY k") == [
         (1, "a"),
         (2, "b"),

@@ -48,7 +48,7 @@ def test_each_batch_is_one_file_written_once(tmp_path: Path, fmt: FileFormat):
     assert sink.write("run/1", "task:1", second) == WriteResult(True, 500, 0)
     part = sink.part_path("run/1", "task:0")
     written_at = part.stat().st_mtime_ns
-    assert sink.write("run/1", "task:0", first) == WriteResult(False, 0, 0)
+    assert sink.write("run/1", "task:0", first) == WriteResult(False, 1500, 0)  # reports the first write
     assert FileSink(tmp_path, fmt).write("run/1", "task:1", second).applied is False
     assert part.stat().st_mtime_ns == written_at
 

@@ -20,6 +20,7 @@ from shared.errors import DataError, TransientError
 @dataclass(frozen=True)
 class WriteResult:
     applied: bool  # False: the batch had already been applied (duplicate delivery); nothing was written
+    # rows_written: on a duplicate, what the first delivery wrote (from the ledger), so totals stay exact
     rows_written: int
     rows_deduplicated: int  # rows dropped because their dedupe key was already seen in this run
 

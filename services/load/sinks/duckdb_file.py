@@ -109,7 +109,12 @@ class DuckDBSink:
                 [run_id, batch_id, self._ledger_key, table.num_rows],
             ).fetchone()
             if claimed is None:
-                return WriteResult(applied=False, rows_written=0, rows_deduplicated=0)
+                # Already applied: report what the first delivery wrote, so run totals stay exact.
+                row = con.execute(
+                    f"SELECT rows FROM {LEDGER} WHERE destination = ? AND batch_id = ?",
+                    [self._ledger_key, batch_id],
+                ).fetchone()
+                return WriteResult(applied=False, rows_written=int(row[0]) if row else 0, rows_deduplicated=0)
             ordinal = pa.array(range(table.num_rows), pa.int64())
             con.register(_INPUT, table.append_column(_ORDINAL, ordinal))
             self._ensure_table(con, target)

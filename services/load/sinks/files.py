@@ -75,7 +75,8 @@ class FileSink:
         require_columns(table, dedupe_keys, "dedupe keys")
         path = self.part_path(run_id, batch_id)
         if path.exists():
-            return WriteResult(applied=False, rows_written=0, rows_deduplicated=0)
+            # Already applied: report what the first delivery wrote, so run totals stay exact.
+            return WriteResult(applied=False, rows_written=self._count_rows(path), rows_deduplicated=0)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept, new_keys = table, set[Hashable]()

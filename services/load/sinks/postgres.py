@@ -136,7 +136,13 @@ class PostgresSink:
                 parameters=(run_id, batch_id, self._ledger_key, table.num_rows),
             )
             if cur.fetchone() is None:
-                return WriteResult(applied=False, rows_written=0, rows_deduplicated=0)
+                # Already applied: report what the first delivery wrote, so run totals stay exact.
+                cur.execute(
+                    f"SELECT rows FROM {LEDGER} WHERE destination = $1 AND batch_id = $2",
+                    parameters=(self._ledger_key, batch_id),
+                )
+                row = cur.fetchone()
+                return WriteResult(applied=False, rows_written=int(row[0]) if row else 0, rows_deduplicated=0)
             columns = self._ensure_table(cur, target, table)
             batch = self._conform(target, columns, table)
             if self._dest.mode is not WriteMode.MERGE and not dedupe_keys:
