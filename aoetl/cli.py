@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import typer
 
-from aoetl.commands import dev
+from aoetl.commands import dev, pipelines
 
 app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
 
 app.add_typer(dev.app, name="dev")
+pipelines.register(app)
 
 
 if __name__ == "__main__":

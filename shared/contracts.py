@@ -113,6 +113,12 @@ class ErrorInfo(Contract):
     transient: bool = False
     path: str | None = Field(None, description="field path in the spec, for validation errors")
 
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, max_len: int = 4000) -> ErrorInfo:
+        from shared.errors import is_transient
+
+        return cls(error_class=type(exc).__name__, message=str(exc)[:max_len], transient=is_transient(exc))
+
 
 class Trigger(Contract):
     avro_name: ClassVar[str] = "io.aoetl.Trigger"

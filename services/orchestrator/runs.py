@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -22,8 +23,8 @@ from shared.contracts import (
     ErrorInfo,
     EventKind,
     ExtractTask,
-    PipelineResult,
     PipelineRequest,
+    PipelineResult,
     RunControl,
     RunEvent,
     RunStatus,
@@ -32,16 +33,8 @@ from shared.contracts import (
     StageStats,
 )
 from shared.kafka.topics import Topics
+from shared.processing import Output
 from shared.spec.models import PipelineSpec
-
-
-@dataclass(frozen=True)
-class Output:
-    """One message to publish: the orchestrator's only way to act on the world."""
-
-    topic: str
-    key: str
-    value: BaseModel
 
 
 class Phase(StrEnum):
@@ -129,20 +122,31 @@ Planner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
 RowCountCheck = Callable[[PipelineSpec, int], list[str]]
 
 
-def _event(run: RunState | str, kind: EventKind, now: datetime, **kw: object) -> Output:
-    run_id = run if isinstance(run, str) else run.run_id
-    return Output(Topics.EVENTS, run_id, RunEvent(run_id=run_id, kind=kind, stage=Stage.ORCHESTRATE, at=now, **kw))  # type: ignore[arg-type]
-
-
 class RunBook:
     """All runs this orchestrator instance owns (the partitions assigned to it)."""
 
-    def __init__(self, planner: Planner, row_count_check: RowCountCheck, *, retry_backoff_s: float = 1.0):
+    def __init__(
+        self,
+        planner: Planner,
+        row_count_check: RowCountCheck,
+        *,
+        retry_backoff_s: float = 1.0,
+        topic: Callable[[str], str] = str,
+    ):
         self._plan = planner
+        self._topic = topic  # logical topic name -> actual (tests isolate themselves with a suffix)
         self._row_count_check = row_count_check
         self._retry_backoff_s = retry_backoff_s
         self.runs: dict[str, RunState] = {}
         self.finished: set[str] = set()
+
+    def _out(self, topic: str, key: str, value: BaseModel) -> Output:
+        return Output(self._topic(topic), key, value)  # type: ignore[arg-type]
+
+    def _event(self, run: RunState | str, kind: EventKind, now: datetime, **kw: Any) -> Output:
+        run_id = run if isinstance(run, str) else run.run_id
+        event = RunEvent(run_id=run_id, kind=kind, stage=Stage.ORCHESTRATE, at=now, **kw)
+        return self._out(Topics.EVENTS, run_id, event)
 
     # ------------------------------------------------------------------------------------ requests
     def reject(
@@ -162,8 +166,8 @@ class RunBook:
             errors=reasons,
         )
         return [
-            Output(Topics.RESULTS, run_id, result),
-            _event(run_id, EventKind.RUN_FINISHED, now, details={"status": RunStatus.REJECTED.value}),
+            self._out(Topics.RESULTS, run_id, result),
+            self._event(run_id, EventKind.RUN_FINISHED, now, details={"status": RunStatus.REJECTED.value}),
         ]
 
     def on_request(self, request: PipelineRequest, spec: PipelineSpec, now: datetime) -> list[Output]:
@@ -172,15 +176,15 @@ class RunBook:
             return []  # a redelivered request starts no second run
         run = RunState(run_id, request.request_id, spec, now, now, payload=request.payload)
         self.runs[run_id] = run
-        out = [_event(run, EventKind.RUN_ACCEPTED, now, details={"pipeline": spec.name})]
+        out = [self._event(run, EventKind.RUN_ACCEPTED, now, details={"pipeline": spec.name})]
         try:
             splits = list(self._plan(spec, request.payload))
         except Exception as exc:  # any planning failure is this run's failure, never the service's
-            run.errors.append(_error_info(exc))
+            run.errors.append(ErrorInfo.from_exception(exc))
             return out + self._finish(run, RunStatus.FAILED, now, abort=False)
         for split in splits:
             run.tasks[_task_id(run_id, split.index)] = TaskProgress(split)
-        out.append(_event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits))}))
+        out.append(self._event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits))}))
         out.extend(self._task(run, task_id, now) for task_id in run.tasks)
         return out
 
@@ -274,7 +278,7 @@ class RunBook:
                     reason = f"transient failure; retry {task.attempt}/{run.spec.run.max_retries}"
                     run.decisions.append(f"{task_id}: {reason}")
                     out.append(
-                        _event(
+                        self._event(
                             run,
                             EventKind.TASK_RETRIED,
                             now,
@@ -297,7 +301,7 @@ class RunBook:
             payload=run.payload,
             created_at=now,
         )
-        return Output(Topics.TASKS, run.run_id, msg)
+        return self._out(Topics.TASKS, run.run_id, msg)
 
     def _maybe_finalize(self, run: RunState, now: datetime) -> list[Output]:
         if run.phase is not Phase.RUNNING or not run.all_loaded():
@@ -310,14 +314,14 @@ class RunBook:
         run.phase = Phase.FINALIZING
         run.pending_status = RunStatus.COMPLETED
         control = RunControl(run_id=run.run_id, action=ControlAction.FINALIZE, spec=run.spec, at=now)
-        return [Output(Topics.CONTROL, run.run_id, control)]
+        return [self._out(Topics.CONTROL, run.run_id, control)]
 
     def _finish(self, run: RunState, status: RunStatus, now: datetime, *, abort: bool = True) -> list[Output]:
         """End a run that did not succeed: tell load to drop staged data, report at once."""
         out: list[Output] = []
         if abort:
             control = RunControl(run_id=run.run_id, action=ControlAction.ABORT, spec=run.spec, at=now)
-            out.append(Output(Topics.CONTROL, run.run_id, control))
+            out.append(self._out(Topics.CONTROL, run.run_id, control))
         return out + self._result(run, status, now)
 
     def _result(self, run: RunState, status: RunStatus, now: datetime) -> list[Output]:
@@ -336,8 +340,8 @@ class RunBook:
             decisions=run.decisions,
         )
         return [
-            Output(Topics.RESULTS, run.run_id, result),
-            _event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
+            self._out(Topics.RESULTS, run.run_id, result),
+            self._event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
         ]
 
 
@@ -355,9 +359,3 @@ _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime
 
 def _task_id(run_id: str, index: int) -> str:
     return f"{run_id}:t{index}"
-
-
-def _error_info(exc: BaseException) -> ErrorInfo:
-    from shared.errors import is_transient
-
-    return ErrorInfo(error_class=type(exc).__name__, message=str(exc), transient=is_transient(exc))

@@ -1,0 +1,156 @@
+"""A small client of a running aoetl system, for the CLI, the demo and the end-to-end tests: submit
+requests and read results, events and alerts, from Kafka only (there is no side database to ask)."""
+
+from __future__ import annotations
+
+import getpass
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from shared.avro import AvroSerde, SerdeSettings, make_serde
+from shared.contracts import Contract, PipelineRequest, PipelineResult, RunEvent, Trigger, TriggerKind
+from shared.kafka.clients import make_consumer, make_producer, produce_sync
+from shared.kafka.topics import Topics
+from shared.settings import ServiceSettings, load_settings
+from shared.spec.models import PipelineSpec
+
+C = TypeVar("C", bound=Contract)
+
+
+class AoetlClient:
+    def __init__(self, settings: ServiceSettings | None = None, serde: AvroSerde | None = None):
+        self.settings = settings or load_settings(ServiceSettings)
+        self.serde = serde or make_serde(
+            SerdeSettings(kafka_bootstrap_servers=self.settings.kafka.bootstrap_servers)
+        )
+        self._producer = make_producer(self.settings.kafka)
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    def submit(
+        self,
+        spec: PipelineSpec | None = None,
+        *,
+        intent: str | None = None,
+        definition_name: str | None = None,
+        parameters: dict[str, str] | None = None,
+        trigger: TriggerKind = TriggerKind.CLI,
+    ) -> PipelineRequest:
+        request = PipelineRequest(
+            spec=spec,
+            intent=intent,
+            definition_name=definition_name,
+            parameters=parameters or {},
+            requested_by=getpass.getuser(),
+            trigger=Trigger(kind=trigger),
+        )
+        self.publish(Topics.REQUESTS, request.run_id, request)
+        return request
+
+    def publish(self, topic: str, key: str, value: Contract) -> None:
+        produce_sync(self._producer, self.topic(topic), self.serde.encode(value), key=key)
+
+    def reader(self, *topics: str, from_beginning: bool) -> TopicReader:
+        return TopicReader(self, [self.topic(t) for t in topics], from_beginning=from_beginning)
+
+    def find_result(self, run_id: str) -> PipelineResult | None:
+        with self.reader(Topics.RESULTS, from_beginning=True) as reader:
+            for _, value in reader.drain({Topics.RESULTS: PipelineResult}):
+                if isinstance(value, PipelineResult) and value.run_id == run_id:
+                    return value
+        return None
+
+    def run_events(self, run_id: str) -> list[RunEvent]:
+        with self.reader(Topics.EVENTS, from_beginning=True) as reader:
+            return [
+                v
+                for _, v in reader.drain({Topics.EVENTS: RunEvent})
+                if isinstance(v, RunEvent) and v.run_id == run_id
+            ]
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+class TopicReader:
+    """Reads topics without a consumer group (assign, never commit): watching must not disturb services.
+
+    Positions are fixed when the reader opens, so a watcher opened *before* a submit sees everything the
+    run produces."""
+
+    def __init__(self, client: AoetlClient, topics: list[str], *, from_beginning: bool):
+        self._client = client
+        self._topics = topics
+        self._consumer: Consumer = make_consumer(
+            client.settings.kafka, f"aoetl-watch-{uuid.uuid4().hex}", enable_partition_eof=True
+        )
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        parts: list[TopicPartition] = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            parts.extend(TopicPartition(topic, p, start) for p in meta.partitions)
+        if not from_beginning:
+            # resolve "end" to concrete offsets now, before anything is submitted
+            parts = [
+                TopicPartition(
+                    tp.topic, tp.partition, self._consumer.get_watermark_offsets(tp, timeout=10)[1]
+                )
+                for tp in parts
+            ]
+        self._consumer.assign(parts)
+        self._eof: set[tuple[str, int]] = set()
+        self._parts = {(tp.topic, tp.partition) for tp in parts}
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _decode(self, topic: str, raw: bytes, types: dict[str, type[Contract]]) -> Contract | None:
+        logical = (
+            topic.removesuffix(self._client.settings.topic_suffix)
+            if self._client.settings.topic_suffix
+            else topic
+        )
+        model = types.get(logical)
+        if model is None:
+            return None
+        try:
+            return self._client.serde.decode(raw, model)
+        except Exception:  # a watcher shows what it can read; poison is the dead-letter topic's business
+            return None
+
+    def poll(self, types: dict[str, type[Contract]], timeout: float = 0.5) -> Iterator[tuple[str, Contract]]:
+        """Messages available now (one poll round), decoded; end-of-partition markers are tracked."""
+        for msg in self._consumer.consume(500, timeout):
+            err = msg.error()
+            if err is not None:
+                if err.code() == err._PARTITION_EOF:
+                    self._eof.add((msg.topic() or "", msg.partition() or 0))
+                continue
+            topic = msg.topic() or ""
+            self._eof.discard((topic, msg.partition() or 0))
+            value = self._decode(topic, msg.value() or b"", types)
+            if value is not None:
+                yield topic, value
+
+    def drain(
+        self, types: dict[str, type[Contract]], timeout: float = 30.0
+    ) -> Iterator[tuple[str, Contract]]:
+        """Everything up to the current end of every partition."""
+        deadline = time.monotonic() + timeout
+        while self._eof != self._parts and time.monotonic() < deadline:
+            yield from self.poll(types)
+
+    def follow(self, types: dict[str, type[Contract]]) -> Iterator[tuple[str, Contract]]:
+        while True:
+            yield from self.poll(types)

@@ -1,0 +1,218 @@
+"""Pipeline commands: validate, submit, run --wait, status, results --follow, alerts --follow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aoetl.client import AoetlClient
+from shared.contracts import Alert, EventKind, PipelineResult, RunEvent, RunStatus
+from shared.kafka.topics import Topics
+from shared.spec import SpecError, load_spec
+from shared.spec.models import PipelineSpec
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_CODES = {
+    RunStatus.COMPLETED: 0,
+    RunStatus.FAILED: 1,
+    RunStatus.REJECTED: 2,
+    RunStatus.TIMED_OUT: 3,
+    RunStatus.CANCELLED: 4,
+}
+EXIT_INVALID_SPEC = 2
+
+FileArg = Annotated[Path, typer.Argument(help="pipeline spec, YAML or JSON")]
+
+
+def _load_or_exit(path: Path) -> PipelineSpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        err_console.print(f"[bold red]{path}: invalid pipeline spec[/]")
+        for issue in exc.issues:
+            err_console.print(
+                f"  [red]✗[/] [bold]{escape(issue.path or '(spec)')}[/]: {escape(issue.reason)}"
+            )
+        raise typer.Exit(EXIT_INVALID_SPEC) from exc
+
+
+def validate(file: FileArg) -> None:
+    """Check a spec; print every problem as field path + reason; exit non-zero when invalid."""
+    spec = _load_or_exit(file)
+    console.print(
+        f"[green]✓[/] {file}: pipeline [bold]{spec.name}[/] ({spec.source.type} → "
+        f"{len(spec.transforms)} steps, {len(spec.quality)} rules → {spec.destination.type})"
+    )
+
+
+def submit(file: FileArg) -> None:
+    """Publish a pipeline request; print the run id."""
+    spec = _load_or_exit(file)
+    client = AoetlClient()
+    request = client.submit(spec)
+    client.close()
+    console.print(request.run_id)
+
+
+def print_result(result: PipelineResult) -> None:
+    colour = "green" if result.status is RunStatus.COMPLETED else "red"
+    took = (result.finished_at - result.started_at).total_seconds()
+    console.print(
+        f"run [bold]{result.run_id}[/] ({result.pipeline}): "
+        f"[bold {colour}]{result.status.value}[/] in {took:.1f}s"
+    )
+    if result.stages:
+        table = Table("stage", "rows in", "rows out", "rejected", "batches", "busy ms")
+        for s in result.stages:
+            table.add_row(
+                s.stage.value,
+                f"{s.rows_in:,}",
+                f"{s.rows_out:,}",
+                f"{s.rows_rejected:,}",
+                str(s.batches),
+                str(s.duration_ms),
+            )
+        console.print(table)
+    for e in result.errors:
+        where = f"{e.path}: " if e.path else ""
+        console.print(f"  [red]✗[/] {escape(where + e.message)} [dim]({e.error_class})[/]")
+    for d in result.decisions:
+        console.print(f"  [cyan]→[/] {d}")
+
+
+def run(
+    file: FileArg,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its result")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 3600.0,
+) -> None:
+    """Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status."""
+    spec = _load_or_exit(file)
+    client = AoetlClient()
+    if not wait:
+        console.print(client.submit(spec).run_id)
+        return
+    with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
+        request = client.submit(spec)
+        console.print(f"submitted run [bold]{request.run_id}[/]")
+        result = follow_run(client, reader, request.run_id, timeout)
+    client.close()
+    if result is None:
+        err_console.print(f"[red]no result within {timeout:.0f}s[/]; check `aoetl status {request.run_id}`")
+        raise typer.Exit(5)
+    print_result(result)
+    raise typer.Exit(EXIT_CODES[result.status])
+
+
+def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> PipelineResult | None:  # type: ignore[no-untyped-def]
+    import time
+
+    types = {Topics.EVENTS: RunEvent, Topics.RESULTS: PipelineResult}
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]:>12} rows"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bars = {
+            name: progress.add_task(name, total=None, rows="0") for name in ("extract", "transform", "load")
+        }
+        rows = dict.fromkeys(bars, 0)
+        batches_total = 0
+        splits = 0
+        while time.monotonic() < deadline:
+            for _, value in reader.poll(types):
+                if value.run_id != run_id:  # type: ignore[attr-defined]
+                    continue
+                if isinstance(value, PipelineResult):
+                    return value
+                assert isinstance(value, RunEvent)
+                if value.kind is EventKind.RUN_PLANNED:
+                    splits = int(value.details.get("splits", "0"))
+                    progress.update(bars["extract"], total=splits)
+                elif value.kind is EventKind.SPLIT_EXTRACTED:
+                    batches_total += value.batches
+                    rows["extract"] += value.rows_out
+                    progress.update(bars["extract"], advance=1, rows=f"{rows['extract']:,}")
+                    for stage in ("transform", "load"):
+                        progress.update(bars[stage], total=batches_total)
+                elif value.kind is EventKind.BATCH_TRANSFORMED:
+                    rows["transform"] += value.rows_out
+                    progress.update(bars["transform"], advance=1, rows=f"{rows['transform']:,}")
+                elif value.kind is EventKind.BATCH_LOADED:
+                    rows["load"] += value.rows_out
+                    progress.update(bars["load"], advance=1, rows=f"{rows['load']:,}")
+    return None
+
+
+def status(run_id: Annotated[str, typer.Argument(help="the run id printed by submit")]) -> None:
+    """A run's result, or its progress so far, read from Kafka."""
+    client = AoetlClient()
+    result = client.find_result(run_id)
+    if result is not None:
+        print_result(result)
+        raise typer.Exit(EXIT_CODES[result.status])
+    events = client.run_events(run_id)
+    if not events:
+        err_console.print(f"[red]unknown run {run_id}[/]")
+        raise typer.Exit(6)
+    loaded = sum(1 for e in events if e.kind is EventKind.BATCH_LOADED)
+    rows = sum(e.rows_out for e in events if e.kind is EventKind.BATCH_LOADED)
+    last = events[-1]
+    console.print(
+        f"run [bold]{run_id}[/]: RUNNING, {loaded} batches ({rows:,} rows) loaded; "
+        f"last event {last.kind.value} at {last.at:%H:%M:%S}"
+    )
+
+
+def results(
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print pipeline results (JSON lines with --json)."""
+    _stream(Topics.RESULTS, PipelineResult, follow, from_beginning or not follow, as_json)
+
+
+def alerts(
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print alerts (JSON lines with --json)."""
+    _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, as_json)
+
+
+def _stream(topic: str, model: type, follow: bool, from_beginning: bool, as_json: bool) -> None:
+    client = AoetlClient()
+    with client.reader(topic, from_beginning=from_beginning) as reader:
+        source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
+        try:
+            for _, value in source:
+                if as_json:
+                    print(json.dumps(value.model_dump(mode="json"), default=str), flush=True)
+                elif isinstance(value, PipelineResult):
+                    print_result(value)
+                elif isinstance(value, Alert):
+                    console.print(
+                        f"{value.at:%Y-%m-%d %H:%M:%S} [bold]{value.severity.value}[/] {value.kind.value} "
+                        f"run={value.run_id or '-'}: {escape(value.message)}"
+                    )
+        except KeyboardInterrupt:
+            pass
+
+
+def register(app: typer.Typer) -> None:
+    for command in (validate, submit, run, status, results, alerts):
+        app.command()(command)

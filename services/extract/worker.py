@@ -1,0 +1,76 @@
+"""What the extract service does with one task: read its split, cut it into batches, report the split.
+
+The task's batches and its SPLIT_EXTRACTED event are produced in ONE Kafka transaction (the extract
+service takes one task per transaction), so a split is either wholly visible downstream or not at all; a
+retried task emits the same deterministic batch ids, which the sinks deduplicate. Batches are yielded one
+by one, so the producer streams them out and memory stays bounded by a batch, not by the split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from shared.batch import encode_table
+from shared.connectors import read_split
+from shared.contracts import DataBatch, ErrorInfo, EventKind, ExtractTask, RunEvent, Stage
+from shared.kafka.topics import Topics
+from shared.processing import MessageContext, Output
+
+
+def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterator[Output]:
+    started = time.monotonic()
+    seq = rows = 0
+    spec = task.spec
+    for table in read_split(spec.source, task.split, spec.run.batch_rows, payload=task.payload):
+        batch_id = f"{task.task_id}:{seq}"
+        yield Output(
+            topics[Topics.DATA_EXTRACTED],
+            batch_id,
+            DataBatch(
+                run_id=task.run_id,
+                task_id=task.task_id,
+                batch_id=batch_id,
+                seq=seq,
+                stage=Stage.EXTRACT,
+                row_count=table.num_rows,
+                payload=encode_table(table),
+                spec=spec,
+            ),
+        )
+        seq += 1
+        rows += table.num_rows
+    yield Output(
+        topics[Topics.EVENTS],
+        task.run_id,
+        RunEvent(
+            run_id=task.run_id,
+            kind=EventKind.SPLIT_EXTRACTED,
+            stage=Stage.EXTRACT,
+            task_id=task.task_id,
+            rows_out=rows,
+            batches=seq,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            details={"attempt": str(task.attempt), "split": str(task.split.index)},
+            instance=instance,
+        ),
+    )
+
+
+def task_failed(
+    task: ExtractTask, exc: BaseException, ctx: MessageContext, topic: str, instance: str
+) -> Output:
+    """Tell the orchestrator; it retries transient failures and fails the run on terminal ones."""
+    return Output(
+        topic,
+        task.run_id,
+        RunEvent(
+            run_id=task.run_id,
+            kind=EventKind.TASK_FAILED,
+            stage=Stage.EXTRACT,
+            task_id=task.task_id,
+            error=ErrorInfo.from_exception(exc),
+            details={"attempt": str(task.attempt), "offset": f"{ctx.topic}/{ctx.partition}/{ctx.offset}"},
+            instance=instance,
+        ),
+    )

@@ -1,0 +1,135 @@
+"""What the transform service does with one extracted batch: apply the steps, check the quality rules,
+forward the kept rows, quarantine the rest to the dead-letter topic, and report.
+
+Everything one batch produces (the transformed batch, its dead letters, its events) leaves in the same
+Kafka transaction as the consumed offset, so a crash can neither lose nor duplicate any of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+from services.transform.engine import EngineCache
+from services.transform.quality import QualityChecker
+from shared.batch import decode_table, encode_table
+from shared.contracts import (
+    DataBatch,
+    DeadLetter,
+    ErrorInfo,
+    EventKind,
+    Origin,
+    RunEvent,
+    Stage,
+)
+from shared.kafka.topics import Topics
+from shared.processing import MessageContext, Output
+from shared.spec.models import OnFail
+
+
+class TransformWorker:
+    def __init__(self, topic: Callable[[str], str], instance: str):
+        self._topic = topic
+        self._instance = instance
+        self._engines = EngineCache()
+        self._checkers: dict[str, QualityChecker] = {}
+
+    def close(self) -> None:
+        self._engines.close()
+
+    def _checker(self, batch: DataBatch) -> QualityChecker:
+        key = json.dumps([r.model_dump(mode="json") for r in batch.spec.quality], sort_keys=True)
+        checker = self._checkers.get(key)
+        if checker is None:
+            checker = self._checkers[key] = QualityChecker(batch.spec.quality)
+        return checker
+
+    def handle(self, batch: DataBatch, ctx: MessageContext) -> Iterator[Output]:
+        started = time.monotonic()
+        table = self._engines.get(batch.spec.transforms).apply(decode_table(batch.payload))
+        outcome = self._checker(batch).check(table)
+        events, dead_letters = self._topic(Topics.EVENTS), self._topic(Topics.DEAD_LETTERS)
+        for violation in outcome.violations:
+            yield Output(
+                events,
+                batch.run_id,
+                RunEvent(
+                    run_id=batch.run_id,
+                    kind=EventKind.QUALITY_VIOLATION,
+                    stage=Stage.TRANSFORM,
+                    task_id=batch.task_id,
+                    batch_id=batch.batch_id,
+                    rows_rejected=violation.failed_rows if violation.on_fail is OnFail.QUARANTINE else 0,
+                    details={
+                        "rule": violation.rule,
+                        "on_fail": violation.on_fail.value,
+                        "reason": violation.reason,
+                        "failed_rows": str(violation.failed_rows),
+                        "sample": json.dumps(violation.sample, default=str)[:2000],
+                    },
+                    instance=self._instance,
+                ),
+            )
+        for violation, rows in outcome.quarantined:
+            yield Output(
+                dead_letters,
+                batch.run_id,
+                DeadLetter(
+                    origin=Origin(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=ctx.key),
+                    stage=Stage.TRANSFORM,
+                    error=ErrorInfo(error_class="QualityRuleViolation", message=violation.reason),
+                    run_id=batch.run_id,
+                    rule=violation.rule,
+                    payload=encode_table(rows),
+                    payload_format="arrow_ipc",
+                ),
+            )
+        if outcome.fail:
+            return  # the QUALITY_VIOLATION(fail) event ends the run; nothing of this batch moves on
+        kept = outcome.kept
+        yield Output(
+            self._topic(Topics.DATA_TRANSFORMED),
+            batch.batch_id,
+            batch.model_copy(
+                update={"stage": Stage.TRANSFORM, "row_count": kept.num_rows, "payload": encode_table(kept)}
+            ),
+        )
+        yield Output(
+            events,
+            batch.run_id,
+            RunEvent(
+                run_id=batch.run_id,
+                kind=EventKind.BATCH_TRANSFORMED,
+                stage=Stage.TRANSFORM,
+                task_id=batch.task_id,
+                batch_id=batch.batch_id,
+                rows_in=batch.row_count,
+                rows_out=kept.num_rows,
+                rows_rejected=batch.row_count - kept.num_rows - _filtered(batch.row_count, table.num_rows),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                instance=self._instance,
+            ),
+        )
+
+
+def _filtered(rows_in: int, rows_after_steps: int) -> int:
+    """Rows that filter/dedupe steps removed on purpose: not 'rejected', just not wanted."""
+    return max(rows_in - rows_after_steps, 0)
+
+
+def batch_failed(batch: DataBatch, exc: BaseException, topic: str, instance: str) -> Output:
+    return Output(
+        topic,
+        batch.run_id,
+        RunEvent(
+            run_id=batch.run_id,
+            kind=EventKind.BATCH_FAILED,
+            stage=Stage.TRANSFORM,
+            task_id=batch.task_id,
+            batch_id=batch.batch_id,
+            rows_in=batch.row_count,
+            error=ErrorInfo.from_exception(exc),
+            instance=instance,
+        ),
+    )
