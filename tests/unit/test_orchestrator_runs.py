@@ -86,7 +86,17 @@ def _complete_split(book, task, batches, rows):
     )
     for b in range(batches):
         bid = f"{task}:{b}"
-        book.on_event(ev(EventKind.BATCH_TRANSFORMED, Stage.TRANSFORM, batch_id=bid, rows_in=10, rows_out=9, rows_rejected=1), T0)
+        book.on_event(
+            ev(
+                EventKind.BATCH_TRANSFORMED,
+                Stage.TRANSFORM,
+                batch_id=bid,
+                rows_in=10,
+                rows_out=9,
+                rows_rejected=1,
+            ),
+            T0,
+        )
         out += book.on_event(ev(EventKind.BATCH_LOADED, Stage.LOAD, batch_id=bid, rows_in=9, rows_out=9), T0)
     return out
 
@@ -172,14 +182,20 @@ def test_failing_quality_rule_event_fails_the_run():
     book = RunBook(planner(1), no_row_rules)
     start(book)
     out = book.on_event(
-        ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, details={"on_fail": "fail", "rule": "not_null:id", "reason": "2 rows with null id"}),
+        ev(
+            EventKind.QUALITY_VIOLATION,
+            Stage.TRANSFORM,
+            details={"on_fail": "fail", "rule": "not_null:id", "reason": "2 rows with null id"},
+        ),
         T0,
     )
     (result,) = of(out, Topics.RESULTS)
     assert result.status is RunStatus.FAILED and "null id" in result.errors[0].message
     warn = RunBook(planner(1), no_row_rules)
     start(warn)
-    assert warn.on_event(ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, details={"on_fail": "warn"}), T0) == []
+    assert (
+        warn.on_event(ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, details={"on_fail": "warn"}), T0) == []
+    )
 
 
 def test_row_count_rule_is_checked_before_finalize():
