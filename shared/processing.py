@@ -13,10 +13,12 @@ Error policy, decided only by ``shared.errors.is_transient``:
 * undecodable bytes or a terminal handler error -> a ``DeadLetter`` (origin topic/partition/offset/key,
   writer fingerprint, stage, error, raw payload) is produced in the same transaction, so the poison
   message is skipped exactly once and the loop goes on;
-* a transient error -> the batch is abandoned (transaction aborted), every partition of the batch is
-  rewound to its committed position, and only the failing partition is paused for an exponential backoff
-  with jitter, so the others keep flowing; after ``RetryPolicy.max_attempts`` failures of the same message
-  it is dead-lettered as transient (re-drivable) instead of stalling its partition forever;
+* a transient error -> that message and the rest of its partition in this batch are left out of the
+  transaction (a handler returns its outputs, so nothing of a failed message was produced and there is
+  nothing to abort), the rest of the batch commits, and that partition alone is rewound to the failed
+  message and paused for an exponential backoff with jitter, so the other partitions keep flowing; after
+  ``RetryPolicy.max_attempts`` failures of the same message it is dead-lettered as transient
+  (re-drivable) instead of stalling its partition forever;
 * a failed or timed-out commit -> abort, or recreate the producer when abort fails (librdkafka lacks
   KIP-890, so a fresh epoch is the only sure way to fence a half-finished transaction), then rewind to the
   offsets the broker says are committed, which is right whether the commit landed or not;
@@ -140,8 +142,8 @@ class _RetryState:
     resume_at: float | None
 
 
-class _RetryBatch(Exception):
-    """Internal: a transient failure at (tp, offset) abandons the batch."""
+class _RetryLater(Exception):
+    """Internal: a transient failure at (tp, offset); that partition is retried after a backoff."""
 
     def __init__(self, tp: TP, offset: int, attempts: int, cause: BaseException):
         super().__init__(f"{tp[0]}[{tp[1]}]@{offset}: {cause!r}")
@@ -313,15 +315,24 @@ class ProcessingLoop:
         pending = _Pending()
         reports = DeliveryReports()
         producer = self._require_producer()
+        failing: dict[TP, _RetryLater] = {}
         try:
             if self.config.transactional:
                 self._txn().begin_transaction()
             for record in records:
-                self._handle_record(record, producer, reports, pending)
-            self._finish(pending, reports)
-        except _RetryBatch as retry:
-            self._on_transient(retry, first_offsets, pending, reports)
-            return
+                tp = _coordinates(record)[:2]
+                if tp in failing:
+                    continue  # a partition's order holds: its later messages wait for the retry
+                try:
+                    self._handle_record(record, producer, reports, pending)
+                except _RetryLater as retry:
+                    # Nothing of the failed message was produced (outputs are returned, not sent), so the
+                    # transaction stays valid for everything else: only this partition goes back.
+                    failing[retry.tp] = retry
+            if pending.next_offsets:
+                self._finish(pending, reports)
+            elif self.config.transactional:
+                self._abort_or_recreate()  # every message failed: nothing to commit
         except (KafkaException, TransientError) as exc:
             self._on_commit_failure(exc, first_offsets)
             return
@@ -329,6 +340,10 @@ class ProcessingLoop:
             # A bug or a shutdown signal inside the batch: never leave the transaction open behind us.
             self._abort_quietly()
             raise
+        for failure in failing.values():
+            self._schedule_retry(failure)
+        if not pending.next_offsets:
+            return
         for topic, count in pending.produced.items():
             metrics.MESSAGES_PRODUCED.labels(service, topic).inc(count)
         for topic, count in pending.dead_letters.items():
@@ -338,7 +353,7 @@ class ProcessingLoop:
         metrics.BATCH_SECONDS.labels(service).observe(time.monotonic() - started)
         for tp, position in pending.next_offsets.items():
             state = self._retries.get(tp)
-            if state is not None and position.offset > state.offset:
+            if state is not None and tp not in failing and position.offset > state.offset:
                 del self._retries[tp]
 
     def _handle_record(
@@ -356,7 +371,7 @@ class ProcessingLoop:
         )
 
     def _outputs_for(self, record: Message) -> list[tuple[str, str | bytes | None, bytes]]:
-        """Decode, handle, encode. Returns the records to produce; raises ``_RetryBatch`` to retry."""
+        """Decode, handle, encode. Returns the records to produce; raises ``_RetryLater`` to retry."""
         topic, partition, offset = _coordinates(record)
         raw = record.value()
         if raw is None:
@@ -377,7 +392,7 @@ class ProcessingLoop:
             transient = is_transient(exc)
             metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
             if transient and not self.config.retry.exhausted(attempt + 1):
-                raise _RetryBatch((topic, partition), offset, attempt + 1, exc) from exc
+                raise _RetryLater((topic, partition), offset, attempt + 1, exc) from exc
             return self._dead_letter(record, exc, value, attempt + 1 if transient else attempt)
 
     def _encode(self, value: Contract) -> bytes:
@@ -455,26 +470,14 @@ class ProcessingLoop:
             raise KafkaCommitError(f"offset commit failed: {failed[0].error}")
 
     # ------------------------------------------------------------------------------------ failures
-    def _on_transient(
-        self, retry: _RetryBatch, first_offsets: dict[TP, int], pending: _Pending, reports: DeliveryReports
-    ) -> None:
+    def _schedule_retry(self, retry: _RetryLater) -> None:
+        """Rewind the failed partition to the failed message and pause it for the backoff; the loop
+        resumes it when the time is up, and the other partitions flow meanwhile."""
         metrics.RETRIES.labels(self.config.service).inc()
-        positions = dict(first_offsets)
-        if self.config.transactional:
-            self._abort_or_recreate()
-        else:
-            # The effects before the failure are applied; keep them, so only the rest is repeated.
-            try:
-                flush_checked(self._require_producer(), reports, self.config.kafka_timeout)
-                self._commit_offsets(list(pending.next_offsets.values()))
-                positions.update({tp: p.offset for tp, p in pending.next_offsets.items()})
-            except (KafkaException, TransientError) as exc:
-                _log.warning("could not keep the partial batch (%s); rewinding to committed offsets", exc)
-                positions = self._committed_positions(first_offsets)
         delay = self.config.retry.delay(retry.attempts)
         self._retries[retry.tp] = _RetryState(retry.offset, retry.attempts, time.monotonic() + delay)
         self._require_consumer().pause([TopicPartition(*retry.tp)])
-        self._rewind(positions)
+        self._rewind({retry.tp: retry.offset})
         topic, partition = retry.tp
         with log_context(topic=topic, partition=partition, offset=retry.offset):
             _log.warning(
