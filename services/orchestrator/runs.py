@@ -10,6 +10,7 @@ passed in, which makes every branch unit-testable.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -170,13 +171,20 @@ class RunBook:
             self._event(run_id, EventKind.RUN_FINISHED, now, details={"status": RunStatus.REJECTED.value}),
         ]
 
-    def on_request(self, request: PipelineRequest, spec: PipelineSpec, now: datetime) -> list[Output]:
+    def on_request(
+        self, request: PipelineRequest, spec: PipelineSpec, now: datetime, *, replaying: bool = False
+    ) -> list[Output]:
+        """Plan a new run. When ``replaying`` (state rebuild after a restart) nothing is planned again: the
+        run's own RUN_PLANNED event, replayed next, carries the splits it was given the first time."""
         run_id = request.run_id
         if run_id in self.runs or run_id in self.finished:
             return []  # a redelivered request starts no second run
         run = RunState(run_id, request.request_id, spec, now, now, payload=request.payload)
         self.runs[run_id] = run
-        out = [self._event(run, EventKind.RUN_ACCEPTED, now, details={"pipeline": spec.name})]
+        if replaying:
+            return []
+        accepted = {"pipeline": spec.name, "stuck_after_s": str(spec.run.stuck_after_s)}
+        out = [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted)]
         try:
             splits = list(self._plan(spec, request.payload))
         except Exception as exc:  # any planning failure is this run's failure, never the service's
@@ -184,7 +192,10 @@ class RunBook:
             return out + self._finish(run, RunStatus.FAILED, now, abort=False)
         for split in splits:
             run.tasks[_task_id(run_id, split.index)] = TaskProgress(split)
-        out.append(self._event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits))}))
+        plan = json.dumps([split.model_dump(mode="json") for split in splits])
+        out.append(
+            self._event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits)), "plan": plan})
+        )
         out.extend(self._task(run, task_id, now) for task_id in run.tasks)
         return out
 
@@ -201,6 +212,13 @@ class RunBook:
             run.last_progress = max(run.last_progress, ev.at)
         handler = _EVENT_HANDLERS.get(ev.kind)
         return handler(self, run, ev, now) if handler else []
+
+    def _planned(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if not run.tasks and "plan" in ev.details:  # replay: restore the splits planned the first time
+            for raw in json.loads(ev.details["plan"]):
+                split = Split.model_validate(raw)
+                run.tasks[_task_id(run.run_id, split.index)] = TaskProgress(split)
+        return []
 
     def _split_extracted(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         task = run.tasks.get(ev.task_id or "")
@@ -346,6 +364,7 @@ class RunBook:
 
 
 _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime], list[Output]]] = {
+    EventKind.RUN_PLANNED: RunBook._planned,
     EventKind.SPLIT_EXTRACTED: RunBook._split_extracted,
     EventKind.BATCH_TRANSFORMED: RunBook._batch_transformed,
     EventKind.BATCH_LOADED: RunBook._batch_loaded,

@@ -1,17 +1,44 @@
-"""The orchestrator service. Requests and events are co-partitioned by run id, so one instance
-sees all of a run.
+"""The orchestrator service: validates requests, plans runs into extract tasks, folds run events into
+progress, retries, times out and finishes every run with exactly one ``PipelineResult``.
 
-Consumes ``Topics.REQUESTS``, ``Topics.EVENTS``. The skeleton's ``handle`` publishes nothing.
+Requests and events are co-partitioned by run id (same partition count, same key, range assignment), so
+one instance sees all of a run. All decisions leave in the same Kafka transaction as the offsets of the
+messages that caused them; the run state itself is rebuilt from the input topics on every assignment
+(see ``services.orchestrator.runs``), so there is no database and a restarted or new replica continues
+where the previous owner of the partitions stopped.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from confluent_kafka import TopicPartition
 
 from services.orchestrator.configuration import OrchestratorSettings
-from shared.contracts import Contract, PipelineRequest, RunEvent, Stage
+from services.orchestrator.definitions import DefinitionsView
+from services.orchestrator.replay import replay_partitions
+from services.orchestrator.runs import RunBook
+from services.transform.quality import check_row_count
+from shared.avro import ModelValidationError
+from shared.avro.convert import from_datum
+from shared.connectors import plan_splits
+from shared.contracts import Contract, ErrorInfo, PipelineRequest, RunEvent, Split, Stage, utcnow
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
+from shared.spec import SpecError, parse_spec
+from shared.spec.models import OnFail, PipelineSpec
+
+_log = logging.getLogger(__name__)
+
+
+def plan(spec: PipelineSpec, payload: bytes | None) -> list[Split]:
+    return plan_splits(spec.source, spec.run.parallelism, payload=payload, batch_rows=spec.run.batch_rows)
+
+
+def failed_row_counts(spec: PipelineSpec, rows: int) -> list[str]:
+    return [f"{v.rule}: {v.reason}" for v in check_row_count(spec.quality, rows) if v.on_fail is OnFail.FAIL]
 
 
 class OrchestratorService(ProcessorService[OrchestratorSettings]):
@@ -19,11 +46,106 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     stage = Stage.ORCHESTRATE
     settings_class = OrchestratorSettings
 
+    def __init__(self, settings: OrchestratorSettings, **kw: object):
+        super().__init__(settings, **kw)  # type: ignore[arg-type]
+        self.book = self._new_book()
+        self.definitions = DefinitionsView(settings.kafka, settings.topic(Topics.DEFINITIONS), self.serde)
+
+    def _new_book(self) -> RunBook:
+        s = self.settings
+        return RunBook(plan, failed_row_counts, retry_backoff_s=s.retry_backoff_s, topic=s.topic)
+
     def input_types(self) -> Mapping[str, type[Contract]]:
         return {
             self.settings.topic(Topics.REQUESTS): PipelineRequest,
             self.settings.topic(Topics.EVENTS): RunEvent,
         }
 
+    # ------------------------------------------------------------------------------------ messages
     def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
-        return []
+        now = utcnow()
+        if isinstance(value, RunEvent):
+            return self.book.on_event(value, now)
+        assert isinstance(value, PipelineRequest)
+        spec, reasons = self._spec_for(value)
+        if spec is None:
+            name = value.spec.name if value.spec else value.definition_name
+            return self.book.reject(value.run_id, value.request_id, name, reasons, now)
+        return self.book.on_request(value, spec, now)
+
+    def _spec_for(self, request: PipelineRequest) -> tuple[PipelineSpec | None, list[ErrorInfo]]:
+        given = [k for k in ("spec", "definition_name", "intent") if getattr(request, k) is not None]
+        if len(given) != 1:
+            why = "none" if not given else " and ".join(given)
+            msg = f"a request needs exactly one of spec, definition_name or intent; it has {why}"
+            return None, [ErrorInfo(error_class="InvalidRequest", message=msg)]
+        if request.spec is not None:
+            return request.spec, []
+        if request.definition_name is not None:
+            definition = self.definitions.get(request.definition_name)
+            if definition is None:
+                msg = f"no pipeline definition named {request.definition_name!r}"
+                return None, [ErrorInfo(error_class="UnknownDefinition", message=msg, path="definition_name")]
+            return definition.spec, []
+        msg = "natural-language intents need an LLM: set AOETL_LLM_MODEL for the orchestrator"
+        return None, [ErrorInfo(error_class="NoModelConfigured", message=msg, path="intent")]
+
+    def on_failure(
+        self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
+    ) -> Sequence[Output]:
+        """A request that decodes but is not a valid pipeline: answer REJECTED with every reason (the
+        message itself still goes to the dead-letter topic, for inspection)."""
+        if context.topic != self.settings.topic(Topics.REQUESTS) or not isinstance(exc, ModelValidationError):
+            return []
+        try:
+            datum = from_datum(self.serde.decode_record(raw, PipelineRequest.avro_name))
+        except Exception:  # not even the envelope is readable: the dead letter is all we can do
+            return []
+        run_id, request_id = str(datum.get("run_id", "")), str(datum.get("request_id", ""))
+        spec = datum.get("spec")
+        try:
+            parse_spec(spec)
+            reasons = [ErrorInfo(error_class="InvalidRequest", message=str(exc)[:4000])]
+        except SpecError as err:
+            reasons = [
+                ErrorInfo(
+                    error_class="SpecError", message=i.reason, path=f"spec.{i.path}" if i.path else "spec"
+                )
+                for i in err.issues
+            ]
+        name = spec.get("name") if isinstance(spec, dict) else None
+        return self.book.reject(run_id, request_id, name, reasons, utcnow())
+
+    def tick(self, now: datetime | None = None) -> Sequence[Output]:
+        return self.book.tick(now or datetime.now(UTC))
+
+    # -------------------------------------------------------------------------------- rebalancing
+    def on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
+        """Rebuild the runs of exactly the partitions now owned, from Kafka alone."""
+        book = self._new_book()
+        requests, events = self.settings.topic(Topics.REQUESTS), self.settings.topic(Topics.EVENTS)
+        counts = replay_partitions(
+            self.settings.kafka,
+            consumer,
+            partitions,
+            self.serde,
+            order=[(requests, PipelineRequest), (events, RunEvent)],
+            apply=lambda value, at: self._fold(book, value, at),
+        )
+        self.book = book
+        _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
+
+    def run(self, shutdown) -> None:  # type: ignore[no-untyped-def]
+        self.definitions.start()
+        try:
+            super().run(shutdown)
+        finally:
+            self.definitions.stop()
+
+    def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
+        if isinstance(value, RunEvent):
+            book.on_event(value, at)
+        elif isinstance(value, PipelineRequest):
+            spec, _ = self._spec_for(value)
+            if spec is not None:
+                book.on_request(value, spec, at, replaying=True)

@@ -220,3 +220,26 @@ def test_finished_event_replayed_after_restart_closes_the_run():
     start(book)
     book.on_event(RunEvent(run_id="r1", kind=EventKind.RUN_FINISHED, stage=Stage.ORCHESTRATE, at=T0), T0)
     assert "r1" not in book.runs and start(book) == []
+
+
+def test_replay_rebuilds_a_run_from_its_request_and_events_without_planning_again():
+    live = RunBook(planner(2), no_row_rules)
+    outputs = start(live)
+    events = [o.value for o in outputs if o.topic == Topics.EVENTS]
+    _complete_split(live, "r1:t0", 1, 10)
+
+    def must_not_plan(spec, payload):
+        raise AssertionError("replay must not touch the source")
+
+    rebuilt = RunBook(must_not_plan, no_row_rules)
+    assert (
+        rebuilt.on_request(PipelineRequest(run_id="r1", request_id="q1", spec=SPEC), SPEC, T0, replaying=True)
+        == []
+    )
+    for event in events:
+        rebuilt.on_event(event, T0)
+    _complete_split(rebuilt, "r1:t0", 1, 10)
+    assert set(rebuilt.runs["r1"].tasks) == {"r1:t0", "r1:t1"}
+    # the rebuilt run finishes exactly like the live one would
+    out = _complete_split(rebuilt, "r1:t1", 1, 10)
+    assert of(out, Topics.CONTROL)[0].action is ControlAction.FINALIZE
