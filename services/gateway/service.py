@@ -15,7 +15,7 @@ from services.gateway.configuration import GatewaySettings
 from shared.contracts import Stage
 from shared.health import ReadinessCheck
 from shared.kafka.clients import make_producer
-from shared.kafka.types import KafkaProducer
+from shared.kafka.types import KafkaProducer, Serde
 from shared.processing import RetryPolicy
 from shared.runtime import BaseService
 from shared.signals import GracefulShutdown
@@ -28,8 +28,8 @@ class GatewayService(BaseService[GatewaySettings]):
     stage = Stage.GATEWAY
     settings_class = GatewaySettings
 
-    def __init__(self, settings: GatewaySettings, **kwargs: object):
-        super().__init__(settings)
+    def __init__(self, settings: GatewaySettings, *, serde: Serde | None = None):
+        super().__init__(settings, serde=serde)
         self.producer: KafkaProducer | None = None
         self._connected = False
 

@@ -28,6 +28,8 @@ class Serde(Protocol):
 
     def decode(self, data: bytes, model_type: type[C]) -> C: ...
 
+    def decode_record(self, data: bytes, reader_name: str | None = None) -> dict[str, Any]: ...
+
 
 class KafkaProducer(Protocol):
     def produce(

@@ -136,15 +136,13 @@ def read(bootstrap: str, topic: str, expected: int, *, committed_only: bool = Tr
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     values: list[bytes] = []
+
+    def enough() -> bool:
+        values.extend(m.value() or b"" for m in consumer.consume(500, 0.5) if not m.error())
+        return len(values) >= expected
+
     try:
-        wait_until(
-            lambda: (
-                values.extend(m.value() or b"" for m in consumer.consume(500, 0.5) if not m.error())
-                or len(values) >= expected
-            ),
-            timeout=60,
-            message=f"{expected} records on {topic} (have {len(values)})",
-        )
+        wait_until(enough, timeout=60, message=f"{expected} records on {topic}")
         while batch := consumer.consume(500, 1.0):
             values.extend(m.value() or b"" for m in batch if not m.error())
     finally:
