@@ -27,6 +27,7 @@ Error policy, decided only by ``shared.errors.is_transient``:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -57,6 +58,7 @@ from shared.settings import KafkaSettings
 _log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+_Encoded = tuple[str, str | bytes | None, bytes]
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 _MAX_ERROR_TEXT = 4000
 
@@ -82,7 +84,13 @@ class MessageContext:
     attempt: int = 0  # how many times handling this very message failed transiently before
 
 
-Handler = Callable[[Contract, MessageContext], Sequence[Output]]
+Handler = Callable[[Contract, MessageContext], Iterable[Output]]
+# Called when a message is dead-lettered (terminal error, retries exhausted, undecodable): its outputs are
+# produced in the same transaction as the dead letter, e.g. an event that tells the orchestrator.
+FailureHandler = Callable[[Contract | None, BaseException, MessageContext, bytes], Sequence[Output]]
+# Called every ``tick_interval`` seconds on the loop thread; its outputs get a transaction of their own.
+TickHandler = Callable[[], Sequence[Output]]
+AssignHandler = Callable[[Any, list[TopicPartition]], None]
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,15 @@ class _RetryState:
     resume_at: float | None
 
 
+class _MidStreamFailure(Exception):
+    """Internal: a handler failed after some of its outputs were already produced into the transaction,
+    so the whole batch must be aborted; the message is then retried or dead-lettered on redelivery."""
+
+    def __init__(self, tp: TP, offset: int, attempt: int, cause: BaseException):
+        super().__init__(f"{tp[0]}[{tp[1]}]@{offset}: {cause!r}")
+        self.tp, self.offset, self.attempt, self.cause = tp, offset, attempt, cause
+
+
 class _RetryLater(Exception):
     """Internal: a transient failure at (tp, offset); that partition is retried after a backoff."""
 
@@ -162,11 +179,28 @@ class _Pending:
 class ProcessingLoop:
     """Run with ``loop.run(stop_event)`` from the thread that owns it; ``is_ready`` is safe from others."""
 
-    def __init__(self, kafka: KafkaSettings, config: LoopConfig, handler: Handler, serde: Serde):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        config: LoopConfig,
+        handler: Handler,
+        serde: Serde,
+        *,
+        on_failure: FailureHandler | None = None,
+        tick: TickHandler | None = None,
+        tick_interval: float = 1.0,
+        on_assign: AssignHandler | None = None,
+    ):
         self.kafka = kafka
         self.config = config
         self.handler = handler
         self.serde = serde
+        self.on_failure = on_failure
+        self.tick = tick
+        self.tick_interval = tick_interval
+        self.on_assign = on_assign
+        self._next_tick = time.monotonic() + tick_interval
+        self._fail_fast: dict[tuple[str, int, int], BaseException] = {}
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._transactional: TransactionalProducer | None = None  # the same object, when transactional
@@ -264,6 +298,31 @@ class ProcessingLoop:
         if records:
             self._poll_failures = 0
             self._process(records)
+        if self.tick is not None and time.monotonic() >= self._next_tick:
+            self._next_tick = time.monotonic() + self.tick_interval
+            self._run_tick(self.tick)
+
+    def _run_tick(self, tick: TickHandler) -> None:
+        outputs = tick()
+        if not outputs:
+            return
+        reports = DeliveryReports()
+        producer = self._require_producer()
+        try:
+            if self.config.transactional:
+                self._txn().begin_transaction()
+            for o in outputs:
+                producer.produce(o.topic, value=self._encode(o.value), key=o.key, on_delivery=reports)
+            if self.config.transactional:
+                self._commit_transaction(self._txn())
+            else:
+                flush_checked(producer, reports, self.config.kafka_timeout)
+        except (KafkaException, TransientError) as exc:
+            # The tick's decisions are derived state: the next tick recomputes what still holds.
+            _log.warning("tick outputs not committed (%s); they are recomputed next tick", exc)
+            self._fail_if_fenced(exc)
+            if self.config.transactional:
+                self._abort_or_recreate(_kafka_error(exc))
 
     def _on_poll_error(self, error: KafkaError | BaseException) -> None:
         if isinstance(error, KafkaError) and error.fatal():
@@ -292,6 +351,8 @@ class ProcessingLoop:
         self._assigned_once = True
         metrics.ASSIGNED_PARTITIONS.labels(self.config.service).set(len(partitions))
         _log.info("assigned %s", _describe(partitions))
+        if self.on_assign is not None:
+            self.on_assign(consumer, partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Between batches there is no open transaction and nothing uncommitted, so there is nothing to
@@ -325,6 +386,9 @@ class ProcessingLoop:
                     continue  # a partition's order holds: its later messages wait for the retry
                 try:
                     self._handle_record(record, producer, reports, pending)
+                except _MidStreamFailure as failure:
+                    self._abort_mid_stream(failure, first_offsets)
+                    return
                 except _RetryLater as retry:
                     # Nothing of the failed message was produced (outputs are returned, not sent), so the
                     # transaction stays valid for everything else: only this partition goes back.
@@ -361,39 +425,88 @@ class ProcessingLoop:
     ) -> None:
         topic, partition, offset = _coordinates(record)
         with log_context(topic=topic, partition=partition, offset=offset):
-            for out_topic, key, value in self._outputs_for(record):
-                producer.produce(out_topic, value=value, key=key, on_delivery=reports)
-                if out_topic == self.config.dead_letter_topic and topic != out_topic:
-                    pending.dead_letters[topic] += 1
-                pending.produced[out_topic] += 1
+            outputs, attempt = self._outputs_for(record)
+            produced_any = False
+            try:
+                # Outputs are produced as the handler yields them, so a handler that streams a large
+                # split holds one batch in memory, not the split.
+                for out_topic, key, value in outputs:
+                    producer.produce(out_topic, value=value, key=key, on_delivery=reports)
+                    produced_any = True
+                    if out_topic == self.config.dead_letter_topic and topic != out_topic:
+                        pending.dead_letters[topic] += 1
+                    pending.produced[out_topic] += 1
+            except Exception as exc:
+                if not produced_any and not self.config.transactional:
+                    raise
+                raise _MidStreamFailure((topic, partition), offset, attempt, exc) from exc
         pending.next_offsets[(topic, partition)] = TopicPartition(
             topic, partition, offset + 1, leader_epoch=record.leader_epoch()
         )
 
-    def _outputs_for(self, record: Message) -> list[tuple[str, str | bytes | None, bytes]]:
-        """Decode, handle, encode. Returns the records to produce; raises ``_RetryLater`` to retry."""
+    def _outputs_for(self, record: Message) -> tuple[Iterable[_Encoded], int]:
+        """Decode, handle, encode. Returns the records to produce (lazily, in transactional mode) and the
+        attempt number; raises ``_RetryLater`` to retry. An error before the first output is handled
+        here; one after it surfaces while the caller iterates (see ``_MidStreamFailure``)."""
         topic, partition, offset = _coordinates(record)
         raw = record.value()
         if raw is None:
             _log.debug("skipping a tombstone")
-            return []
+            return [], 0
         state = self._retries.get((topic, partition))
         attempt = state.attempts if state is not None and state.offset == offset else 0
         value: Contract | None = None
+        context = MessageContext(
+            topic, partition, offset, record.key(), _timestamp(record), _headers(record), attempt
+        )
         try:
+            failed_before = self._fail_fast.pop((topic, partition, offset), None)
+            if failed_before is not None:
+                value = self.serde.decode(raw, self.config.input_types[topic])
+                raise failed_before
             value = self.serde.decode(raw, self.config.input_types[topic])
             with log_context(run_id=getattr(value, "run_id", None)):
-                context = MessageContext(
-                    topic, partition, offset, record.key(), _timestamp(record), _headers(record), attempt
-                )
-                outputs = self.handler(value, context)
-                return [(o.topic, o.key, self._encode(o.value)) for o in outputs]
+                outputs = iter(self.handler(value, context))
+                first = next(outputs, None)
+                if first is None:
+                    return [], attempt
+                encoded = ((o.topic, o.key, self._encode(o.value)) for o in itertools.chain([first], outputs))
+                if not self.config.transactional:
+                    # Without a transaction nothing produced can be taken back: fail before producing.
+                    return list(encoded), attempt
+                return encoded, attempt
         except Exception as exc:
             transient = is_transient(exc)
             metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
             if transient and not self.config.retry.exhausted(attempt + 1):
                 raise _RetryLater((topic, partition), offset, attempt + 1, exc) from exc
-            return self._dead_letter(record, exc, value, attempt + 1 if transient else attempt)
+            letters = self._dead_letter(record, exc, value, attempt + 1 if transient else attempt)
+            return letters + self._failure_outputs(value, exc, context, raw), attempt
+
+    def _failure_outputs(
+        self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
+    ) -> list[_Encoded]:
+        if self.on_failure is None or context.topic == self.config.dead_letter_topic:
+            return []
+        try:
+            return [
+                (o.topic, o.key, self._encode(o.value)) for o in self.on_failure(value, exc, context, raw)
+            ]
+        except Exception:  # the dead letter alone still keeps the message; never lose the batch over it
+            _log.exception("the failure handler failed")
+            return []
+
+    def _abort_mid_stream(self, failure: _MidStreamFailure, first_offsets: dict[TP, int]) -> None:
+        """Take the whole batch back, then retry the failed message later or dead-letter it next time."""
+        self._abort_or_recreate()
+        self._rewind(self._committed_positions(first_offsets))
+        exc = failure.cause
+        transient = is_transient(exc)
+        metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
+        if transient and not self.config.retry.exhausted(failure.attempt + 1):
+            self._schedule_retry(_RetryLater(failure.tp, failure.offset, failure.attempt + 1, exc))
+        else:
+            self._fail_fast[(*failure.tp, failure.offset)] = exc
 
     def _encode(self, value: Contract) -> bytes:
         data = self.serde.encode(value)

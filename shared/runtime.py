@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
+
+from confluent_kafka import TopicPartition
 
 from shared import metrics
 from shared.contracts import Contract, Stage
@@ -87,16 +89,40 @@ class ProcessorService(BaseService[P]):
 
     def __init__(self, settings: P, *, serde: Serde | None = None):
         super().__init__(settings, serde=serde)
-        self.loop = ProcessingLoop(settings.kafka, self.loop_config(), self.handle, self.serde)
+        tick_interval = getattr(settings, "tick_interval_s", None)
+        self.loop = ProcessingLoop(
+            settings.kafka,
+            self.loop_config(),
+            self.handle,
+            self.serde,
+            on_failure=self.on_failure,
+            tick=self.tick if tick_interval else None,
+            tick_interval=tick_interval or 1.0,
+            on_assign=self.on_assign,
+        )
 
     @abstractmethod
     def input_types(self) -> Mapping[str, type[Contract]]:
         """Input topic (as ``settings.topic(Topics.X)``) -> the contract its messages carry."""
 
-    def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
-        """Process one decoded message; return what to produce. Raise a ``TransientError`` to retry it, any
-        other exception to dead-letter it. The skeleton publishes nothing."""
+    def handle(self, value: Contract, context: MessageContext) -> Iterable[Output]:
+        """Process one decoded message; return (or yield) what to produce. Raise a ``TransientError`` to
+        retry it, any other exception to dead-letter it. The skeleton publishes nothing."""
         return []
+
+    def on_failure(
+        self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
+    ) -> Sequence[Output]:
+        """Outputs to produce beside the dead letter of a message that failed for good (``value`` is None
+        when it could not even be decoded): typically an event telling the orchestrator."""
+        return []
+
+    def tick(self) -> Sequence[Output]:
+        """Periodic work on the loop thread (only when the settings have ``tick_interval_s``)."""
+        return []
+
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Called with the new assignment, before any of its messages is handled."""
 
     def loop_config(self) -> LoopConfig:
         s = self.settings

@@ -11,3 +11,5 @@ class OrchestratorSettings(ProcessorSettings):
     group_id: str = Field("aoetl-orchestrator", min_length=1)
     # small records; a larger batch means fewer transactions
     max_batch: int = Field(100, ge=1)
+    retry_backoff_s: float = Field(1.0, gt=0, description="first delay before re-issuing a failed task")
+    tick_interval_s: float = Field(1.0, gt=0, description="how often timeouts and due retries are checked")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
@@ -116,11 +117,11 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         name = spec.get("name") if isinstance(spec, dict) else None
         return self.book.reject(run_id, request_id, name, reasons, utcnow())
 
-    def tick(self, now: datetime | None = None) -> Sequence[Output]:
-        return self.book.tick(now or datetime.now(UTC))
+    def tick(self) -> Sequence[Output]:
+        return self.book.tick(datetime.now(UTC))
 
     # -------------------------------------------------------------------------------- rebalancing
-    def on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Rebuild the runs of exactly the partitions now owned, from Kafka alone."""
         book = self._new_book()
         requests, events = self.settings.topic(Topics.REQUESTS), self.settings.topic(Topics.EVENTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import ProcessorSettings
 
@@ -11,3 +11,7 @@ class TransformSettings(ProcessorSettings):
     group_id: str = Field("aoetl-transform", min_length=1)
     # batches carry up to a few MiB each
     max_batch: int = Field(10, ge=1)
+    mask_salt: SecretStr = Field(
+        SecretStr("aoetl-default-salt"),
+        description="salt of mask(method=hash); set a secret one in production so hashes cannot be reversed",
+    )

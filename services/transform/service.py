@@ -1,16 +1,19 @@
-"""The transform service: each extracted batch is transformed on its own, by any replica.
+"""The transform service: each extracted batch is transformed and checked on its own, by any replica.
 
-Consumes ``Topics.DATA_EXTRACTED``. The skeleton's ``handle`` publishes nothing.
+Consumes ``Topics.DATA_EXTRACTED``; produces the transformed batch on ``Topics.DATA_TRANSFORMED``,
+quarantined rows on ``Topics.DEAD_LETTERS`` and run events, in one Kafka transaction per poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from services.transform.configuration import TransformSettings
+from services.transform.worker import TransformWorker, batch_failed
 from shared.contracts import Contract, DataBatch, Stage
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
+from shared.signals import GracefulShutdown
 
 
 class TransformService(ProcessorService[TransformSettings]):
@@ -18,10 +21,28 @@ class TransformService(ProcessorService[TransformSettings]):
     stage = Stage.TRANSFORM
     settings_class = TransformSettings
 
-    def input_types(self) -> Mapping[str, type[Contract]]:
-        return {
-            self.settings.topic(Topics.DATA_EXTRACTED): DataBatch,
-        }
+    def __init__(self, settings: TransformSettings, **kw: object):
+        super().__init__(settings, **kw)  # type: ignore[arg-type]
+        self.worker = TransformWorker(
+            settings.topic, settings.instance_id, mask_salt=settings.mask_salt.get_secret_value().encode()
+        )
 
-    def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
-        return []
+    def input_types(self) -> Mapping[str, type[Contract]]:
+        return {self.settings.topic(Topics.DATA_EXTRACTED): DataBatch}
+
+    def handle(self, value: Contract, context: MessageContext) -> Iterable[Output]:
+        assert isinstance(value, DataBatch)
+        return self.worker.handle(value, context)
+
+    def on_failure(
+        self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
+    ) -> Sequence[Output]:
+        if not isinstance(value, DataBatch):
+            return []
+        return [batch_failed(value, exc, self.settings.topic(Topics.EVENTS), self.settings.instance_id)]
+
+    def run(self, shutdown: GracefulShutdown) -> None:
+        try:
+            super().run(shutdown)
+        finally:
+            self.worker.close()

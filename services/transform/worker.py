@@ -29,10 +29,10 @@ from shared.spec.models import OnFail
 
 
 class TransformWorker:
-    def __init__(self, topic: Callable[[str], str], instance: str):
+    def __init__(self, topic: Callable[[str], str], instance: str, *, mask_salt: bytes):
         self._topic = topic
         self._instance = instance
-        self._engines = EngineCache()
+        self._engines = EngineCache(mask_salt=mask_salt)
         self._checkers: dict[str, QualityChecker] = {}
 
     def close(self) -> None:

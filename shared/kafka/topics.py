@@ -53,6 +53,8 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         {"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)},
         "DeadLetter, key run id",
     ),
-    TopicSpec(Topics.CONTROL, 6, {"retention.ms": str(7 * DAY_MS)}, "RunControl (finalize/abort), key run id"),
+    TopicSpec(
+        Topics.CONTROL, 6, {"retention.ms": str(7 * DAY_MS)}, "RunControl (finalize/abort), key run id"
+    ),
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
 )

@@ -209,15 +209,7 @@ class FillStep(_Strict):
 
 
 TransformStep = Annotated[
-    SelectStep
-    | RenameStep
-    | CastStep
-    | FilterStep
-    | DeriveStep
-    | SqlStep
-    | DedupeStep
-    | MaskStep
-    | FillStep,
+    SelectStep | RenameStep | CastStep | FilterStep | DeriveStep | SqlStep | DedupeStep | MaskStep | FillStep,
     Field(discriminator="op"),
 ]
 
@@ -296,7 +288,9 @@ QualityRule = Annotated[
 ]
 
 
-def rule_name(rule: NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule) -> str:
+def rule_name(
+    rule: NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule,
+) -> str:
     if rule.name:
         return rule.name
     cols = getattr(rule, "columns", None) or [getattr(rule, "column", "")]
