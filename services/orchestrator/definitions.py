@@ -51,7 +51,7 @@ class DefinitionsView:
 
     def _follow(self) -> None:
         consumer = make_consumer(
-            self._kafka, f"aoetl-definitions-{uuid.uuid4().hex}", enable_partition_eof=True
+            self._kafka, f"aoetl-definitions-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
         )
         try:
             meta = consumer.list_topics(self._topic, timeout=self._timeout).topics[self._topic]
