@@ -12,3 +12,16 @@ class GatewayError(TerminalError):
 
 class GatewayTransientError(TransientError):
     """Kafka could not take the request right now; the client may retry."""
+
+
+class SignatureError(GatewayError):
+    """A webhook delivery is not authentic (answered 401). ``reason`` is one of ``missing``, ``malformed``,
+    ``mismatch``, ``stale`` or ``future``: a metrics label and a hint, never which secret was close."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        super().__init__(detail)
+
+
+class PayloadError(GatewayError):
+    """The delivery is authentic but cannot be used: not JSON, or no delivery id (answered 400)."""

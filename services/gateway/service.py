@@ -1,26 +1,40 @@
-"""The gateway service: turns API calls into ``PipelineRequest`` messages on ``Topics.REQUESTS``.
+"""The gateway service: webhooks, definitions and run submissions over HTTP, onto Kafka.
 
-The skeleton only holds an idempotent producer and proves it reaches the brokers; the HTTP API (FastAPI on
-aiokafka) replaces ``run`` later.
+``run_service`` gives it what every service has (settings, JSON logs, SIGTERM handling, /health /ready
+/metrics on ``http_port`` for the supervisor and probes). ``run`` then serves the HTTP API with uvicorn on
+``api_port`` (the API app answers /health /ready /metrics too, so a load balancer can probe that port) and
+runs the Kafka bus (``bus.py``) on the same event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 
-from confluent_kafka import KafkaException
+import uvicorn
 
+from services.gateway.app import create_app
+from services.gateway.bus import KafkaBus
 from services.gateway.configuration import GatewaySettings
+from services.gateway.core import Gateway
+from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared.contracts import Stage
-from shared.health import ReadinessCheck
-from shared.kafka.clients import make_producer
-from shared.kafka.types import KafkaProducer, Serde
-from shared.processing import RetryPolicy
+from shared.health import ReadinessCheck, write_port_file
+from shared.kafka.types import Serde
 from shared.runtime import BaseService
 from shared.signals import GracefulShutdown
 
 _log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``GracefulShutdown`` owns SIGTERM/SIGINT for the process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class GatewayService(BaseService[GatewaySettings]):
@@ -30,32 +44,62 @@ class GatewayService(BaseService[GatewaySettings]):
 
     def __init__(self, settings: GatewaySettings, *, serde: Serde | None = None):
         super().__init__(settings, serde=serde)
-        self.producer: KafkaProducer | None = None
-        self._connected = False
+        self.bus = KafkaBus(
+            settings,
+            self.serde,
+            ledger=RunLedger(settings.dedupe_capacity),
+            catalog=DefinitionCatalog(),
+            runs=RunView(settings.runs_capacity),
+        )
+        self.gateway = Gateway(settings, self.bus, self.bus.ledger, self.bus.catalog, self.bus.runs)
+        self.api_port: int | None = None
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"kafka": lambda: self._connected}
+        return {"kafka": lambda: self.bus.ready}
 
     def run(self, shutdown: GracefulShutdown) -> None:
-        self.producer = make_producer(self.settings.kafka)
-        self._connect(shutdown)
-        while not shutdown.wait(1.0):
-            pass
-        remaining = self.producer.flush(self.settings.connect_timeout_s)
-        if remaining:
-            _log.warning("%d record(s) undelivered at shutdown", remaining)
+        asyncio.run(self.serve(shutdown))
 
-    def _connect(self, shutdown: GracefulShutdown) -> None:
-        backoff = RetryPolicy()
-        attempt = 0
-        while not shutdown.requested:
-            assert self.producer is not None
-            try:
-                self.producer.list_topics(timeout=self.settings.connect_timeout_s)
-                self._connected = True
-                _log.info("connected to %s", self.settings.kafka.bootstrap_servers)
-                return
-            except KafkaException as exc:
-                attempt += 1
-                _log.warning("kafka not reachable yet (%s)", exc)
-                shutdown.wait(backoff.delay(attempt))
+    async def serve(self, shutdown: GracefulShutdown) -> None:
+        stopped = shutdown.asyncio_event()
+        s = self.settings
+        config = uvicorn.Config(
+            create_app(self.gateway),
+            host=s.api_host,
+            port=s.api_port,
+            log_config=None,  # keep our JSON logging
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
+        server = _Server(config)
+        bus_task = asyncio.create_task(self.bus.run(stopped), name="gateway-bus")
+        server_task = asyncio.create_task(server.serve(), name="gateway-http")
+        stop_task = asyncio.create_task(stopped.wait(), name="gateway-stop")
+        try:
+            await self._announce(server, server_task)
+            done, _ = await asyncio.wait(
+                [bus_task, server_task, stop_task], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done & {bus_task, server_task}:
+                task.result()  # a crashed bus or server fails the service (exit 1), not a silent zombie
+                raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+        finally:
+            server.should_exit = True
+            stopped.set()
+            await asyncio.gather(server_task, bus_task, stop_task, return_exceptions=True)
+            if s.api_port_file is not None:
+                s.api_port_file.unlink(missing_ok=True)
+
+    async def _announce(self, server: uvicorn.Server, server_task: asyncio.Task[None]) -> None:
+        while not server.started:
+            if server_task.done():
+                server_task.result()
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        self.api_port = int(server.servers[0].sockets[0].getsockname()[1])
+        _log.info(
+            "gateway API on http://%s:%d (OpenAPI at /openapi.json)", self.settings.api_host, self.api_port
+        )
+        if self.settings.api_port_file is not None:
+            write_port_file(self.settings.api_port_file, self.api_port)

@@ -1,0 +1,230 @@
+"""The gateway's Kafka side, on aiokafka.
+
+Why aiokafka and not confluent-kafka (which the threaded services use): the gateway is an asyncio HTTP
+server, and every request waits for a Kafka acknowledgement before it answers. aiokafka's ``send`` returns
+an asyncio future resolved on the event loop, so thousands of requests can wait concurrently without a
+thread each and without bridging librdkafka's delivery callbacks (which fire on its own poll thread) back
+into the loop. The producer is idempotent with ``acks=all`` (``make_aio_producer``): an acknowledged
+request is on every in-sync replica, and the producer's own retries never duplicate it.
+
+One group-less consumer follows four topics (no consumer group: every replica must see everything, and
+watching must not commit anyone's offsets):
+
+* definitions, from the beginning (a compacted topic: its full content is the catalog);
+* requests, from ``history_s`` back: every run id seen is a delivery already acknowledged, which makes
+  replays detectable after a restart and across replicas;
+* events and results, from ``history_s`` back: folded into the run status view.
+
+The bus is ready once the producer is connected and the consumer has read definitions and requests up to
+the end offsets they had at start-up (before that, a replay could be taken for a new delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.gateway.configuration import GatewaySettings
+from services.gateway.exceptions import GatewayTransientError
+from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
+from services.gateway.state import DefinitionCatalog, RunLedger, RunView
+from shared import metrics
+from shared.avro import AvroError
+from shared.contracts import Contract, PipelineDefinition, PipelineRequest, PipelineResult, RunEvent
+from shared.kafka.clients import make_aio_consumer, make_aio_producer
+from shared.kafka.topics import Topics
+from shared.kafka.types import Serde
+from shared.processing import RetryPolicy
+
+_log = logging.getLogger(__name__)
+SERVICE = "gateway"
+
+
+class Bus(Protocol):
+    """What the HTTP layer needs from Kafka (a fake in unit tests)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish(self, topic: str, key: str, value: Contract | None) -> None:
+        """Return once Kafka acknowledged the record (``None`` = tombstone); raise
+        ``GatewayTransientError`` when it did not within the send timeout."""
+
+
+@dataclass(frozen=True)
+class GatewayTopics:
+    requests: str
+    definitions: str
+    events: str
+    results: str
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> GatewayTopics:
+        return cls(
+            requests=settings.topic(Topics.REQUESTS),
+            definitions=settings.topic(Topics.DEFINITIONS),
+            events=settings.topic(Topics.EVENTS),
+            results=settings.topic(Topics.RESULTS),
+        )
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        serde: Serde,
+        *,
+        ledger: RunLedger,
+        catalog: DefinitionCatalog,
+        runs: RunView,
+    ):
+        self.settings = settings
+        self.serde = serde
+        self.topics = GatewayTopics.of(settings)
+        self.ledger = ledger
+        self.catalog = catalog
+        self.runs = runs
+        self._producer: AIOKafkaProducer | None = None
+        self._caught_up = False
+
+    @property
+    def ready(self) -> bool:
+        return self._producer is not None and self._caught_up
+
+    # ------------------------------------------------------------------------------------ producing
+    async def publish(self, topic: str, key: str, value: Contract | None) -> None:
+        producer = self._producer
+        if producer is None:
+            raise GatewayTransientError("not connected to Kafka yet")
+        payload = None if value is None else self.serde.encode(value)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.send_timeout_s
+        started = time.perf_counter()
+        try:
+            # send() itself may wait for metadata (a new topic, a broker down): bound it too.
+            ack = await asyncio.wait_for(
+                producer.send(topic, payload, key=key.encode()), self.settings.send_timeout_s
+            )
+        except (TimeoutError, KafkaError) as exc:
+            PUBLISH_FAILURES.labels(topic).inc()
+            raise GatewayTransientError(f"Kafka did not take the record: {exc!r}") from exc
+        try:
+            # shield: on timeout the send stays queued; if it lands later the requests follower records
+            # its run id, so the sender's retry is still recognised as a replay.
+            await asyncio.wait_for(asyncio.shield(ack), max(deadline - loop.time(), 0.001))
+        except (TimeoutError, KafkaError) as exc:
+            PUBLISH_FAILURES.labels(topic).inc()
+            raise GatewayTransientError(f"Kafka did not acknowledge the record: {exc!r}") from exc
+        PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
+        metrics.MESSAGES_PRODUCED.labels(SERVICE, topic).inc()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    async def run(self, stopped: asyncio.Event) -> None:
+        """Connect (retrying until ``stopped``), catch up, then follow the topics until ``stopped``."""
+        producer = await self._connect_producer(stopped)
+        if producer is None:
+            return
+        consumer = make_aio_consumer(self.settings.kafka, group_id=None)
+        try:
+            await consumer.start()
+            ends = await self._assign(consumer, producer)
+            await self._follow(consumer, ends, stopped)
+        finally:
+            self._caught_up = False
+            self._producer = None
+            await consumer.stop()
+            await producer.stop()
+
+    async def _connect_producer(self, stopped: asyncio.Event) -> AIOKafkaProducer | None:
+        backoff = RetryPolicy(max_attempts=None)
+        attempt = 0
+        while not stopped.is_set():
+            producer = make_aio_producer(self.settings.kafka)
+            try:
+                await asyncio.wait_for(producer.start(), self.settings.connect_timeout_s)
+                self._producer = producer
+                _log.info("connected to %s", self.settings.kafka.bootstrap_servers)
+                return producer
+            except (TimeoutError, KafkaError) as exc:
+                attempt += 1
+                _log.warning("kafka not reachable yet (%r)", exc)
+                await producer.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), backoff.delay(attempt))
+        return None
+
+    async def _assign(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
+    ) -> dict[TopicPartition, int]:
+        """Assign every partition of the four topics at its start position; return the end offsets that
+        must be reached before the gateway is ready (definitions and requests)."""
+        t = self.topics
+        partitions: dict[str, list[TopicPartition]] = {}
+        for topic in (t.definitions, t.requests, t.events, t.results):
+            numbers = await producer.partitions_for(topic)  # waits for metadata, unlike the consumer's
+            partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
+        everything = [tp for tps in partitions.values() for tp in tps]
+        consumer.assign(everything)
+        await consumer.seek_to_beginning(*partitions[t.definitions])
+        recent = [tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]]
+        since_ms = int((time.time() - self.settings.history_s) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(recent, since_ms))
+        ends = await consumer.end_offsets(everything)
+        for tp in recent:
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else ends[tp])
+        return {tp: ends[tp] for tp in (*partitions[t.definitions], *partitions[t.requests])}
+
+    async def _follow(
+        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], stopped: asyncio.Event
+    ) -> None:
+        pending = dict(ends)
+        while not stopped.is_set():
+            if not self._caught_up:
+                for tp, end in list(pending.items()):
+                    if await consumer.position(tp) >= end:
+                        del pending[tp]
+                if not pending:
+                    self._caught_up = True
+                    _log.info(
+                        "caught up: %d definitions, %d recent run ids",
+                        len(self.catalog.all()),
+                        len(self.ledger),
+                    )
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    self._apply(tp.topic, record)
+                metrics.MESSAGES_CONSUMED.labels(SERVICE, tp.topic).inc(len(records))
+
+    def _apply(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
+        t = self.topics
+        try:
+            if topic == t.definitions:
+                name = record.key.decode() if record.key is not None else None
+                if name is None:
+                    return
+                value = None if record.value is None else self.serde.decode(record.value, PipelineDefinition)
+                self.catalog.apply(name, value)
+            elif record.value is None:
+                return
+            elif topic == t.requests:
+                request = self.serde.decode(record.value, PipelineRequest)
+                self.ledger.record(request.run_id)
+                self.runs.on_request(request)
+            elif topic == t.events:
+                self.runs.on_event(self.serde.decode(record.value, RunEvent))
+            elif topic == t.results:
+                self.runs.on_result(self.serde.decode(record.value, PipelineResult))
+        except (AvroError, UnicodeDecodeError) as exc:
+            # Not ours to dead-letter (we only watch); skipping keeps the views going.
+            _log.warning(
+                "skipping undecodable record %s[%d]@%d: %s", topic, record.partition, record.offset, exc
+            )

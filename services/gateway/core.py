@@ -1,0 +1,164 @@
+"""What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit
+runs. Every write returns only after Kafka acknowledged it; the in-memory views are updated at once too
+(read-your-writes), and again, idempotently, when the followers read the same records back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.gateway.bus import Bus, GatewayTopics
+from services.gateway.configuration import GatewaySettings, WebhookSource
+from services.gateway.state import DefinitionCatalog, RunLedger, RunView
+from services.gateway.triggers import match_rules
+from services.gateway.webhooks import Delivery, read_delivery
+from shared.contracts import PipelineDefinition, PipelineRequest, Trigger, TriggerKind
+from shared.spec.models import PipelineSpec
+
+API_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.api-run")
+
+
+class StartedRun(BaseModel):
+    run_id: str
+    definition: str
+    duplicate: bool = Field(description="this run was already requested by an earlier copy of the delivery")
+
+
+class WebhookAnswer(BaseModel):
+    source: str
+    delivery_id: str
+    event: str | None
+    duplicate: bool = Field(description="every run of this delivery had already been requested")
+    run_id: str | None = Field(description="the first run started (None when no trigger rule matched)")
+    runs: list[StartedRun]
+
+    @property
+    def published(self) -> bool:
+        return any(not r.duplicate for r in self.runs)
+
+
+class RunAnswer(BaseModel):
+    run_id: str
+    request_id: str
+    duplicate: bool
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    bus: Bus
+    ledger: RunLedger
+    catalog: DefinitionCatalog
+    runs: RunView
+
+    @classmethod
+    def in_memory(cls, settings: GatewaySettings, bus: Bus) -> Gateway:
+        return cls(
+            settings,
+            bus,
+            RunLedger(settings.dedupe_capacity),
+            DefinitionCatalog(),
+            RunView(settings.runs_capacity),
+        )
+
+    @property
+    def topics(self) -> GatewayTopics:
+        return GatewayTopics.of(self.settings)
+
+    def source(self, name: str) -> WebhookSource | None:
+        return self.settings.webhooks.get(name)
+
+    # -------------------------------------------------------------------------------------- webhooks
+    def read_delivery(
+        self, name: str, source: WebhookSource, body: bytes, headers: Mapping[str, str]
+    ) -> Delivery:
+        return read_delivery(name, source, body, headers)
+
+    async def accept(self, delivery: Delivery) -> WebhookAnswer:
+        """One request per matching trigger rule (one per definition), each published at most once."""
+        started: list[StartedRun] = []
+        seen: set[str] = set()
+        for match in match_rules(self.settings.triggers, delivery.source, delivery.event, delivery.payload):
+            definition = match.rule.definition
+            if definition in seen:
+                continue
+            seen.add(definition)
+            request = PipelineRequest(
+                run_id=delivery.run_id(definition),
+                requested_by=f"webhook:{delivery.source}",
+                trigger=Trigger(
+                    kind=TriggerKind.WEBHOOK, source=delivery.source, delivery_id=delivery.delivery_id
+                ),
+                definition_name=definition,
+                parameters=match.parameters,
+                payload=delivery.body,
+            )
+            published = await self._publish_request(request)
+            started.append(StartedRun(run_id=request.run_id, definition=definition, duplicate=not published))
+        return WebhookAnswer(
+            source=delivery.source,
+            delivery_id=delivery.delivery_id,
+            event=delivery.event,
+            duplicate=bool(started) and all(r.duplicate for r in started),
+            run_id=started[0].run_id if started else None,
+            runs=started,
+        )
+
+    async def _publish_request(self, request: PipelineRequest) -> bool:
+        async def send() -> None:
+            await self.bus.publish(self.topics.requests, request.run_id, request)
+            self.runs.on_request(request)
+
+        return await self.ledger.publish_once(request.run_id, send)
+
+    # ------------------------------------------------------------------------------------------ runs
+    async def submit(
+        self,
+        *,
+        spec: PipelineSpec | None,
+        definition: str | None,
+        parameters: dict[str, str],
+        payload: Any,
+        requested_by: str,
+        idempotency_key: str | None,
+    ) -> RunAnswer:
+        run_id = uuid.uuid5(API_RUN_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
+        request = PipelineRequest(
+            run_id=run_id,
+            requested_by=requested_by,
+            trigger=Trigger(kind=TriggerKind.API, delivery_id=idempotency_key),
+            spec=spec,
+            definition_name=definition,
+            parameters=parameters,
+            payload=None if payload is None else json.dumps(payload).encode(),
+        )
+        published = await self._publish_request(request)
+        known = self.runs.get(run_id)
+        request_id = known.request_id if not published and known and known.request_id else request.request_id
+        return RunAnswer(run_id=run_id, request_id=request_id, duplicate=not published)
+
+    # ----------------------------------------------------------------------------------- definitions
+    async def put_definition(self, spec: PipelineSpec, updated_by: str) -> tuple[PipelineDefinition, bool]:
+        """Publish a new version unless the spec is unchanged; ``(definition, changed)``."""
+        current = self.catalog.get(spec.name)
+        if current is not None and current.spec == spec:
+            return current, False
+        definition = PipelineDefinition(
+            name=spec.name, version=self.catalog.next_version(spec.name), spec=spec, updated_by=updated_by
+        )
+        await self.bus.publish(self.topics.definitions, spec.name, definition)
+        self.catalog.apply(spec.name, definition)
+        return definition, True
+
+    async def delete_definition(self, name: str) -> bool:
+        if self.catalog.get(name) is None:
+            return False
+        await self.bus.publish(self.topics.definitions, name, None)  # tombstone: compaction forgets it
+        self.catalog.apply(name, None)
+        return True

@@ -1,0 +1,172 @@
+"""The gateway's in-memory views, all rebuilt from Kafka at start-up and kept current by following topics
+(there is no side database): acknowledged run ids (replay detection), registered definitions, and a
+bounded status view of recent runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.contracts import EventKind, PipelineDefinition, PipelineRequest, PipelineResult, RunEvent
+
+SUBMITTED = "SUBMITTED"
+RUNNING = "RUNNING"
+
+
+class RunLedger:
+    """Run ids whose ``PipelineRequest`` Kafka has acknowledged, bounded LRU.
+
+    Filled by our own acknowledged sends *and* by following the requests topic (from ``history_s`` back at
+    start-up, then live), so a replay is recognised after a restart and across gateway replicas. Replays
+    racing the first delivery wait for its outcome instead of publishing a second request.
+    """
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._acked: OrderedDict[str, None] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self.waiting = 0  # callers parked behind another attempt at the same run id
+
+    def __len__(self) -> int:
+        return len(self._acked)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._acked
+
+    def record(self, run_id: str) -> None:
+        self._acked[run_id] = None
+        self._acked.move_to_end(run_id)
+        while len(self._acked) > self._capacity:
+            self._acked.popitem(last=False)
+
+    async def publish_once(self, run_id: str, publish: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``publish`` unless ``run_id`` is already acknowledged; True if it was published now.
+        ``publish`` raising leaves the id unacknowledged (the sender's retry will try again)."""
+        while True:
+            if run_id in self._acked:
+                self._acked.move_to_end(run_id)
+                return False
+            pending = self._inflight.get(run_id)
+            if pending is None:
+                break
+            self.waiting += 1
+            try:
+                await asyncio.shield(pending)  # another attempt at this run id: wait for its outcome
+            finally:
+                self.waiting -= 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[run_id] = done
+        try:
+            await publish()
+            self.record(run_id)
+            return True
+        finally:
+            del self._inflight[run_id]
+            done.set_result(None)
+
+
+class DefinitionCatalog:
+    """The compacted definitions topic as a dict: the last value per name, a tombstone deletes."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, PipelineDefinition] = {}
+
+    def apply(self, name: str, definition: PipelineDefinition | None) -> None:
+        if definition is None:
+            self._by_name.pop(name, None)
+        else:
+            self._by_name[name] = definition
+
+    def get(self, name: str) -> PipelineDefinition | None:
+        return self._by_name.get(name)
+
+    def all(self) -> list[PipelineDefinition]:
+        return [self._by_name[name] for name in sorted(self._by_name)]
+
+    def next_version(self, name: str) -> int:
+        current = self._by_name.get(name)
+        return 1 if current is None else current.version + 1
+
+
+class StageProgress(BaseModel):
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    batches: int = 0
+
+
+class RunStatusView(BaseModel):
+    """What ``GET /runs/{run_id}`` answers: the request, a running fold of its events, and its result."""
+
+    run_id: str
+    status: str = Field(description="SUBMITTED, RUNNING, or the final RunStatus")
+    pipeline: str | None = None
+    request_id: str | None = None
+    submitted_at: datetime | None = None
+    trigger: dict[str, Any] | None = None
+    events: int = 0
+    last_event: str | None = None
+    last_event_at: datetime | None = None
+    stages: dict[str, StageProgress] = Field(default_factory=dict)
+    result: dict[str, Any] | None = Field(None, description="the PipelineResult, once published")
+
+
+class RunView:
+    """Recent runs folded from the requests, events and results topics; bounded (oldest touched first out)."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._runs: OrderedDict[str, RunStatusView] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, run_id: str) -> RunStatusView | None:
+        return self._runs.get(run_id)
+
+    def _entry(self, run_id: str) -> RunStatusView:
+        view = self._runs.get(run_id)
+        if view is None:
+            view = self._runs[run_id] = RunStatusView(run_id=run_id, status=SUBMITTED)
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > self._capacity:
+            self._runs.popitem(last=False)
+        return view
+
+    def on_request(self, request: PipelineRequest) -> None:
+        view = self._entry(request.run_id)
+        view.request_id = request.request_id
+        view.submitted_at = request.submitted_at
+        view.pipeline = view.pipeline or (request.spec.name if request.spec else request.definition_name)
+        view.trigger = request.trigger.model_dump(mode="json")
+
+    def on_event(self, event: RunEvent) -> None:
+        view = self._entry(event.run_id)
+        view.events += 1
+        view.last_event = event.kind.value
+        view.last_event_at = event.at
+        if event.kind in (EventKind.BATCH_LOADED, EventKind.SPLIT_EXTRACTED, EventKind.BATCH_TRANSFORMED):
+            progress = view.stages.setdefault(event.stage.value, StageProgress())
+            progress.rows_in += event.rows_in
+            progress.rows_out += event.rows_out
+            progress.rows_rejected += event.rows_rejected
+            progress.batches += max(event.batches, 1)
+        if view.result is not None:
+            return  # the result is final; late events only add to the counts
+        if event.kind is EventKind.RUN_FINISHED and "status" in event.details:
+            view.status = event.details["status"]
+        elif view.status in (SUBMITTED, RUNNING):
+            view.status = RUNNING
+
+    def on_result(self, result: PipelineResult) -> None:
+        view = self._entry(result.run_id)
+        view.status = result.status.value
+        view.pipeline = result.pipeline or view.pipeline
+        view.request_id = view.request_id or result.request_id
+        view.result = result.model_dump(mode="json")
