@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from aoetl.commands import dev, pipelines
+from aoetl.commands import agent, dev, pipelines
 
 app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
 
 app.add_typer(dev.app, name="dev")
 pipelines.register(app)
+agent.register(app)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,10 @@ class SourceProfile(BaseModel):
     _sample: pa.Table | None = PrivateAttr(default=None)
 
     @property
+    def has_sample(self) -> bool:
+        return self._sample is not None
+
+    @property
     def sample(self) -> pa.Table:
         if self._sample is None:
             raise ValueError("this profile carries no sample rows (it was loaded from JSON)")
@@ -143,9 +147,7 @@ def profile_table(table: pa.Table, *, source: Source | None = None) -> SourcePro
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     text_columns = [n for n, t in zip(table.column_names, table.schema.types, strict=True) if _is_text(t)]
-    normalized = frame.select(
-        [_normalize(pl.col(n)).alias(n) for n in text_columns] if text_columns else []
-    )
+    normalized = frame.select([_normalize(pl.col(n)).alias(n) for n in text_columns] if text_columns else [])
     counts = _candidate_counts(normalized, text_columns)
     columns: list[ColumnProfile] = []
     for name, arrow_type in zip(table.column_names, table.schema.types, strict=True):
@@ -233,7 +235,8 @@ def _text_column(
     distinct = typed.drop_nulls().n_unique() if non_null else 0
     pii = _detect_pii(name, values, inferred)
     top: list[str] = []
-    if inferred is DataType.STRING and 0 < distinct <= LOW_CARDINALITY:
+    # PII values never leave the profile (it is shown to users and sent to the model).
+    if inferred is DataType.STRING and pii is None and 0 < distinct <= LOW_CARDINALITY:
         counted = values.drop_nulls().value_counts(sort=True)
         top = [str(v) for v in counted[values.name].to_list()]
     low, high = _min_max(typed, inferred)
@@ -274,7 +277,10 @@ def _infer_text_type(
         return DataType.INT64, []
     if numeric_ok and counts["float"] == n:
         return DataType.FLOAT64, []
-    for prefix, kind, formats in (("d", DataType.DATE, DATE_FORMATS), ("t", DataType.TIMESTAMP, TIMESTAMP_FORMATS)):
+    for prefix, kind, formats in (
+        ("d", DataType.DATE, DATE_FORMATS),
+        ("t", DataType.TIMESTAMP, TIMESTAMP_FORMATS),
+    ):
         full = [fmt for j, fmt in enumerate(formats) if counts[f"{prefix}{j}"] == n]
         if full:
             if "%d/%m/%Y" in full and "%m/%d/%Y" in full:

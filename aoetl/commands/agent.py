@@ -1,0 +1,177 @@
+"""Agent commands: ``profile`` a source, ``suggest`` a spec for it, ``plan`` a pipeline from a sentence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from services.orchestrator.agent.planner import Planner, PlanOutcome
+from services.orchestrator.agent.profile import SourceProfile, profile_source
+from services.orchestrator.agent.settings import AgentSettings
+from services.orchestrator.agent.sources import source_from_argument
+from services.orchestrator.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
+from shared.errors import AoetlError
+
+console = Console()
+err_console = Console(stderr=True)
+EXIT_FAILED = 2
+
+SourceArg = Annotated[
+    str, typer.Argument(help="a data file path/glob, or a JSON/YAML source spec (file or inline)")
+]
+RowsOpt = Annotated[
+    int | None, typer.Option("--rows", help="rows to sample (default AOETL_AGENT_SAMPLE_ROWS)")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]✗[/] {escape(message)}")
+    return typer.Exit(EXIT_FAILED)
+
+
+def _profile(source_arg: str, rows: int | None) -> SourceProfile:
+    try:
+        source = source_from_argument(source_arg)
+        return profile_source(source, sample_rows=rows or AgentSettings().agent_sample_rows)
+    except AoetlError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else escape(str(value))
+
+
+def print_profile(profile: SourceProfile) -> None:
+    table = Table(title=f"{profile.sampled_rows} sampled rows", title_justify="left")
+    for header in ("column", "type", "nulls", "distinct", "key", "pii", "min", "max", "notes"):
+        table.add_column(header)
+    for c in profile.columns:
+        kind = c.inferred_type.value if c.inferred_type else "?"
+        if c.formats:
+            kind += f" ({', '.join(c.formats)})"
+        key = "unique" if c.name in profile.candidate_keys else ""
+        if c.name in profile.key_duplicates:
+            key = f"{profile.key_duplicates[c.name]} dup"
+        notes = list(c.notes)
+        if c.na_markers:
+            notes.append("NA: " + ", ".join(repr(m) for m in c.na_markers))
+        if c.thousands_separator:
+            notes.append("thousands separators")
+        table.add_row(
+            escape(c.name),
+            escape(kind),
+            f"{c.null_rate:.0%}",
+            str(c.distinct_count),
+            key,
+            c.pii.value if c.pii else "",
+            _cell(c.min),
+            _cell(c.max),
+            escape("; ".join(notes)),
+        )
+    console.print(table)
+    if profile.duplicate_rows:
+        console.print(f"[yellow]{profile.duplicate_rows} duplicated row(s)[/]")
+
+
+def profile(
+    source: SourceArg,
+    as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON")] = False,
+    rows: RowsOpt = None,
+) -> None:
+    """Profile a sample of a source: types, nulls, keys, PII, ranges."""
+    result = _profile(source, rows)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        print_profile(result)
+
+
+def suggest(
+    source: SourceArg,
+    to: Annotated[
+        str, typer.Option("--to", help="postgres://table, duckdb:PATH#table, parquet:DIR, jsonl:DIR")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write the spec here (else stdout)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="pipeline name (default: from the source)")] = None,
+    rows: RowsOpt = None,
+) -> None:
+    """Suggest a ready pipeline spec for a source, proven by a dry run on the sample."""
+    result = _profile(source, rows)
+    try:
+        suggestion = suggest_spec(result, parse_destination_uri(to), name=name)
+    except AoetlError as exc:
+        raise _fail(str(exc)) from exc
+    text = spec_to_yaml(suggestion.spec)
+    for note in suggestion.notes:
+        err_console.print(f"  [cyan]→[/] {escape(note)}")
+    report = suggestion.dry_run
+    err_console.print(
+        f"[green]✓[/] dry run: {report.rows_in} rows in, {report.rows_out} out, "
+        f"{report.rows_quarantined} quarantined, {len(report.violations)} warning(s)"
+    )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"[green]✓[/] wrote {output}")
+
+
+def print_outcome(outcome: PlanOutcome) -> None:
+    for call in outcome.tool_calls:
+        mark = "[green]✓[/]" if call.ok else "[red]✗[/]"
+        err_console.print(f"  {mark} {call.name}: {escape(call.summary)}")
+    for note in outcome.notes:
+        err_console.print(f"  [cyan]→[/] {escape(note)}")
+    for reason in outcome.reasons:
+        err_console.print(f"  [red]✗[/] {escape(reason)}")
+
+
+def plan(
+    intent: Annotated[
+        str, typer.Argument(help='e.g. "load orders.csv into postgres, drop cancelled orders"')
+    ],
+    source: Annotated[str | None, typer.Option(help="the source, if the sentence does not name it")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="destination URI the spec must write to")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="submit without asking")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the spec here")] = None,
+) -> None:
+    """Plan a pipeline from a sentence (needs AOETL_LLM_MODEL unless it is just a path), then submit it."""
+    try:
+        planner = Planner.from_settings()
+    except AoetlError as exc:
+        raise _fail(str(exc)) from exc
+    outcome = planner.plan(intent, source_hint=source, destination=to)
+    print_outcome(outcome)
+    if outcome.spec is None:
+        raise _fail(f"no spec: rejected after {outcome.attempts} draft(s)")
+    text = spec_to_yaml(outcome.spec)
+    console.print(Syntax(text, "yaml"))
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"[green]✓[/] wrote {output}")
+    if not yes and not typer.confirm("Submit this pipeline?", default=False):
+        err_console.print("not submitted")
+        return
+    from aoetl.client import AoetlClient  # imported late: Kafka is only needed to submit
+
+    client = AoetlClient()
+    try:
+        request = client.submit(outcome.spec)
+    finally:
+        client.close()
+    console.print(request.run_id)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(profile)
+    app.command()(suggest)
+    app.command()(plan)

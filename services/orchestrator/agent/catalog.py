@@ -1,0 +1,118 @@
+"""What a spec may say (the vocabulary shown to the model) and whether a draft keeps to it (grounding).
+
+The vocabulary is read off the spec models and the connector registry, so it cannot drift from what the
+services accept. Grounding is checked statically: connectors from ``connector_catalog()``, and columns that
+exist in the source profile, by running ``TransformEngine.output_columns`` on the sampled schema and then
+checking every rule's and every destination key's columns against the columns the steps produce.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+from services.orchestrator.agent.profile import SourceProfile
+from services.transform.engine import TransformEngine
+from shared.connectors import connector_catalog
+from shared.errors import ConfigurationError
+from shared.spec.models import (
+    DataType,
+    Destination,
+    NotNullRule,
+    PipelineSpec,
+    QualityRule,
+    RowCountRule,
+    TransformStep,
+    UniqueRule,
+)
+
+
+def union_members(annotated: Any) -> list[type[BaseModel]]:
+    """The models of an ``Annotated[A | B | ..., Field(discriminator=...)]`` union."""
+    union = typing.get_args(annotated)[0]
+    return [m for m in typing.get_args(union) if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _tag(model: type[BaseModel], discriminator: str) -> str:
+    return str(model.model_fields[discriminator].default)
+
+
+def _fields(model: type[BaseModel], skip: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        if name == skip:
+            continue
+        required = "required" if info.is_required() else "optional"
+        out[name] = f"{info.description} ({required})" if info.description else f"({required})"
+    return out
+
+
+def transform_ops() -> list[str]:
+    return [_tag(m, "op") for m in union_members(TransformStep)]
+
+
+def rule_kinds() -> list[str]:
+    return [_tag(m, "rule") for m in union_members(QualityRule)]
+
+
+def destination_types() -> list[str]:
+    return [_tag(m, "type") for m in union_members(Destination)]
+
+
+def spec_vocabulary() -> dict[str, Any]:
+    """Everything a drafted spec may use, for the model's prompt and the ``list_connectors`` tool."""
+    return {
+        "sources": {
+            name: {"description": info.description, "options": info.options}
+            for name, info in connector_catalog().items()
+        },
+        "destinations": {_tag(m, "type"): _fields(m, "type") for m in union_members(Destination)},
+        "transform_ops": {_tag(m, "op"): _fields(m, "op") for m in union_members(TransformStep)},
+        "quality_rules": {_tag(m, "rule"): _fields(m, "rule") for m in union_members(QualityRule)},
+        "data_types": [t.value for t in DataType],
+        "on_fail": ["fail", "quarantine", "warn"],
+    }
+
+
+def rule_columns(rule: Any) -> list[str]:
+    if isinstance(rule, RowCountRule):
+        return []
+    if isinstance(rule, NotNullRule | UniqueRule):
+        return list(rule.columns)
+    return [rule.column]
+
+
+def check_grounding(spec: PipelineSpec, profile: SourceProfile | None) -> list[str]:
+    """Every reason the spec is not grounded in the catalog and the profile; [] when it is."""
+    reasons: list[str] = []
+    catalog = connector_catalog()
+    if spec.source.type not in catalog:
+        reasons.append(
+            f"source.type: {spec.source.type!r} is not an available connector; use one of {sorted(catalog)}"
+        )
+        return reasons
+    if profile is None:
+        return [*reasons, "source: it was not profiled; call profile_source on it first"]
+    columns: Any = profile.sample.schema if profile.has_sample else profile.column_names
+    try:
+        with TransformEngine(spec.transforms) as engine:
+            produced = engine.output_columns(columns)
+    except ConfigurationError as exc:
+        return [*reasons, f"{exc} (source columns: {', '.join(profile.column_names)})"]
+    available = set(produced)
+    listing = ", ".join(produced)
+    for index, rule in enumerate(spec.quality):
+        for name in rule_columns(rule):
+            if name not in available:
+                reasons.append(
+                    f"quality[{index}] ({rule.rule}): unknown column {name!r}; "
+                    f"columns after the transforms: {listing}"
+                )
+    for name in getattr(spec.destination, "keys", []):
+        if name not in available:
+            reasons.append(
+                f"destination.keys: unknown column {name!r}; columns after the transforms: {listing}"
+            )
+    return reasons
