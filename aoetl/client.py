@@ -131,7 +131,9 @@ class TopicReader:
 
     def poll(self, types: dict[str, type[Contract]], timeout: float = 0.5) -> Iterator[tuple[str, Contract]]:
         """Messages available now (one poll round), decoded; end-of-partition markers are tracked."""
-        for msg in self._consumer.consume(500, timeout):
+        # consume(n, t) waits for n messages or t seconds: wait for one, then take what is fetched.
+        first = self._consumer.consume(1, timeout)
+        for msg in [*first, *self._consumer.consume(499, 0)] if first else []:
             err = msg.error()
             if err is not None:
                 if err.code() == err._PARTITION_EOF:

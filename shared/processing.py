@@ -284,7 +284,7 @@ class ProcessingLoop:
         consumer = self._require_consumer()
         self._resume_due()
         try:
-            messages = consumer.consume(self.config.max_batch, self._poll_timeout())
+            messages = _consume_available(consumer, self.config.max_batch, self._poll_timeout())
         except KafkaException as exc:
             self._on_poll_error(_kafka_error(exc) or exc)
             return
@@ -668,6 +668,17 @@ class ProcessingLoop:
     def _txn(self) -> TransactionalProducer:
         assert self._transactional is not None, "only transactional loops use transactions"
         return self._transactional
+
+
+def _consume_available(consumer: KafkaConsumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to ``timeout`` for the first message, then take only what is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits until it has *n* messages or the timeout passed, so a lone
+    message would sit for the whole poll timeout at every hop (measured: ~0.5 s per hop end to end)."""
+    first = consumer.consume(1, timeout)
+    if not first or max_messages == 1:
+        return list(first)
+    return [*first, *consumer.consume(max_messages - 1, 0)]
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:

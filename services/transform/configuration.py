@@ -9,8 +9,8 @@ from shared.settings import ProcessorSettings
 
 class TransformSettings(ProcessorSettings):
     group_id: str = Field("aoetl-transform", min_length=1)
-    # batches carry up to a few MiB each
-    max_batch: int = Field(10, ge=1)
+    # batches carry up to a few MiB each; few per transaction, so load sees each one soon
+    max_batch: int = Field(2, ge=1)
     mask_salt: SecretStr = Field(
         SecretStr("aoetl-default-salt"),
         description="salt of mask(method=hash); set a secret one in production so hashes cannot be reversed",

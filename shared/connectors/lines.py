@@ -16,7 +16,10 @@ from typing import BinaryIO
 from shared.connectors.base import MAX_AUTO_SPLITS, allocate
 
 SCAN_CHUNK = 1 << 20
-AUTO_SPLIT_BYTES = 64 << 20
+# A split is one extract task and one Kafka transaction: downstream stages see its batches only when it
+# commits. ~16 MiB keeps that first-batch delay short (stages overlap) while a task still amortises its
+# transaction; measured on 1M rows x 10 columns, 54 MiB: 64 MiB splits serialised the stages.
+AUTO_SPLIT_BYTES = 16 << 20
 
 
 def next_line_start(f: BinaryIO, offset: int, size: int) -> int:
@@ -82,7 +85,7 @@ def plan_byte_ranges(
     sizes: list[int], parallelism: int | None, splittable: list[bool] | None = None
 ) -> list[list[tuple[int, int]]]:
     """Per file, the ``[start, end)`` ranges to read. A split never spans files, so there are at least
-    as many splits as files; ``parallelism=None`` means one split per ~64 MiB (at most 64 in total).
+    as many splits as files; ``parallelism=None`` means one split per ~16 MiB (at most 64 in total).
     Files marked not ``splittable`` get exactly one range covering the whole file."""
     can_split = splittable or [True] * len(sizes)
     caps = [max(1, size) if ok else 1 for size, ok in zip(sizes, can_split, strict=True)]
