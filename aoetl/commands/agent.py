@@ -50,7 +50,8 @@ def _cell(value: Any) -> str:
 
 def print_profile(profile: SourceProfile) -> None:
     table = Table(title=f"{profile.sampled_rows} sampled rows", title_justify="left")
-    for header in ("column", "type", "nulls", "distinct", "key", "pii", "min", "max", "notes"):
+    table.add_column("column", no_wrap=True)
+    for header in ("type", "nulls", "distinct", "key", "pii", "min", "max", "notes"):
         table.add_column(header)
     for c in profile.columns:
         kind = c.inferred_type.value if c.inferred_type else "?"

@@ -84,23 +84,28 @@ def rule_columns(rule: Any) -> list[str]:
     return [rule.column]
 
 
+def check_connector(spec: PipelineSpec) -> list[str]:
+    """The source must be readable by one of our connectors (the spec models also allow ``kafka``, which
+    the streaming path consumes and no connector plans)."""
+    catalog = connector_catalog()
+    if spec.source.type in catalog:
+        return []
+    return [f"source.type: {spec.source.type!r} is not an available connector; use one of {sorted(catalog)}"]
+
+
 def check_grounding(spec: PipelineSpec, profile: SourceProfile | None) -> list[str]:
     """Every reason the spec is not grounded in the catalog and the profile; [] when it is."""
-    reasons: list[str] = []
-    catalog = connector_catalog()
-    if spec.source.type not in catalog:
-        reasons.append(
-            f"source.type: {spec.source.type!r} is not an available connector; use one of {sorted(catalog)}"
-        )
+    reasons = check_connector(spec)
+    if reasons:
         return reasons
     if profile is None:
-        return [*reasons, "source: it was not profiled; call profile_source on it first"]
+        return ["source: it was not profiled; call profile_source on it first"]
     columns: Any = profile.sample.schema if profile.has_sample else profile.column_names
     try:
         with TransformEngine(spec.transforms) as engine:
             produced = engine.output_columns(columns)
     except ConfigurationError as exc:
-        return [*reasons, f"{exc} (source columns: {', '.join(profile.column_names)})"]
+        return [f"{exc} (source columns: {', '.join(profile.column_names)})"]
     available = set(produced)
     listing = ", ".join(produced)
     for index, rule in enumerate(spec.quality):

@@ -29,7 +29,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, To
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from services.orchestrator.agent.catalog import check_grounding, spec_vocabulary
+from services.orchestrator.agent.catalog import check_connector, check_grounding, spec_vocabulary
 from services.orchestrator.agent.errors import AgentError
 from services.orchestrator.agent.llm import PLANS, TOOL_CALLS, call_model, make_chat_model, model_label
 from services.orchestrator.agent.profile import SourceProfile, profile_source
@@ -342,6 +342,9 @@ class _Session:
         reasons: list[str] = []
         if self.destination is not None and spec.destination != self.destination:
             reasons.append(f"destination: must be exactly {json.dumps(compact_dump(self.destination))}")
+        unknown_connector = check_connector(spec)
+        if unknown_connector:
+            return reasons + unknown_connector, spec
         try:
             profile = self._profile_of(spec.source, trusted=self._is_hint(spec.source))
         except AoetlError as exc:

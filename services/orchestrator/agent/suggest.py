@@ -115,11 +115,12 @@ def parse_destination_uri(uri: str) -> Destination:
 
 def pipeline_name_for(source: dict[str, Any]) -> str:
     """A valid pipeline name from the source (file stem or table name)."""
-    raw = str(
-        source.get("path") or source.get("table") or source.get("topic") or source.get("type") or "pipeline"
-    )
-    stem = Path(raw.split("*")[0].rstrip("/") or raw).stem or "pipeline"
-    name = re.sub(r"[^a-z0-9_\-]+", "_", stem.lower().split(".")[-1]).strip("_-") or "pipeline"
+    if isinstance(source.get("path"), str):
+        raw = source["path"].split("*")[0].rstrip("/") or source["path"]
+        stem = Path(raw).stem
+    else:  # a table name: the part after the schema
+        stem = str(source.get("table") or source.get("topic") or source.get("type") or "").split(".")[-1]
+    name = re.sub(r"[^a-z0-9_\-]+", "_", stem.lower()).strip("_-") or "pipeline"
     if not name[0].isalpha():
         name = f"p_{name}"
     return name[:63]
