@@ -1,13 +1,40 @@
-"""Settings of the monitor service: ``ProcessorSettings`` (prefix ``AOETL_``) with its own defaults."""
+"""Settings of the monitor service (prefix ``AOETL_``): rule thresholds, timer intervals and the consumer
+groups whose lag it reports. Every interval is configurable so tests can run the rules in seconds."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import ProcessorSettings
+from shared.settings import LogLevel, ServiceSettings
+
+DEFAULT_LAG_GROUPS = ("aoetl-extract", "aoetl-transform", "aoetl-load", "aoetl-orchestrator")
 
 
-class MonitorSettings(ProcessorSettings):
-    group_id: str = Field("aoetl-monitor", min_length=1)
-    # small records, read-only except for alerts
-    max_batch: int = Field(500, ge=1)
+class MonitorSettings(ServiceSettings):
+    group_id: str = Field(
+        "aoetl-monitor",
+        min_length=1,
+        description="the faust app id (plus topic_suffix): consumer group and changelog topic prefix",
+    )
+    replication_factor: int = Field(1, ge=1, description="of the changelog and internal topics faust creates")
+    stuck_after_s: float = Field(300.0, gt=0, description="when RUN_ACCEPTED does not carry the run's own")
+    stuck_check_interval_s: float = Field(5.0, gt=0)
+    quality_max_failed_fraction: float = Field(
+        0.05, ge=0, le=1, description="failed rows / checked rows of a run above this alerts"
+    )
+    dead_letter_window_s: float = Field(300.0, gt=0, description="tumbling window of the dead-letter count")
+    dead_letter_max_per_window: int = Field(100, ge=0, description="more dead letters in a window alert")
+    lag_groups: list[str] = Field(default_factory=lambda: list(DEFAULT_LAG_GROUPS))
+    lag_check_interval_s: float = Field(15.0, gt=0)
+    finished_retention_s: float = Field(
+        3600.0, gt=0, description="how long a finished run stays in the table (late events stay silent)"
+    )
+    faust_log_level: LogLevel = Field(
+        "WARNING", description="of the faust, mode and aiokafka loggers (their INFO is a line per step)"
+    )
+    kafka_timeout_s: float = Field(10.0, gt=0, description="bound on admin calls (metadata, offsets)")
+
+    @property
+    def app_id(self) -> str:
+        # The suffix isolates state too: a test run or tenant gets its own group and changelogs.
+        return f"{self.group_id}{self.topic_suffix}"

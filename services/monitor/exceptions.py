@@ -1,5 +1,4 @@
-"""Errors of the monitor service. Only the base class decides the routing: a ``TransientError`` is
-retried with backoff, anything else is dead-lettered (see ``shared.processing``)."""
+"""Errors of the monitor service."""
 
 from __future__ import annotations
 
@@ -7,8 +6,8 @@ from shared.errors import TerminalError, TransientError
 
 
 class MonitorError(TerminalError):
-    """The monitor stage cannot process this message; retrying will not help."""
+    """The monitor cannot run as configured (e.g. an input topic does not exist)."""
 
 
 class MonitorTransientError(TransientError):
-    """The monitor stage hit a passing problem (a dependency down, a timeout); the message is retried."""
+    """A passing problem (the broker did not answer in time); the caller may retry."""

@@ -1,29 +1,63 @@
-"""The monitor service: watches runs, results and dead letters to raise alerts.
+"""The monitor service: watches run events, results and dead letters, raises ``Alert``s on
+``Topics.ALERTS`` and exports Prometheus metrics (runs, rows per stage, batch latency, dead letters,
+consumer lag per group).
 
-Consumes ``Topics.EVENTS``, ``Topics.RESULTS``, ``Topics.DEAD_LETTERS``. The skeleton publishes nothing.
+The stream processing is a faust-streaming app (see ``services.monitor.app`` for why faust and the
+topology); this class only fits it into the shared service runtime: settings, JSON logs, the
+/health /ready /metrics server (``run_service``) and a graceful stop on SIGTERM (exit 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Mapping
 
+from services.monitor.app import MonitorApp, input_partitions
 from services.monitor.configuration import MonitorSettings
-from shared.contracts import Contract, DeadLetter, PipelineResult, RunEvent, Stage
-from shared.kafka.topics import Topics
-from shared.runtime import MessageContext, Output, ProcessorService
+from services.monitor.exceptions import MonitorError
+from shared.contracts import Stage
+from shared.health import ReadinessCheck
+from shared.runtime import BaseService
+from shared.signals import GracefulShutdown
+
+_log = logging.getLogger(__name__)
 
 
-class MonitorService(ProcessorService[MonitorSettings]):
+class MonitorService(BaseService[MonitorSettings]):
     name = "monitor"
     stage = Stage.MONITOR
     settings_class = MonitorSettings
 
-    def input_types(self) -> Mapping[str, type[Contract]]:
-        return {
-            self.settings.topic(Topics.EVENTS): RunEvent,
-            self.settings.topic(Topics.RESULTS): PipelineResult,
-            self.settings.topic(Topics.DEAD_LETTERS): DeadLetter,
-        }
+    monitor: MonitorApp | None = None
 
-    def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
-        return []
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"faust": lambda: self.monitor is not None and self.monitor.is_ready()}
+
+    def run(self, shutdown: GracefulShutdown) -> None:
+        asyncio.run(self._run(shutdown))
+
+    async def _run(self, shutdown: GracefulShutdown) -> None:
+        for library in ("faust", "mode", "aiokafka", "services.monitor.transport"):
+            logging.getLogger(library).setLevel(self.settings.faust_log_level)
+        partitions = await asyncio.to_thread(input_partitions, self.settings)
+        # Built inside the running loop: faust binds its services to the loop current at creation.
+        monitor = self.monitor = MonitorApp(self.settings, self.serde, partitions)
+        stop_requested = shutdown.asyncio_event()
+        await monitor.app.start()
+        _log.info("monitor app %s started (input partitions %s)", self.settings.app_id, partitions)
+        try:
+            waits = {
+                asyncio.ensure_future(stop_requested.wait()),
+                asyncio.ensure_future(monitor.failed.wait()),
+            }
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        finally:
+            # Commits the offsets of processed messages and flushes the changelogs.
+            await monitor.app.stop()
+        if monitor.failure is not None:
+            raise MonitorError(
+                f"the monitor stopped after a failure: {monitor.failure!r}"
+            ) from monitor.failure

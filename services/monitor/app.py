@@ -1,0 +1,400 @@
+"""The monitor's stream topology, on faust-streaming.
+
+Why faust here (and not the confluent-kafka transactional loop of the data plane): the monitor's work is
+*stateful* over time, not a message-in/messages-out transformation. Its state lives in faust Tables whose
+changelog topics survive restarts (a restarted instance restores them before it consumes) and move with
+their partitions when replicas rebalance, and faust gives the windowed counts and the timers the rules
+need. The data plane keeps confluent-kafka transactions because it must move data exactly once; the
+monitor only needs at-least-once with idempotent state (see ``rules``), and deduplicates its alerts
+through the tables.
+
+Topology (every table is co-partitioned with the one topic that writes it, as faust requires):
+
+* ``events`` agent -> ``runs`` table (key run id, partitions of the events topic): progress, thresholds,
+  quality counters, alerts already raised. Raises QUALITY_THRESHOLD.
+* ``stuck-check`` timer -> ``housekeeping`` topic (internal, same partition count as events, each command
+  sent to the partition of its run) -> ``housekeeping`` agent, which raises RUN_STUCK or forgets a long
+  finished run. The detour exists because a faust table can only be written while processing a message of
+  its partition: the timer itself cannot record that it alerted.
+* ``results`` agent -> ``failed-runs`` table (key run id): RUN_FAILED once per run; runs finished metric.
+* ``dead-letters`` agent -> ``dead-letter-counts``, a tumbling windowed table keyed by source partition
+  (one writer per key); the window's total over all partitions raises DEAD_LETTER_GROWTH.
+* ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API, in a thread).
+
+Alerts are published and acknowledged *before* the table records them: a crash in between re-sends an
+alert after the restart (at-least-once) rather than losing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import faust
+from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from services.monitor import metrics
+from services.monitor.configuration import MonitorSettings
+from services.monitor.exceptions import MonitorError, MonitorTransientError
+from services.monitor.lag import LagProbe
+from services.monitor.rules import (
+    RunRecord,
+    Thresholds,
+    apply_event,
+    dead_letter_growth_alert,
+    result_alert,
+    should_forget,
+    stuck_alert,
+)
+from services.monitor.transport import ReadCommittedTransport
+from shared.avro import AvroDecodeError
+from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent
+from shared.kafka.topics import Topics
+from shared.kafka.types import Serde
+from shared.logging import log_context
+from shared.metrics import PROCESSING_ERRORS
+
+_log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=Contract)
+Clock = Callable[[], float]
+
+# Failures that mean Kafka is not taking our writes: stop, restart, and process the messages again.
+_FATAL = (KafkaError, MonitorTransientError, TimeoutError)
+
+STUCK = "stuck"
+FORGET = "forget"
+
+
+@dataclass(frozen=True)
+class InputPartitions:
+    events: int
+    results: int
+    dead_letters: int
+
+
+def input_partitions(settings: MonitorSettings) -> InputPartitions:
+    """Partition counts of the input topics, which the tables must match. The topics must exist: the
+    stack's ``ensure_topics`` creates them; faust would otherwise create them with its own defaults."""
+    admin = AdminClient(settings.kafka.to_confluent())
+    names = {t: settings.topic(t) for t in (Topics.EVENTS, Topics.RESULTS, Topics.DEAD_LETTERS)}
+    try:
+        existing = admin.list_topics(timeout=settings.kafka_timeout_s).topics
+    except KafkaException as exc:
+        raise MonitorTransientError(
+            f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    missing = [name for name in names.values() if name not in existing]
+    if missing:
+        raise MonitorError(f"input topics {missing} do not exist; create them first (shared.kafka.admin)")
+    counts = {t: len(existing[name].partitions) for t, name in names.items()}
+    return InputPartitions(counts[Topics.EVENTS], counts[Topics.RESULTS], counts[Topics.DEAD_LETTERS])
+
+
+def _faust_broker(settings: MonitorSettings) -> dict[str, Any]:
+    kafka = settings.kafka
+    conf: dict[str, Any] = {
+        "broker": [f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",")]
+    }
+    context = ssl.create_default_context() if kafka.security_protocol in ("SSL", "SASL_SSL") else None
+    if kafka.uses_sasl:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        conf["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        conf["broker_credentials"] = faust.SSLCredentials(context)
+    return conf
+
+
+class MonitorApp:
+    """One faust app with the monitor's agents, tables and timers. Build it inside the running event loop."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        serde: Serde,
+        partitions: InputPartitions,
+        *,
+        clock: Clock = time.time,
+    ):
+        self.settings = settings
+        self.serde = serde
+        self.partitions = partitions
+        self.clock = clock
+        self.thresholds = Thresholds(
+            stuck_after_s=settings.stuck_after_s,
+            quality_max_failed_fraction=settings.quality_max_failed_fraction,
+            dead_letter_max_per_window=settings.dead_letter_max_per_window,
+        )
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
+        self._assigned = False
+        self._lag = LagProbe(settings.kafka, settings.kafka_timeout_s)
+
+        app = self.app = faust.App(
+            settings.app_id,
+            **_faust_broker(settings),
+            store="memory://",
+            web_enabled=False,
+            autodiscover=False,
+            topic_replication_factor=settings.replication_factor,
+            topic_partitions=partitions.events,
+            consumer_auto_offset_reset="earliest",
+            broker_client_id=f"aoetl-monitor-{settings.instance_id}",
+        )
+        app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
+
+        def raw_topic(name: str) -> Any:
+            return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
+
+        self.events_topic = raw_topic(Topics.EVENTS)
+        self.results_topic = raw_topic(Topics.RESULTS)
+        self.dead_letters_topic = raw_topic(Topics.DEAD_LETTERS)
+        self.alerts_topic = raw_topic(Topics.ALERTS)
+        self.housekeeping_topic = app.topic(
+            f"{settings.app_id}-housekeeping",
+            internal=True,
+            partitions=partitions.events,
+            key_serializer="raw",
+            value_serializer="json",
+        )
+        self.runs = app.Table("runs", partitions=partitions.events)
+        self.failed_runs = app.Table("failed-runs", partitions=partitions.results)
+        window_s = settings.dead_letter_window_s
+        self.dead_letter_counts = (
+            app.Table("dead-letter-counts", default=int, partitions=partitions.dead_letters)
+            .tumbling(window_s, expires=window_s * 2)
+            .relative_to_stream()
+        )
+
+        self._agent("events", self.events_topic, self._on_events)
+        self._agent("housekeeping", self.housekeeping_topic, self._on_housekeeping)
+        self._agent("results", self.results_topic, self._on_results)
+        self._agent("dead-letters", self.dead_letters_topic, self._on_dead_letters)
+        app.timer(settings.stuck_check_interval_s, name="stuck-check")(
+            self._guarded("stuck-check", self.check_runs)
+        )
+        app.timer(settings.lag_check_interval_s, name="consumer-lag")(
+            self._guarded("consumer-lag", self.check_lag)
+        )
+        app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
+        app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
+
+    # ------------------------------------------------------------------------------------- lifecycle
+    def is_ready(self) -> bool:
+        """Assigned, tables recovered, not rebalancing (read from the HTTP thread: plain attribute reads)."""
+        return self._assigned and not self.app.rebalancing and self.failure is None
+
+    # Signal receivers (mode calls them with the sender, the signal and the signal's arguments).
+    def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        self._assigned = True
+
+    def _on_partitions_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        self._assigned = False
+
+    def _agent(self, name: str, topic: Any, handler: Callable[[faust.EventT], Awaitable[None]]) -> None:
+        async def agent(stream: faust.StreamT[Any]) -> None:
+            try:
+                async for event in stream.events():
+                    await self._handle(name, handler, event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                self._fail(name, exc)
+                raise
+
+        agent.__name__ = agent.__qualname__ = name.replace("-", "_")
+        self.app.agent(topic, name=name)(agent)
+
+    async def _handle(
+        self, name: str, handler: Callable[[faust.EventT], Awaitable[None]], event: Any
+    ) -> None:
+        try:
+            await handler(event)
+        except _FATAL:
+            raise
+        except Exception:
+            # A bug or an unexpected record must not stop all monitoring (nor crash-loop on restart):
+            # skip the message, loudly.
+            PROCESSING_ERRORS.labels("monitor", "unhandled", "false").inc()
+            msg = event.message
+            _log.exception("%s: skipping %s[%d]@%d", name, msg.topic, msg.partition, msg.offset)
+
+    def _guarded(self, name: str, timer: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def guarded() -> None:
+            try:
+                await timer()
+            except MonitorTransientError as exc:
+                _log.warning("%s: %s (retrying at the next tick)", name, exc)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                self._fail(name, exc)
+                raise
+
+        guarded.__name__ = guarded.__qualname__ = name.replace("-", "_")
+        return guarded
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        # A faust agent that raises just stops; the process would look alive while monitoring nothing.
+        # Stop the service instead (non-zero exit): uncommitted messages are processed again after restart.
+        _log.error("%s failed: %r; stopping the monitor", name, exc, exc_info=exc)
+        if self.failure is None:
+            self.failure = exc
+        self.failed.set()
+
+    # ----------------------------------------------------------------------------------------- agents
+    def _decode(self, event: faust.EventT, model: type[C]) -> C | None:
+        try:
+            return self.serde.decode(event.value, model)
+        except AvroDecodeError as exc:
+            # Not dead-lettered: the monitor reads the dead-letter topic itself, that would loop.
+            metrics.UNDECODABLE.labels(event.message.topic).inc()
+            _log.warning(
+                "skipping undecodable %s at %s[%d]@%d: %s",
+                model.__name__,
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+                exc,
+            )
+            return None
+
+    async def _on_events(self, event: faust.EventT) -> None:
+        run_event = self._decode(event, RunEvent)
+        if run_event is None:
+            return
+        metrics.observe_event(run_event)
+        with log_context(run_id=run_event.run_id):
+            record = RunRecord.from_table(self.runs.get(run_event.run_id))
+            updated, alerts = apply_event(
+                record, run_event, partition=event.message.partition, thresholds=self.thresholds
+            )
+            for alert in alerts:
+                await self.publish(alert)
+            if updated != record:
+                self.runs[run_event.run_id] = updated.to_table()
+
+    async def _on_housekeeping(self, event: faust.EventT) -> None:
+        command = event.value
+        if not isinstance(command, dict):
+            return
+        run_id = command.get("run_id", "")
+        record = RunRecord.from_table(self.runs.get(run_id))
+        if record is None:
+            return
+        if record.partition != event.message.partition:
+            _log.error(
+                "housekeeping for run %s on partition %d, expected %d",
+                run_id,
+                event.message.partition,
+                record.partition,
+            )
+            return
+        now = self.clock()
+        with log_context(run_id=run_id):
+            if command.get("action") == STUCK:
+                # Checked again: a progress event may have arrived since the timer looked.
+                alert = stuck_alert(record, now)
+                if alert is not None:
+                    await self.publish(alert)
+                    self.runs[run_id] = record.with_alert(alert.kind).to_table()
+            elif command.get("action") == FORGET and should_forget(
+                record, now, self.settings.finished_retention_s
+            ):
+                del self.runs[run_id]
+
+    async def _on_results(self, event: faust.EventT) -> None:
+        result = self._decode(event, PipelineResult)
+        if result is None:
+            return
+        with log_context(run_id=result.run_id):
+            if self.failed_runs.get(result.run_id) is not None:
+                return  # a redelivered result: already counted and alerted
+            metrics.observe_result(result)
+            alert = result_alert(result)
+            if alert is not None:
+                await self.publish(alert)
+                self.failed_runs[result.run_id] = result.status.value
+
+    async def _on_dead_letters(self, event: faust.EventT) -> None:
+        dead_letter = self._decode(event, DeadLetter)
+        if dead_letter is None:
+            return
+        metrics.observe_dead_letter(dead_letter)
+        counts = self.dead_letter_counts
+        counts[str(event.message.partition)] += 1
+        total = sum(counts[str(p)].current() for p in range(self.partitions.dead_letters))
+        window_s = self.settings.dead_letter_window_s
+        timestamp = event.message.timestamp
+        alert = dead_letter_growth_alert(
+            total - 1,
+            total,
+            self.thresholds.dead_letter_max_per_window,
+            timestamp - timestamp % window_s,
+            window_s,
+        )
+        if alert is not None:
+            await self.publish(alert)
+
+    async def publish(self, alert: Alert) -> None:
+        """Send and wait for the acknowledgement (see the module docstring for why before the table write)."""
+        key = (alert.run_id or alert.kind.value).encode()
+        delivery = await self.alerts_topic.send(key=key, value=self.serde.encode(alert))
+        await delivery
+        metrics.observe_alert(alert)
+        _log.warning("alert %s (%s): %s", alert.kind.value, alert.severity.value, alert.message)
+
+    # ----------------------------------------------------------------------------------------- timers
+    def _active_partitions(self) -> set[int]:
+        topic = self.events_topic.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    async def check_runs(self) -> None:
+        """Find stuck and long-finished runs of the partitions this instance owns (the table also holds
+        standby copies of others), and send each a command to the partition of its run."""
+        now = self.clock()
+        active = self._active_partitions()
+        states: Counter[str] = Counter(active=0, finished=0)
+        for run_id, value in list(self.runs.items()):
+            record = RunRecord.from_table(value)
+            if record is None or record.partition not in active:
+                continue
+            states["finished" if record.finished else "active"] += 1
+            action = (
+                STUCK
+                if stuck_alert(record, now) is not None
+                else FORGET
+                if should_forget(record, now, self.settings.finished_retention_s)
+                else None
+            )
+            if action is not None:
+                await self.housekeeping_topic.send(
+                    key=run_id.encode(),
+                    value={"run_id": run_id, "action": action},
+                    partition=record.partition,
+                )
+        for state, count in states.items():
+            metrics.RUNS_TRACKED.labels(state).set(count)
+
+    async def check_lag(self) -> None:
+        results = await asyncio.to_thread(self._lag.measure_all, self.settings.lag_groups)
+        for group, lag in results.items():
+            if isinstance(lag, MonitorTransientError):
+                metrics.LAG_CHECK_FAILURES.labels(group).inc()
+                _log.warning("lag of group %s: %s", group, lag)
+                continue
+            for topic, value in lag.items():
+                metrics.CONSUMER_LAG.labels(group, topic).set(value)
