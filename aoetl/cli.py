@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from aoetl.commands import agent, dev, pipelines
+from aoetl.commands import agent, definitions, dev, pipelines, webhooks
 
 app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
 
 app.add_typer(dev.app, name="dev")
+app.add_typer(definitions.app, name="definitions")
+app.add_typer(webhooks.app, name="webhook")
 pipelines.register(app)
 agent.register(app)
 

@@ -146,7 +146,9 @@ async def test_good_delivery_publishes_one_request_per_matching_definition(
         "github",
         "d-1",
     )
-    assert all(topic == "aoetl.requests.unit" and key == v.run_id for topic, key, v in bus.published if v)
+    assert [(topic, key) for topic, key, _ in bus.published] == [
+        ("aoetl.requests.unit", r.run_id) for r in requests
+    ]
 
 
 async def test_replay_returns_the_same_run_ids_and_publishes_nothing(

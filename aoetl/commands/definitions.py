@@ -1,0 +1,173 @@
+"""``aoetl definitions apply|list``: registered pipelines, kept in the compacted definitions topic.
+
+Both talk to Kafka directly by default; ``--gateway URL`` (or ``AOETL_GATEWAY_URL``) goes through a running
+gateway's REST API instead (no broker access needed from the operator's machine).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from confluent_kafka import TopicPartition
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from aoetl.client import AoetlClient
+from shared.contracts import PipelineDefinition
+from shared.kafka.clients import make_consumer
+from shared.kafka.topics import Topics
+from shared.spec import SpecError, load_spec
+from shared.spec.models import PipelineSpec
+
+app = typer.Typer(help="Register and list pipeline definitions.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3
+
+GatewayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway", envvar="AOETL_GATEWAY_URL", help="use this gateway's REST API instead of Kafka"
+    ),
+]
+
+
+def spec_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())
+    return [path]
+
+
+def load_all(paths: list[Path]) -> list[PipelineSpec]:
+    """Every spec, or exit 2 after printing every problem of every file (nothing is applied then)."""
+    specs: list[PipelineSpec] = []
+    failed = False
+    for path in paths:
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            failed = True
+            err_console.print(f"[bold red]{path}: invalid pipeline spec[/]")
+            for issue in exc.issues:
+                err_console.print(
+                    f"  [red]✗[/] [bold]{escape(issue.path or '(spec)')}[/]: {escape(issue.reason)}"
+                )
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        err_console.print(f"[bold red]several files define: {', '.join(duplicates)}[/]")
+        raise typer.Exit(EXIT_INVALID)
+    return specs
+
+
+def read_definitions(client: AoetlClient, timeout: float = 30.0) -> dict[str, PipelineDefinition]:
+    """The topic's current content: every record up to the high watermarks, tombstones applied."""
+    topic = client.topic(Topics.DEFINITIONS)
+    consumer = make_consumer(client.settings.kafka, f"aoetl-cli-{uuid.uuid4().hex}")
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+        found: dict[str, PipelineDefinition] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout}s")
+            # consume() returns early only with a full batch, so ask in short rounds
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is not None:
+                    continue
+                name = (msg.key() or b"").decode()
+                value = msg.value()
+                if value is None:
+                    found.pop(name, None)
+                else:
+                    found[name] = client.serde.decode(value, PipelineDefinition)
+                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                    pending.discard(msg.partition() or 0)
+        return found
+    finally:
+        consumer.close()
+
+
+@app.command()
+def apply(
+    path: Annotated[
+        Path, typer.Argument(help="a spec file, or a directory of *.yaml / *.yml / *.json specs")
+    ],
+    gateway: GatewayOption = None,
+) -> None:
+    """Register (or update) each spec under its name; unchanged specs keep their version."""
+    specs = load_all(spec_files(path))
+    user = getpass.getuser()
+    if gateway:
+        with httpx.Client(base_url=gateway, timeout=30) as http:
+            for spec in specs:
+                response = http.put(
+                    f"/definitions/{spec.name}",
+                    json=spec.model_dump(mode="json"),
+                    headers={"X-Aoetl-User": user},
+                )
+                if response.status_code >= 300:
+                    err_console.print(f"[red]{spec.name}: {response.status_code} {escape(response.text)}[/]")
+                    raise typer.Exit(EXIT_INVALID if response.status_code < 500 else EXIT_UNAVAILABLE)
+                console.print(f"{spec.name} v{response.json()['version']}")
+        return
+    client = AoetlClient()
+    try:
+        current = read_definitions(client)
+        for spec in specs:
+            existing = current.get(spec.name)
+            if existing is not None and existing.spec == spec:
+                console.print(f"{spec.name} v{existing.version} (unchanged)")
+                continue
+            version = 1 if existing is None else existing.version + 1
+            client.publish(
+                Topics.DEFINITIONS,
+                spec.name,
+                PipelineDefinition(name=spec.name, version=version, spec=spec, updated_by=user),
+            )
+            console.print(f"{spec.name} v{version}")
+    finally:
+        client.close()
+
+
+@app.command("list")
+def list_definitions(gateway: GatewayOption = None) -> None:
+    """The registered definitions: name, version, source -> destination, last change."""
+    if gateway:
+        response = httpx.get(f"{gateway.rstrip('/')}/definitions", timeout=30)
+        response.raise_for_status()
+        definitions = [PipelineDefinition.model_validate(row) for row in response.json()]
+    else:
+        client = AoetlClient()
+        try:
+            definitions = sorted(read_definitions(client).values(), key=lambda d: d.name)
+        finally:
+            client.close()
+    table = Table("name", "version", "source → destination", "updated", "by")
+    for d in definitions:
+        table.add_row(
+            d.name,
+            str(d.version),
+            f"{d.spec.source.type} → {d.spec.destination.type}",
+            d.updated_at.isoformat(timespec="seconds"),
+            d.updated_by,
+        )
+    console.print(table)
