@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.avro import AvroSerde
@@ -196,6 +197,11 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     yield Stack(kafka_bootstrap, suffix, env, producer, tmp_path)
     producer.flush(10)
+    # The shared broker keeps no garbage: our topics and faust's changelogs all carry the suffix.
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    ours = [name for name in admin.list_topics(timeout=10).topics if suffix in name]
+    for future in admin.delete_topics(ours, operation_timeout=30).values():
+        future.result(timeout=30)
 
 
 def commit_group_at_start(stack: Stack, group: str) -> None:
