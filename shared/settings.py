@@ -127,6 +127,10 @@ class ProcessorSettings(ServiceSettings):
     retry_max_attempts: int | None = Field(
         20, ge=1, description="transient failures of one message before it is dead-lettered; unset = forever"
     )
+    # How fast a crashed replica is noticed: its partitions move after the session timeout, and an open
+    # transaction of a producer that never comes back blocks read_committed readers until it times out.
+    session_timeout_ms: int = Field(45_000, ge=1_000, description="consumer group session timeout")
+    transaction_timeout_ms: int = Field(60_000, ge=1_000, description="Kafka transaction timeout")
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

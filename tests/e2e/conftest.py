@@ -43,6 +43,9 @@ def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, in
         "AOETL_TOPIC_SUFFIX": suffix,
         "AOETL_LOG_FORMAT": "text",
         "AOETL_MONITOR_STUCK_CHECK_INTERVAL_S": "1",
+        # a killed replica's partitions move, and its open transaction is aborted, within seconds
+        "AOETL_SESSION_TIMEOUT_MS": "6000",
+        "AOETL_TRANSACTION_TIMEOUT_MS": "10000",
     }
     supervisor = ServiceSupervisor(state_dir, env)
     started = []
