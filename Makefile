@@ -71,3 +71,8 @@ clean:
 	-@test -x $(VENV)/bin/aoetl && $(VENV)/bin/aoetl dev down
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache bench/results
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
+
+## agent-eval: the agent's evaluation set against the model in AOETL_LLM_MODEL (not part of make test).
+.PHONY: agent-eval
+agent-eval: bootstrap
+	$(PY) -m tests.agent_eval

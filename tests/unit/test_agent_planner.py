@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from prometheus_client import REGISTRY
-from pydantic import Field
 
 from services.orchestrator.agent.errors import ModelConfigurationError
 from services.orchestrator.agent.llm import make_chat_model
@@ -20,24 +17,9 @@ from services.orchestrator.agent.planner import NEEDS_LLM, TOOL_NAMES, Planner
 from services.orchestrator.agent.settings import AgentSettings
 from shared.spec.models import FilterStep, PostgresDestination
 from tests.unit.agent_data import write_orders_csv
+from tests.unit.agent_fakes import ScriptedModel
 
 pytestmark = pytest.mark.unit
-
-
-class ScriptedModel(GenericFakeChatModel):
-    """Replies from a script and records what it was sent; ``bind_tools`` records the tool names (the
-    installed fake models do not implement it)."""
-
-    bound: list[str] = Field(default_factory=list)
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
-        self.bound = [t.name for t in tools]
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.seen.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
 
 
 def call(name: str, call_id: str, **args: Any) -> AIMessage:
