@@ -127,7 +127,21 @@ class KafkaBus:
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def run(self, stopped: asyncio.Event) -> None:
-        """Connect (retrying until ``stopped``), catch up, then follow the topics until ``stopped``."""
+        """Connect, catch up, then follow the topics until ``stopped``. A Kafka failure on the way (a broker
+        restart, a topic not created yet) makes the gateway unready and starts over after a backoff; the
+        views are rebuilt from the topics, so starting over is always safe."""
+        backoff = RetryPolicy(max_attempts=None)
+        failures = 0
+        while not stopped.is_set():
+            try:
+                await self._run_once(stopped)
+                return
+            except KafkaError as exc:
+                failures += 1
+                _log.warning("kafka failure, reconnecting (%r)", exc)
+                await _wait(stopped, backoff.delay(failures))
+
+    async def _run_once(self, stopped: asyncio.Event) -> None:
         producer = await self._connect_producer(stopped)
         if producer is None:
             return
@@ -156,8 +170,7 @@ class KafkaBus:
                 attempt += 1
                 _log.warning("kafka not reachable yet (%r)", exc)
                 await producer.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopped.wait(), backoff.delay(attempt))
+                await _wait(stopped, backoff.delay(attempt))
         return None
 
     async def _assign(
@@ -172,6 +185,8 @@ class KafkaBus:
             partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
         everything = [tp for tps in partitions.values() for tp in tps]
         consumer.assign(everything)
+        # re-read from scratch: a tombstone compacted away while we were disconnected must not leave a ghost
+        self.catalog.clear()
         await consumer.seek_to_beginning(*partitions[t.definitions])
         recent = [tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]]
         since_ms = int((time.time() - self.settings.history_s) * 1000)
@@ -228,3 +243,9 @@ class KafkaBus:
             _log.warning(
                 "skipping undecodable record %s[%d]@%d: %s", topic, record.partition, record.offset, exc
             )
+
+
+async def _wait(stopped: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, waking early on stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopped.wait(), seconds)

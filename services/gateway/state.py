@@ -86,6 +86,9 @@ class DefinitionCatalog:
     def get(self, name: str) -> PipelineDefinition | None:
         return self._by_name.get(name)
 
+    def clear(self) -> None:
+        self._by_name.clear()
+
     def all(self) -> list[PipelineDefinition]:
         return [self._by_name[name] for name in sorted(self._by_name)]
 
