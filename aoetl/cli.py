@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import typer
 
-from aoetl.commands import agent, definitions, dev, pipelines, webhooks
+from aoetl.commands import agent, definitions, dev, dlq, pipelines, webhooks
 
 app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
 
 app.add_typer(dev.app, name="dev")
 app.add_typer(definitions.app, name="definitions")
 app.add_typer(webhooks.app, name="webhook")
+app.add_typer(dlq.app, name="dlq")
 pipelines.register(app)
 agent.register(app)
 

@@ -155,7 +155,12 @@ class PostgresSink:
             )
             return WriteResult(applied=True, rows_written=written, rows_deduplicated=batch.num_rows - kept)
 
-        return self._in_transaction(f"writing batch {batch_id} to", work)
+        try:
+            return self._in_transaction(f"writing batch {batch_id} to", work)
+        except IncompatibleSchemaError:
+            # The table may be fixed by hand before the batch is re-driven: read its columns afresh then.
+            self._columns.pop(target, None)
+            raise
 
     def finalize(self, run_id: str) -> None:
         staging = self.staging_table(run_id)

@@ -1,0 +1,137 @@
+"""``aoetl dlq list|show|replay``: inspect dead letters and re-drive them into the stage they failed at.
+
+A replayed message keeps its key and payload, so the stage processes the very same task or batch again;
+batch ids are deterministic and every sink applies a batch id once, so replaying (even twice) applies a
+record at most once. Quarantined rows (``payload_format=arrow_ipc``) are not messages of any stage; they
+can be shown and exported, not replayed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from aoetl.client import AoetlClient
+from shared.batch import decode_table
+from shared.contracts import DeadLetter
+from shared.kafka.clients import produce_sync
+from shared.kafka.topics import Topics
+
+app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
+console = Console()
+
+REDRIVE_HEADER = "aoetl-redrive"
+
+
+def _letters(
+    client: AoetlClient, run: str | None, stage: str | None, error_class: str | None
+) -> Iterator[DeadLetter]:
+    with client.reader(Topics.DEAD_LETTERS, from_beginning=True) as reader:
+        for _, value in reader.drain({Topics.DEAD_LETTERS: DeadLetter}):
+            if not isinstance(value, DeadLetter):
+                continue
+            if run and value.run_id != run:
+                continue
+            if stage and value.stage.value != stage:
+                continue
+            if error_class and value.error.error_class != error_class:
+                continue
+            yield value
+
+
+RunOpt = Annotated[str | None, typer.Option("--run", help="only this run id")]
+StageOpt = Annotated[str | None, typer.Option("--stage", help="extract, transform, load, orchestrate, ...")]
+ErrorOpt = Annotated[str | None, typer.Option("--error-class", help="e.g. CastError")]
+
+
+@app.command("list")
+def list_(run: RunOpt = None, stage: StageOpt = None, error_class: ErrorOpt = None) -> None:
+    """Dead letters, oldest first."""
+    client = AoetlClient()
+    table = Table("id", "at", "stage", "error", "rule", "run", "origin")
+    count = 0
+    for letter in _letters(client, run, stage, error_class):
+        count += 1
+        o = letter.origin
+        table.add_row(
+            letter.dead_letter_id,
+            f"{letter.at:%Y-%m-%d %H:%M:%S}",
+            letter.stage.value,
+            escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
+            letter.rule or "",
+            letter.run_id or "",
+            f"{o.topic}[{o.partition}]@{o.offset}",
+        )
+    console.print(table)
+    console.print(f"{count} dead letter(s)")
+
+
+@app.command()
+def show(
+    dead_letter_id: str,
+    export: Annotated[Path | None, typer.Option(help="write quarantined rows to Parquet")] = None,
+) -> None:
+    """One dead letter in full; quarantined rows are decoded and previewed."""
+    client = AoetlClient()
+    letter = next((d for d in _letters(client, None, None, None) if d.dead_letter_id == dead_letter_id), None)
+    if letter is None:
+        console.print(f"[red]no dead letter {dead_letter_id}[/]")
+        raise typer.Exit(1)
+    info = letter.model_dump(mode="json", exclude={"payload"})
+    info["payload_bytes"] = len(letter.payload)
+    console.print_json(json.dumps(info, default=str))
+    if letter.payload_format == "arrow_ipc":
+        rows = decode_table(letter.payload)
+        console.print(f"{rows.num_rows} quarantined row(s); first ones:")
+        console.print(rows.slice(0, 5).to_pylist())
+        if export is not None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(rows, export)
+            console.print(f"written to {export}")
+
+
+@app.command()
+def replay(
+    dead_letter_id: Annotated[list[str] | None, typer.Option("--id", help="replay these ids")] = None,
+    run: RunOpt = None,
+    stage: StageOpt = None,
+    error_class: ErrorOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Re-publish dead letters (their original bytes) to the topic they failed on."""
+    if not (dead_letter_id or run or stage or error_class):
+        console.print("[red]say which: --id, --run, --stage or --error-class[/]")
+        raise typer.Exit(2)
+    client = AoetlClient()
+    chosen = [
+        d
+        for d in _letters(client, run, stage, error_class)
+        if (not dead_letter_id or d.dead_letter_id in dead_letter_id) and d.payload_format == "raw"
+    ]
+    if not chosen:
+        console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")
+        raise typer.Exit(1)
+    if not yes and not typer.confirm(f"replay {len(chosen)} dead letter(s) into their origin topics?"):
+        raise typer.Exit(1)
+    replayed = replay_letters(client, chosen)
+    console.print(f"replayed {replayed} dead letter(s)")
+
+
+def replay_letters(client: AoetlClient, letters: list[DeadLetter]) -> int:
+    for letter in letters:
+        produce_sync(
+            client._producer,
+            letter.origin.topic,
+            letter.payload,
+            key=letter.origin.key,
+            headers=[(REDRIVE_HEADER, letter.dead_letter_id.encode())],
+        )
+    return len(letters)
