@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.orchestrator.agent.policy import HealingPolicy
 from shared.settings import ProcessorSettings
 
 
@@ -13,3 +14,5 @@ class OrchestratorSettings(ProcessorSettings):
     max_batch: int = Field(100, ge=1)
     retry_backoff_s: float = Field(1.0, gt=0, description="first delay before re-issuing a failed task")
     tick_interval_s: float = Field(1.0, gt=0, description="how often timeouts and due retries are checked")
+    healing_enabled: bool = Field(True, description="let the agent heal failed batches within the policy")
+    healing: HealingPolicy = Field(default_factory=HealingPolicy, description="JSON, e.g. AOETL_HEALING")

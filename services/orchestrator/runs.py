@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -32,6 +32,7 @@ from shared.contracts import (
     Split,
     Stage,
     StageStats,
+    new_id,
 )
 from shared.kafka.topics import Topics
 from shared.processing import Output
@@ -77,6 +78,9 @@ class RunState:
     errors: list[ErrorInfo] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
     pending_status: RunStatus | None = None  # the status to report once finalize/abort is acknowledged
+    heal_attempts: int = 0
+    healed: set[str] = field(default_factory=set)  # signatures of errors a remedy already addressed
+    applied_decisions: set[str] = field(default_factory=set)
 
     @property
     def deadline(self) -> datetime:
@@ -123,6 +127,21 @@ Planner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
 RowCountCheck = Callable[[PipelineSpec, int], list[str]]
 
 
+class HealDecision(Protocol):
+    action: str
+    reason: str
+    category: str
+    spec: PipelineSpec | None
+    delay_s: float
+
+    @property
+    def heals(self) -> bool: ...
+
+
+# (current spec, error, healing attempts so far) -> decision; see services.orchestrator.healer
+Healer = Callable[[PipelineSpec, ErrorInfo, int], HealDecision]
+
+
 class RunBook:
     """All runs this orchestrator instance owns (the partitions assigned to it)."""
 
@@ -133,8 +152,10 @@ class RunBook:
         *,
         retry_backoff_s: float = 1.0,
         topic: Callable[[str], str] = str,
+        healer: Healer | None = None,
     ):
         self._plan = planner
+        self._healer = healer
         self._topic = topic  # logical topic name -> actual (tests isolate themselves with a suffix)
         self._row_count_check = row_count_check
         self._retry_backoff_s = retry_backoff_s
@@ -184,6 +205,8 @@ class RunBook:
         if replaying:
             return []
         accepted = {"pipeline": spec.name, "stuck_after_s": str(spec.run.stuck_after_s)}
+        if request.spec is None:  # resolved from a definition or planned from an intent: keep it for replay
+            accepted["spec"] = spec.model_dump_json()
         out = [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted)]
         try:
             splits = list(self._plan(spec, request.payload))
@@ -250,17 +273,81 @@ class RunBook:
             delay = self._retry_backoff_s * (2**task.attempt)
             task.retry_due = now + timedelta(seconds=delay)
             return []
-        run.errors.append(error)
-        return self._finish(run, RunStatus.FAILED, now)
+        return self._heal_or_fail(run, error, ev.task_id, now)
 
     def _quality(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         if ev.details.get("on_fail") == "fail":
             msg = ev.details.get("reason", "a data-quality rule failed")
-            run.errors.append(
-                ErrorInfo(error_class="QualityRuleFailed", message=msg, path=ev.details.get("rule"))
-            )
-            return self._finish(run, RunStatus.FAILED, now)
+            error = ErrorInfo(error_class="QualityRuleFailed", message=msg, path=ev.details.get("rule"))
+            return self._heal_or_fail(run, error, ev.task_id, now)
         return []
+
+    # ------------------------------------------------------------------------------- self-healing
+    def _heal_or_fail(
+        self, run: RunState, error: ErrorInfo, task_id: str | None, now: datetime
+    ) -> list[Output]:
+        """Ask the healer (if any) for a remedy within its policy; every decision is published as an
+        AGENT_DECISION event with its reason, and shows in the result."""
+        if self._healer is None or task_id not in run.tasks:
+            run.errors.append(error)
+            return self._finish(run, RunStatus.FAILED, now)
+        assert task_id is not None
+        signature = f"{error.error_class}:{error.path or error.message.split(':', 1)[0]}"
+        if signature in run.healed:
+            # The same error from a batch that still carried the spec before the remedy: run its task
+            # again with the healed spec; no new healing attempt is spent on it.
+            return self._reissue(run, task_id, now, f"re-run with the healed spec ({signature})")
+        decision = self._healer(run.spec, error, run.heal_attempts)
+        details = {
+            "decision_id": new_id(),
+            "action": decision.action,
+            "category": decision.category,
+            "reason": decision.reason,
+            "error_class": error.error_class,
+            "signature": signature,
+        }
+        if decision.spec is not None:
+            details["spec"] = decision.spec.model_dump_json()
+        out = [self._event(run, EventKind.AGENT_DECISION, now, task_id=task_id, details=details)]
+        self._apply_decision(run, details)
+        if not decision.heals:
+            run.errors.append(error)
+            return out + self._finish(run, RunStatus.FAILED, now)
+        if decision.spec is None and decision.delay_s > 0:
+            run.tasks[task_id].retry_due = now + timedelta(seconds=decision.delay_s)
+            return out
+        return out + self._reissue(run, task_id, now, decision.reason)
+
+    def _apply_decision(self, run: RunState, details: dict[str, str]) -> None:
+        """Idempotent: applied live when decided, and again when the orchestrator reads its own event
+        (or replays it after a restart)."""
+        decision_id = details.get("decision_id", "")
+        if decision_id in run.applied_decisions:
+            return
+        run.applied_decisions.add(decision_id)
+        run.decisions.append(f"{details.get('action')}: {details.get('reason')}")
+        if details.get("action") != "fail":
+            run.heal_attempts += 1
+            run.healed.add(details.get("signature", ""))
+        if "spec" in details:
+            run.spec = PipelineSpec.model_validate_json(details["spec"])
+
+    def _agent_decision(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        self._apply_decision(run, ev.details)
+        return []
+
+    def _reissue(self, run: RunState, task_id: str, now: datetime, reason: str) -> list[Output]:
+        task = run.tasks[task_id]
+        task.attempt += 1
+        task.retry_due = None
+        retried = self._event(
+            run,
+            EventKind.TASK_RETRIED,
+            now,
+            task_id=task_id,
+            details={"attempt": str(task.attempt), "reason": reason},
+        )
+        return [retried, self._task(run, task_id, now)]
 
     def _retried(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         task = run.tasks.get(ev.task_id or "")
@@ -373,6 +460,7 @@ _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime
     EventKind.QUALITY_VIOLATION: RunBook._quality,
     EventKind.TASK_RETRIED: RunBook._retried,
     EventKind.RUN_FINALIZED: RunBook._finalized,
+    EventKind.AGENT_DECISION: RunBook._agent_decision,
 }
 
 

@@ -17,15 +17,17 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from services.orchestrator.agent.planner import Planner
 from services.orchestrator.configuration import OrchestratorSettings
 from services.orchestrator.definitions import DefinitionsView
+from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
 from services.transform.quality import check_row_count
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
 from shared.connectors import plan_splits
-from shared.contracts import Contract, ErrorInfo, PipelineRequest, RunEvent, Split, Stage, utcnow
+from shared.contracts import Contract, ErrorInfo, EventKind, PipelineRequest, RunEvent, Split, Stage, utcnow
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, parse_spec
@@ -50,11 +52,16 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     def __init__(self, settings: OrchestratorSettings, **kw: object):
         super().__init__(settings, **kw)  # type: ignore[arg-type]
         self.book = self._new_book()
+        self._intent_planner: Planner | None = None
+        self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
         self.definitions = DefinitionsView(settings.kafka, settings.topic(Topics.DEFINITIONS), self.serde)
 
     def _new_book(self) -> RunBook:
         s = self.settings
-        return RunBook(plan, failed_row_counts, retry_backoff_s=s.retry_backoff_s, topic=s.topic)
+        healer = Healer(s.healing) if s.healing_enabled else None
+        return RunBook(
+            plan, failed_row_counts, retry_backoff_s=s.retry_backoff_s, topic=s.topic, healer=healer
+        )
 
     def input_types(self) -> Mapping[str, type[Contract]]:
         return {
@@ -88,8 +95,19 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 msg = f"no pipeline definition named {request.definition_name!r}"
                 return None, [ErrorInfo(error_class="UnknownDefinition", message=msg, path="definition_name")]
             return definition.spec, []
-        msg = "natural-language intents need an LLM: set AOETL_LLM_MODEL for the orchestrator"
-        return None, [ErrorInfo(error_class="NoModelConfigured", message=msg, path="intent")]
+        assert request.intent is not None
+        outcome = self._planner().plan(request.intent)
+        if outcome.spec is None:
+            return None, [
+                ErrorInfo(error_class="IntentRejected", message=r, path="intent") for r in outcome.reasons
+            ]
+        return outcome.spec, []
+
+    def _planner(self) -> Planner:
+        # Built on first use: without AOETL_LLM_MODEL it is deterministic and needs no provider package.
+        if self._intent_planner is None:
+            self._intent_planner = Planner.from_settings()
+        return self._intent_planner
 
     def on_failure(
         self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
@@ -124,6 +142,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Rebuild the runs of exactly the partitions now owned, from Kafka alone."""
         book = self._new_book()
+        self._unresolved = {}
         requests, events = self.settings.topic(Topics.REQUESTS), self.settings.topic(Topics.EVENTS)
         counts = replay_partitions(
             self.settings.kafka,
@@ -144,9 +163,18 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             self.definitions.stop()
 
     def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
-        if isinstance(value, RunEvent):
-            book.on_event(value, at)
-        elif isinstance(value, PipelineRequest):
-            spec, _ = self._spec_for(value)
-            if spec is not None:
-                book.on_request(value, spec, at, replaying=True)
+        """Replay one message. A request whose spec was not inline (a definition that may have changed
+        since, an intent the model would answer differently) takes the spec its RUN_ACCEPTED recorded."""
+        if isinstance(value, PipelineRequest):
+            if value.spec is not None:
+                book.on_request(value, value.spec, at, replaying=True)
+            else:
+                self._unresolved[value.run_id] = value
+            return
+        assert isinstance(value, RunEvent)
+        pending = self._unresolved.pop(value.run_id, None)
+        if pending is not None and value.kind is EventKind.RUN_ACCEPTED and "spec" in value.details:
+            book.on_request(
+                pending, PipelineSpec.model_validate_json(value.details["spec"]), at, replaying=True
+            )
+        book.on_event(value, at)

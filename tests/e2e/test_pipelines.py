@@ -117,7 +117,13 @@ def duckdb_figures(path: Path, table: str) -> dict[str, object]:
             f"SELECT count(*), sum(id), sum(qty), sum(CAST(round(amount * 100) AS BIGINT)), "
             f"count(DISTINCT nullif(customer, '')) FROM {table}"
         ).fetchone()
-    return {"count": count, "sum_id": sum_id, "sum_qty": sum_qty, "sum_amount_cents": cents, "customers": customers}
+    return {
+        "count": count,
+        "sum_id": sum_id,
+        "sum_qty": sum_qty,
+        "sum_amount_cents": cents,
+        "customers": customers,
+    }
 
 
 def orders_spec(name: str, source: dict, destination: dict, **run: object) -> dict:
@@ -205,7 +211,9 @@ def test_every_source_type_end_to_end(
         elif kind == "postgres":
             src = f"src_{uuid.uuid4().hex[:8]}"
             with psycopg.connect(postgres_dsn) as con:
-                con.execute(f"CREATE TABLE {src} (id text, customer text, status text, amount text, qty text)")
+                con.execute(
+                    f"CREATE TABLE {src} (id text, customer text, status text, amount text, qty text)"
+                )
                 with con.cursor().copy(f"COPY {src} FROM STDIN") as copy:
                     for r in rows:
                         copy.write_row([r["id"], r["customer"], r["status"], r["amount"], r["qty"]])
@@ -236,7 +244,10 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
         "jsonl": {"type": "jsonl", "path": str(out)},
         "kafka": {"type": "kafka", "topic": f"aoetl.out.{name}"},
     }[kind]
-    result = run_spec(system, orders_spec(f"dest-{kind}", {"type": "csv", "path": str(tmp_path / "in" / "*.csv")}, destination))
+    result = run_spec(
+        system,
+        orders_spec(f"dest-{kind}", {"type": "csv", "path": str(tmp_path / "in" / "*.csv")}, destination),
+    )
     assert_completed(result)
     assert stage(result, Stage.LOAD).rows_out == want["count"]
     query = (
@@ -245,7 +256,11 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
     )
     if kind == "postgres":
         with psycopg.connect(postgres_dsn) as con:
-            got = con.execute(query.format(src=name).replace("CAST(round(amount * 100) AS BIGINT)", "round(amount * 100)::bigint")).fetchone()
+            got = con.execute(
+                query.format(src=name).replace(
+                    "CAST(round(amount * 100) AS BIGINT)", "round(amount * 100)::bigint"
+                )
+            ).fetchone()
     elif kind == "duckdb":
         got = duckdb.connect(str(out / "w.duckdb"), read_only=True).execute(query.format(src=name)).fetchone()
     elif kind in ("parquet", "jsonl"):
@@ -267,7 +282,11 @@ def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
 
     serde = make_serde(SerdeSettings(kafka_bootstrap_servers=system.env["KAFKA_BOOTSTRAP_SERVERS"]))
     consumer = Consumer(
-        {"bootstrap.servers": system.env["KAFKA_BOOTSTRAP_SERVERS"], "group.id": uuid.uuid4().hex, "isolation.level": "read_committed"}
+        {
+            "bootstrap.servers": system.env["KAFKA_BOOTSTRAP_SERVERS"],
+            "group.id": uuid.uuid4().hex,
+            "isolation.level": "read_committed",
+        }
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -293,7 +312,9 @@ def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
 def test_invalid_spec_is_rejected_with_precise_reasons(system: System):
     good = PipelineRequest(
         spec=parse_spec(
-            orders_spec("bad-merge", {"type": "csv", "path": "/nowhere.csv"}, {"type": "postgres", "table": "t"})
+            orders_spec(
+                "bad-merge", {"type": "csv", "path": "/nowhere.csv"}, {"type": "postgres", "table": "t"}
+            )
         )
     )
     datum = to_datum(good)
@@ -317,14 +338,22 @@ def test_missing_source_fails_the_run_and_raises_an_alert(system: System, tmp_pa
     with system.client.reader(Topics.ALERTS, from_beginning=False) as alerts:
         result = run_spec(
             system,
-            orders_spec("missing", {"type": "csv", "path": str(tmp_path / "nope-*.csv")}, {"type": "jsonl", "path": str(tmp_path)}),
+            orders_spec(
+                "missing",
+                {"type": "csv", "path": str(tmp_path / "nope-*.csv")},
+                {"type": "jsonl", "path": str(tmp_path)},
+            ),
         )
         assert result.status is RunStatus.FAILED
         assert result.errors and "nope" in result.errors[0].message
         seen: list[Alert] = []
 
         def alerted() -> bool:
-            seen.extend(v for _, v in alerts.poll({Topics.ALERTS: Alert}) if isinstance(v, Alert) and v.run_id == result.run_id)
+            seen.extend(
+                v
+                for _, v in alerts.poll({Topics.ALERTS: Alert})
+                if isinstance(v, Alert) and v.run_id == result.run_id
+            )
             return bool(seen)
 
         wait_until(alerted, timeout=30, message="a RUN_FAILED alert")
@@ -336,8 +365,14 @@ def test_quarantined_rows_reach_the_dead_letter_topic_with_the_rule_while_the_re
 ):
     rows = write_orders(tmp_path / "in", 3_000, files=1, seed=9)
     db = tmp_path / "q.duckdb"
-    spec = orders_spec("quarantine", {"type": "csv", "path": str(tmp_path / "in" / "*.csv")}, {"type": "duckdb", "path": str(db), "table": "orders"})
-    spec["quality"] = [{"rule": "not_null", "columns": ["customer"], "on_fail": "quarantine", "name": "has-customer"}]
+    spec = orders_spec(
+        "quarantine",
+        {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
+        {"type": "duckdb", "path": str(db), "table": "orders"},
+    )
+    spec["quality"] = [
+        {"rule": "not_null", "columns": ["customer"], "on_fail": "quarantine", "name": "has-customer"}
+    ]
     with system.client.reader(Topics.DEAD_LETTERS, from_beginning=False) as dlq:
         result = run_spec(system, spec)
         assert_completed(result)
@@ -349,7 +384,11 @@ def test_quarantined_rows_reach_the_dead_letter_topic_with_the_rule_while_the_re
         letters: list[DeadLetter] = []
 
         def all_quarantined() -> bool:
-            letters.extend(v for _, v in dlq.poll({Topics.DEAD_LETTERS: DeadLetter}) if isinstance(v, DeadLetter) and v.run_id == result.run_id)
+            letters.extend(
+                v
+                for _, v in dlq.poll({Topics.DEAD_LETTERS: DeadLetter})
+                if isinstance(v, DeadLetter) and v.run_id == result.run_id
+            )
             return sum(_rows_in(letter) for letter in letters) >= len(bad)
 
         wait_until(all_quarantined, timeout=30, message="quarantined rows in the dead-letter topic")
@@ -368,3 +407,34 @@ def _ids_in(letter: DeadLetter) -> list[int]:
     from shared.batch import decode_table
 
     return [int(i) for i in decode_table(letter.payload).column("id").to_pylist()]
+
+
+def test_agent_heals_a_failing_quality_rule_by_quarantine_and_the_run_completes(
+    system: System, tmp_path: Path
+):
+    rows = write_orders(tmp_path / "in", 4_000, files=2, seed=13)
+    db = tmp_path / "heal.duckdb"
+    spec = orders_spec(
+        "healing",
+        {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
+        {"type": "duckdb", "path": str(db), "table": "orders"},
+    )
+    spec["quality"] = [
+        {"rule": "not_null", "columns": ["customer"], "on_fail": "fail", "name": "has-customer"}
+    ]
+    result = run_spec(system, spec)
+    assert_completed(result)
+    assert result.decisions and result.decisions[0].startswith("quarantine_bad_rows")
+    kept = [r for r in rows if r["status"] != "cancelled"]
+    bad = [r for r in kept if not r["customer"]]
+    assert duckdb_figures(db, "orders")["count"] == len(kept) - len(bad)
+    assert stage(result, Stage.TRANSFORM).rows_rejected == len(bad)
+
+
+def test_an_intent_without_a_configured_model_is_rejected_with_the_reason(system: System):
+    with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
+        request = PipelineRequest(intent="load orders.csv into postgres, drop cancelled orders")
+        system.client.publish(Topics.REQUESTS, request.run_id, request)
+        result = await_result(reader, request.run_id)
+    assert result.status is RunStatus.REJECTED
+    assert any("AOETL_LLM_MODEL" in e.message for e in result.errors), result.errors

@@ -243,3 +243,76 @@ def test_replay_rebuilds_a_run_from_its_request_and_events_without_planning_agai
     # the rebuilt run finishes exactly like the live one would
     out = _complete_split(rebuilt, "r1:t1", 1, 10)
     assert of(out, Topics.CONTROL)[0].action is ControlAction.FINALIZE
+
+
+# ------------------------------------------------------------------------------------ self-healing
+def _healing_book(**policy):  # type: ignore[no-untyped-def]
+    from services.orchestrator.agent.policy import HealingPolicy
+    from services.orchestrator.healer import Healer
+
+    return RunBook(planner(2), no_row_rules, healer=Healer(HealingPolicy(**policy)))
+
+
+HEAL_SPEC = parse_spec(
+    {
+        "name": "heal",
+        "source": {"type": "csv", "path": "/data/orders.csv"},
+        "quality": [{"rule": "not_null", "columns": ["customer"], "name": "has-customer"}],
+        "destination": {"type": "duckdb", "path": "/tmp/x.db", "table": "orders"},
+    }
+)
+
+
+def _quality_failure(task: str = "r1:t0"):  # type: ignore[no-untyped-def]
+    return ev(
+        EventKind.QUALITY_VIOLATION,
+        Stage.TRANSFORM,
+        task_id=task,
+        batch_id=f"{task}:0",
+        details={"on_fail": "fail", "rule": "has-customer", "reason": "3 rows with null customer"},
+    )
+
+
+def test_a_failing_quality_rule_is_healed_by_quarantine_and_the_task_rerun_with_the_new_spec():
+    book = _healing_book()
+    book.on_request(PipelineRequest(run_id="r1", request_id="q1", spec=HEAL_SPEC), HEAL_SPEC, T0)
+    out = book.on_event(_quality_failure(), T0)
+    assert of(out, Topics.RESULTS) == []
+    (decision,) = of(out, Topics.EVENTS, EventKind.AGENT_DECISION)
+    assert decision.details["action"] == "quarantine_bad_rows" and decision.details["reason"]
+    (task,) = of(out, Topics.TASKS)
+    assert task.task_id == "r1:t0" and task.attempt == 1
+    assert task.spec.quality[0].on_fail.value == "quarantine"
+    # the other split, still extracted with the old spec, fails the same way: re-run, no new attempt
+    out = book.on_event(_quality_failure("r1:t1"), T0)
+    assert [t.spec.quality[0].on_fail.value for t in of(out, Topics.TASKS)] == ["quarantine"]
+    assert book.runs["r1"].heal_attempts == 1
+    for t in ("r1:t0", "r1:t1"):
+        _complete_split(book, t, 1, 5)
+    (result,) = of(book.on_event(ev(EventKind.RUN_FINALIZED, Stage.LOAD), T0), Topics.RESULTS)
+    assert result.status is RunStatus.COMPLETED
+    assert result.decisions == ["quarantine_bad_rows: data error: quarantine_bad_rows"]
+
+
+def test_a_remedy_the_policy_does_not_allow_is_never_applied():
+    book = _healing_book(allowed=frozenset())
+    book.on_request(PipelineRequest(run_id="r1", request_id="q1", spec=HEAL_SPEC), HEAL_SPEC, T0)
+    out = book.on_event(_quality_failure(), T0)
+    assert of(out, Topics.TASKS) == []
+    (result,) = of(out, Topics.RESULTS)
+    assert result.status is RunStatus.FAILED
+    assert "not allowed" in result.decisions[0]
+
+
+def test_a_healed_spec_survives_a_restart_through_the_decision_event():
+    live = _healing_book()
+    req = PipelineRequest(run_id="r1", request_id="q1", spec=HEAL_SPEC)
+    outputs = live.on_request(req, HEAL_SPEC, T0) + live.on_event(_quality_failure(), T0)
+    rebuilt = _healing_book()
+    rebuilt.on_request(req, HEAL_SPEC, T0, replaying=True)
+    for o in outputs:
+        if o.topic == Topics.EVENTS:
+            rebuilt.on_event(o.value, T0)
+    run = rebuilt.runs["r1"]
+    assert run.spec.quality[0].on_fail.value == "quarantine" and run.heal_attempts == 1
+    assert run.tasks["r1:t0"].attempt == 1
