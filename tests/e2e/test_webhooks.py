@@ -1,0 +1,103 @@
+"""Webhook -> run -> result, end to end: a signed Stripe-style delivery to the gateway starts the
+registered definition whose source is the event itself; a replay of the delivery starts nothing more."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aoetl.devstack.osproc import free_port
+from services.gateway.signatures import sign_stripe
+from shared.contracts import PipelineResult
+from shared.kafka.topics import Topics
+from tests.e2e.conftest import System
+from tests.e2e.test_pipelines import (
+    ORDER_STEPS,
+    assert_completed,
+    await_result,
+    duckdb_figures,
+    expected_orders,
+    write_orders,
+)
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "whsec_e2e_test_secret"
+
+
+def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carries(
+    system: System, tmp_path: Path
+):
+    api_port = free_port()
+    gateway = system.supervisor.start(
+        "gateway",
+        1,
+        env={
+            "AOETL_API_PORT": str(api_port),
+            "AOETL_WEBHOOKS": json.dumps({"billing": {"scheme": "stripe", "secrets": [SECRET]}}),
+            "AOETL_TRIGGERS": json.dumps(
+                [
+                    {
+                        "source": "billing",
+                        "event": "orders.exported",
+                        "definition": "webhook-orders",
+                        "parameters": {"batch": "data.batch"},
+                    }
+                ]
+            ),
+        },
+    )
+    system.supervisor.wait_ready(gateway, timeout=60)
+    api = f"http://127.0.0.1:{api_port}"
+    db = tmp_path / "hooks.duckdb"
+    definition = {
+        "name": "webhook-orders",
+        "source": {"type": "event", "records_path": "data.orders"},
+        "transforms": ORDER_STEPS,
+        "destination": {"type": "duckdb", "path": str(db), "table": "orders"},
+    }
+    assert httpx.put(f"{api}/definitions/webhook-orders", json=definition, timeout=10).status_code in (
+        200,
+        201,
+    )
+    wait_until(
+        lambda: httpx.get(f"{api}/definitions/webhook-orders", timeout=5).status_code == 200,
+        30,
+        message="definition visible",
+    )
+
+    rows = write_orders(tmp_path / "in", 1_200, files=1, seed=17)
+    body = json.dumps(
+        {"id": f"evt_{uuid.uuid4().hex}", "type": "orders.exported", "data": {"batch": "b-7", "orders": rows}}
+    ).encode()
+    headers = {"Content-Type": "application/json", **sign_stripe(body, SECRET)}
+    with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
+        first = httpx.post(f"{api}/webhooks/billing", content=body, headers=headers, timeout=30)
+        assert first.status_code == 202, first.text
+        run_id = first.json()["run_id"]
+        result = await_result(reader, run_id)
+        again = httpx.post(f"{api}/webhooks/billing", content=body, headers=headers, timeout=30)
+        assert (
+            again.status_code == 200
+            and again.json()["duplicate"] is True
+            and again.json()["run_id"] == run_id
+        )
+        tampered = httpx.post(f"{api}/webhooks/billing", content=body + b" ", headers=headers, timeout=30)
+        assert tampered.status_code == 401
+    assert_completed(result)
+    assert result.pipeline == "webhook-orders"
+    assert duckdb_figures(db, "orders") == expected_orders(rows)
+    wait_until(
+        lambda: httpx.get(f"{api}/runs/{run_id}", timeout=5).json().get("status") == "COMPLETED",
+        30,
+        message="run view",
+    )
+    # exactly one result for the run, whatever the replays
+    with system.client.reader(Topics.RESULTS, from_beginning=True) as everything:
+        results = [v for _, v in everything.drain({Topics.RESULTS: PipelineResult}) if v.run_id == run_id]  # type: ignore[attr-defined]
+    assert len(results) == 1
