@@ -139,7 +139,7 @@ def main() -> int:
     args = parser.parse_args()
 
     state = REPO / ".state" / "bench"
-    stack = DevStack.from_env(state / "stack")
+    stack = DevStack.from_env(state / "pipeline-stack")  # its own state: never stops a stack it did not start
     endpoints = stack.up()
     os.environ.update(endpoints.env())
     dsn = endpoints.postgres_dsn
