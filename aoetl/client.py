@@ -87,7 +87,7 @@ class TopicReader:
         self._client = client
         self._topics = topics
         self._consumer: Consumer = make_consumer(
-            client.settings.kafka, f"aoetl-watch-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
+            client.settings.kafka, f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
         )
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         parts: list[TopicPartition] = []

@@ -25,7 +25,7 @@ from shared.spec import load_spec
 from shared.spec.models import CsvSource, DuckDBDestination
 
 REPO = Path(__file__).resolve().parent.parent
-REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 1}
+REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 1, "monitor": 1}
 
 console = Console()
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not supervisor.alive(name):
                     started += supervisor.start(name, count)
             supervisor.wait_ready(started, timeout=120)
-        console.print(", ".join(f"{n}×{c}" for n, c in REPLICAS.items()) + " running as separate processes")
+        console.print(", ".join(f"{n} x{c}" for n, c in REPLICAS.items()) + " running as separate processes")
 
         client = AoetlClient()
         with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:

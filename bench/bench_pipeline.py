@@ -49,9 +49,16 @@ def generate_csv(path: Path, rows: int, seed: int = 42) -> None:
         fh.write(",".join(COLUMNS) + "\n")
         chunk: list[str] = []
         for i in range(rows):
+            amount, qty, price, score = (
+                rng.uniform(1, 999),
+                rng.randint(1, 9),
+                rng.uniform(0.5, 99),
+                rng.random(),
+            )
+            flag = "t" if i % 3 else "f"
             chunk.append(
-                f"{i},C{rng.randint(1, 99999)},{statuses[i % 4]},{rng.uniform(1, 999):.2f},{rng.randint(1, 9)},"
-                f"{rng.uniform(0.5, 99):.3f},{regions[i % 4]},{rng.random():.5f},{'t' if i % 3 else 'f'},n{i % 1000}"
+                f"{i},C{rng.randint(1, 99999)},{statuses[i % 4]},{amount:.2f},{qty},"
+                f"{price:.3f},{regions[i % 4]},{score:.5f},{flag},n{i % 1000}"
             )
             if len(chunk) == 50_000:
                 fh.write("\n".join(chunk) + "\n")

@@ -386,8 +386,8 @@ class ProcessingLoop:
                     continue  # a partition's order holds: its later messages wait for the retry
                 try:
                     self._handle_record(record, producer, reports, pending)
-                except _MidStreamFailure as failure:
-                    self._abort_mid_stream(failure, first_offsets)
+                except _MidStreamFailure as broken:
+                    self._abort_mid_stream(broken, first_offsets)
                     return
                 except _RetryLater as retry:
                     # Nothing of the failed message was produced (outputs are returned, not sent), so the

@@ -112,7 +112,7 @@ def run(
     raise typer.Exit(EXIT_CODES[result.status])
 
 
-def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> PipelineResult | None:  # type: ignore[no-untyped-def]
+def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> PipelineResult | None:
     import time
 
     types = {Topics.EVENTS: RunEvent, Topics.RESULTS: PipelineResult}
@@ -133,7 +133,7 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
         splits = 0
         while time.monotonic() < deadline:
             for _, value in reader.poll(types):
-                if value.run_id != run_id:  # type: ignore[attr-defined]
+                if value.run_id != run_id:
                     continue
                 if isinstance(value, PipelineResult):
                     return value

@@ -50,7 +50,7 @@ class LoadWorker:
         self._sinks.clear()
 
     def _event(self, run_id: str, kind: EventKind, **kw: object) -> Output:
-        event = RunEvent(run_id=run_id, kind=kind, stage=Stage.LOAD, instance=self._instance, **kw)  # type: ignore[arg-type]
+        event = RunEvent(run_id=run_id, kind=kind, stage=Stage.LOAD, instance=self._instance, **kw)
         return Output(self._topic(Topics.EVENTS), run_id, event)
 
     def load(self, batch: DataBatch) -> Iterator[Output]:

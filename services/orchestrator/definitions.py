@@ -50,9 +50,7 @@ class DefinitionsView:
             self._thread.join(10)
 
     def _follow(self) -> None:
-        consumer = make_consumer(
-            self._kafka, f"aoetl-definitions-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
-        )
+        consumer = make_consumer(self._kafka, f"aoetl-definitions-{uuid.uuid4().hex}", partition_eof=True)
         try:
             meta = consumer.list_topics(self._topic, timeout=self._timeout).topics[self._topic]
             parts = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in meta.partitions]

@@ -43,7 +43,7 @@ def replay_partitions(
         (tp.topic, tp.partition): tp.offset for tp in committed if tp.offset is not None and tp.offset > 0
     }
     counts: dict[str, int] = {}
-    reader = make_consumer(kafka, f"aoetl-replay-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
+    reader = make_consumer(kafka, f"aoetl-replay-{uuid.uuid4().hex}", partition_eof=True)
     try:
         for topic, model in order:
             todo = {p: end for (t, p), end in ends.items() if t == topic}

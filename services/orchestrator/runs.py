@@ -128,12 +128,16 @@ RowCountCheck = Callable[[PipelineSpec, int], list[str]]
 
 
 class HealDecision(Protocol):
-    action: str
-    reason: str
-    category: str
-    spec: PipelineSpec | None
-    delay_s: float
-
+    @property
+    def action(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def spec(self) -> PipelineSpec | None: ...
+    @property
+    def delay_s(self) -> float: ...
     @property
     def heals(self) -> bool: ...
 

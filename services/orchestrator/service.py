@@ -155,7 +155,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.book = book
         _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
 
-    def run(self, shutdown) -> None:  # type: ignore[no-untyped-def]
+    def run(self, shutdown) -> None:
         self.definitions.start()
         try:
             super().run(shutdown)

@@ -93,8 +93,16 @@ def make_producer(
 
 
 def make_consumer(
-    settings: KafkaSettings, group_id: str, *, isolation_level: str = "read_committed", **overrides: Any
+    settings: KafkaSettings,
+    group_id: str,
+    *,
+    isolation_level: str = "read_committed",
+    partition_eof: bool = False,
+    **overrides: Any,
 ) -> Consumer:
+    """``partition_eof``: deliver an end-of-partition event, for readers that read "up to now"."""
+    if partition_eof:
+        overrides["enable.partition.eof"] = True
     return Consumer(consumer_config(settings, group_id, isolation_level=isolation_level, **overrides))
 
 

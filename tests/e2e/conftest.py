@@ -19,7 +19,7 @@ from shared.kafka.topics import TOPICS, TopicSpec
 from shared.settings import KafkaSettings, ServiceSettings, load_settings
 from tests.helpers import make_state_dir
 
-REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
+REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2, "monitor": 1}
 
 
 @dataclass

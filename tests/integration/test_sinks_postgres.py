@@ -74,7 +74,9 @@ def test_append_applies_each_batch_once_and_keeps_every_value(make_sink, postgre
     assert sink.write("run-a", "t1:1", second) == WriteResult(True, 2000, 0)
     before = checksums(postgres_dsn, table_name)
 
-    assert sink.write("run-a", "t1:0", first) == WriteResult(False, 3000, 0)  # redelivery reports the first write
+    assert sink.write("run-a", "t1:0", first) == WriteResult(
+        False, 3000, 0
+    )  # redelivery reports the first write
     assert make_sink().write("run-a", "t1:1", second).applied is False  # another replica's redelivery
     sink.finalize("run-a")
     sink.finalize("run-a")
