@@ -30,7 +30,10 @@ S = TypeVar("S", bound=BaseSettings)
 class KafkaSettings(BaseSettings):
     """How to reach the brokers. Client-specific tuning lives in ``shared/kafka/clients.py``."""
 
-    model_config = SettingsConfigDict(env_prefix="AOETL_KAFKA_", frozen=True, extra="ignore")
+    # populate_by_name: KafkaSettings(bootstrap_servers=...) must not be silently ignored for the alias.
+    model_config = SettingsConfigDict(
+        env_prefix="AOETL_KAFKA_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",

@@ -112,3 +112,9 @@ def test_topic_suffix_isolates_topic_names(monkeypatch: pytest.MonkeyPatch) -> N
     settings = load_settings(ServiceSettings)
     assert settings.topic("aoetl.tasks") == "aoetl.tasks.t42"
     assert settings.dead_letter_topic == "aoetl.deadletters.t42"
+
+
+def test_bootstrap_servers_given_by_field_name_is_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("AOETL_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert KafkaSettings(bootstrap_servers="10.0.0.1:9092").bootstrap_servers == "10.0.0.1:9092"
