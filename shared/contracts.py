@@ -14,6 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.spec.models import PipelineSpec
+from shared.triggers import DefinitionTrigger
 
 
 def new_id() -> str:
@@ -80,6 +81,17 @@ class EventKind(StrEnum):
     AGENT_DECISION = "AGENT_DECISION"
     RUN_FINALIZED = "RUN_FINALIZED"  # the load stage finalized (or aborted) the destination
     RUN_FINISHED = "RUN_FINISHED"  # the orchestrator published the result; details["status"]
+    STREAM_PROGRESS = "STREAM_PROGRESS"  # a continuous run read a batch (or is alive and idle) from its topic
+
+
+class RequestAction(StrEnum):
+    RUN = "RUN"  # start a run
+    STOP = "STOP"  # stop the run named by run_id (a continuous run, or a one-shot run still in progress)
+
+
+class StreamState(StrEnum):
+    RUNNING = "RUNNING"  # extract instances read the source topic of this continuous run
+    STOPPED = "STOPPED"  # stopped or finished: its readers leave; its consumer group keeps the offsets
 
 
 class BatchFormat(StrEnum):
@@ -175,6 +187,7 @@ class PipelineRequest(Contract):
     intent: str | None = Field(None, description="natural-language request for the agent")
     parameters: dict[str, str] = Field(default_factory=dict)
     payload: bytes | None = Field(None, description="event payload (JSON) for an event source")
+    action: RequestAction = Field(RequestAction.RUN, description="RUN starts a run; STOP stops run_id")
 
 
 class PipelineDefinition(Contract):
@@ -186,6 +199,9 @@ class PipelineDefinition(Contract):
     spec: PipelineSpec
     updated_at: datetime = Field(default_factory=utcnow)
     updated_by: str = "unknown"
+    triggers: list[DefinitionTrigger] = Field(
+        default_factory=list, description="webhook and topic rules that start this pipeline"
+    )
 
 
 class ExtractTask(Contract):
@@ -245,6 +261,19 @@ class RunControl(Contract):
     at: datetime = Field(default_factory=utcnow)
 
 
+class PipelineWatermark(Contract):
+    """How far an incremental pipeline has read its source: the greatest cursor value of its last
+    completed run. Kept in the compacted watermarks topic keyed by pipeline name; the next run of the
+    pipeline starts after it."""
+
+    avro_name: ClassVar[str] = "io.aoetl.PipelineWatermark"
+    pipeline: str
+    cursor_column: str
+    value: str = Field(description="the greatest cursor value loaded, as text (SQL literal form)")
+    run_id: str
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class PipelineResult(Contract):
     """Exactly one per run."""
 
@@ -272,6 +301,19 @@ class Alert(Contract):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class StreamRun(Contract):
+    """The desired state of a continuous pipeline (kafka source), kept in the compacted streams topic keyed
+    by pipeline name: extract instances read the topic of every RUNNING one, in consumer group
+    ``aoetl-stream.<pipeline>``, so a pipeline has at most one continuous run at a time."""
+
+    avro_name: ClassVar[str] = "io.aoetl.StreamRun"
+    pipeline: str
+    run_id: str
+    state: StreamState
+    spec: PipelineSpec
+    at: datetime = Field(default_factory=utcnow)
+
+
 class DeadLetter(Contract):
     """A message or row set that could not be processed, with everything needed to inspect and re-drive it."""
 
@@ -295,7 +337,9 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     DataBatch,
     RunEvent,
     RunControl,
+    PipelineWatermark,
     PipelineResult,
     Alert,
     DeadLetter,
+    StreamRun,
 )

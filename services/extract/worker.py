@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shared.batch import encode_table
 from shared.connectors import read_split
 from shared.contracts import DataBatch, ErrorInfo, EventKind, ExtractTask, RunEvent, Stage
 from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
+from shared.spec.models import PostgresSource
 
 
 def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterator[Output]:
     started = time.monotonic()
     seq = rows = 0
     spec = task.spec
+    cursor = CursorMax(spec.source.cursor_column if isinstance(spec.source, PostgresSource) else None)
     for table in read_split(spec.source, task.split, spec.run.batch_rows, payload=task.payload):
+        cursor.update(table)
         batch_id = f"{task.task_id}:{seq}"
         yield Output(
             topics[Topics.DATA_EXTRACTED],
@@ -51,10 +58,32 @@ def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterato
             rows_out=rows,
             batches=seq,
             duration_ms=int((time.monotonic() - started) * 1000),
-            details={"attempt": str(task.attempt), "split": str(task.split.index)},
+            details={"attempt": str(task.attempt), "split": str(task.split.index), **cursor.details()},
             instance=instance,
         ),
     )
+
+
+class CursorMax:
+    """The greatest value of an incremental source's cursor column in this split, reported with the
+    split so the orchestrator can record how far the pipeline has read (its watermark)."""
+
+    def __init__(self, column: str | None):
+        self.column = column
+        self.value: object = None
+
+    def update(self, table: pa.Table) -> None:
+        if self.column is None or self.column not in table.column_names:
+            return
+        top = pc.max(table.column(self.column)).as_py()
+        if top is not None and (self.value is None or top > self.value):
+            self.value = top
+
+    def details(self) -> dict[str, str]:
+        if self.value is None:
+            return {}
+        kind = "number" if isinstance(self.value, int | float | Decimal) else "text"
+        return {"cursor_max": str(self.value), "cursor_kind": kind}
 
 
 def task_failed(

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from shared.contracts import (
     ExtractTask,
     PipelineRequest,
     PipelineResult,
+    PipelineWatermark,
     RunControl,
     RunEvent,
     RunStatus,
@@ -36,7 +38,7 @@ from shared.contracts import (
 )
 from shared.kafka.topics import Topics
 from shared.processing import Output
-from shared.spec.models import PipelineSpec
+from shared.spec.models import PipelineSpec, PostgresSource
 
 
 class Phase(StrEnum):
@@ -53,6 +55,8 @@ class TaskProgress:
     rows: int = 0
     retry_due: datetime | None = None
     duration_ms: int = 0
+    cursor_max: str | None = None  # incremental sources: the greatest cursor value the split read
+    cursor_kind: str = "text"
 
 
 @dataclass
@@ -91,6 +95,23 @@ class RunState:
             return False
         expected = sum(t.batches or 0 for t in self.tasks.values())
         return len(self.loaded) >= expected
+
+    def watermark(self, now: datetime) -> PipelineWatermark | None:
+        """For an incremental source: the greatest cursor value over all splits (None if nothing new)."""
+        source = self.spec.source
+        values = [(t.cursor_max, t.cursor_kind) for t in self.tasks.values() if t.cursor_max is not None]
+        if not isinstance(source, PostgresSource) or source.cursor_column is None or not values:
+            return None
+        numeric = all(kind == "number" for _, kind in values)
+        # ISO dates/timestamps of one column order correctly as text; numbers must compare as numbers
+        top = max((v for v, _ in values), key=(lambda v: Decimal(v)) if numeric else None)
+        return PipelineWatermark(
+            pipeline=self.spec.name,
+            cursor_column=source.cursor_column,
+            value=top,
+            run_id=self.run_id,
+            updated_at=now,
+        )
 
     def stage_stats(self) -> list[StageStats]:
         extracted_rows = sum(t.rows for t in self.tasks.values())
@@ -209,7 +230,7 @@ class RunBook:
         if replaying:
             return []
         accepted = {"pipeline": spec.name, "stuck_after_s": str(spec.run.stuck_after_s)}
-        if request.spec is None:  # resolved from a definition or planned from an intent: keep it for replay
+        if spec != request.spec:  # from a definition, an intent or a watermark: keep it for replay
             accepted["spec"] = spec.model_dump_json()
         out = [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted)]
         try:
@@ -252,6 +273,8 @@ class RunBook:
         if task is None or task.batches is not None:
             return []
         task.batches, task.rows, task.duration_ms = ev.batches, ev.rows_out, ev.duration_ms
+        task.cursor_max = ev.details.get("cursor_max")
+        task.cursor_kind = ev.details.get("cursor_kind", "text")
         return self._maybe_finalize(run, now)
 
     def _batch_transformed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
@@ -448,10 +471,14 @@ class RunBook:
             errors=run.errors,
             decisions=run.decisions,
         )
-        return [
+        out = [
             self._out(Topics.RESULTS, run.run_id, result),
             self._event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
         ]
+        watermark = run.watermark(now) if status is RunStatus.COMPLETED else None
+        if watermark is not None:  # in the same transaction as the result: both or neither
+            out.append(self._out(Topics.WATERMARKS, watermark.pipeline, watermark))
+        return out
 
 
 _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime], list[Output]]] = {

@@ -19,7 +19,7 @@ from confluent_kafka import TopicPartition
 
 from services.orchestrator.agent.planner import Planner
 from services.orchestrator.configuration import OrchestratorSettings
-from services.orchestrator.definitions import DefinitionsView
+from services.orchestrator.definitions import CompactedView, DefinitionsView
 from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
@@ -27,11 +27,21 @@ from services.transform.quality import check_row_count
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
 from shared.connectors import plan_splits
-from shared.contracts import Contract, ErrorInfo, EventKind, PipelineRequest, RunEvent, Split, Stage, utcnow
+from shared.contracts import (
+    Contract,
+    ErrorInfo,
+    EventKind,
+    PipelineRequest,
+    PipelineWatermark,
+    RunEvent,
+    Split,
+    Stage,
+    utcnow,
+)
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, parse_spec
-from shared.spec.models import OnFail, PipelineSpec
+from shared.spec.models import OnFail, PipelineSpec, PostgresSource
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +65,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self._intent_planner: Planner | None = None
         self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
         self.definitions = DefinitionsView(settings.kafka, settings.topic(Topics.DEFINITIONS), self.serde)
+        self.watermarks = CompactedView(
+            settings.kafka, settings.topic(Topics.WATERMARKS), self.serde, PipelineWatermark
+        )
 
     def _new_book(self) -> RunBook:
         s = self.settings
@@ -79,7 +92,22 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if spec is None:
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now)
-        return self.book.on_request(value, spec, now)
+        return self.book.on_request(value, self._after_watermark(spec), now)
+
+    def _after_watermark(self, spec: PipelineSpec) -> PipelineSpec:
+        """An incremental source without an explicit start continues after its last completed run."""
+        source = spec.source
+        if (
+            not isinstance(source, PostgresSource)
+            or not source.cursor_column
+            or source.cursor_start is not None
+        ):
+            return spec
+        self.watermarks.catch_up()
+        mark = self.watermarks.get(spec.name)
+        if mark is None or mark.cursor_column != source.cursor_column:
+            return spec
+        return spec.model_copy(update={"source": source.model_copy(update={"cursor_start": mark.value})})
 
     def _spec_for(self, request: PipelineRequest) -> tuple[PipelineSpec | None, list[ErrorInfo]]:
         given = [k for k in ("spec", "definition_name", "intent") if getattr(request, k) is not None]
@@ -157,10 +185,12 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
 
     def run(self, shutdown) -> None:
         self.definitions.start()
+        self.watermarks.start()
         try:
             super().run(shutdown)
         finally:
             self.definitions.stop()
+            self.watermarks.stop()
 
     def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
         """Replay one message. A request whose spec was not inline (a definition that may have changed

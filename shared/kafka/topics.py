@@ -31,7 +31,9 @@ class Topics:
     ALERTS: Final = "aoetl.alerts"
     DEAD_LETTERS: Final = "aoetl.deadletters"
     CONTROL: Final = "aoetl.control"
+    WATERMARKS: Final = "aoetl.watermarks"
     SCHEMAS: Final = "aoetl.schemas"
+    STREAMS: Final = "aoetl.streams"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
@@ -56,5 +58,7 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
         Topics.CONTROL, 6, {"retention.ms": str(7 * DAY_MS)}, "RunControl (finalize/abort), key run id"
     ),
+    TopicSpec(Topics.WATERMARKS, 1, _COMPACTED, "PipelineWatermark, key pipeline name"),
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
+    TopicSpec(Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"),
 )

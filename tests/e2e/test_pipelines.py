@@ -438,3 +438,46 @@ def test_an_intent_without_a_configured_model_is_rejected_with_the_reason(system
         result = await_result(reader, request.run_id)
     assert result.status is RunStatus.REJECTED
     assert any("AOETL_LLM_MODEL" in e.message for e in result.errors), result.errors
+
+
+def test_incremental_postgres_source_continues_after_the_last_completed_run(
+    system: System, postgres_dsn: str
+):
+    src, dst = f"inc_src_{uuid.uuid4().hex[:6]}", f"inc_dst_{uuid.uuid4().hex[:6]}"
+
+    def insert(first: int, count: int) -> None:
+        with psycopg.connect(postgres_dsn) as con:
+            con.execute(
+                f"INSERT INTO {src} SELECT i, timestamptz '2026-01-01' + i * interval '1 second', i * 2 "
+                f"FROM generate_series({first}, {first + count - 1}) AS i"
+            )
+
+    with psycopg.connect(postgres_dsn) as con:
+        con.execute(f"CREATE TABLE {src} (id bigint, updated_at timestamptz, amount bigint)")
+    insert(0, 1_000)
+    spec = {
+        "name": f"incremental-{src}",
+        "source": {"type": "postgres", "table": src, "cursor_column": "updated_at"},
+        "destination": {"type": "postgres", "table": dst},
+    }
+
+    def loaded() -> tuple[int, int, int]:
+        with psycopg.connect(postgres_dsn) as con:
+            row = con.execute(
+                f"SELECT count(*), count(DISTINCT id), coalesce(sum(id), 0) FROM {dst}"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    first = run_spec(system, spec)
+    assert_completed(first)
+    assert loaded() == (1_000, 1_000, sum(range(1_000)))
+    insert(1_000, 500)
+    second = run_spec(system, spec)  # the same spec: the watermark of the first run says where to start
+    assert_completed(second)
+    assert stage(second, Stage.EXTRACT).rows_out == 500
+    assert loaded() == (1_500, 1_500, sum(range(1_500)))
+    third = run_spec(system, spec)
+    assert_completed(third)
+    assert stage(third, Stage.EXTRACT).rows_out == 0
+    assert loaded()[0] == 1_500

@@ -31,14 +31,18 @@ from shared.contracts import (
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
+    PipelineWatermark,
     RunControl,
     RunEvent,
+    RequestAction,
     RunStatus,
     Severity,
     Split,
     SplitKind,
     Stage,
     StageStats,
+    StreamRun,
+    StreamState,
     Trigger,
     TriggerKind,
 )
@@ -79,6 +83,8 @@ from shared.spec.models import (
     UniqueRule,
     WriteMode,
 )
+
+from shared.triggers import TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
 
 pytestmark = pytest.mark.unit
 
@@ -155,6 +161,25 @@ def rich_specs() -> list[PipelineSpec]:
     ]
 
 
+def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
+    return [
+        WebhookTrigger(
+            source="github",
+            event="push",
+            where={"ref": "refs/heads/main", "n": 3, "x": 1.5, "ok": True, "gone": None},
+            parameters={"commit": "head_commit.id"},
+        ),
+        TopicTrigger(
+            topic="orders.events",
+            format=StreamFormat.AVRO,
+            where={"kind": "created"},
+            parameters={"customer": "customer.id"},
+            window=TriggerWindow(events=50, seconds=2.5),
+            start_from=TriggerStart.EARLIEST,
+        ),
+    ]
+
+
 def rich_messages() -> list[Contract]:
     """At least one instance of every message type, every optional field set somewhere."""
     spec, *other_specs = rich_specs()
@@ -171,10 +196,13 @@ def rich_messages() -> list[Contract]:
             payload=b'{"records": []}',
         ),
         PipelineRequest(submitted_at=T0, definition_name="orders"),
+        PipelineRequest(submitted_at=T0, run_id="r1", action=RequestAction.STOP),
         *(
             PipelineDefinition(name=s.name, version=3, spec=s, updated_at=T0, updated_by="bob")
             for s in other_specs
         ),
+        PipelineDefinition(name="hooked", spec=spec, updated_at=T0, triggers=rich_triggers()),
+        StreamRun(pipeline="orders", run_id="r9", state=StreamState.STOPPED, spec=spec, at=T0),
         ExtractTask(
             run_id="r1",
             task_id="t1",
@@ -214,6 +242,13 @@ def rich_messages() -> list[Contract]:
             instance="load-1",
         ),
         RunControl(run_id="r1", action=ControlAction.ABORT, spec=spec, at=T0),
+        PipelineWatermark(
+            pipeline="orders",
+            cursor_column="updated_at",
+            value="2026-01-01 00:00:00",
+            run_id="r1",
+            updated_at=T0,
+        ),
         PipelineResult(
             run_id="r1",
             request_id="q1",
@@ -364,6 +399,7 @@ def test_samples_cover_every_message_type_and_variant() -> None:
         used.add(avro_name_of(type(spec.source)))
         used.add(avro_name_of(type(spec.destination)))
         used.update(avro_name_of(type(x)) for x in (*spec.transforms, *spec.quality))
+    used.update(avro_name_of(type(t)) for t in rich_triggers())
     assert used == set(variants())
 
 
