@@ -138,9 +138,8 @@ class ProcessorService(BaseService[P]):
             poll_timeout=s.poll_timeout_s,
             kafka_timeout=s.kafka_timeout_s,
             consumer_overrides={"session.timeout.ms": s.session_timeout_ms},
-            producer_overrides={"transaction.timeout.ms": s.transaction_timeout_ms}
-            if self.transactional
-            else {},
+            producer_overrides={"compression.type": s.producer_compression}
+            | ({"transaction.timeout.ms": s.transaction_timeout_ms} if self.transactional else {}),
             retry=RetryPolicy(
                 initial_delay=s.retry_initial_delay_s,
                 max_delay=s.retry_max_delay_s,

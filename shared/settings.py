@@ -133,6 +133,9 @@ class ProcessorSettings(ServiceSettings):
     # How fast a crashed replica is noticed: its partitions move after the session timeout, and an open
     # transaction of a producer that never comes back blocks read_committed readers until it times out.
     session_timeout_ms: int = Field(45_000, ge=1_000, description="consumer group session timeout")
+    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        "lz4", description="Kafka batch compression of this service's producer"
+    )
     transaction_timeout_ms: int = Field(60_000, ge=1_000, description="Kafka transaction timeout")
 
 

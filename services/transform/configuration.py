@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from shared.settings import ProcessorSettings
@@ -15,3 +17,6 @@ class TransformSettings(ProcessorSettings):
         SecretStr("aoetl-default-salt"),
         description="salt of mask(method=hash); set a secret one in production so hashes cannot be reversed",
     )
+    # Batches are Arrow IPC streams already LZ4-compressed per buffer; compressing them again in the
+    # producer only burns CPU (measured: see bench/bench_pipeline.py in the issue notes).
+    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
