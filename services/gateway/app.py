@@ -31,6 +31,7 @@ from shared.contracts import PipelineDefinition
 from shared.metrics import render
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import PIPELINE_NAME
+from shared.triggers import split_definition_document
 
 _log = logging.getLogger(__name__)
 
@@ -182,16 +183,24 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def put_definition(
         name: Annotated[str, Path(pattern=PIPELINE_NAME)],
         spec_json: Annotated[
-            dict[str, Any], Body(description="the pipeline spec (as `aoetl validate` takes)")
+            dict[str, Any],
+            Body(
+                description="the pipeline spec (as `aoetl validate` takes), optionally with a top-level"
+                " `triggers` list of webhook and topic rules"
+            ),
         ],
         user: Annotated[str | None, Header(alias=USER_HEADER)] = None,
     ) -> JSONResponse:
-        spec = _parse_spec_or_422(spec_json)
+        try:
+            spec_part, triggers = split_definition_document(spec_json)
+        except SpecError as exc:
+            raise _invalid([Issue(path=i.path, reason=i.reason) for i in exc.issues]) from exc
+        spec = _parse_spec_or_422(spec_part)
         if spec.name != name:
             raise _invalid([Issue(path="name", reason=f"must equal the URL's name {name!r}")])
         require_ready()
         try:
-            definition, changed = await gateway.put_definition(spec, user or "api")
+            definition, changed = await gateway.put_definition(spec, user or "api", triggers)
         except GatewayTransientError as exc:
             raise _unavailable(exc) from exc
         status = 201 if changed and definition.version == 1 else 200

@@ -37,7 +37,14 @@ from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared import metrics
 from shared.avro import AvroError
-from shared.contracts import Contract, PipelineDefinition, PipelineRequest, PipelineResult, RunEvent
+from shared.contracts import (
+    Contract,
+    PipelineDefinition,
+    PipelineRequest,
+    PipelineResult,
+    RequestAction,
+    RunEvent,
+)
 from shared.kafka.clients import make_aio_consumer, make_aio_producer
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
@@ -232,6 +239,8 @@ class KafkaBus:
                 return
             elif topic == t.requests:
                 request = self.serde.decode(record.value, PipelineRequest)
+                if request.action is RequestAction.STOP:
+                    return  # asks to stop a run the views already know; it starts nothing
                 self.ledger.record(request.run_id)
                 self.runs.on_request(request)
             elif topic == t.events:

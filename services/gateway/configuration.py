@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from services.gateway.signatures import DEFAULT_HMAC_HEADER, DEFAULT_TOLERANCE_S, Scheme, standard_key
-from services.gateway.triggers import TriggerRule
 from shared.settings import ServiceSettings
+from shared.triggers import TriggerRule
 
 
 class WebhookSource(BaseModel):

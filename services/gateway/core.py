@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 from services.gateway.bus import Bus, GatewayTopics
 from services.gateway.configuration import GatewaySettings, WebhookSource
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
-from services.gateway.triggers import match_rules
 from services.gateway.webhooks import Delivery, read_delivery
 from shared.contracts import PipelineDefinition, PipelineRequest, Trigger, TriggerKind
 from shared.spec.models import PipelineSpec
+from shared.triggers import DefinitionTrigger, match_rules, webhook_rules_of
 
 API_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.api-run")
 
@@ -84,8 +84,10 @@ class Gateway:
         """One request per matching trigger rule (one per definition), each published at most once."""
         started: list[StartedRun] = []
         seen: set[str] = set()
-        for match in match_rules(self.settings.triggers, delivery.source, delivery.event, delivery.payload):
-            definition = match.rule.definition
+        # Rules from the settings first, then those kept inside the registered definitions.
+        rules = [*self.settings.triggers, *webhook_rules_of(self.catalog.all())]
+        for match in match_rules(rules, delivery.source, delivery.event, delivery.payload):
+            definition = match.definition
             if definition in seen:
                 continue
             seen.add(definition)
@@ -144,13 +146,19 @@ class Gateway:
         return RunAnswer(run_id=run_id, request_id=request_id, duplicate=not published)
 
     # ----------------------------------------------------------------------------------- definitions
-    async def put_definition(self, spec: PipelineSpec, updated_by: str) -> tuple[PipelineDefinition, bool]:
-        """Publish a new version unless the spec is unchanged; ``(definition, changed)``."""
+    async def put_definition(
+        self, spec: PipelineSpec, updated_by: str, triggers: Sequence[DefinitionTrigger] = ()
+    ) -> tuple[PipelineDefinition, bool]:
+        """Publish a new version unless spec and triggers are unchanged; ``(definition, changed)``."""
         current = self.catalog.get(spec.name)
-        if current is not None and current.spec == spec:
+        if current is not None and current.spec == spec and current.triggers == list(triggers):
             return current, False
         definition = PipelineDefinition(
-            name=spec.name, version=self.catalog.next_version(spec.name), spec=spec, updated_by=updated_by
+            name=spec.name,
+            version=self.catalog.next_version(spec.name),
+            spec=spec,
+            updated_by=updated_by,
+            triggers=list(triggers),
         )
         await self.bus.publish(self.topics.definitions, spec.name, definition)
         self.catalog.apply(spec.name, definition)

@@ -60,5 +60,7 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     ),
     TopicSpec(Topics.WATERMARKS, 1, _COMPACTED, "PipelineWatermark, key pipeline name"),
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
-    TopicSpec(Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"),
+    TopicSpec(
+        Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"
+    ),
 )

@@ -364,3 +364,21 @@ class PipelineSpec(_Strict):
     quality: list[QualityRule] = Field(default_factory=list)
     destination: Destination
     run: RunParameters = Field(default_factory=RunParameters)
+
+    @property
+    def continuous(self) -> bool:
+        """A kafka source never ends: the run reads its topic until it is stopped."""
+        return isinstance(self.source, KafkaSource)
+
+    @model_validator(mode="after")
+    def _continuous_needs_an_open_end(self) -> PipelineSpec:
+        # Both need the end of the run, which a continuous pipeline never reaches.
+        if not self.continuous:
+            return self
+        if getattr(self.destination, "mode", None) is WriteMode.REPLACE:
+            raise ValueError(
+                "a kafka source never ends, so it cannot 'replace' its destination: use append or merge"
+            )
+        if any(isinstance(rule, RowCountRule) for rule in self.quality):
+            raise ValueError("row_count is checked at the end of a run, and a kafka source never ends")
+        return self
