@@ -12,7 +12,15 @@ from typing import TypeVar
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from shared.avro import AvroSerde, SerdeSettings, make_serde
-from shared.contracts import Contract, PipelineRequest, PipelineResult, RunEvent, Trigger, TriggerKind
+from shared.contracts import (
+    Contract,
+    PipelineRequest,
+    PipelineResult,
+    RequestAction,
+    RunEvent,
+    Trigger,
+    TriggerKind,
+)
 from shared.kafka.clients import make_consumer, make_producer, produce_sync
 from shared.kafka.topics import Topics
 from shared.settings import ServiceSettings, load_settings
@@ -50,6 +58,17 @@ class AoetlClient:
             trigger=Trigger(kind=trigger),
         )
         self.publish(Topics.REQUESTS, request.run_id, request)
+        return request
+
+    def stop(self, run_id: str) -> PipelineRequest:
+        """Ask the orchestrator to stop a run (keyed by the run id, so the run's owner gets it)."""
+        request = PipelineRequest(
+            run_id=run_id,
+            action=RequestAction.STOP,
+            requested_by=getpass.getuser(),
+            trigger=Trigger(kind=TriggerKind.CLI),
+        )
+        self.publish(Topics.REQUESTS, run_id, request)
         return request
 
     def publish(self, topic: str, key: str, value: Contract) -> None:

@@ -59,7 +59,8 @@ def decode_event(raw: bytes | None, fmt: StreamFormat, serde: Serde) -> dict[str
         record = serde.decode_record(raw, None)
     except Exception as exc:  # every Avro failure is typed by the serde; any of them means poison here
         raise StreamDecodeError(f"not a readable Avro record: {exc}") from exc
-    return _unwrap(record)  # type: ignore[no-any-return]
+    unwrapped: dict[str, Any] = _unwrap(record)
+    return unwrapped
 
 
 def _unwrap(value: Any) -> Any:

@@ -7,13 +7,16 @@ gateway's REST API instead (no broker access needed from the operator's machine)
 from __future__ import annotations
 
 import getpass
+import json
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
+import yaml
 from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.markup import escape
@@ -23,8 +26,9 @@ from aoetl.client import AoetlClient
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
-from shared.spec import SpecError, load_spec
+from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import PipelineSpec
+from shared.triggers import DefinitionTrigger, TopicTrigger, split_definition_document
 
 app = typer.Typer(help="Register and list pipeline definitions.", no_args_is_help=True)
 console = Console()
@@ -48,13 +52,45 @@ def spec_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_all(paths: list[Path]) -> list[PipelineSpec]:
-    """Every spec, or exit 2 after printing every problem of every file (nothing is applied then)."""
-    specs: list[PipelineSpec] = []
+@dataclass(frozen=True)
+class DefinitionFile:
+    spec: PipelineSpec
+    triggers: list[DefinitionTrigger]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def document(self) -> dict[str, Any]:
+        """The JSON body of ``PUT /definitions/{name}``: the spec with its triggers beside its keys."""
+        body = self.spec.model_dump(mode="json")
+        if self.triggers:
+            body["triggers"] = [t.model_dump(mode="json") for t in self.triggers]
+        return body
+
+
+def load_definition(path: Path) -> DefinitionFile:
+    """A spec file, optionally with a top-level ``triggers:`` list (webhook and topic rules)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue("", f"cannot read {path}: {exc.strerror}")]) from exc
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    try:
+        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError([SpecIssue("", f"not valid {fmt.upper()}: {exc}")]) from exc
+    spec_part, triggers = split_definition_document(data)
+    return DefinitionFile(parse_spec(spec_part), triggers)
+
+
+def load_all(paths: list[Path]) -> list[DefinitionFile]:
+    """Every definition, or exit 2 after printing every problem of every file (nothing is applied then)."""
+    specs: list[DefinitionFile] = []
     failed = False
     for path in paths:
         try:
-            specs.append(load_spec(path))
+            specs.append(load_definition(path))
         except SpecError as exc:
             failed = True
             err_console.print(f"[bold red]{path}: invalid pipeline spec[/]")
@@ -121,7 +157,7 @@ def apply(
             for spec in specs:
                 response = http.put(
                     f"/definitions/{spec.name}",
-                    json=spec.model_dump(mode="json"),
+                    json=spec.document(),
                     headers={"X-Aoetl-User": user},
                 )
                 if response.status_code >= 300:
@@ -134,14 +170,20 @@ def apply(
         current = read_definitions(client)
         for spec in specs:
             existing = current.get(spec.name)
-            if existing is not None and existing.spec == spec:
+            if existing is not None and existing.spec == spec.spec and existing.triggers == spec.triggers:
                 console.print(f"{spec.name} v{existing.version} (unchanged)")
                 continue
             version = 1 if existing is None else existing.version + 1
             client.publish(
                 Topics.DEFINITIONS,
                 spec.name,
-                PipelineDefinition(name=spec.name, version=version, spec=spec, updated_by=user),
+                PipelineDefinition(
+                    name=spec.name,
+                    version=version,
+                    spec=spec.spec,
+                    updated_by=user,
+                    triggers=spec.triggers,
+                ),
             )
             console.print(f"{spec.name} v{version}")
     finally:
@@ -161,13 +203,20 @@ def list_definitions(gateway: GatewayOption = None) -> None:
             definitions = sorted(read_definitions(client).values(), key=lambda d: d.name)
         finally:
             client.close()
-    table = Table("name", "version", "source → destination", "updated", "by")
+    table = Table("name", "version", "source → destination", "triggers", "updated", "by")
     for d in definitions:
         table.add_row(
             d.name,
             str(d.version),
             f"{d.spec.source.type} → {d.spec.destination.type}",
+            ", ".join(_describe(t) for t in d.triggers) or "-",
             d.updated_at.isoformat(timespec="seconds"),
             d.updated_by,
         )
     console.print(table)
+
+
+def _describe(trigger: DefinitionTrigger) -> str:
+    if isinstance(trigger, TopicTrigger):
+        return f"topic {trigger.topic}"
+    return f"webhook {trigger.source}/{trigger.event}"

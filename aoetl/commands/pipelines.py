@@ -147,6 +147,9 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
                     progress.update(bars["extract"], advance=1, rows=f"{rows['extract']:,}")
                     for stage in ("transform", "load"):
                         progress.update(bars[stage], total=batches_total)
+                elif value.kind is EventKind.STREAM_PROGRESS:  # continuous: no splits, no end
+                    rows["extract"] += value.rows_out
+                    progress.update(bars["extract"], advance=value.batches, rows=f"{rows['extract']:,}")
                 elif value.kind is EventKind.BATCH_TRANSFORMED:
                     rows["transform"] += value.rows_out
                     progress.update(bars["transform"], advance=1, rows=f"{rows['transform']:,}")
@@ -174,6 +177,39 @@ def status(run_id: Annotated[str, typer.Argument(help="the run id printed by sub
         f"run [bold]{run_id}[/]: RUNNING, {loaded} batches ({rows:,} rows) loaded; "
         f"last event {last.kind.value} at {last.at:%H:%M:%S}"
     )
+
+
+def stop(
+    run_id: Annotated[str, typer.Argument(help="the run to stop")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the run's result")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 60.0,
+) -> None:
+    """Stop a run. A continuous run's readers commit what they read and leave its topic (submit the
+    pipeline again to resume exactly there); a one-shot run still in progress is aborted. Ends CANCELLED."""
+    import time
+
+    client = AoetlClient()
+    try:
+        finished = client.find_result(run_id)
+        if finished is not None:
+            console.print(f"run {run_id} already finished")
+            print_result(finished)
+            return
+        with client.reader(Topics.RESULTS, from_beginning=False) as reader:
+            client.stop(run_id)
+            if not wait:
+                console.print(f"stop of run [bold]{run_id}[/] requested")
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for _, value in reader.poll({Topics.RESULTS: PipelineResult}):
+                    if isinstance(value, PipelineResult) and value.run_id == run_id:
+                        print_result(value)
+                        return
+    finally:
+        client.close()
+    err_console.print(f"[red]no result for run {run_id} within {timeout:.0f}s[/] (unknown run id?)")
+    raise typer.Exit(5)
 
 
 def results(
@@ -214,5 +250,5 @@ def _stream(topic: str, model: type, follow: bool, from_beginning: bool, as_json
 
 
 def register(app: typer.Typer) -> None:
-    for command in (validate, submit, run, status, results, alerts):
+    for command in (validate, submit, run, status, stop, results, alerts):
         app.command()(command)

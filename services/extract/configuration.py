@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from shared.settings import ProcessorSettings
@@ -13,6 +11,11 @@ class ExtractSettings(ProcessorSettings):
     group_id: str = Field("aoetl-extract", min_length=1)
     # one task can yield many MiB of batches: one task per transaction keeps transactions short
     max_batch: int = Field(1, ge=1)
-    # Batches are Arrow IPC streams already LZ4-compressed per buffer; compressing them again in the
-    # producer only burns CPU (measured: see bench/bench_pipeline.py in the issue notes).
-    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    # Continuous pipelines: the longest a source event waits in a batch (the latency floor), and how
+    # often an idle stream reports that it is alive (below the runs' stuck_after_s).
+    stream_linger_ms: int = Field(
+        200, ge=1, le=60_000, description="continuous runs: max wait to fill a batch"
+    )
+    stream_heartbeat_s: float = Field(
+        30.0, gt=0, description="continuous runs: idle progress report interval"
+    )

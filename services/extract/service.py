@@ -5,6 +5,9 @@ event, all in one Kafka transaction per task (``max_batch`` = 1), so a split is 
 A source that fails terminally (missing file, malformed data) becomes a TASK_FAILED event that fails the
 run, plus the task in the dead-letter topic for redrive; transient failures are retried locally with
 backoff, then reported as TASK_FAILED(transient) so the orchestrator can reschedule the task.
+
+Beside the task loop, a ``StreamSupervisor`` runs the continuous pipelines (``kafka`` sources) that the
+streams topic says are RUNNING; see ``services.extract.streams``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from services.extract.configuration import ExtractSettings
+from services.extract.streams import StreamConfig, StreamSupervisor
 from services.extract.worker import extract, task_failed
-from shared.contracts import Contract, ExtractTask, Stage
+from shared.contracts import Contract, ExtractTask, Stage, StreamRun
+from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
+from shared.signals import GracefulShutdown
 
 
 class ExtractService(ProcessorService[ExtractSettings]):
@@ -25,6 +31,27 @@ class ExtractService(ProcessorService[ExtractSettings]):
 
     def input_types(self) -> Mapping[str, type[Contract]]:
         return {self.settings.topic(Topics.TASKS): ExtractTask}
+
+    def run(self, shutdown: GracefulShutdown) -> None:
+        s = self.settings
+        streams = StreamSupervisor(
+            CompactedView(s.kafka, s.topic(Topics.STREAMS), StreamRun, self.serde),
+            StreamConfig(
+                kafka=s.kafka,
+                instance_id=s.instance_id,
+                topic_suffix=s.topic_suffix,
+                linger_s=s.stream_linger_ms / 1000,
+                heartbeat_s=s.stream_heartbeat_s,
+                session_timeout_ms=s.session_timeout_ms,
+                transaction_timeout_ms=s.transaction_timeout_ms,
+            ),
+            self.serde,
+        )
+        streams.start()
+        try:
+            super().run(shutdown)
+        finally:
+            streams.stop()
 
     def handle(self, value: Contract, context: MessageContext) -> Iterable[Output]:
         assert isinstance(value, ExtractTask)

@@ -16,3 +16,7 @@ class OrchestratorSettings(ProcessorSettings):
     tick_interval_s: float = Field(1.0, gt=0, description="how often timeouts and due retries are checked")
     healing_enabled: bool = Field(True, description="let the agent heal failed batches within the policy")
     healing: HealingPolicy = Field(default_factory=HealingPolicy, description="JSON, e.g. AOETL_HEALING")
+    trigger_refresh_s: float = Field(1.0, gt=0, description="how often topic trigger rules are re-read")
+    trigger_commit_interval_s: float = Field(
+        5.0, gt=0, description="topic triggers: commit the offsets of non-matching events this often"
+    )

@@ -34,6 +34,8 @@ from shared.contracts import (
     Split,
     Stage,
     StageStats,
+    StreamRun,
+    StreamState,
     new_id,
 )
 from shared.kafka.topics import Topics
@@ -68,6 +70,36 @@ class _BatchFigures:
 
 
 @dataclass
+class _Totals:
+    """A continuous run's figures as running sums: it has no end, so per-batch maps would grow forever.
+    Sums stay exact because only exactly-once events are added (load's at-least-once BATCH_LOADED counts
+    only when the sink applied the batch)."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    batches: int = 0
+    duration_ms: int = 0
+
+    def add(self, ev: RunEvent) -> None:
+        self.rows_in += ev.rows_in
+        self.rows_out += ev.rows_out
+        self.rows_rejected += ev.rows_rejected
+        self.batches += 1
+        self.duration_ms += ev.duration_ms
+
+    def stats(self, stage: Stage) -> StageStats:
+        return StageStats(
+            stage=stage,
+            rows_in=self.rows_in,
+            rows_out=self.rows_out,
+            rows_rejected=self.rows_rejected,
+            batches=self.batches,
+            duration_ms=self.duration_ms,
+        )
+
+
+@dataclass
 class RunState:
     run_id: str
     request_id: str
@@ -85,6 +117,15 @@ class RunState:
     heal_attempts: int = 0
     healed: set[str] = field(default_factory=set)  # signatures of errors a remedy already addressed
     applied_decisions: set[str] = field(default_factory=set)
+    # continuous runs (kafka source) only
+    stream_totals: dict[Stage, _Totals] = field(default_factory=dict)
+
+    @property
+    def continuous(self) -> bool:
+        return self.spec.continuous
+
+    def totals(self, stage: Stage) -> _Totals:
+        return self.stream_totals.setdefault(stage, _Totals())
 
     @property
     def deadline(self) -> datetime:
@@ -114,6 +155,8 @@ class RunState:
         )
 
     def stage_stats(self) -> list[StageStats]:
+        if self.continuous:
+            return [self.totals(stage).stats(stage) for stage in (Stage.EXTRACT, Stage.TRANSFORM, Stage.LOAD)]
         extracted_rows = sum(t.rows for t in self.tasks.values())
         extracted_batches = sum(t.batches or 0 for t in self.tasks.values())
         tr = self.transformed.values()
@@ -232,6 +275,10 @@ class RunBook:
         accepted = {"pipeline": spec.name, "stuck_after_s": str(spec.run.stuck_after_s)}
         if spec != request.spec:  # from a definition, an intent or a watermark: keep it for replay
             accepted["spec"] = spec.model_dump_json()
+        if spec.continuous:
+            # No splits and no end: the extract instances read the topic while the stream is RUNNING.
+            accepted["continuous"] = "true"
+            return [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted), self._stream(run, now)]
         out = [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted)]
         try:
             splits = list(self._plan(spec, request.payload))
@@ -246,6 +293,26 @@ class RunBook:
         )
         out.extend(self._task(run, task_id, now) for task_id in run.tasks)
         return out
+
+    def on_stop(self, request: PipelineRequest, now: datetime) -> list[Output]:
+        """Stop a run in progress: a continuous run's readers commit what they read and leave (a later run
+        of the pipeline resumes from there); a one-shot run is aborted. Either ends CANCELLED."""
+        run = self.runs.get(request.run_id)
+        if run is None or run.phase is not Phase.RUNNING:
+            return []  # unknown here, already finishing or finished: nothing to stop
+        run.decisions.append(f"stopped by {request.requested_by}")
+        return self._finish(run, RunStatus.CANCELLED, now)
+
+    def continuous_run_of(self, pipeline: str) -> str | None:
+        """The run id of this instance's running continuous run of ``pipeline``, if any."""
+        for run in self.runs.values():
+            if run.continuous and run.spec.name == pipeline and run.phase is not Phase.FINISHED:
+                return run.run_id
+        return None
+
+    def _stream(self, run: RunState, now: datetime, state: StreamState = StreamState.RUNNING) -> Output:
+        stream = StreamRun(pipeline=run.spec.name, run_id=run.run_id, state=state, spec=run.spec, at=now)
+        return self._out(Topics.STREAMS, run.spec.name, stream)
 
     # -------------------------------------------------------------------------------------- events
     def on_event(self, ev: RunEvent, now: datetime) -> list[Output]:
@@ -277,13 +344,25 @@ class RunBook:
         task.cursor_kind = ev.details.get("cursor_kind", "text")
         return self._maybe_finalize(run, now)
 
+    def _stream_progress(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if ev.batch_id:  # heartbeats carry no batch
+            run.totals(Stage.EXTRACT).add(ev.model_copy(update={"rows_in": ev.rows_out}))
+        return []
+
     def _batch_transformed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if run.continuous:
+            run.totals(Stage.TRANSFORM).add(ev)
+            return []
         run.transformed.setdefault(
             ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, ev.rows_rejected, ev.duration_ms)
         )
         return []
 
     def _batch_loaded(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
+        if run.continuous:
+            if ev.details.get("applied", "true") == "true":  # a redelivered batch was not applied again
+                run.totals(Stage.LOAD).add(ev)
+            return []
         run.loaded.setdefault(ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, 0, ev.duration_ms))
         return self._maybe_finalize(run, now)
 
@@ -397,7 +476,7 @@ class RunBook:
         for run in list(self.runs.values()):
             if run.phase is Phase.FINISHED:
                 continue
-            if now >= run.deadline and run.phase is Phase.RUNNING:
+            if now >= run.deadline and run.phase is Phase.RUNNING and not run.continuous:
                 run.errors.append(
                     ErrorInfo(error_class="RunTimeout", message=f"run exceeded {run.spec.run.timeout_s}s")
                 )
@@ -451,7 +530,7 @@ class RunBook:
     def _finish(self, run: RunState, status: RunStatus, now: datetime, *, abort: bool = True) -> list[Output]:
         """End a run that did not succeed: tell load to drop staged data, report at once."""
         out: list[Output] = []
-        if abort:
+        if abort and not run.continuous:  # a continuous run stages nothing (append or merge, no end)
             control = RunControl(run_id=run.run_id, action=ControlAction.ABORT, spec=run.spec, at=now)
             out.append(self._out(Topics.CONTROL, run.run_id, control))
         return out + self._result(run, status, now)
@@ -475,6 +554,8 @@ class RunBook:
             self._out(Topics.RESULTS, run.run_id, result),
             self._event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
         ]
+        if run.continuous:  # its readers stop, in the same transaction as the result
+            out.append(self._stream(run, now, StreamState.STOPPED))
         watermark = run.watermark(now) if status is RunStatus.COMPLETED else None
         if watermark is not None:  # in the same transaction as the result: both or neither
             out.append(self._out(Topics.WATERMARKS, watermark.pipeline, watermark))
@@ -492,6 +573,7 @@ _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime
     EventKind.TASK_RETRIED: RunBook._retried,
     EventKind.RUN_FINALIZED: RunBook._finalized,
     EventKind.AGENT_DECISION: RunBook._agent_decision,
+    EventKind.STREAM_PROGRESS: RunBook._stream_progress,
 }
 
 

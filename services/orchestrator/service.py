@@ -23,6 +23,7 @@ from services.orchestrator.definitions import CompactedView, DefinitionsView
 from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
+from services.orchestrator.topic_triggers import RunnerConfig, TopicTriggers, topic_rules
 from services.transform.quality import check_row_count
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
@@ -33,9 +34,12 @@ from shared.contracts import (
     EventKind,
     PipelineRequest,
     PipelineWatermark,
+    RequestAction,
     RunEvent,
     Split,
     Stage,
+    StreamRun,
+    StreamState,
     utcnow,
 )
 from shared.kafka.topics import Topics
@@ -68,6 +72,20 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.watermarks = CompactedView(
             settings.kafka, settings.topic(Topics.WATERMARKS), self.serde, PipelineWatermark
         )
+        self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), self.serde, StreamRun)
+        self.topic_triggers = TopicTriggers(
+            lambda: topic_rules(self.definitions),
+            RunnerConfig(
+                kafka=settings.kafka,
+                instance_id=settings.instance_id,
+                topic_suffix=settings.topic_suffix,
+                session_timeout_ms=settings.session_timeout_ms,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+                commit_interval_s=settings.trigger_commit_interval_s,
+            ),
+            self.serde,
+            refresh_s=settings.trigger_refresh_s,
+        )
 
     def _new_book(self) -> RunBook:
         s = self.settings
@@ -88,11 +106,31 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if isinstance(value, RunEvent):
             return self.book.on_event(value, now)
         assert isinstance(value, PipelineRequest)
+        if value.action is RequestAction.STOP:
+            return self.book.on_stop(value, now)
         spec, reasons = self._spec_for(value)
+        if spec is not None and spec.continuous:
+            reasons = self._continuous_conflict(spec, value.run_id)
+            spec = None if reasons else spec
         if spec is None:
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now)
         return self.book.on_request(value, self._after_watermark(spec), now)
+
+    def _continuous_conflict(self, spec: PipelineSpec, run_id: str) -> list[ErrorInfo]:
+        """A pipeline reads its topic in one consumer group, so it has one continuous run at a time."""
+        if run_id in self.book.runs or run_id in self.book.finished:
+            return []  # a redelivered request: the book answers it
+        other = self.book.continuous_run_of(spec.name)
+        if other is None:
+            stream = self.streams.get(spec.name)
+            running = stream is not None and stream.state is StreamState.RUNNING
+            if running and stream is not None and stream.run_id not in self.book.finished:
+                other = stream.run_id
+        if other is None or other == run_id:
+            return []
+        msg = f"pipeline {spec.name!r} already runs continuously as run {other}; stop it first (aoetl stop)"
+        return [ErrorInfo(error_class="AlreadyRunning", message=msg, path="spec.name")]
 
     def _after_watermark(self, spec: PipelineSpec) -> PipelineSpec:
         """An incremental source without an explicit start continues after its last completed run."""
@@ -186,16 +224,22 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     def run(self, shutdown) -> None:
         self.definitions.start()
         self.watermarks.start()
+        self.streams.start()
+        self.topic_triggers.start()
         try:
             super().run(shutdown)
         finally:
+            self.topic_triggers.stop()
             self.definitions.stop()
             self.watermarks.stop()
+            self.streams.stop()
 
     def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
         """Replay one message. A request whose spec was not inline (a definition that may have changed
         since, an intent the model would answer differently) takes the spec its RUN_ACCEPTED recorded."""
         if isinstance(value, PipelineRequest):
+            if value.action is RequestAction.STOP:
+                return  # what a stop did is in the stopped run's own events (RUN_FINISHED)
             if value.spec is not None:
                 book.on_request(value, value.spec, at, replaying=True)
             else:

@@ -90,7 +90,9 @@ class TransformWorker:
         kept = outcome.kept
         yield Output(
             self._topic(Topics.DATA_TRANSFORMED),
-            batch.batch_id,
+            # The incoming key: a batch id for one-shot runs, the source partition for continuous ones,
+            # whose batches must reach load in order.
+            ctx.key if ctx.key is not None else batch.batch_id,
             batch.model_copy(
                 update={"stage": Stage.TRANSFORM, "row_count": kept.num_rows, "payload": encode_table(kept)}
             ),
