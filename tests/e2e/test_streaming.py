@@ -1,0 +1,266 @@
+"""End to end, every service a process: events on a Kafka topic start registered pipelines (one run per
+event, one run per window of events), and a continuous pipeline delivers a topic into PostgreSQL exactly
+once while events keep arriving, across a stop and a resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from confluent_kafka import KafkaError, Message
+
+from shared.contracts import (
+    PipelineDefinition,
+    PipelineRequest,
+    PipelineResult,
+    RunStatus,
+    Stage,
+    TriggerKind,
+)
+from shared.kafka.admin import ensure_topics
+from shared.kafka.clients import make_producer
+from shared.kafka.topics import Topics, TopicSpec
+from shared.settings import KafkaSettings
+from shared.spec import parse_spec
+from shared.triggers import split_definition_document, topic_run_id
+from tests.e2e.conftest import System, start_system
+from tests.e2e.test_pipelines import assert_completed, await_result, stage
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+# Lean on a 2-core machine; two extract replicas so a stream's partitions are shared and handed over.
+REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
+    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
+    try:
+        yield sys_
+    finally:
+        sys_.client.close()
+        sys_.supervisor.stop()
+        shutil.rmtree(sys_.state_dir, ignore_errors=True)
+        mp.undo()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+class EventProducer:
+    """Produces JSON events and remembers where each landed (partition, offset)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self._producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap))
+        self.delivered: list[tuple[int, int, dict]] = []
+        self.failed: list[KafkaError] = []
+
+    def send(self, event: dict, key: str | None = None) -> None:
+        def report(error: KafkaError | None, message: Message, event: dict = event) -> None:
+            if error is not None:
+                self.failed.append(error)
+            else:
+                self.delivered.append((message.partition() or 0, message.offset() or 0, event))
+
+        self._producer.produce(self.topic, json.dumps(event).encode(), key=key, on_delivery=report)
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        assert self._producer.flush(30) == 0
+        assert not self.failed, self.failed
+
+
+def new_topic(bootstrap: str, partitions: int) -> str:
+    topic = f"e2e.events.{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, [TopicSpec(topic, partitions)])
+    return topic
+
+
+def register(system: System, document: dict) -> str:
+    spec_part, triggers = split_definition_document(document)
+    spec = parse_spec(spec_part)
+    system.client.publish(
+        Topics.DEFINITIONS, spec.name, PipelineDefinition(name=spec.name, spec=spec, triggers=triggers)
+    )
+    return spec.name
+
+
+def requests_for(system: System, run_id: str) -> list[PipelineRequest]:
+    with system.client.reader(Topics.REQUESTS, from_beginning=True) as reader:
+        return [
+            v
+            for _, v in reader.drain({Topics.REQUESTS: PipelineRequest})
+            if isinstance(v, PipelineRequest) and v.run_id == run_id
+        ]
+
+
+def results_of(system: System, pipeline: str) -> list[PipelineResult]:
+    with system.client.reader(Topics.RESULTS, from_beginning=True) as reader:
+        return [
+            v
+            for _, v in reader.drain({Topics.RESULTS: PipelineResult})
+            if isinstance(v, PipelineResult) and v.pipeline == pipeline
+        ]
+
+
+EVENT_STEPS = [{"op": "cast", "columns": {"id": "int64", "amount": "float64"}}]
+
+
+# --------------------------------------------------------------------------------- topic triggers
+def test_a_matching_topic_event_starts_its_definition_with_parameters(
+    system: System, kafka_bootstrap: str, tmp_path: Path
+):
+    topic = new_topic(kafka_bootstrap, 2)
+    db = tmp_path / "triggered.duckdb"
+    name = register(
+        system,
+        {
+            "name": f"on-order-{uuid.uuid4().hex[:6]}",
+            "source": {"type": "event"},
+            "transforms": EVENT_STEPS,
+            "destination": {"type": "duckdb", "path": str(db), "table": "orders"},
+            "triggers": [
+                {
+                    "type": "topic",
+                    "topic": topic,
+                    "where": {"kind": "order"},
+                    "parameters": {"customer": "customer.id"},
+                    "start_from": "earliest",
+                }
+            ],
+        },
+    )
+    events = EventProducer(kafka_bootstrap, topic)
+    with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
+        events.send({"kind": "refund", "id": 0, "amount": 1.0}, key="k")
+        events.send({"kind": "order", "id": 7, "amount": 12.5, "customer": {"id": "c-9"}}, key="k")
+        events.flush()
+        partition, offset, _ = next(d for d in events.delivered if d[2]["kind"] == "order")
+        run_id = topic_run_id(name, topic, partition, offset)
+        result = await_result(reader, run_id)
+    assert_completed(result)
+    assert result.pipeline == name and stage(result, Stage.LOAD).rows_out == 1
+    (request,) = requests_for(system, run_id)
+    assert request.trigger.kind is TriggerKind.EVENT and request.trigger.source == topic
+    assert request.trigger.delivery_id == f"{topic}/{partition}/{offset}"
+    assert request.parameters == {"customer": "c-9"}
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT id, amount FROM orders").fetchall() == [(7, 12.5)]
+
+
+def test_a_window_of_events_starts_one_run_that_loads_them_all(
+    system: System, kafka_bootstrap: str, tmp_path: Path
+):
+    topic = new_topic(kafka_bootstrap, 1)
+    db = tmp_path / "window.duckdb"
+    name = register(
+        system,
+        {
+            "name": f"windowed-{uuid.uuid4().hex[:6]}",
+            "source": {"type": "event"},
+            "transforms": EVENT_STEPS,
+            "destination": {"type": "duckdb", "path": str(db), "table": "orders"},
+            "triggers": [
+                {
+                    "type": "topic",
+                    "topic": topic,
+                    "window": {"events": 5, "seconds": 300},
+                    "start_from": "earliest",
+                }
+            ],
+        },
+    )
+    events = EventProducer(kafka_bootstrap, topic)
+    with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
+        for i in range(5):
+            events.send({"id": i, "amount": i * 1.5})
+        events.flush()
+        first_offset = min(offset for _, offset, _ in events.delivered)
+        result = await_result(reader, topic_run_id(name, topic, 0, first_offset))
+    assert_completed(result)
+    assert stage(result, Stage.LOAD).rows_out == 5
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert sorted(r[0] for r in con.execute("SELECT id FROM orders").fetchall()) == [0, 1, 2, 3, 4]
+    assert len(results_of(system, name)) == 1
+
+
+# ---------------------------------------------------------------------------- continuous pipeline
+def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_resume(
+    system: System, kafka_bootstrap: str, postgres_dsn: str
+):
+    total = 3000
+    topic = new_topic(kafka_bootstrap, 3)
+    table = f"e2e_stream_{uuid.uuid4().hex[:8]}"
+    spec = parse_spec(
+        {
+            "name": f"clicks-{uuid.uuid4().hex[:6]}",
+            "source": {"type": "kafka", "topic": topic, "format": "json"},
+            "transforms": [
+                *EVENT_STEPS,
+                {"op": "derive", "column": "double_amount", "expr": "amount * 2"},
+            ],
+            "quality": [{"rule": "not_null", "columns": ["id"], "on_fail": "warn"}],
+            "destination": {"type": "postgres", "table": table},
+            "run": {"batch_rows": 500},
+        }
+    )
+    events = EventProducer(kafka_bootstrap, topic)
+    sent = threading.Event()
+    halfway = threading.Event()
+
+    def produce() -> None:
+        for i in range(total):
+            events.send({"id": i, "user": f"u{i % 37}", "amount": i * 0.25}, key=f"u{i % 37}")
+            if i == total // 3:
+                halfway.set()
+            if i % 100 == 99:
+                time.sleep(0.1)  # pacing, not waiting: a steady stream (~1000 events/s), not one burst
+        events.flush()
+        sent.set()
+
+    def loaded() -> tuple[int, int]:
+        with psycopg.connect(postgres_dsn) as con:
+            exists = con.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+            if exists is None or exists[0] is None:
+                return 0, 0
+            row = con.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+    with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
+        first = system.client.submit(spec)
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        wait_until(halfway.is_set, 60, message="a third of the events produced")
+        wait_until(lambda: loaded()[0] > 0, 60, message="the first rows loaded while events arrive")
+        system.client.stop(first.run_id)
+        stopped = await_result(reader, first.run_id)
+        assert stopped.status is RunStatus.CANCELLED, stopped.errors
+        # events keep arriving while the pipeline is stopped; the next run resumes at its offsets
+        second = system.client.submit(spec)
+        duplicate = system.client.submit(spec)
+        rejected = await_result(reader, duplicate.run_id)
+        assert rejected.status is RunStatus.REJECTED
+        assert [e.error_class for e in rejected.errors] == ["AlreadyRunning"]
+        wait_until(sent.is_set, 120, message="every event produced")
+        wait_until(lambda: loaded() == (total, total), 120, interval=0.5, message=f"{total} rows loaded")
+        system.client.stop(second.run_id)
+        final = await_result(reader, second.run_id)
+    assert final.status is RunStatus.CANCELLED
+    assert loaded() == (total, total), "exactly once: every event once, none twice"
+    with psycopg.connect(postgres_dsn) as con:
+        row = con.execute(f"SELECT sum(id), sum(double_amount) FROM {table}").fetchone()
+        assert row is not None
+        assert int(row[0]) == total * (total - 1) // 2
+        assert float(row[1]) == pytest.approx(sum(i * 0.5 for i in range(total)))
+        con.execute(f"DROP TABLE {table}")
