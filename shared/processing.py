@@ -61,6 +61,10 @@ TP = tuple[str, int]
 _Encoded = tuple[str, str | bytes | None, bytes]
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 _MAX_ERROR_TEXT = 4000
+# librdkafka's send_offsets_to_transaction can block past its own timeout, forever, when the group
+# coordinator it cached went away (a broker restart): librdkafka issues #5456 and #5511. The loop waits
+# this much longer than the timeout it passed, then gives the producer up.
+_HUNG_CALL_GRACE_S = 5.0
 
 
 class Output(NamedTuple):
@@ -141,6 +145,11 @@ class OutputTooLargeError(DataError):
 
 class KafkaCommitError(TransientError):
     """Committing offsets or a transaction did not succeed."""
+
+
+class TransactionCallHungError(KafkaCommitError):
+    """A transactional call of the producer did not return long after its own timeout; the producer is
+    abandoned (its call still blocks it) and a new one with the same transactional id fences it."""
 
 
 @dataclass
@@ -554,8 +563,12 @@ class ProcessingLoop:
         offsets = list(pending.next_offsets.values())
         if self.config.transactional:
             txn = self._txn()
-            txn.send_offsets_to_transaction(
-                offsets, self._require_consumer().consumer_group_metadata(), self.config.kafka_timeout
+            metadata = self._require_consumer().consumer_group_metadata()
+            timeout = self.config.kafka_timeout
+            _call_bounded(
+                "send_offsets_to_transaction",
+                lambda: txn.send_offsets_to_transaction(offsets, metadata, timeout),
+                timeout + _HUNG_CALL_GRACE_S,
             )
             self._commit_transaction(txn)  # fails if any record of the transaction was not delivered
         else:
@@ -600,7 +613,11 @@ class ProcessingLoop:
     def _on_commit_failure(self, exc: BaseException, first_offsets: dict[TP, int]) -> None:
         _log.warning("batch could not be committed (%s); rewinding to the committed offsets", exc)
         self._fail_if_fenced(exc)
-        if self.config.transactional:
+        if isinstance(exc, TransactionCallHungError):
+            # Its call still holds the old producer, so abort_transaction would only conflict with it.
+            metrics.TRANSACTIONS.labels(self.config.service, "aborted").inc()
+            self._recreate_producer()
+        elif self.config.transactional:
             self._abort_or_recreate(_kafka_error(exc))
         self._rewind(self._committed_positions(first_offsets))
         self._poll_failures += 1
@@ -615,6 +632,11 @@ class ProcessingLoop:
             except KafkaException as exc:
                 self._fail_if_fenced(exc)
                 _log.warning("abort_transaction failed (%s); recreating the producer", exc)
+        self._recreate_producer()
+
+    def _recreate_producer(self) -> None:
+        """A new producer with the same transactional id: its ``init_transactions`` bumps the epoch, which
+        fences the old producer and aborts whatever transaction it left open."""
         self._producer_ready = False
         self._producer = self._new_producer()
 
@@ -679,6 +701,29 @@ def _consume_available(consumer: KafkaConsumer, max_messages: int, timeout: floa
     if not first or max_messages == 1:
         return list(first)
     return [*first, *consumer.consume(max_messages - 1, 0)]
+
+
+def _call_bounded(what: str, call: Callable[[], None], deadline_s: float) -> None:
+    """Run a blocking librdkafka call on a helper thread and stop waiting for it after ``deadline_s``
+    (raising ``TransactionCallHungError``); its exception, if it returns in time, is raised here."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    # A daemon: a call that never returns must not keep the process from exiting.
+    threading.Thread(target=run, name=f"kafka-{what}", daemon=True).start()
+    if not done.wait(deadline_s):
+        _log.error("%s did not return within %.0fs; abandoning the producer", what, deadline_s)
+        raise TransactionCallHungError(f"{what} did not return within {deadline_s:.0f}s")
+    if failure:
+        raise failure[0]
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:

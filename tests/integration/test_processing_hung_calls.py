@@ -1,0 +1,75 @@
+"""Regression (found by the broker-restart fault test): after a broker restart librdkafka's
+``send_offsets_to_transaction`` can block forever, past its own timeout (librdkafka issues #5456, #5511),
+which froze the orchestrator mid-run. The loop must give such a producer up after a deadline, fence it with
+a new producer of the same transactional id, and go on without losing or duplicating anything."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+import shared.processing
+from shared.kafka.clients import make_producer
+from shared.settings import KafkaSettings
+from tests.helpers import wait_until
+from tests.integration.test_runtime import Topology, ids, produce_events, read, topology
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["topology"]  # the fixture, re-used
+
+
+class FirstSendOffsetsHangs:
+    """A real transactional producer whose first ``send_offsets_to_transaction`` blocks until released."""
+
+    def __init__(self, real: Any, release: threading.Event):
+        self._real, self._release = real, release
+        self.hung = threading.Event()
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        self.hung.set()
+        self._release.wait()
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "released by the test"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def hanging_first_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    release = threading.Event()
+    made: list[Any] = []
+
+    def factory(settings: KafkaSettings, **overrides: Any) -> Any:
+        producer: Any = make_producer(settings, **overrides)
+        if "transactional_id" in overrides and not made:
+            producer = FirstSendOffsetsHangs(producer, release)
+        made.append(producer)
+        return producer
+
+    monkeypatch.setattr(shared.processing, "make_producer", factory)
+    monkeypatch.setattr(shared.processing, "_HUNG_CALL_GRACE_S", 0.5)
+    yield made
+    release.set()  # lets the abandoned call's thread end
+
+
+def test_a_hung_send_offsets_call_is_abandoned_and_work_goes_on_exactly_once(
+    topology: Topology, hanging_first_producer: list[Any]
+) -> None:
+    events = produce_events(topology.bootstrap, topology.source, 40)
+    stop = topology.start(topology.loop(topology.copy(), kafka_timeout=2.0))
+    wait_until(lambda: hanging_first_producer, timeout=30, message="the first producer")
+    first = hanging_first_producer[0]
+    assert isinstance(first, FirstSendOffsetsHangs)
+    wait_until(first.hung.is_set, timeout=30, message="the hung call")
+    copied = read(topology.bootstrap, topology.sink, len(events))
+    topology.stop(stop)
+    assert not topology.errors
+    assert len(hanging_first_producer) >= 2, "the hung producer was not replaced"
+    assert ids(copied) == Counter(e.event_id for e in events)
+    assert topology.metric("aoetl_transactions_total", outcome="aborted") >= 1
