@@ -1,0 +1,465 @@
+"""What the fault tests and the soak share: a system under test on private topics, runs with a ledger kept
+outside the system (the rows generated, and what they must become), the exactly-once verdict, the faults
+themselves (signals, restarts, terminated backends, consumer-group surgery), and private servers for the
+faults that restart them.
+
+The ledger is computed with the standard library from the generated rows (``expected_orders``), never from
+anything the system wrote, so a bug that loses or duplicates rows cannot also hide itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from aoetl.devstack import ServiceProcess
+from aoetl.devstack.kafka import KafkaNode
+from aoetl.devstack.postgres import PostgresNode
+from shared.contracts import (
+    Alert,
+    EventKind,
+    PipelineRequest,
+    PipelineResult,
+    RunEvent,
+    RunStatus,
+    Stage,
+)
+from shared.kafka.topics import Topics
+from shared.spec import parse_spec
+from tests.e2e.conftest import System, start_system
+from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, write_orders
+from tests.helpers import make_state_dir, wait_until
+
+# Modest on purpose: the machines these run on have 2 cores, shared with other work.
+REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
+RESULT_TIMEOUT = 180.0
+
+
+# ------------------------------------------------------------------------------------ the system
+@contextlib.contextmanager
+def running_system(
+    kafka_bootstrap: str, postgres_dsn: str, replicas: Mapping[str, int] = REPLICAS
+) -> Iterator[System]:
+    """Every service as processes on topics of their own; stopped, and its topics deleted, afterwards."""
+    system = start_system(kafka_bootstrap, postgres_dsn, dict(replicas))
+    try:
+        yield system
+    finally:
+        system.client.close()
+        system.supervisor.stop()
+        delete_topics_of(kafka_bootstrap, system.suffix)
+        shutil.rmtree(system.state_dir, ignore_errors=True)
+
+
+def delete_topics_of(kafka_bootstrap: str, suffix: str) -> None:
+    """The system's suffixed topics and the monitor's faust topics (named after its app id, which holds
+    the suffix): a shared broker should not collect them test after test."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if suffix in t]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(KafkaException):
+                    future.result()
+    except KafkaException:
+        pass  # a broker that is gone took its topics with it
+
+
+def group_id(system: System, service: str) -> str:
+    """The consumer group ``start_system`` gives a service."""
+    return f"aoetl-{service}{system.suffix}"
+
+
+def start_replicas(
+    system: System, service: str, count: int = 1, *, env: Mapping[str, str] | None = None, wait: bool = True
+) -> list[ServiceProcess]:
+    """More replicas of ``service`` in the system's group (a replacement after a kill, or a scale-out)."""
+    started = system.supervisor.start(
+        service, count, env={"AOETL_GROUP_ID": group_id(system, service), **(env or {})}
+    )
+    if wait:
+        system.supervisor.wait_ready(started, timeout=90)
+    return started
+
+
+def signal_replica(process: ServiceProcess, sig: signal.Signals, *, wait_exit: float | None = 30.0) -> None:
+    """Send ``sig``; for a terminating one, wait up to ``wait_exit`` seconds until the process is gone."""
+    os.kill(process.pid, sig)
+    if wait_exit is not None:
+        wait_until(lambda: not process.is_alive(), timeout=wait_exit, message=f"{process.name} to exit")
+
+
+# -------------------------------------------------------------------------------- runs and ledger
+@dataclass
+class OrdersRun:
+    """One pipeline run and its ledger: the rows sent, and which of them must arrive."""
+
+    label: str
+    table: str
+    rows: list[dict[str, str]]
+    spec: dict[str, Any]
+    run_id: str = ""
+    must_arrive: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def expected(self) -> dict[str, object]:
+        return expected_orders(self.must_arrive)
+
+
+def orders_run(
+    directory: Path,
+    label: str,
+    rows: int,
+    *,
+    seed: int,
+    files: int = 2,
+    batch_rows: int = 1_000,
+    parallelism: int = 4,
+    quality: list[dict[str, Any]] | None = None,
+) -> OrdersRun:
+    """Write the source CSVs and describe the run: orders into a PostgreSQL table of its own."""
+    written = write_orders(directory, rows, files=files, seed=seed)
+    table = f"{label.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": label,
+        "source": {"type": "csv", "path": str(directory / "*.csv")},
+        "transforms": ORDER_STEPS,
+        "quality": quality or [],
+        "destination": {"type": "postgres", "table": table},
+        "run": {"batch_rows": batch_rows, "parallelism": parallelism},
+    }
+    return OrdersRun(label, table, written, spec, must_arrive=list(written))
+
+
+class RunWatcher:
+    """Submits runs and follows their events and results (opened before the first submit, so it sees
+    everything a run produces)."""
+
+    def __init__(self, system: System):
+        self.system = system
+        self.reader = system.client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False)
+        self.events: dict[str, list[RunEvent]] = {}
+        self.results: dict[str, list[PipelineResult]] = {}
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> RunWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, run: OrdersRun) -> str:
+        request = PipelineRequest(spec=parse_spec(run.spec), requested_by="faults")
+        run.run_id = request.run_id
+        self.system.client.publish(Topics.REQUESTS, request.run_id, request)
+        return request.run_id
+
+    def poll(self) -> None:
+        for _, value in self.reader.poll({Topics.EVENTS: RunEvent, Topics.RESULTS: PipelineResult}, 0.2):
+            if isinstance(value, RunEvent):
+                self.events.setdefault(value.run_id, []).append(value)
+            elif isinstance(value, PipelineResult):
+                self.results.setdefault(value.run_id, []).append(value)
+
+    def saw(self, run_id: str, stage: Stage, kind: EventKind | None = None) -> bool:
+        return any(e.stage is stage and (kind is None or e.kind is kind) for e in self.events.get(run_id, []))
+
+    def wait_stage(
+        self, run_id: str, stage: Stage, kind: EventKind | None = None, timeout: float = 90
+    ) -> None:
+        def seen() -> bool:
+            self.poll()
+            return self.saw(run_id, stage, kind)
+
+        wait_until(seen, timeout=timeout, message=f"{stage.value} at work on run {run_id}")
+
+    def result(self, run_id: str) -> PipelineResult | None:
+        found = self.results.get(run_id)
+        return found[0] if found else None
+
+    def await_result(self, run_id: str, timeout: float = RESULT_TIMEOUT) -> PipelineResult:
+        def arrived() -> PipelineResult | None:
+            self.poll()
+            return self.result(run_id)
+
+        result = wait_until(arrived, timeout=timeout, message=f"a result for run {run_id}")
+        assert result is not None
+        return result
+
+
+# --------------------------------------------------------------------------------------- verdict
+def pg_figures(dsn: str, table: str) -> tuple[dict[str, object], int]:
+    """The destination's figures, comparable with ``expected_orders``, and its number of distinct ids."""
+    with psycopg.connect(dsn) as con:
+        exists = con.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if not (exists and exists[0]):
+            return {"count": 0, "sum_id": None, "sum_qty": None, "sum_amount_cents": None, "customers": 0}, 0
+        row = con.execute(
+            f"SELECT count(*), sum(id), sum(qty), sum(round(amount * 100)::bigint), "
+            f"count(DISTINCT nullif(customer, '')), count(DISTINCT id) FROM {table}"
+        ).fetchone()
+    assert row is not None
+    keys = ["count", "sum_id", "sum_qty", "sum_amount_cents", "customers"]
+    return dict(zip(keys, row[:5], strict=True)), int(row[5])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A run against its ledger. ``problems`` is empty exactly when the run was exactly once and right."""
+
+    expected_rows: int
+    loaded_rows: int
+    distinct_ids: int
+    figures: dict[str, object]
+    expected: dict[str, object]
+    status: RunStatus | None
+    load_rows_out: int | None
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected_rows - self.distinct_ids)
+
+    @property
+    def duplicated(self) -> int:
+        return self.loaded_rows - self.distinct_ids
+
+    @property
+    def wrong_result(self) -> bool:
+        return self.status is not None and (
+            self.status is not RunStatus.COMPLETED or self.load_rows_out != self.expected_rows
+        )
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.status is None:
+            found.append("no result")
+        if self.lost:
+            found.append(f"{self.lost} row(s) lost")
+        if self.duplicated:
+            found.append(f"{self.duplicated} row(s) duplicated")
+        if self.figures != self.expected:
+            found.append(f"destination figures {self.figures} != ledger {self.expected}")
+        if self.wrong_result:
+            found.append(f"result {self.status} with {self.load_rows_out} rows loaded")
+        return found
+
+
+def verdict(dsn: str, run: OrdersRun, result: PipelineResult | None) -> Verdict:
+    figures, distinct = pg_figures(dsn, run.table)
+    expected = run.expected
+    load = next((s for s in result.stages if s.stage is Stage.LOAD), None) if result else None
+    return Verdict(
+        expected_rows=int(str(expected["count"])),
+        loaded_rows=int(str(figures["count"])),
+        distinct_ids=distinct,
+        figures=figures,
+        expected=expected,
+        status=result.status if result else None,
+        load_rows_out=load.rows_out if load else None,
+    )
+
+
+def assert_exactly_once(dsn: str, run: OrdersRun, result: PipelineResult) -> None:
+    found = verdict(dsn, run, result)
+    errors = [e.message for e in result.errors]
+    assert not found.problems, f"run {run.run_id} ({run.label}): {found.problems}; errors: {errors}"
+
+
+# ------------------------------------------------------------------------------------ Kafka views
+def committed_keys(kafka_bootstrap: str, topic: str, timeout: float = 60.0) -> Counter[bytes]:
+    """How often each key occurs among the *committed* records of ``topic`` (read_committed, from the
+    start to the current end): the view a downstream stage gets, with aborted transactions left out."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"faults-keys-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assigned = [TopicPartition(topic, p, 0) for p in partitions]
+        consumer.assign(assigned)
+        pending = {tp.partition for tp in assigned}
+        keys: Counter[bytes] = Counter()
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout}s"
+            for msg in consumer.consume(500, 0.5):
+                error = msg.error()
+                if error is None:
+                    keys[msg.key() or b""] += 1
+                elif error.code() == error._PARTITION_EOF:
+                    pending.discard(msg.partition() or 0)
+        return keys
+    finally:
+        consumer.close()
+
+
+def group_state(kafka_bootstrap: str, group: str) -> tuple[ConsumerGroupState, int]:
+    """The group's state and its number of members."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    return description.state, len(description.members)
+
+
+def wait_group(kafka_bootstrap: str, group: str, members: int, timeout: float = 60.0) -> None:
+    """Until the group is stable with ``members`` members (or empty, for 0): a rebalance has finished."""
+    want = ConsumerGroupState.EMPTY if members == 0 else ConsumerGroupState.STABLE
+
+    def settled() -> bool:
+        state, count = group_state(kafka_bootstrap, group)
+        return state is want and count == members
+
+    wait_until(
+        settled, timeout=timeout, interval=0.25, message=f"group {group} stable with {members} members"
+    )
+
+
+def rewind_group(kafka_bootstrap: str, group: str, topics: list[str]) -> int:
+    """Set an (empty) group's offsets on ``topics`` back to the first record; returns how many records
+    the group will be handed again."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"faults-probe-{uuid.uuid4().hex}"})
+    try:
+        offsets, again = [], 0
+        for topic in topics:
+            for p in probe.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                offsets.append(TopicPartition(topic, p, low))
+                again += high - low
+    finally:
+        probe.close()
+    future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group]
+    future.result()
+    return again
+
+
+def uncommitted_records(kafka_bootstrap: str, group: str, topics: list[str], timeout: float = 60.0) -> int:
+    """Committed records of ``topics`` past the group's committed offsets: what the group has still to
+    process. Read, not computed from watermarks, because transaction markers occupy offsets too."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        parts = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        committed = consumer.committed(parts, timeout=10)
+        # Never committed: the group would start from the beginning (auto.offset.reset=earliest).
+        consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed])
+        pending = {(tp.topic, tp.partition) for tp in committed}
+        count = 0
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"{topics} not read to their end in {timeout}s"
+            for msg in consumer.consume(500, 0.5):
+                error = msg.error()
+                if error is None:
+                    count += 1
+                elif error.code() == error._PARTITION_EOF:
+                    pending.discard((msg.topic() or "", msg.partition() or 0))
+        return count
+    finally:
+        consumer.close()
+
+
+def read_alerts(system: System) -> list[Alert]:
+    """Every alert the system has published so far."""
+    with system.client.reader(Topics.ALERTS, from_beginning=True) as reader:
+        return [v for _, v in reader.drain({Topics.ALERTS: Alert}) if isinstance(v, Alert)]
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL faults
+def with_application_name(dsn: str, name: str) -> str:
+    """The DSN with an ``application_name``, so the backends of one system can be told apart."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}"
+
+
+def terminate_backends(dsn: str, application_name: str, *, in_transaction_only: bool = True) -> int:
+    """``pg_terminate_backend`` every backend of ``application_name`` (only those inside a transaction,
+    by default: a write is cut mid-way); returns how many were terminated."""
+    condition = "AND xact_start IS NOT NULL" if in_transaction_only else ""
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE application_name = %s AND pid <> pg_backend_pid() {condition}",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+# ------------------------------------------------------------------------------- private servers
+@contextlib.contextmanager
+def private_kafka() -> Iterator[KafkaNode]:
+    """A broker of our own, for the faults that stop it (never the session's or the shared one)."""
+    state = make_state_dir("aoetl-faults-kafka-")
+    node = KafkaNode(state / "kafka")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PostgresNode]:
+    """A PostgreSQL cluster of our own, for the faults that restart it."""
+    state = make_state_dir("aoetl-faults-pg-")
+    node = PostgresNode(state / "postgres")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def restart_kafka(node: KafkaNode) -> None:
+    """Stop the broker and start it again on the same ports and data folder."""
+    port, controller_port = node.port, node.controller_port
+    node.stop()
+    node.start()
+    assert (node.port, node.controller_port) == (port, controller_port), "the broker moved to another port"
+
+
+def restart_postgres(node: PostgresNode) -> None:
+    """Stop PostgreSQL (fast shutdown: open transactions are rolled back) and start it again, same port."""
+    port = node.port
+    node.stop()
+    node.start()
+    assert node.port == port, "PostgreSQL moved to another port"
