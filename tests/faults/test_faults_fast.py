@@ -10,9 +10,9 @@ import os
 import signal
 import struct
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from shared.avro import SchemaCatalog
@@ -29,6 +29,7 @@ from tests.e2e.test_pipelines import (
     stage,
     write_orders,
 )
+from tests.faults.harness import pg_figures
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults
@@ -37,7 +38,7 @@ REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
 
 
 @pytest.fixture
-def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     monkeypatch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
     sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
     try:
@@ -45,17 +46,6 @@ def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPa
     finally:
         sys_.client.close()
         sys_.supervisor.stop()
-
-
-def pg_figures(dsn: str, table: str) -> tuple[dict[str, object], int]:
-    with psycopg.connect(dsn) as con:
-        row = con.execute(
-            f"SELECT count(*), sum(id), sum(qty), sum(round(amount * 100)::bigint), "
-            f"count(DISTINCT nullif(customer, '')), count(DISTINCT id) FROM {table}"
-        ).fetchone()
-    assert row is not None
-    keys = ["count", "sum_id", "sum_qty", "sum_amount_cents", "customers"]
-    return dict(zip(keys, row[:5], strict=True)), int(row[5])
 
 
 @pytest.mark.parametrize("victim", ["extract", "transform", "load", "orchestrator"])
