@@ -56,9 +56,13 @@ demo: bootstrap
 bench: bootstrap
 	$(PY) -m bench
 
-## chaos: every fault-injection test, including the slow ones.
+## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
+## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.
 chaos: bootstrap
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+ifneq ($(strip $(SOAK_MINUTES)),)
+	$(PY) -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+endif
 
 dev-up: bootstrap
 	$(VENV)/bin/aoetl dev up
