@@ -21,6 +21,7 @@ BENCHES = [
     ("bench_sink_postgres", []),
     ("bench_webhook_latency", []),
     ("bench_pipeline", ["--rows", "1000000,5000000", "--repeats", "3"]),
+    ("bench_continuous", []),
 ]
 
 
