@@ -3,12 +3,17 @@ buffers: pure logic, explicit clocks, no Kafka."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
+import httpx
 import pyarrow as pa
 import pytest
 
 from services.extract.streams import StreamBuffers, batch_id_for, rows_to_table
+from services.gateway.app import create_app
+from services.gateway.core import Gateway
 from services.orchestrator.topic_triggers import WindowBook
 from shared.avro.serde import AvroSerde
 from shared.contracts import PipelineDefinition, PipelineRequest
@@ -25,6 +30,7 @@ from shared.triggers import (
     topic_run_id,
     webhook_rules_of,
 )
+from tests.unit.test_gateway_app import FakeBus, make_settings
 
 pytestmark = pytest.mark.unit
 
@@ -159,3 +165,42 @@ def test_events_decode_as_json_objects_or_avro_records_and_poison_is_typed():
     json.dumps(record, default=str)
     with pytest.raises(StreamDecodeError):
         decode_event(b"\xc3\x01garbage", StreamFormat.AVRO, serde)
+
+
+# ----------------------------------------------------------------------------------------- gateway
+async def test_the_gateway_registers_triggers_and_matches_webhooks_by_definition_rules() -> None:
+    bus = FakeBus()
+    gateway = Gateway.in_memory(make_settings(triggers=[]), bus)  # no rule in the settings at all
+    document = {
+        "name": "on-tag",
+        "source": {"type": "event"},
+        "destination": {"type": "jsonl", "path": "/tmp/out"},
+        "triggers": [
+            {"type": "webhook", "source": "github", "event": "create", "where": {"ref_type": "tag"},
+             "parameters": {"tag": "ref"}},
+            {"type": "topic", "topic": TOPIC, "window": {"events": 0}},
+        ],
+    }  # fmt: skip
+    transport = httpx.ASGITransport(app=create_app(gateway))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        invalid = await client.put("/definitions/on-tag", json=document)
+        assert invalid.status_code == 422
+        assert "triggers[1].topic.window.events" in invalid.text
+        document["triggers"] = document["triggers"][:1]  # type: ignore[index]
+        created = await client.put("/definitions/on-tag", json=document)
+        assert created.status_code == 201, created.text
+        assert created.json()["triggers"][0]["source"] == "github"
+        assert (await client.put("/definitions/on-tag", json=document)).json()["version"] == 1  # unchanged
+
+        body = json.dumps({"ref": "v1.2", "ref_type": "tag"}).encode()
+        digest = hmac.new(b"gh-secret", body, hashlib.sha256).hexdigest()
+        headers = {
+            "X-Hub-Signature-256": f"sha256={digest}",
+            "X-GitHub-Delivery": "d-tag",
+            "X-GitHub-Event": "create",
+            "Content-Type": "application/json",
+        }
+        answer = await client.post("/webhooks/github", content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    (request,) = bus.requests()
+    assert (request.definition_name, request.parameters) == ("on-tag", {"tag": "v1.2"})
