@@ -32,9 +32,9 @@ from shared.contracts import (
     PipelineRequest,
     PipelineResult,
     PipelineWatermark,
+    RequestAction,
     RunControl,
     RunEvent,
-    RequestAction,
     RunStatus,
     Severity,
     Split,
@@ -83,7 +83,6 @@ from shared.spec.models import (
     UniqueRule,
     WriteMode,
 )
-
 from shared.triggers import TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
 
 pytestmark = pytest.mark.unit
