@@ -95,6 +95,10 @@ FailureHandler = Callable[[Contract | None, BaseException, MessageContext, bytes
 # Called every ``tick_interval`` seconds on the loop thread; its outputs get a transaction of their own.
 TickHandler = Callable[[], Sequence[Output]]
 AssignHandler = Callable[[Any, list[TopicPartition]], None]
+# Called (with the consumer) after a transaction that held outputs was aborted and the consumer rewound to
+# the committed offsets: state a handler derived from the messages of that batch (or a tick) went back
+# with it, so a stateful service rebuilds its state from what is committed, as after an assignment.
+RollbackHandler = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ class ProcessingLoop:
         tick: TickHandler | None = None,
         tick_interval: float = 1.0,
         on_assign: AssignHandler | None = None,
+        on_rollback: RollbackHandler | None = None,
     ):
         self.kafka = kafka
         self.config = config
@@ -208,6 +213,7 @@ class ProcessingLoop:
         self.tick = tick
         self.tick_interval = tick_interval
         self.on_assign = on_assign
+        self.on_rollback = on_rollback
         self._next_tick = time.monotonic() + tick_interval
         self._fail_fast: dict[tuple[str, int, int], BaseException] = {}
         self._consumer: KafkaConsumer | None = None
@@ -332,6 +338,7 @@ class ProcessingLoop:
             self._fail_if_fenced(exc)
             if self.config.transactional:
                 self._abort_or_recreate(_kafka_error(exc))
+                self._rolled_back()
 
     def _on_poll_error(self, error: KafkaError | BaseException) -> None:
         if isinstance(error, KafkaError) and error.fatal():
@@ -509,6 +516,7 @@ class ProcessingLoop:
         """Take the whole batch back, then retry the failed message later or dead-letter it next time."""
         self._abort_or_recreate()
         self._rewind(self._committed_positions(first_offsets))
+        self._rolled_back()
         exc = failure.cause
         transient = is_transient(exc)
         metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
@@ -620,8 +628,23 @@ class ProcessingLoop:
         elif self.config.transactional:
             self._abort_or_recreate(_kafka_error(exc))
         self._rewind(self._committed_positions(first_offsets))
+        if self.config.transactional:
+            self._rolled_back()
         self._poll_failures += 1
         self._stop.wait(self.config.retry.delay(self._poll_failures))
+
+    def _rolled_back(self) -> None:
+        """Let the service rebuild its state after an abort; retried (it reads Kafka) until it succeeds,
+        because going on with state that counts aborted outputs as sent would lose them for good."""
+        attempt = 0
+        while self.on_rollback is not None and not self._stop.is_set():
+            try:
+                self.on_rollback(self._require_consumer())
+                return
+            except Exception as exc:
+                attempt += 1
+                _log.warning("rebuilding state after an abort failed (%r); retrying", exc)
+                self._stop.wait(self.config.retry.delay(attempt))
 
     def _abort_or_recreate(self, error: KafkaError | None = None) -> None:
         metrics.TRANSACTIONS.labels(self.config.service, "aborted").inc()

@@ -99,6 +99,7 @@ class ProcessorService(BaseService[P]):
             tick=self.tick if tick_interval else None,
             tick_interval=tick_interval or 1.0,
             on_assign=self.on_assign,
+            on_rollback=self.on_rollback,
         )
 
     @abstractmethod
@@ -123,6 +124,10 @@ class ProcessorService(BaseService[P]):
 
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Called with the new assignment, before any of its messages is handled."""
+
+    def on_rollback(self, consumer: Any) -> None:
+        """After an aborted transaction (the consumer is back at the committed offsets): rebuild any state
+        derived from the messages, since what the aborted batch changed never happened."""
 
     def loop_config(self) -> LoopConfig:
         s = self.settings

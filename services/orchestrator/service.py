@@ -221,6 +221,11 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.book = book
         _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
 
+    def on_rollback(self, consumer: Any) -> None:
+        """An aborted transaction took back outputs the book already counts as sent (a finalize, a result,
+        a retry): rebuild the runs from what is committed, exactly as after an assignment."""
+        self.on_assign(consumer, consumer.assignment())
+
     def run(self, shutdown) -> None:
         self.definitions.start()
         self.watermarks.start()

@@ -1,7 +1,13 @@
-"""Regression (found by the broker-restart fault test): after a broker restart librdkafka's
-``send_offsets_to_transaction`` can block forever, past its own timeout (librdkafka issues #5456, #5511),
-which froze the orchestrator mid-run. The loop must give such a producer up after a deadline, fence it with
-a new producer of the same transactional id, and go on without losing or duplicating anything."""
+"""Regressions found by the broker-restart fault test and the soak, around aborted transactions.
+
+1. After a broker restart librdkafka's ``send_offsets_to_transaction`` can block forever, past its own
+   timeout (librdkafka issues #5456, #5511), which froze the orchestrator mid-run. The loop must give such a
+   producer up after a deadline, fence it with a new producer of the same transactional id, and go on
+   without losing or duplicating anything.
+2. A stateful handler (the orchestrator's run book) remembers what it answered; when the transaction
+   holding those answers is aborted, that memory must be rebuilt from what is committed, or the answers
+   are never sent again (a run left without its finalize or its result). The loop calls ``on_rollback``.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,12 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 import shared.processing
+from shared.contracts import Contract, RunEvent, Stage
 from shared.kafka.clients import make_producer
+from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop
 from shared.settings import KafkaSettings
 from tests.helpers import wait_until
-from tests.integration.test_runtime import Topology, ids, produce_events, read, topology
+from tests.integration.test_runtime import SERDE, Topology, ids, produce_events, read, topology
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +81,54 @@ def test_a_hung_send_offsets_call_is_abandoned_and_work_goes_on_exactly_once(
     assert len(hanging_first_producer) >= 2, "the hung producer was not replaced"
     assert ids(copied) == Counter(e.event_id for e in events)
     assert topology.metric("aoetl_transactions_total", outcome="aborted") >= 1
+
+
+class AnswersOnce:
+    """Like the orchestrator's run book: answers each input once and remembers that it did."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self.answered: set[str] = set()
+        self.rebuilds = 0
+
+    def handle(self, value: Contract, context: MessageContext) -> list[Output]:
+        assert isinstance(value, RunEvent)
+        if value.event_id in self.answered:
+            return []
+        self.answered.add(value.event_id)
+        return [Output(self.topology.sink, context.key, value)]
+
+    def rebuild(self, consumer: Any) -> None:
+        """What was answered is what is committed in the output topic."""
+        self.rebuilds += 1
+        self.answered = set(ids(read(self.topology.bootstrap, self.topology.sink, 0)))
+
+
+def test_an_aborted_transaction_makes_a_stateful_handler_rebuild_its_state(
+    topology: Topology, hanging_first_producer: list[Any]
+) -> None:
+    events = produce_events(topology.bootstrap, topology.source, 40)
+    book = AnswersOnce(topology)
+    config = LoopConfig(
+        service=topology.name,
+        stage=Stage.TRANSFORM,
+        instance_id="i1",
+        group_id=f"{topology.name}-group",
+        input_types={topology.source: RunEvent},
+        dead_letter_topic=topology.dead_letters,
+        poll_timeout=0.2,
+        kafka_timeout=2.0,
+    )
+    loop = ProcessingLoop(
+        KafkaSettings(bootstrap_servers=topology.bootstrap),
+        config,
+        book.handle,
+        SERDE,
+        on_rollback=book.rebuild,
+    )
+    stop = topology.start(loop)
+    copied = read(topology.bootstrap, topology.sink, len(events))
+    topology.stop(stop)
+    assert not topology.errors
+    assert book.rebuilds >= 1
+    assert ids(copied) == Counter(e.event_id for e in events), "answers of the aborted batch were lost"
