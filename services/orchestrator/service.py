@@ -19,7 +19,6 @@ from confluent_kafka import TopicPartition
 
 from services.orchestrator.agent.planner import Planner
 from services.orchestrator.configuration import OrchestratorSettings
-from services.orchestrator.definitions import CompactedView, DefinitionsView
 from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
@@ -32,6 +31,7 @@ from shared.contracts import (
     Contract,
     ErrorInfo,
     EventKind,
+    PipelineDefinition,
     PipelineRequest,
     PipelineWatermark,
     RequestAction,
@@ -42,6 +42,7 @@ from shared.contracts import (
     StreamState,
     utcnow,
 )
+from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, parse_spec
@@ -68,11 +69,13 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.book = self._new_book()
         self._intent_planner: Planner | None = None
         self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
-        self.definitions = DefinitionsView(settings.kafka, settings.topic(Topics.DEFINITIONS), self.serde)
-        self.watermarks = CompactedView(
-            settings.kafka, settings.topic(Topics.WATERMARKS), self.serde, PipelineWatermark
+        self.definitions = CompactedView(
+            settings.kafka, settings.topic(Topics.DEFINITIONS), PipelineDefinition, self.serde
         )
-        self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), self.serde, StreamRun)
+        self.watermarks = CompactedView(
+            settings.kafka, settings.topic(Topics.WATERMARKS), PipelineWatermark, self.serde
+        )
+        self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), StreamRun, self.serde)
         self.topic_triggers = TopicTriggers(
             lambda: topic_rules(self.definitions),
             RunnerConfig(

@@ -1,7 +1,7 @@
 """Topic triggers: events on Kafka topics start registered pipelines, exactly once.
 
-Why here: the orchestrator already holds every definition (``DefinitionsView``) and decides what runs;
-the triggers only turn events into ``PipelineRequest``s, which it then handles like any other. A
+Why here: the orchestrator already holds every definition (a view of the definitions topic) and decides
+what runs; the triggers only turn events into ``PipelineRequest``s, which it then handles like any other. A
 supervisor thread keeps one ``TriggerRunner`` thread per topic rule of the current definitions (started,
 restarted on change, stopped on removal). Each rule reads its topic in a consumer group of its own,
 ``aoetl-trigger.<definition>.<n>`` (n = the rule's place among the definition's topic rules): rules on the
@@ -29,16 +29,17 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from services.orchestrator.definitions import DefinitionsView
 from shared.contracts import (
     DeadLetter,
     ErrorInfo,
     Origin,
+    PipelineDefinition,
     PipelineRequest,
     Stage,
     Trigger,
     TriggerKind,
 )
+from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.processing import ProducerFencedError
@@ -295,12 +296,9 @@ class TriggerRunner:
         return (Topics.DEAD_LETTERS + self.config.topic_suffix, message.key(), self.serde.encode(letter))
 
 
-def topic_rules(definitions: DefinitionsView) -> dict[RuleKey, TopicTrigger]:
+def topic_rules(definitions: CompactedView[PipelineDefinition]) -> dict[RuleKey, TopicTrigger]:
     rules: dict[RuleKey, TopicTrigger] = {}
-    for name in definitions.names():
-        definition = definitions.get(name)
-        if definition is None:
-            continue
+    for name, definition in sorted(definitions.snapshot().items()):
         topic_triggers = [t for t in definition.triggers if isinstance(t, TopicTrigger)]
         for index, trigger in enumerate(topic_triggers):
             rules[RuleKey(name, index)] = trigger

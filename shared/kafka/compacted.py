@@ -3,17 +3,19 @@
 A background thread reads the whole topic at ``start`` (which returns once it is caught up, so the first
 decision already sees every key) and then follows it. ``version`` grows on every change, so a supervisor
 can notice changes by polling it cheaply. Every replica holds the whole topic: such topics are small
-(definitions, the desired state of continuous pipelines).
+(definitions, watermarks, the desired state of continuous pipelines). ``catch_up`` gives
+read-your-writes: it waits until everything written before the call is applied.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from shared.contracts import Contract
 from shared.kafka.clients import make_consumer
@@ -37,6 +39,8 @@ class CompactedView(Generic[C]):
             timeout,
         )
         self._values: dict[str, C] = {}
+        self._positions: dict[int, int] = {}  # next offset to apply, per partition
+        self._probe: Consumer | None = None  # used only from the caller's thread, by catch_up
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -64,6 +68,33 @@ class CompactedView(Generic[C]):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self._probe is not None:
+            self._probe.close()
+
+    def catch_up(self, timeout: float = 5.0) -> bool:
+        """Wait until everything written to the topic before this call is applied (a watermark committed
+        with the previous run's result must be seen by the next run of the pipeline)."""
+        if self._probe is None:
+            self._probe = make_consumer(self._kafka, f"aoetl-probe-{uuid.uuid4().hex}")
+        meta = self._probe.list_topics(self._topic, timeout=timeout).topics[self._topic]
+        ends = {
+            p: self._probe.get_watermark_offsets(
+                TopicPartition(self._topic, p), timeout=timeout, cached=False
+            )[1]
+            for p in meta.partitions
+        }
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(self._positions.get(p, 0) >= end for p, end in ends.items() if end > 0):
+                    return True
+            time.sleep(0.01)  # the follower thread applies within one poll; nothing to block on here
+        _log.warning("view of %s did not catch up within %.1fs", self._topic, timeout)
+        return False
+
+    def _advance(self, partition: int, position: int) -> None:
+        with self._lock:
+            self._positions[partition] = max(position, self._positions.get(partition, 0))
 
     def _follow(self) -> None:
         consumer = make_consumer(self._kafka, f"aoetl-view-{uuid.uuid4().hex}", partition_eof=True)
@@ -79,13 +110,16 @@ class CompactedView(Generic[C]):
                 if msg is None:
                     continue
                 err = msg.error()
+                part = msg.partition() or 0
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition() or 0)
+                        self._advance(part, msg.offset() or 0)
+                        pending.discard(part)
                         if not pending:
                             self._caught_up.set()
                     continue
                 self._apply(msg.key(), msg.value())
+                self._advance(part, (msg.offset() or 0) + 1)
         except Exception:
             _log.exception("view of %s stopped", self._topic)
             self._caught_up.set()
