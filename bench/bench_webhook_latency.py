@@ -7,7 +7,11 @@ Measures, per delivery:
 * ``ack``: from starting the HTTP request to its 202 answer, which the gateway sends only after Kafka
   acknowledged the ``PipelineRequest`` (acks=all);
 * ``visible``: from starting the HTTP request to the ``PipelineRequest`` arriving at a separate consumer
-  of the requests topic (includes that consumer's fetch wait, 5 ms max here).
+  of the requests topic (includes that consumer's fetch wait, 5 ms max here);
+* ``ack_to_first_task``: from the 202 answer to the run's first ``ExtractTask`` arriving on the tasks topic
+  (a real orchestrator process validates the request, resolves the definition, plans and publishes it
+  in a Kafka transaction; includes the watcher's fetch wait). Baseline for comparison: Airflow and
+  Prefect take seconds to start a first task.
 
 Prints one JSON object (p50/p90/p99/max in milliseconds, achieved rate, failures by status).
 
@@ -38,13 +42,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from shared.avro import AvroSerde
-from shared.contracts import PipelineRequest
+from shared.contracts import ExtractTask, PipelineDefinition, PipelineRequest
 from shared.kafka.admin import ensure_topics
+from shared.kafka.clients import make_producer, produce_sync
 from shared.kafka.topics import TOPICS, Topics, TopicSpec
+from shared.settings import KafkaSettings
+from shared.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
-GATEWAY_TOPICS = (Topics.REQUESTS, Topics.DEFINITIONS, Topics.EVENTS, Topics.RESULTS)
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -56,6 +62,59 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(ordered[-1] * 1000, 2)}
+
+
+def register_definition(bootstrap: str, suffix: str, workdir: Path) -> None:
+    """The definition the webhooks start: the delivery's commits are the records (an event source)."""
+    spec = parse_spec(
+        {
+            "name": "bench",
+            "source": {"type": "event", "records_path": "commits"},
+            "destination": {"type": "jsonl", "path": str(workdir / "out")},
+        }
+    )
+    producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap))
+    produce_sync(
+        producer,
+        Topics.DEFINITIONS + suffix,
+        AvroSerde().encode(PipelineDefinition(name="bench", spec=spec)),
+        key="bench",
+    )
+
+
+def start_orchestrator(bootstrap: str, suffix: str, workdir: Path) -> subprocess.Popen[bytes]:
+    port_file = workdir / "orchestrator-port"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AOETL_TOPIC_SUFFIX": suffix,
+        "AOETL_GROUP_ID": f"bench-orchestrator{suffix}",
+        "AOETL_HTTP_PORT": "0",
+        "AOETL_PORT_FILE": str(port_file),
+        "AOETL_LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "orchestrator.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.orchestrator"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"orchestrator exited; see {workdir / 'orchestrator.log'}")
+        if port_file.exists() and port_file.read_text().strip():
+            try:
+                if (
+                    httpx.get(
+                        f"http://127.0.0.1:{port_file.read_text().strip()}/ready", timeout=2
+                    ).status_code
+                    == 200
+                ):
+                    return proc
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("orchestrator not ready within 60 s")
 
 
 def start_gateway(bootstrap: str, suffix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -92,9 +151,16 @@ def start_gateway(bootstrap: str, suffix: str, workdir: Path) -> tuple[subproces
 
 
 async def watch_requests(
-    bootstrap: str, topic: str, seen: dict[str, float], ready: asyncio.Event, stop: asyncio.Event
+    bootstrap: str,
+    topic: str,
+    seen: dict[str, float],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    model: type[PipelineRequest] | type[ExtractTask] = PipelineRequest,
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5, isolation_level="read_committed"
+    )
     serde = AvroSerde()
     await consumer.start()
     try:
@@ -110,16 +176,23 @@ async def watch_requests(
             for records in batches.values():
                 for record in records:
                     if record.value is not None:
-                        seen.setdefault(serde.decode(record.value, PipelineRequest).run_id, arrived)
+                        seen.setdefault(serde.decode(record.value, model).run_id, arrived)
     finally:
         await consumer.stop()
 
 
 async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: float) -> dict[str, Any]:
     seen: dict[str, float] = {}
-    ready, stop = asyncio.Event(), asyncio.Event()
+    tasks_seen: dict[str, float] = {}
+    ready, tasks_ready, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
     watcher = asyncio.create_task(watch_requests(bootstrap, topic, seen, ready, stop))
+    tasks_topic = topic.replace(Topics.REQUESTS, Topics.TASKS)
+    task_watcher = asyncio.create_task(
+        watch_requests(bootstrap, tasks_topic, tasks_seen, tasks_ready, stop, ExtractTask)
+    )
     await ready.wait()
+    await tasks_ready.wait()
+    acked_at: dict[str, float] = {}
     started_at: dict[str, float] = {}
     ack: list[float] = []
     statuses: Counter[str] = Counter()
@@ -143,8 +216,10 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
                 return
             statuses[str(response.status_code)] += 1
             if response.status_code == 202:
-                ack.append(time.perf_counter() - t0)
+                answered = time.perf_counter()
+                ack.append(answered - t0)
                 started_at[response.json()["run_id"]] = t0
+                acked_at[response.json()["run_id"]] = answered
 
         total = int(rate * duration)
         begin = time.perf_counter()
@@ -157,11 +232,15 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - begin
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not set(started_at) <= set(seen):
+    while time.monotonic() < deadline and not (
+        set(started_at) <= set(seen) and set(acked_at) <= set(tasks_seen)
+    ):
         await asyncio.sleep(0.05)
     stop.set()
     await watcher
+    await task_watcher
     visible = [seen[run_id] - t0 for run_id, t0 in started_at.items() if run_id in seen]
+    to_task = [tasks_seen[run_id] - t for run_id, t in acked_at.items() if run_id in tasks_seen]
     return {
         "deliveries": total,
         "target_rate_per_s": rate,
@@ -170,6 +249,8 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
         "ack_ms": percentiles(ack),
         "visible_ms": percentiles(visible),
         "visible_count": len(visible),
+        "ack_to_first_task_ms": percentiles(to_task),
+        "first_task_count": len(to_task),
         "ack_mean_ms": round(statistics.fmean(ack) * 1000, 2) if ack else None,
     }
 
@@ -184,19 +265,21 @@ def main() -> None:
     args = parser.parse_args()
 
     suffix = f".bench-{uuid.uuid4().hex[:8]}"
-    specs = [
-        TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS if t.name in GATEWAY_TOPICS
-    ]
+    specs = [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS]
     ensure_topics(args.bootstrap, specs)
     with tempfile.TemporaryDirectory(prefix="aoetl-bench-gw-") as tmp:
+        register_definition(args.bootstrap, suffix, Path(tmp))
+        orchestrator = start_orchestrator(args.bootstrap, suffix, Path(tmp))
         proc, url = start_gateway(args.bootstrap, suffix, Path(tmp))
         try:
             result = asyncio.run(
                 drive(url, args.bootstrap, Topics.REQUESTS + suffix, args.rate, args.duration)
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
+            for child in (proc, orchestrator):
+                child.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+            orchestrator.wait(timeout=30)
             AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([s.name for s in specs])
     result["gateway_exit_code"] = proc.returncode
     print(json.dumps({"bench": "webhook_latency", **result}, indent=2))
