@@ -65,6 +65,10 @@ _MAX_ERROR_TEXT = 4000
 # coordinator it cached went away (a broker restart): librdkafka issues #5456 and #5511. The loop waits
 # this much longer than the timeout it passed, then gives the producer up.
 _HUNG_CALL_GRACE_S = 5.0
+# Consecutive failed commits after which the transactional producer is replaced rather than reused: after
+# a broker restart librdkafka can keep a transaction-coordinator request queued and never sent, so every
+# AddOffsetsToTxn times out on the same client while a fresh client connects at once (seen in the soak).
+_RECREATE_AFTER_COMMIT_FAILURES = 2
 
 
 class Output(NamedTuple):
@@ -223,6 +227,7 @@ class ProcessingLoop:
         self._assigned_once = False
         self._retries: dict[TP, _RetryState] = {}
         self._poll_failures = 0
+        self._commit_failures = 0  # consecutive, of transactional batches
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -579,6 +584,7 @@ class ProcessingLoop:
                 timeout + _HUNG_CALL_GRACE_S,
             )
             self._commit_transaction(txn)  # fails if any record of the transaction was not delivered
+            self._commit_failures = 0
         else:
             flush_checked(self._require_producer(), reports, self.config.kafka_timeout)
             self._commit_offsets(offsets)
@@ -621,9 +627,14 @@ class ProcessingLoop:
     def _on_commit_failure(self, exc: BaseException, first_offsets: dict[TP, int]) -> None:
         _log.warning("batch could not be committed (%s); rewinding to the committed offsets", exc)
         self._fail_if_fenced(exc)
-        if isinstance(exc, TransactionCallHungError):
-            # Its call still holds the old producer, so abort_transaction would only conflict with it.
+        if self.config.transactional:
+            self._commit_failures += 1
+        hung = isinstance(exc, TransactionCallHungError)
+        if hung or self._commit_failures >= _RECREATE_AFTER_COMMIT_FAILURES:
+            # A hung call still holds the old producer, so abort_transaction would only conflict with it;
+            # a producer failing again and again may be stuck on a dead connection. Both: start afresh.
             metrics.TRANSACTIONS.labels(self.config.service, "aborted").inc()
+            self._commit_failures = 0
             self._recreate_producer()
         elif self.config.transactional:
             self._abort_or_recreate(_kafka_error(exc))

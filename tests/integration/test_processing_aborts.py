@@ -4,7 +4,10 @@
    timeout (librdkafka issues #5456, #5511), which froze the orchestrator mid-run. The loop must give such a
    producer up after a deadline, fence it with a new producer of the same transactional id, and go on
    without losing or duplicating anything.
-2. A stateful handler (the orchestrator's run book) remembers what it answered; when the transaction
+2. After a broker restart a producer can keep its transaction-coordinator request queued and never sent:
+   every commit of that client times out while a fresh client works. After repeated failures the loop
+   must replace the producer instead of aborting and reusing it forever.
+3. A stateful handler (the orchestrator's run book) remembers what it answered; when the transaction
    holding those answers is aborted, that memory must be rebuilt from what is committed, or the answers
    are never sent again (a run left without its finalize or its result). The loop calls ``on_rollback``.
 """
@@ -22,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException
 import shared.processing
 from shared.contracts import Contract, RunEvent, Stage
 from shared.kafka.clients import make_producer
-from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop
+from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import KafkaSettings
 from tests.helpers import wait_until
 from tests.integration.test_runtime import SERDE, Topology, ids, produce_events, read, topology
@@ -132,3 +135,42 @@ def test_an_aborted_transaction_makes_a_stateful_handler_rebuild_its_state(
     assert not topology.errors
     assert book.rebuilds >= 1
     assert ids(copied) == Counter(e.event_id for e in events), "answers of the aborted batch were lost"
+
+
+class SendOffsetsAlwaysTimesOut:
+    """A real transactional producer stuck on a dead coordinator connection: every send_offsets times out."""
+
+    def __init__(self, real: Any):
+        self._real = real
+        self.failures = 0
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        self.failures += 1
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to add offsets to transaction"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_producer_whose_commits_keep_failing_is_replaced(
+    topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Any] = []
+
+    def factory(settings: KafkaSettings, **overrides: Any) -> Any:
+        producer: Any = make_producer(settings, **overrides)
+        if "transactional_id" in overrides and not made:
+            producer = SendOffsetsAlwaysTimesOut(producer)
+        made.append(producer)
+        return producer
+
+    monkeypatch.setattr(shared.processing, "make_producer", factory)
+    events = produce_events(topology.bootstrap, topology.source, 40)
+    stop = topology.start(
+        topology.loop(topology.copy(), retry=RetryPolicy(initial_delay=0.05, max_delay=0.2))
+    )
+    copied = read(topology.bootstrap, topology.sink, len(events))
+    topology.stop(stop)
+    assert not topology.errors
+    assert made[0].failures >= 1 and len(made) >= 2, "the stuck producer was never replaced"
+    assert ids(copied) == Counter(e.event_id for e in events)
