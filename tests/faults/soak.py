@@ -102,8 +102,9 @@ class Soak:
             self.runs.append(run)
         if fault != "duplicate-delivery":
             self._inject_mid_run(fault, batch)
+        deadline = time.monotonic() + RESULT_TIMEOUT  # for the round: a stuck system costs it once
         for run in batch:
-            self.results[run.run_id] = self._await(run.run_id)
+            self.results[run.run_id] = self._await(run.run_id, deadline)
         if fault == "duplicate-delivery":
             self._inject(fault)
         self._restore_replicas()
@@ -128,9 +129,9 @@ class Soak:
             parallelism=rng.randint(1, 4),
         )
 
-    def _await(self, run_id: str) -> PipelineResult | None:
+    def _await(self, run_id: str, deadline: float) -> PipelineResult | None:
         try:
-            return self.watcher.await_result(run_id, timeout=RESULT_TIMEOUT)
+            return self.watcher.await_result(run_id, timeout=max(1.0, deadline - time.monotonic()))
         except AssertionError:
             return None
 
