@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from services.load.sinks import Sink, open_sink
@@ -19,6 +20,11 @@ from shared.contracts import ControlAction, DataBatch, ErrorInfo, EventKind, Run
 from shared.kafka.topics import Topics
 from shared.processing import Output
 from shared.spec.models import DedupeStep, Destination, PipelineSpec
+
+# Open sinks kept per replica, least recently used closed first. Each holds a connection (a PostgreSQL
+# backend, a DuckDB file): kept for every destination ever seen, a long-lived replica serving many tables
+# exhausted PostgreSQL's max_connections (found by the fault soak). A closed sink reopens on its next batch.
+MAX_OPEN_SINKS = 8
 
 
 def dedupe_keys(spec: PipelineSpec) -> list[str]:
@@ -35,13 +41,16 @@ class LoadWorker:
         self._topic = topic
         self._instance = instance
         self._bootstrap = kafka_bootstrap_servers
-        self._sinks: dict[str, Sink] = {}
+        self._sinks: OrderedDict[str, Sink] = OrderedDict()
 
     def sink(self, destination: Destination) -> Sink:
         key = json.dumps(destination.model_dump(mode="json"), sort_keys=True)
         sink = self._sinks.get(key)
         if sink is None:
             sink = self._sinks[key] = open_sink(destination, kafka_bootstrap_servers=self._bootstrap)
+            while len(self._sinks) > MAX_OPEN_SINKS:
+                self._sinks.popitem(last=False)[1].close()
+        self._sinks.move_to_end(key)
         return sink
 
     def close(self) -> None:
