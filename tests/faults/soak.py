@@ -108,14 +108,18 @@ class Soak:
         if fault == "duplicate-delivery":
             self._inject(fault)
         self._restore_replicas()
-        dsn = self.postgres.dsn
-        problems = {run.label: verdict(dsn, run, self.results[run.run_id]).problems for run in batch}
-        bad = {label: p for label, p in problems.items() if p}
+        bad = {run.label: p for run in batch if (p := self._problems(run))}
         style = "red" if bad else "green"
         console.print(
             f"[{style}]round {number:3d}[/] {fault:<18} {len(batch)} runs, "
             f"{sum(len(r.rows) for r in batch):6d} rows: {bad or 'exact'}"
         )
+
+    def _problems(self, run: OrdersRun) -> list[str]:
+        try:
+            return verdict(self.postgres.dsn, run, self.results.get(run.run_id)).problems
+        except Exception as exc:  # checked again, and counted, in the summary
+            return [f"not verifiable now: {exc!r}"]
 
     def _new_run(self, number: int, index: int) -> OrdersRun:
         rng = self.rng
@@ -223,17 +227,24 @@ class Soak:
 
     # ------------------------------------------------------------------------------------ summary
     def summary(self, seed: int, minutes: float, elapsed: float) -> dict[str, Any]:
-        verdicts = [verdict(self.postgres.dsn, run, self.results.get(run.run_id)) for run in self.runs]
+        verdicts, unverifiable = [], []
+        for run in self.runs:
+            try:
+                verdicts.append((run, verdict(self.postgres.dsn, run, self.results.get(run.run_id))))
+            except Exception as exc:
+                unverifiable.append({"label": run.label, "run_id": run.run_id, "problems": [repr(exc)]})
+        checked = [v for _, v in verdicts]
         anomalies = {
-            "lost_rows": sum(v.lost for v in verdicts),
-            "duplicated_rows": sum(v.duplicated for v in verdicts),
-            "runs_without_result": sum(1 for v in verdicts if v.status is None),
+            "lost_rows": sum(v.lost for v in checked),
+            "duplicated_rows": sum(v.duplicated for v in checked),
+            "runs_without_result": sum(1 for v in checked if v.status is None),
             # a wrong status or row count, or figures off without a row lost or duplicated (bad values)
             "runs_with_wrong_result": sum(
                 1
-                for v in verdicts
+                for v in checked
                 if v.wrong_result or (v.figures != v.expected and not v.lost and not v.duplicated)
             ),
+            "runs_not_verifiable": len(unverifiable),
         }
         return {
             "seed": seed,
@@ -247,9 +258,10 @@ class Soak:
             "anomalies": anomalies,
             "failed_runs": [
                 {"label": run.label, "run_id": run.run_id, "problems": v.problems}
-                for run, v in zip(self.runs, verdicts, strict=True)
+                for run, v in verdicts
                 if v.problems
-            ],
+            ]
+            + unverifiable,
         }
 
 
