@@ -56,10 +56,22 @@ def pid_alive(pid: int | None, cmdline_marker: str | None = None) -> bool:
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
         if cmdline_marker is not None:
-            return any(cmdline_marker in part for part in proc.cmdline())
+            return any(cmdline_marker in part for part in _cmdline(proc))
         return True
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def _cmdline(proc: psutil.Process, attempts: int = 5) -> list[str]:
+    """The command line; a process that is just starting (inside ``execve``) briefly shows an empty one,
+    which must not read as "some other process": seen once in ~70 spawns under load, it made the
+    supervisor report a healthy new replica as "exited during startup"."""
+    for _ in range(attempts - 1):
+        cmdline = proc.cmdline()
+        if cmdline:
+            return cmdline
+        time.sleep(0.01)
+    return proc.cmdline()
 
 
 def terminate(pid: int | None, timeout: float = 20.0, cmdline_marker: str | None = None) -> None:
