@@ -142,7 +142,13 @@ class ProcessorService(BaseService[P]):
             max_batch=s.max_batch,
             poll_timeout=s.poll_timeout_s,
             kafka_timeout=s.kafka_timeout_s,
-            consumer_overrides={"session.timeout.ms": s.session_timeout_ms},
+            consumer_overrides={
+                "session.timeout.ms": s.session_timeout_ms,
+                "queued.max.messages.kbytes": s.consumer_prefetch_kib,
+                # With a full queue librdkafka waits this long before fetching again (default 1 s):
+                # with a bounded queue that wait would be paid on nearly every message.
+                "fetch.queue.backoff.ms": 5,
+            },
             producer_overrides={"compression.type": s.producer_compression}
             | ({"transaction.timeout.ms": s.transaction_timeout_ms} if self.transactional else {}),
             retry=RetryPolicy(

@@ -236,6 +236,7 @@ class KafkaNode:
                 "-Xms128m",
                 "-Xmx512m",
                 "-XX:+UseG1GC",
+                *os.environ.get("AOETL_KAFKA_JVM_OPTS", "").split(),
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.xml'}",
                 f"-Dkafka.logs.dir={self.home}",

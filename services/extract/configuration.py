@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import ProcessorSettings
@@ -11,6 +13,9 @@ class ExtractSettings(ProcessorSettings):
     group_id: str = Field("aoetl-extract", min_length=1)
     # one task can yield many MiB of batches: one task per transaction keeps transactions short
     max_batch: int = Field(1, ge=1)
+    # Batches are Arrow IPC streams already LZ4-compressed per buffer: compressing them again in the
+    # producer costs CPU here, in the broker (it decompresses to validate) and in the consumer.
+    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
     # Continuous pipelines: the longest a source event waits in a batch (the latency floor), and how
     # often an idle stream reports that it is alive (below the runs' stuck_after_s).
     stream_linger_ms: int = Field(

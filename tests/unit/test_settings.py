@@ -118,3 +118,27 @@ def test_bootstrap_servers_given_by_field_name_is_not_ignored(monkeypatch: pytes
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.delenv("AOETL_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     assert KafkaSettings(bootstrap_servers="10.0.0.1:9092").bootstrap_servers == "10.0.0.1:9092"
+
+
+def test_consumers_bound_their_prefetch_so_memory_does_not_grow_with_the_backlog() -> None:
+    from services.load.configuration import LoadSettings
+    from services.load.service import LoadService
+
+    service = LoadService(LoadSettings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1")))
+    overrides = service.loop_config().consumer_overrides
+    assert overrides["queued.max.messages.kbytes"] == 8 * 1024
+    # without a short backoff, a bounded queue would wait librdkafka's default 1 s before each refetch
+    assert overrides["fetch.queue.backoff.ms"] <= 10
+
+    tight = LoadService(
+        LoadSettings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), consumer_prefetch_kib=2048)
+    )
+    assert tight.loop_config().consumer_overrides["queued.max.messages.kbytes"] == 2048
+
+
+def test_data_plane_producers_do_not_compress_already_compressed_batches() -> None:
+    from services.extract.configuration import ExtractSettings
+    from services.transform.configuration import TransformSettings
+
+    assert ExtractSettings().producer_compression == "none"
+    assert TransformSettings().producer_compression == "none"
