@@ -34,6 +34,10 @@ def _k8s_docs() -> list[dict[str, Any]]:
     return docs
 
 
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+
+
 def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
     return {doc["metadata"]["name"]: doc for doc in _k8s_docs() if doc["kind"] == kind}
 
@@ -86,3 +90,19 @@ def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
     manifests = {p.name for p in (ROOT / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == manifests
+
+
+def test_gateway_api_is_published_and_listens_on_all_interfaces() -> None:
+    """The webhook API is on AOETL_API_PORT (not the probes' port), bound to 127.0.0.1 by default."""
+    gateway = _compose()["services"]["gateway"]
+    env = gateway["environment"]
+    assert env["AOETL_API_HOST"] == "0.0.0.0" and env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert f"{env['AOETL_API_PORT']}:{env['AOETL_API_PORT']}" in gateway["ports"]
+
+    (container,) = _by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
+    k8s_env = {e["name"]: e.get("value") for e in container["env"]}
+    assert k8s_env["AOETL_API_HOST"] == "0.0.0.0"
+    api = next(p for p in container["ports"] if p["name"] == "api")
+    assert str(api["containerPort"]) == k8s_env["AOETL_API_PORT"]
+    service_ports = {p["name"]: p["targetPort"] for p in _by_kind("Service")["gateway"]["spec"]["ports"]}
+    assert service_ports["api"] == "api"
