@@ -153,6 +153,10 @@ class MonitorApp:
             topic_partitions=partitions.events,
             consumer_auto_offset_reset="earliest",
             broker_client_id=f"aoetl-monitor-{settings.instance_id}",
+            broker_session_timeout=settings.session_timeout_ms / 1000,
+            # a heartbeat every third of the session, as the Kafka clients do by default
+            broker_heartbeat_interval=settings.session_timeout_ms / 3000,
+            datadir=settings.data_dir / f"{settings.app_id}-{settings.instance_id}",
         )
         app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
 

@@ -3,6 +3,9 @@ groups whose lag it reports. Every interval is configurable so tests can run the
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import LogLevel, ServiceSettings
@@ -33,6 +36,14 @@ class MonitorSettings(ServiceSettings):
         "WARNING", description="of the faust, mode and aiokafka loggers (their INFO is a line per step)"
     )
     kafka_timeout_s: float = Field(10.0, gt=0, description="bound on admin calls (metadata, offsets)")
+    # Same variable as the processing services (AOETL_SESSION_TIMEOUT_MS): how fast a crashed replica's
+    # partitions move to a live one. faust's own default is 60 s.
+    session_timeout_ms: int = Field(45_000, ge=1_000, description="consumer group session timeout")
+    # faust keeps a directory per app even with in-memory tables; its default is the working directory,
+    # which filled checkouts and containers with `<app id>-data` folders.
+    data_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "aoetl-monitor", description="where faust keeps its app directory"
+    )
 
     @property
     def app_id(self) -> str:

@@ -4,6 +4,7 @@ events do not double-count, and the consumer-lag arithmetic."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +240,27 @@ def test_lag_sums_partitions_and_skips_uncommitted_ones() -> None:
     committed = {("t", 0): 5, ("t", 1): -1001, ("t", 2): 10, ("u", 0): 3}
     ends = {("t", 0): 8, ("t", 1): 50, ("t", 2): 10, ("u", 0): 2}
     assert lag_by_topic(committed, ends) == {"t": 3, "u": 0}
+
+
+def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_the_working_dir(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from services.monitor.app import InputPartitions, MonitorApp
+    from services.monitor.configuration import MonitorSettings
+    from shared.avro import AvroSerde
+    from shared.settings import KafkaSettings
+
+    settings = MonitorSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), session_timeout_ms=6000, data_dir=tmp_path
+    )
+
+    async def build() -> MonitorApp:
+        return MonitorApp(settings, AvroSerde(), InputPartitions(events=1, results=1, dead_letters=1))
+
+    conf = asyncio.run(build()).app.conf
+    assert conf.broker_session_timeout == 6.0
+    assert conf.broker_heartbeat_interval == 2.0
+    assert Path(conf.datadir).is_relative_to(tmp_path)
+    assert MonitorSettings().data_dir != Path.cwd()
