@@ -6,7 +6,7 @@ the stage), peak RSS per service (VmHWM, services restarted per size), and, in t
 ``psql \\copy`` of the same file into a table of the same shape: the physical-limit reference. Median of
 ``--repeats`` runs. Writes JSON to bench/results/pipeline.json.
 
-    python bench/bench_pipeline.py --rows 1000000,5000000 --repeats 3 [--warmups 10]
+    python bench/bench_pipeline.py --rows 1000000,5000000 --repeats 3 [--broker-warmups 30]
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(services: dict[int, str]) -> dict[str, float]:
-    """CPU time (user + system) so far of each service, the Kafka broker and all PostgreSQL processes: on
-    a 2-core machine the stages compete for CPU, so where it goes explains the end-to-end rate."""
-    totals: dict[str, float] = {}
+def cpu_by_process(services: dict[int, str]) -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU seconds so far) of each service, the Kafka broker and every PostgreSQL process:
+    on a 2-core machine the stages compete for CPU, so where it goes explains the end-to-end rate."""
+    found: dict[int, tuple[str, float]] = {}
     for proc in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
         info = proc.info
         if info["pid"] in services:
@@ -127,19 +127,29 @@ def cpu_seconds(services: dict[int, str]) -> dict[str, float]:
             continue
         times = info["cpu_times"]
         if times is not None:
-            totals[group] = totals.get(group, 0.0) + times.user + times.system
-    return totals
+            found[info["pid"]] = (group, times.user + times.system)
+    return found
+
+
+def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """Per group, CPU used between two snapshots by the processes alive at the second one (a PostgreSQL
+    backend that exited in between is missed; one that started is counted whole)."""
+    used: dict[str, float] = {}
+    for pid, (group, seconds) in after.items():
+        previous = before.get(pid)
+        used[group] = used.get(group, 0.0) + seconds - (previous[1] if previous else 0.0)
+    return {group: round(seconds, 2) for group, seconds in sorted(used.items())}
 
 
 def run_pipeline(client: AoetlClient, spec: dict, dsn: str, services: dict[int, str]) -> dict:
     table = spec["destination"]["table"]
     with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
-        cpu_before = cpu_seconds(services)
+        cpu_before = cpu_by_process(services)
         started = time.perf_counter()
         request = client.submit(parse_spec(spec))
         result = follow_run(client, reader, request.run_id, timeout=1800)
         took = time.perf_counter() - started
-        cpu_after = cpu_seconds(services)
+        cpu_after = cpu_by_process(services)
     assert result is not None and result.status is RunStatus.COMPLETED, result
     stages = {s.stage: s for s in result.stages}
     loaded = int(
@@ -154,7 +164,7 @@ def run_pipeline(client: AoetlClient, spec: dict, dsn: str, services: dict[int, 
         "rows_in": stages[Stage.EXTRACT].rows_out,
         "rows_loaded": loaded,
         # Approximate for postgres: a backend that exited during the run is missed.
-        "cpu_seconds": {g: round(cpu_after[g] - cpu_before.get(g, 0.0), 2) for g in sorted(cpu_after)},
+        "cpu_seconds": cpu_used(cpu_before, cpu_after),
         "stage_rows_per_s": {
             s.value: round(stages[s].rows_in / (stages[s].duration_ms / 1000))
             if stages[s].duration_ms
@@ -168,8 +178,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="1000000,5000000")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=2, help="uncounted runs before each size")
     parser.add_argument(
-        "--warmups", type=int, default=10, help="uncounted runs before the first size (2 before the others)"
+        "--broker-warmups", type=int, default=30, help="uncounted runs before the first size (broker JIT)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
@@ -181,7 +192,6 @@ def main() -> int:
     dsn = endpoints.postgres_dsn
     report: dict = {
         "benchmark": "csv -> kafka -> transform -> postgres (append)",
-        "warmups": args.warmups,
         "repeats": args.repeats,
         "sizes": [],
     }
@@ -197,13 +207,12 @@ def main() -> int:
             pids = {p.pid: p.name for p in started}
             client = AoetlClient()
             # Warm-up (not counted): first imports and connections in every (restarted) service, and for
-            # the first size the broker's JIT. A freshly started broker spent 1.4-1.9 CPU-s per 1M-row run
-            # for its first ~10 runs (mostly C2 compiler threads), 0.5-0.7 once warm, as a long-lived
-            # broker is; on 2 cores that JIT work alone cost ~0.3 s of the end-to-end time.
-            warmups = args.warmups if not report["sizes"] else 2
-            warmup_seconds = [
-                run_pipeline(client, spec_for(path, f"bench_{uuid.uuid4().hex[:8]}"), dsn, pids)["seconds"]
-                for _ in range(warmups)
+            # the first size the broker's JIT. A freshly started broker spent 1.4-2.3 CPU-s per 1M-row run
+            # for its first 10-20 runs (mostly C2 compiler threads), 0.5-0.9 after ~30, as a long-lived
+            # broker does; on 2 cores that JIT work alone cost ~0.3 s of the end-to-end time.
+            warmups = [
+                run_pipeline(client, spec_for(path, f"bench_{uuid.uuid4().hex[:8]}"), dsn, pids)
+                for _ in range(args.warmups if report["sizes"] else args.broker_warmups)
             ]
             runs, copies = [], []
             for _ in range(args.repeats):
@@ -221,7 +230,9 @@ def main() -> int:
                 "psql_copy_rows_per_s": round(rows / copy),
                 "ratio_to_copy": round(copy / e2e, 3),
                 "end_to_end_seconds_runs": [round(r["seconds"], 2) for r in runs],
-                "warmup_seconds_runs": [round(w, 2) for w in warmup_seconds],
+                "warmup_runs": len(warmups),
+                "warmup_seconds_runs": [round(w["seconds"], 2) for w in warmups],
+                "warmup_broker_cpu_seconds_runs": [w["cpu_seconds"].get("kafka") for w in warmups],
                 "psql_copy_seconds_runs": [round(c, 2) for c in copies],
                 # of the median run
                 "stage_rows_per_s": median_run["stage_rows_per_s"],
