@@ -143,6 +143,7 @@ class MonitorApp:
         self._assigned = False
         self._lag = LagProbe(settings.kafka, settings.kafka_timeout_s)
 
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         app = self.app = faust.App(
             settings.app_id,
             **_faust_broker(settings),
