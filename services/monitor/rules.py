@@ -22,6 +22,11 @@ from shared.contracts import Alert, AlertKind, EventKind, PipelineResult, RunEve
 # Orchestrator events that (re)start work; its other events are bookkeeping, not progress.
 _ORCHESTRATOR_PROGRESS = frozenset({EventKind.RUN_ACCEPTED, EventKind.RUN_PLANNED, EventKind.TASK_RETRIED})
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
+# Batches counted one by one (so a redelivered event overwrites instead of adding). Older ones are folded
+# into totals: a continuous run transforms batches for as long as it runs, and its record (rewritten on
+# every event, and restored from the changelog) must not grow with them. faust redelivers only what it had
+# not committed, far fewer than this many batches.
+MAX_TRACKED_BATCHES = 1000
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,48 @@ class RunRecord(BaseModel):
     alerted: tuple[AlertKind, ...] = ()
     batch_rows: dict[str, int] = Field(default_factory=dict, description="transformed batch id -> rows in")
     failed_rows: dict[str, int] = Field(default_factory=dict, description="'<batch id>|<rule>' -> rows")
+    settled_rows: int = Field(0, description="rows in of the batches folded out of batch_rows")
+    settled_failed_rows: int = Field(0, description="their failed rows")
 
     @property
     def checked_rows(self) -> int:
-        return sum(self.batch_rows.values())
+        return self.settled_rows + sum(self.batch_rows.values())
 
     @property
     def failed_checked_rows(self) -> int:
         # Only batches whose BATCH_TRANSFORMED arrived (it follows the batch's violations): otherwise a
         # batch's failures would be counted before its rows and the fraction would overshoot.
-        return sum(n for key, n in self.failed_rows.items() if key.split("|", 1)[0] in self.batch_rows)
+        return self.settled_failed_rows + sum(
+            n for key, n in self.failed_rows.items() if key.split("|", 1)[0] in self.batch_rows
+        )
+
+    def settled(self) -> RunRecord:
+        """The record with its oldest batches folded into the totals, down to ``MAX_TRACKED_BATCHES``."""
+        excess = len(self.batch_rows) - MAX_TRACKED_BATCHES
+        if excess <= 0 and len(self.failed_rows) <= 4 * MAX_TRACKED_BATCHES:
+            return self
+        folded_ids = set(list(self.batch_rows)[: max(excess, 0)])  # dicts keep arrival order: oldest first
+        batch_rows = {b: n for b, n in self.batch_rows.items() if b not in folded_ids}
+        failed_rows: dict[str, int] = {}
+        settled_failed = self.settled_failed_rows
+        for key, n in self.failed_rows.items():
+            if key.split("|", 1)[0] in folded_ids:
+                settled_failed += n
+            else:
+                failed_rows[key] = n
+        # Failures of batches never transformed are not counted anyway: keep only the newest of them.
+        orphans = [k for k in failed_rows if k.split("|", 1)[0] not in batch_rows]
+        for key in orphans[: max(len(failed_rows) - 4 * MAX_TRACKED_BATCHES, 0)]:
+            del failed_rows[key]
+        return self.model_copy(
+            update={
+                "batch_rows": batch_rows,
+                "failed_rows": failed_rows,
+                "settled_rows": self.settled_rows
+                + sum(n for b, n in self.batch_rows.items() if b in folded_ids),
+                "settled_failed_rows": settled_failed,
+            }
+        )
 
     def with_alert(self, kind: AlertKind) -> RunRecord:
         return self.model_copy(update={"alerted": (*self.alerted, kind)})
@@ -108,7 +145,7 @@ def apply_event(
     elif event.kind is EventKind.QUALITY_VIOLATION:
         key = f"{event.batch_id or ''}|{event.details.get('rule', '?')}"
         changes["failed_rows"] = {**record.failed_rows, key: _int(event.details.get("failed_rows"))}
-    record = record.model_copy(update=changes)
+    record = record.model_copy(update=changes).settled()
     alert = quality_alert(record, event, thresholds.quality_max_failed_fraction)
     if alert is None:
         return record, []

@@ -253,7 +253,9 @@ def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_th
     from shared.settings import KafkaSettings
 
     settings = MonitorSettings(
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), session_timeout_ms=6000, data_dir=tmp_path / "a" / "b"
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        session_timeout_ms=6000,
+        data_dir=tmp_path / "a" / "b",
     )
 
     async def build() -> MonitorApp:
@@ -265,3 +267,30 @@ def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_th
     assert Path(conf.datadir).parent == tmp_path / "a" / "b"
     assert (tmp_path / "a" / "b").is_dir()  # faust creates only the app's own directory in it
     assert MonitorSettings().data_dir != Path.cwd()
+
+
+def test_a_long_continuous_run_keeps_a_bounded_record_and_exact_quality_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.monitor import rules
+
+    monkeypatch.setattr(rules, "MAX_TRACKED_BATCHES", 50)  # the same folding, with fewer events
+    MAX_TRACKED_BATCHES = rules.MAX_TRACKED_BATCHES
+    batches = MAX_TRACKED_BATCHES * 3
+    record: RunRecord | None = None
+    for i in range(batches):
+        record, _ = apply_event(record, violation(f"b{i}", 1), partition=0, thresholds=LIMITS)
+        record, _ = apply_event(record, transformed(f"b{i}", 100), partition=0, thresholds=LIMITS)
+    assert record is not None
+    assert len(record.batch_rows) == MAX_TRACKED_BATCHES
+    assert len(record.failed_rows) <= MAX_TRACKED_BATCHES
+    assert record.checked_rows == batches * 100
+    assert record.failed_checked_rows == batches
+    # a recent batch redelivered still overwrites instead of adding
+    replayed, _ = fold(violation(f"b{batches - 1}", 1), transformed(f"b{batches - 1}", 100), record=record)
+    assert (replayed.checked_rows, replayed.failed_checked_rows) == (batches * 100, batches)
+    # failures of batches never transformed (not counted) are bounded too
+    for i in range(MAX_TRACKED_BATCHES * 5):
+        record, _ = apply_event(record, violation(f"lost{i}", 1), partition=0, thresholds=LIMITS)
+    assert len(record.failed_rows) <= 4 * MAX_TRACKED_BATCHES
+    assert record.failed_checked_rows == batches
