@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -78,6 +78,54 @@ class EventProducer:
     def flush(self) -> None:
         assert self._producer.flush(30) == 0
         assert not self.failed, self.failed
+
+
+class PacedStream:
+    """Sends ``total`` events from a thread at ~1000 events/s: a steady stream, not one burst."""
+
+    def __init__(self, events: EventProducer, total: int, make: Callable[[int], tuple[dict, str]]):
+        self.total = total
+        self.produced = 0
+        self.sent = threading.Event()
+        self._events = events
+        self._make = make
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> PacedStream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        for i in range(self.total):
+            event, key = self._make(i)
+            self._events.send(event, key=key)
+            self.produced = i + 1
+            if i % 100 == 99:
+                time.sleep(0.1)  # pacing, not waiting for anything
+        self._events.flush()
+        self.sent.set()
+
+
+def loaded_ids(dsn: str, table: str) -> tuple[int, int]:
+    """(rows, distinct ids) in ``table``; (0, 0) before the sink created it."""
+    with psycopg.connect(dsn) as con:
+        exists = con.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if exists is None or exists[0] is None:
+            return 0, 0
+        row = con.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+
+def assert_every_event_once(dsn: str, table: str, total: int, half_id_column: str) -> None:
+    """Events ``id`` 0..total-1, each loaded once, with ``half_id_column`` = id * 0.5; drops the table."""
+    assert loaded_ids(dsn, table) == (total, total), "exactly once: every event once, none twice"
+    with psycopg.connect(dsn) as con:
+        row = con.execute(f"SELECT sum(id), sum({half_id_column}) FROM {table}").fetchone()
+        assert row is not None
+        assert int(row[0]) == total * (total - 1) // 2
+        assert float(row[1]) == pytest.approx(sum(i * 0.5 for i in range(total)))
+        con.execute(f"DROP TABLE {table}")
 
 
 def new_topic(bootstrap: str, partitions: int) -> str:
@@ -215,33 +263,16 @@ def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_re
         }
     )
     events = EventProducer(kafka_bootstrap, topic)
-    sent = threading.Event()
-    halfway = threading.Event()
-
-    def produce() -> None:
-        for i in range(total):
-            events.send({"id": i, "user": f"u{i % 37}", "amount": i * 0.25}, key=f"u{i % 37}")
-            if i == total // 3:
-                halfway.set()
-            if i % 100 == 99:
-                time.sleep(0.1)  # pacing, not waiting: a steady stream (~1000 events/s), not one burst
-        events.flush()
-        sent.set()
 
     def loaded() -> tuple[int, int]:
-        with psycopg.connect(postgres_dsn) as con:
-            exists = con.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-            if exists is None or exists[0] is None:
-                return 0, 0
-            row = con.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone()
-            assert row is not None
-            return int(row[0]), int(row[1])
+        return loaded_ids(postgres_dsn, table)
 
     with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
         first = system.client.submit(spec)
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
-        wait_until(halfway.is_set, 60, message="a third of the events produced")
+        stream = PacedStream(
+            events, total, lambda i: ({"id": i, "user": f"u{i % 37}", "amount": i * 0.25}, f"u{i % 37}")
+        ).start()
+        wait_until(lambda: stream.produced > total // 3, 60, message="a third of the events produced")
         wait_until(lambda: loaded()[0] > 0, 60, message="the first rows loaded while events arrive")
         system.client.stop(first.run_id)
         stopped = await_result(reader, first.run_id)
@@ -252,15 +283,9 @@ def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_re
         rejected = await_result(reader, duplicate.run_id)
         assert rejected.status is RunStatus.REJECTED
         assert [e.error_class for e in rejected.errors] == ["AlreadyRunning"]
-        wait_until(sent.is_set, 120, message="every event produced")
+        wait_until(stream.sent.is_set, 120, message="every event produced")
         wait_until(lambda: loaded() == (total, total), 120, interval=0.5, message=f"{total} rows loaded")
         system.client.stop(second.run_id)
         final = await_result(reader, second.run_id)
     assert final.status is RunStatus.CANCELLED
-    assert loaded() == (total, total), "exactly once: every event once, none twice"
-    with psycopg.connect(postgres_dsn) as con:
-        row = con.execute(f"SELECT sum(id), sum(double_amount) FROM {table}").fetchone()
-        assert row is not None
-        assert int(row[0]) == total * (total - 1) // 2
-        assert float(row[1]) == pytest.approx(sum(i * 0.5 for i in range(total)))
-        con.execute(f"DROP TABLE {table}")
+    assert_every_event_once(postgres_dsn, table, total, "double_amount")
