@@ -27,6 +27,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 S = TypeVar("S", bound=BaseSettings)
 
 
+KafkaCompression = Literal["none", "lz4", "zstd", "snappy", "gzip"]
+
+
 class KafkaSettings(BaseSettings):
     """How to reach the brokers. Client-specific tuning lives in ``shared/kafka/clients.py``."""
 
@@ -133,7 +136,7 @@ class ProcessorSettings(ServiceSettings):
     # How fast a crashed replica is noticed: its partitions move after the session timeout, and an open
     # transaction of a producer that never comes back blocks read_committed readers until it times out.
     session_timeout_ms: int = Field(45_000, ge=1_000, description="consumer group session timeout")
-    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+    producer_compression: KafkaCompression = Field(
         "lz4", description="Kafka batch compression of this service's producer"
     )
     # librdkafka prefetches up to 64 MiB of messages by default. A stage slower than its upstream keeps

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from shared.settings import ProcessorSettings
+from shared.settings import KafkaCompression, ProcessorSettings
 
 
 class ExtractSettings(ProcessorSettings):
@@ -15,7 +13,7 @@ class ExtractSettings(ProcessorSettings):
     max_batch: int = Field(1, ge=1)
     # Batches are Arrow IPC streams already LZ4-compressed per buffer: compressing them again in the
     # producer costs CPU here, in the broker (it decompresses to validate) and in the consumer.
-    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    producer_compression: KafkaCompression = "none"
     # Continuous pipelines: the longest a source event waits in a batch (the latency floor), and how
     # often an idle stream reports that it is alive (below the runs' stuck_after_s).
     stream_linger_ms: int = Field(

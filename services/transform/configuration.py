@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr
 
-from shared.settings import ProcessorSettings
+from shared.settings import KafkaCompression, ProcessorSettings
 
 
 class TransformSettings(ProcessorSettings):
@@ -19,4 +17,4 @@ class TransformSettings(ProcessorSettings):
     )
     # Batches are Arrow IPC streams already LZ4-compressed per buffer; compressing them again in the
     # producer only burns CPU (measured: see bench/bench_pipeline.py in the issue notes).
-    producer_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    producer_compression: KafkaCompression = "none"
