@@ -198,6 +198,10 @@ class MonitorApp:
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
 
     # ------------------------------------------------------------------------------------- lifecycle
+    async def close(self) -> None:
+        """After ``app.stop()``: the clients the app does not own."""
+        await self._lag.close()
+
     def is_ready(self) -> bool:
         """Assigned, tables recovered, not rebalancing (read from the HTTP thread: plain attribute reads)."""
         return self._assigned and not self.app.rebalancing and self.failure is None
@@ -395,7 +399,7 @@ class MonitorApp:
             metrics.RUNS_TRACKED.labels(state).set(count)
 
     async def check_lag(self) -> None:
-        results = await asyncio.to_thread(self._lag.measure_all, self.settings.lag_groups)
+        results = await self._lag.measure_all(self.settings.lag_groups)
         for group, lag in results.items():
             if isinstance(lag, MonitorTransientError):
                 metrics.LAG_CHECK_FAILURES.labels(group).inc()

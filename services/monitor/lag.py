@@ -1,24 +1,31 @@
 """Consumer lag per group and topic: committed offsets against the end of each partition.
 
-Read with the admin API only (no consumer joins the groups, so checking never triggers a rebalance of
+Read without joining the groups (no consumer joins them, so checking never triggers a rebalance of
 the services it watches). End offsets are read ``read_committed`` (the last stable offset), the position
 a transactional consumer can reach. A partition the group never committed is not counted: for a new group
 that is "not started", not lag.
 
 Note: after a transaction the commit marker occupies one offset past the last record, so a fully caught-up
 transactional consumer whose producer wrote to the same partition can show a lag of 1 there.
+
+Read with aiokafka, not librdkafka: librdkafka's admin client aborts the whole process (assertion in
+``rd_kafka_enq_once_del_source_return``) when a ListConsumerGroupOffsets request meets a broker restart
+(confluentinc/librdkafka#3663, #4605); the fault soak saw it take the monitor down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from services.monitor.exceptions import MonitorTransientError
+from shared.kafka.clients import make_aio_consumer
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -38,45 +45,70 @@ def lag_by_topic(committed: Mapping[Partition, int], ends: Mapping[Partition, in
 
 
 class LagProbe:
-    """Blocking (librdkafka) calls: run ``measure`` in a worker thread from async code."""
+    """Committed offsets from the admin API, end offsets from a group-less ``read_committed`` consumer
+    (it never joins a group). Create it inside the running loop; ``close`` it when done."""
 
     def __init__(self, kafka: KafkaSettings, timeout_s: float = 10.0):
-        self._admin = AdminClient(kafka.to_confluent(), logger=_log)
+        self._kafka = kafka
         self._timeout = timeout_s
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader = make_aio_consumer(kafka, group_id=None, request_timeout_ms=int(timeout_s * 1000))
+        self._reader_started = False
 
-    def measure(self, group: str) -> dict[str, int]:
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        if self._reader_started:
+            await self._reader.stop()
+            self._reader_started = False
+
+    async def measure(self, group: str) -> dict[str, int]:
         """Lag per topic of ``group``; empty when the group has committed nothing (or does not exist)."""
-        committed = self._committed(group)
+        committed = await self._committed(group)
         if not committed:
             return {}
-        return lag_by_topic(committed, self._ends(committed))
+        return lag_by_topic(committed, await self._ends(committed))
 
-    def measure_all(self, groups: Iterable[str]) -> dict[str, dict[str, int] | MonitorTransientError]:
+    async def measure_all(self, groups: Iterable[str]) -> dict[str, dict[str, int] | MonitorTransientError]:
         results: dict[str, dict[str, int] | MonitorTransientError] = {}
         for group in groups:
             try:
-                results[group] = self.measure(group)
+                results[group] = await self.measure(group)
             except MonitorTransientError as exc:
                 results[group] = exc
         return results
 
-    def _committed(self, group: str) -> dict[Partition, int]:
-        request = [ConsumerGroupTopicPartitions(group)]
+    async def _committed(self, group: str) -> dict[Partition, int]:
         try:
-            answer = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout)[group]
-            offsets = answer.result(timeout=self._timeout)
-        except (KafkaException, TimeoutError) as exc:
-            raise MonitorTransientError(f"committed offsets of group {group!r}: {exc}") from exc
-        return {(tp.topic, tp.partition): tp.offset for tp in offsets.topic_partitions or []}
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    **self._kafka.to_aiokafka(), request_timeout_ms=int(self._timeout * 1000)
+                )
+                await asyncio.wait_for(admin.start(), self._timeout)
+                self._admin = admin
+            offsets = await asyncio.wait_for(self._admin.list_consumer_group_offsets(group), self._timeout)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await self._forget_admin()
+            raise MonitorTransientError(f"committed offsets of group {group!r}: {exc!r}") from exc
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
 
-    def _ends(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        request = {TopicPartition(topic, partition): OffsetSpec.latest() for topic, partition in partitions}
+    async def _ends(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
         try:
-            futures = self._admin.list_offsets(
-                request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self._timeout
-            )
-            return {
-                (tp.topic, tp.partition): f.result(timeout=self._timeout).offset for tp, f in futures.items()
-            }
-        except (KafkaException, TimeoutError) as exc:
-            raise MonitorTransientError(f"end offsets of {len(request)} partition(s): {exc}") from exc
+            if not self._reader_started:
+                await asyncio.wait_for(self._reader.start(), self._timeout)
+                self._reader_started = True
+            ends = await asyncio.wait_for(self._reader.end_offsets(wanted), self._timeout)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise MonitorTransientError(f"end offsets of {len(wanted)} partition(s): {exc!r}") from exc
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def _forget_admin(self) -> None:
+        """A failed admin client is rebuilt on the next check (its connection may be the broken part)."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                await admin.close()
+            except Exception:  # it is being discarded; the original error is what matters
+                _log.debug("closing a failed admin client", exc_info=True)

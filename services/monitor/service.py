@@ -57,6 +57,7 @@ class MonitorService(BaseService[MonitorSettings]):
         finally:
             # Commits the offsets of processed messages and flushes the changelogs.
             await monitor.app.stop()
+            await monitor.close()
         if monitor.failure is not None:
             raise MonitorError(
                 f"the monitor stopped after a failure: {monitor.failure!r}"
