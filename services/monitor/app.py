@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import ssl
 import time
 from collections import Counter
@@ -199,8 +200,10 @@ class MonitorApp:
 
     # ------------------------------------------------------------------------------------- lifecycle
     async def close(self) -> None:
-        """After ``app.stop()``: the clients the app does not own."""
+        """After ``app.stop()``: the clients the app does not own, and faust's app directory (its tables
+        are in memory, restored from the changelogs, so nothing in it outlives the process)."""
         await self._lag.close()
+        shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     def is_ready(self) -> bool:
         """Assigned, tables recovered, not rebalancing (read from the HTTP thread: plain attribute reads)."""
