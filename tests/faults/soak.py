@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,8 +94,8 @@ class Soak:
     unexpected_exits: Counter[str] = field(default_factory=Counter)
 
     # ------------------------------------------------------------------------------------- rounds
-    def round(self, number: int, concurrency: int) -> None:
-        fault = self.rng.choice(FAULTS)
+    def round(self, number: int, concurrency: int, faults: Sequence[str] = FAULTS) -> None:
+        fault = self.rng.choice(faults)
         batch = [self._new_run(number, i) for i in range(concurrency)]
         for run in batch:
             self.watcher.submit(run)
@@ -225,6 +225,19 @@ class Soak:
                 self.unexpected_exits[service] += missing
                 start_replicas(self.system, service, missing, wait=service != "monitor")
 
+    def _late_result(self, run_id: str, missing: bool) -> dict[str, Any]:
+        """For a run whose result the watcher did not see in time: is there one in the results topic now?
+        Tells a run that never finished from one that finished late (or a watcher that missed it)."""
+        if not missing:
+            return {}
+        try:
+            late = self.system.client.find_result(run_id)
+        except Exception as exc:
+            return {"result_in_topic_now": f"not readable: {exc!r}"}
+        if late is None:
+            return {"result_in_topic_now": None}
+        return {"result_in_topic_now": late.status.value, "finished_at": late.finished_at.isoformat()}
+
     # ------------------------------------------------------------------------------------ summary
     def summary(self, seed: int, minutes: float, elapsed: float) -> dict[str, Any]:
         verdicts, unverifiable = [], []
@@ -258,6 +271,7 @@ class Soak:
             "anomalies": anomalies,
             "failed_runs": [
                 {"label": run.label, "run_id": run.run_id, "problems": v.problems}
+                | self._late_result(run.run_id, v.status is None)
                 for run, v in verdicts
                 if v.problems
             ]
@@ -288,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=3, help="runs per round")
     parser.add_argument("--out", type=Path, default=RESULTS_FILE)
+    parser.add_argument(
+        "--faults", default=",".join(FAULTS), help=f"comma-separated subset of: {', '.join(FAULTS)}"
+    )
     args = parser.parse_args(argv)
+    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    if unknown := sorted(set(faults) - set(FAULTS)):
+        parser.error(f"unknown faults: {', '.join(unknown)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     console.print(f"[bold]soak seed {seed}[/] ({args.minutes:g} min; repeat with --seed {seed})")
     rng = random.Random(seed)
@@ -304,8 +324,15 @@ def main(argv: list[str] | None = None) -> int:
                 number = 0
                 while time.monotonic() < deadline:
                     number += 1
-                    soak.round(number, args.concurrency)
+                    soak.round(number, args.concurrency, faults)
                 summary = soak.summary(seed, args.minutes, time.monotonic() - started)
+                if any(summary["anomalies"].values()):
+                    # the services' and the broker's logs are deleted with the system: keep them to debug
+                    kept = args.out.parent / f"soak-logs-{seed}"
+                    shutil.rmtree(kept, ignore_errors=True)
+                    shutil.copytree(system.state_dir / "logs", kept / "services")
+                    shutil.copytree(kafka.home, kept / "kafka", ignore=shutil.ignore_patterns("data"))
+                    summary["logs"] = str(kept)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     console.print(render(summary))
