@@ -30,13 +30,11 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults
 
-REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}
-
 
 @pytest.fixture
-def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
-    monkeypatch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    with running_system(kafka_bootstrap, postgres_dsn, REPLICAS) as sys_:
+def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
+    replicas = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}  # two extracts share the stream
+    with running_system(kafka_bootstrap, postgres_dsn, replicas) as sys_:
         yield sys_
 
 
