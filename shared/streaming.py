@@ -37,6 +37,49 @@ Encoded = tuple[str, str | bytes | None, bytes]  # topic, key, value
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
+class RestartingWorker:
+    """A daemon thread running ``_serve`` until ``stop``. A failure (a fenced producer included) is logged,
+    ``_reset`` drops what was consumed but not committed, and ``_serve`` starts over after
+    ``restart_delay_s``, rebuilding its ``GroupTransactor``: the group's committed offsets say where to
+    resume, so nothing is lost or produced twice."""
+
+    restart_delay_s = 1.0
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Forget the state built from uncommitted input (the next ``_serve`` reads it again)."""
+
+    def _run(self) -> None:
+        name = self._thread.name
+        while not self._stop.is_set():
+            try:
+                self._serve()
+            except ProducerFencedError as exc:
+                _log.warning("%s fenced (%s); starting over", name, exc)
+            except Exception:
+                _log.exception("%s failed; starting over", name)
+            self._reset()
+            self._stop.wait(self.restart_delay_s)
+
+
 class StreamDecodeError(DataError):
     """An event on a user topic is not a record in the declared format (it is dead-lettered, once)."""
 

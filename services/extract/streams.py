@@ -47,10 +47,17 @@ from shared.contracts import (
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
-from shared.processing import ProducerFencedError
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaSource
-from shared.streaming import TP, Encoded, GroupTransactor, StreamDecodeError, coordinates, decode_event
+from shared.streaming import (
+    TP,
+    Encoded,
+    GroupTransactor,
+    RestartingWorker,
+    StreamDecodeError,
+    coordinates,
+    decode_event,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -171,45 +178,24 @@ class StreamConfig:
         return f"{name}{self.topic_suffix}"
 
 
-class StreamWorker:
+class StreamWorker(RestartingWorker):
     """Reads one continuous run's source topic (the partitions Kafka gives this instance)."""
 
     def __init__(self, stream: StreamRun, config: StreamConfig, serde: Serde):
         assert isinstance(stream.spec.source, KafkaSource), "only kafka sources are continuous"
+        super().__init__(f"stream-{stream.pipeline}")
         self.stream, self.config, self.serde = stream, config, serde
         self.source: KafkaSource = stream.spec.source
         self.buffers = StreamBuffers(stream.spec.run.batch_rows, config.linger_s)
         self._dead_letters: list[Encoded] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"stream-{stream.pipeline}", daemon=True)
 
     @property
     def run_id(self) -> str:
         return self.stream.run_id
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._serve()
-            except ProducerFencedError as exc:
-                _log.warning("stream %s fenced (%s); starting over", self.stream.pipeline, exc)
-            except Exception:
-                _log.exception("stream %s failed; starting over", self.stream.pipeline)
-            self.buffers.forget()
-            self._dead_letters = []
-            self._stop.wait(1.0)
+    def _reset(self) -> None:
+        self.buffers.forget()
+        self._dead_letters = []
 
     def _serve(self) -> None:
         c, pipeline = self.config, self.stream.pipeline

@@ -42,12 +42,12 @@ from shared.contracts import (
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
-from shared.processing import ProducerFencedError
 from shared.settings import KafkaSettings
 from shared.streaming import (
     TP,
     Encoded,
     GroupTransactor,
+    RestartingWorker,
     StreamDecodeError,
     coordinates,
     decode_event,
@@ -165,39 +165,19 @@ class RunnerConfig:
     commit_interval_s: float = 5.0
 
 
-class TriggerRunner:
+class TriggerRunner(RestartingWorker):
     """Reads one rule's topic and publishes one request per closed window."""
 
     def __init__(self, key: RuleKey, rule: TopicTrigger, config: RunnerConfig, serde: Serde):
+        super().__init__(f"trigger-{key.definition}-{key.index}")
         self.key, self.rule, self.config, self.serde = key, rule, config, serde
         self.book = WindowBook(rule)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"trigger-{key.definition}-{key.index}", daemon=True
-        )
         self._dead_letters: list[Encoded] = []
         self.requests_published = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._serve()
-            except ProducerFencedError as exc:
-                _log.warning("trigger %s fenced (%s); starting over", self.key, exc)
-            except Exception:
-                _log.exception("trigger %s failed; starting over", self.key)
-            self.book.forget()
-            self._dead_letters = []
-            self._stop.wait(1.0)
+    def _reset(self) -> None:
+        self.book.forget()
+        self._dead_letters = []
 
     def _serve(self) -> None:
         c = self.config
