@@ -82,72 +82,60 @@ def register_definition(bootstrap: str, suffix: str, workdir: Path) -> None:
     )
 
 
-def start_orchestrator(bootstrap: str, suffix: str, workdir: Path) -> subprocess.Popen[bytes]:
-    port_file = workdir / "orchestrator-port"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "AOETL_TOPIC_SUFFIX": suffix,
-        "AOETL_GROUP_ID": f"bench-orchestrator{suffix}",
-        "AOETL_HTTP_PORT": "0",
-        "AOETL_PORT_FILE": str(port_file),
-        "AOETL_LOG_LEVEL": "WARNING",
-    }
-    log = (workdir / "orchestrator.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.orchestrator"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
+def start_service(
+    name: str, env: dict[str, str], workdir: Path, port_file: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m services.<name>``; returns once the port it writes to ``port_file`` answers /ready."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=ROOT,
+            env={**os.environ, "AOETL_LOG_LEVEL": "WARNING", **env},
+            stdout=log,
+            stderr=log,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"orchestrator exited; see {workdir / 'orchestrator.log'}")
-        if port_file.exists() and port_file.read_text().strip():
-            try:
-                if (
-                    httpx.get(
-                        f"http://127.0.0.1:{port_file.read_text().strip()}/ready", timeout=2
-                    ).status_code
-                    == 200
-                ):
-                    return proc
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("orchestrator not ready within 60 s")
-
-
-def start_gateway(bootstrap: str, suffix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = workdir / "api-port"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "AOETL_TOPIC_SUFFIX": suffix,
-        "AOETL_HTTP_PORT": "0",
-        "AOETL_API_PORT": "0",
-        "AOETL_API_PORT_FILE": str(port_file),
-        "AOETL_LOG_LEVEL": "WARNING",
-        "AOETL_WEBHOOKS": json.dumps({"github": {"scheme": "github", "secrets": [SECRET]}}),
-        "AOETL_TRIGGERS": json.dumps([{"source": "github", "event": "push", "definition": "bench"}]),
-    }
-    log = (workdir / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited; see {workdir / 'gateway.log'}")
-        if port_file.exists() and port_file.read_text().strip():
-            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+            raise RuntimeError(f"{name} exited; see {log_path}")
+        port = port_file.read_text().strip() if port_file.exists() else ""
+        if port:
+            url = f"http://127.0.0.1:{port}"
             try:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     return proc, url
             except httpx.HTTPError:
                 pass
-        time.sleep(0.1)
+        time.sleep(0.1)  # readiness poll interval
     proc.kill()
-    raise RuntimeError("gateway not ready within 60 s")
+    raise RuntimeError(f"{name} not ready within 60 s")
+
+
+def start_orchestrator(bootstrap: str, suffix: str, workdir: Path) -> subprocess.Popen[bytes]:
+    port_file = workdir / "orchestrator-port"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AOETL_TOPIC_SUFFIX": suffix,
+        "AOETL_GROUP_ID": f"bench-orchestrator{suffix}",
+        "AOETL_HTTP_PORT": "0",
+        "AOETL_PORT_FILE": str(port_file),
+    }
+    return start_service("orchestrator", env, workdir, port_file)[0]
+
+
+def start_gateway(bootstrap: str, suffix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = workdir / "api-port"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AOETL_TOPIC_SUFFIX": suffix,
+        "AOETL_HTTP_PORT": "0",
+        "AOETL_API_PORT": "0",
+        "AOETL_API_PORT_FILE": str(port_file),
+        "AOETL_WEBHOOKS": json.dumps({"github": {"scheme": "github", "secrets": [SECRET]}}),
+        "AOETL_TRIGGERS": json.dumps([{"source": "github", "event": "push", "definition": "bench"}]),
+    }
+    return start_service("gateway", env, workdir, port_file)
 
 
 async def watch_requests(

@@ -16,10 +16,10 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import (
@@ -423,30 +423,29 @@ def terminate_backends(dsn: str, application_name: str, *, in_transaction_only: 
 
 
 # ------------------------------------------------------------------------------- private servers
+N = TypeVar("N", KafkaNode, PostgresNode)
+
+
 @contextlib.contextmanager
-def private_kafka() -> Iterator[KafkaNode]:
+def _private(node_class: Callable[[Path], N], name: str) -> Iterator[N]:
+    state = make_state_dir(f"aoetl-faults-{name}-")
+    node = node_class(state / name)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def private_kafka() -> contextlib.AbstractContextManager[KafkaNode]:
     """A broker of our own, for the faults that stop it (never the session's or the shared one)."""
-    state = make_state_dir("aoetl-faults-kafka-")
-    node = KafkaNode(state / "kafka")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    return _private(KafkaNode, "kafka")
 
 
-@contextlib.contextmanager
-def private_postgres() -> Iterator[PostgresNode]:
+def private_postgres() -> contextlib.AbstractContextManager[PostgresNode]:
     """A PostgreSQL cluster of our own, for the faults that restart it."""
-    state = make_state_dir("aoetl-faults-pg-")
-    node = PostgresNode(state / "postgres")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    return _private(PostgresNode, "postgres")
 
 
 def restart_kafka(node: KafkaNode) -> None:

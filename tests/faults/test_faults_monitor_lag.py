@@ -5,7 +5,6 @@ process in this situation, which is why the probe uses aiokafka)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -17,6 +16,7 @@ from shared.kafka.clients import make_producer
 from shared.kafka.topics import TopicSpec
 from shared.settings import KafkaSettings
 from tests.faults.harness import private_kafka
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -33,22 +33,24 @@ def test_lag_probe_reports_a_broker_outage_as_transient_and_recovers() -> None:
         consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
         consumer.close()
 
-        async def scenario() -> None:
-            probe = LagProbe(KafkaSettings(bootstrap_servers=node.bootstrap), timeout_s=3.0)
-            try:
-                assert await probe.measure(group) == {topic: 3}
-                await asyncio.to_thread(node.stop)
-                during = await probe.measure_all([group])
-                assert isinstance(during[group], MonitorTransientError), during
-                await asyncio.to_thread(node.start)
-                deadline = time.monotonic() + 60
-                while True:  # the probe reconnects on its own: poll its next checks until one succeeds
-                    after = (await probe.measure_all([group]))[group]
-                    if after == {topic: 3} or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.25)  # poll interval, as tests.helpers.wait_until uses
-                assert after == {topic: 3}, after
-            finally:
-                await probe.close()
+        # One loop for the probe's whole life (its clients belong to it); each check is run to completion.
+        loop = asyncio.new_event_loop()
 
-        asyncio.run(scenario())
+        async def new_probe() -> LagProbe:  # aiokafka clients are made inside their loop
+            return LagProbe(KafkaSettings(bootstrap_servers=node.bootstrap), timeout_s=3.0)
+
+        probe = loop.run_until_complete(new_probe())
+
+        def lag() -> dict[str, int] | MonitorTransientError:
+            return loop.run_until_complete(probe.measure_all([group]))[group]
+
+        try:
+            assert lag() == {topic: 3}
+            node.stop()
+            assert isinstance(lag(), MonitorTransientError)
+            node.start()
+            # the probe reconnects on its own: one of its next checks succeeds
+            wait_until(lambda: lag() == {topic: 3}, timeout=60, message="the lag check to recover")
+        finally:
+            loop.run_until_complete(probe.close())
+            loop.close()
