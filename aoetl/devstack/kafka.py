@@ -312,8 +312,9 @@ class KafkaNode:
                 classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                new_cluster_id(),
+                # One argument: an id may start with "-" (URL-safe base64), which argparse would take
+                # for an option (a 1-in-64 start-up failure, seen in make test).
+                f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(self.config_path),
             ],
