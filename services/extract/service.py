@@ -6,7 +6,7 @@ A source that fails terminally (missing file, malformed data) becomes a TASK_FAI
 run, plus the task in the dead-letter topic for redrive; transient failures are retried locally with
 backoff, then reported as TASK_FAILED(transient) so the orchestrator can reschedule the task.
 
-Beside the task loop, a ``StreamSupervisor`` runs the continuous pipelines (``kafka`` sources) that the
+Beside the task loop, a stream supervisor runs the continuous pipelines (``kafka`` sources) that the
 streams topic says are RUNNING; see ``services.extract.streams``.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from services.extract.configuration import ExtractSettings
-from services.extract.streams import StreamConfig, StreamSupervisor
+from services.extract.streams import StreamConfig, stream_supervisor
 from services.extract.worker import extract, task_failed
 from shared.contracts import Contract, ExtractTask, Stage, StreamRun
 from shared.kafka.compacted import CompactedView
@@ -34,8 +34,9 @@ class ExtractService(ProcessorService[ExtractSettings]):
 
     def run(self, shutdown: GracefulShutdown) -> None:
         s = self.settings
-        streams = StreamSupervisor(
-            CompactedView(s.kafka, s.topic(Topics.STREAMS), StreamRun, self.serde),
+        view = CompactedView(s.kafka, s.topic(Topics.STREAMS), StreamRun, self.serde)
+        streams = stream_supervisor(
+            view,
             StreamConfig(
                 kafka=s.kafka,
                 instance_id=s.instance_id,
@@ -47,11 +48,13 @@ class ExtractService(ProcessorService[ExtractSettings]):
             ),
             self.serde,
         )
+        view.start()
         streams.start()
         try:
             super().run(shutdown)
         finally:
             streams.stop()
+            view.stop()
 
     def handle(self, value: Contract, context: MessageContext) -> Iterable[Output]:
         assert isinstance(value, ExtractTask)

@@ -22,7 +22,7 @@ from services.orchestrator.configuration import OrchestratorSettings
 from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
-from services.orchestrator.topic_triggers import RunnerConfig, TopicTriggers, topic_rules
+from services.orchestrator.topic_triggers import RunnerConfig, topic_rules, topic_triggers
 from services.transform.quality import check_row_count
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
@@ -76,7 +76,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             settings.kafka, settings.topic(Topics.WATERMARKS), PipelineWatermark, self.serde
         )
         self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), StreamRun, self.serde)
-        self.topic_triggers = TopicTriggers(
+        self.topic_triggers = topic_triggers(
             lambda: topic_rules(self.definitions),
             RunnerConfig(
                 kafka=settings.kafka,

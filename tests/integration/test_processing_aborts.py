@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-import shared.processing
+import shared.kafka.transaction
 from shared.contracts import Contract, RunEvent, Stage
 from shared.kafka.clients import make_producer
 from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
@@ -63,8 +63,8 @@ def hanging_first_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any
         made.append(producer)
         return producer
 
-    monkeypatch.setattr(shared.processing, "make_producer", factory)
-    monkeypatch.setattr(shared.processing, "_HUNG_CALL_GRACE_S", 0.5)
+    monkeypatch.setattr(shared.kafka.transaction, "make_producer", factory)
+    monkeypatch.setattr(shared.kafka.transaction, "HUNG_CALL_GRACE_S", 0.5)
     yield made
     release.set()  # lets the abandoned call's thread end
 
@@ -164,7 +164,7 @@ def test_a_producer_whose_commits_keep_failing_is_replaced(
         made.append(producer)
         return producer
 
-    monkeypatch.setattr(shared.processing, "make_producer", factory)
+    monkeypatch.setattr(shared.kafka.transaction, "make_producer", factory)
     events = produce_events(topology.bootstrap, topology.source, 40)
     stop = topology.start(
         topology.loop(topology.copy(), retry=RetryPolicy(initial_delay=0.05, max_delay=0.2))

@@ -11,10 +11,9 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from services.extract.streams import StreamBuffers, batch_id_for, rows_to_table
+from services.extract.streams import batch_id_for, rows_to_table
 from services.gateway.app import create_app
 from services.gateway.core import Gateway
-from services.orchestrator.topic_triggers import WindowBook
 from shared.avro.serde import AvroSerde
 from shared.contracts import PipelineDefinition, PipelineRequest
 from shared.spec import SpecError, parse_spec
@@ -87,63 +86,8 @@ def test_topic_run_ids_are_deterministic_per_first_event():
     )
 
 
-# ------------------------------------------------------------------------------------------- windows
-def test_a_window_closes_at_its_event_count_and_holds_back_its_first_offset():
-    book = WindowBook(TopicTrigger(topic=TOPIC, window=TriggerWindow(events=3)))
-    tp = (TOPIC, 0)
-    book.add(tp, 10, None, 0, now=0.0)  # does not match: only advances the position
-    book.add(tp, 11, {"n": 1}, 10, now=0.0)
-    book.add(tp, 12, {"n": 2}, 10, now=0.0)
-    assert book.closed == [] and book.offsets() == {tp: 11}, "the open window's first event stays uncommitted"
-    book.add(tp, 13, {"n": 3}, 10, now=0.0)
-    (window,) = book.closed
-    assert (window.first_offset, [e["n"] for e in window.events]) == (11, [1, 2, 3])
-    assert book.offsets() == {tp: 14}
-    book.committed(book.offsets())
-    assert book.closed == [] and book.held() == {tp: 14} and not book.uncommitted()
-
-
-def test_a_window_closes_after_its_seconds_whichever_comes_first():
-    book = WindowBook(TopicTrigger(topic=TOPIC, window=TriggerWindow(events=100, seconds=2.0)))
-    book.add((TOPIC, 1), 0, {"n": 1}, 1, now=10.0)
-    book.close_due(11.9)
-    assert book.closed == [] and book.next_due() == 12.0
-    book.close_due(12.0)
-    assert [len(w.events) for w in book.closed] == [1]
-
-
-def test_windows_are_forgotten_on_rewind_and_revocation():
-    book = WindowBook(TopicTrigger(topic=TOPIC, window=TriggerWindow(events=1)))
-    book.add((TOPIC, 0), 0, {"n": 1}, 1, now=0.0)
-    book.add((TOPIC, 1), 0, {"n": 2}, 1, now=0.0)
-    book.forget({(TOPIC, 0)})
-    assert [w.partition for w in book.closed] == [1] and set(book.offsets()) == {(TOPIC, 1)}
-    book.forget()
-    assert book.closed == [] and book.offsets() == {}
-
-
-def test_a_window_closes_early_rather_than_outgrow_a_request():
-    book = WindowBook(TopicTrigger(topic=TOPIC, window=TriggerWindow(events=1000)), max_bytes=100)
-    for offset in range(3):
-        book.add((TOPIC, 0), offset, {"n": offset}, 40, now=0.0)
-    assert [len(w.events) for w in book.closed] == [3]
-
-
-# ------------------------------------------------------------------------------ continuous buffers
-def test_stream_buffers_flush_at_linger_or_size_and_commit_past_unreadable_events():
-    buffers = StreamBuffers(batch_rows=3, linger_s=0.2)
-    buffers.add(("t", 0), 5, None, now=1.0)  # poison: no row, but its offset is consumed
-    assert not buffers.due(1.0) and buffers.offsets() == {("t", 0): 6}
-    buffers.add(("t", 0), 6, {"a": 1}, now=1.0)
-    assert not buffers.due(1.1) and buffers.due(1.25)
-    assert buffers.wait(1.05, ceiling=0.5) == pytest.approx(0.15)
-    buffers.add(("t", 1), 0, {"a": 2}, now=1.1)
-    buffers.add(("t", 1), 1, {"a": 3}, now=1.1)
-    buffers.add(("t", 1), 2, {"a": 4}, now=1.1)
-    assert buffers.due(1.1), "a full partition is due at once"
-    assert buffers.held() == {("t", 0): 5, ("t", 1): 0}
-    buffers.committed()
-    assert buffers.held() == {("t", 0): 7, ("t", 1): 3} and not buffers.pending()
+# ------------------------------------------------------------------------------ continuous batches
+def test_continuous_batch_ids_name_their_offsets():
     assert batch_id_for("p", "t", 1, 0, 2) == "p:t:1:0-2"
 
 

@@ -1,0 +1,261 @@
+"""One transactional producer and everything it takes to keep its transactions exact: the only place in
+aoetl that begins, commits or aborts a Kafka transaction. The task loop (``shared.processing``) and the
+topic readers (``shared.streaming``: continuous pipelines, topic triggers) both commit through it, so each
+protection below holds on every consume path.
+
+* **Fencing.** ``init_transactions`` with our transactional id bumps its epoch, which fences any older
+  producer with that id (a zombie from before a rebalance or a restart) and aborts what it left open. A
+  producer that finds itself fenced raises ``ProducerFencedError``: another live instance owns the work.
+* **Bounded calls.** librdkafka's ``send_offsets_to_transaction`` can block past its own timeout, forever,
+  when the group coordinator it cached went away (a broker restart: librdkafka #5456, #5511). It runs on
+  a helper thread; past its timeout plus a grace the producer is abandoned (the call still holds it).
+* **Commit retry.** A retriable ``commit_transaction`` error may be retried as is (librdkafka's rule);
+  anything else, or the third failure, aborts.
+* **Abort or replace.** A failed transaction is aborted; when abort fails, the producer is fatal, a call
+  hung, or commits failed twice in a row, a new producer with the same id is made instead (librdkafka
+  lacks KIP-890, so a fresh epoch is the only sure way to end a half-finished transaction; after a
+  broker restart a client can keep a coordinator request queued and never sent, which the soak found).
+* **Rewind to committed.** After a failure the consumer is sought back to what the group has committed,
+  which is right whether the commit landed or not; the caller drops what it derived from the lost input.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from shared import metrics
+from shared.errors import TerminalError, TransientError
+from shared.kafka.clients import make_producer
+from shared.kafka.types import DeliveryCallback, KafkaConsumer, TransactionalProducer
+from shared.settings import KafkaSettings
+
+_log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+# How much longer than its own timeout a transactional call may block before the producer is given up.
+HUNG_CALL_GRACE_S = 5.0
+# Consecutive failed commits after which the producer is replaced rather than aborted and reused.
+REPLACE_AFTER_FAILURES = 2
+_COMMIT_ATTEMPTS = 3
+_INIT_MAX_DELAY_S = 10.0
+
+
+class ProducerFencedError(TerminalError):
+    """Another live producer owns our transactional id: this instance is the zombie and must stop."""
+
+
+class KafkaCommitError(TransientError):
+    """Committing offsets or a transaction did not succeed."""
+
+
+class TransactionCallHungError(KafkaCommitError):
+    """A transactional call did not return long after its own timeout; the producer is abandoned (its call
+    still blocks it) and a new one with the same transactional id fences it."""
+
+
+def transactional_id(*parts: str) -> str:
+    """A transactional id from its parts (service, instance, pipeline...), in the characters Kafka takes
+    everywhere (ids also name metrics and log lines)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
+
+
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def raise_if_fenced(exc: BaseException, who: str) -> None:
+    error = kafka_error(exc)
+    if error is not None and error.code() in FENCED_CODES:
+        raise ProducerFencedError(f"transactional id {who} is used by a newer producer: {error}") from exc
+
+
+class KafkaTransaction:
+    """A transactional producer with the protocol of the module docstring. Use from one thread:
+    ``open()``, then ``begin()`` / ``produce()`` / ``commit()`` per unit of work, ``fail()`` when a unit
+    cannot be committed, ``close()`` at the end."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        transactional_id: str,
+        *,
+        stop: threading.Event,
+        timeout: float = 30.0,
+        label: str = "",
+        retry_delay: Callable[[int], float] = lambda attempt: min(0.5 * 2 ** (attempt - 1), 10.0),
+        producer_overrides: Mapping[str, Any] | None = None,
+    ):
+        self.kafka, self.transactional_id = kafka, transactional_id
+        self.label = label or transactional_id  # the metrics label (the service name)
+        self._stop, self._timeout, self._retry_delay = stop, timeout, retry_delay
+        self._overrides = dict(producer_overrides or {})
+        self._producer: TransactionalProducer | None = None
+        self._failures = 0  # consecutive failed commits
+        self.ready = False  # initialised: our epoch fences every older producer with this id
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        self._producer = self._new_producer()
+
+    def close(self) -> None:
+        self.ready = False
+        if self._producer is not None:
+            self._producer.flush(self._timeout)
+            self._producer = None
+
+    def _new_producer(self) -> TransactionalProducer:
+        self.ready = False
+        producer: TransactionalProducer = make_producer(
+            self.kafka, transactional_id=self.transactional_id, **self._overrides
+        )
+        attempt = 0
+        while True:
+            try:
+                producer.init_transactions(self._timeout)
+                self.ready = True
+                return producer
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is not None and error.fatal():
+                    raise
+                attempt += 1
+                _log.warning("init_transactions for %s failed (%s); retrying", self.transactional_id, exc)
+                if self._stop.wait(self._retry_delay(attempt)):
+                    return producer  # stopping: the caller exits before using it
+
+    @property
+    def producer(self) -> TransactionalProducer:
+        assert self._producer is not None, "open() creates the producer"
+        return self._producer
+
+    # ------------------------------------------------------------------------------ one transaction
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def produce(
+        self, topic: str, value: bytes, key: str | bytes | None, on_delivery: DeliveryCallback | None = None
+    ) -> None:
+        self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+
+    def commit(self, offsets: Sequence[TopicPartition], consumer: KafkaConsumer | None) -> None:
+        """Add ``offsets`` (next offset per partition, of ``consumer``'s group) and commit; raises on
+        failure (then call ``fail``). Fails too if any record of the transaction was not delivered."""
+        producer = self.producer
+        if offsets:
+            assert consumer is not None, "offsets belong to a consumer's group"
+            metadata = consumer.consumer_group_metadata()
+            positions = list(offsets)
+            call_bounded(
+                "send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(positions, metadata, self._timeout),
+                self._timeout + HUNG_CALL_GRACE_S,
+            )
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                producer.commit_transaction(self._timeout)
+                break
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or not error.retriable() or error.txn_requires_abort():
+                    raise
+                if attempt == _COMMIT_ATTEMPTS:
+                    raise
+                _log.warning("commit_transaction failed retriably (%s); retrying", error)
+        self._failures = 0
+        metrics.TRANSACTIONS.labels(self.label, "committed").inc()
+
+    def fail(self, exc: BaseException) -> None:
+        """The commit (or a produce into the transaction) failed with ``exc``: abort, or replace the
+        producer (see the module docstring). Raises ``ProducerFencedError`` when we are the zombie."""
+        raise_if_fenced(exc, self.transactional_id)
+        self._failures += 1
+        error = kafka_error(exc)
+        if (
+            isinstance(exc, TransactionCallHungError)
+            or self._failures >= REPLACE_AFTER_FAILURES
+            or (error is not None and error.fatal())
+        ):
+            # A hung call still holds the old producer, so abort_transaction would only conflict with it;
+            # a producer failing again and again may be stuck on a dead connection. Both: start afresh.
+            metrics.TRANSACTIONS.labels(self.label, "aborted").inc()
+            self._failures = 0
+            self._replace()
+            return
+        self.discard()
+
+    def discard(self) -> None:
+        """Take back the open transaction, nothing having gone wrong with Kafka (a handler failed mid-way,
+        or there is nothing to commit); a producer that cannot abort is replaced."""
+        metrics.TRANSACTIONS.labels(self.label, "aborted").inc()
+        try:
+            self.producer.abort_transaction(self._timeout)
+        except KafkaException as exc:
+            raise_if_fenced(exc, self.transactional_id)
+            _log.warning("abort_transaction failed (%s); replacing the producer", exc)
+            self._replace()
+
+    def abort_quietly(self) -> None:
+        """On the way out after a bug or a shutdown signal: never leave a transaction open behind us."""
+        if self._producer is None:
+            return
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except Exception as exc:  # the transaction may never have begun; the broker times it out anyway
+            _log.debug("abort after error failed: %r", exc)
+
+    def _replace(self) -> None:
+        """A new producer with the same transactional id: its ``init_transactions`` bumps the epoch, which
+        fences the old producer and aborts whatever transaction it left open."""
+        self._producer = self._new_producer()
+
+
+def rewind_to_committed(consumer: KafkaConsumer, held: Mapping[TP, int], timeout: float) -> None:
+    """Seek each partition of ``held`` to the offset its group has committed, or, where nothing is
+    committed yet, to ``held``'s offset (the first offset consumed and not committed: the reset position
+    that produced it). Right whether the failed commit landed or not."""
+    if not held:
+        return
+    positions = dict(held)
+    try:
+        for tp in consumer.committed([TopicPartition(t, p) for t, p in held], timeout):
+            if tp.error is None and tp.offset >= 0:
+                positions[(tp.topic, tp.partition)] = tp.offset
+    except KafkaException as exc:
+        _log.warning("could not read committed offsets (%s); rewinding to the first uncommitted", exc)
+    for (topic, partition), offset in positions.items():
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:  # revoked meanwhile: the next owner starts from the committed offset
+            _log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+
+
+def call_bounded(what: str, call: Callable[[], None], deadline_s: float) -> None:
+    """Run a blocking librdkafka call on a helper thread and stop waiting for it after ``deadline_s``
+    (raising ``TransactionCallHungError``); its exception, if it returns in time, is raised here."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    # A daemon: a call that never returns must not keep the process from exiting.
+    threading.Thread(target=run, name=f"kafka-{what}", daemon=True).start()
+    if not done.wait(deadline_s):
+        _log.error("%s did not return within %.0fs; abandoning the producer", what, deadline_s)
+        raise TransactionCallHungError(f"{what} did not return within {deadline_s:.0f}s")
+    if failure:
+        raise failure[0]

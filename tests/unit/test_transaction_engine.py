@@ -1,0 +1,333 @@
+"""The one transaction engine (``shared.kafka.transaction``) and the topic-reader template built on it
+(``shared.streaming.reader``), with fake clients behind the client Protocols: every protection of the
+transaction (bounded calls, commit retry, abort-or-replace, fencing, rewind to committed) and the
+reader's commit/rollback bookkeeping. The same code runs against the real broker in the integration,
+e2e and fault tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+import shared.kafka.transaction as transaction_module
+import shared.streaming.reader as reader_module
+from shared.avro.serde import AvroSerde
+from shared.kafka.transaction import (
+    KafkaTransaction,
+    ProducerFencedError,
+    TransactionCallHungError,
+    rewind_to_committed,
+    transactional_id,
+)
+from shared.settings import KafkaSettings
+from shared.spec.models import StreamFormat
+from shared.streaming import ReaderConfig, TopicReader, TransactionalReader, Window, WindowLimits
+from shared.streaming.supervisor import WorkerSupervisor
+
+pytestmark = pytest.mark.unit
+
+KAFKA = KafkaSettings(bootstrap_servers="unused:9092")
+
+
+def kafka_failure(code: int = KafkaError._TIMED_OUT, **flags: bool) -> KafkaException:
+    return KafkaException(KafkaError(code, "injected", **flags))
+
+
+class FakeProducer:
+    """Records every call; ``failures`` maps a method name to the exceptions its next calls raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.produced: list[tuple[str, Any, bytes]] = []
+        self.failures: dict[str, list[BaseException]] = {}
+        self.hang: threading.Event | None = None  # send_offsets blocks until set
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        pending = self.failures.get(name)
+        if pending:
+            raise pending.pop(0)
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def produce(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> None:
+        self._call("produce")
+        self.produced.append((topic, key, value))
+
+    def send_offsets_to_transaction(self, positions: Any, metadata: Any, timeout: float = -1) -> None:
+        self._call("send_offsets")
+        if self.hang is not None:
+            self.hang.wait()
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._call("abort")
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self, committed: dict[tuple[str, int], int] | None = None) -> None:
+        self.committed_offsets = committed or {}
+        self.seeks: list[tuple[str, int, int]] = []
+        self.messages: list[Any] = []
+        self.assign_cb: Any = None
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, **kw: Any) -> None:
+        self.assign_cb = on_assign
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if self.assign_cb is not None:
+            self.assign_cb(self, [TopicPartition("t", 0), TopicPartition("t", 1)])
+            self.assign_cb = None
+        taken, self.messages = self.messages[:num_messages], self.messages[num_messages:]
+        return taken
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = -1, cached: bool = False) -> Any:
+        return (0, 100)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def producers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeProducer]]:
+    made: list[FakeProducer] = []
+
+    def factory(settings: KafkaSettings, **overrides: Any) -> FakeProducer:
+        made.append(FakeProducer())
+        return made[-1]
+
+    monkeypatch.setattr(transaction_module, "make_producer", factory)
+    monkeypatch.setattr(transaction_module, "HUNG_CALL_GRACE_S", 0.05)
+    yield made
+    for producer in made:
+        if producer.hang is not None:
+            producer.hang.set()
+
+
+def opened(**kw: Any) -> KafkaTransaction:
+    txn = KafkaTransaction(
+        KAFKA, "svc-i1", stop=threading.Event(), timeout=0.05, retry_delay=lambda _: 0.0, **kw
+    )
+    txn.open()
+    return txn
+
+
+OFFSETS = [TopicPartition("t", 0, 5)]
+
+
+# --------------------------------------------------------------------------------- the transaction
+def test_a_commit_sends_the_offsets_then_commits(producers: list[FakeProducer]) -> None:
+    txn = opened()
+    txn.begin()
+    txn.produce("out", b"v", "k")
+    txn.commit(OFFSETS, FakeConsumer())
+    assert producers[0].calls == ["init", "begin", "produce", "send_offsets", "commit"] and txn.ready
+
+
+def test_a_retriable_commit_error_is_retried_and_a_fatal_one_replaces_the_producer(
+    producers: list[FakeProducer],
+) -> None:
+    txn = opened()
+    producers[0].failures["commit"] = [kafka_failure(retriable=True)]
+    txn.begin()
+    txn.commit([], None)
+    assert producers[0].calls.count("commit") == 2, "a retriable commit error is retried as is"
+    producers[0].failures["commit"] = [kafka_failure(fatal=True)]
+    txn.begin()
+    with pytest.raises(KafkaException) as failed:
+        txn.commit([], None)
+    txn.fail(failed.value)
+    assert len(producers) == 2 and "abort" not in producers[0].calls, "a fatal producer is replaced"
+
+
+def test_a_hung_send_offsets_abandons_the_producer_without_touching_it(producers: list[FakeProducer]) -> None:
+    txn = opened()
+    producers[0].hang = threading.Event()
+    txn.begin()
+    with pytest.raises(TransactionCallHungError) as hung:
+        txn.commit(OFFSETS, FakeConsumer())
+    calls_before = list(producers[0].calls)
+    txn.fail(hung.value)
+    assert producers[0].calls == calls_before, "the hung producer is never called again"
+    assert len(producers) == 2 and producers[1].calls == ["init"], "a new producer fences the old one"
+
+
+def test_the_second_failure_in_a_row_replaces_the_producer_a_success_resets_the_count(
+    producers: list[FakeProducer],
+) -> None:
+    txn = opened()
+    txn.fail(kafka_failure())
+    assert len(producers) == 1 and producers[0].calls[-1] == "abort", "a first failure aborts"
+    txn.begin()
+    txn.commit([], None)
+    txn.fail(kafka_failure())
+    assert len(producers) == 1, "a success in between resets the count"
+    txn.fail(kafka_failure())
+    assert len(producers) == 2, "two failures in a row: the producer may be stuck, replace it"
+
+
+def test_a_producer_that_cannot_abort_is_replaced_and_a_fenced_one_stops(
+    producers: list[FakeProducer],
+) -> None:
+    txn = opened()
+    producers[0].failures["abort"] = [kafka_failure()]
+    txn.discard()
+    assert len(producers) == 2
+    with pytest.raises(ProducerFencedError):
+        txn.fail(kafka_failure(KafkaError._FENCED))
+
+
+def test_rewind_goes_to_the_committed_offset_or_else_to_the_first_uncommitted() -> None:
+    consumer = FakeConsumer(committed={("t", 0): 7})
+    rewind_to_committed(consumer, {("t", 0): 3, ("t", 1): 9}, timeout=1)
+    assert sorted(consumer.seeks) == [("t", 0, 7), ("t", 1, 9)]
+
+
+def test_transactional_ids_keep_to_the_characters_kafka_takes_everywhere() -> None:
+    assert transactional_id("extract-stream", "host:1", "orders/eu") == "extract-stream-host_1-orders_eu"
+
+
+# ------------------------------------------------------------------------------------ the reader
+class Record:
+    def __init__(self, partition: int, offset: int, value: bytes | None):
+        self._p, self._o, self._v = partition, offset, value
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return b"k"
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def error(self) -> None:
+        return None
+
+
+class CountingReader(TopicReader[dict[str, Any]]):
+    """Windows of two events; one output per window naming its offsets."""
+
+    def __init__(self) -> None:
+        config = ReaderConfig(
+            kafka=KAFKA, group_id="g", transactional_id="r", topic="t", dead_letter_topic="dl", label="test"
+        )
+        super().__init__("counting", config, WindowLimits(items=2), StreamFormat.JSON, AvroSerde())
+
+    def keep(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        return event if event.get("keep", True) else None
+
+    def outputs(self, closed: list[Window[dict[str, Any]]], reader: TransactionalReader) -> list[Any]:
+        return [("out", None, f"{w.tp[1]}:{w.first_offset}-{w.last_offset}".encode()) for w in closed]
+
+
+@pytest.fixture
+def consumer(monkeypatch: pytest.MonkeyPatch) -> FakeConsumer:
+    fake = FakeConsumer()
+    monkeypatch.setattr(reader_module, "make_consumer", lambda *a, **kw: fake)
+    return fake
+
+
+def test_a_reader_commits_closed_windows_and_dead_letters_with_the_offsets(
+    producers: list[FakeProducer], consumer: FakeConsumer
+) -> None:
+    reader = CountingReader()
+    transactional = TransactionalReader(reader.reader_config, stop=threading.Event())
+    transactional.open()
+    consumer.messages = [Record(0, 0, b'{"a": 1}'), Record(0, 1, b"not json"), Record(0, 2, b'{"a": 2}')]
+    consumer.messages += [Record(1, 4, b'{"keep": false}'), Record(1, 5, b'{"a": 3}')]
+    for message in transactional.poll(10, 0):
+        reader._take(message)
+    reader._commit(transactional)
+    produced = producers[0].produced
+    assert [v for t, _, v in produced if t == "out"] == [b"0:0-2"]
+    assert [t for t, _, _ in produced].count("dl") == 1, "the unreadable event is dead-lettered once"
+    assert reader.windows.held() == {("t", 0): 3, ("t", 1): 5}, "partition 1's open window is held back"
+
+
+def test_a_failed_reader_commit_rewinds_and_drops_what_it_held(
+    producers: list[FakeProducer], consumer: FakeConsumer
+) -> None:
+    reader = CountingReader()
+    transactional = TransactionalReader(
+        reader.reader_config, stop=threading.Event(), retry_delay=lambda _: 0.0
+    )
+    transactional.open()
+    consumer.messages = [Record(0, 10, b'{"a": 1}'), Record(0, 11, b'{"a": 2}')]
+    consumer.committed_offsets = {("t", 0): 10}
+    for message in transactional.poll(10, 0):
+        reader._take(message)
+    producers[0].failures["commit"] = [kafka_failure()]
+    reader._commit(transactional)
+    assert consumer.seeks == [("t", 0, 10)] and reader.windows.partitions() == set()
+
+
+# -------------------------------------------------------------------------------- the supervisor
+class FakeWorker:
+    def __init__(self, value: str) -> None:
+        self.value, self.alive, self.stopped = value, False, False
+
+    def start(self) -> None:
+        self.alive = True
+
+    def stop(self) -> None:
+        self.stopped, self.alive = True, False
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_the_supervisor_keeps_one_worker_per_desired_key() -> None:
+    started: list[FakeWorker] = []
+
+    def start(key: str, value: str) -> FakeWorker:
+        started.append(FakeWorker(value))
+        return started[-1]
+
+    supervisor: WorkerSupervisor[str, str] = WorkerSupervisor("test", dict, start)
+    supervisor.reconcile({"a": "v1", "b": "v1"})
+    supervisor.reconcile({"a": "v1", "b": "v1"})
+    assert len(started) == 2, "nothing changed: nothing restarted"
+    supervisor.reconcile({"a": "v2", "b": "v1"})
+    assert started[0].stopped and started[2].value == "v2", "a changed value restarts its worker"
+    started[1].alive = False  # died
+    supervisor.reconcile({"a": "v2", "b": "v1"})
+    assert started[3].value == "v1" and len(supervisor.workers) == 2, "a dead worker is replaced"
+    supervisor.reconcile({})
+    assert supervisor.workers == {} and all(w.stopped or not w.alive for w in started)
