@@ -19,8 +19,8 @@ import polars as pl
 import pyarrow as pa
 from pydantic import TypeAdapter
 
-from services.transform.engine import TransformEngine
 from shared.spec.models import TransformStep
+from shared.transform.engine import TransformEngine
 
 STEPS = [
     {

@@ -23,7 +23,6 @@ from services.orchestrator.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
 from services.orchestrator.topic_triggers import RunnerConfig, topic_rules, topic_triggers
-from services.transform.quality import check_row_count
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
 from shared.connectors import plan_splits
@@ -47,6 +46,7 @@ from shared.kafka.topics import Topics
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
+from shared.transform.quality import check_row_count
 
 _log = logging.getLogger(__name__)
 

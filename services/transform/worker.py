@@ -11,8 +11,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
-from services.transform.engine import EngineCache
-from services.transform.quality import QualityChecker
 from shared.batch import decode_table, encode_table
 from shared.contracts import (
     DataBatch,
@@ -26,6 +24,8 @@ from shared.contracts import (
 from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
 from shared.spec.models import OnFail
+from shared.transform.engine import EngineCache
+from shared.transform.quality import QualityChecker
 
 
 class TransformWorker:

@@ -37,6 +37,7 @@ from shared.connectors.errors import SourceNotFoundError, SourceReadError, Sourc
 from shared.contracts import Split, SplitKind
 from shared.errors import ConfigurationError
 from shared.spec.models import PostgresSource
+from shared.sql import is_transient_database_error
 
 MAX_AUTO_SPLITS = 8
 CONNECT_TIMEOUT_S = 10
@@ -53,8 +54,6 @@ _NATIVE_OIDS = frozenset({16, 17, 20, 21, 23, 25, 700, 701, 1042, 1043, 1082, 10
 _INTEGER_OIDS = frozenset({20, 21, 23})
 _ALL_COLUMNS = sql.SQL("*")
 _NOT_FOUND_SQLSTATES = frozenset({"42P01", "3F000"})  # undefined table, undefined schema
-# Connection exceptions, operator intervention (shutdown, cancel) and resource shortage may pass.
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53")
 
 
 @contextmanager
@@ -63,17 +62,15 @@ def _translate_errors(where: str) -> Iterator[None]:
         yield
     except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName) as exc:
         raise SourceNotFoundError(f"{where}: {exc}".strip()) from exc
-    except psycopg.OperationalError as exc:
-        raise SourceUnavailableError(f"{where}: {exc}".strip()) from exc
     except psycopg.Error as exc:
+        if is_transient_database_error(exc):  # the rule the PostgreSQL sink applies too
+            raise SourceUnavailableError(f"{where}: {exc}".strip()) from exc
         raise SourceReadError(f"{where}: {exc}".strip()) from exc
     except adbc_driver_manager.Error as exc:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if sqlstate in _NOT_FOUND_SQLSTATES:
             raise SourceNotFoundError(f"{where}: {exc}") from exc
-        if sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or (
-            not sqlstate and isinstance(exc, adbc_driver_manager.OperationalError)
-        ):
+        if is_transient_database_error(exc):
             raise SourceUnavailableError(f"{where}: {exc}") from exc
         raise SourceReadError(f"{where}: {exc}") from exc
 

@@ -19,14 +19,14 @@ from services.orchestrator.agent.policy import (
     decide,
 )
 from services.orchestrator.agent.suggest import dry_run
-from services.transform.engine import TransformEngine
-from services.transform.errors import CastError, UnknownColumnError
-from services.transform.quality import QualityChecker
 from shared.connectors import SourceUnavailableError
 from shared.contracts import ErrorInfo
 from shared.errors import ConfigurationError
 from shared.spec import parse_spec
 from shared.spec.models import CastStep, CsvSource, DeriveStep, OnFail, PipelineSpec, WriteMode
+from shared.transform.engine import TransformEngine
+from shared.transform.errors import CastError, UnknownColumnError
+from shared.transform.quality import QualityChecker
 
 pytestmark = pytest.mark.unit
 

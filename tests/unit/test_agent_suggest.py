@@ -20,7 +20,6 @@ from services.orchestrator.agent.suggest import (
     spec_to_yaml,
     suggest_spec,
 )
-from services.transform.engine import TransformEngine
 from shared.spec import load_spec, parse_spec_text
 from shared.spec.models import (
     AcceptedValuesRule,
@@ -41,6 +40,7 @@ from shared.spec.models import (
     RangeRule,
     WriteMode,
 )
+from shared.transform.engine import TransformEngine
 from tests.unit.agent_data import write_csv, write_jsonl, write_orders_csv
 
 pytestmark = pytest.mark.unit

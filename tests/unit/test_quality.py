@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 from pydantic import TypeAdapter
 
-from services.transform.errors import InvalidRuleError, UnknownColumnError
-from services.transform.quality import SAMPLE_ROWS, QualityChecker, check_row_count
 from shared.errors import ConfigurationError
 from shared.spec.models import OnFail, QualityRule
+from shared.transform.errors import InvalidRuleError, UnknownColumnError
+from shared.transform.quality import SAMPLE_ROWS, QualityChecker, check_row_count
 
 pytestmark = pytest.mark.unit
 

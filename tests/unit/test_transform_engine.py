@@ -14,8 +14,10 @@ import pyarrow as pa
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from services.transform.engine import EngineCache, TransformEngine
-from services.transform.errors import (
+from shared.errors import ConfigurationError, DataError, is_transient
+from shared.spec.models import SqlStep, TransformStep
+from shared.transform.engine import EngineCache, TransformEngine
+from shared.transform.errors import (
     CastError,
     ExpressionError,
     ForbiddenSqlError,
@@ -23,9 +25,7 @@ from services.transform.errors import (
     InvalidStepError,
     UnknownColumnError,
 )
-from services.transform.expressions import open_sandbox
-from shared.errors import ConfigurationError, DataError, is_transient
-from shared.spec.models import SqlStep, TransformStep
+from shared.transform.expressions import open_sandbox
 
 pytestmark = pytest.mark.unit
 

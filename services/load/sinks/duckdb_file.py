@@ -31,6 +31,7 @@ from services.load.sinks.base import (
 from services.load.sinks.naming import short_run_id
 from shared.errors import AoetlError, DataError
 from shared.spec.models import DuckDBDestination, WriteMode
+from shared.sql import quote_ident
 
 LEDGER = "aoetl.aoetl_ledger"
 DEDUPE = "aoetl.dedupe"
@@ -81,10 +82,6 @@ def _accepts(column_type: str, batch_type: str) -> bool:
     return batch_family in _ACCEPTS.get(column_family, frozenset({column_family}))
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class DuckDBSink:
     """Sink for a ``DuckDBDestination``."""
 
@@ -133,10 +130,10 @@ class DuckDBSink:
             if self._dest.mode is WriteMode.REPLACE:
                 if not self._claim_end_of_run(con, run_id):
                     return  # already finalized (or aborted)
-                staging, target = self.staging_table(run_id), _ident(self._dest.table)
+                staging, target = self.staging_table(run_id), quote_ident(self._dest.table)
                 if self._columns(con, staging):
                     con.execute(f"DROP TABLE IF EXISTS {target}")
-                    con.execute(f"ALTER TABLE {_ident(staging)} RENAME TO {target}")
+                    con.execute(f"ALTER TABLE {quote_ident(staging)} RENAME TO {target}")
                 elif self._columns(con, self._dest.table):  # the run wrote nothing: the table ends empty
                     con.execute(f"DELETE FROM {target}")
             con.execute(
@@ -148,7 +145,7 @@ class DuckDBSink:
             if self._dest.mode is WriteMode.REPLACE:
                 if not self._claim_end_of_run(con, run_id):
                     return  # a finalized run is not undone
-                con.execute(f"DROP TABLE IF EXISTS {_ident(self.staging_table(run_id))}")
+                con.execute(f"DROP TABLE IF EXISTS {quote_ident(self.staging_table(run_id))}")
                 # The staged rows are gone: their batches must count as not applied any more.
                 con.execute(
                     f"DELETE FROM {LEDGER} WHERE destination = ? AND run_id = ? AND batch_id <> ?",
@@ -213,17 +210,18 @@ class DuckDBSink:
         columns = self._columns(con, table)
         if not columns:
             if table != self._dest.table and self._columns(con, self._dest.table):
-                con.execute(
-                    f"CREATE TABLE {_ident(table)} AS SELECT * FROM {_ident(self._dest.table)} LIMIT 0"
-                )
+                template = quote_ident(self._dest.table)
+                con.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {template} LIMIT 0")
                 columns = self._columns(con, table)
             else:
-                defs = ", ".join(f"{_ident(n)} {new_column_type(n)}" for n in batch_types)
-                con.execute(f"CREATE TABLE {_ident(table)} ({defs})")
+                defs = ", ".join(f"{quote_ident(n)} {new_column_type(n)}" for n in batch_types)
+                con.execute(f"CREATE TABLE {quote_ident(table)} ({defs})")
                 return
         for name, batch_type in batch_types.items():
             if name not in columns:
-                con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(name)} {new_column_type(name)}")
+                con.execute(
+                    f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(name)} {new_column_type(name)}"
+                )
             elif not _accepts(columns[name], batch_type):
                 raise IncompatibleSchemaError(f"{self._path}:{table}", name, columns[name], batch_type)
 
@@ -231,7 +229,7 @@ class DuckDBSink:
         """Materialize the batch rows whose key the run has not seen (first occurrence wins) and record
         their keys. The check and the insert are in the batch's transaction; a concurrent writer of the
         same file conflicts at commit and retries."""
-        key_row = ", ".join(_ident(k) for k in keys)
+        key_row = ", ".join(quote_ident(k) for k in keys)
         con.execute(
             f"CREATE TEMP TABLE {_FRESH} AS SELECT * EXCLUDE ({_KEY_HASH}) FROM ("
             f"  SELECT DISTINCT ON ({_KEY_HASH}) *, md5(CAST(row({key_row}) AS VARCHAR)) AS {_KEY_HASH}"
@@ -251,7 +249,7 @@ class DuckDBSink:
     @staticmethod
     def _append(con: duckdb.DuckDBPyConnection, target: str, source: str) -> int:
         result = con.execute(
-            f"INSERT INTO {_ident(target)} BY NAME"
+            f"INSERT INTO {quote_ident(target)} BY NAME"
             f" SELECT * EXCLUDE ({_ORDINAL}) FROM {source} ORDER BY {_ORDINAL}"
         ).fetchone()
         return int(result[0]) if result else 0
@@ -261,14 +259,16 @@ class DuckDBSink:
         names = [
             row[0] for row in con.execute(f"DESCRIBE SELECT * EXCLUDE ({_ORDINAL}) FROM {source}").fetchall()
         ]
-        keys = [_ident(k) for k in self._dest.keys]
+        keys = [quote_ident(k) for k in self._dest.keys]
         key_list = ", ".join(keys)
         match = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        updates = ", ".join(f"{_ident(n)} = s.{_ident(n)}" for n in names if n not in self._dest.keys)
-        cols = ", ".join(_ident(n) for n in names)
-        values = ", ".join(f"s.{_ident(n)}" for n in names)
+        updates = ", ".join(
+            f"{quote_ident(n)} = s.{quote_ident(n)}" for n in names if n not in self._dest.keys
+        )
+        cols = ", ".join(quote_ident(n) for n in names)
+        values = ", ".join(f"s.{quote_ident(n)}" for n in names)
         result = con.execute(
-            f"MERGE INTO {_ident(target)} t USING ("
+            f"MERGE INTO {quote_ident(target)} t USING ("
             f"  SELECT DISTINCT ON ({key_list}) * FROM {source} ORDER BY {key_list}, {_ORDINAL} DESC"
             f") s ON ({match})"
             + (f" WHEN MATCHED THEN UPDATE SET {updates}" if updates else "")

@@ -41,6 +41,7 @@ from services.load.sinks.naming import short_run_id
 from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
 from shared.errors import AoetlError, ConfigurationError, DataError
 from shared.spec.models import PostgresDestination, WriteMode
+from shared.sql import is_transient_database_error, quote_ident
 
 LEDGER = "aoetl.aoetl_ledger"
 DEDUPE = "aoetl.dedupe"
@@ -66,23 +67,8 @@ _SESSION = (
     "SET IntervalStyle = 'postgres'",
     "SET extra_float_digits = 1",
 )
-# Connection lost, server shutting down / backend terminated, out of resources, serialization/deadlock
-# victims, lock not available: the same work may succeed later.
-_TRANSIENT_SQLSTATES = ("08", "53", "57P", "58", "40001", "40P01", "55P03")
-_TRANSIENT_STATUS = frozenset(
-    {
-        adbc_driver_manager.AdbcStatusCode.IO,
-        adbc_driver_manager.AdbcStatusCode.TIMEOUT,
-        adbc_driver_manager.AdbcStatusCode.CANCELLED,
-    }
-)
-
 T = TypeVar("T")
 Cursor = Any  # adbc_driver_manager.dbapi.Cursor; its stubs are too loose to be worth spelling out
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -97,11 +83,6 @@ class _Table:
     @property
     def display(self) -> str:
         return f"{self.schema}.{self.name}"
-
-
-def is_unavailable(exc: adbc_driver_manager.Error) -> bool:
-    sqlstate = exc.sqlstate or ""
-    return sqlstate.startswith(_TRANSIENT_SQLSTATES) or exc.status_code in _TRANSIENT_STATUS
 
 
 class PostgresSink:
@@ -240,7 +221,7 @@ class PostgresSink:
             raise
 
     def _translate(self, exc: adbc_driver_manager.Error, action: str) -> AoetlError:
-        if is_unavailable(exc):
+        if is_transient_database_error(exc):  # the rule the PostgreSQL source applies too
             self.close()  # a fresh connection is made on the next call
             return DestinationUnavailableError(f"PostgreSQL unavailable while {action}: {_first_line(exc)}")
         return DataError(f"PostgreSQL rejected {action}: {_first_line(exc)}")

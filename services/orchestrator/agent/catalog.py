@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.orchestrator.agent.profile import SourceProfile
-from services.transform.engine import TransformEngine
 from shared.connectors import connector_catalog
 from shared.errors import ConfigurationError
 from shared.spec.models import (
@@ -27,6 +26,7 @@ from shared.spec.models import (
     TransformStep,
     UniqueRule,
 )
+from shared.transform.engine import TransformEngine
 
 
 def union_members(annotated: Any) -> list[type[BaseModel]]:

@@ -24,7 +24,6 @@ from services.orchestrator.agent.errors import RemedyNotAllowedError, RemedyNotA
 from services.orchestrator.agent.policy import HealingPolicy, Remedy, RemedyKind
 from services.orchestrator.agent.profile import DATE_FORMATS, ISO_DATE, NA_MARKERS, TIMESTAMP_FORMATS
 from services.orchestrator.agent.suggest import compact_dump
-from services.transform.expressions import quote_ident
 from shared.contracts import ErrorInfo
 from shared.spec import parse_spec
 from shared.spec.models import (
@@ -41,6 +40,7 @@ from shared.spec.models import (
     WriteMode,
     rule_name,
 )
+from shared.sql import quote_ident
 
 _CAST_ERROR = re.compile(
     r"^transforms\[(?P<index>\d+)\] \(cast\): cannot cast column '(?P<column>[^']+)' to (?P<target>\w+): "

@@ -1,7 +1,7 @@
 """Profile a sample of a source: inferred types, nulls, distinct counts, keys, PII, ranges.
 
 Inference is on the *text* of each value (the CSV connector reads every column as a string) and follows
-the ``cast`` step's rules (``services/transform/casting.py``) so that what the profile calls int64 the cast
+the ``cast`` step's rules (``shared/transform/casting.py``) so that what the profile calls int64 the cast
 step can convert: values are trimmed, NA markers count as nulls, thousands separators only in the
 unambiguous ``1,234,567`` form. A column is given a type only when *every* non-null sampled value fits it.
 

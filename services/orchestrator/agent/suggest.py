@@ -30,10 +30,6 @@ from pydantic import BaseModel
 
 from services.orchestrator.agent.errors import SuggestionError
 from services.orchestrator.agent.profile import ColumnProfile, PiiKind, SourceProfile
-from services.transform.engine import TransformEngine
-from services.transform.errors import CastError, ExpressionError
-from services.transform.expressions import quote_ident
-from services.transform.quality import QualityChecker
 from shared.spec import parse_spec
 from shared.spec.models import (
     AcceptedValuesRule,
@@ -59,6 +55,10 @@ from shared.spec.models import (
     TransformStep,
     WriteMode,
 )
+from shared.sql import quote_ident
+from shared.transform.engine import TransformEngine
+from shared.transform.errors import CastError, ExpressionError
+from shared.transform.quality import QualityChecker
 
 ACCEPTED_VALUES_MAX = 10
 _MASKS = {

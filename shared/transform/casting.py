@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from services.transform.errors import CastError
 from shared.spec.models import DataType
+from shared.transform.errors import CastError
 
 ARROW_TYPES: dict[DataType, pa.DataType] = {
     DataType.STRING: pa.string(),

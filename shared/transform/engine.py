@@ -37,17 +37,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.transform.casting import cast_columns
-from services.transform.errors import InvalidStepError, UnknownColumnError
-from services.transform.expressions import (
-    BATCH,
-    check_expression,
-    check_query,
-    mask_sql,
-    open_sandbox,
-    quote_ident,
-    translate_error,
-)
 from shared.spec.models import (
     CastStep,
     DedupeStep,
@@ -59,6 +48,17 @@ from shared.spec.models import (
     SelectStep,
     SqlStep,
     TransformStep,
+)
+from shared.sql import quote_ident
+from shared.transform.casting import cast_columns
+from shared.transform.errors import InvalidStepError, UnknownColumnError
+from shared.transform.expressions import (
+    BATCH,
+    check_expression,
+    check_query,
+    mask_sql,
+    open_sandbox,
+    translate_error,
 )
 
 # Only a fallback for tests and local runs: the service passes a secret salt from its settings, otherwise

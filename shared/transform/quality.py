@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from services.transform.errors import InvalidRuleError, UnknownColumnError
 from shared.spec.models import (
     AcceptedValuesRule,
     NotNullRule,
@@ -39,6 +38,7 @@ from shared.spec.models import (
     UniqueRule,
     rule_name,
 )
+from shared.transform.errors import InvalidRuleError, UnknownColumnError
 
 SAMPLE_ROWS = 5
 _MAX_SAMPLE_TEXT = 200

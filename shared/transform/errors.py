@@ -1,9 +1,10 @@
 """Errors of the transform engine and the quality checker.
 
-Kept apart from ``exceptions.py`` (the service's own errors) so that the engine can be used without the
-service. Everything here is terminal: a spec that does not fit the data, or data that does not fit the spec,
-cannot be fixed by retrying. ``where`` always names the spec location (``transforms[2] (filter)`` or
-``quality[0] (range:amount)``) so that a user, or the agent, can find the step to change.
+Used by the transform service, the orchestrator (run-level rules) and the agent (dry runs on sample
+rows), which is why they live in the common library. Everything here is terminal: a spec that does not fit
+the data, or data that does not fit the spec, cannot be fixed by retrying. ``where`` always names the spec
+location (``transforms[2] (filter)`` or ``quality[0] (range:amount)``) so that a user, or the agent, can
+find the step to change.
 """
 
 from __future__ import annotations

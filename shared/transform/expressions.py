@@ -19,13 +19,14 @@ import re
 
 import duckdb
 
-from services.transform.errors import (
+from shared.spec.models import MaskMethod
+from shared.sql import quote_ident
+from shared.transform.errors import (
     ExpressionError,
     ForbiddenSqlError,
     InvalidExpressionError,
     UnknownColumnError,
 )
-from shared.spec.models import MaskMethod
 
 BATCH = "batch"
 
@@ -49,10 +50,6 @@ def open_sandbox() -> duckdb.DuckDBPyConnection:
     for statement in _SANDBOX_SETTINGS:
         conn.execute(statement)
     return conn
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def check_expression(expr: str, where: str) -> None:
