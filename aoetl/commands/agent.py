@@ -12,11 +12,11 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from services.orchestrator.agent.planner import Planner, PlanOutcome
-from services.orchestrator.agent.profile import SourceProfile, profile_source
-from services.orchestrator.agent.settings import AgentSettings
-from services.orchestrator.agent.sources import source_from_argument
-from services.orchestrator.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
+from shared.agent.planner import IntentPlanner, PlanOutcome
+from shared.agent.profile import SourceProfile, profile_source
+from shared.agent.settings import AgentSettings
+from shared.agent.sources import source_from_argument
+from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
 from shared.errors import AoetlError
 
 console = Console()
@@ -147,7 +147,7 @@ def plan(
 ) -> None:
     """Plan a pipeline from a sentence (needs AOETL_LLM_MODEL unless it is just a path), then submit it."""
     try:
-        planner = Planner.from_settings()
+        planner = IntentPlanner.from_settings()
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
     outcome = planner.plan(intent, source_hint=source, destination=to)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.orchestrator.agent.policy import HealingPolicy
+from services.orchestrator.healing.policy import HealingPolicy
 from shared.settings import ProcessorSettings
 
 

@@ -206,7 +206,7 @@ class HealDecision(Protocol):
     def heals(self) -> bool: ...
 
 
-# (current spec, error, healing attempts so far) -> decision; see services.orchestrator.healer
+# (current spec, error, healing attempts so far) -> decision; see services.orchestrator.healing.healer
 Healer = Callable[[PipelineSpec, ErrorInfo, int], HealDecision]
 
 

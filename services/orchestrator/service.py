@@ -17,12 +17,12 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from services.orchestrator.agent.planner import Planner
 from services.orchestrator.configuration import OrchestratorSettings
-from services.orchestrator.healer import Healer
+from services.orchestrator.healing.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
 from services.orchestrator.topic_triggers import RunnerConfig, topic_rules, topic_triggers
+from shared.agent.planner import IntentPlanner
 from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
 from shared.connectors import plan_splits
@@ -67,7 +67,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     def __init__(self, settings: OrchestratorSettings, **kw: object):
         super().__init__(settings, **kw)  # type: ignore[arg-type]
         self.book = self._new_book()
-        self._intent_planner: Planner | None = None
+        self._intent_planner: IntentPlanner | None = None
         self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
         self.definitions = CompactedView(
             settings.kafka, settings.topic(Topics.DEFINITIONS), PipelineDefinition, self.serde
@@ -172,10 +172,10 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             ]
         return outcome.spec, []
 
-    def _planner(self) -> Planner:
+    def _planner(self) -> IntentPlanner:
         # Built on first use: without AOETL_LLM_MODEL it is deterministic and needs no provider package.
         if self._intent_planner is None:
-            self._intent_planner = Planner.from_settings()
+            self._intent_planner = IntentPlanner.from_settings()
         return self._intent_planner
 
     def on_failure(

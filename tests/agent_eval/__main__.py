@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from services.orchestrator.agent.planner import Planner
-from services.orchestrator.agent.settings import AgentSettings
+from shared.agent.planner import IntentPlanner
+from shared.agent.settings import AgentSettings
 from shared.spec.models import CastStep, DedupeStep, DeriveStep, FilterStep, MaskStep, PipelineSpec, SqlStep
 
 HERE = Path(__file__).parent
@@ -77,7 +77,7 @@ def check(spec: PipelineSpec | None, expect: dict[str, Any]) -> list[str]:
     return failures
 
 
-def run(planner: Planner, cases: list[dict[str, Any]], workdir: Path) -> list[CaseResult]:
+def run(planner: IntentPlanner, cases: list[dict[str, Any]], workdir: Path) -> list[CaseResult]:
     results: list[CaseResult] = []
     for case in cases:
         source = workdir / case["source"]
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for fixture in FIXTURES.iterdir():
             shutil.copy(fixture, workdir / fixture.name)
-        planner = Planner.from_settings(settings.model_copy(update={"agent_data_roots": [workdir]}))
+        planner = IntentPlanner.from_settings(settings.model_copy(update={"agent_data_roots": [workdir]}))
         results = run(planner, cases, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage
 
-from services.orchestrator.agent.planner import Planner
-from services.orchestrator.agent.profile import profile_source
-from services.orchestrator.agent.settings import AgentSettings
-from services.orchestrator.agent.suggest import parse_destination_uri, suggest_spec
+from shared.agent.planner import IntentPlanner
+from shared.agent.profile import profile_source
+from shared.agent.settings import AgentSettings
+from shared.agent.suggest import parse_destination_uri, suggest_spec
 from shared.spec.models import CsvSource
 from tests.agent_eval.__main__ import FIXTURES, check, main, run
 from tests.unit.agent_fakes import ScriptedModel
@@ -60,7 +60,7 @@ def test_runner_with_a_scripted_model(tmp_path: Path) -> None:
     reply = AIMessage(
         content="", tool_calls=[{"name": "propose_spec", "args": {"spec_json": json.dumps(spec)}, "id": "1"}]
     )
-    planner = Planner(
+    planner = IntentPlanner(
         ScriptedModel(messages=iter([reply])), settings=AgentSettings(agent_data_roots=[tmp_path])
     )
     case = {

@@ -11,10 +11,11 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from prometheus_client import REGISTRY
 
-from services.orchestrator.agent.errors import ModelConfigurationError
-from services.orchestrator.agent.llm import make_chat_model
-from services.orchestrator.agent.planner import NEEDS_LLM, TOOL_NAMES, Planner
-from services.orchestrator.agent.settings import AgentSettings
+from shared.agent.errors import ModelConfigurationError
+from shared.agent.llm import make_chat_model
+from shared.agent.planner import NEEDS_LLM, IntentPlanner
+from shared.agent.settings import AgentSettings
+from shared.agent.tools import TOOL_NAMES
 from shared.spec.models import FilterStep, PostgresDestination
 from tests.unit.agent_data import write_orders_csv
 from tests.unit.agent_fakes import ScriptedModel
@@ -67,7 +68,9 @@ def test_invented_column_is_refused_then_repaired(orders: Path, settings: AgentS
         propose(orders_spec(orders, filter_column="order_status"), "c2"),
         propose(orders_spec(orders), "c3"),
     )
-    outcome = Planner(model, settings=settings).plan("load orders.csv into postgres, drop cancelled orders")
+    outcome = IntentPlanner(model, settings=settings).plan(
+        "load orders.csv into postgres, drop cancelled orders"
+    )
     assert outcome.accepted, outcome.reasons
     assert outcome.attempts == 2
     assert [c.name for c in outcome.tool_calls] == ["profile_source", "propose_spec", "propose_spec"]
@@ -89,7 +92,7 @@ def test_invented_connector_and_unknown_connector_are_refused(orders: Path, sett
     invented = orders_spec(orders, source_type="s3")
     streaming = {**orders_spec(orders), "source": {"type": "kafka", "topic": "orders"}}
     model = scripted(propose(invented, "c1"), propose(streaming, "c2"), propose(orders_spec(orders), "c3"))
-    outcome = Planner(model, settings=settings).plan("copy orders to postgres")
+    outcome = IntentPlanner(model, settings=settings).plan("copy orders to postgres")
     assert outcome.accepted and outcome.attempts == 3
     first, second = tool_answers(model)[:2]
     assert "source" in first and "s3" in first  # parse_spec: no such connector in the spec models
@@ -101,7 +104,7 @@ def test_repair_loop_rejects_after_max_repairs(orders: Path, settings: AgentSett
     model = scripted(
         propose(bad, "c1"), propose(bad, "c2"), propose(bad, "c3"), propose(orders_spec(orders), "c4")
     )
-    outcome = Planner(model, settings=settings).plan("load orders")
+    outcome = IntentPlanner(model, settings=settings).plan("load orders")
     assert not outcome.accepted
     assert outcome.attempts == 3  # the first draft plus AOETL_AGENT_MAX_REPAIRS=2 repairs
     assert any("unknown column 'nope'" in r for r in outcome.reasons)
@@ -114,7 +117,7 @@ def test_invalid_drafts_get_precise_spec_errors(orders: Path, settings: AgentSet
     bad_rule = {**orders_spec(orders), "quality": [{"rule": "mostly_fine", "column": "status"}]}
     uncastable = {**orders_spec(orders), "transforms": [{"op": "cast", "columns": {"status": "int64"}}]}
     model = scripted(not_json, propose(bad_rule, "c2"), propose(uncastable, "c3"))
-    outcome = Planner(model, settings=settings).plan("load orders")
+    outcome = IntentPlanner(model, settings=settings).plan("load orders")
     assert not outcome.accepted
     answers = tool_answers(model)
     assert "not valid JSON" in answers[0]
@@ -128,7 +131,7 @@ def test_invalid_drafts_get_precise_spec_errors(orders: Path, settings: AgentSet
 def test_destination_given_by_the_user_is_enforced(orders: Path, settings: AgentSettings) -> None:
     elsewhere = {**orders_spec(orders), "destination": {"type": "jsonl", "path": "out"}}
     model = scripted(propose(elsewhere, "c1"), propose(orders_spec(orders), "c2"))
-    outcome = Planner(model, settings=settings).plan("load orders", destination="postgres://orders")
+    outcome = IntentPlanner(model, settings=settings).plan("load orders", destination="postgres://orders")
     assert outcome.accepted and outcome.attempts == 2
     assert outcome.spec is not None and outcome.spec.destination == PostgresDestination(table="orders")
     assert "destination: must be exactly" in tool_answers(model)[0]
@@ -136,7 +139,7 @@ def test_destination_given_by_the_user_is_enforced(orders: Path, settings: Agent
 
 def test_source_hint_is_profiled_for_the_model_up_front(orders: Path, settings: AgentSettings) -> None:
     model = scripted(propose(orders_spec(orders), "c1"))
-    outcome = Planner(model, settings=settings).plan("drop cancelled orders", source_hint=str(orders))
+    outcome = IntentPlanner(model, settings=settings).plan("drop cancelled orders", source_hint=str(orders))
     assert outcome.accepted and [c.name for c in outcome.tool_calls] == ["propose_spec"]
     request = str(model.seen[0][1].content)
     assert "Profile of the source" in request and '"order_id"' in request
@@ -147,7 +150,7 @@ def test_files_outside_the_data_roots_and_unknown_tools_are_refused(tmp_path: Pa
     model = scripted(
         call("profile_source", "c1", path=str(orders)), call("run_python", "c2", code="print(1)"), "done"
     )
-    outcome = Planner(model, settings=settings).plan("load orders")
+    outcome = IntentPlanner(model, settings=settings).plan("load orders")
     assert not outcome.accepted
     first, second = outcome.tool_calls
     assert not first.ok and "outside the allowed data roots" in first.summary
@@ -157,7 +160,7 @@ def test_files_outside_the_data_roots_and_unknown_tools_are_refused(tmp_path: Pa
 
 def test_text_answers_are_nudged_back_to_tool_calls(orders: Path, settings: AgentSettings) -> None:
     model = scripted("Here is your pipeline: ...", propose(orders_spec(orders), "c1"))
-    outcome = Planner(model, settings=settings).plan("load orders")
+    outcome = IntentPlanner(model, settings=settings).plan("load orders")
     assert outcome.accepted
     assert "Answer only with tool calls" in str(model.seen[1][-1].content)
 
@@ -175,7 +178,7 @@ def test_model_calls_are_logged_and_counted(
     reply = propose(orders_spec(orders), "c1")
     reply.usage_metadata = {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150}
     model = scripted(reply)
-    planner = Planner(model, settings=settings.model_copy(update={"llm_model": "scripted"}))
+    planner = IntentPlanner(model, settings=settings.model_copy(update={"llm_model": "scripted"}))
     with caplog.at_level(logging.INFO, logger="aoetl.agent"):
         assert planner.plan("load orders").accepted
     assert calls() == before + 1
@@ -186,7 +189,7 @@ def test_model_calls_are_logged_and_counted(
 
 
 def test_without_a_model_only_a_bare_path_is_planned(orders: Path, settings: AgentSettings) -> None:
-    planner = Planner(None, settings=settings)
+    planner = IntentPlanner(None, settings=settings)
     refused = planner.plan("load orders.csv into postgres, drop cancelled orders")
     assert not refused.accepted and refused.reasons == [NEEDS_LLM]
     planned = planner.plan(str(orders), destination="postgres://orders")

@@ -7,9 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from services.orchestrator.agent.errors import UnprofilableSourceError
-from services.orchestrator.agent.profile import PiiKind, profile_source, profile_table
-from services.orchestrator.agent.sources import source_from_argument
+from shared.agent.errors import UnprofilableSourceError
+from shared.agent.pii import PiiKind
+from shared.agent.profile import profile_source, profile_table
+from shared.agent.sources import source_from_argument
 from shared.spec.models import CsvSource, DataType, JsonlSource, ParquetSource, PostgresSource
 from tests.unit.agent_data import write_csv, write_jsonl, write_orders_csv
 

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from aoetl.cli import app
-from services.orchestrator.agent.errors import SuggestionError
-from services.orchestrator.agent.profile import profile_source
-from services.orchestrator.agent.suggest import (
+from shared.agent.errors import SuggestionError
+from shared.agent.profile import profile_source
+from shared.agent.suggest import (
     apply_source_nulls,
     dry_run,
     parse_destination_uri,

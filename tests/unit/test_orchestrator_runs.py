@@ -247,8 +247,8 @@ def test_replay_rebuilds_a_run_from_its_request_and_events_without_planning_agai
 
 # ------------------------------------------------------------------------------------ self-healing
 def _healing_book(**policy):  # type: ignore[no-untyped-def]
-    from services.orchestrator.agent.policy import HealingPolicy
-    from services.orchestrator.healer import Healer
+    from services.orchestrator.healing.healer import Healer
+    from services.orchestrator.healing.policy import HealingPolicy
 
     return RunBook(planner(2), no_row_rules, healer=Healer(HealingPolicy(**policy)))
 

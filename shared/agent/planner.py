@@ -11,8 +11,9 @@ The model gets three tools (bound with ``bind_tools``) and nothing else:
   the sample rows (``suggest.dry_run``). Otherwise the tool answers ``REJECTED`` with every precise reason
   and the model may repair the draft, up to ``agent_max_repairs`` times.
 
-Tool calls are dispatched by name to our own functions; the model's output is only ever data (tool
-arguments, a spec). Without a model, ``plan`` is honest: a bare source path is answered by the
+The tools' schemas, the prompt and the profile as the model sees it are in ``tools``; here is the
+conversation. Tool calls are dispatched by name to our own functions; the model's output is only ever data
+(tool arguments, a spec). Without a model, ``plan`` is honest: a bare source path is answered by the
 deterministic suggestion, anything else is rejected with the reason that an LLM is needed.
 """
 
@@ -26,31 +27,28 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import StructuredTool
-from pydantic import BaseModel, Field
 
-from services.orchestrator.agent.catalog import check_connector, check_grounding, spec_vocabulary
-from services.orchestrator.agent.errors import AgentError
-from services.orchestrator.agent.llm import PLANS, TOOL_CALLS, call_model, make_chat_model, model_label
-from services.orchestrator.agent.profile import SourceProfile, profile_source
-from services.orchestrator.agent.settings import AgentSettings
-from services.orchestrator.agent.sources import data_file_type, source_from_argument
-from services.orchestrator.agent.suggest import (
+from shared.agent.catalog import check_connector, check_grounding, spec_vocabulary
+from shared.agent.errors import AgentError
+from shared.agent.llm import PLANS, TOOL_CALLS, call_model, make_chat_model, model_label
+from shared.agent.profile import SourceProfile, profile_source
+from shared.agent.settings import AgentSettings
+from shared.agent.sources import data_file_type, source_from_argument
+from shared.agent.suggest import (
+    DEFAULT_OUTPUT_DIR,
     compact_dump,
     dry_run,
     parse_destination_uri,
     pipeline_name_for,
     suggest_spec,
 )
+from shared.agent.tools import SYSTEM_PROMPT, TOOL_NAMES, TOOLS, profile_for_model, source_key
 from shared.connectors.paths import resolve_files
 from shared.errors import AoetlError
 from shared.spec import SpecError, parse_spec
-from shared.spec.models import Destination, JsonlDestination, PipelineSpec, Source
+from shared.spec.models import Destination, PipelineSpec, Source
 
 NEEDS_LLM = "natural-language intents need an LLM: set AOETL_LLM_MODEL"
-TOOL_NAMES = ("list_connectors", "profile_source", "propose_spec")
-DEFAULT_OUTPUT_DIR = "aoetl-output"
-_MAX_TOP_VALUES = 10
 _MAX_RECORDED_ARG = 2000
 
 
@@ -76,59 +74,7 @@ class PlanOutcome:
         return self.spec is not None
 
 
-# ------------------------------------------------------------------------------------- tool schemas
-class _NoArgs(BaseModel):
-    pass
-
-
-class _ProfileArgs(BaseModel):
-    path: str = Field(description="path or glob of a CSV, JSONL or Parquet file")
-
-
-class _ProposeArgs(BaseModel):
-    spec_json: str = Field(description="the complete PipelineSpec as a JSON object (text)")
-
-
-def _tool(name: str, description: str, schema: type[BaseModel]) -> StructuredTool:
-    # The function is never called through LangChain: ``_Session.dispatch`` runs our handlers.
-    return StructuredTool.from_function(
-        func=lambda **_: None, name=name, description=description, args_schema=schema
-    )
-
-
-TOOLS = [
-    _tool("list_connectors", "List source connectors, destinations, transform ops and rule kinds.", _NoArgs),
-    _tool(
-        "profile_source",
-        "Profile a data file: columns, inferred types, nulls, keys, PII, ranges, and a suggested spec.",
-        _ProfileArgs,
-    ),
-    _tool(
-        "propose_spec",
-        "Submit a complete pipeline spec as JSON. The answer is ACCEPTED or REJECTED with reasons to fix.",
-        _ProposeArgs,
-    ),
-]
-
-SYSTEM_PROMPT = """You build data pipeline specs for aoetl by calling tools. You never write code.
-1. If you do not know the source's columns, call profile_source with the file path.
-2. Call propose_spec with one complete PipelineSpec JSON object:
-   {{"name": "lowercase_name", "source": {{...}}, "transforms": [...], "quality": [...],
-    "destination": {{...}}}}
-3. If propose_spec answers REJECTED, fix every listed reason and call propose_spec again.
-Rules:
-- Use only the source connectors, destinations, transform ops and quality rules listed below, with their
-  fields exactly as named (unknown fields are errors).
-- Use only columns that exist in the source profile, or that an earlier transform step creates.
-- CSV columns are read as text: add a "cast" step before comparing numbers or dates.
-- "filter" and "derive" expressions are SQL (DuckDB) over the batch's columns; a filter keeps matching rows.
-- Prefer the profile's suggested source, transforms and quality rules as a starting point.
-Vocabulary:
-{vocabulary}
-"""
-
-
-class Planner:
+class IntentPlanner:
     """Turns an intent into a grounded, validated spec. One instance may serve many ``plan`` calls."""
 
     def __init__(self, model: BaseChatModel | None, *, settings: AgentSettings | None = None) -> None:
@@ -137,7 +83,7 @@ class Planner:
         self._label = model_label(model, self.settings.llm_model) if model is not None else "none"
 
     @classmethod
-    def from_settings(cls, settings: AgentSettings | None = None) -> Planner:
+    def from_settings(cls, settings: AgentSettings | None = None) -> IntentPlanner:
         settings = settings or AgentSettings()
         return cls(make_chat_model(settings), settings=settings)
 
@@ -192,7 +138,7 @@ class _Session:
     """One planning conversation: the messages, the profiles taken, the drafts tried."""
 
     def __init__(
-        self, planner: Planner, intent: str, hint: str | None, destination: Destination | None
+        self, planner: IntentPlanner, intent: str, hint: str | None, destination: Destination | None
     ) -> None:
         self.planner = planner
         self.settings = planner.settings
@@ -291,10 +237,10 @@ class _Session:
     def _profile(self, argument: str, *, trusted: bool) -> tuple[bool, str]:
         source = source_from_argument(argument)
         profile = self._profile_of(source, trusted=trusted)
-        return True, json.dumps(_profile_for_model(profile))
+        return True, json.dumps(profile_for_model(profile))
 
     def _profile_of(self, source: Source, *, trusted: bool) -> SourceProfile:
-        key = _source_key(source)
+        key = source_key(source)
         if key in self.profiles:
             return self.profiles[key]
         if not trusted:
@@ -368,50 +314,6 @@ class _Session:
         if not self.hint:
             return False
         try:
-            return _source_key(source_from_argument(self.hint)) == _source_key(source)
+            return source_key(source_from_argument(self.hint)) == source_key(source)
         except AoetlError:
             return False
-
-
-def _source_key(source: Source) -> str:
-    """What makes two sources read the same sample columns (null_values only changes values)."""
-    data = source.model_dump(mode="json", exclude={"null_values"})
-    path = data.get("path")
-    if isinstance(path, str) and not path.startswith(("http:", "https:")):
-        data["path"] = str(Path(path).expanduser().absolute())
-    return json.dumps(data, sort_keys=True)
-
-
-def _profile_for_model(profile: SourceProfile) -> dict[str, Any]:
-    """The profile in the fewest tokens, with the deterministic suggestion as a starting point."""
-    columns = []
-    for c in profile.columns:
-        entry: dict[str, Any] = {"name": c.name, "type": c.inferred_type.value if c.inferred_type else None}
-        if c.formats:
-            entry["formats"] = c.formats
-        if c.null_rate:
-            entry["null_rate"] = round(c.null_rate, 3)
-        entry["distinct"] = c.distinct_count
-        for attr in ("pii", "min", "max"):
-            if getattr(c, attr) is not None:
-                entry[attr] = getattr(c, attr)
-        if c.top_values:
-            entry["values"] = c.top_values[:_MAX_TOP_VALUES]
-        if c.na_markers:
-            entry["na_markers"] = c.na_markers
-        columns.append(entry)
-    out: dict[str, Any] = {
-        "source": profile.source,
-        "sampled_rows": profile.sampled_rows,
-        "columns": columns,
-        "candidate_keys": profile.candidate_keys,
-        "key_duplicates": profile.key_duplicates,
-        "duplicate_rows": profile.duplicate_rows,
-    }
-    try:
-        placeholder = JsonlDestination(path=f"{DEFAULT_OUTPUT_DIR}/x")
-        suggested = compact_dump(suggest_spec(profile, placeholder).spec)
-        out["suggested"] = {k: suggested[k] for k in ("source", "transforms", "quality") if k in suggested}
-    except AgentError as exc:
-        out["suggested"] = f"none ({exc})"
-    return out

@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 
-from services.orchestrator.agent.errors import RemedyNotAllowedError, RemedyNotApplicableError
-from services.orchestrator.agent.policy import HealingPolicy, Remedy, RemedyKind
-from services.orchestrator.agent.profile import DATE_FORMATS, ISO_DATE, NA_MARKERS, TIMESTAMP_FORMATS
-from services.orchestrator.agent.suggest import compact_dump
+from services.orchestrator.exceptions import RemedyNotAllowedError, RemedyNotApplicableError
+from services.orchestrator.healing.policy import HealingPolicy, Remedy, RemedyKind
+from shared.agent.inference import DATE_FORMATS, ISO_DATE, NA_MARKERS, TIMESTAMP_FORMATS
+from shared.agent.suggest import compact_dump
 from shared.contracts import ErrorInfo
 from shared.spec import parse_spec
 from shared.spec.models import (

@@ -8,9 +8,8 @@ import pyarrow as pa
 import pytest
 
 from services.load.sinks.base import IncompatibleSchemaError
-from services.orchestrator.agent.errors import RemedyNotAllowedError, RemedyNotApplicableError
-from services.orchestrator.agent.healing import apply_remedy
-from services.orchestrator.agent.policy import (
+from services.orchestrator.exceptions import RemedyNotAllowedError, RemedyNotApplicableError
+from services.orchestrator.healing.policy import (
     ErrorCategory,
     HealingPolicy,
     Remedy,
@@ -18,7 +17,8 @@ from services.orchestrator.agent.policy import (
     classify,
     decide,
 )
-from services.orchestrator.agent.suggest import dry_run
+from services.orchestrator.healing.remedies import apply_remedy
+from shared.agent.suggest import dry_run
 from shared.connectors import SourceUnavailableError
 from shared.contracts import ErrorInfo
 from shared.errors import ConfigurationError

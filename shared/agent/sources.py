@@ -14,7 +14,7 @@ import pyarrow as pa
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from services.orchestrator.agent.errors import UnprofilableSourceError
+from shared.agent.errors import UnprofilableSourceError
 from shared.connectors import plan_splits, read_split
 from shared.spec.loader import issues_from_validation
 from shared.spec.models import CsvSource, JsonlSource, ParquetSource, Source

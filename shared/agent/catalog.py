@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.orchestrator.agent.profile import SourceProfile
+from shared.agent.profile import SourceProfile
 from shared.connectors import connector_catalog
 from shared.errors import ConfigurationError
 from shared.spec.models import (

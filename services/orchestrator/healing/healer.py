@@ -1,17 +1,17 @@
 """The orchestrator's self-healing: turn a failed batch or task into a decision from a fixed list.
 
-The agent's policy (``agent.policy``) classifies the error and picks a remedy it allows; spec-changing
-remedies (quarantine the bad rows, add a cast) produce a new spec through ``agent.healing``, validated by
-``parse_spec`` before use. Nothing here executes generated code: the only outputs are a spec and a retry.
+The healing policy (``healing.policy``) classifies the error and picks a remedy it allows; spec-changing
+remedies (quarantine the bad rows, add a cast) produce a new spec through ``healing.remedies``, validated
+by ``parse_spec`` before use. Nothing here executes generated code: the only outputs are a spec and a retry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.orchestrator.agent.errors import AgentError
-from services.orchestrator.agent.healing import apply_remedy
-from services.orchestrator.agent.policy import HealingPolicy, RemedyKind, classify, decide
+from services.orchestrator.exceptions import RemedyError
+from services.orchestrator.healing.policy import HealingPolicy, RemedyKind, classify, decide
+from services.orchestrator.healing.remedies import apply_remedy
 from shared.contracts import ErrorInfo
 from shared.spec.models import PipelineSpec
 
@@ -42,7 +42,7 @@ class Healer:
         if remedy.changes_spec:
             try:
                 new_spec = apply_remedy(spec, remedy, error, policy=self.policy)
-            except AgentError as exc:  # not applicable to this error or spec: fail, and say why
+            except RemedyError as exc:  # not applicable to this error or spec: fail, and say why
                 return Decision(
                     RemedyKind.FAIL.value, f"{remedy.kind.value} not applicable: {exc}", category.value
                 )

@@ -3,7 +3,7 @@
 The orchestrator calls ``classify(error)`` on a failed run's ``ErrorInfo`` and ``decide(category, policy,
 attempts, error=error)`` to get a ``Remedy`` from a fixed list, always within the ``HealingPolicy`` (a
 remedy the policy does not allow is never returned: the answer is then ``FAIL`` with the reason). Spec
-changes are made by ``healing.apply_remedy``.
+changes are made by ``remedies.apply_remedy``.
 """
 
 from __future__ import annotations

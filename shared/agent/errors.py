@@ -17,13 +17,5 @@ class SuggestionError(AgentError):
     """No valid spec could be suggested for the profile (the dry run keeps failing)."""
 
 
-class RemedyNotApplicableError(AgentError):
-    """The remedy does not fit the error (e.g. quarantine for a run-level rule)."""
-
-
-class RemedyNotAllowedError(AgentError):
-    """The healing policy does not allow this remedy."""
-
-
 class ModelConfigurationError(ConfigurationError):
     """The configured LLM cannot be built (unknown provider, provider package missing)."""

@@ -28,8 +28,9 @@ import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel
 
-from services.orchestrator.agent.errors import SuggestionError
-from services.orchestrator.agent.profile import ColumnProfile, PiiKind, SourceProfile
+from shared.agent.errors import SuggestionError
+from shared.agent.pii import PiiKind
+from shared.agent.profile import ColumnProfile, SourceProfile
 from shared.spec import parse_spec
 from shared.spec.models import (
     AcceptedValuesRule,
@@ -61,6 +62,7 @@ from shared.transform.errors import CastError, ExpressionError
 from shared.transform.quality import QualityChecker
 
 ACCEPTED_VALUES_MAX = 10
+DEFAULT_OUTPUT_DIR = "aoetl-output"  # where a spec drafted without a destination writes (Parquet)
 _MASKS = {
     PiiKind.EMAIL: MaskMethod.HASH,
     PiiKind.PHONE: MaskMethod.PARTIAL,

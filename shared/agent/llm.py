@@ -23,8 +23,8 @@ from langchain_core.messages import AIMessage, BaseMessage, messages_to_dict
 from langchain_core.runnables import Runnable
 from prometheus_client import Counter, Histogram
 
-from services.orchestrator.agent.errors import ModelConfigurationError
-from services.orchestrator.agent.settings import AgentSettings
+from shared.agent.errors import ModelConfigurationError
+from shared.agent.settings import AgentSettings
 
 log = logging.getLogger("aoetl.agent")
 
