@@ -1,6 +1,6 @@
 """``aoetl webhook test SOURCE --payload FILE``: send one correctly signed delivery to a running gateway.
 
-The scheme and secret come from the gateway settings this shell sees (``AOETL_WEBHOOKS`` or
+The scheme and secret come from the webhook settings this shell sees (``AOETL_WEBHOOKS`` or
 ``AOETL_GATEWAY_CONFIG``), or from ``--scheme`` / ``--secret``.
 """
 
@@ -15,9 +15,9 @@ import httpx
 import typer
 from rich.console import Console
 
-from services.gateway.configuration import GatewaySettings, WebhookSource
-from services.gateway.signatures import Scheme, sign_github, sign_hmac, sign_standard, sign_stripe
-from services.gateway.webhooks import GITHUB_DELIVERY, GITHUB_EVENT
+from shared.webhooks.headers import GITHUB_DELIVERY, GITHUB_EVENT
+from shared.webhooks.signatures import Scheme, sign_github, sign_hmac, sign_standard, sign_stripe
+from shared.webhooks.sources import WebhookSettings, WebhookSource
 
 app = typer.Typer(help="Webhook tools.", no_args_is_help=True)
 console = Console()
@@ -29,9 +29,9 @@ EXIT_USAGE = 2
 
 def _configured(source: str) -> WebhookSource | None:
     try:
-        return GatewaySettings().webhooks.get(source)
+        return WebhookSettings().webhooks.get(source)
     except ValueError as exc:  # a broken local config should not stop a test with explicit options
-        err_console.print(f"[yellow]ignoring gateway settings: {exc}[/]")
+        err_console.print(f"[yellow]ignoring webhook settings: {exc}[/]")
         return None
 
 

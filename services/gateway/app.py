@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.core import Gateway, RunAnswer, WebhookAnswer
-from services.gateway.exceptions import GatewayTransientError, PayloadError, SignatureError
+from services.gateway.exceptions import GatewayTransientError, PayloadError
 from services.gateway.metrics import WEBHOOKS
 from services.gateway.state import RunStatusView
 from shared.contracts import PipelineDefinition
@@ -32,6 +32,7 @@ from shared.metrics import render
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import PIPELINE_NAME
 from shared.triggers import split_definition_document
+from shared.webhooks.signatures import SignatureError
 
 _log = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.gateway.bus import Bus, GatewayTopics
-from services.gateway.configuration import GatewaySettings, WebhookSource
+from services.gateway.configuration import GatewaySettings
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from services.gateway.webhooks import Delivery, read_delivery
 from shared.contracts import PipelineDefinition, PipelineRequest, Trigger, TriggerKind
 from shared.spec.models import PipelineSpec
 from shared.triggers import DefinitionTrigger, match_rules, webhook_rules_of
+from shared.webhooks.sources import WebhookSource
 
 API_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.api-run")
 

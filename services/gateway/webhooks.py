@@ -10,19 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.gateway.configuration import WebhookSource
 from services.gateway.exceptions import PayloadError
-from services.gateway.signatures import (
-    STANDARD_ID,
-    Scheme,
-    verify_github,
-    verify_hmac,
-    verify_standard,
-    verify_stripe,
-)
-
-GITHUB_DELIVERY = "X-GitHub-Delivery"
-GITHUB_EVENT = "X-GitHub-Event"
+from shared.webhooks.headers import GITHUB_DELIVERY, GITHUB_EVENT, STANDARD_ID
+from shared.webhooks.signatures import Scheme, verify_github, verify_hmac, verify_standard, verify_stripe
+from shared.webhooks.sources import WebhookSource
 
 # uuid5 namespace of webhook run ids: the same (source, delivery, definition) always gives the same run id.
 RUN_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.webhook-run")

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from aoetl.devstack.osproc import free_port
-from services.gateway.signatures import sign_stripe
 from shared.contracts import PipelineResult
 from shared.kafka.topics import Topics
+from shared.webhooks.signatures import sign_stripe
 from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import (
     ORDER_STEPS,

@@ -1,4 +1,5 @@
 """Webhook signature schemes: verification for the gateway, signing for the CLI, the bench and tests.
+Both sides use this one module, so what the CLI signs is exactly what the gateway checks.
 
 Every scheme is an HMAC-SHA256 over the raw body (plus, for the timestamped schemes, a timestamp and an id)
 compared in constant time (``hmac.compare_digest``) against every configured secret, so a secret can be
@@ -24,7 +25,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 
-from services.gateway.exceptions import SignatureError
+from shared.errors import TerminalError
+from shared.webhooks.headers import (
+    DEFAULT_HMAC_HEADER,
+    GITHUB_SIGNATURE,
+    STANDARD_ID,
+    STANDARD_SIGNATURE,
+    STANDARD_TIMESTAMP,
+    STRIPE_SIGNATURE,
+)
 
 DEFAULT_TOLERANCE_S = 300
 STANDARD_SECRET_PREFIX = "whsec_"
@@ -37,12 +46,14 @@ class Scheme(StrEnum):
     HMAC = "hmac"
 
 
-GITHUB_SIGNATURE = "X-Hub-Signature-256"
-STRIPE_SIGNATURE = "Stripe-Signature"
-STANDARD_ID = "webhook-id"
-STANDARD_TIMESTAMP = "webhook-timestamp"
-STANDARD_SIGNATURE = "webhook-signature"
-DEFAULT_HMAC_HEADER = "X-Signature-256"
+class SignatureError(TerminalError):
+    """A webhook delivery is not authentic (the gateway answers 401). ``reason`` is one of ``missing``,
+    ``malformed``, ``mismatch``, ``stale`` or ``future``: a metrics label and a hint, never which secret
+    was close."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        super().__init__(detail)
 
 
 def _digest(key: bytes, *parts: bytes) -> bytes:

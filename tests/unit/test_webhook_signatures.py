@@ -10,8 +10,8 @@ import hmac
 import pytest
 from starlette.datastructures import Headers
 
-from services.gateway.exceptions import SignatureError
-from services.gateway.signatures import (
+from shared.webhooks.signatures import (
+    SignatureError,
     sign_github,
     sign_hmac,
     sign_standard,
