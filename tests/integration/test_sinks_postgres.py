@@ -12,7 +12,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from services.load.sinks import DestinationUnavailableError, IncompatibleSchemaError, WriteResult, open_sink
+from services.load.exceptions import DestinationUnavailableError, IncompatibleSchemaError
+from services.load.sinks import WriteResult, open_sink
 from services.load.sinks.postgres import PostgresSink
 from shared.errors import TerminalError
 from shared.spec.models import PostgresDestination, WriteMode

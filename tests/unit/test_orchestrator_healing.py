@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from services.load.sinks.base import IncompatibleSchemaError
+from services.load.exceptions import IncompatibleSchemaError
 from services.orchestrator.exceptions import RemedyNotAllowedError, RemedyNotApplicableError
 from services.orchestrator.healing.policy import (
     ErrorCategory,

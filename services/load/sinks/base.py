@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from shared.errors import DataError, TransientError
+from shared.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,6 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class DestinationUnavailableError(TransientError):
-    """The destination cannot be reached right now (connection refused or lost, lock held by another
-    writer). Nothing of the batch was committed, so a retry applies it exactly once."""
-
-
-class IncompatibleSchemaError(DataError):
-    """A batch column cannot be stored in the destination column it maps to. Terminal: the data or the
-    table must change first."""
-
-    def __init__(self, table: str, column: str, table_type: str, batch_type: str, detail: str = "") -> None:
-        self.table = table
-        self.column = column
-        self.table_type = table_type
-        self.batch_type = batch_type
-        reason = f"column {column!r} of {table} has type {table_type} but the batch has {batch_type}" + (
-            f": {detail}" if detail else ""
-        )
-        super().__init__(reason)
 
 
 def require_columns(table: pa.Table, columns: Sequence[str], what: str) -> None:

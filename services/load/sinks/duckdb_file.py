@@ -1,8 +1,8 @@
 """DuckDB file sink: the same exactly-once contract as PostgreSQL, with the ledger in the same file.
 
-Each batch is one DuckDB transaction: ledger row (``ON CONFLICT DO NOTHING RETURNING``), create/evolve
-the table, then an ``INSERT ... BY NAME`` / ``MERGE INTO`` that reads the Arrow batch in place (DuckDB
-scans a registered ``pyarrow.Table`` without copying it). Replace mode loads
+Each batch is one DuckDB transaction: the ledger claim (``ledger``, the protocol the PostgreSQL sink
+keeps too), create/evolve the table, then an ``INSERT ... BY NAME`` / ``MERGE INTO`` that reads the Arrow
+batch in place (DuckDB scans a registered ``pyarrow.Table`` without copying it). Replace mode loads
 ``<table>__aoetl_<short run id>`` and ``finalize`` drops/renames in one transaction.
 
 Single writer: DuckDB lets one *process* open a file for writing. This sink opens the file for each
@@ -22,32 +22,17 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from services.load.sinks.base import (
-    DestinationUnavailableError,
-    IncompatibleSchemaError,
-    WriteResult,
-    require_columns,
-)
+from services.load.exceptions import DestinationUnavailableError, IncompatibleSchemaError
+from services.load.sinks.ledger import DEDUPE, DUCKDB, BatchLedger, SqlLedgerSink
 from services.load.sinks.naming import short_run_id
 from shared.errors import AoetlError, DataError
 from shared.spec.models import DuckDBDestination, WriteMode
 from shared.sql import quote_ident
 
-LEDGER = "aoetl.aoetl_ledger"
-DEDUPE = "aoetl.dedupe"
 _INPUT = "aoetl_input"  # the registered Arrow batch
 _FRESH = "aoetl_fresh"  # temp table: the batch rows whose dedupe key is new in the run
 _ORDINAL = "__aoetl_ord"
 _KEY_HASH = "__aoetl_h"
-
-_BOOTSTRAP = (
-    "CREATE SCHEMA IF NOT EXISTS aoetl",
-    f"CREATE TABLE IF NOT EXISTS {LEDGER} (run_id VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,"
-    " destination VARCHAR NOT NULL, rows BIGINT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
-    " PRIMARY KEY (destination, batch_id))",
-    f"CREATE TABLE IF NOT EXISTS {DEDUPE} (run_id VARCHAR NOT NULL, destination VARCHAR NOT NULL,"
-    " key_hash VARCHAR NOT NULL, PRIMARY KEY (destination, run_id, key_hash))",
-)
 
 _INTEGERS = frozenset(
     {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
@@ -82,84 +67,52 @@ def _accepts(column_type: str, batch_type: str) -> bool:
     return batch_family in _ACCEPTS.get(column_family, frozenset({column_family}))
 
 
-class DuckDBSink:
+class DuckDBSink(SqlLedgerSink[duckdb.DuckDBPyConnection, str]):
     """Sink for a ``DuckDBDestination``."""
 
     def __init__(self, destination: DuckDBDestination) -> None:
         self._dest = destination
+        self._mode = destination.mode
+        self._merge_keys = destination.keys
+        self._target = destination.table
         self._path = Path(destination.path)
-        self._ledger_key = f"duckdb:{destination.table}"
-
-    # ------------------------------------------------------------------------------------ public API
-    def write(
-        self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
-    ) -> WriteResult:
-        require_columns(table, dedupe_keys, "dedupe keys")
-        merge = self._dest.mode is WriteMode.MERGE
-        if merge:
-            require_columns(table, self._dest.keys, "merge keys")
-        target = self.staging_table(run_id) if self._dest.mode is WriteMode.REPLACE else self._dest.table
-        with self._transaction(f"writing batch {batch_id} to") as con:
-            claimed = con.execute(
-                f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                [run_id, batch_id, self._ledger_key, table.num_rows],
-            ).fetchone()
-            if claimed is None:
-                # Already applied: report what the first delivery wrote, so run totals stay exact.
-                row = con.execute(
-                    f"SELECT rows FROM {LEDGER} WHERE destination = ? AND batch_id = ?",
-                    [self._ledger_key, batch_id],
-                ).fetchone()
-                return WriteResult(applied=False, rows_written=int(row[0]) if row else 0, rows_deduplicated=0)
-            ordinal = pa.array(range(table.num_rows), pa.int64())
-            con.register(_INPUT, table.append_column(_ORDINAL, ordinal))
-            self._ensure_table(con, target)
-            source, kept = _INPUT, table.num_rows
-            if dedupe_keys:
-                source, kept = _FRESH, self._keep_new_keys(con, run_id, dedupe_keys)
-            written = self._merge(con, target, source) if merge else self._append(con, target, source)
-            con.execute(
-                f"UPDATE {LEDGER} SET rows = ? WHERE destination = ? AND batch_id = ?",
-                [written, self._ledger_key, batch_id],
-            )
-            return WriteResult(applied=True, rows_written=written, rows_deduplicated=table.num_rows - kept)
-
-    def finalize(self, run_id: str) -> None:
-        with self._transaction("finalizing") as con:
-            if self._dest.mode is WriteMode.REPLACE:
-                if not self._claim_end_of_run(con, run_id):
-                    return  # already finalized (or aborted)
-                staging, target = self.staging_table(run_id), quote_ident(self._dest.table)
-                if self._columns(con, staging):
-                    con.execute(f"DROP TABLE IF EXISTS {target}")
-                    con.execute(f"ALTER TABLE {quote_ident(staging)} RENAME TO {target}")
-                elif self._columns(con, self._dest.table):  # the run wrote nothing: the table ends empty
-                    con.execute(f"DELETE FROM {target}")
-            con.execute(
-                f"DELETE FROM {DEDUPE} WHERE destination = ? AND run_id = ?", [self._ledger_key, run_id]
-            )
-
-    def abort(self, run_id: str) -> None:
-        with self._transaction("aborting") as con:
-            if self._dest.mode is WriteMode.REPLACE:
-                if not self._claim_end_of_run(con, run_id):
-                    return  # a finalized run is not undone
-                con.execute(f"DROP TABLE IF EXISTS {quote_ident(self.staging_table(run_id))}")
-                # The staged rows are gone: their batches must count as not applied any more.
-                con.execute(
-                    f"DELETE FROM {LEDGER} WHERE destination = ? AND run_id = ? AND batch_id <> ?",
-                    [self._ledger_key, run_id, self._end_marker(run_id)],
-                )
-            con.execute(
-                f"DELETE FROM {DEDUPE} WHERE destination = ? AND run_id = ?", [self._ledger_key, run_id]
-            )
+        self._ledger = BatchLedger(DUCKDB, f"duckdb:{destination.table}")
 
     def close(self) -> None:
         """Nothing is held between operations."""
 
     def staging_table(self, run_id: str) -> str:
         return f"{self._dest.table}__aoetl_{short_run_id(run_id)}"
+
+    # ----------------------------------------------------------------------- the ledger sink's steps
+    def _write_rows(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        run_id: str,
+        target: str,
+        table: pa.Table,
+        dedupe_keys: Sequence[str],
+    ) -> tuple[int, int]:
+        ordinal = pa.array(range(table.num_rows), pa.int64())
+        con.register(_INPUT, table.append_column(_ORDINAL, ordinal))
+        self._ensure_table(con, target)
+        source, kept = _INPUT, table.num_rows
+        if dedupe_keys:
+            source, kept = _FRESH, self._keep_new_keys(con, run_id, dedupe_keys)
+        merge = self._mode is WriteMode.MERGE
+        written = self._merge(con, target, source) if merge else self._append(con, target, source)
+        return written, kept
+
+    def _swap_in(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        staging, target = self.staging_table(run_id), quote_ident(self._dest.table)
+        if self._columns(con, staging):
+            con.execute(f"DROP TABLE IF EXISTS {target}")
+            con.execute(f"ALTER TABLE {quote_ident(staging)} RENAME TO {target}")
+        elif self._columns(con, self._dest.table):  # the run wrote nothing: the table ends empty
+            con.execute(f"DELETE FROM {target}")
+
+    def _drop_staging(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        con.execute(f"DROP TABLE IF EXISTS {quote_ident(self.staging_table(run_id))}")
 
     # ------------------------------------------------------------------------------------ internals
     @contextmanager
@@ -172,7 +125,7 @@ class DuckDBSink:
             raise DestinationUnavailableError(f"cannot open DuckDB file while {what}: {exc}") from exc
         try:
             con.execute("BEGIN TRANSACTION")
-            for statement in _BOOTSTRAP:
+            for statement in self._ledger.bootstrap():
                 con.execute(statement)
             yield con
             con.execute("COMMIT")
@@ -236,12 +189,12 @@ class DuckDBSink:
             f"  FROM {_INPUT} ORDER BY {_KEY_HASH}, {_ORDINAL}"
             f") b WHERE NOT EXISTS (SELECT 1 FROM {DEDUPE} d"
             f"  WHERE d.destination = ? AND d.run_id = ? AND d.key_hash = b.{_KEY_HASH})",
-            [self._ledger_key, run_id],
+            [self._ledger.destination, run_id],
         )
         con.execute(
             f"INSERT INTO {DEDUPE} (run_id, destination, key_hash)"
             f" SELECT ?, ?, md5(CAST(row({key_row}) AS VARCHAR)) FROM {_FRESH}",
-            [run_id, self._ledger_key],
+            [run_id, self._ledger.destination],
         )
         count = con.execute(f"SELECT count(*) FROM {_FRESH}").fetchone()
         return int(count[0]) if count else 0
@@ -275,15 +228,3 @@ class DuckDBSink:
             + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
         ).fetchone()
         return int(result[0]) if result else 0
-
-    @staticmethod
-    def _end_marker(run_id: str) -> str:
-        return f"__end_of_run__:{run_id}"
-
-    def _claim_end_of_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
-        claimed = con.execute(
-            f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES (?, ?, ?, 0)"
-            " ON CONFLICT DO NOTHING RETURNING 1",
-            [run_id, self._end_marker(run_id), self._ledger_key],
-        ).fetchone()
-        return claimed is not None

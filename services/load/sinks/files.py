@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.load.sinks.base import DestinationUnavailableError, WriteResult, require_columns
+from services.load.exceptions import DestinationUnavailableError
+from services.load.sinks.base import WriteResult, require_columns
 from services.load.sinks.naming import safe_file_part
 
 FileFormat = Literal["parquet", "jsonl"]

@@ -20,8 +20,9 @@ import confluent_kafka
 import pyarrow as pa
 from confluent_kafka import KafkaError, Producer
 
+from services.load.exceptions import DestinationUnavailableError
 from services.load.sinks.avro_rows import RowEncoder
-from services.load.sinks.base import DestinationUnavailableError, WriteResult, require_columns
+from services.load.sinks.base import WriteResult, require_columns
 from shared.errors import ConfigurationError, DataError
 from shared.kafka.topics import Topics
 from shared.spec.models import KafkaDestination

@@ -36,7 +36,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.load.sinks.base import IncompatibleSchemaError
+from services.load.exceptions import IncompatibleSchemaError
 
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
 

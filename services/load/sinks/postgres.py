@@ -7,11 +7,11 @@ PostgreSQL 15 on this project's 2-core machine: psycopg 3 ``COPY ... FROM STDIN 
 below runs on the one ADBC connection, the COPY shares its transaction with the ledger insert. So this sink
 talks to PostgreSQL through ADBC only.
 
-Per batch, in ONE transaction: insert the ledger row (``ON CONFLICT DO NOTHING RETURNING``: no row back
-means the batch was already applied, or is being applied by another replica which we wait for); create or
-evolve the table; then either COPY straight into the table (append) or COPY into a temp table and
-``INSERT ... SELECT`` from it (merge upsert, cross-batch dedupe). A lost connection or a killed backend rolls
-the whole transaction back, so a retry applies the batch exactly once.
+Per batch, in ONE transaction: claim the batch in the ledger (``ledger``: no claim means the batch was
+already applied, or is being applied by another replica which we wait for); create or evolve the table;
+then either COPY straight into the table (append) or COPY into a temp table and ``INSERT ... SELECT`` from
+it (merge upsert, cross-batch dedupe). A lost connection or a killed backend rolls the whole transaction
+back, so a retry applies the batch exactly once.
 
 Replace mode loads into ``<table>__aoetl_<short run id>``; ``finalize`` renames it over the table in one
 transaction. Readers block for the instant of the rename and then see the new table, never a partial one.
@@ -23,42 +23,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
-from services.load.sinks.base import (
-    DestinationUnavailableError,
-    IncompatibleSchemaError,
-    WriteResult,
-    require_columns,
-)
+from services.load.exceptions import DestinationUnavailableError, IncompatibleSchemaError
+from services.load.sinks.ledger import DEDUPE, POSTGRES, BatchLedger, SqlLedgerSink
 from services.load.sinks.naming import short_run_id
 from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
 from shared.errors import AoetlError, ConfigurationError, DataError
 from shared.spec.models import PostgresDestination, WriteMode
 from shared.sql import is_transient_database_error, quote_ident
 
-LEDGER = "aoetl.aoetl_ledger"
-DEDUPE = "aoetl.dedupe"
 _TEMP_BATCH = "aoetl_batch"
 _ORDINAL = "__aoetl_ord"  # arrival order inside a batch: the first of duplicates is kept, the last merged
 _KEY_HASH = "__aoetl_h"
 
-_BOOTSTRAP = (
-    "SELECT pg_advisory_xact_lock(hashtextextended('aoetl:bootstrap', 0))",
-    "CREATE SCHEMA IF NOT EXISTS aoetl",
-    f"CREATE TABLE IF NOT EXISTS {LEDGER} (run_id text NOT NULL, batch_id text NOT NULL,"
-    " destination text NOT NULL, rows bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
-    " PRIMARY KEY (destination, batch_id))",
-    f"CREATE INDEX IF NOT EXISTS aoetl_ledger_by_run ON {LEDGER} (destination, run_id)",
-    f"CREATE TABLE IF NOT EXISTS {DEDUPE} (run_id text NOT NULL, destination text NOT NULL,"
-    " key_hash uuid NOT NULL, PRIMARY KEY (destination, run_id, key_hash))",
-)
+# Replicas starting together must not race on the ledger's CREATE statements.
+_BOOTSTRAP_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('aoetl:bootstrap', 0))"
 # Key hashes are md5 of the keys' text form, which depends on these settings: pin them so that every
 # replica hashes the same key to the same value.
 _SESSION = (
@@ -67,7 +54,6 @@ _SESSION = (
     "SET IntervalStyle = 'postgres'",
     "SET extra_float_digits = 1",
 )
-T = TypeVar("T")
 Cursor = Any  # adbc_driver_manager.dbapi.Cursor; its stubs are too loose to be worth spelling out
 
 
@@ -85,7 +71,7 @@ class _Table:
         return f"{self.schema}.{self.name}"
 
 
-class PostgresSink:
+class PostgresSink(SqlLedgerSink[Cursor, _Table]):
     """Sink for a ``PostgresDestination``. One connection, used by one thread at a time."""
 
     def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
@@ -94,86 +80,14 @@ class PostgresSink:
             raise ConfigurationError(f"environment variable {destination.dsn_env} (the DSN) is not set")
         self._dsn = resolved
         self._dest = destination
+        self._mode = destination.mode
+        self._merge_keys = destination.keys
         schema, _, name = destination.table.rpartition(".")
         self._target = _Table(schema or "public", name)
-        self._ledger_key = f"postgres:{self._target.display}"  # the ledger's `destination` column
+        self._ledger = BatchLedger(POSTGRES, f"postgres:{self._target.display}")
         self._conn: Any = None
         self._columns: dict[_Table, dict[str, str]] = {}  # column name -> format_type(), per table
         self._unique_index_ok = False
-
-    # ------------------------------------------------------------------------------------ public API
-    def write(
-        self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
-    ) -> WriteResult:
-        require_columns(table, dedupe_keys, "dedupe keys")
-        if self._dest.mode is WriteMode.MERGE:
-            require_columns(table, self._dest.keys, "merge keys")
-        target = self.staging_table(run_id) if self._dest.mode is WriteMode.REPLACE else self._target
-
-        def work(cur: Cursor) -> WriteResult:
-            cur.execute(
-                f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                parameters=(run_id, batch_id, self._ledger_key, table.num_rows),
-            )
-            if cur.fetchone() is None:
-                # Already applied: report what the first delivery wrote, so run totals stay exact.
-                cur.execute(
-                    f"SELECT rows FROM {LEDGER} WHERE destination = $1 AND batch_id = $2",
-                    parameters=(self._ledger_key, batch_id),
-                )
-                row = cur.fetchone()
-                return WriteResult(applied=False, rows_written=int(row[0]) if row else 0, rows_deduplicated=0)
-            columns = self._ensure_table(cur, target, table)
-            batch = self._conform(target, columns, table)
-            if self._dest.mode is not WriteMode.MERGE and not dedupe_keys:
-                cur.adbc_ingest(target.name, batch, mode="append", db_schema_name=target.schema)
-                return WriteResult(applied=True, rows_written=batch.num_rows, rows_deduplicated=0)
-            written, kept = self._apply_via_temp_table(cur, run_id, target, columns, batch, dedupe_keys)
-            cur.execute(
-                f"UPDATE {LEDGER} SET rows = $1 WHERE destination = $2 AND batch_id = $3",
-                parameters=(written, self._ledger_key, batch_id),
-            )
-            return WriteResult(applied=True, rows_written=written, rows_deduplicated=batch.num_rows - kept)
-
-        try:
-            return self._in_transaction(f"writing batch {batch_id} to", work)
-        except IncompatibleSchemaError:
-            # The table may be fixed by hand before the batch is re-driven: read its columns afresh then.
-            self._columns.pop(target, None)
-            raise
-
-    def finalize(self, run_id: str) -> None:
-        staging = self.staging_table(run_id)
-
-        def work(cur: Cursor) -> None:
-            if self._dest.mode is WriteMode.REPLACE:
-                if not self._claim_end_of_run(cur, run_id):
-                    return  # already finalized (or aborted): idempotent
-                self._swap_in(cur, staging)
-            self._forget_dedupe_keys(cur, run_id)
-
-        self._in_transaction("finalizing", work)
-        self._columns.pop(staging, None)
-        self._columns.pop(self._target, None)
-
-    def abort(self, run_id: str) -> None:
-        staging = self.staging_table(run_id)
-
-        def work(cur: Cursor) -> None:
-            if self._dest.mode is WriteMode.REPLACE:
-                if not self._claim_end_of_run(cur, run_id):
-                    return  # a finalized run is not undone
-                cur.execute(f"DROP TABLE IF EXISTS {staging.sql}")
-                # The staged rows are gone, so their batches must count as not applied any more.
-                cur.execute(
-                    f"DELETE FROM {LEDGER} WHERE destination = $1 AND run_id = $2 AND batch_id <> $3",
-                    parameters=(self._ledger_key, run_id, self._end_marker(run_id)),
-                )
-            self._forget_dedupe_keys(cur, run_id)
-
-        self._in_transaction("aborting", work)
-        self._columns.pop(staging, None)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -185,13 +99,31 @@ class PostgresSink:
         suffix = f"__aoetl_{short_run_id(run_id)}"
         return _Table(self._target.schema, self._target.name[: 63 - len(suffix)] + suffix)
 
+    # ----------------------------------------------------------------------- the ledger sink's steps
+    def _write_rows(
+        self, cur: Cursor, run_id: str, target: _Table, table: pa.Table, dedupe_keys: Sequence[str]
+    ) -> tuple[int, int]:
+        columns = self._ensure_table(cur, target, table)
+        batch = self._conform(target, columns, table)
+        if self._mode is not WriteMode.MERGE and not dedupe_keys:
+            cur.adbc_ingest(target.name, batch, mode="append", db_schema_name=target.schema)
+            return batch.num_rows, batch.num_rows
+        return self._apply_via_temp_table(cur, run_id, target, columns, batch, dedupe_keys)
+
+    def _drop_staging(self, cur: Cursor, run_id: str) -> None:
+        cur.execute(f"DROP TABLE IF EXISTS {self.staging_table(run_id).sql}")
+
+    def _after_end_of_run(self, run_id: str) -> None:
+        self._columns.pop(self.staging_table(run_id), None)
+        self._columns.pop(self._target, None)
+
     # ------------------------------------------------------------------------------- transactions
     def _connection(self) -> Any:
         if self._conn is None:
             try:
                 conn = adbc.connect(self._dsn)
                 with conn.cursor() as cur:
-                    for statement in (*_SESSION, *_BOOTSTRAP):
+                    for statement in (*_SESSION, _BOOTSTRAP_LOCK, *self._ledger.bootstrap()):
                         cur.execute(statement)
                 conn.commit()
             except adbc_driver_manager.Error as exc:
@@ -201,15 +133,16 @@ class PostgresSink:
             self._conn = conn
         return self._conn
 
-    def _in_transaction(self, action: str, work: Callable[[Cursor], T]) -> T:
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[Cursor]:
         conn = self._connection()
         try:
             with conn.cursor() as cur:
-                result = work(cur)
+                yield cur
             conn.commit()
-            return result
         except BaseException as exc:
-            # DDL of this transaction is rolled back too, so cached table shapes may be wrong now.
+            # DDL of this transaction is rolled back too, so cached table shapes may be wrong now (and a
+            # table fixed by hand after an IncompatibleSchemaError is read afresh).
             self._columns.clear()
             self._unique_index_ok = False
             try:
@@ -237,7 +170,7 @@ class PostgresSink:
 
     def _ensure_table(self, cur: Cursor, table: _Table, batch: pa.Table) -> dict[str, str]:
         """Create the table or add the batch's new columns; return the table's columns."""
-        merge = self._dest.mode is WriteMode.MERGE
+        merge = self._mode is WriteMode.MERGE
         columns = self._columns.get(table) or self._read_columns(cur, table)
         if columns and all(n in columns for n in batch.column_names) and (self._unique_index_ok or not merge):
             self._columns[table] = columns
@@ -334,9 +267,9 @@ class PostgresSink:
             )
             source = f"(SELECT c.* FROM candidates c JOIN fresh f ON f.key_hash = c.{_KEY_HASH})"
             kept = "(SELECT count(*) FROM fresh)"
-            parameters = (self._ledger_key, run_id)
+            parameters = (self._ledger.destination, run_id)
         selected = ", ".join(f"s.{n}" for n in names)
-        if self._dest.mode is WriteMode.MERGE:
+        if self._mode is WriteMode.MERGE:
             keys = ", ".join(f"s.{quote_ident(k)}" for k in self._dest.keys)
             updates = ", ".join(
                 f"{n} = EXCLUDED.{n}"
@@ -363,20 +296,8 @@ class PostgresSink:
         return int(written), int(kept_rows)
 
     # ------------------------------------------------------------------------------- end of run
-    @staticmethod
-    def _end_marker(run_id: str) -> str:
-        return f"__end_of_run__:{run_id}"
-
-    def _claim_end_of_run(self, cur: Cursor, run_id: str) -> bool:
-        """A ledger row makes finalize/abort happen once: the second call finds it and does nothing."""
-        cur.execute(
-            f"INSERT INTO {LEDGER} (run_id, batch_id, destination, rows) VALUES ($1, $2, $3, 0)"
-            " ON CONFLICT DO NOTHING RETURNING 1",
-            parameters=(run_id, self._end_marker(run_id), self._ledger_key),
-        )
-        return cur.fetchone() is not None
-
-    def _swap_in(self, cur: Cursor, staging: _Table) -> None:
+    def _swap_in(self, cur: Cursor, run_id: str) -> None:
+        staging = self.staging_table(run_id)
         staged = self._read_columns(cur, staging)
         current = self._read_columns(cur, self._target)
         if not staged:  # the run wrote no batch: replacing with nothing leaves the table empty
@@ -390,13 +311,6 @@ class PostgresSink:
             cur.execute(f"DROP TABLE {quote_ident(self._target.schema)}.{quote_ident(retired)}")
         else:
             cur.execute(f"ALTER TABLE {staging.sql} RENAME TO {quote_ident(self._target.name)}")
-
-    def _forget_dedupe_keys(self, cur: Cursor, run_id: str) -> None:
-        """The run is over; its batches stay guarded by the ledger, its key hashes are no longer needed."""
-        cur.execute(
-            f"DELETE FROM {DEDUPE} WHERE destination = $1 AND run_id = $2",
-            parameters=(self._ledger_key, run_id),
-        )
 
 
 def _first_line(exc: BaseException) -> str:
