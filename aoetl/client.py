@@ -104,7 +104,6 @@ class TopicReader:
 
     def __init__(self, client: AoetlClient, topics: list[str], *, from_beginning: bool):
         self._client = client
-        self._topics = topics
         self._consumer: Consumer = make_consumer(
             client.settings.kafka, f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
         )

@@ -44,9 +44,6 @@ class HealthServer:
         """The bound port: the real one when 0 was asked for."""
         return int(self._server.server_address[1])
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
-        self._checks[name] = check
-
     def readiness(self) -> dict[str, bool]:
         results: dict[str, bool] = {}
         for name, check in list(self._checks.items()):

@@ -49,18 +49,6 @@ def _fields(model: type[BaseModel], skip: str) -> dict[str, str]:
     return out
 
 
-def transform_ops() -> list[str]:
-    return [_tag(m, "op") for m in union_members(TransformStep)]
-
-
-def rule_kinds() -> list[str]:
-    return [_tag(m, "rule") for m in union_members(QualityRule)]
-
-
-def destination_types() -> list[str]:
-    return [_tag(m, "type") for m in union_members(Destination)]
-
-
 def spec_vocabulary() -> dict[str, Any]:
     """Everything a drafted spec may use, for the model's prompt and the ``list_connectors`` tool."""
     return {
