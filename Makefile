@@ -41,9 +41,11 @@ test: bootstrap
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
+## lint: ruff, then the import contracts of pyproject.toml [tool.importlinter] (the layering).
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMPS)/venv
 	$(VENV)/bin/mypy -p shared -p services -p aoetl
