@@ -187,7 +187,7 @@ class RunState:
         ]
 
 
-Planner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
+SplitPlanner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
 RowCountCheck = Callable[[PipelineSpec, int], list[str]]
 
 
@@ -207,7 +207,7 @@ class HealDecision(Protocol):
 
 
 # (current spec, error, healing attempts so far) -> decision; see services.orchestrator.healing.healer
-Healer = Callable[[PipelineSpec, ErrorInfo, int], HealDecision]
+HealingAdvisor = Callable[[PipelineSpec, ErrorInfo, int], HealDecision]
 
 
 class RunBook:
@@ -215,12 +215,12 @@ class RunBook:
 
     def __init__(
         self,
-        planner: Planner,
+        planner: SplitPlanner,
         row_count_check: RowCountCheck,
         *,
         retry_backoff_s: float = 1.0,
         topic: Callable[[str], str] = str,
-        healer: Healer | None = None,
+        healer: HealingAdvisor | None = None,
     ):
         self._plan = planner
         self._healer = healer
