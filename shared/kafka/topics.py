@@ -44,8 +44,16 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(Topics.REQUESTS, 6, {"retention.ms": str(7 * DAY_MS)}, "PipelineRequest, key run id"),
     TopicSpec(Topics.DEFINITIONS, 1, _COMPACTED, "PipelineDefinition, key pipeline name; tombstone deletes"),
     TopicSpec(Topics.TASKS, 6, {"retention.ms": str(7 * DAY_MS)}, "ExtractTask, key run id"),
-    TopicSpec(Topics.DATA_EXTRACTED, 6, _DATA_CONFIG, "DataBatch from extract, key task id"),
-    TopicSpec(Topics.DATA_TRANSFORMED, 6, _DATA_CONFIG, "DataBatch from transform, key task id"),
+    TopicSpec(
+        Topics.DATA_EXTRACTED,
+        6,
+        _DATA_CONFIG,
+        "DataBatch from extract, key batch id (continuous runs: <pipeline>:<topic>:<partition>, so a "
+        "source partition's batches stay in order)",
+    ),
+    TopicSpec(
+        Topics.DATA_TRANSFORMED, 6, _DATA_CONFIG, "DataBatch from transform, key as it came from extract"
+    ),
     TopicSpec(Topics.EVENTS, 6, {"retention.ms": str(7 * DAY_MS)}, "RunEvent, key run id"),
     TopicSpec(Topics.RESULTS, 3, {"retention.ms": str(30 * DAY_MS)}, "PipelineResult, key run id"),
     TopicSpec(Topics.ALERTS, 1, {"retention.ms": str(30 * DAY_MS)}, "Alert, key run id or alert kind"),
@@ -53,7 +61,7 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         Topics.DEAD_LETTERS,
         3,
         {"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)},
-        "DeadLetter, key run id",
+        "DeadLetter, key run id (a user topic's unreadable event, which has no run: its own key)",
     ),
     TopicSpec(
         Topics.CONTROL, 6, {"retention.ms": str(7 * DAY_MS)}, "RunControl (finalize/abort), key run id"
