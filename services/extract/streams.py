@@ -7,7 +7,7 @@ RUNNING pipeline. All workers of a pipeline share the consumer group ``aoetl-str
 spreads the source partitions over the extract instances, moves them when one dies, and keeps the offsets
 across runs: a stopped pipeline started again resumes where it left off.
 
-Exactly once from the source topic to the destination: a worker is a ``shared.streaming.TopicReader``
+Exactly once from the source topic to the destination: a worker is a ``shared.streaming.WindowedTopicReader``
 whose window per source partition is a batch, closed ``stream_linger_ms`` after its first row or at
 ``run.batch_rows`` rows: one ``DataBatch`` per closed window, its STREAM_PROGRESS event and the dead letters
 of unreadable events, all in ONE Kafka transaction with the group's offsets (the transaction engine of
@@ -40,9 +40,9 @@ from shared.spec.models import KafkaSource
 from shared.streaming import (
     Encoded,
     ReaderConfig,
-    TopicReader,
     TransactionalReader,
     Window,
+    WindowedTopicReader,
     WindowLimits,
     WorkerSupervisor,
 )
@@ -98,7 +98,7 @@ class StreamConfig:
         return f"{name}{self.topic_suffix}"
 
 
-class StreamWorker(TopicReader[dict[str, Any]]):
+class StreamWorker(WindowedTopicReader[dict[str, Any]]):
     """Reads one continuous run's source topic (the partitions Kafka gives this instance): a window is a
     batch, closed at ``run.batch_rows`` rows or ``stream_linger_ms`` after its first row."""
 

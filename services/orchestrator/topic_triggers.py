@@ -33,9 +33,9 @@ from shared.settings import KafkaSettings
 from shared.streaming import (
     Encoded,
     ReaderConfig,
-    TopicReader,
     TransactionalReader,
     Window,
+    WindowedTopicReader,
     WindowLimits,
     WorkerSupervisor,
     json_default,
@@ -67,7 +67,7 @@ class RunnerConfig:
     commit_interval_s: float = 5.0
 
 
-class TriggerRunner(TopicReader[dict[str, Any]]):
+class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
     """Reads one rule's topic and publishes one request per closed window: a window holds the matching
     events of one partition, closed at ``window.events`` events, ``window.seconds`` after its first, or
     before the request outgrows ``MAX_WINDOW_BYTES``."""

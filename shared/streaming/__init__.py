@@ -1,9 +1,9 @@
 """Reading user topics exactly once: the continuous pipelines and the topic triggers.
 
-Modules: ``decode`` (events as JSON objects or Avro records), ``windows`` (the offset book: what was read
-and not committed, grouped into windows), ``reader`` (a consumer group whose outputs and offsets commit in
-one ``shared.kafka.transaction``, and the ``TopicReader`` worker template), ``supervisor`` (one worker per
-desired key).
+Modules: ``decode`` (events as JSON objects or Avro records), ``windows`` (the offset book: what was
+read and not committed, grouped into windows), ``reader`` (a consumer group whose outputs and offsets
+commit in one ``shared.kafka.transaction``, and the ``WindowedTopicReader`` worker template),
+``supervisor`` (one worker per desired key).
 """
 
 from shared.streaming.decode import StreamDecodeError, decode_event, json_default
@@ -11,8 +11,8 @@ from shared.streaming.reader import (
     Encoded,
     ReaderConfig,
     RestartingWorker,
-    TopicReader,
     TransactionalReader,
+    WindowedTopicReader,
 )
 from shared.streaming.supervisor import WorkerSupervisor
 from shared.streaming.windows import OffsetWindows, Window, WindowLimits
@@ -23,10 +23,10 @@ __all__ = [
     "ReaderConfig",
     "RestartingWorker",
     "StreamDecodeError",
-    "TopicReader",
     "TransactionalReader",
     "Window",
     "WindowLimits",
+    "WindowedTopicReader",
     "WorkerSupervisor",
     "decode_event",
     "json_default",

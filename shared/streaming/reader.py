@@ -4,7 +4,7 @@ metadata fences zombies). The transaction is ``shared.kafka.transaction.KafkaTra
 one the task loop commits through, with every protection it has (bounded calls, commit retry,
 abort-or-replace, fencing, rewind to committed).
 
-``TopicReader`` is the template both topic readers follow, a restarting worker thread: the continuous
+``WindowedTopicReader`` is the template both topic readers follow, a restarting worker thread: the continuous
 pipelines (``services.extract.streams``: a window is a batch) and the topic triggers
 (``services.orchestrator.topic_triggers``: a window is one run's events). It decodes each record
 (``shared.streaming.decode``), keeps what the subclass accepts in an ``OffsetWindows`` book, and commits
@@ -209,7 +209,7 @@ class RestartingWorker:
             self._stop.wait(self.restart_delay_s)
 
 
-class TopicReader(RestartingWorker, Generic[T]):
+class WindowedTopicReader(RestartingWorker, Generic[T]):
     """Reads one topic (the partitions its group gives this instance) into windows and commits what the
     subclass makes of the closed ones. Subclasses say what to keep of an event (``keep``), what to produce
     from closed windows (``outputs``) and when idle (``idle_outputs``)."""

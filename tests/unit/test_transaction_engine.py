@@ -25,7 +25,7 @@ from shared.kafka.transaction import (
 )
 from shared.settings import KafkaSettings
 from shared.spec.models import StreamFormat
-from shared.streaming import ReaderConfig, TopicReader, TransactionalReader, Window, WindowLimits
+from shared.streaming import ReaderConfig, TransactionalReader, Window, WindowedTopicReader, WindowLimits
 from shared.streaming.supervisor import WorkerSupervisor
 
 pytestmark = pytest.mark.unit
@@ -238,7 +238,7 @@ class Record:
         return None
 
 
-class CountingReader(TopicReader[dict[str, Any]]):
+class CountingReader(WindowedTopicReader[dict[str, Any]]):
     """Windows of two events; one output per window naming its offsets."""
 
     def __init__(self) -> None:
