@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from shared.avro import AvroSerde, SerdeSettings, make_serde
+from shared.avro import AvroSerde
 from shared.contracts import (
     Contract,
     PipelineRequest,
@@ -21,10 +21,11 @@ from shared.contracts import (
     Trigger,
     TriggerKind,
 )
-from shared.kafka.clients import make_consumer, make_producer, produce_sync
+from shared.kafka.clients import KafkaClients, produce_sync
 from shared.kafka.topics import Topics
 from shared.settings import ServiceSettings, load_settings
 from shared.spec.models import PipelineSpec
+from shared.startup import service_serde
 
 C = TypeVar("C", bound=Contract)
 
@@ -32,10 +33,10 @@ C = TypeVar("C", bound=Contract)
 class AoetlClient:
     def __init__(self, settings: ServiceSettings | None = None, serde: AvroSerde | None = None):
         self.settings = settings or load_settings(ServiceSettings)
-        self.serde = serde or make_serde(
-            SerdeSettings(kafka_bootstrap_servers=self.settings.kafka.bootstrap_servers)
-        )
-        self._producer = make_producer(self.settings.kafka)
+        # the same clients and serde as a service: security settings, and the system's schemas topic
+        self.clients = KafkaClients(self.settings.kafka)
+        self.serde = serde or service_serde(self.settings)
+        self._producer = self.clients.producer()
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
@@ -104,8 +105,8 @@ class TopicReader:
 
     def __init__(self, client: AoetlClient, topics: list[str], *, from_beginning: bool):
         self._client = client
-        self._consumer: Consumer = make_consumer(
-            client.settings.kafka, f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
+        self._consumer: Consumer = client.clients.consumer(
+            f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
         )
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         parts: list[TopicPartition] = []

@@ -139,9 +139,12 @@ def main() -> int:
     os.environ.update(endpoints.env())
     dsn, bootstrap = endpoints.postgres_dsn, endpoints.kafka_bootstrap
     suffix = f".bench{uuid.uuid4().hex[:6]}"
-    ensure_topics(bootstrap, [TopicSpec(t.name + suffix, t.partitions, t.config, t.doc) for t in TOPICS])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        [TopicSpec(t.name + suffix, t.partitions, t.config, t.doc) for t in TOPICS],
+    )
     topic = f"bench.events{suffix}"
-    ensure_topics(bootstrap, [TopicSpec(topic, args.partitions)])
+    ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [TopicSpec(topic, args.partitions)])
     table = f"bench_stream_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, autocommit=True) as con:
         con.execute(

@@ -254,7 +254,7 @@ def main() -> None:
 
     suffix = f".bench-{uuid.uuid4().hex[:8]}"
     specs = [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS]
-    ensure_topics(args.bootstrap, specs)
+    ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap), specs)
     with tempfile.TemporaryDirectory(prefix="aoetl-bench-gw-") as tmp:
         register_definition(args.bootstrap, suffix, Path(tmp))
         orchestrator = start_orchestrator(args.bootstrap, suffix, Path(tmp))

@@ -26,6 +26,7 @@ from shared.logging import configure_logging
 from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
+from shared.startup import service_serde
 
 __all__ = [
     "BaseService",
@@ -51,10 +52,8 @@ EXIT_BAD_CONFIGURATION = 2
 
 
 def default_serde(settings: ServiceSettings) -> Serde:
-    """The Avro serde, resolving unknown writer schemas from the schemas topic on our own cluster."""
-    from shared.avro import SerdeSettings, make_serde
-
-    return make_serde(SerdeSettings(kafka_bootstrap_servers=settings.kafka.bootstrap_servers))
+    """The Avro serde, resolving unknown writer schemas from the system's schemas topic on our cluster."""
+    return service_serde(settings)
 
 
 class BaseService(ABC, Generic[S]):

@@ -14,7 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -47,11 +47,26 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_location: FilePath | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = system store"
+    )
     client_id: str = "aoetl"
 
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the Python clients (aiokafka, faust), None without TLS: the CA file when set,
+        else the system trust store (hostname checking on, as ``create_default_context`` does)."""
+        if not self.uses_ssl:
+            return None
+        ca = str(self.ssl_ca_location) if self.ssl_ca_location is not None else None
+        return ssl.create_default_context(cafile=ca)
 
     def to_confluent(self) -> dict[str, Any]:
         """librdkafka connection properties (dotted names)."""
@@ -60,6 +75,8 @@ class KafkaSettings(BaseSettings):
             "security.protocol": self.security_protocol.lower(),
             "client.id": self.client_id,
         }
+        if self.uses_ssl and self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
         if self.uses_sasl:
             config["sasl.mechanism"] = self.sasl_mechanism
             if self.sasl_username is not None:
@@ -75,9 +92,10 @@ class KafkaSettings(BaseSettings):
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
         }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            # aiokafka needs an explicit context; the system trust store is the safe default.
-            config["ssl_context"] = ssl.create_default_context()
+        context = self.ssl_context()
+        if context is not None:
+            # aiokafka needs an explicit context (it builds none from the protocol name alone).
+            config["ssl_context"] = context
         if self.uses_sasl:
             config["sasl_mechanism"] = self.sasl_mechanism
             config["sasl_plain_username"] = self.sasl_username

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from aoetl.devstack.errors import StackStartupError
-from aoetl.devstack.kafka import KAFKA_VERSION, kafka_ready
+from aoetl.devstack.kafka import KAFKA_VERSION, kafka_ready, private_broker_settings
 from aoetl.devstack.osproc import free_port, wait_for
 from aoetl.devstack.postgres import DATABASE, postgres_ready
 from aoetl.devstack.stack import DevStack, StackEndpoints
 from shared.errors import ConfigurationError
 from shared.kafka.admin import ensure_topics
+from shared.settings import KafkaSettings, load_settings
 
 KAFKA_IMAGE: Final = f"apache/kafka:{KAFKA_VERSION}"
 POSTGRES_IMAGE: Final = "postgres:16"
@@ -75,7 +76,7 @@ def running_stack(
             raise ConfigurationError(
                 "backend 'external' needs KAFKA_BOOTSTRAP_SERVERS and AOETL_POSTGRES_DSN"
             )
-        yield _external_endpoints(kafka_env, postgres_env, timeout)
+        yield _external_endpoints(_env_kafka(kafka_env), postgres_env, timeout)
     elif chosen is Backend.TESTCONTAINERS:
         with _containers(kafka_env, postgres_env, timeout) as endpoints:
             yield endpoints
@@ -87,19 +88,26 @@ def running_stack(
             stack.down()
 
 
-def _external_endpoints(bootstrap: str, dsn: str, timeout: float) -> StackEndpoints:
-    wait_for(lambda: kafka_ready(bootstrap), timeout=timeout, what=f"Kafka at {bootstrap}")
+def _env_kafka(bootstrap: str) -> KafkaSettings:
+    """A broker named by the environment is reached with the environment's security settings."""
+    return load_settings(KafkaSettings, bootstrap_servers=bootstrap)
+
+
+def _external_endpoints(kafka: KafkaSettings, dsn: str, timeout: float) -> StackEndpoints:
+    bootstrap = kafka.bootstrap_servers
+    wait_for(lambda: kafka_ready(kafka), timeout=timeout, what=f"Kafka at {bootstrap}")
     wait_for(lambda: postgres_ready(dsn), timeout=timeout, what="PostgreSQL at AOETL_POSTGRES_DSN")
-    ensure_topics(bootstrap)
+    ensure_topics(kafka)
     return StackEndpoints(bootstrap, dsn)
 
 
 @contextmanager
 def _containers(kafka_env: str | None, postgres_env: str | None, timeout: float) -> Iterator[StackEndpoints]:
     with ExitStack() as stack:
-        bootstrap = kafka_env or _start_kafka_container(stack)
+        # the container is ours and listens PLAINTEXT, like the local stack's broker
+        kafka = _env_kafka(kafka_env) if kafka_env else private_broker_settings(_start_kafka_container(stack))
         dsn = postgres_env or _start_postgres_container(stack)
-        yield _external_endpoints(bootstrap, dsn, timeout)
+        yield _external_endpoints(kafka, dsn, timeout)
 
 
 def _start_kafka_container(stack: ExitStack) -> str:

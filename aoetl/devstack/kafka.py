@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka.admin import AdminClient
-
 from aoetl.devstack.errors import MissingToolError, StackStartupError
 from aoetl.devstack.osproc import (
     file_lock,
@@ -31,6 +29,8 @@ from aoetl.devstack.osproc import (
     terminate,
     wait_for,
 )
+from shared.kafka.clients import KafkaClients
+from shared.settings import KafkaSettings
 
 KAFKA_VERSION: Final = "4.1.1"
 SCALA_VERSION: Final = "2.13"
@@ -130,15 +130,25 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def kafka_ready(bootstrap: str, timeout: float = 5.0) -> bool:
+def private_broker_settings(bootstrap: str) -> KafkaSettings:
+    """How to reach the dev stack's own broker. It listens PLAINTEXT on localhost only and is started before
+    any service settings exist, so its connection is stated here instead of read from ``AOETL_KAFKA_*``
+    (which may describe another, secured cluster); its clients still come from ``KafkaClients``."""
+    return KafkaSettings(bootstrap_servers=bootstrap, security_protocol="PLAINTEXT")
+
+
+def _quiet(_error: object) -> None:
+    """Connection-refused noise while a broker boots is expected; readiness is the answer, not the log."""
+
+
+def kafka_ready(kafka: KafkaSettings, timeout: float = 5.0) -> bool:
     """True when the cluster answers a metadata request with at least one broker."""
-    client = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
+    client = KafkaClients(kafka).admin(
+        **{
             "socket.timeout.ms": int(timeout * 1000),
-        },
-        # Connection-refused noise while the broker boots is expected; keep it out of stderr.
-        logger=logging.getLogger("aoetl.devstack.kafka.librdkafka"),
+            "logger": logging.getLogger("aoetl.devstack.kafka.librdkafka"),
+            "error_cb": _quiet,
+        }
     )
     try:
         metadata = client.list_topics(timeout=timeout)
@@ -208,7 +218,11 @@ class KafkaNode:
         return pid_alive(self.pid, cmdline_marker=str(self.config_path))
 
     def is_ready(self, timeout: float = 3.0) -> bool:
-        return self.is_running() and port_accepts(self.port) and kafka_ready(self.bootstrap, timeout)
+        return (
+            self.is_running()
+            and port_accepts(self.port)
+            and kafka_ready(private_broker_settings(self.bootstrap), timeout)
+        )
 
     def start(self, timeout: float = 120.0) -> None:
         """Start (or adopt an already running) broker and return once it answers metadata requests."""
@@ -262,7 +276,7 @@ class KafkaNode:
                     f"Kafka exited during startup; see {self.log_path}:\n{tail(self.home / 'stdout.log')}\n"
                     f"{tail(self.log_path)}"
                 )
-            return port_accepts(self.port) and kafka_ready(self.bootstrap, timeout=2.0)
+            return port_accepts(self.port) and kafka_ready(private_broker_settings(self.bootstrap), 2.0)
 
         wait_for(ready, timeout=timeout, interval=0.5, what=f"Kafka at {self.bootstrap}")
 

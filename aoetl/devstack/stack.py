@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aoetl.devstack.kafka import KafkaNode, kafka_ready
+from aoetl.devstack.kafka import KafkaNode, kafka_ready, private_broker_settings
 from aoetl.devstack.osproc import file_lock
 from aoetl.devstack.postgres import PostgresNode, postgres_ready
 from aoetl.devstack.processes import SERVICE_NAMES, ServiceProcess, ServiceSupervisor
 from aoetl.devstack.state import STATE_FILE, default_state_dir, read_json, write_json
 from shared.kafka.admin import ensure_topics
+from shared.settings import KafkaSettings, load_settings
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ class DevStack:
         )
 
     @property
+    def kafka_settings(self) -> KafkaSettings:
+        """An external broker with the environment's security settings; our own one as it listens."""
+        if self.external_kafka:
+            return load_settings(KafkaSettings, bootstrap_servers=self.external_kafka)
+        return private_broker_settings(self.kafka.bootstrap)
+
+    @property
     def supervisor(self) -> ServiceSupervisor:
         return ServiceSupervisor(self.state_dir, env=self.endpoints.env())
 
@@ -91,7 +99,7 @@ class DevStack:
                     # Record whatever did start, so a failed `up` can still be cleaned by `down`.
                     self._save()
             if create_topics:
-                ensure_topics(self.endpoints.kafka_bootstrap)
+                ensure_topics(self.kafka_settings)
         return self.endpoints
 
     def start_services(
@@ -124,7 +132,8 @@ class DevStack:
 
     def _kafka_status(self) -> ComponentStatus:
         if self.external_kafka:
-            return ComponentStatus("kafka", kafka_ready(self.external_kafka), self.external_kafka, None, True)
+            healthy = kafka_ready(self.kafka_settings)
+            return ComponentStatus("kafka", healthy, self.external_kafka, None, True)
         running = self.kafka.is_running()
         return ComponentStatus(
             "kafka",

@@ -4,8 +4,9 @@ Why aiokafka and not confluent-kafka (which the threaded services use): the gate
 server, and every request waits for a Kafka acknowledgement before it answers. aiokafka's ``send`` returns
 an asyncio future resolved on the event loop, so thousands of requests can wait concurrently without a
 thread each and without bridging librdkafka's delivery callbacks (which fire on its own poll thread) back
-into the loop. The producer is idempotent with ``acks=all`` (``make_aio_producer``): an acknowledged
-request is on every in-sync replica, and the producer's own retries never duplicate it.
+into the loop. The producer is idempotent with ``acks=all`` (``KafkaClients.aio_producer``): an
+acknowledged request is on every in-sync replica, and the producer's own retries never duplicate it. Both
+clients come from ``KafkaClients``, so they carry the gateway's SASL/TLS settings.
 
 One group-less consumer follows four topics (no consumer group: every replica must see everything, and
 watching must not commit anyone's offsets):
@@ -45,7 +46,7 @@ from shared.contracts import (
     RequestAction,
     RunEvent,
 )
-from shared.kafka.clients import make_aio_consumer, make_aio_producer
+from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.processing import RetryPolicy
@@ -94,6 +95,7 @@ class KafkaBus:
     ):
         self.settings = settings
         self.serde = serde
+        self.clients = KafkaClients(settings.kafka)
         self.topics = GatewayTopics.of(settings)
         self.ledger = ledger
         self.catalog = catalog
@@ -152,7 +154,7 @@ class KafkaBus:
         producer = await self._connect_producer(stopped)
         if producer is None:
             return
-        consumer = make_aio_consumer(self.settings.kafka, group_id=None)
+        consumer = self.clients.aio_consumer(group_id=None)
         try:
             await consumer.start()
             ends = await self._assign(consumer, producer)
@@ -167,7 +169,7 @@ class KafkaBus:
         backoff = RetryPolicy(max_attempts=None)
         attempt = 0
         while not stopped.is_set():
-            producer = make_aio_producer(self.settings.kafka)
+            producer = self.clients.aio_producer()
             try:
                 await asyncio.wait_for(producer.start(), self.settings.connect_timeout_s)
                 self._producer = producer

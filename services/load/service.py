@@ -25,7 +25,7 @@ class LoadService(ProcessorService[LoadSettings]):
 
     def __init__(self, settings: LoadSettings, **kw: object):
         super().__init__(settings, **kw)  # type: ignore[arg-type]
-        self.worker = LoadWorker(settings.topic, settings.instance_id, settings.kafka.bootstrap_servers)
+        self.worker = LoadWorker(settings.topic, settings.instance_id, settings.kafka)
 
     def input_types(self) -> Mapping[str, type[Contract]]:
         return {

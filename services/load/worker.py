@@ -19,6 +19,7 @@ from shared.batch import decode_table
 from shared.contracts import ControlAction, DataBatch, ErrorInfo, EventKind, RunControl, RunEvent, Stage
 from shared.kafka.topics import Topics
 from shared.processing import Output
+from shared.settings import KafkaSettings
 from shared.spec.models import DedupeStep, Destination, PipelineSpec
 
 # Open sinks kept per replica, least recently used closed first. Each holds a connection (a PostgreSQL
@@ -37,17 +38,20 @@ def dedupe_keys(spec: PipelineSpec) -> list[str]:
 
 
 class LoadWorker:
-    def __init__(self, topic: Callable[[str], str], instance: str, kafka_bootstrap_servers: str | None):
+    def __init__(self, topic: Callable[[str], str], instance: str, kafka: KafkaSettings | None):
+        """``kafka``: the service's own settings, for Kafka destinations (their security included)."""
         self._topic = topic
         self._instance = instance
-        self._bootstrap = kafka_bootstrap_servers
+        self._kafka = kafka
         self._sinks: OrderedDict[str, Sink] = OrderedDict()
 
     def sink(self, destination: Destination) -> Sink:
         key = json.dumps(destination.model_dump(mode="json"), sort_keys=True)
         sink = self._sinks.get(key)
         if sink is None:
-            sink = self._sinks[key] = open_sink(destination, kafka_bootstrap_servers=self._bootstrap)
+            sink = self._sinks[key] = open_sink(
+                destination, kafka=self._kafka, schemas_topic=self._topic(Topics.SCHEMAS)
+            )
             while len(self._sinks) > MAX_OPEN_SINKS:
                 self._sinks.popitem(last=False)[1].close()
         self._sinks.move_to_end(key)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -40,7 +39,6 @@ from typing import Any, TypeVar, cast
 import faust
 from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from services.monitor import metrics
 from services.monitor.configuration import MonitorSettings
@@ -58,6 +56,7 @@ from services.monitor.rules import (
 from services.monitor.transport import ReadCommittedTransport
 from shared.avro import AvroDecodeError
 from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent
+from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.logging import log_context
@@ -85,7 +84,7 @@ class InputPartitions:
 def input_partitions(settings: MonitorSettings) -> InputPartitions:
     """Partition counts of the input topics, which the tables must match. The topics must exist: the
     stack's ``ensure_topics`` creates them; faust would otherwise create them with its own defaults."""
-    admin = AdminClient(settings.kafka.to_confluent())
+    admin = KafkaClients(settings.kafka).admin()
     names = {t: settings.topic(t) for t in (Topics.EVENTS, Topics.RESULTS, Topics.DEAD_LETTERS)}
     try:
         existing = admin.list_topics(timeout=settings.kafka_timeout_s).topics
@@ -101,22 +100,8 @@ def input_partitions(settings: MonitorSettings) -> InputPartitions:
 
 
 def _faust_broker(settings: MonitorSettings) -> dict[str, Any]:
-    kafka = settings.kafka
-    conf: dict[str, Any] = {
-        "broker": [f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",")]
-    }
-    context = ssl.create_default_context() if kafka.security_protocol in ("SSL", "SASL_SSL") else None
-    if kafka.uses_sasl:
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-        conf["broker_credentials"] = faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=password,
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=context,
-        )
-    elif context is not None:
-        conf["broker_credentials"] = faust.SSLCredentials(context)
-    return conf
+    """faust's broker URLs and credentials, from the one client factory (SASL and TLS included)."""
+    return KafkaClients(settings.kafka).faust_broker()
 
 
 class MonitorApp:

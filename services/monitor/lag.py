@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.monitor.exceptions import MonitorTransientError
-from shared.kafka.clients import make_aio_consumer
+from shared.kafka.clients import KafkaClients
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -49,10 +49,10 @@ class LagProbe:
     (it never joins a group). Create it inside the running loop; ``close`` it when done."""
 
     def __init__(self, kafka: KafkaSettings, timeout_s: float = 10.0):
-        self._kafka = kafka
+        self._clients = KafkaClients(kafka)  # both clients carry the same security settings
         self._timeout = timeout_s
         self._admin: AIOKafkaAdminClient | None = None
-        self._reader = make_aio_consumer(kafka, group_id=None, request_timeout_ms=int(timeout_s * 1000))
+        self._reader = self._clients.aio_consumer(group_id=None, request_timeout_ms=int(timeout_s * 1000))
         self._reader_started = False
 
     async def close(self) -> None:
@@ -82,9 +82,7 @@ class LagProbe:
     async def _committed(self, group: str) -> dict[Partition, int]:
         try:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(
-                    **self._kafka.to_aiokafka(), request_timeout_ms=int(self._timeout * 1000)
-                )
+                admin = self._clients.aio_admin(request_timeout_ms=int(self._timeout * 1000))
                 await asyncio.wait_for(admin.start(), self._timeout)
                 self._admin = admin
             offsets = await asyncio.wait_for(self._admin.list_consumer_group_offsets(group), self._timeout)

@@ -5,6 +5,9 @@ fingerprint into the schema from Kafka alone, so a consumer in any language (or 
 writer) needs no registry service. Values are the complete expanded schema JSON (with logical types,
 defaults and docs, which the Parsing Canonical Form would strip); a reader verifies that the value's
 fingerprint equals its key before trusting it.
+
+Both the publisher and the resolver build their clients with ``KafkaClients``, so they connect with the
+same security settings as every other client of the service.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from shared.avro.catalog import SchemaCatalog, SchemaEntry
 from shared.avro.errors import SchemaSourceUnavailableError
+from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
+from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ def schema_value(entry: SchemaEntry) -> bytes:
 
 
 def publish_schemas(
-    bootstrap: str,
+    kafka: KafkaSettings,
     *,
     catalog: SchemaCatalog | None = None,
     topic: str = Topics.SCHEMAS,
@@ -37,10 +42,12 @@ def publish_schemas(
     """Publish the schemas (current and historical) the topic lacks; returns how many were written.
 
     Idempotent: a second call writes nothing, and a race between two publishers only writes the same
-    key/value twice, which compaction folds away.
+    key/value twice, which compaction folds away. Skipping what is there (rather than relying on
+    compaction alone) keeps restarts from growing the topic: compaction never touches the active segment,
+    so every start of every replica would otherwise add the whole catalog again.
     """
     catalog = catalog if catalog is not None else SchemaCatalog.default()
-    known = SchemaTopicResolver(bootstrap, topic=topic, timeout_s=timeout_s)
+    known = SchemaTopicResolver(kafka, topic=topic, timeout_s=timeout_s)
     known.refresh()
     missing = [e for e in catalog.all_entries() if known.lookup(e.fingerprint) is None]
     if not missing:
@@ -51,7 +58,7 @@ def publish_schemas(
         if err is not None:
             failures.append(str(err))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    producer = KafkaClients(kafka).producer()
     for entry in missing:
         producer.produce(
             topic, key=entry.fingerprint.hex(), value=schema_value(entry), on_delivery=on_delivery
@@ -68,8 +75,8 @@ class SchemaTopicResolver:
     """Writer schemas read from the schemas topic. ``refresh()`` reads it from the start to the high
     watermark with a group-less consumer (no offsets committed, nothing to clean up)."""
 
-    def __init__(self, bootstrap: str, *, topic: str = Topics.SCHEMAS, timeout_s: float = 10.0):
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings, *, topic: str = Topics.SCHEMAS, timeout_s: float = 10.0):
+        self.kafka = kafka
         self.topic = topic
         self.timeout_s = timeout_s
         self._entries: dict[bytes, SchemaEntry] = {}
@@ -81,13 +88,9 @@ class SchemaTopicResolver:
         return len(self._entries)
 
     def refresh(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"aoetl-schema-resolver-{uuid.uuid4().hex}",  # required, never used
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+        # the group id is required by librdkafka but never used: the reader assigns and never commits
+        consumer = KafkaClients(self.kafka).consumer(
+            f"aoetl-schema-resolver-{uuid.uuid4().hex}", partition_eof=True
         )
         try:
             entries = self._read_all(consumer)

@@ -1,5 +1,6 @@
 """Topic administration: make the declared topics exist. Idempotent, so the dev stack, the test fixtures and
-the deployment init job can all call it on every start.
+the deployment init job can all call it on every start. The admin client comes from ``KafkaClients``, so
+it carries the same security settings as every other client.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ import logging
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from shared.errors import TransientError
+from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import TOPICS, TopicSpec
+from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ class TopicAdminError(TransientError):
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topics: Iterable[TopicSpec] = TOPICS,
     *,
     replication_factor: int = 1,
@@ -33,7 +36,8 @@ def ensure_topics(
     topic's layout is a migration decision, not something a start-up hook should do silently.
     """
     specs = list(topics)
-    admin = AdminClient({"bootstrap.servers": bootstrap}, logger=_log)
+    bootstrap = kafka.bootstrap_servers
+    admin = KafkaClients(kafka).admin()
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -69,14 +73,19 @@ def ensure_topics(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m shared.kafka.admin --bootstrap kafka:9092``: create the declared topics (deploy init)."""
+    """``python -m shared.kafka.admin [--bootstrap kafka:9092]``: create the declared topics (deploy init).
+    The connection and its security come from the ``AOETL_KAFKA_*`` environment, as for the services."""
     import argparse
 
+    from shared.settings import load_settings
+
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--bootstrap", help="instead of AOETL_KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
-    created = ensure_topics(args.bootstrap, replication_factor=args.replication_factor)
+    given = {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
+    kafka = load_settings(KafkaSettings, **given)
+    created = ensure_topics(kafka, replication_factor=args.replication_factor)
     print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 

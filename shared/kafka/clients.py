@@ -1,11 +1,19 @@
-"""Kafka client factories with safe defaults, and delivery checking.
+"""Every Kafka client of the system, built in one place from one ``KafkaSettings``.
+
+``KafkaClients(settings)`` is the connection object (in the spirit of quix-streams' ``ConnectionConfig``):
+it holds the connection and security settings (bootstrap servers, security protocol, SASL mechanism,
+username and password, CA file) and is the only code that turns them into a client, so a client can never
+be built without them. It builds every kind the system uses: confluent-kafka producer, transactional
+producer, consumer and admin client; aiokafka producer, consumer and admin client; and faust's broker
+configuration. Client-specific tuning is layered *on top of* the connection properties, and keyword
+overrides are passed through verbatim (librdkafka's dotted names, so ``**{"linger.ms": 50}``; aiokafka's
+keyword names), except that a bootstrap, security, SASL or SSL property cannot be overridden: that is how
+a client would silently lose its credentials.
 
 Defaults, and why:
 
 * producers are idempotent with ``acks=all``: a retried send never duplicates or reorders a record, and a
   record counts as sent only once every in-sync replica has it;
-* a delivery failure is never silent: ``DeliveryReports`` collects each report and ``flush_checked`` /
-  ``produce_sync`` raise ``KafkaDeliveryError`` (transient) when one failed or did not arrive in time;
 * consumers never auto-commit (the runtime commits offsets inside a transaction, or after the effect),
   start at the earliest offset when the group is new (nothing published before a first deployment is
   skipped), read only committed transactional data, and use the *range* assignor, which gives one member
@@ -13,30 +21,46 @@ Defaults, and why:
   both keyed by run id) are processed together;
 * message size limits match the 16 MiB ``max.message.bytes`` of the data topics.
 
-Every keyword override is passed through verbatim (librdkafka's dotted names, so ``**{"linger.ms": 50}``).
+``make_producer`` / ``make_consumer`` / ``make_aio_producer`` / ``make_aio_consumer`` are the same
+factories as functions of the settings; delivery checking (``DeliveryReports``, ``flush_checked``,
+``produce_sync``) lives in ``shared.kafka.delivery`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
-from shared.errors import TransientError
-from shared.kafka.types import Headers, KafkaProducer
+from shared.errors import ConfigurationError
+from shared.kafka.delivery import DeliveryReports, KafkaDeliveryError, flush_checked, produce_sync
 from shared.settings import KafkaSettings
+
+__all__ = [
+    "DEFAULT_TRANSACTION_TIMEOUT_MS",
+    "MAX_MESSAGE_BYTES",
+    "DeliveryReports",
+    "KafkaClients",
+    "KafkaDeliveryError",
+    "flush_checked",
+    "make_aio_consumer",
+    "make_aio_producer",
+    "make_consumer",
+    "make_producer",
+    "produce_sync",
+]
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 
 _log = logging.getLogger("aoetl.kafka")
 
-
-class KafkaDeliveryError(TransientError):
-    """A produced record was not acknowledged (broker error, or no report before the timeout)."""
+T = TypeVar("T", Producer, Consumer, AdminClient)
 
 
 def _log_client_error(error: KafkaError) -> None:
@@ -45,51 +69,191 @@ def _log_client_error(error: KafkaError) -> None:
     _log.log(level, "kafka client error: %s", error)
 
 
-def _common(settings: KafkaSettings) -> dict[str, Any]:
-    return {**settings.to_confluent(), "logger": _log, "error_cb": _log_client_error}
+# Where to connect and how to authenticate: only KafkaSettings may set these (librdkafka and aiokafka names).
+_PROTECTED_PREFIXES = ("bootstrap", "security", "sasl", "ssl")
 
 
-def producer_config(
-    settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        **_common(settings),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "message.max.bytes": MAX_MESSAGE_BYTES,
-    }
-    if transactional_id is not None:
-        config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = DEFAULT_TRANSACTION_TIMEOUT_MS
-    config.update(overrides)
-    return config
+def _layer(connection: dict[str, Any], tuning: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Connection properties, then the client's defaults, then the caller's overrides. An override may not
+    replace a connection or security property: that is how a client would silently lose its credentials."""
+    clash = sorted(key for key in overrides if key.startswith(_PROTECTED_PREFIXES))
+    if clash:
+        raise ConfigurationError(f"Kafka properties {clash} come from KafkaSettings, not from overrides")
+    return {**connection, **tuning, **overrides}
 
 
-def consumer_config(
-    settings: KafkaSettings, group_id: str, *, isolation_level: str = "read_committed", **overrides: Any
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        **_common(settings),
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": isolation_level,
-        "partition.assignment.strategy": "range",
-        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
-    }
-    config.update(overrides)
-    return config
+def _built(kind: type[T], config: dict[str, Any]) -> T:
+    """librdkafka checks its properties when a client is created; a refusal there (an unknown property, an
+    unreadable CA file) is a configuration error, not a broker outage to retry."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        raise ConfigurationError(f"Kafka {kind.__name__} configuration refused: {exc}") from exc
 
 
+class KafkaClients:
+    """Builds every Kafka client from one ``KafkaSettings``. Cheap to create; holds no connection itself.
+
+    Each ``*_config`` method returns the exact configuration its client is built with, so what reaches a
+    client can be inspected without a broker."""
+
+    def __init__(self, settings: KafkaSettings):
+        self.settings = settings
+
+    def __repr__(self) -> str:  # never the password: the settings' repr masks SecretStr
+        return f"KafkaClients({self.settings.bootstrap_servers!r}, {self.settings.security_protocol})"
+
+    # ------------------------------------------------------------------- confluent-kafka (librdkafka)
+    def connection_config(self) -> dict[str, Any]:
+        """librdkafka connection and security properties, with our logger and error callback."""
+        return {**self.settings.to_confluent(), "logger": _log, "error_cb": _log_client_error}
+
+    def producer_config(self, *, transactional_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+        tuning: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+        }
+        if transactional_id is not None:
+            tuning["transactional.id"] = transactional_id
+            tuning["transaction.timeout.ms"] = DEFAULT_TRANSACTION_TIMEOUT_MS
+        return _layer(self.connection_config(), tuning, overrides)
+
+    def producer(self, **overrides: Any) -> Producer:
+        """An idempotent, non-transactional producer."""
+        return _built(Producer, self.producer_config(**overrides))
+
+    def transactional_producer(self, transactional_id: str, **overrides: Any) -> Producer:
+        """A transactional producer: call ``init_transactions`` before the first ``begin_transaction``."""
+        return _built(Producer, self.producer_config(transactional_id=transactional_id, **overrides))
+
+    def consumer_config(
+        self,
+        group_id: str,
+        *,
+        isolation_level: str = "read_committed",
+        partition_eof: bool = False,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        tuning: dict[str, Any] = {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": isolation_level,
+            "partition.assignment.strategy": "range",
+            "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+        }
+        if partition_eof:  # an end-of-partition event, for readers that read "up to now"
+            tuning["enable.partition.eof"] = True
+        return _layer(self.connection_config(), tuning, overrides)
+
+    def consumer(
+        self,
+        group_id: str,
+        *,
+        isolation_level: str = "read_committed",
+        partition_eof: bool = False,
+        **overrides: Any,
+    ) -> Consumer:
+        """A consumer in ``group_id``. Readers that only ``assign`` (never commit) pass a unique group id:
+        librdkafka requires one even when it is never used."""
+        config = self.consumer_config(
+            group_id, isolation_level=isolation_level, partition_eof=partition_eof, **overrides
+        )
+        return _built(Consumer, config)
+
+    def admin_config(self, **overrides: Any) -> dict[str, Any]:
+        return _layer(self.connection_config(), {}, overrides)
+
+    def admin(self, **overrides: Any) -> AdminClient:
+        return _built(AdminClient, self.admin_config(**overrides))
+
+    # --------------------------------------------------------------------------------------- aiokafka
+    def aio_connection_config(self) -> dict[str, Any]:
+        """aiokafka connection and security keyword arguments (a fresh TLS context per call)."""
+        return self.settings.to_aiokafka()
+
+    def aio_producer_config(self, *, transactional_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+        tuning: dict[str, Any] = {
+            "enable_idempotence": True,
+            "acks": "all",
+            "max_request_size": MAX_MESSAGE_BYTES,
+            "transactional_id": transactional_id,
+        }
+        return _layer(self.aio_connection_config(), tuning, overrides)
+
+    def aio_producer(self, *, transactional_id: str | None = None, **overrides: Any) -> AIOKafkaProducer:
+        """Same guarantees as ``producer`` for asyncio code (the gateway). Create it inside the running loop
+        and ``await producer.start()``; ``send_and_wait`` raises on a failed delivery."""
+        return AIOKafkaProducer(**self.aio_producer_config(transactional_id=transactional_id, **overrides))
+
+    def aio_consumer_config(
+        self, *, group_id: str | None, isolation_level: str = "read_committed", **overrides: Any
+    ) -> dict[str, Any]:
+        tuning: dict[str, Any] = {
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": isolation_level,
+            "partition_assignment_strategy": (RangePartitionAssignor,),
+            "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,
+        }
+        return _layer(self.aio_connection_config(), tuning, overrides)
+
+    def aio_consumer(
+        self,
+        *topics: str,
+        group_id: str | None,
+        isolation_level: str = "read_committed",
+        **overrides: Any,
+    ) -> AIOKafkaConsumer:
+        """Same defaults as ``consumer``; ``group_id=None`` gives a group-less reader (the gateway's views,
+        the monitor's end offsets)."""
+        config = self.aio_consumer_config(group_id=group_id, isolation_level=isolation_level, **overrides)
+        return AIOKafkaConsumer(*topics, **config)
+
+    def aio_admin_config(self, **overrides: Any) -> dict[str, Any]:
+        return _layer(self.aio_connection_config(), {}, overrides)
+
+    def aio_admin(self, **overrides: Any) -> AIOKafkaAdminClient:
+        """Create inside the running loop and ``await admin.start()``."""
+        return AIOKafkaAdminClient(**self.aio_admin_config(**overrides))
+
+    # ------------------------------------------------------------------------------------------ faust
+    def faust_broker(self) -> dict[str, Any]:
+        """``faust.App`` keyword arguments: the broker URLs and, with security, ``broker_credentials``."""
+        import faust  # only the monitor runs faust; the other services never pay for its import
+
+        settings = self.settings
+        conf: dict[str, Any] = {
+            "broker": [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
+        }
+        context = settings.ssl_context()
+        if settings.uses_sasl:
+            password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+            conf["broker_credentials"] = faust.SASLCredentials(
+                username=settings.sasl_username,
+                password=password,
+                mechanism=settings.sasl_mechanism,
+                ssl_context=context,
+            )
+        elif context is not None:
+            conf["broker_credentials"] = faust.SSLCredentials(context)
+        return conf
+
+
+# ------------------------------------------------------------------- the same factories, as functions
 def make_producer(
     settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
 ) -> Producer:
-    """An idempotent producer; transactional when ``transactional_id`` is given (call
-    ``init_transactions`` before the first ``begin_transaction``)."""
-    return Producer(producer_config(settings, transactional_id=transactional_id, **overrides))
+    """An idempotent producer; transactional when ``transactional_id`` is given."""
+    clients = KafkaClients(settings)
+    if transactional_id is None:
+        return clients.producer(**overrides)
+    return clients.transactional_producer(transactional_id, **overrides)
 
 
 def make_consumer(
@@ -100,71 +264,15 @@ def make_consumer(
     partition_eof: bool = False,
     **overrides: Any,
 ) -> Consumer:
-    """``partition_eof``: deliver an end-of-partition event, for readers that read "up to now"."""
-    if partition_eof:
-        overrides["enable.partition.eof"] = True
-    return Consumer(consumer_config(settings, group_id, isolation_level=isolation_level, **overrides))
+    return KafkaClients(settings).consumer(
+        group_id, isolation_level=isolation_level, partition_eof=partition_eof, **overrides
+    )
 
 
-class DeliveryReports:
-    """A delivery callback that remembers failures; pass it as ``on_delivery`` to every ``produce``."""
-
-    def __init__(self) -> None:
-        self.delivered = 0
-        self.failures: list[tuple[str | None, KafkaError]] = []
-
-    def __call__(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.delivered += 1
-        else:
-            self.failures.append((message.topic(), error))
-
-    def raise_if_failed(self) -> None:
-        if self.failures:
-            topic, error = self.failures[0]
-            raise KafkaDeliveryError(
-                f"{len(self.failures)} record(s) not delivered; first to {topic}: {error.str()}"
-            )
-
-
-def flush_checked(producer: KafkaProducer, reports: DeliveryReports, timeout: float = 30.0) -> None:
-    """Wait for every queued record; raise ``KafkaDeliveryError`` if one failed or is still pending."""
-    remaining = producer.flush(timeout)
-    reports.raise_if_failed()
-    if remaining:
-        raise KafkaDeliveryError(f"{remaining} record(s) still undelivered after {timeout}s")
-
-
-def produce_sync(
-    producer: KafkaProducer,
-    topic: str,
-    value: bytes | None,
-    key: bytes | str | None = None,
-    *,
-    headers: Headers | None = None,
-    timeout: float = 30.0,
-) -> None:
-    """Produce one record and wait for its acknowledgement (for rare control messages, not data)."""
-    reports = DeliveryReports()
-    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=reports)
-    flush_checked(producer, reports, timeout)
-
-
-# ----------------------------------------------------------------------------------------- aiokafka
 def make_aio_producer(
     settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
 ) -> AIOKafkaProducer:
-    """Same guarantees as ``make_producer`` for asyncio code (the gateway). Create it inside the running
-    loop and ``await producer.start()``; ``send_and_wait`` raises on a failed delivery."""
-    config: dict[str, Any] = {
-        **settings.to_aiokafka(),
-        "enable_idempotence": True,
-        "acks": "all",
-        "max_request_size": MAX_MESSAGE_BYTES,
-        "transactional_id": transactional_id,
-    }
-    config.update(overrides)
-    return AIOKafkaProducer(**config)
+    return KafkaClients(settings).aio_producer(transactional_id=transactional_id, **overrides)
 
 
 def make_aio_consumer(
@@ -174,16 +282,6 @@ def make_aio_consumer(
     isolation_level: str = "read_committed",
     **overrides: Any,
 ) -> AIOKafkaConsumer:
-    """Same defaults as ``make_consumer``; ``group_id=None`` gives a group-less reader (e.g. the gateway
-    waiting for one result)."""
-    config: dict[str, Any] = {
-        **settings.to_aiokafka(),
-        "group_id": group_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "isolation_level": isolation_level,
-        "partition_assignment_strategy": (RangePartitionAssignor,),
-        "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,
-    }
-    config.update(overrides)
-    return AIOKafkaConsumer(*topics, **config)
+    return KafkaClients(settings).aio_consumer(
+        *topics, group_id=group_id, isolation_level=isolation_level, **overrides
+    )

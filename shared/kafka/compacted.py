@@ -4,7 +4,8 @@ A background thread reads the whole topic at ``start`` (which returns once it is
 decision already sees every key) and then follows it. ``version`` grows on every change, so a supervisor
 can notice changes by polling it cheaply. Every replica holds the whole topic: such topics are small
 (definitions, watermarks, the desired state of continuous pipelines). ``catch_up`` gives
-read-your-writes: it waits until everything written before the call is applied.
+read-your-writes: it waits until everything written before the call is applied. Both of its consumers
+(the follower and the ``catch_up`` probe) come from ``KafkaClients``, with the service's security settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from shared.contracts import Contract
-from shared.kafka.clients import make_consumer
+from shared.kafka.clients import KafkaClients
 from shared.kafka.types import Serde
 from shared.settings import KafkaSettings
 
@@ -31,13 +32,8 @@ class CompactedView(Generic[C]):
     def __init__(
         self, kafka: KafkaSettings, topic: str, model: type[C], serde: Serde, *, timeout: float = 30.0
     ):
-        self._kafka, self._topic, self._model, self._serde, self._timeout = (
-            kafka,
-            topic,
-            model,
-            serde,
-            timeout,
-        )
+        self._clients = KafkaClients(kafka)
+        self._topic, self._model, self._serde, self._timeout = topic, model, serde, timeout
         self._values: dict[str, C] = {}
         self._positions: dict[int, int] = {}  # next offset to apply, per partition
         self._probe: Consumer | None = None  # used only from the caller's thread, by catch_up
@@ -75,7 +71,7 @@ class CompactedView(Generic[C]):
         """Wait until everything written to the topic before this call is applied (a watermark committed
         with the previous run's result must be seen by the next run of the pipeline)."""
         if self._probe is None:
-            self._probe = make_consumer(self._kafka, f"aoetl-probe-{uuid.uuid4().hex}")
+            self._probe = self._clients.consumer(f"aoetl-probe-{uuid.uuid4().hex}")
         meta = self._probe.list_topics(self._topic, timeout=timeout).topics[self._topic]
         ends = {
             p: self._probe.get_watermark_offsets(
@@ -97,7 +93,7 @@ class CompactedView(Generic[C]):
             self._positions[partition] = max(position, self._positions.get(partition, 0))
 
     def _follow(self) -> None:
-        consumer = make_consumer(self._kafka, f"aoetl-view-{uuid.uuid4().hex}", partition_eof=True)
+        consumer = self._clients.consumer(f"aoetl-view-{uuid.uuid4().hex}", partition_eof=True)
         try:
             meta = consumer.list_topics(self._topic, timeout=self._timeout).topics[self._topic]
             parts = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in meta.partitions]

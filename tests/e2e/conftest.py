@@ -33,9 +33,8 @@ class System:
 
 def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, int]) -> System:
     suffix = f".e2e{uuid.uuid4().hex[:8]}"
-    ensure_topics(
-        kafka_bootstrap, [TopicSpec(t.name + suffix, t.partitions, t.config, t.doc) for t in TOPICS]
-    )
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    ensure_topics(kafka, [TopicSpec(t.name + suffix, t.partitions, t.config, t.doc) for t in TOPICS])
     state_dir = make_state_dir("aoetl-e2e-")
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -52,7 +51,6 @@ def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, in
     for name, count in replicas.items():
         started += supervisor.start(name, count, env={"AOETL_GROUP_ID": f"aoetl-{name}{suffix}"})
     supervisor.wait_ready(started, timeout=90)
-    kafka = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     settings = load_settings(ServiceSettings, kafka=kafka, topic_suffix=suffix)
     return System(suffix, AoetlClient(settings), supervisor, env, state_dir)
 

@@ -278,9 +278,8 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
 def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from shared.avro import SerdeSettings, make_serde
-
-    serde = make_serde(SerdeSettings(kafka_bootstrap_servers=system.env["KAFKA_BOOTSTRAP_SERVERS"]))
+    # the system's own serde: row schemas are resolved from its schemas topic (with its topic suffix)
+    serde = system.client.serde
     consumer = Consumer(
         {
             "bootstrap.servers": system.env["KAFKA_BOOTSTRAP_SERVERS"],

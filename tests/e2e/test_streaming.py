@@ -130,7 +130,7 @@ def assert_every_event_once(dsn: str, table: str, total: int, half_id_column: st
 
 def new_topic(bootstrap: str, partitions: int) -> str:
     topic = f"e2e.events.{uuid.uuid4().hex[:8]}"
-    ensure_topics(bootstrap, [TopicSpec(topic, partitions)])
+    ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [TopicSpec(topic, partitions)])
     return topic
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.faults
 def test_lag_probe_reports_a_broker_outage_as_transient_and_recovers() -> None:
     with private_kafka() as node:
         topic, group = "lag-probe-topic", "lag-probe-group"
-        ensure_topics(node.bootstrap, [TopicSpec(topic, 1)])
+        ensure_topics(KafkaSettings(bootstrap_servers=node.bootstrap), [TopicSpec(topic, 1)])
         producer = make_producer(KafkaSettings(bootstrap_servers=node.bootstrap))
         for i in range(5):
             producer.produce(topic, f"m{i}".encode())

@@ -12,6 +12,7 @@ from shared.avro.serde import AvroSerde
 from shared.contracts import MESSAGE_TYPES
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TopicSpec
+from shared.settings import KafkaSettings
 from tests.helpers import wait_until
 from tests.unit.test_contracts import rich_messages
 
@@ -54,7 +55,10 @@ def consume(bootstrap: str, topic: str, count: int) -> list[Message]:
 
 def test_every_contract_round_trips_through_the_broker(kafka_bootstrap: str) -> None:
     topic = f"test.contracts.{uuid.uuid4().hex}"
-    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1, {"max.message.bytes": str(16 * 1024 * 1024)})])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        [TopicSpec(topic, 1, {"max.message.bytes": str(16 * 1024 * 1024)})],
+    )
     serde = AvroSerde()
     messages = rich_messages()
     try:

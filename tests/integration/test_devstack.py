@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from aoetl.devstack import DevStack
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS
+from shared.settings import KafkaSettings
 from tests.helpers import make_state_dir
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_up_status_idempotent_up_down_and_restart(state_dir: Path) -> None:
     assert endpoints.kafka_bootstrap != "127.0.0.1:19092"
     topics = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap}).list_topics(timeout=10).topics
     assert {spec.name for spec in TOPICS} <= set(topics)
-    assert ensure_topics(endpoints.kafka_bootstrap) == []  # idempotent
+    assert ensure_topics(KafkaSettings(bootstrap_servers=endpoints.kafka_bootstrap)) == []  # idempotent
     with psycopg.connect(endpoints.postgres_dsn) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("aoetl",)
 

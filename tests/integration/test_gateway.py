@@ -47,7 +47,7 @@ def topic_suffix(kafka_bootstrap: str) -> Iterator[str]:
     specs = [
         TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS if t.name in GATEWAY_TOPICS
     ]
-    ensure_topics(kafka_bootstrap, specs)
+    ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), specs)
     yield suffix
     AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([s.name for s in specs])
 

@@ -39,6 +39,7 @@ from shared.contracts import (
 )
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics
+from shared.settings import KafkaSettings
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -181,7 +182,10 @@ class Stack:
 @pytest.fixture
 def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     suffix = f"-mon-{uuid.uuid4().hex[:10]}"
-    ensure_topics(kafka_bootstrap, [dataclasses.replace(t, name=f"{t.name}{suffix}") for t in TOPICS])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        [dataclasses.replace(t, name=f"{t.name}{suffix}") for t in TOPICS],
+    )
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "AOETL_TOPIC_SUFFIX": suffix,

@@ -96,7 +96,8 @@ def topology(kafka_bootstrap: str) -> Iterator[Topology]:
     suffix = uuid.uuid4().hex[:10]
     t = Topology(kafka_bootstrap, f"rt-{suffix}", f"rt.in.{suffix}", f"rt.out.{suffix}", f"rt.dlq.{suffix}")
     ensure_topics(
-        kafka_bootstrap, [TopicSpec(name, PARTITIONS) for name in (t.source, t.sink, t.dead_letters)]
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        [TopicSpec(name, PARTITIONS) for name in (t.source, t.sink, t.dead_letters)],
     )
     yield t
     for thread in t.threads:  # a failed test must not leave a loop consuming

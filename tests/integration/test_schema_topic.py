@@ -20,6 +20,7 @@ from shared.avro.serde import AvroSerde
 from shared.contracts import ErrorInfo, EventKind, RunEvent, Stage
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TopicSpec
+from shared.settings import KafkaSettings
 from tests.integration.test_contracts_kafka import consume, produce_all
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,10 @@ def topics(kafka_bootstrap: str) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex
     schemas, data = f"test.schemas.{suffix}", f"test.data.{suffix}"
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
-    ensure_topics(kafka_bootstrap, [TopicSpec(schemas, 1, compacted), TopicSpec(data, 1)])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        [TopicSpec(schemas, 1, compacted), TopicSpec(data, 1)],
+    )
     yield schemas, data
     AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([schemas, data])
 
@@ -47,12 +51,13 @@ def topics(kafka_bootstrap: str) -> Iterator[tuple[str, str]]:
 def test_fresh_serde_decodes_from_kafka_alone(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
     schemas_topic, data_topic = topics
     catalog = SchemaCatalog.default()
-    resolver = SchemaTopicResolver(kafka_bootstrap, topic=schemas_topic)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    resolver = SchemaTopicResolver(kafka, topic=schemas_topic)
     resolver.refresh()
     assert len(resolver) == 0  # subscribed before anything was published
 
-    assert publish_schemas(kafka_bootstrap, topic=schemas_topic) == len(list(catalog.all_entries()))
-    assert publish_schemas(kafka_bootstrap, topic=schemas_topic) == 0  # idempotent
+    assert publish_schemas(kafka, topic=schemas_topic) == len(list(catalog.all_entries()))
+    assert publish_schemas(kafka, topic=schemas_topic) == 0  # idempotent
 
     v1 = catalog.history(RunEvent.avro_name)[0]
     old = {k: v for k, v in AvroSerde().decode_record(AvroSerde().encode(EVENT)).items() if k != "instance"}
@@ -87,7 +92,7 @@ def test_resolver_skips_records_that_do_not_match_their_key(
     producer.produce(schemas_topic, key=other.fingerprint.hex(), value=b"{not json")
     producer.produce(schemas_topic, key=other.fingerprint.hex(), value=json.dumps(other.json).encode())
     assert producer.flush(30) == 0
-    resolver = SchemaTopicResolver(kafka_bootstrap, topic=schemas_topic)
+    resolver = SchemaTopicResolver(KafkaSettings(bootstrap_servers=kafka_bootstrap), topic=schemas_topic)
     resolver.refresh()
     assert resolver.lookup(entry.fingerprint) is None
     found = resolver.lookup(other.fingerprint)

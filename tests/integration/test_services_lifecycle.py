@@ -18,6 +18,7 @@ import pytest
 
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, TopicSpec
+from shared.settings import KafkaSettings
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,10 @@ PROCESSORS = ["orchestrator", "extract", "transform", "load", "monitor"]
 def topic_suffix(kafka_bootstrap: str) -> str:
     """Private copies of every topic, so these services never touch what other tests produce."""
     suffix = f".life-{uuid.uuid4().hex[:8]}"
-    ensure_topics(kafka_bootstrap, [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS],
+    )
     return suffix
 
 

@@ -17,6 +17,7 @@ from services.load.sinks.avro_rows import MAGIC, avro_schema_for, decode_row
 from services.load.sinks.kafka_topic import KafkaSink
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TopicSpec
+from shared.settings import KafkaSettings
 from shared.spec.models import KafkaDestination
 from tests.helpers import wait_until
 
@@ -50,7 +51,9 @@ def consume_all(bootstrap: str, topic: str, count: int) -> list[tuple[str, bytes
 def test_rows_are_avro_records_keyed_by_batch_and_row(kafka_bootstrap: str):
     suffix = uuid.uuid4().hex[:8]
     topic, schemas_topic = f"test.sink.rows.{suffix}", f"test.sink.schemas.{suffix}"
-    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3), TopicSpec(schemas_topic, 1)])
+    ensure_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), [TopicSpec(topic, 3), TopicSpec(schemas_topic, 1)]
+    )
     batch = pa.table(
         {
             "id": pa.array([1, 2, 2], pa.int64()),
@@ -65,7 +68,9 @@ def test_rows_are_avro_records_keyed_by_batch_and_row(kafka_bootstrap: str):
         }
     )
     sink = KafkaSink(
-        KafkaDestination(topic=topic), bootstrap_servers=kafka_bootstrap, schemas_topic=schemas_topic
+        KafkaDestination(topic=topic),
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        schemas_topic=schemas_topic,
     )
     try:
         assert sink.write("run-k", "task-1:0", batch) == WriteResult(True, 3, 0)

@@ -67,5 +67,5 @@ def test_factory_picks_the_mode_from_the_environment(monkeypatch: pytest.MonkeyP
     assert isinstance(registry.framing, RegistryFraming)
     assert registry.decode(registry.encode(EVENT), RunEvent) == EVENT
 
-    explicit = make_serde(SerdeSettings(schema_registry_url=None, kafka_bootstrap_servers=None))
+    explicit = make_serde(SerdeSettings(schema_registry_url=None, kafka=None))
     assert isinstance(explicit.framing, SingleObjectFraming) and explicit.framing.resolver is None

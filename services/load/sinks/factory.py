@@ -7,6 +7,9 @@ from services.load.sinks.duckdb_file import DuckDBSink
 from services.load.sinks.files import FileSink
 from services.load.sinks.kafka_topic import KafkaSink
 from services.load.sinks.postgres import PostgresSink
+from shared.errors import ConfigurationError
+from shared.kafka.topics import Topics
+from shared.settings import KafkaSettings
 from shared.spec.models import (
     Destination,
     DuckDBDestination,
@@ -17,10 +20,13 @@ from shared.spec.models import (
 )
 
 
-def open_sink(destination: Destination, *, kafka_bootstrap_servers: str | None = None) -> Sink:
+def open_sink(
+    destination: Destination, *, kafka: KafkaSettings | None = None, schemas_topic: str = Topics.SCHEMAS
+) -> Sink:
     """A sink for ``destination``. Connections are opened lazily, on the first write; the caller caches
     sinks per destination and closes them. PostgreSQL reads its DSN from the env var named ``dsn_env``;
-    Kafka uses ``kafka_bootstrap_servers`` or else ``KAFKA_BOOTSTRAP_SERVERS``."""
+    Kafka connects with ``kafka`` (the load service's settings, security included) and publishes row
+    schemas to ``schemas_topic``."""
     match destination:
         case PostgresDestination():
             return PostgresSink(destination)
@@ -31,5 +37,7 @@ def open_sink(destination: Destination, *, kafka_bootstrap_servers: str | None =
         case JsonlDestination(path=path):
             return FileSink(path, "jsonl")
         case KafkaDestination():
-            return KafkaSink(destination, bootstrap_servers=kafka_bootstrap_servers)
+            if kafka is None:
+                raise ConfigurationError("a Kafka destination needs the Kafka settings of the load service")
+            return KafkaSink(destination, kafka, schemas_topic=schemas_topic)
     raise TypeError(f"unknown destination type {type(destination).__name__}")  # pragma: no cover

@@ -8,23 +8,28 @@ Delivery guarantee: AT-LEAST-ONCE. A batch redelivered to this same sink object 
 (``applied=False``), but after a crash or on another replica the batch is produced again: Kafka has no
 ledger a producer can consult atomically. Exactly-once needs the load stage to run in transactional mode
 (consume-transform-produce in one Kafka transaction), which is the service runtime's business.
+
+The producer comes from ``KafkaClients`` with the load service's ``KafkaSettings``, so it connects with
+the same security settings as the service's own clients. Row schemas go to the system's schemas topic
+(``aoetl.schemas`` plus the topic suffix), where consumers of the destination topic resolve them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import confluent_kafka
 import pyarrow as pa
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 
 from services.load.exceptions import DestinationUnavailableError
 from services.load.sinks.avro_rows import RowEncoder
 from services.load.sinks.base import WriteResult, require_columns
-from shared.errors import ConfigurationError, DataError
+from shared.errors import DataError
+from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
+from shared.settings import KafkaSettings
 from shared.spec.models import KafkaDestination
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -52,26 +57,15 @@ class KafkaSink:
     def __init__(
         self,
         destination: KafkaDestination,
+        kafka: KafkaSettings,
         *,
-        bootstrap_servers: str | None = None,
         schemas_topic: str | None = Topics.SCHEMAS,
         producer_config: dict[str, Any] | None = None,
     ) -> None:
-        servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not servers:
-            raise ConfigurationError("no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS")
         self._topic = destination.topic
         self._schemas_topic = schemas_topic
-        self._producer = Producer(
-            {
-                "bootstrap.servers": servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                **(producer_config or {}),
-            }
-        )
+        # idempotent with acks=all (the factory's defaults); a longer linger packs a batch's rows together
+        self._producer = KafkaClients(kafka).producer(**{"linger.ms": 20, **(producer_config or {})})
         self._encoders: dict[pa.Schema, RowEncoder] = {}
         self._published: set[bytes] = set()  # schema fingerprints already on the schemas topic
         self._applied: set[tuple[str, str]] = set()  # (run_id, batch_id) produced by this object
