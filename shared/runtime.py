@@ -1,5 +1,9 @@
-"""What every service process does around its own work: load settings, configure logging, serve
-/health /ready /metrics, handle SIGTERM, run the service, exit 0 after a graceful stop.
+"""What every service process does around its own work: load and validate every setting, configure
+logging, serve /health /ready /metrics, handle SIGTERM, run the service, exit 0 after a graceful stop.
+
+Every setting is read at start-up (the service's settings class, its serde's, whatever its constructor
+reads), so a bad value exits with ``EXIT_BAD_CONFIGURATION`` before the first message, never at the first
+request that happens to need it.
 
 ``BaseService`` is the contract (``run(shutdown)`` plus readiness checks); ``ProcessorService`` is the base
 of the five Kafka-consuming services, wiring a ``ProcessingLoop`` to a ``handle`` method; ``run_service``
@@ -63,12 +67,11 @@ class BaseService(ABC, Generic[S]):
 
     def __init__(self, settings: S, *, serde: Serde | None = None):
         self.settings = settings
-        self._serde = serde
+        # built now, not on first use: its settings are validated at start-up with the service's own
+        self._serde = serde if serde is not None else default_serde(settings)
 
     @property
     def serde(self) -> Serde:
-        if self._serde is None:
-            self._serde = default_serde(self.settings)
         return self._serde
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:

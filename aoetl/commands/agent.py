@@ -18,6 +18,7 @@ from shared.agent.settings import AgentSettings
 from shared.agent.sources import source_from_argument
 from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
 from shared.errors import AoetlError
+from shared.settings import load_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,7 +40,7 @@ def _fail(message: str) -> typer.Exit:
 def _profile(source_arg: str, rows: int | None) -> SourceProfile:
     try:
         source = source_from_argument(source_arg)
-        return profile_source(source, sample_rows=rows or AgentSettings().agent_sample_rows)
+        return profile_source(source, sample_rows=rows or load_settings(AgentSettings).agent_sample_rows)
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
 
@@ -147,7 +148,8 @@ def plan(
 ) -> None:
     """Plan a pipeline from a sentence (needs AOETL_LLM_MODEL unless it is just a path), then submit it."""
     try:
-        planner = IntentPlanner.from_settings()
+        # load_settings: a bad AOETL_LLM_* value is a readable ConfigurationError, not a traceback
+        planner = IntentPlanner.from_settings(load_settings(AgentSettings))
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
     outcome = planner.plan(intent, source_hint=source, destination=to)

@@ -1,10 +1,13 @@
-"""Settings of the orchestrator service: ``ProcessorSettings`` (prefix ``AOETL_``) with its own defaults."""
+"""Settings of the orchestrator service: ``ProcessorSettings`` (prefix ``AOETL_``) with its own defaults,
+and the agent's settings (``AOETL_LLM_*``, ``AOETL_AGENT_*``) nested so they are validated with the rest at
+start-up: a bad value stops the service before its first message, not at the first intent."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from services.orchestrator.healing.policy import HealingPolicy
+from shared.agent.settings import AgentSettings
 from shared.settings import ProcessorSettings
 
 
@@ -20,3 +23,4 @@ class OrchestratorSettings(ProcessorSettings):
     trigger_commit_interval_s: float = Field(
         5.0, gt=0, description="topic triggers: commit the offsets of non-matching events this often"
     )
+    agent: AgentSettings = Field(default_factory=AgentSettings, description="read from AOETL_LLM_* etc.")

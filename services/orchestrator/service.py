@@ -65,9 +65,11 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     settings_class = OrchestratorSettings
 
     def __init__(self, settings: OrchestratorSettings, **kw: object):
+        # First, so a model that cannot be built (unknown provider, provider package missing) stops the
+        # service at start-up with the configuration exit code; deterministic without AOETL_LLM_MODEL.
+        self._intent_planner = IntentPlanner.from_settings(settings.agent)
         super().__init__(settings, **kw)  # type: ignore[arg-type]
         self.book = self._new_book()
-        self._intent_planner: IntentPlanner | None = None
         self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
         self.definitions = CompactedView(
             settings.kafka, settings.topic(Topics.DEFINITIONS), PipelineDefinition, self.serde
@@ -165,18 +167,12 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 return None, [ErrorInfo(error_class="UnknownDefinition", message=msg, path="definition_name")]
             return definition.spec, []
         assert request.intent is not None
-        outcome = self._planner().plan(request.intent)
+        outcome = self._intent_planner.plan(request.intent)
         if outcome.spec is None:
             return None, [
                 ErrorInfo(error_class="IntentRejected", message=r, path="intent") for r in outcome.reasons
             ]
         return outcome.spec, []
-
-    def _planner(self) -> IntentPlanner:
-        # Built on first use: without AOETL_LLM_MODEL it is deterministic and needs no provider package.
-        if self._intent_planner is None:
-            self._intent_planner = IntentPlanner.from_settings()
-        return self._intent_planner
 
     def on_failure(
         self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes

@@ -129,3 +129,25 @@ def test_bad_configuration_exits_2_with_a_readable_message(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert b"AOETL_HTTP_PORT: Input should be a valid integer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("AOETL_LLM_TEMPERATURE", "hot", b"AOETL_LLM_TEMPERATURE: Input should be a valid number"),
+        ("AOETL_LLM_TIMEOUT_S", "0", b"AOETL_LLM_TIMEOUT_S: Input should be greater than 0"),
+        ("AOETL_LLM_MODEL", "no-such-provider:model", b"AOETL_LLM_MODEL='no-such-provider:model'"),
+    ],
+)
+def test_orchestrator_exits_2_at_start_up_on_a_bad_llm_setting(
+    variable: str, value: str, says: bytes
+) -> None:
+    """Not at the first intent request: the agent's settings are read, and its model built, at start-up.
+    Nothing listens on the broker address, so a service that got past its settings would run until the
+    timeout instead of exiting."""
+    env = {**os.environ, variable: value, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AOETL_HTTP_PORT": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.orchestrator"], cwd=ROOT, env=env, capture_output=True, timeout=90
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert says in result.stderr
