@@ -1,5 +1,6 @@
 """What every service process does around its own work: load and validate every setting, configure
-logging, serve /health /ready /metrics, handle SIGTERM, run the service, exit 0 after a graceful stop.
+logging, serve /health /ready /metrics, handle SIGTERM, publish the writer schemas, run the service, exit 0
+after a graceful stop.
 
 Every setting is read at start-up (the service's settings class, its serde's, whatever its constructor
 reads), so a bad value exits with ``EXIT_BAD_CONFIGURATION`` before the first message, never at the first
@@ -30,7 +31,7 @@ from shared.logging import configure_logging
 from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
-from shared.startup import service_serde
+from shared.startup import publish_writer_schemas, service_serde
 
 __all__ = [
     "BaseService",
@@ -194,13 +195,25 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
     if settings.port_file is not None:
         write_port_file(settings.port_file, health.port)
     try:
-        service.run(shutdown)
-    except Exception:
-        _log.exception("%s failed", service_class.name)
-        return EXIT_FAILED
+        return _publish_and_run(service, shutdown)
     finally:
         health.stop()
         if settings.port_file is not None:
             settings.port_file.unlink(missing_ok=True)
+
+
+def _publish_and_run(service: BaseService[Any], shutdown: GracefulShutdown) -> int:
+    try:
+        # before the first message is produced: a consumer must be able to decode everything we write
+        published = publish_writer_schemas(service.settings, service.serde, shutdown)
+    except ConfigurationError as exc:  # e.g. Kafka properties librdkafka refuses, found on first use
+        _log.error("cannot start: %s", exc)
+        return EXIT_BAD_CONFIGURATION
+    try:
+        if published:
+            service.run(shutdown)
+    except Exception:
+        _log.exception("%s failed", service.name)
+        return EXIT_FAILED
     _log.info("stopped cleanly (%s)", shutdown.reason or "work finished")
     return EXIT_OK
