@@ -67,8 +67,14 @@ def make_chat_model(settings: AgentSettings) -> BaseChatModel | None:
         raise ModelConfigurationError(
             f"AOETL_LLM_MODEL={settings.llm_model!r} needs its provider package: {exc}"
         ) from exc
-    except ValueError as exc:
-        raise ModelConfigurationError(f"AOETL_LLM_MODEL={settings.llm_model!r}: {exc}") from exc
+    except Exception as exc:
+        # Provider packages reject a bad configuration with errors of their own (openai.OpenAIError for a
+        # missing key, pydantic errors, ValueError): whatever the class, the model cannot be built from
+        # these settings, which is a configuration error (exit code 2 at start-up), never a crash later.
+        message = str(exc)
+        if settings.llm_api_key is not None:
+            message = message.replace(settings.llm_api_key.get_secret_value(), "**********")
+        raise ModelConfigurationError(f"AOETL_LLM_MODEL={settings.llm_model!r}: {message}") from exc
 
 
 def model_label(model: Any, configured: str | None = None) -> str:

@@ -218,3 +218,17 @@ def test_missing_provider_package_is_a_configuration_error() -> None:
     else:
         model = make_chat_model(AgentSettings(llm_model="openai:gpt-4o-mini", llm_api_key="sk-test"))
         assert model is not None
+
+
+def test_a_provider_that_cannot_be_built_is_a_configuration_error_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import langchain.chat_models
+
+    def refuse(model: str, **kwargs: object) -> None:
+        raise RuntimeError(f"the api_key {kwargs['api_key']} was refused")  # e.g. openai.OpenAIError
+
+    monkeypatch.setattr(langchain.chat_models, "init_chat_model", refuse)
+    with pytest.raises(ModelConfigurationError) as refused:
+        make_chat_model(AgentSettings(llm_model="openai:gpt-4o-mini", llm_api_key="sk-secret-123"))
+    assert "sk-secret-123" not in str(refused.value) and "refused" in str(refused.value)
