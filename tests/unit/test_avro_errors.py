@@ -27,10 +27,12 @@ from shared.contracts import (
     AlertKind,
     ErrorInfo,
     EventKind,
+    Origin,
     PipelineDefinition,
     RunEvent,
     Severity,
     Stage,
+    TaskFailed,
 )
 from shared.errors import TerminalError, is_transient
 
@@ -43,7 +45,7 @@ EVENT = RunEvent(
     stage=Stage.EXTRACT,
     at=T0,
     error=ErrorInfo(error_class="X", message="boom"),
-    details={"a": "b"},
+    payload=TaskFailed(attempt=1, origin=Origin(topic="aoetl.tasks", partition=0, offset=3)),
 )
 
 

@@ -18,31 +18,44 @@ from shared.avro.convert import avro_name_of, discriminator_of, variants
 from shared.avro.serde import AvroSerde
 from shared.contracts import (
     MESSAGE_TYPES,
+    AgentDecision,
     Alert,
     AlertKind,
+    BatchLoaded,
     Contract,
     ControlAction,
+    CursorKind,
     DataBatch,
     DeadLetter,
     ErrorInfo,
     EventKind,
+    EventPayload,
     ExtractTask,
     Origin,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
     PipelineWatermark,
+    QualityViolation,
     RequestAction,
+    RunAccepted,
     RunControl,
     RunEvent,
+    RunFinalized,
+    RunFinished,
+    RunPlanned,
     RunStatus,
     Severity,
     Split,
+    SplitExtracted,
     SplitKind,
     Stage,
     StageStats,
+    StreamProgress,
     StreamRun,
     StreamState,
+    TaskFailed,
+    TaskRetried,
     Trigger,
     TriggerKind,
 )
@@ -179,6 +192,52 @@ def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
     ]
 
 
+def rich_events(spec: PipelineSpec) -> list[RunEvent]:
+    """One event per payload record, every optional payload field set somewhere."""
+    split = Split(kind=SplitKind.BYTE_RANGE, index=0, count=2, uri="/data/a.csv", start=0, end=99)
+    payloads: list[EventPayload] = [
+        RunAccepted(pipeline="orders", stuck_after_s=30, continuous=True, spec=spec),
+        RunAccepted(pipeline="orders"),
+        RunPlanned(splits=[split, split.model_copy(update={"index": 1, "start": 99, "end": 200})]),
+        SplitExtracted(attempt=1, split_index=3, cursor_max="2026-01-02", cursor_kind=CursorKind.NUMBER),
+        BatchLoaded(applied=False),
+        QualityViolation(
+            rule="ids",
+            on_fail=OnFail.QUARANTINE,
+            reason="2 rows with null in id",
+            failed_rows=2,
+            sample=[{"id": None, "ok": True, "n": 7, "x": 1.5, "s": "text"}],
+        ),
+        AgentDecision(
+            decision_id="d1",
+            action="quarantine_bad_rows",
+            category="data",
+            reason="data error",
+            error_class="QualityRuleFailed",
+            signature="QualityRuleFailed:ids",
+            spec=spec,
+        ),
+        TaskRetried(attempt=2, reason="transient failure; retry 2/3"),
+        TaskFailed(attempt=1, origin=Origin(topic="aoetl.tasks", partition=1, offset=7, key=b"r1")),
+        RunFinalized(action=ControlAction.FINALIZE),
+        RunFinished(status=RunStatus.CANCELLED),
+        StreamProgress(topic="clicks", partition=2, first_offset=10, last_offset=19, lag=4),
+        StreamProgress(heartbeat=True),
+    ]
+    return [
+        RunEvent(
+            run_id="r1",
+            kind=EventKind(p.type),
+            stage=Stage.ORCHESTRATE,
+            at=T0,
+            task_id="t1",
+            batch_id="t1:0",
+            payload=p,
+        )
+        for p in payloads
+    ]
+
+
 def rich_messages() -> list[Contract]:
     """At least one instance of every message type, every optional field set somewhere."""
     spec, *other_specs = rich_specs()
@@ -237,9 +296,9 @@ def rich_messages() -> list[Contract]:
             batches=1,
             duration_ms=12,
             error=error,
-            details={"status": "FAILED"},
             instance="load-1",
         ),
+        *rich_events(spec),
         RunControl(run_id="r1", action=ControlAction.ABORT, spec=spec, at=T0),
         PipelineWatermark(
             pipeline="orders",
@@ -316,6 +375,8 @@ def check_type(annotation: Any, avro: Any, where: str, checked: set[str]) -> Non
             assert avro[0] == "null", f"{where}: nullable fields are ['null', T]"
             members.remove(type(None))
             avro = avro[1:]
+        if len(members) == 1 and get_origin(members[0]) in (Union, types.UnionType):
+            members = [_strip_annotated(a) for a in get_args(members[0])]  # an optional discriminated union
         if len(members) == 1:
             assert len(avro) == 1, f"{where}: {avro!r}"
             check_type(members[0], avro[0], where, checked)
@@ -399,6 +460,7 @@ def test_samples_cover_every_message_type_and_variant() -> None:
         used.add(avro_name_of(type(spec.destination)))
         used.update(avro_name_of(type(x)) for x in (*spec.transforms, *spec.quality))
     used.update(avro_name_of(type(t)) for t in rich_triggers())
+    used.update(avro_name_of(type(m.payload)) for m in messages if isinstance(m, RunEvent) and m.payload)
     assert used == set(variants())
 
 

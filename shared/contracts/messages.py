@@ -1,0 +1,169 @@
+"""The messages on Kafka other than run events (``shared.contracts.events``): requests, definitions,
+tasks, batches, controls, watermarks, results, alerts, continuous runs and dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import Field
+
+from shared.contracts.base import (
+    AlertKind,
+    BatchFormat,
+    Contract,
+    ControlAction,
+    ErrorInfo,
+    Origin,
+    RequestAction,
+    RunStatus,
+    Severity,
+    Split,
+    Stage,
+    StageStats,
+    StreamState,
+    Trigger,
+    new_id,
+    utcnow,
+)
+from shared.spec.models import PipelineSpec
+from shared.triggers import DefinitionTrigger
+
+
+# ---------------------------------------------------------------------------------------- messages
+class PipelineRequest(Contract):
+    """Asks for one run. Exactly one of spec, definition_name or intent says what to run."""
+
+    avro_name: ClassVar[str] = "io.aoetl.PipelineRequest"
+    request_id: str = Field(default_factory=new_id)
+    run_id: str = Field(default_factory=new_id)
+    submitted_at: datetime = Field(default_factory=utcnow)
+    requested_by: str = "unknown"
+    trigger: Trigger = Field(default_factory=Trigger)
+    spec: PipelineSpec | None = None
+    definition_name: str | None = None
+    intent: str | None = Field(None, description="natural-language request for the agent")
+    parameters: dict[str, str] = Field(default_factory=dict)
+    payload: bytes | None = Field(None, description="event payload (JSON) for an event source")
+    action: RequestAction = Field(RequestAction.RUN, description="RUN starts a run; STOP stops run_id")
+
+
+class PipelineDefinition(Contract):
+    """A registered pipeline, kept in the compacted definitions topic keyed by name."""
+
+    avro_name: ClassVar[str] = "io.aoetl.PipelineDefinition"
+    name: str
+    version: int = 1
+    spec: PipelineSpec
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = "unknown"
+    triggers: list[DefinitionTrigger] = Field(
+        default_factory=list, description="webhook and topic rules that start this pipeline"
+    )
+
+
+class ExtractTask(Contract):
+    avro_name: ClassVar[str] = "io.aoetl.ExtractTask"
+    run_id: str
+    task_id: str
+    attempt: int = 0
+    split: Split
+    spec: PipelineSpec
+    payload: bytes | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DataBatch(Contract):
+    """A slice of rows moving between stages. The spec travels with the batch so that every stage is
+    stateless and any replica can take any batch."""
+
+    avro_name: ClassVar[str] = "io.aoetl.DataBatch"
+    run_id: str
+    task_id: str
+    batch_id: str = Field(description="deterministic: '<task_id>:<seq>', the exactly-once key at the sink")
+    seq: int
+    stage: Stage
+    row_count: int
+    format: BatchFormat = BatchFormat.ARROW_IPC
+    payload: bytes
+    spec: PipelineSpec
+    produced_at: datetime = Field(default_factory=utcnow)
+
+
+class RunControl(Contract):
+    """Orchestrator -> load: end of a run. Sinks apply it idempotently."""
+
+    avro_name: ClassVar[str] = "io.aoetl.RunControl"
+    run_id: str
+    action: ControlAction
+    spec: PipelineSpec
+    at: datetime = Field(default_factory=utcnow)
+
+
+class PipelineWatermark(Contract):
+    """How far an incremental pipeline has read its source: the greatest cursor value of its last
+    completed run. Kept in the compacted watermarks topic keyed by pipeline name; the next run of the
+    pipeline starts after it."""
+
+    avro_name: ClassVar[str] = "io.aoetl.PipelineWatermark"
+    pipeline: str
+    cursor_column: str
+    value: str = Field(description="the greatest cursor value loaded, as text (SQL literal form)")
+    run_id: str
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PipelineResult(Contract):
+    """Exactly one per run."""
+
+    avro_name: ClassVar[str] = "io.aoetl.PipelineResult"
+    run_id: str
+    request_id: str
+    pipeline: str | None
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime
+    stages: list[StageStats] = Field(default_factory=list)
+    errors: list[ErrorInfo] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list, description="agent decisions, in order")
+
+
+class Alert(Contract):
+    avro_name: ClassVar[str] = "io.aoetl.Alert"
+    alert_id: str = Field(default_factory=new_id)
+    kind: AlertKind
+    severity: Severity
+    message: str
+    at: datetime = Field(default_factory=utcnow)
+    run_id: str | None = None
+    pipeline: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class StreamRun(Contract):
+    """The desired state of a continuous pipeline (kafka source), kept in the compacted streams topic keyed
+    by pipeline name: extract instances read the topic of every RUNNING one, in consumer group
+    ``aoetl-stream.<pipeline>``, so a pipeline has at most one continuous run at a time."""
+
+    avro_name: ClassVar[str] = "io.aoetl.StreamRun"
+    pipeline: str
+    run_id: str
+    state: StreamState
+    spec: PipelineSpec
+    at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Contract):
+    """A message or row set that could not be processed, with everything needed to inspect and re-drive it."""
+
+    avro_name: ClassVar[str] = "io.aoetl.DeadLetter"
+    dead_letter_id: str = Field(default_factory=new_id)
+    origin: Origin
+    stage: Stage
+    error: ErrorInfo
+    at: datetime = Field(default_factory=utcnow)
+    run_id: str | None = None
+    rule: str | None = Field(None, description="quality rule name for quarantined rows")
+    payload: bytes = Field(description="the original message bytes, or an Arrow IPC batch of rows")
+    payload_format: str = Field("raw", description="'raw' message bytes or 'arrow_ipc' rows")
+    attempt: int = 0
