@@ -1,0 +1,346 @@
+"""One fold of a run's events into its progress, for every reader of run events: the orchestrator (the
+figures of its result, and when everything is loaded), the monitor (the quality fraction), the gateway
+(``GET /runs/{id}``) and the CLI (``aoetl run``'s progress bars, ``aoetl status``). They used to fold
+the events each their own way, and disagreed.
+
+Pure: no I/O and no clock (events carry their times; what needs the time now takes it as an argument).
+Serialisable: the monitor keeps a run's progress as JSON in a faust table (``model_dump(mode="json")``
+and back with ``model_validate``).
+
+**Counted once.** Every stage's figures are counted once per *unit*: a batch id for transform, load and
+a continuous run's extract (STREAM_PROGRESS), a task id for a one-shot extract (SPLIT_EXTRACTED: a task's
+batches and that event leave in one Kafka transaction). An event without its unit's id counts once per
+event id. An event for a unit already counted (a redelivered message, a task re-run after healing, a
+replay) changes nothing, with one exception. Load is at-least-once with an idempotent sink: a
+redelivered batch gives a second BATCH_LOADED with ``applied=False``, and the *applied* event's figures
+win, whichever of the two arrives first. They are the real ones: for a batch it had applied before, a
+sink reports what its ledger kept of the first delivery, which is the rows written (PostgreSQL, DuckDB,
+files) but no deduplicated rows and no time, and nothing at all from the Kafka sink, which only knows
+the batches it produced itself. The non-applied event still counts the batch until an applied one
+arrives, because that one can be missing: load crashed after the sink committed, before the event left
+(the ledger's rows then still count). Otherwise the first event of a unit wins: after a healed task
+runs again, the sink keeps the first delivery's rows, and transform's first figures are the ones that
+match them.
+
+**Bounded.** Each stage tracks at most ``window`` units one by one (``MAX_TRACKED_BATCHES`` unless
+said); past that its oldest units are settled into the stage's totals and forgotten, so a continuous run,
+which never ends, keeps a bounded record. The counts stay exact as long as a duplicate arrives before
+``window`` newer units of its stage did: duplicates are the uncommitted tail of a consumer delivered
+again (load commits after each batch, the monitor's faust every few seconds) or a re-run task's own
+batches, far fewer. ``window=None`` tracks every unit: the orchestrator's one-shot runs, whose finalize
+must be exact whatever arrives, and whose units are bounded by their plan. A finished run (RUN_FINISHED)
+settles everything and counts nothing more, so its figures are those of its result and a finished run
+costs a few numbers: a late duplicate, or a dead letter re-driven after the run failed, changes nothing.
+
+**Quality.** A rule's failed rows are kept per (batch, rule) and count once the batch's BATCH_TRANSFORMED
+(which follows its violations) is in; the checked rows are the ``rows_in`` of transformed batches; a
+rule's fraction is its failed rows over the checked rows, exact under redelivery like the figures.
+Failures of batches never transformed (a rule that failed the batch) are no checked rows: at most
+``4 * window`` batches' failures are kept, the oldest of those dropped first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts import (
+    BatchLoaded,
+    EventKind,
+    QualityViolation,
+    RunAccepted,
+    RunEvent,
+    RunFinished,
+    RunPlanned,
+    RunStatus,
+    Stage,
+    StageStats,
+)
+from shared.spec.models import OnFail
+
+MAX_TRACKED_BATCHES = 1000  # per stage; read when a fold is created, so tests may lower it
+ORPHAN_FACTOR = 4  # failures are kept for at most ORPHAN_FACTOR * window batches
+FIGURE_STAGES = (Stage.EXTRACT, Stage.TRANSFORM, Stage.LOAD)
+
+
+class Figures(NamedTuple):
+    """A unit's figures, or a stage's totals (a JSON array in the stored form)."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    batches: int = 0
+    duration_ms: int = 0
+    applied: bool = True  # a unit's precedence: an applied delivery beats a non-applied one
+
+    def plus(self, other: Figures, sign: int = 1) -> Figures:
+        """The sum (``sign=-1``: the difference) of two figures, as a total (precedence does not add)."""
+        return Figures(
+            rows_in=self.rows_in + sign * other.rows_in,
+            rows_out=self.rows_out + sign * other.rows_out,
+            rows_rejected=self.rows_rejected + sign * other.rows_rejected,
+            batches=self.batches + sign * other.batches,
+            duration_ms=self.duration_ms + sign * other.duration_ms,
+        )
+
+
+class StageLedger(BaseModel):
+    """One stage: every unit counted once into ``total``; the newest units' keys remembered (oldest first)
+    to recognise their duplicates, with their batch count (what a one-shot task's split produced), and a
+    non-applied load unit's figures until an applied delivery may replace them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seen: dict[str, int] = Field(default_factory=dict, description="tracked unit -> its batches")
+    stand_ins: dict[str, Figures] = Field(default_factory=dict, description="tracked non-applied units")
+    total: Figures = Figures()
+    counted: int = Field(0, description="units counted, tracked or settled")
+
+    def record(self, key: str, figures: Figures) -> bool:
+        """Count a unit's figures; True if they count now (a new unit, or an applied delivery replacing
+        the non-applied stand-in)."""
+        if key not in self.seen:
+            self.seen[key] = figures.batches
+            self.total = self.total.plus(figures)
+            self.counted += 1
+            if not figures.applied:
+                self.stand_ins[key] = figures
+            return True
+        stand_in = self.stand_ins.get(key)
+        if figures.applied and stand_in is not None:
+            del self.stand_ins[key]
+            self.seen[key] = figures.batches
+            self.total = self.total.plus(figures).plus(stand_in, -1)
+            return True
+        return False
+
+    def settle(self, window: int | None) -> list[str]:
+        """Forget the oldest units beyond ``window`` (their figures stay in the total); their keys."""
+        excess = 0 if window is None else len(self.seen) - window
+        if excess <= 0:
+            return []
+        oldest = [key for key, _ in zip(self.seen, range(excess), strict=False)]
+        for key in oldest:
+            del self.seen[key]
+            self.stand_ins.pop(key, None)
+        return oldest
+
+    def forget(self) -> None:
+        self.seen.clear()
+        self.stand_ins.clear()
+
+    def stats(self, stage: Stage) -> StageStats:
+        t = self.total
+        return StageStats(
+            stage=stage,
+            rows_in=t.rows_in,
+            rows_out=t.rows_out,
+            rows_rejected=t.rows_rejected,
+            batches=t.batches,
+            duration_ms=t.duration_ms,
+        )
+
+
+class RuleLedger(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    on_fail: OnFail = Field(description="the level of its latest violation (healing may lower it)")
+    reason: str
+    failed: bool = Field(False, description="violated at level fail: the run failed or was healed")
+    failed_rows: int = Field(0, description="failed rows of transformed batches, counted once")
+
+
+@dataclass(frozen=True)
+class RuleQuality:
+    """A rule's outcome so far."""
+
+    rule: str
+    on_fail: OnFail
+    failed: bool
+    reason: str
+    failed_rows: int
+    checked_rows: int
+
+    @property
+    def fraction(self) -> float:
+        return self.failed_rows / self.checked_rows if self.checked_rows else 0.0
+
+
+class RunProgress(BaseModel):
+    """The progress of one run, folded from its events (``apply``) in any order they arrive in."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    window: int | None = Field(default_factory=lambda: MAX_TRACKED_BATCHES)
+    pipeline: str | None = None
+    continuous: bool = False
+    stuck_after_s: int | None = None
+    accepted_at: datetime | None = None
+    splits_planned: int | None = None
+    stages: dict[Stage, StageLedger] = Field(
+        default_factory=lambda: {stage: StageLedger() for stage in FIGURE_STAGES}
+    )
+    rules: dict[str, RuleLedger] = Field(default_factory=dict)
+    failures: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="batch id -> rule -> failed rows, until the batch is settled"
+    )
+    finished: bool = False
+    status: RunStatus | None = None
+    finished_at: datetime | None = None
+
+    # ------------------------------------------------------------------------------------ reading
+    def stage(self, stage: Stage) -> StageLedger:
+        return self.stages[stage]
+
+    def stage_stats(self) -> list[StageStats]:
+        return [self.stages[s].stats(s) for s in FIGURE_STAGES]
+
+    @property
+    def splits_extracted(self) -> int:
+        return 0 if self.continuous else self.stages[Stage.EXTRACT].counted
+
+    def split_batches(self, task_id: str) -> int | None:
+        """How many batches a one-shot task's split produced, once it is extracted."""
+        return self.stages[Stage.EXTRACT].seen.get(task_id)
+
+    @property
+    def batches_expected(self) -> int:
+        """Batches the extracted splits produced (a continuous run's extracted batches)."""
+        return self.stages[Stage.EXTRACT].total.batches
+
+    @property
+    def checked_rows(self) -> int:
+        return self.stages[Stage.TRANSFORM].total.rows_in
+
+    @property
+    def failed_checked_rows(self) -> int:
+        """Failed rows over every rule (a row failing two rules counts twice)."""
+        return sum(r.failed_rows for r in self.rules.values())
+
+    def quality(self) -> list[RuleQuality]:
+        checked = self.checked_rows
+        return [
+            RuleQuality(name, r.on_fail, r.failed, r.reason, r.failed_rows, checked)
+            for name, r in self.rules.items()
+        ]
+
+    def elapsed(self, now: datetime) -> timedelta | None:
+        """Time since the run was accepted: until now, or until it finished."""
+        if self.accepted_at is None:
+            return None
+        return (self.finished_at or now) - self.accepted_at
+
+    # ------------------------------------------------------------------------------------ folding
+    def apply(self, event: RunEvent) -> None:
+        if self.finished:
+            return  # a finished run's figures are its result's
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def apply_all(self, events: Iterable[RunEvent]) -> RunProgress:
+        for event in events:
+            self.apply(event)
+        return self
+
+    def _accepted(self, event: RunEvent) -> None:
+        self.accepted_at = self.accepted_at or event.at
+        accepted = event.payload_as(RunAccepted)
+        if accepted is not None:
+            self.pipeline = accepted.pipeline or self.pipeline
+            self.continuous = accepted.continuous
+            self.stuck_after_s = accepted.stuck_after_s
+
+    def _planned(self, event: RunEvent) -> None:
+        planned = event.payload_as(RunPlanned)
+        if planned is not None and self.splits_planned is None:
+            self.splits_planned = len(planned.splits)
+
+    def _split_extracted(self, event: RunEvent) -> None:
+        figures = Figures(event.rows_out, event.rows_out, 0, event.batches, event.duration_ms)
+        self._record(Stage.EXTRACT, event.task_id or event.event_id, figures)
+
+    def _stream_progress(self, event: RunEvent) -> None:
+        if event.batch_id:  # a heartbeat carries no batch
+            figures = Figures(event.rows_out, event.rows_out, 0, 1, event.duration_ms)
+            self._record(Stage.EXTRACT, event.batch_id, figures)
+
+    def _transformed(self, event: RunEvent) -> None:
+        key = event.batch_id or event.event_id
+        figures = Figures(event.rows_in, event.rows_out, event.rows_rejected, 1, event.duration_ms)
+        if self.stages[Stage.TRANSFORM].record(key, figures):
+            for rule, rows in self.failures.get(key, {}).items():
+                self.rules[rule].failed_rows += rows
+        for settled in self.stages[Stage.TRANSFORM].settle(self.window):
+            self.failures.pop(settled, None)  # their failed rows are counted, nothing can change them
+
+    def _loaded(self, event: RunEvent) -> None:
+        loaded = event.payload_as(BatchLoaded)
+        applied = loaded.applied if loaded is not None else True  # v1-v3 readers' default
+        figures = Figures(
+            event.rows_in, event.rows_out, event.rows_rejected, 1, event.duration_ms, applied=applied
+        )
+        self._record(Stage.LOAD, event.batch_id or event.event_id, figures)
+
+    def _violation(self, event: RunEvent) -> None:
+        violation = event.payload_as(QualityViolation)
+        if violation is None:
+            return
+        rule = self.rules.get(violation.rule)
+        if rule is None:
+            rule = self.rules[violation.rule] = RuleLedger(on_fail=violation.on_fail, reason=violation.reason)
+        rule.on_fail, rule.reason = violation.on_fail, violation.reason
+        rule.failed = rule.failed or violation.on_fail is OnFail.FAIL
+        batch = event.batch_id or ""
+        of_batch = self.failures.setdefault(batch, {})
+        if violation.rule in of_batch:
+            return  # counted once
+        of_batch[violation.rule] = violation.failed_rows
+        if batch in self.stages[Stage.TRANSFORM].seen:
+            rule.failed_rows += violation.failed_rows
+        self._bound_orphans()
+
+    def _finished(self, event: RunEvent) -> None:
+        finished = event.payload_as(RunFinished)
+        self.status = finished.status if finished is not None else self.status
+        self.finished, self.finished_at = True, event.at
+        for ledger in self.stages.values():
+            ledger.forget()
+        self.failures.clear()
+
+    def _record(self, stage: Stage, key: str, figures: Figures) -> None:
+        ledger = self.stages[stage]
+        ledger.record(key, figures)
+        ledger.settle(self.window)
+
+    def _bound_orphans(self) -> None:
+        """Keep at most ``ORPHAN_FACTOR * window`` batches' failures, dropping the oldest of batches not
+        transformed (tracked transformed batches are at most ``window`` of them)."""
+        if self.window is None or len(self.failures) <= ORPHAN_FACTOR * self.window:
+            return
+        transformed = self.stages[Stage.TRANSFORM].seen
+        orphans = [batch for batch in self.failures if batch not in transformed]
+        for batch in orphans[: len(self.failures) - ORPHAN_FACTOR * self.window]:
+            del self.failures[batch]  # their rows were never checked rows: nothing to settle
+
+
+_HANDLERS: dict[EventKind, Callable[[RunProgress, RunEvent], None]] = {
+    EventKind.RUN_ACCEPTED: RunProgress._accepted,
+    EventKind.RUN_PLANNED: RunProgress._planned,
+    EventKind.SPLIT_EXTRACTED: RunProgress._split_extracted,
+    EventKind.STREAM_PROGRESS: RunProgress._stream_progress,
+    EventKind.BATCH_TRANSFORMED: RunProgress._transformed,
+    EventKind.BATCH_LOADED: RunProgress._loaded,
+    EventKind.QUALITY_VIOLATION: RunProgress._violation,
+    EventKind.RUN_FINISHED: RunProgress._finished,
+}
+
+
+def fold(run_id: str, events: Iterable[RunEvent]) -> RunProgress:
+    """A run's progress from its events (others' are skipped), e.g. as read back from the events topic."""
+    return RunProgress(run_id=run_id).apply_all(e for e in events if e.run_id == run_id)
