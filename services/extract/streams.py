@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 from shared.batch import encode_table
 from shared.connectors.errors import SourceReadError
 from shared.connectors.records import records_to_tables
-from shared.contracts import DataBatch, EventKind, RunEvent, Stage, StreamRun, StreamState
+from shared.contracts import DataBatch, EventKind, RunEvent, Stage, StreamProgress, StreamRun, StreamState
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
@@ -144,7 +144,7 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
 
     def idle_outputs(self, reader: TransactionalReader) -> list[Encoded]:
         # Alive but idle: progress for whoever watches for stuck runs; commits what was skipped.
-        return [self._progress(None, 0, {"heartbeat": "true"})]
+        return [self._progress(None, 0, StreamProgress(heartbeat=True))]
 
     def committed(self, closed: list[Window[dict[str, Any]]], dead_letters: int) -> None:
         pipeline = self.stream.pipeline
@@ -167,23 +167,18 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
             payload=encode_table(table),
             spec=spec,
         )
-        details = {
-            "topic": topic,
-            "partition": str(partition),
-            "first_offset": str(first),
-            "last_offset": str(last),
-        }
-        if lag is not None:
-            details["lag"] = str(lag)
+        progress = StreamProgress(
+            topic=topic, partition=partition, first_offset=first, last_offset=last, lag=lag
+        )
         # One key per source partition: its batches share a partition downstream and stay in order.
         key = f"{pipeline}:{topic}:{partition}"
         return [
             (self.config.topic(Topics.DATA_EXTRACTED), key, self.serde.encode(batch)),
-            self._progress(batch_id, table.num_rows, details, task_id=batch.task_id),
+            self._progress(batch_id, table.num_rows, progress, task_id=batch.task_id),
         ]
 
     def _progress(
-        self, batch_id: str | None, rows: int, details: dict[str, str], task_id: str | None = None
+        self, batch_id: str | None, rows: int, progress: StreamProgress, task_id: str | None = None
     ) -> Encoded:
         event = RunEvent(
             run_id=self.run_id,
@@ -193,7 +188,7 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
             batch_id=batch_id,
             rows_out=rows,
             batches=1 if batch_id else 0,
-            details=details,
+            payload=progress,
             instance=self.config.instance_id,
         )
         return (self.config.topic(Topics.EVENTS), self.run_id, self.serde.encode(event))

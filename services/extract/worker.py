@@ -17,7 +17,18 @@ import pyarrow.compute as pc
 
 from shared.batch import encode_table
 from shared.connectors import read_split
-from shared.contracts import DataBatch, ErrorInfo, EventKind, ExtractTask, RunEvent, Stage
+from shared.contracts import (
+    CursorKind,
+    DataBatch,
+    ErrorInfo,
+    EventKind,
+    ExtractTask,
+    Origin,
+    RunEvent,
+    SplitExtracted,
+    Stage,
+    TaskFailed,
+)
 from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
 from shared.spec.models import PostgresSource
@@ -58,7 +69,12 @@ def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterato
             rows_out=rows,
             batches=seq,
             duration_ms=int((time.monotonic() - started) * 1000),
-            details={"attempt": str(task.attempt), "split": str(task.split.index), **cursor.details()},
+            payload=SplitExtracted(
+                attempt=task.attempt,
+                split_index=task.split.index,
+                cursor_max=cursor.text(),
+                cursor_kind=cursor.kind(),
+            ),
             instance=instance,
         ),
     )
@@ -79,11 +95,11 @@ class CursorMax:
         if top is not None and (self.value is None or top > self.value):
             self.value = top
 
-    def details(self) -> dict[str, str]:
-        if self.value is None:
-            return {}
-        kind = "number" if isinstance(self.value, int | float | Decimal) else "text"
-        return {"cursor_max": str(self.value), "cursor_kind": kind}
+    def text(self) -> str | None:
+        return None if self.value is None else str(self.value)
+
+    def kind(self) -> CursorKind:
+        return CursorKind.NUMBER if isinstance(self.value, int | float | Decimal) else CursorKind.TEXT
 
 
 def task_failed(
@@ -99,7 +115,10 @@ def task_failed(
             stage=Stage.EXTRACT,
             task_id=task.task_id,
             error=ErrorInfo.from_exception(exc),
-            details={"attempt": str(task.attempt), "offset": f"{ctx.topic}/{ctx.partition}/{ctx.offset}"},
+            payload=TaskFailed(
+                attempt=task.attempt,
+                origin=Origin(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=ctx.key),
+            ),
             instance=instance,
         ),
     )

@@ -16,7 +16,17 @@ from collections.abc import Callable, Iterator
 
 from services.load.sinks import Sink, open_sink
 from shared.batch import decode_table
-from shared.contracts import ControlAction, DataBatch, ErrorInfo, EventKind, RunControl, RunEvent, Stage
+from shared.contracts import (
+    BatchLoaded,
+    ControlAction,
+    DataBatch,
+    ErrorInfo,
+    EventKind,
+    RunControl,
+    RunEvent,
+    RunFinalized,
+    Stage,
+)
 from shared.kafka.topics import Topics
 from shared.processing import Output
 from shared.settings import KafkaSettings
@@ -81,7 +91,7 @@ class LoadWorker:
             rows_out=result.rows_written,
             rows_rejected=result.rows_deduplicated,
             duration_ms=int((time.monotonic() - started) * 1000),
-            details={"applied": str(result.applied).lower()},
+            payload=BatchLoaded(applied=result.applied),
         )
 
     def control(self, control: RunControl) -> Iterator[Output]:
@@ -90,12 +100,19 @@ class LoadWorker:
             sink.finalize(control.run_id)
         else:
             sink.abort(control.run_id)
-        yield self._event(control.run_id, EventKind.RUN_FINALIZED, details={"action": control.action.value})
+        yield self._event(
+            control.run_id, EventKind.RUN_FINALIZED, payload=RunFinalized(action=control.action)
+        )
 
     def failed(self, value: DataBatch | RunControl, exc: BaseException) -> Output:
         if isinstance(value, RunControl):
             # a finalize that cannot be applied fails the run with the destination's reason
-            return self._event(value.run_id, EventKind.RUN_FINALIZED, error=ErrorInfo.from_exception(exc))
+            return self._event(
+                value.run_id,
+                EventKind.RUN_FINALIZED,
+                error=ErrorInfo.from_exception(exc),
+                payload=RunFinalized(action=value.action),
+            )
         return self._event(
             value.run_id,
             EventKind.BATCH_FAILED,

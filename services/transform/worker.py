@@ -18,7 +18,9 @@ from shared.contracts import (
     ErrorInfo,
     EventKind,
     Origin,
+    QualityViolation,
     RunEvent,
+    SampleValue,
     Stage,
 )
 from shared.kafka.topics import Topics
@@ -26,6 +28,9 @@ from shared.processing import MessageContext, Output
 from shared.spec.models import OnFail
 from shared.transform.engine import EngineCache
 from shared.transform.quality import QualityChecker
+
+SAMPLE_BUDGET = 2000  # characters of JSON of the sample rows of one QUALITY_VIOLATION event
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
 class TransformWorker:
@@ -61,13 +66,13 @@ class TransformWorker:
                     task_id=batch.task_id,
                     batch_id=batch.batch_id,
                     rows_rejected=violation.failed_rows if violation.on_fail is OnFail.QUARANTINE else 0,
-                    details={
-                        "rule": violation.rule,
-                        "on_fail": violation.on_fail.value,
-                        "reason": violation.reason,
-                        "failed_rows": str(violation.failed_rows),
-                        "sample": json.dumps(violation.sample, default=str)[:2000],
-                    },
+                    payload=QualityViolation(
+                        rule=violation.rule,
+                        on_fail=violation.on_fail,
+                        reason=violation.reason,
+                        failed_rows=violation.failed_rows,
+                        sample=event_sample(violation.sample),
+                    ),
                     instance=self._instance,
                 ),
             )
@@ -113,6 +118,28 @@ class TransformWorker:
                 instance=self._instance,
             ),
         )
+
+
+def event_sample(rows: list[dict[str, object]]) -> list[dict[str, SampleValue]]:
+    """The sample rows an event carries: whole rows, as many as fit in ``SAMPLE_BUDGET`` characters of
+    JSON (an event is a report, not a copy of the data), every value one Avro can hold."""
+    kept: list[dict[str, SampleValue]] = []
+    used = 0
+    for row in rows:
+        values = {str(column): _sample_value(value) for column, value in row.items()}
+        used += len(json.dumps(values))
+        if used > SAMPLE_BUDGET:
+            break
+        kept.append(values)
+    return kept
+
+
+def _sample_value(value: object) -> SampleValue:
+    if value is None or isinstance(value, bool | float | str):
+        return value
+    if isinstance(value, int) and _LONG_MIN <= value <= _LONG_MAX:
+        return value
+    return str(value)  # an unsigned 64-bit value past Avro's long, or anything not JSON-like
 
 
 def _filtered(rows_in: int, rows_after_steps: int) -> int:

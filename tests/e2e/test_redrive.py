@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from aoetl.cli import app
 from aoetl.commands.dlq import replay_letters
-from shared.contracts import DeadLetter, EventKind, RunEvent, RunStatus, Stage
+from shared.contracts import BatchLoaded, DeadLetter, EventKind, RunEvent, RunStatus, Stage
 from shared.kafka.topics import Topics
 from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, run_spec, write_orders
@@ -85,7 +85,8 @@ def test_batches_failed_at_load_are_replayed_after_the_table_is_fixed_and_applie
         def reapplied_as_no_ops() -> bool:
             for _, v in events.poll({Topics.EVENTS: RunEvent}):
                 if isinstance(v, RunEvent) and v.run_id == result.run_id and v.kind is EventKind.BATCH_LOADED:
-                    assert v.details.get("applied") == "false"
+                    loaded = v.payload_as(BatchLoaded)
+                    assert loaded is not None and not loaded.applied
                     seen.add(v.batch_id or "")
             return len(seen) == len(letters)
 

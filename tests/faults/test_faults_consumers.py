@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.contracts import EventKind, PipelineResult, RunEvent, RunStatus, Stage
+from shared.contracts import BatchLoaded, EventKind, PipelineResult, RunEvent, RunStatus, Stage
 from shared.kafka.topics import Topics
 from tests.e2e.conftest import System
 from tests.faults.harness import (
@@ -34,6 +34,11 @@ from tests.faults.harness import (
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults
+
+
+def applied(event: RunEvent) -> bool:
+    loaded = event.payload_as(BatchLoaded)
+    return loaded is None or loaded.applied
 
 
 @pytest.fixture
@@ -115,8 +120,7 @@ def test_load_group_rewound_to_the_start_after_a_run_changes_nothing(
         # Every batch delivered again is answered "already applied", and the finalize is applied again.
         wait_until(
             lambda: (
-                len([e for e in events_of(EventKind.BATCH_LOADED) if e.details.get("applied") == "false"])
-                >= batches
+                len([e for e in events_of(EventKind.BATCH_LOADED) if not applied(e)]) >= batches
                 and len(events_of(EventKind.RUN_FINALIZED)) >= 2
             ),
             timeout=90,

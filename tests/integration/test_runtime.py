@@ -106,7 +106,7 @@ def topology(kafka_bootstrap: str) -> Iterator[Topology]:
 
 def event(n: int) -> RunEvent:
     return RunEvent(
-        run_id=f"run-{n % 5}", kind=EventKind.TASK_STARTED, stage=Stage.EXTRACT, details={"n": str(n)}
+        run_id=f"run-{n % 5}", kind=EventKind.TASK_STARTED, stage=Stage.EXTRACT, task_id=f"task-{n}"
     )
 
 
@@ -188,7 +188,7 @@ def test_aborted_transaction_is_invisible_and_work_resumes_once(topology: Topolo
         assert isinstance(value, RunEvent)
         committed = int(topology.metric("aoetl_messages_produced_total", topic=topology.sink))
         # "Die" late in the input, inside a transaction that already holds outputs...
-        if int(value.details["n"]) >= 20 and len(returned) > committed:
+        if int((value.task_id or "").removeprefix("task-")) >= 20 and len(returned) > committed:
             # ...once those outputs are really in the log, so the abort has something to hide.
             read(topology.bootstrap, topology.sink, len(returned), committed_only=False)
             aborted.append(len(returned) - committed)
