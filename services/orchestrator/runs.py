@@ -5,187 +5,44 @@ tasks, control messages, events and results. Every decision it takes is *also* p
 which it consumes itself. So its whole state is a function of its input topics: after a restart it replays
 the inputs up to its committed offsets with outputs discarded (they were committed in the same Kafka
 transaction as those offsets) and continues exactly where it stopped. Nothing here does I/O; the clock is
-passed in, which makes every branch unit-testable.
+passed in, which makes every branch unit-testable. A run's state is ``run_state.RunState``; its figures are
+the common fold of its events (``shared.progress``), fed here with every event before its handler runs.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from services.orchestrator.run_state import Phase, RunState, TaskProgress
 from shared.contracts import (
+    AgentDecision,
     ControlAction,
     ErrorInfo,
     EventKind,
     ExtractTask,
     PipelineRequest,
     PipelineResult,
-    PipelineWatermark,
+    QualityViolation,
+    RunAccepted,
     RunControl,
     RunEvent,
+    RunFinished,
+    RunPlanned,
     RunStatus,
     Split,
+    SplitExtracted,
     Stage,
-    StageStats,
     StreamRun,
     StreamState,
-    new_id,
+    TaskRetried,
 )
 from shared.kafka.topics import Topics
 from shared.processing import Output
-from shared.spec.models import PipelineSpec, PostgresSource
-
-
-class Phase(StrEnum):
-    RUNNING = "RUNNING"
-    FINALIZING = "FINALIZING"  # FINALIZE sent to load; waiting for RUN_FINALIZED
-    FINISHED = "FINISHED"
-
-
-@dataclass
-class TaskProgress:
-    split: Split
-    attempt: int = 0
-    batches: int | None = None  # known once the split is extracted
-    rows: int = 0
-    retry_due: datetime | None = None
-    duration_ms: int = 0
-    cursor_max: str | None = None  # incremental sources: the greatest cursor value the split read
-    cursor_kind: str = "text"
-
-
-@dataclass
-class _BatchFigures:
-    rows_in: int
-    rows_out: int
-    rows_rejected: int
-    duration_ms: int
-
-
-@dataclass
-class _Totals:
-    """A continuous run's figures as running sums: it has no end, so per-batch maps would grow forever.
-    Sums stay exact because only exactly-once events are added (load's at-least-once BATCH_LOADED counts
-    only when the sink applied the batch)."""
-
-    rows_in: int = 0
-    rows_out: int = 0
-    rows_rejected: int = 0
-    batches: int = 0
-    duration_ms: int = 0
-
-    def add(self, ev: RunEvent) -> None:
-        self.rows_in += ev.rows_in
-        self.rows_out += ev.rows_out
-        self.rows_rejected += ev.rows_rejected
-        self.batches += 1
-        self.duration_ms += ev.duration_ms
-
-    def stats(self, stage: Stage) -> StageStats:
-        return StageStats(
-            stage=stage,
-            rows_in=self.rows_in,
-            rows_out=self.rows_out,
-            rows_rejected=self.rows_rejected,
-            batches=self.batches,
-            duration_ms=self.duration_ms,
-        )
-
-
-@dataclass
-class RunState:
-    run_id: str
-    request_id: str
-    spec: PipelineSpec
-    started_at: datetime
-    last_progress: datetime
-    payload: bytes | None = None
-    phase: Phase = Phase.RUNNING
-    tasks: dict[str, TaskProgress] = field(default_factory=dict)
-    transformed: dict[str, _BatchFigures] = field(default_factory=dict)
-    loaded: dict[str, _BatchFigures] = field(default_factory=dict)
-    errors: list[ErrorInfo] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
-    pending_status: RunStatus | None = None  # the status to report once finalize/abort is acknowledged
-    heal_attempts: int = 0
-    healed: set[str] = field(default_factory=set)  # signatures of errors a remedy already addressed
-    applied_decisions: set[str] = field(default_factory=set)
-    # continuous runs (kafka source) only
-    stream_totals: dict[Stage, _Totals] = field(default_factory=dict)
-
-    @property
-    def continuous(self) -> bool:
-        return self.spec.continuous
-
-    def totals(self, stage: Stage) -> _Totals:
-        return self.stream_totals.setdefault(stage, _Totals())
-
-    @property
-    def deadline(self) -> datetime:
-        return self.started_at + timedelta(seconds=self.spec.run.timeout_s)
-
-    def all_loaded(self) -> bool:
-        if not self.tasks or any(t.batches is None for t in self.tasks.values()):
-            return False
-        expected = sum(t.batches or 0 for t in self.tasks.values())
-        return len(self.loaded) >= expected
-
-    def watermark(self, now: datetime) -> PipelineWatermark | None:
-        """For an incremental source: the greatest cursor value over all splits (None if nothing new)."""
-        source = self.spec.source
-        values = [(t.cursor_max, t.cursor_kind) for t in self.tasks.values() if t.cursor_max is not None]
-        if not isinstance(source, PostgresSource) or source.cursor_column is None or not values:
-            return None
-        numeric = all(kind == "number" for _, kind in values)
-        # ISO dates/timestamps of one column order correctly as text; numbers must compare as numbers
-        top = max((v for v, _ in values), key=(lambda v: Decimal(v)) if numeric else None)
-        return PipelineWatermark(
-            pipeline=self.spec.name,
-            cursor_column=source.cursor_column,
-            value=top,
-            run_id=self.run_id,
-            updated_at=now,
-        )
-
-    def stage_stats(self) -> list[StageStats]:
-        if self.continuous:
-            return [self.totals(stage).stats(stage) for stage in (Stage.EXTRACT, Stage.TRANSFORM, Stage.LOAD)]
-        extracted_rows = sum(t.rows for t in self.tasks.values())
-        extracted_batches = sum(t.batches or 0 for t in self.tasks.values())
-        tr = self.transformed.values()
-        ld = self.loaded.values()
-        return [
-            StageStats(
-                stage=Stage.EXTRACT,
-                rows_in=extracted_rows,
-                rows_out=extracted_rows,
-                batches=extracted_batches,
-                duration_ms=sum(t.duration_ms for t in self.tasks.values()),
-            ),
-            StageStats(
-                stage=Stage.TRANSFORM,
-                rows_in=sum(b.rows_in for b in tr),
-                rows_out=sum(b.rows_out for b in tr),
-                rows_rejected=sum(b.rows_rejected for b in tr),
-                batches=len(self.transformed),
-                duration_ms=sum(b.duration_ms for b in tr),
-            ),
-            StageStats(
-                stage=Stage.LOAD,
-                rows_in=sum(b.rows_in for b in ld),
-                rows_out=sum(b.rows_out for b in ld),
-                batches=len(self.loaded),
-                duration_ms=sum(b.duration_ms for b in ld),
-            ),
-        ]
-
+from shared.spec.models import OnFail, PipelineSpec
 
 SplitPlanner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
 RowCountCheck = Callable[[PipelineSpec, int], list[str]]
@@ -257,7 +114,7 @@ class RunBook:
         )
         return [
             self._out(Topics.RESULTS, run_id, result),
-            self._event(run_id, EventKind.RUN_FINISHED, now, details={"status": RunStatus.REJECTED.value}),
+            self._event(run_id, EventKind.RUN_FINISHED, now, payload=RunFinished(status=RunStatus.REJECTED)),
         ]
 
     def on_request(
@@ -272,14 +129,17 @@ class RunBook:
         self.runs[run_id] = run
         if replaying:
             return []
-        accepted = {"pipeline": spec.name, "stuck_after_s": str(spec.run.stuck_after_s)}
-        if spec != request.spec:  # from a definition, an intent or a watermark: keep it for replay
-            accepted["spec"] = spec.model_dump_json()
+        accepted = RunAccepted(
+            pipeline=spec.name,
+            stuck_after_s=spec.run.stuck_after_s,
+            continuous=spec.continuous,
+            # from a definition, an intent or a watermark: keep it for replay
+            spec=spec if spec != request.spec else None,
+        )
+        out = [self._event(run, EventKind.RUN_ACCEPTED, now, payload=accepted)]
         if spec.continuous:
             # No splits and no end: the extract instances read the topic while the stream is RUNNING.
-            accepted["continuous"] = "true"
-            return [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted), self._stream(run, now)]
-        out = [self._event(run, EventKind.RUN_ACCEPTED, now, details=accepted)]
+            return [*out, self._stream(run, now)]
         try:
             splits = list(self._plan(spec, request.payload))
         except Exception as exc:  # any planning failure is this run's failure, never the service's
@@ -287,10 +147,7 @@ class RunBook:
             return out + self._finish(run, RunStatus.FAILED, now, abort=False)
         for split in splits:
             run.tasks[_task_id(run_id, split.index)] = TaskProgress(split)
-        plan = json.dumps([split.model_dump(mode="json") for split in splits])
-        out.append(
-            self._event(run, EventKind.RUN_PLANNED, now, details={"splits": str(len(splits)), "plan": plan})
-        )
+        out.append(self._event(run, EventKind.RUN_PLANNED, now, payload=RunPlanned(splits=splits)))
         out.extend(self._task(run, task_id, now) for task_id in run.tasks)
         return out
 
@@ -325,46 +182,29 @@ class RunBook:
             return []  # late or foreign event: the run is over
         if ev.stage is not Stage.ORCHESTRATE:
             run.last_progress = max(run.last_progress, ev.at)
+        run.progress.apply(ev)  # the figures: counted once per batch, read by the handlers below
         handler = _EVENT_HANDLERS.get(ev.kind)
         return handler(self, run, ev, now) if handler else []
 
     def _planned(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        if not run.tasks and "plan" in ev.details:  # replay: restore the splits planned the first time
-            for raw in json.loads(ev.details["plan"]):
-                split = Split.model_validate(raw)
+        planned = ev.payload_as(RunPlanned)
+        if not run.tasks and planned is not None:  # replay: restore the splits planned the first time
+            for split in planned.splits:
                 run.tasks[_task_id(run.run_id, split.index)] = TaskProgress(split)
         return []
 
     def _split_extracted(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         task = run.tasks.get(ev.task_id or "")
-        if task is None or task.batches is not None:
+        if task is None or task.extracted:
             return []
-        task.batches, task.rows, task.duration_ms = ev.batches, ev.rows_out, ev.duration_ms
-        task.cursor_max = ev.details.get("cursor_max")
-        task.cursor_kind = ev.details.get("cursor_kind", "text")
+        task.extracted = True
+        extracted = ev.payload_as(SplitExtracted)
+        if extracted is not None:
+            task.cursor_max, task.cursor_kind = extracted.cursor_max, extracted.cursor_kind
         return self._maybe_finalize(run, now)
-
-    def _stream_progress(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        if ev.batch_id:  # heartbeats carry no batch
-            run.totals(Stage.EXTRACT).add(ev.model_copy(update={"rows_in": ev.rows_out}))
-        return []
-
-    def _batch_transformed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        if run.continuous:
-            run.totals(Stage.TRANSFORM).add(ev)
-            return []
-        run.transformed.setdefault(
-            ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, ev.rows_rejected, ev.duration_ms)
-        )
-        return []
 
     def _batch_loaded(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        if run.continuous:
-            if ev.details.get("applied", "true") == "true":  # a redelivered batch was not applied again
-                run.totals(Stage.LOAD).add(ev)
-            return []
-        run.loaded.setdefault(ev.batch_id or "", _BatchFigures(ev.rows_in, ev.rows_out, 0, ev.duration_ms))
-        return self._maybe_finalize(run, now)
+        return [] if run.continuous else self._maybe_finalize(run, now)
 
     def _failed(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         error = ev.error or ErrorInfo(error_class="UnknownError", message=f"{ev.kind} without error details")
@@ -382,9 +222,9 @@ class RunBook:
         return self._heal_or_fail(run, error, ev.task_id, now)
 
     def _quality(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        if ev.details.get("on_fail") == "fail":
-            msg = ev.details.get("reason", "a data-quality rule failed")
-            error = ErrorInfo(error_class="QualityRuleFailed", message=msg, path=ev.details.get("rule"))
+        violation = ev.payload_as(QualityViolation)
+        if violation is not None and violation.on_fail is OnFail.FAIL:
+            error = ErrorInfo(error_class="QualityRuleFailed", message=violation.reason, path=violation.rule)
             return self._heal_or_fail(run, error, ev.task_id, now)
         return []
 
@@ -404,18 +244,16 @@ class RunBook:
             # again with the healed spec; no new healing attempt is spent on it.
             return self._reissue(run, task_id, now, f"re-run with the healed spec ({signature})")
         decision = self._healer(run.spec, error, run.heal_attempts)
-        details = {
-            "decision_id": new_id(),
-            "action": decision.action,
-            "category": decision.category,
-            "reason": decision.reason,
-            "error_class": error.error_class,
-            "signature": signature,
-        }
-        if decision.spec is not None:
-            details["spec"] = decision.spec.model_dump_json()
-        out = [self._event(run, EventKind.AGENT_DECISION, now, task_id=task_id, details=details)]
-        self._apply_decision(run, details)
+        decided = AgentDecision(
+            action=decision.action,
+            category=decision.category,
+            reason=decision.reason,
+            error_class=error.error_class,
+            signature=signature,
+            spec=decision.spec,
+        )
+        out = [self._event(run, EventKind.AGENT_DECISION, now, task_id=task_id, payload=decided)]
+        run.apply_decision(decided)
         if not decision.heals:
             run.errors.append(error)
             return out + self._finish(run, RunStatus.FAILED, now)
@@ -424,41 +262,27 @@ class RunBook:
             return out
         return out + self._reissue(run, task_id, now, decision.reason)
 
-    def _apply_decision(self, run: RunState, details: dict[str, str]) -> None:
-        """Idempotent: applied live when decided, and again when the orchestrator reads its own event
-        (or replays it after a restart)."""
-        decision_id = details.get("decision_id", "")
-        if decision_id in run.applied_decisions:
-            return
-        run.applied_decisions.add(decision_id)
-        run.decisions.append(f"{details.get('action')}: {details.get('reason')}")
-        if details.get("action") != "fail":
-            run.heal_attempts += 1
-            run.healed.add(details.get("signature", ""))
-        if "spec" in details:
-            run.spec = PipelineSpec.model_validate_json(details["spec"])
-
     def _agent_decision(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
-        self._apply_decision(run, ev.details)
+        decision = ev.payload_as(AgentDecision)
+        if decision is not None:
+            run.apply_decision(decision)
         return []
 
     def _reissue(self, run: RunState, task_id: str, now: datetime, reason: str) -> list[Output]:
         task = run.tasks[task_id]
         task.attempt += 1
         task.retry_due = None
-        retried = self._event(
-            run,
-            EventKind.TASK_RETRIED,
-            now,
-            task_id=task_id,
-            details={"attempt": str(task.attempt), "reason": reason},
-        )
-        return [retried, self._task(run, task_id, now)]
+        retried = TaskRetried(attempt=task.attempt, reason=reason)
+        return [
+            self._event(run, EventKind.TASK_RETRIED, now, task_id=task_id, payload=retried),
+            self._task(run, task_id, now),
+        ]
 
     def _retried(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         task = run.tasks.get(ev.task_id or "")
         if task is not None:
-            task.attempt = int(ev.details.get("attempt", task.attempt + 1))
+            retried = ev.payload_as(TaskRetried)
+            task.attempt = retried.attempt if retried is not None else task.attempt + 1
             task.retry_due = None
         return []
 
@@ -484,20 +308,9 @@ class RunBook:
                 continue
             for task_id, task in run.tasks.items():
                 if task.retry_due is not None and now >= task.retry_due:
-                    task.attempt += 1
-                    task.retry_due = None
-                    reason = f"transient failure; retry {task.attempt}/{run.spec.run.max_retries}"
+                    reason = f"transient failure; retry {task.attempt + 1}/{run.spec.run.max_retries}"
                     run.decisions.append(f"{task_id}: {reason}")
-                    out.append(
-                        self._event(
-                            run,
-                            EventKind.TASK_RETRIED,
-                            now,
-                            task_id=task_id,
-                            details={"attempt": str(task.attempt), "reason": reason},
-                        )
-                    )
-                    out.append(self._task(run, task_id, now))
+                    out.extend(self._reissue(run, task_id, now, reason))
         return out
 
     # ----------------------------------------------------------------------------------- internals
@@ -517,8 +330,7 @@ class RunBook:
     def _maybe_finalize(self, run: RunState, now: datetime) -> list[Output]:
         if run.phase is not Phase.RUNNING or not run.all_loaded():
             return []
-        loaded_rows = sum(b.rows_out for b in run.loaded.values())
-        failures = self._row_count_check(run.spec, loaded_rows)
+        failures = self._row_count_check(run.spec, run.loaded_rows())
         if failures:
             run.errors.extend(ErrorInfo(error_class="QualityRuleFailed", message=m) for m in failures)
             return self._finish(run, RunStatus.FAILED, now)
@@ -539,20 +351,9 @@ class RunBook:
         run.phase = Phase.FINISHED
         self.runs.pop(run.run_id, None)
         self.finished.add(run.run_id)
-        result = PipelineResult(
-            run_id=run.run_id,
-            request_id=run.request_id,
-            pipeline=run.spec.name,
-            status=status,
-            started_at=run.started_at,
-            finished_at=now,
-            stages=run.stage_stats(),
-            errors=run.errors,
-            decisions=run.decisions,
-        )
         out = [
-            self._out(Topics.RESULTS, run.run_id, result),
-            self._event(run, EventKind.RUN_FINISHED, now, details={"status": status.value}),
+            self._out(Topics.RESULTS, run.run_id, run.result(status, now)),
+            self._event(run, EventKind.RUN_FINISHED, now, payload=RunFinished(status=status)),
         ]
         if run.continuous:  # its readers stop, in the same transaction as the result
             out.append(self._stream(run, now, StreamState.STOPPED))
@@ -565,7 +366,6 @@ class RunBook:
 _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime], list[Output]]] = {
     EventKind.RUN_PLANNED: RunBook._planned,
     EventKind.SPLIT_EXTRACTED: RunBook._split_extracted,
-    EventKind.BATCH_TRANSFORMED: RunBook._batch_transformed,
     EventKind.BATCH_LOADED: RunBook._batch_loaded,
     EventKind.TASK_FAILED: RunBook._failed,
     EventKind.BATCH_FAILED: RunBook._failed,
@@ -573,7 +373,6 @@ _EVENT_HANDLERS: dict[EventKind, Callable[[RunBook, RunState, RunEvent, datetime
     EventKind.TASK_RETRIED: RunBook._retried,
     EventKind.RUN_FINALIZED: RunBook._finalized,
     EventKind.AGENT_DECISION: RunBook._agent_decision,
-    EventKind.STREAM_PROGRESS: RunBook._stream_progress,
 }
 
 

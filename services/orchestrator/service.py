@@ -29,11 +29,11 @@ from shared.connectors import plan_splits
 from shared.contracts import (
     Contract,
     ErrorInfo,
-    EventKind,
     PipelineDefinition,
     PipelineRequest,
     PipelineWatermark,
     RequestAction,
+    RunAccepted,
     RunEvent,
     Split,
     Stage,
@@ -251,8 +251,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             return
         assert isinstance(value, RunEvent)
         pending = self._unresolved.pop(value.run_id, None)
-        if pending is not None and value.kind is EventKind.RUN_ACCEPTED and "spec" in value.details:
-            book.on_request(
-                pending, PipelineSpec.model_validate_json(value.details["spec"]), at, replaying=True
-            )
+        accepted = value.payload_as(RunAccepted)
+        if pending is not None and accepted is not None and accepted.spec is not None:
+            book.on_request(pending, accepted.spec, at, replaying=True)
         book.on_event(value, at)

@@ -8,21 +8,26 @@ import pytest
 
 from services.orchestrator.runs import RunBook
 from shared.contracts import (
+    BatchLoaded,
     ControlAction,
     EventKind,
     PipelineRequest,
     PipelineResult,
+    QualityViolation,
     RequestAction,
+    RunAccepted,
     RunEvent,
     RunStatus,
     Split,
     SplitKind,
     Stage,
+    StreamProgress,
     StreamRun,
     StreamState,
 )
 from shared.kafka.topics import Topics
 from shared.spec import SpecError, parse_spec
+from shared.spec.models import OnFail
 
 pytestmark = pytest.mark.unit
 
@@ -72,7 +77,8 @@ def test_a_continuous_run_starts_its_stream_and_plans_nothing():
     book = RunBook(never_planned, lambda spec, rows: [])
     out = book.on_request(PipelineRequest(run_id="s1", spec=STREAM), STREAM, T0)
     (accepted,) = of(out, Topics.EVENTS, EventKind.RUN_ACCEPTED)
-    assert accepted.details["continuous"] == "true"
+    assert isinstance(accepted.payload, RunAccepted) and accepted.payload.continuous
+    assert (accepted.payload.pipeline, accepted.payload.spec) == ("clicks", None)  # the request's own spec
     (stream,) = of(out, Topics.STREAMS)
     assert isinstance(stream, StreamRun)
     assert (stream.pipeline, stream.run_id, stream.state) == ("clicks", "s1", StreamState.RUNNING)
@@ -93,7 +99,7 @@ def test_a_continuous_run_has_no_deadline_and_never_finalizes():
                 Stage.LOAD,
                 batch_id=f"b{seq}",
                 rows_out=10,
-                details={"applied": "true"},
+                payload=BatchLoaded(applied=True),
             ),
             T0,
         )
@@ -105,12 +111,14 @@ def test_a_continuous_run_has_no_deadline_and_never_finalizes():
 def test_stop_of_a_continuous_run_reports_exact_totals_and_stops_the_stream():
     book = RunBook(never_planned, lambda spec, rows: [])
     book.on_request(PipelineRequest(run_id="s1", spec=STREAM), STREAM, T0)
-    book.on_event(ev(EventKind.STREAM_PROGRESS, Stage.EXTRACT, details={"heartbeat": "true"}), T0)
+    book.on_event(ev(EventKind.STREAM_PROGRESS, Stage.EXTRACT, payload=StreamProgress(heartbeat=True)), T0)
     book.on_event(ev(EventKind.STREAM_PROGRESS, Stage.EXTRACT, batch_id="b0", rows_out=7), T0)
-    loaded = ev(EventKind.BATCH_LOADED, Stage.LOAD, batch_id="b0", rows_out=7, details={"applied": "true"})
+    loaded = ev(
+        EventKind.BATCH_LOADED, Stage.LOAD, batch_id="b0", rows_out=7, payload=BatchLoaded(applied=True)
+    )
     book.on_event(loaded, T0)
     # load is at-least-once: a redelivered batch says applied=false and must not count twice
-    book.on_event(loaded.model_copy(update={"details": {"applied": "false"}}), T0)
+    book.on_event(loaded.model_copy(update={"payload": BatchLoaded(applied=False)}), T0)
     out = book.on_stop(stop_request(), T0)
     (result,) = of(out, Topics.RESULTS)
     assert isinstance(result, PipelineResult) and result.status is RunStatus.CANCELLED
@@ -129,7 +137,12 @@ def test_a_failing_continuous_run_stops_its_stream_with_the_result():
     book = RunBook(never_planned, lambda spec, rows: [])
     book.on_request(PipelineRequest(run_id="s1", spec=STREAM), STREAM, T0)
     out = book.on_event(
-        ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, details={"on_fail": "fail", "reason": "bad"}), T0
+        ev(
+            EventKind.QUALITY_VIOLATION,
+            Stage.TRANSFORM,
+            payload=QualityViolation(rule="r", on_fail=OnFail.FAIL, reason="bad", failed_rows=1),
+        ),
+        T0,
     )
     assert of(out, Topics.RESULTS)[0].status is RunStatus.FAILED
     assert of(out, Topics.STREAMS)[0].state is StreamState.STOPPED

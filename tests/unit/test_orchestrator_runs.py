@@ -8,14 +8,18 @@ import pytest
 
 from services.orchestrator.runs import RunBook
 from shared.contracts import (
+    AgentDecision,
+    BatchLoaded,
     ControlAction,
     ErrorInfo,
     EventKind,
     ExtractTask,
     PipelineRequest,
     PipelineResult,
+    QualityViolation,
     RunControl,
     RunEvent,
+    RunPlanned,
     RunStatus,
     Split,
     SplitKind,
@@ -23,6 +27,7 @@ from shared.contracts import (
 )
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
+from shared.spec.models import OnFail
 
 pytestmark = pytest.mark.unit
 
@@ -65,13 +70,18 @@ def ev(kind, stage, at=T0, **kw):
     return RunEvent(run_id="r1", kind=kind, stage=stage, at=at, **kw)
 
 
+def violation(rule: str, on_fail: OnFail, reason: str) -> QualityViolation:
+    return QualityViolation(rule=rule, on_fail=on_fail, reason=reason, failed_rows=2)
+
+
 def test_request_is_planned_into_one_task_per_split():
     book = RunBook(planner(3), no_row_rules)
     out = start(book)
     tasks = of(out, Topics.TASKS)
     assert [t.task_id for t in tasks] == ["r1:t0", "r1:t1", "r1:t2"]
     assert all(isinstance(t, ExtractTask) and t.spec == SPEC for t in tasks)
-    assert of(out, Topics.EVENTS, EventKind.RUN_PLANNED)[0].details["splits"] == "3"
+    (planned,) = of(out, Topics.EVENTS, EventKind.RUN_PLANNED)
+    assert isinstance(planned.payload, RunPlanned) and [s.index for s in planned.payload.splits] == [0, 1, 2]
 
 
 def test_redelivered_request_starts_no_second_run():
@@ -185,7 +195,7 @@ def test_failing_quality_rule_event_fails_the_run():
         ev(
             EventKind.QUALITY_VIOLATION,
             Stage.TRANSFORM,
-            details={"on_fail": "fail", "rule": "not_null:id", "reason": "2 rows with null id"},
+            payload=violation("not_null:id", OnFail.FAIL, "2 rows with null id"),
         ),
         T0,
     )
@@ -194,7 +204,11 @@ def test_failing_quality_rule_event_fails_the_run():
     warn = RunBook(planner(1), no_row_rules)
     start(warn)
     assert (
-        warn.on_event(ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, details={"on_fail": "warn"}), T0) == []
+        warn.on_event(
+            ev(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, payload=violation("ids", OnFail.WARN, "2 rows")),
+            T0,
+        )
+        == []
     )
 
 
@@ -269,7 +283,7 @@ def _quality_failure(task: str = "r1:t0"):  # type: ignore[no-untyped-def]
         Stage.TRANSFORM,
         task_id=task,
         batch_id=f"{task}:0",
-        details={"on_fail": "fail", "rule": "has-customer", "reason": "3 rows with null customer"},
+        payload=violation("has-customer", OnFail.FAIL, "3 rows with null customer"),
     )
 
 
@@ -279,7 +293,8 @@ def test_a_failing_quality_rule_is_healed_by_quarantine_and_the_task_rerun_with_
     out = book.on_event(_quality_failure(), T0)
     assert of(out, Topics.RESULTS) == []
     (decision,) = of(out, Topics.EVENTS, EventKind.AGENT_DECISION)
-    assert decision.details["action"] == "quarantine_bad_rows" and decision.details["reason"]
+    assert isinstance(decision.payload, AgentDecision)
+    assert decision.payload.action == "quarantine_bad_rows" and decision.payload.reason
     (task,) = of(out, Topics.TASKS)
     assert task.task_id == "r1:t0" and task.attempt == 1
     assert task.spec.quality[0].on_fail.value == "quarantine"
@@ -316,3 +331,57 @@ def test_a_healed_spec_survives_a_restart_through_the_decision_event():
     run = rebuilt.runs["r1"]
     assert run.spec.quality[0].on_fail.value == "quarantine" and run.heal_attempts == 1
     assert run.tasks["r1:t0"].attempt == 1
+
+
+# ------------------------------------------------------------------------- redelivered loads (issue 10)
+def _loaded(batch: str, rows: int, *, applied: bool, rejected: int = 0, ms: int = 0) -> RunEvent:
+    return ev(
+        EventKind.BATCH_LOADED,
+        Stage.LOAD,
+        task_id="r1:t0",
+        batch_id=batch,
+        rows_in=rows + rejected,
+        rows_out=rows,
+        rows_rejected=rejected,
+        duration_ms=ms,
+        payload=BatchLoaded(applied=applied),
+    )
+
+
+@pytest.mark.parametrize("applied_first", [True, False])
+def test_a_redelivered_batch_counts_once_in_the_result_with_the_applied_figures(applied_first: bool):
+    book = RunBook(planner(1), no_row_rules)
+    start(book)
+    book.on_event(ev(EventKind.SPLIT_EXTRACTED, Stage.EXTRACT, task_id="r1:t0", batches=2, rows_out=20), T0)
+    applied = _loaded("r1:t0:0", 8, applied=True, rejected=2, ms=30)
+    # what the sink answers for a batch it had applied: the ledger's rows, no deduplicated rows, no time
+    redelivered = _loaded("r1:t0:0", 8, applied=False)
+    for event in [applied, redelivered] if applied_first else [redelivered, applied]:
+        assert of(book.on_event(event, T0), Topics.CONTROL) == [], "one batch of two is loaded"
+    out = book.on_event(_loaded("r1:t0:1", 10, applied=True, ms=10), T0)
+    assert of(out, Topics.CONTROL)[0].action is ControlAction.FINALIZE
+    (result,) = of(book.on_event(ev(EventKind.RUN_FINALIZED, Stage.LOAD), T0), Topics.RESULTS)
+    load = next(s for s in result.stages if s.stage is Stage.LOAD)
+    assert (load.batches, load.rows_in, load.rows_out, load.rows_rejected, load.duration_ms) == (
+        2,
+        20,
+        18,
+        2,
+        40,
+    )
+
+
+def test_a_batch_whose_applied_event_was_lost_counts_from_the_redelivery():
+    rows_seen: list[int] = []
+
+    def min_rows(spec, rows):  # type: ignore[no-untyped-def]
+        rows_seen.append(rows)
+        return []
+
+    book = RunBook(planner(1), min_rows)
+    start(book)
+    book.on_event(ev(EventKind.SPLIT_EXTRACTED, Stage.EXTRACT, task_id="r1:t0", batches=1, rows_out=9), T0)
+    # load crashed after the sink committed and before its event: only the redelivery reports the batch
+    out = book.on_event(_loaded("r1:t0:0", 9, applied=False), T0)
+    assert of(out, Topics.CONTROL)[0].action is ControlAction.FINALIZE
+    assert rows_seen == [9], "the row-count rules see the rows the sink's ledger reported"
