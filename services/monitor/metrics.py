@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.contracts import Alert, DeadLetter, EventKind, PipelineResult, RunEvent
+from shared.contracts import Alert, BatchLoaded, DeadLetter, EventKind, PipelineResult, RunEvent
 
 RUNS_FINISHED = Counter(
     "aoetl_runs_finished", "Pipeline runs finished, by pipeline and status", ["pipeline", "status"]
 )
 STAGE_ROWS = Counter(
     "aoetl_stage_rows",
-    "Rows seen per stage and direction (in|out|rejected), from SPLIT_EXTRACTED and BATCH_* events",
+    "Rows seen per stage and direction (in|out|rejected), from SPLIT_EXTRACTED, STREAM_PROGRESS and BATCH_*"
+    " events (a redelivered batch's BATCH_LOADED, not applied again, adds none)",
     ["stage", "direction"],
 )
 BATCH_LATENCY = Histogram(
@@ -42,6 +43,7 @@ UNDECODABLE = Counter(
 
 _BATCH_KINDS = {
     EventKind.SPLIT_EXTRACTED: ("out",),
+    EventKind.STREAM_PROGRESS: ("out",),
     EventKind.BATCH_TRANSFORMED: ("in", "out", "rejected"),
     EventKind.BATCH_LOADED: ("in", "out"),
     EventKind.BATCH_FAILED: ("in",),
@@ -50,12 +52,14 @@ _BATCH_KINDS = {
 
 def observe_event(event: RunEvent) -> None:
     directions = _BATCH_KINDS.get(event.kind)
-    if directions is None:
-        return
-    figures = {"in": event.rows_in, "out": event.rows_out, "rejected": event.rows_rejected}
-    for direction in directions:
-        STAGE_ROWS.labels(event.stage.value, direction).inc(figures[direction])
-    if event.kind is not EventKind.BATCH_FAILED:
+    if directions is None or (event.kind is EventKind.STREAM_PROGRESS and not event.batch_id):
+        return  # a continuous run's heartbeat carries no batch
+    loaded = event.payload_as(BatchLoaded)
+    if loaded is None or loaded.applied:  # a redelivered batch's rows were not loaded again
+        figures = {"in": event.rows_in, "out": event.rows_out, "rejected": event.rows_rejected}
+        for direction in directions:
+            STAGE_ROWS.labels(event.stage.value, direction).inc(figures[direction])
+    if event.kind in (EventKind.SPLIT_EXTRACTED, EventKind.BATCH_TRANSFORMED, EventKind.BATCH_LOADED):
         BATCH_LATENCY.labels(event.stage.value).observe(event.duration_ms / 1000)
 
 

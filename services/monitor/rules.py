@@ -5,8 +5,9 @@ No faust, no Kafka, no clock: the caller passes ``now`` (epoch seconds). The fau
 record they return. A record remembers which alerts it already raised, so every rule fires at most once
 per run, also after a restart (the table is restored from its changelog).
 
-Counting is idempotent against redelivery (faust is at-least-once here): rows are kept per batch id and
-failed rows per (batch id, rule), so a replayed event overwrites instead of adding.
+The figures are the common fold of the run's events (``shared.progress``, kept in the record as JSON):
+counted once per batch (faust is at-least-once here, a replayed event changes nothing) and bounded for a
+continuous run, whose record is rewritten on every event and restored from the changelog.
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts import Alert, AlertKind, EventKind, PipelineResult, RunEvent, RunStatus, Severity, Stage
+from shared.contracts import (
+    Alert,
+    AlertKind,
+    EventKind,
+    PipelineResult,
+    QualityViolation,
+    RunAccepted,
+    RunEvent,
+    RunStatus,
+    Severity,
+    Stage,
+)
+from shared.progress import Figures, RuleLedger, RunProgress
+from shared.spec.models import OnFail
 
 # Orchestrator events that (re)start work; its other events are bookkeeping, not progress.
 _ORCHESTRATOR_PROGRESS = frozenset({EventKind.RUN_ACCEPTED, EventKind.RUN_PLANNED, EventKind.TASK_RETRIED})
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
-# Batches counted one by one (so a redelivered event overwrites instead of adding). Older ones are folded
-# into totals: a continuous run transforms batches for as long as it runs, and its record (rewritten on
-# every event, and restored from the changelog) must not grow with them. faust redelivers only what it had
-# not committed, far fewer than this many batches.
-MAX_TRACKED_BATCHES = 1000
+EARLIER_RULE = "(counted by an earlier monitor)"
 
 
 @dataclass(frozen=True)
@@ -45,56 +55,31 @@ class RunRecord(BaseModel):
     partition: int = Field(
         description="events partition of the run: its changelog and housekeeping partition"
     )
-    pipeline: str | None = None
     stuck_after_s: float
     last_progress: float = Field(description="epoch seconds of the latest progress event")
     finished: bool = False
     finished_at: float | None = None
     alerted: tuple[AlertKind, ...] = ()
-    batch_rows: dict[str, int] = Field(default_factory=dict, description="transformed batch id -> rows in")
-    failed_rows: dict[str, int] = Field(default_factory=dict, description="'<batch id>|<rule>' -> rows")
-    settled_rows: int = Field(0, description="rows in of the batches folded out of batch_rows")
-    settled_failed_rows: int = Field(0, description="their failed rows")
+    progress: RunProgress = Field(description="the run's figures and quality, folded from its events")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_earlier_monitors(cls, data: Any) -> Any:
+        return _upgrade(data)
+
+    @property
+    def pipeline(self) -> str | None:
+        return self.progress.pipeline
 
     @property
     def checked_rows(self) -> int:
-        return self.settled_rows + sum(self.batch_rows.values())
+        return self.progress.checked_rows
 
     @property
     def failed_checked_rows(self) -> int:
         # Only batches whose BATCH_TRANSFORMED arrived (it follows the batch's violations): otherwise a
         # batch's failures would be counted before its rows and the fraction would overshoot.
-        return self.settled_failed_rows + sum(
-            n for key, n in self.failed_rows.items() if key.split("|", 1)[0] in self.batch_rows
-        )
-
-    def settled(self) -> RunRecord:
-        """The record with its oldest batches folded into the totals, down to ``MAX_TRACKED_BATCHES``."""
-        excess = len(self.batch_rows) - MAX_TRACKED_BATCHES
-        if excess <= 0 and len(self.failed_rows) <= 4 * MAX_TRACKED_BATCHES:
-            return self
-        folded_ids = set(list(self.batch_rows)[: max(excess, 0)])  # dicts keep arrival order: oldest first
-        batch_rows = {b: n for b, n in self.batch_rows.items() if b not in folded_ids}
-        failed_rows: dict[str, int] = {}
-        settled_failed = self.settled_failed_rows
-        for key, n in self.failed_rows.items():
-            if key.split("|", 1)[0] in folded_ids:
-                settled_failed += n
-            else:
-                failed_rows[key] = n
-        # Failures of batches never transformed are not counted anyway: keep only the newest of them.
-        orphans = [k for k in failed_rows if k.split("|", 1)[0] not in batch_rows]
-        for key in orphans[: max(len(failed_rows) - 4 * MAX_TRACKED_BATCHES, 0)]:
-            del failed_rows[key]
-        return self.model_copy(
-            update={
-                "batch_rows": batch_rows,
-                "failed_rows": failed_rows,
-                "settled_rows": self.settled_rows
-                + sum(n for b, n in self.batch_rows.items() if b in folded_ids),
-                "settled_failed_rows": settled_failed,
-            }
-        )
+        return self.progress.failed_checked_rows
 
     def with_alert(self, kind: AlertKind) -> RunRecord:
         return self.model_copy(update={"alerted": (*self.alerted, kind)})
@@ -107,17 +92,36 @@ class RunRecord(BaseModel):
         return None if value is None else cls.model_validate(value)
 
 
+def _upgrade(data: Any) -> Any:
+    """A record stored by a monitor before the common fold (in the changelog when the monitor is upgraded
+    while runs are in flight): the same pipeline and quality counts, as the fold's. Its failed rows were
+    not kept per rule once settled: they stay under one rule of their own."""
+    if not isinstance(data, dict) or "progress" in data:
+        return data
+    progress = RunProgress(run_id=str(data.get("run_id", "")), pipeline=data.get("pipeline"))
+    batch_rows = {str(batch): int(rows) for batch, rows in dict(data.get("batch_rows", {})).items()}
+    transform = progress.stage(Stage.TRANSFORM)
+    transform.seen = dict.fromkeys(batch_rows, 1)
+    transform.total = Figures(rows_in=int(data.get("settled_rows", 0)) + sum(batch_rows.values()))
+    settled = RuleLedger(on_fail=OnFail.WARN, reason="", failed_rows=int(data.get("settled_failed_rows", 0)))
+    progress.rules[EARLIER_RULE] = settled
+    for key, rows in dict(data.get("failed_rows", {})).items():
+        batch, _, rule = str(key).partition("|")
+        progress.failures.setdefault(batch, {})[rule] = int(rows)
+        ledger = progress.rules.setdefault(rule, RuleLedger(on_fail=OnFail.WARN, reason=""))
+        ledger.failed_rows += int(rows) if batch in batch_rows else 0
+    return {**data, "progress": progress}
+
+
 def is_progress(event: RunEvent) -> bool:
     return event.stage is not Stage.ORCHESTRATE or event.kind in _ORCHESTRATOR_PROGRESS
 
 
 def run_threshold(event: RunEvent, default: float) -> float:
-    """The run's own stuck threshold from RUN_ACCEPTED's details (the spec's ``run.stuck_after_s``)."""
-    try:
-        value = float(event.details["stuck_after_s"])
-    except (KeyError, ValueError):
-        return default
-    return value if value > 0 else default
+    """The run's own stuck threshold from RUN_ACCEPTED (the spec's ``run.stuck_after_s``)."""
+    accepted = event.payload_as(RunAccepted)
+    value = accepted.stuck_after_s if accepted is not None else None
+    return float(value) if value is not None and value > 0 else default
 
 
 def apply_event(
@@ -127,25 +131,24 @@ def apply_event(
     at = event.at.timestamp()
     if record is None:
         record = RunRecord(
-            run_id=event.run_id, partition=partition, stuck_after_s=thresholds.stuck_after_s, last_progress=at
+            run_id=event.run_id,
+            partition=partition,
+            stuck_after_s=thresholds.stuck_after_s,
+            last_progress=at,
+            progress=RunProgress(run_id=event.run_id),
         )
     if record.finished:
         return record, []  # a late or replayed event of a finished run changes nothing
-    changes: dict[str, Any] = {}
+    progress = record.progress.model_copy(deep=True)  # records are values: the caller compares them
+    progress.apply(event)  # a finished run's fold forgets its batches: only its totals stay
+    changes: dict[str, Any] = {"progress": progress}
     if event.kind is EventKind.RUN_ACCEPTED:
-        changes["pipeline"] = event.details.get("pipeline") or record.pipeline
         changes["stuck_after_s"] = run_threshold(event, thresholds.stuck_after_s)
     if is_progress(event):
         changes["last_progress"] = max(record.last_progress, at)
     if event.kind is EventKind.RUN_FINISHED:
-        # The counters only matter while the run can still raise a quality alert.
-        changes.update(finished=True, finished_at=at, batch_rows={}, failed_rows={})
-    elif event.kind is EventKind.BATCH_TRANSFORMED and event.batch_id:
-        changes["batch_rows"] = {**record.batch_rows, event.batch_id: event.rows_in}
-    elif event.kind is EventKind.QUALITY_VIOLATION:
-        key = f"{event.batch_id or ''}|{event.details.get('rule', '?')}"
-        changes["failed_rows"] = {**record.failed_rows, key: _int(event.details.get("failed_rows"))}
-    record = record.model_copy(update=changes).settled()
+        changes.update(finished=True, finished_at=at)
+    record = record.model_copy(update=changes)
     alert = quality_alert(record, event, thresholds.quality_max_failed_fraction)
     if alert is None:
         return record, []
@@ -156,15 +159,14 @@ def quality_alert(record: RunRecord, event: RunEvent, max_failed_fraction: float
     """QUALITY_THRESHOLD: any rule with ``on_fail: fail`` violated, or failed rows above the fraction."""
     if record.finished or AlertKind.QUALITY_THRESHOLD in record.alerted:
         return None
-    if event.kind is EventKind.QUALITY_VIOLATION and event.details.get("on_fail") == "fail":
-        rule = event.details.get("rule", "?")
-        reason = event.details.get("reason", "a data-quality rule failed")
+    violation = event.payload_as(QualityViolation)
+    if violation is not None and violation.on_fail is OnFail.FAIL:
         return _alert(
             record,
             AlertKind.QUALITY_THRESHOLD,
             Severity.WARNING,
-            f"quality rule {rule} failed in run {record.run_id}: {reason}",
-            rule=rule,
+            f"quality rule {violation.rule} failed in run {record.run_id}: {violation.reason}",
+            rule=violation.rule,
             on_fail="fail",
         )
     checked, failed = record.checked_rows, record.failed_checked_rows
@@ -243,10 +245,3 @@ def _alert(record: RunRecord, kind: AlertKind, severity: Severity, message: str,
         pipeline=record.pipeline,
         labels=labels,
     )
-
-
-def _int(value: str | None) -> int:
-    try:
-        return max(int(value or 0), 0)
-    except ValueError:
-        return 0

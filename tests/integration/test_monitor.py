@@ -32,7 +32,10 @@ from shared.contracts import (
     EventKind,
     Origin,
     PipelineResult,
+    QualityViolation,
+    RunAccepted,
     RunEvent,
+    RunFinished,
     RunStatus,
     Stage,
     utcnow,
@@ -40,6 +43,7 @@ from shared.contracts import (
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics
 from shared.settings import KafkaSettings
+from shared.spec.models import OnFail
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -226,19 +230,16 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
     commit_group_at_start(stack, f"lag-probe{stack.suffix}")
     first = stack.monitor("monitor-1")
     try:
-        accepted = {"pipeline": "orders", "stuck_after_s": "600"}
+        accepted = RunAccepted(pipeline="orders", stuck_after_s=600)
         for run_id in (failed, completed, quality):
-            stack.event(run_id, EventKind.RUN_ACCEPTED, details=accepted)
-        stack.event(stuck, EventKind.RUN_ACCEPTED, details={"pipeline": "slow", "stuck_after_s": "2"})
+            stack.event(run_id, EventKind.RUN_ACCEPTED, payload=accepted)
+        stack.event(stuck, EventKind.RUN_ACCEPTED, payload=RunAccepted(pipeline="slow", stuck_after_s=2))
         stack.event(stuck, EventKind.TASK_STARTED, Stage.EXTRACT)
         # 30 of 100 checked rows fail a quarantine rule: above the 10% limit.
-        violation = {
-            "rule": "quality[0]",
-            "on_fail": "quarantine",
-            "failed_rows": "30",
-            "reason": "amount < 0",
-        }
-        stack.event(quality, EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id="b1", details=violation)
+        violation = QualityViolation(
+            rule="quality[0]", on_fail=OnFail.QUARANTINE, failed_rows=30, reason="amount < 0"
+        )
+        stack.event(quality, EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id="b1", payload=violation)
         stack.event(
             quality,
             EventKind.BATCH_TRANSFORMED,
@@ -254,7 +255,7 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
         )
         stack.event(completed, EventKind.BATCH_LOADED, Stage.LOAD, batch_id="c1", rows_in=500, rows_out=500)
         for run_id, status in ((failed, RunStatus.FAILED), (completed, RunStatus.COMPLETED)):
-            stack.event(run_id, EventKind.RUN_FINISHED, details={"status": status.value})
+            stack.event(run_id, EventKind.RUN_FINISHED, payload=RunFinished(status=status))
         errors = [
             ErrorInfo(error_class="SourceUnavailable", message="connection refused"),
             ErrorInfo(error_class="RunTimeout", message="run exceeded 60s"),
@@ -308,13 +309,13 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
         assert m("aoetl_monitor_runs_tracked", state="finished") == 2
         # What would alert again if the tables were not restored:
         stack.result(failed, "orders", RunStatus.FAILED, errors)  # a late redelivery of the failed result
-        fail = {"rule": "quality[1]", "on_fail": "fail", "failed_rows": "1", "reason": "id is null"}
-        stack.event(quality, EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id="b2", details=fail)
+        fail = QualityViolation(rule="quality[1]", on_fail=OnFail.FAIL, failed_rows=1, reason="id is null")
+        stack.event(quality, EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id="b2", payload=fail)
         stack.event(stuck, EventKind.TASK_STARTED, Stage.EXTRACT)  # progress, then stuck again (2 s)
         stack.dead_letters(3)  # 6 in the window, the limit was crossed before the restart
         # Sentinels: a new stuck run with a longer threshold than the old one, and a new failed run.
         sentinel, failed_again = uuid.uuid4().hex, uuid.uuid4().hex
-        stack.event(sentinel, EventKind.RUN_ACCEPTED, details={"pipeline": "slow", "stuck_after_s": "4"})
+        stack.event(sentinel, EventKind.RUN_ACCEPTED, payload=RunAccepted(pipeline="slow", stuck_after_s=4))
         stack.result(
             failed_again, "orders", RunStatus.TIMED_OUT, [ErrorInfo(error_class="RunTimeout", message="x")]
         )

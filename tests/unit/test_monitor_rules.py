@@ -24,11 +24,14 @@ from shared.contracts import (
     ErrorInfo,
     EventKind,
     PipelineResult,
+    QualityViolation,
+    RunAccepted,
     RunEvent,
     RunStatus,
     Severity,
     Stage,
 )
+from shared.spec.models import OnFail
 
 pytestmark = pytest.mark.unit
 
@@ -50,8 +53,13 @@ def fold(*events: RunEvent, record: RunRecord | None = None) -> tuple[RunRecord,
 
 
 def violation(batch: str, failed: int, on_fail: str = "quarantine", rule: str = "quality[0]") -> RunEvent:
-    details = {"rule": rule, "on_fail": on_fail, "failed_rows": str(failed), "reason": "amount < 0"}
-    return event(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id=batch, details=details)
+    payload = QualityViolation(rule=rule, on_fail=OnFail(on_fail), failed_rows=failed, reason="amount < 0")
+    return event(EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id=batch, payload=payload)
+
+
+def accepted(pipeline: str = "orders", stuck_after_s: int | None = None) -> RunEvent:
+    payload = RunAccepted(pipeline=pipeline, stuck_after_s=stuck_after_s)
+    return event(EventKind.RUN_ACCEPTED, payload=payload)
 
 
 def transformed(batch: str, rows: int, at_s: float = 0) -> RunEvent:
@@ -62,15 +70,22 @@ def transformed(batch: str, rows: int, at_s: float = 0) -> RunEvent:
 
 # ----------------------------------------------------------------------------------------- the record
 def test_accepted_sets_pipeline_threshold_and_partition() -> None:
-    accepted = event(EventKind.RUN_ACCEPTED, details={"pipeline": "orders", "stuck_after_s": "42"})
-    record, raised = fold(accepted)
+    record, raised = fold(accepted("orders", 42))
     assert (record.pipeline, record.stuck_after_s, record.partition, raised) == ("orders", 42, 3, [])
     assert record.last_progress == T0.timestamp()
 
 
-@pytest.mark.parametrize("details", [{}, {"stuck_after_s": "soon"}, {"stuck_after_s": "0"}])
-def test_threshold_falls_back_to_the_setting(details: dict[str, str]) -> None:
-    record, _ = fold(event(EventKind.RUN_ACCEPTED, details=details))
+@pytest.mark.parametrize(
+    "first",
+    [
+        event(EventKind.RUN_ACCEPTED),
+        accepted(stuck_after_s=None),
+        accepted(stuck_after_s=0),
+        event(EventKind.RUN_ACCEPTED, details={"stuck_after_s": "soon"}),  # as a v3 writer could say it
+    ],
+)
+def test_threshold_falls_back_to_the_setting(first: RunEvent) -> None:
+    record, _ = fold(first)
     assert record.stuck_after_s == LIMITS.stuck_after_s
 
 
@@ -96,8 +111,9 @@ def test_an_older_event_never_moves_progress_back() -> None:
 
 
 def test_finished_run_drops_counters_and_ignores_late_events() -> None:
-    record, _ = fold(transformed("b1", 10), event(EventKind.RUN_FINISHED, at_s=9))
-    assert record.finished and record.finished_at == T0.timestamp() + 9 and record.batch_rows == {}
+    record, _ = fold(transformed("b1", 10), violation("b1", 2), event(EventKind.RUN_FINISHED, at_s=9))
+    assert record.finished and record.finished_at == T0.timestamp() + 9
+    assert record.progress.stage(Stage.TRANSFORM).seen == {} and record.progress.failures == {}
     late, raised = fold(violation("b9", 100, on_fail="fail"), record=record)
     assert late == record and raised == []
 
@@ -106,6 +122,34 @@ def test_record_round_trips_through_the_table_format() -> None:
     record, _ = fold(transformed("b1", 10), violation("b1", 9))
     assert RunRecord.from_table(record.to_table()) == record
     assert RunRecord.from_table(None) is None
+
+
+def test_a_record_stored_by_an_earlier_monitor_keeps_its_state_and_counts() -> None:
+    """The changelog of a monitor upgraded while runs are in flight holds records of the old form."""
+    stored = {
+        "run_id": "r1",
+        "partition": 3,
+        "pipeline": "orders",
+        "stuck_after_s": 42.0,
+        "last_progress": T0.timestamp(),
+        "alerted": ["RUN_STUCK"],
+        "batch_rows": {"b1": 100},
+        "failed_rows": {"b1|quality[0]": 8, "b2|quality[0]": 50},
+        "settled_rows": 900,
+        "settled_failed_rows": 3,
+    }
+    record = RunRecord.from_table(stored)
+    assert record is not None and (record.pipeline, record.stuck_after_s, record.alerted) == (
+        "orders",
+        42.0,
+        (AlertKind.RUN_STUCK,),
+    )
+    assert (record.checked_rows, record.failed_checked_rows) == (1000, 11)
+    # counting goes on: b2's rows arrive, b1 replayed changes nothing; 61 of 2000 stays under the limit
+    record, raised = fold(transformed("b2", 1000), transformed("b1", 100), record=record)
+    assert (record.checked_rows, record.failed_checked_rows, raised) == (2000, 61, [])
+    finished = RunRecord.from_table({**stored, "finished": True, "finished_at": T0.timestamp()})
+    assert finished is not None and finished.finished and stuck_alert(finished, T0.timestamp() + 1e6) is None
 
 
 # -------------------------------------------------------------------------------------------- quality
@@ -155,7 +199,7 @@ def test_quality_alerts_once_per_run() -> None:
 
 # ---------------------------------------------------------------------------------------------- stuck
 def test_stuck_after_the_runs_own_threshold() -> None:
-    record, _ = fold(event(EventKind.RUN_ACCEPTED, details={"pipeline": "p", "stuck_after_s": "10"}))
+    record, _ = fold(accepted("p", 10))
     now = T0.timestamp()
     assert stuck_alert(record, now + 10) is None
     alert = stuck_alert(record, now + 11)
@@ -170,13 +214,13 @@ def test_stuck_after_the_runs_own_threshold() -> None:
 
 
 def test_progress_resets_the_stuck_clock() -> None:
-    record, _ = fold(event(EventKind.RUN_ACCEPTED, details={"stuck_after_s": "10"}))
+    record, _ = fold(accepted(stuck_after_s=10))
     record, _ = fold(event(EventKind.BATCH_LOADED, Stage.LOAD, at_s=8), record=record)
     assert stuck_alert(record, T0.timestamp() + 15) is None
 
 
 def test_stuck_alerts_once_and_never_for_finished_runs() -> None:
-    record, _ = fold(event(EventKind.RUN_ACCEPTED, details={"stuck_after_s": "10"}))
+    record, _ = fold(accepted(stuck_after_s=10))
     later = T0.timestamp() + 100
     assert stuck_alert(record.with_alert(AlertKind.RUN_STUCK), later) is None
     finished, _ = fold(event(EventKind.RUN_FINISHED), record=record)
@@ -272,18 +316,18 @@ def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_th
 def test_a_long_continuous_run_keeps_a_bounded_record_and_exact_quality_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from services.monitor import rules
+    from shared import progress
 
-    monkeypatch.setattr(rules, "MAX_TRACKED_BATCHES", 50)  # the same folding, with fewer events
-    MAX_TRACKED_BATCHES = rules.MAX_TRACKED_BATCHES
+    monkeypatch.setattr(progress, "MAX_TRACKED_BATCHES", 50)  # the same folding, with fewer events
+    MAX_TRACKED_BATCHES = progress.MAX_TRACKED_BATCHES
     batches = MAX_TRACKED_BATCHES * 3
     record: RunRecord | None = None
     for i in range(batches):
         record, _ = apply_event(record, violation(f"b{i}", 1), partition=0, thresholds=LIMITS)
         record, _ = apply_event(record, transformed(f"b{i}", 100), partition=0, thresholds=LIMITS)
     assert record is not None
-    assert len(record.batch_rows) == MAX_TRACKED_BATCHES
-    assert len(record.failed_rows) <= MAX_TRACKED_BATCHES
+    assert len(record.progress.stage(Stage.TRANSFORM).seen) == MAX_TRACKED_BATCHES
+    assert len(record.progress.failures) <= MAX_TRACKED_BATCHES
     assert record.checked_rows == batches * 100
     assert record.failed_checked_rows == batches
     # a recent batch redelivered still overwrites instead of adding
@@ -292,5 +336,5 @@ def test_a_long_continuous_run_keeps_a_bounded_record_and_exact_quality_counts(
     # failures of batches never transformed (not counted) are bounded too
     for i in range(MAX_TRACKED_BATCHES * 5):
         record, _ = apply_event(record, violation(f"lost{i}", 1), partition=0, thresholds=LIMITS)
-    assert len(record.failed_rows) <= 4 * MAX_TRACKED_BATCHES
+    assert len(record.progress.failures) <= 4 * MAX_TRACKED_BATCHES
     assert record.failed_checked_rows == batches
