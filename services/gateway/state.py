@@ -1,6 +1,6 @@
 """The gateway's in-memory views, all rebuilt from Kafka at start-up and kept current by following topics
 (there is no side database): acknowledged run ids (replay detection), registered definitions, and a
-bounded status view of recent runs.
+bounded status view of recent runs (their figures from the common fold of run events, ``shared.progress``).
 """
 
 from __future__ import annotations
@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.contracts import EventKind, PipelineDefinition, PipelineRequest, PipelineResult, RunEvent
+from shared.contracts import PipelineDefinition, PipelineRequest, PipelineResult, RunEvent, RunFinished
+from shared.progress import RunProgress
 
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
@@ -102,10 +104,11 @@ class StageProgress(BaseModel):
     rows_out: int = 0
     rows_rejected: int = 0
     batches: int = 0
+    duration_ms: int = 0
 
 
 class RunStatusView(BaseModel):
-    """What ``GET /runs/{run_id}`` answers: the request, a running fold of its events, and its result."""
+    """What ``GET /runs/{run_id}`` answers: the request, its progress folded from its events, its result."""
 
     run_id: str
     status: str = Field(description="SUBMITTED, RUNNING, or the final RunStatus")
@@ -116,60 +119,93 @@ class RunStatusView(BaseModel):
     events: int = 0
     last_event: str | None = None
     last_event_at: datetime | None = None
-    stages: dict[str, StageProgress] = Field(default_factory=dict)
+    stages: dict[str, StageProgress] = Field(
+        default_factory=dict, description="per stage, every batch counted once (see shared.progress)"
+    )
+    splits_planned: int | None = None
+    splits_extracted: int = 0
     result: dict[str, Any] | None = Field(None, description="the PipelineResult, once published")
 
 
+@dataclass
+class _Run:
+    view: RunStatusView
+    progress: RunProgress
+
+
 class RunView:
-    """Recent runs folded from the requests, events and results topics; bounded (oldest touched first out)."""
+    """Recent runs folded from the requests, events and results topics; bounded (oldest touched first out).
+    A run's figures are the common fold of its events (``shared.progress``): the same the orchestrator's
+    result and the CLI report, a redelivered batch counted once; bounded while the run is in progress,
+    a few numbers once it finished."""
 
     def __init__(self, capacity: int):
         self._capacity = capacity
-        self._runs: OrderedDict[str, RunStatusView] = OrderedDict()
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._runs)
 
     def get(self, run_id: str) -> RunStatusView | None:
-        return self._runs.get(run_id)
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        return run.view.model_copy(update=_figures(run.progress))
 
-    def _entry(self, run_id: str) -> RunStatusView:
-        view = self._runs.get(run_id)
-        if view is None:
-            view = self._runs[run_id] = RunStatusView(run_id=run_id, status=SUBMITTED)
+    def _entry(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = _Run(
+                RunStatusView(run_id=run_id, status=SUBMITTED), RunProgress(run_id=run_id)
+            )
         self._runs.move_to_end(run_id)
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
-        return view
+        return run
 
     def on_request(self, request: PipelineRequest) -> None:
-        view = self._entry(request.run_id)
+        view = self._entry(request.run_id).view
         view.request_id = request.request_id
         view.submitted_at = request.submitted_at
         view.pipeline = view.pipeline or (request.spec.name if request.spec else request.definition_name)
         view.trigger = request.trigger.model_dump(mode="json")
 
     def on_event(self, event: RunEvent) -> None:
-        view = self._entry(event.run_id)
+        run = self._entry(event.run_id)
+        view = run.view
         view.events += 1
         view.last_event = event.kind.value
         view.last_event_at = event.at
-        if event.kind in (EventKind.BATCH_LOADED, EventKind.SPLIT_EXTRACTED, EventKind.BATCH_TRANSFORMED):
-            progress = view.stages.setdefault(event.stage.value, StageProgress())
-            progress.rows_in += event.rows_in
-            progress.rows_out += event.rows_out
-            progress.rows_rejected += event.rows_rejected
-            progress.batches += max(event.batches, 1)
+        run.progress.apply(event)
         if view.result is not None:
-            return  # the result is final; late events only add to the counts
-        if event.kind is EventKind.RUN_FINISHED and "status" in event.details:
-            view.status = event.details["status"]
+            return  # the result is final
+        finished = event.payload_as(RunFinished)
+        if finished is not None:
+            view.status = finished.status.value
         elif view.status in (SUBMITTED, RUNNING):
             view.status = RUNNING
 
     def on_result(self, result: PipelineResult) -> None:
-        view = self._entry(result.run_id)
+        view = self._entry(result.run_id).view
         view.status = result.status.value
         view.pipeline = result.pipeline or view.pipeline
         view.request_id = view.request_id or result.request_id
         view.result = result.model_dump(mode="json")
+
+
+def _figures(progress: RunProgress) -> dict[str, Any]:
+    stages = {
+        s.stage.value: StageProgress(
+            rows_in=s.rows_in,
+            rows_out=s.rows_out,
+            rows_rejected=s.rows_rejected,
+            batches=s.batches,
+            duration_ms=s.duration_ms,
+        )
+        for s in progress.stage_stats()
+    }
+    return {
+        "stages": stages,
+        "splits_planned": progress.splits_planned,
+        "splits_extracted": progress.splits_extracted,
+    }

@@ -20,13 +20,18 @@ from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.exceptions import GatewayTransientError
 from shared.contracts import (
+    BatchLoaded,
     Contract,
     EventKind,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
     RunEvent,
+    RunFinished,
+    RunPlanned,
     RunStatus,
+    Split,
+    SplitKind,
     Stage,
     TriggerKind,
 )
@@ -386,6 +391,56 @@ async def test_run_status_folds_request_events_and_result(
     assert view["status"] == "COMPLETED" and view["result"]["request_id"] == request.request_id
     assert view["pipeline"] == "repo-sync" and view["trigger"]["kind"] == "api"
     assert (await client.get("/runs/does-not-exist")).status_code == 404
+
+
+async def test_run_status_counts_a_redelivered_batch_once(
+    client: httpx.AsyncClient, gateway: Gateway, bus: FakeBus
+) -> None:
+    run_id = (await client.post("/runs", json={"spec": SPEC})).json()["run_id"]
+
+    def event(kind: EventKind, stage: Stage, **kw: Any) -> RunEvent:
+        return RunEvent(run_id=run_id, kind=kind, stage=stage, **kw)
+
+    split = Split(kind=SplitKind.EVENT, index=0, count=1)
+    gateway.runs.on_event(event(EventKind.RUN_PLANNED, Stage.ORCHESTRATE, payload=RunPlanned(splits=[split])))
+    gateway.runs.on_event(
+        event(EventKind.SPLIT_EXTRACTED, Stage.EXTRACT, task_id="t0", batches=1, rows_out=5)
+    )
+    gateway.runs.on_event(
+        event(EventKind.BATCH_TRANSFORMED, Stage.TRANSFORM, batch_id="t0:0", rows_in=5, rows_out=5)
+    )
+    loaded = event(
+        EventKind.BATCH_LOADED,
+        Stage.LOAD,
+        batch_id="t0:0",
+        rows_in=5,
+        rows_out=5,
+        duration_ms=9,
+        payload=BatchLoaded(applied=True),
+    )
+    gateway.runs.on_event(loaded)
+    # load's redelivery of the same batch: the sink had applied it, and says so
+    again = loaded.model_copy(
+        update={"event_id": "again", "duration_ms": 0, "payload": BatchLoaded(applied=False)}
+    )
+    gateway.runs.on_event(again)
+    view = (await client.get(f"/runs/{run_id}")).json()
+    assert view["events"] == 5 and view["last_event"] == "BATCH_LOADED"
+    assert view["stages"]["load"] == {
+        "rows_in": 5,
+        "rows_out": 5,
+        "rows_rejected": 0,
+        "batches": 1,
+        "duration_ms": 9,
+    }
+    assert view["stages"]["extract"]["batches"] == 1 and view["stages"]["transform"]["rows_out"] == 5
+    assert (view["splits_planned"], view["splits_extracted"]) == (1, 1)
+    gateway.runs.on_event(
+        event(EventKind.RUN_FINISHED, Stage.ORCHESTRATE, payload=RunFinished(status=RunStatus.COMPLETED))
+    )
+    gateway.runs.on_event(again.model_copy(update={"event_id": "late"}))  # after the end: changes nothing
+    view = (await client.get(f"/runs/{run_id}")).json()
+    assert view["status"] == "COMPLETED" and view["stages"]["load"]["batches"] == 1
 
 
 async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
