@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aoetl.client import AoetlClient
-from shared.contracts import Alert, EventKind, PipelineResult, RunEvent, RunStatus
+from shared.contracts import Alert, PipelineResult, RunEvent, RunStatus, Stage, StageStats
 from shared.kafka.topics import Topics
+from shared.progress import FIGURE_STAGES, RunProgress, fold
 from shared.spec import SpecError, load_spec
 from shared.spec.models import PipelineSpec
 
@@ -71,22 +73,44 @@ def print_result(result: PipelineResult) -> None:
         f"[bold {colour}]{result.status.value}[/] in {took:.1f}s"
     )
     if result.stages:
-        table = Table("stage", "rows in", "rows out", "rejected", "batches", "busy ms")
-        for s in result.stages:
-            table.add_row(
-                s.stage.value,
-                f"{s.rows_in:,}",
-                f"{s.rows_out:,}",
-                f"{s.rows_rejected:,}",
-                str(s.batches),
-                str(s.duration_ms),
-            )
-        console.print(table)
+        console.print(_stage_table(result.stages, busy=True))
     for e in result.errors:
         where = f"{e.path}: " if e.path else ""
         console.print(f"  [red]✗[/] {escape(where + e.message)} [dim]({e.error_class})[/]")
     for d in result.decisions:
         console.print(f"  [cyan]→[/] {d}")
+
+
+def _stage_table(stages: list[StageStats], *, busy: bool) -> Table:
+    table = Table("stage", "rows in", "rows out", "rejected", "batches", *(["busy ms"] if busy else []))
+    for s in stages:
+        figures = [f"{s.rows_in:,}", f"{s.rows_out:,}", f"{s.rows_rejected:,}", str(s.batches)]
+        table.add_row(s.stage.value, *figures, *([str(s.duration_ms)] if busy else []))
+    return table
+
+
+def print_progress(progress: RunProgress, last: RunEvent, now: datetime) -> None:
+    """A run in progress (or finished, its result not found): the common fold of its events."""
+    state = progress.status.value if progress.status is not None else "RUNNING"
+    elapsed = progress.elapsed(now)
+    took = f" for {elapsed.total_seconds():.0f}s" if elapsed is not None else ""
+    splits = (
+        f"{progress.splits_extracted} of {progress.splits_planned} splits extracted, "
+        if progress.splits_planned is not None
+        else ""
+    )
+    load = progress.stage(Stage.LOAD).total
+    console.print(
+        f"run [bold]{progress.run_id}[/]: {state}{took}, {splits}{load.batches} batches "
+        f"({load.rows_out:,} rows) loaded; last event {last.kind.value} at {last.at:%H:%M:%S}"
+    )
+    console.print(_stage_table(progress.stage_stats(), busy=False))
+    for rule in progress.quality():
+        level = "red" if rule.failed else "yellow"
+        console.print(
+            f"  [{level}]![/] rule {escape(rule.rule)} ({rule.on_fail.value}): {rule.failed_rows:,} of "
+            f"{rule.checked_rows:,} checked rows failed ({rule.fraction:.1%})"
+        )
 
 
 def run(
@@ -117,6 +141,7 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
 
     types = {Topics.EVENTS: RunEvent, Topics.RESULTS: PipelineResult}
     deadline = time.monotonic() + timeout
+    progress = RunProgress(run_id=run_id)
     with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -124,13 +149,8 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
         TextColumn("{task.fields[rows]:>12} rows"),
         TimeElapsedColumn(),
         console=console,
-    ) as progress:
-        bars = {
-            name: progress.add_task(name, total=None, rows="0") for name in ("extract", "transform", "load")
-        }
-        rows = dict.fromkeys(bars, 0)
-        batches_total = 0
-        splits = 0
+    ) as bars:
+        tasks = {stage: bars.add_task(stage.value, total=None, rows="0") for stage in FIGURE_STAGES}
         while time.monotonic() < deadline:
             for _, value in reader.poll(types):
                 if value.run_id != run_id:
@@ -138,25 +158,22 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
                 if isinstance(value, PipelineResult):
                     return value
                 assert isinstance(value, RunEvent)
-                if value.kind is EventKind.RUN_PLANNED:
-                    splits = int(value.details.get("splits", "0"))
-                    progress.update(bars["extract"], total=splits)
-                elif value.kind is EventKind.SPLIT_EXTRACTED:
-                    batches_total += value.batches
-                    rows["extract"] += value.rows_out
-                    progress.update(bars["extract"], advance=1, rows=f"{rows['extract']:,}")
-                    for stage in ("transform", "load"):
-                        progress.update(bars[stage], total=batches_total)
-                elif value.kind is EventKind.STREAM_PROGRESS:  # continuous: no splits, no end
-                    rows["extract"] += value.rows_out
-                    progress.update(bars["extract"], advance=value.batches, rows=f"{rows['extract']:,}")
-                elif value.kind is EventKind.BATCH_TRANSFORMED:
-                    rows["transform"] += value.rows_out
-                    progress.update(bars["transform"], advance=1, rows=f"{rows['transform']:,}")
-                elif value.kind is EventKind.BATCH_LOADED:
-                    rows["load"] += value.rows_out
-                    progress.update(bars["load"], advance=1, rows=f"{rows['load']:,}")
+                progress.apply(value)
+                _update_bars(bars, tasks, progress)
     return None
+
+
+def _update_bars(bars: Progress, tasks: dict[Stage, TaskID], progress: RunProgress) -> None:
+    """Extract counts splits (a continuous run: batches read, no end), transform and load count batches
+    of the batches the extracted splits produced; every batch counted once, as in the result."""
+    for stage in FIGURE_STAGES:
+        figures = progress.stage(stage).total
+        if stage is Stage.EXTRACT and not progress.continuous:
+            total, done = progress.splits_planned, progress.splits_extracted
+        else:
+            total = None if progress.continuous else (progress.batches_expected or None)
+            done = figures.batches
+        bars.update(tasks[stage], total=total, completed=done, rows=f"{figures.rows_out:,}")
 
 
 def status(run_id: Annotated[str, typer.Argument(help="the run id printed by submit")]) -> None:
@@ -170,13 +187,7 @@ def status(run_id: Annotated[str, typer.Argument(help="the run id printed by sub
     if not events:
         err_console.print(f"[red]unknown run {run_id}[/]")
         raise typer.Exit(6)
-    loaded = sum(1 for e in events if e.kind is EventKind.BATCH_LOADED)
-    rows = sum(e.rows_out for e in events if e.kind is EventKind.BATCH_LOADED)
-    last = events[-1]
-    console.print(
-        f"run [bold]{run_id}[/]: RUNNING, {loaded} batches ({rows:,} rows) loaded; "
-        f"last event {last.kind.value} at {last.at:%H:%M:%S}"
-    )
+    print_progress(fold(run_id, events), events[-1], datetime.now(UTC))
 
 
 def stop(
