@@ -27,25 +27,17 @@ from typing import Any
 import pyarrow as pa
 from prometheus_client import Counter, Gauge
 
-from shared.batch import encode_table
+from services.extract.worker import extracted_batch
+from shared import streaming
 from shared.connectors.errors import SourceReadError
 from shared.connectors.records import records_to_tables
-from shared.contracts import DataBatch, EventKind, RunEvent, Stage, StreamProgress, StreamRun, StreamState
+from shared.contracts import EventKind, RunEvent, Stage, StreamProgress, StreamRun, StreamState
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
 from shared.kafka.types import Serde
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaSource
-from shared.streaming import (
-    Encoded,
-    ReaderConfig,
-    TransactionalReader,
-    Window,
-    WindowedTopicReader,
-    WindowLimits,
-    WorkerSupervisor,
-)
 
 STREAM_RECORDS = Counter(
     "aoetl_stream_records", "Source events read by continuous pipelines (committed)", ["pipeline"]
@@ -98,7 +90,7 @@ class StreamConfig:
         return f"{name}{self.topic_suffix}"
 
 
-class StreamWorker(WindowedTopicReader[dict[str, Any]]):
+class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
     """Reads one continuous run's source topic (the partitions Kafka gives this instance): a window is a
     batch, closed at ``run.batch_rows`` rows or ``stream_linger_ms`` after its first row."""
 
@@ -110,7 +102,7 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
         self.stream, self.config = stream, config
         self.source: KafkaSource = stream.spec.source
         pipeline, batch_rows = stream.pipeline, stream.spec.run.batch_rows
-        reader = ReaderConfig(
+        reader = streaming.ReaderConfig(
             kafka=config.kafka,
             group_id=stream_group(pipeline, config.topic_suffix),
             transactional_id=transactional_id("extract-stream", config.instance_id, pipeline),
@@ -122,7 +114,7 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
             max_poll=batch_rows,
             idle_commit_s=config.heartbeat_s,
         )
-        limits = WindowLimits(items=batch_rows, max_age_s=config.linger_s)
+        limits = streaming.WindowLimits(items=batch_rows, max_age_s=config.linger_s)
         super().__init__(f"stream-{pipeline}", reader, limits, self.source.format, serde)
 
     @property
@@ -132,8 +124,10 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
     def keep(self, event: dict[str, Any]) -> dict[str, Any]:
         return event
 
-    def outputs(self, closed: list[Window[dict[str, Any]]], reader: TransactionalReader) -> list[Encoded]:
-        outputs: list[Encoded] = []
+    def outputs(
+        self, closed: list[streaming.Window[dict[str, Any]]], reader: streaming.TransactionalReader
+    ) -> list[streaming.Encoded]:
+        outputs: list[streaming.Encoded] = []
         for window in closed:
             topic, partition = window.tp
             lag = _lag(reader.watermarks(topic, partition), window.last_offset + 1)
@@ -142,31 +136,24 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
             outputs.extend(self._batch(window, lag))
         return outputs
 
-    def idle_outputs(self, reader: TransactionalReader) -> list[Encoded]:
+    def idle_outputs(self, reader: streaming.TransactionalReader) -> list[streaming.Encoded]:
         # Alive but idle: progress for whoever watches for stuck runs; commits what was skipped.
         return [self._progress(None, 0, StreamProgress(heartbeat=True))]
 
-    def committed(self, closed: list[Window[dict[str, Any]]], dead_letters: int) -> None:
+    def committed(self, closed: list[streaming.Window[dict[str, Any]]], dead_letters: int) -> None:
         pipeline = self.stream.pipeline
         STREAM_RECORDS.labels(pipeline).inc(sum(len(w.items) for w in closed))
         STREAM_BATCHES.labels(pipeline).inc(len(closed))
         STREAM_DEAD_LETTERS.labels(pipeline).inc(dead_letters)
 
-    def _batch(self, window: Window[dict[str, Any]], lag: int | None) -> Sequence[Encoded]:
+    def _batch(
+        self, window: streaming.Window[dict[str, Any]], lag: int | None
+    ) -> Sequence[streaming.Encoded]:
         spec, pipeline = self.stream.spec, self.stream.pipeline
         (topic, partition), first, last = window.tp, window.first_offset, window.last_offset
         batch_id = batch_id_for(pipeline, topic, partition, first, last)
         table = rows_to_table(window.items)
-        batch = DataBatch(
-            run_id=self.run_id,
-            task_id=f"{self.run_id}:p{partition}",
-            batch_id=batch_id,
-            seq=first,
-            stage=Stage.EXTRACT,
-            row_count=table.num_rows,
-            payload=encode_table(table),
-            spec=spec,
-        )
+        batch = extracted_batch(self.run_id, f"{self.run_id}:p{partition}", batch_id, first, table, spec)
         progress = StreamProgress(
             topic=topic, partition=partition, first_offset=first, last_offset=last, lag=lag
         )
@@ -179,7 +166,7 @@ class StreamWorker(WindowedTopicReader[dict[str, Any]]):
 
     def _progress(
         self, batch_id: str | None, rows: int, progress: StreamProgress, task_id: str | None = None
-    ) -> Encoded:
+    ) -> streaming.Encoded:
         event = RunEvent(
             run_id=self.run_id,
             kind=EventKind.STREAM_PROGRESS,
@@ -210,10 +197,10 @@ def running_streams(view: CompactedView[StreamRun]) -> dict[str, StreamRun]:
 
 def stream_supervisor(
     view: CompactedView[StreamRun], config: StreamConfig, serde: Serde, *, refresh_s: float = 0.2
-) -> WorkerSupervisor[str, StreamRun]:
+) -> streaming.WorkerSupervisor[str, StreamRun]:
     """Exactly one worker per RUNNING pipeline on this instance; a new run of a pipeline replaces its
     worker (the worker commits what it read before it leaves the group, so its successor starts there)."""
-    return WorkerSupervisor(
+    return streaming.WorkerSupervisor(
         "streams",
         lambda: running_streams(view),
         lambda _, run: StreamWorker(run, config, serde),

@@ -31,7 +31,23 @@ from shared.contracts import (
 )
 from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
-from shared.spec.models import PostgresSource
+from shared.spec.models import PipelineSpec, PostgresSource
+
+
+def extracted_batch(
+    run_id: str, task_id: str, batch_id: str, seq: int, table: pa.Table, spec: PipelineSpec
+) -> DataBatch:
+    """One batch of rows as extract hands it on (one-shot splits and continuous runs alike)."""
+    return DataBatch(
+        run_id=run_id,
+        task_id=task_id,
+        batch_id=batch_id,
+        seq=seq,
+        stage=Stage.EXTRACT,
+        row_count=table.num_rows,
+        payload=encode_table(table),
+        spec=spec,
+    )
 
 
 def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterator[Output]:
@@ -45,16 +61,7 @@ def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterato
         yield Output(
             topics[Topics.DATA_EXTRACTED],
             batch_id,
-            DataBatch(
-                run_id=task.run_id,
-                task_id=task.task_id,
-                batch_id=batch_id,
-                seq=seq,
-                stage=Stage.EXTRACT,
-                row_count=table.num_rows,
-                payload=encode_table(table),
-                spec=spec,
-            ),
+            extracted_batch(task.run_id, task.task_id, batch_id, seq, table, spec),
         )
         seq += 1
         rows += table.num_rows

@@ -24,22 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared import streaming
 from shared.contracts import PipelineDefinition, PipelineRequest, Stage, Trigger, TriggerKind
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
 from shared.kafka.types import Serde
 from shared.settings import KafkaSettings
-from shared.streaming import (
-    Encoded,
-    ReaderConfig,
-    TransactionalReader,
-    Window,
-    WindowedTopicReader,
-    WindowLimits,
-    WorkerSupervisor,
-    json_default,
-)
 from shared.triggers import TopicTrigger, parameters_from, topic_run_id, where_holds
 
 _log = logging.getLogger(__name__)
@@ -67,7 +58,7 @@ class RunnerConfig:
     commit_interval_s: float = 5.0
 
 
-class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
+class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
     """Reads one rule's topic and publishes one request per closed window: a window holds the matching
     events of one partition, closed at ``window.events`` events, ``window.seconds`` after its first, or
     before the request outgrows ``MAX_WINDOW_BYTES``."""
@@ -76,7 +67,7 @@ class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
 
     def __init__(self, key: RuleKey, rule: TopicTrigger, config: RunnerConfig, serde: Serde):
         self.key, self.rule, self.config = key, rule, config
-        reader = ReaderConfig(
+        reader = streaming.ReaderConfig(
             kafka=config.kafka,
             group_id=key.group_id(config.topic_suffix),
             transactional_id=transactional_id(
@@ -92,7 +83,7 @@ class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
             producer_overrides={"transaction.timeout.ms": config.transaction_timeout_ms},
             idle_commit_s=config.commit_interval_s,
         )
-        limits = WindowLimits(
+        limits = streaming.WindowLimits(
             items=rule.window.events, max_age_s=rule.window.seconds, max_bytes=MAX_WINDOW_BYTES
         )
         super().__init__(f"trigger-{key.definition}-{key.index}", reader, limits, rule.format, serde)
@@ -101,10 +92,12 @@ class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
     def keep(self, event: dict[str, Any]) -> dict[str, Any] | None:
         return event if where_holds(self.rule.where, event) else None
 
-    def outputs(self, closed: list[Window[dict[str, Any]]], reader: TransactionalReader) -> list[Encoded]:
+    def outputs(
+        self, closed: list[streaming.Window[dict[str, Any]]], reader: streaming.TransactionalReader
+    ) -> list[streaming.Encoded]:
         return [self._request(window) for window in closed]
 
-    def committed(self, closed: list[Window[dict[str, Any]]], dead_letters: int) -> None:
+    def committed(self, closed: list[streaming.Window[dict[str, Any]]], dead_letters: int) -> None:
         self.requests_published += len(closed)
         for window in closed:
             _log.info(
@@ -116,7 +109,7 @@ class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
                 window.first_offset,
             )
 
-    def _request(self, window: Window[dict[str, Any]]) -> Encoded:
+    def _request(self, window: streaming.Window[dict[str, Any]]) -> streaming.Encoded:
         topic, definition = self.rule.topic, self.key.definition
         run_id = topic_run_id(definition, topic, window.partition, window.first_offset)
         request = PipelineRequest(
@@ -129,7 +122,7 @@ class TriggerRunner(WindowedTopicReader[dict[str, Any]]):
             ),
             definition_name=definition,
             parameters=parameters_from(self.rule.parameters, window.items[0]),
-            payload=json.dumps(window.items, default=json_default, separators=(",", ":")).encode(),
+            payload=json.dumps(window.items, default=streaming.json_default, separators=(",", ":")).encode(),
         )
         return (Topics.REQUESTS + self.config.topic_suffix, run_id, self.serde.encode(request))
 
@@ -149,10 +142,10 @@ def topic_triggers(
     serde: Serde,
     *,
     refresh_s: float = 1.0,
-) -> WorkerSupervisor[RuleKey, TopicTrigger]:
+) -> streaming.WorkerSupervisor[RuleKey, TopicTrigger]:
     """One runner per topic rule of the current definitions: started, restarted when the rule changes,
     stopped when it is removed."""
-    return WorkerSupervisor(
+    return streaming.WorkerSupervisor(
         "topic-triggers",
         rules,
         lambda key, rule: TriggerRunner(key, rule, config, serde),
