@@ -14,59 +14,34 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 
-import shared.kafka.transaction
 from shared.contracts import Contract, RunEvent, Stage
-from shared.kafka.clients import make_producer
 from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import KafkaSettings
 from tests.helpers import wait_until
 from tests.integration.test_runtime import SERDE, Topology, ids, produce_events, read, topology
+from tests.support.hung_calls import (
+    TASK_LOOP_PRODUCERS,
+    FirstSendOffsetsHangs,
+    SendOffsetsAlwaysTimesOut,
+    hung_send_offsets,
+    wrap_first_transactional_producer,
+)
 
 pytestmark = pytest.mark.integration
 
 __all__ = ["topology"]  # the fixture, re-used
 
 
-class FirstSendOffsetsHangs:
-    """A real transactional producer whose first ``send_offsets_to_transaction`` blocks until released."""
-
-    def __init__(self, real: Any, release: threading.Event):
-        self._real, self._release = real, release
-        self.hung = threading.Event()
-
-    def send_offsets_to_transaction(self, *args: Any) -> None:
-        self.hung.set()
-        self._release.wait()
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "released by the test"))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 @pytest.fixture
 def hanging_first_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    release = threading.Event()
-    made: list[Any] = []
-
-    def factory(settings: KafkaSettings, **overrides: Any) -> Any:
-        producer: Any = make_producer(settings, **overrides)
-        if "transactional_id" in overrides and not made:
-            producer = FirstSendOffsetsHangs(producer, release)
-        made.append(producer)
-        return producer
-
-    monkeypatch.setattr(shared.kafka.transaction, "make_producer", factory)
-    monkeypatch.setattr(shared.kafka.transaction, "HUNG_CALL_GRACE_S", 0.5)
-    yield made
-    release.set()  # lets the abandoned call's thread end
+    with hung_send_offsets(monkeypatch, TASK_LOOP_PRODUCERS) as hung:
+        yield hung.made
 
 
 def test_a_hung_send_offsets_call_is_abandoned_and_work_goes_on_exactly_once(
@@ -137,34 +112,10 @@ def test_an_aborted_transaction_makes_a_stateful_handler_rebuild_its_state(
     assert ids(copied) == Counter(e.event_id for e in events), "answers of the aborted batch were lost"
 
 
-class SendOffsetsAlwaysTimesOut:
-    """A real transactional producer stuck on a dead coordinator connection: every send_offsets times out."""
-
-    def __init__(self, real: Any):
-        self._real = real
-        self.failures = 0
-
-    def send_offsets_to_transaction(self, *args: Any) -> None:
-        self.failures += 1
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to add offsets to transaction"))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 def test_a_producer_whose_commits_keep_failing_is_replaced(
     topology: Topology, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[Any] = []
-
-    def factory(settings: KafkaSettings, **overrides: Any) -> Any:
-        producer: Any = make_producer(settings, **overrides)
-        if "transactional_id" in overrides and not made:
-            producer = SendOffsetsAlwaysTimesOut(producer)
-        made.append(producer)
-        return producer
-
-    monkeypatch.setattr(shared.kafka.transaction, "make_producer", factory)
+    made = wrap_first_transactional_producer(monkeypatch, TASK_LOOP_PRODUCERS, SendOffsetsAlwaysTimesOut)
     events = produce_events(topology.bootstrap, topology.source, 40)
     stop = topology.start(
         topology.loop(topology.copy(), retry=RetryPolicy(initial_delay=0.05, max_delay=0.2))
