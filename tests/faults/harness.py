@@ -1,10 +1,15 @@
-"""What the fault tests and the soak share: a system under test on private topics, runs with a ledger kept
+"""What the fault tests and the soak share: a system under test on private topics (its services as
+processes, or one of them inside the test process for faults injected there), runs with a ledger kept
 outside the system (the rows generated, and what they must become), the exactly-once verdict, the faults
 themselves (signals, restarts, terminated backends, consumer-group surgery), and private servers for the
 faults that restart them.
 
 The ledger is computed with the standard library from the generated rows (``expected_orders``), never from
 anything the system wrote, so a bug that loses or duplicates rows cannot also hide itself.
+
+To debug a failed fault test, set ``AOETL_FAULTS_KEEP_LOGS`` to a folder (the services' and private
+servers' logs are kept there) and ``PYTHONFAULTHANDLER=1`` (the services' logs end with their threads'
+stacks, taken when the test failed).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import psycopg
 from confluent_kafka import (
@@ -44,11 +51,20 @@ from shared.contracts import (
     Stage,
 )
 from shared.kafka.topics import Topics
+from shared.runtime import BaseService
+from shared.settings import load_settings
+from shared.signals import GracefulShutdown
 from shared.spec import parse_spec
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, write_orders
 from tests.helpers import make_state_dir, wait_until
 
+KEEP_LOGS_ENV = "AOETL_FAULTS_KEEP_LOGS"
+# After a broker restart every transactional stage can meet librdkafka's hung send_offsets (#5456, #5511)
+# once, and each gives it up after its Kafka timeout plus a grace: 10 s rather than the default 30 s keeps
+# a chain of stages recovering one after another within a test's bounds. Services started by the test
+# (processes or threads) inherit the test's environment, so ``monkeypatch.setenv(*SHORT_KAFKA_CALLS)``.
+SHORT_KAFKA_CALLS = ("AOETL_KAFKA_TIMEOUT_S", "10")
 # Modest on purpose: the machines these run on have 2 cores, shared with other work.
 REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
 RESULT_TIMEOUT = 180.0
@@ -63,11 +79,38 @@ def running_system(
     system = start_system(kafka_bootstrap, postgres_dsn, dict(replicas))
     try:
         yield system
+    except BaseException:
+        if os.environ.get(KEEP_LOGS_ENV):
+            dump_stacks(system)
+            keep_logs(system.state_dir / "logs", "services")
+        raise
     finally:
         system.client.close()
         system.supervisor.stop()
         delete_topics_of(kafka_bootstrap, system.suffix)
         shutil.rmtree(system.state_dir, ignore_errors=True)
+
+
+def keep_logs(folder: Path, what: str) -> None:
+    """With ``AOETL_FAULTS_KEEP_LOGS`` set to a folder, copy ``folder`` (logs deleted with what failed)
+    there, to debug a failed fault test; without it, nothing is kept. With ``PYTHONFAULTHANDLER=1`` too,
+    the services' logs end with their threads' stacks (``dump_stacks``)."""
+    target_root = os.environ.get(KEEP_LOGS_ENV)
+    if not target_root or not folder.is_dir():
+        return
+    target = Path(target_root) / f"{what}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("data"))
+    print(f"{what} logs kept in {target}")
+
+
+def dump_stacks(system: System) -> None:
+    """With ``PYTHONFAULTHANDLER`` set (the services inherit it), SIGABRT makes each live service write
+    the stack of every thread into its log as it dies: where a stuck service is stuck."""
+    if not os.environ.get("PYTHONFAULTHANDLER"):
+        return
+    for process in system.supervisor.alive():
+        with contextlib.suppress(ProcessLookupError):
+            signal_replica(process, signal.SIGABRT, wait_exit=10)
 
 
 def delete_topics_of(kafka_bootstrap: str, suffix: str) -> None:
@@ -99,6 +142,55 @@ def start_replicas(
     if wait:
         system.supervisor.wait_ready(started, timeout=90)
     return started
+
+
+@contextlib.contextmanager
+def service_in_process(
+    system: System,
+    service_class: type[BaseService[Any]],
+    *,
+    before_stop: Callable[[], None] | None = None,
+) -> Iterator[BaseService[Any]]:
+    """One replica of ``service_class`` as a thread of the test process, in the system's group and on its
+    topics, with the settings a process of it would get (the test's environment and the system's): for
+    faults injected by monkeypatching. Ready
+    (connected, partitions assigned) on entry; on exit ``before_stop`` runs (a hung call released, so the
+    service can stop), then the service stops gracefully. Other replicas may run as processes."""
+    name = service_class.name
+    environment = {
+        **system.env,
+        "AOETL_GROUP_ID": group_id(system, name),
+        "AOETL_INSTANCE_ID": f"{name}-in-test",
+    }
+    with mock.patch.dict(os.environ, environment):
+        settings = load_settings(service_class.settings_class)
+    service = service_class(settings)
+    shutdown = GracefulShutdown()
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(shutdown)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    thread = threading.Thread(target=serve, name=f"{name}-in-test", daemon=True)
+    thread.start()
+    try:
+        checks = service.readiness_checks().values()
+        wait_until(
+            lambda: failures or all(check() for check in checks), 90, message=f"the in-process {name} ready"
+        )
+        assert not failures, f"the in-process {name} failed at start: {failures[0]!r}"
+        yield service
+    finally:
+        if before_stop is not None:
+            before_stop()
+        shutdown.request("the test is over")
+        thread.join(90)
+    assert not thread.is_alive(), f"the in-process {name} did not stop"
+    assert not failures, f"the in-process {name} failed: {failures[0]!r}"
 
 
 def signal_replica(process: ServiceProcess, sig: signal.Signals, *, wait_exit: float | None = 30.0) -> None:
@@ -433,6 +525,9 @@ def _private(node_class: Callable[[Path], N], name: str) -> Iterator[N]:
     try:
         node.start()
         yield node
+    except BaseException:
+        keep_logs(node.home, name)
+        raise
     finally:
         node.stop()
         shutil.rmtree(state, ignore_errors=True)
