@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import psycopg
@@ -18,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 
 from shared.contracts import (
+    Contract,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
@@ -36,6 +38,8 @@ from tests.e2e.test_pipelines import assert_completed, await_result, stage
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
+
+C = TypeVar("C", bound=Contract)
 
 # Lean on a 2-core machine; two extract replicas so a stream's partitions are shared and handed over.
 REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}
@@ -81,10 +85,18 @@ class EventProducer:
 
 
 class PacedStream:
-    """Sends ``total`` events from a thread at ~1000 events/s: a steady stream, not one burst."""
+    """Sends ``total`` events from a thread, ``per_tick`` every 0.1 s (~1000 events/s by default): a steady
+    stream, not one burst."""
 
-    def __init__(self, events: EventProducer, total: int, make: Callable[[int], tuple[dict, str]]):
-        self.total = total
+    def __init__(
+        self,
+        events: EventProducer,
+        total: int,
+        make: Callable[[int], tuple[dict, str]],
+        *,
+        per_tick: int = 100,
+    ):
+        self.total, self.per_tick = total, per_tick
         self.produced = 0
         self.sent = threading.Event()
         self._events = events
@@ -100,7 +112,7 @@ class PacedStream:
             event, key = self._make(i)
             self._events.send(event, key=key)
             self.produced = i + 1
-            if i % 100 == 99:
+            if i % self.per_tick == self.per_tick - 1:
                 time.sleep(0.1)  # pacing, not waiting for anything
         self._events.flush()
         self.sent.set()
@@ -143,22 +155,18 @@ def register(system: System, document: dict) -> str:
     return spec.name
 
 
+def read_all(system: System, topic: str, model: type[C], keep: Callable[[C], bool]) -> list[C]:
+    """Every committed record of the system's ``topic`` (decoded as ``model``) that ``keep`` accepts."""
+    with system.client.reader(topic, from_beginning=True) as reader:
+        return [v for _, v in reader.drain({topic: model}) if isinstance(v, model) and keep(v)]
+
+
 def requests_for(system: System, run_id: str) -> list[PipelineRequest]:
-    with system.client.reader(Topics.REQUESTS, from_beginning=True) as reader:
-        return [
-            v
-            for _, v in reader.drain({Topics.REQUESTS: PipelineRequest})
-            if isinstance(v, PipelineRequest) and v.run_id == run_id
-        ]
+    return read_all(system, Topics.REQUESTS, PipelineRequest, lambda r: r.run_id == run_id)
 
 
 def results_of(system: System, pipeline: str) -> list[PipelineResult]:
-    with system.client.reader(Topics.RESULTS, from_beginning=True) as reader:
-        return [
-            v
-            for _, v in reader.drain({Topics.RESULTS: PipelineResult})
-            if isinstance(v, PipelineResult) and v.pipeline == pipeline
-        ]
+    return read_all(system, Topics.RESULTS, PipelineResult, lambda r: r.pipeline == pipeline)
 
 
 EVENT_STEPS = [{"op": "cast", "columns": {"id": "int64", "amount": "float64"}}]
