@@ -55,6 +55,7 @@ from shared.runtime import BaseService
 from shared.settings import load_settings
 from shared.signals import GracefulShutdown
 from shared.spec import parse_spec
+from shared.startup import publish_writer_schemas
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, write_orders
 from tests.helpers import make_state_dir, wait_until
@@ -170,7 +171,9 @@ def service_in_process(
 
     def serve() -> None:
         try:
-            service.run(shutdown)
+            # what run_service does around the service, but the HTTP server, the signals and the logging
+            if publish_writer_schemas(service.settings, service.serde, shutdown):
+                service.run(shutdown)
         except BaseException as exc:
             failures.append(exc)
             raise
