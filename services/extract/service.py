@@ -45,6 +45,7 @@ class ExtractService(ProcessorService[ExtractSettings]):
                 heartbeat_s=s.stream_heartbeat_s,
                 session_timeout_ms=s.session_timeout_ms,
                 transaction_timeout_ms=s.transaction_timeout_ms,
+                kafka_timeout_s=s.kafka_timeout_s,
             ),
             self.serde,
         )

@@ -85,6 +85,7 @@ class StreamConfig:
     heartbeat_s: float
     session_timeout_ms: int
     transaction_timeout_ms: int
+    kafka_timeout_s: float = 30.0  # bound on init/commit/abort calls, as in the task loop
 
     def topic(self, name: str) -> str:
         return f"{name}{self.topic_suffix}"
@@ -111,6 +112,7 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
             label="extract",
             consumer_overrides={"session.timeout.ms": config.session_timeout_ms},
             producer_overrides={"transaction.timeout.ms": config.transaction_timeout_ms},
+            timeout=config.kafka_timeout_s,
             max_poll=batch_rows,
             idle_commit_s=config.heartbeat_s,
         )

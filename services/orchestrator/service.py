@@ -87,6 +87,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 session_timeout_ms=settings.session_timeout_ms,
                 transaction_timeout_ms=settings.transaction_timeout_ms,
                 commit_interval_s=settings.trigger_commit_interval_s,
+                kafka_timeout_s=settings.kafka_timeout_s,
             ),
             self.serde,
             refresh_s=settings.trigger_refresh_s,

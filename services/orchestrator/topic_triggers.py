@@ -56,6 +56,7 @@ class RunnerConfig:
     session_timeout_ms: int
     transaction_timeout_ms: int
     commit_interval_s: float = 5.0
+    kafka_timeout_s: float = 30.0  # bound on init/commit/abort calls, as in the task loop
 
 
 class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
@@ -81,6 +82,7 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
                 "session.timeout.ms": config.session_timeout_ms,
             },
             producer_overrides={"transaction.timeout.ms": config.transaction_timeout_ms},
+            timeout=config.kafka_timeout_s,
             idle_commit_s=config.commit_interval_s,
         )
         limits = streaming.WindowLimits(
