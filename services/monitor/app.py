@@ -21,6 +21,8 @@ Topology (every table is co-partitioned with the one topic that writes it, as fa
   (one writer per key); the window's total over all partitions raises DEAD_LETTER_GROWTH.
 * ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API, in a thread).
 
+Agents and timers fail loudly, never silently (``services.monitor.supervision``).
+
 Alerts are published and acknowledged *before* the table records them: a crash in between re-sends an
 alert after the restart (at-least-once) rather than losing it.
 """
@@ -32,12 +34,11 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import faust
-from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException
 
 from services.monitor import metrics
@@ -53,6 +54,7 @@ from services.monitor.rules import (
     should_forget,
     stuck_alert,
 )
+from services.monitor.supervision import Handler, Supervision
 from services.monitor.transport import ReadCommittedTransport
 from shared.avro import AvroDecodeError
 from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent
@@ -60,15 +62,11 @@ from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.logging import log_context
-from shared.metrics import PROCESSING_ERRORS
 
 _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=Contract)
 Clock = Callable[[], float]
-
-# Failures that mean Kafka is not taking our writes: stop, restart, and process the messages again.
-_FATAL = (KafkaError, MonitorTransientError, TimeoutError)
 
 STUCK = "stuck"
 FORGET = "forget"
@@ -124,8 +122,7 @@ class MonitorApp:
             quality_max_failed_fraction=settings.quality_max_failed_fraction,
             dead_letter_max_per_window=settings.dead_letter_max_per_window,
         )
-        self.failure: BaseException | None = None
-        self.failed = asyncio.Event()
+        self.supervision = Supervision()
         self._assigned = False
         self._lag = LagProbe(settings.kafka, settings.kafka_timeout_s)
 
@@ -175,10 +172,10 @@ class MonitorApp:
         self._agent("results", self.results_topic, self._on_results)
         self._agent("dead-letters", self.dead_letters_topic, self._on_dead_letters)
         app.timer(settings.stuck_check_interval_s, name="stuck-check")(
-            self._guarded("stuck-check", self.check_runs)
+            self.supervision.timer("stuck-check", self.check_runs)
         )
         app.timer(settings.lag_check_interval_s, name="consumer-lag")(
-            self._guarded("consumer-lag", self.check_lag)
+            self.supervision.timer("consumer-lag", self.check_lag)
         )
         app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
@@ -201,56 +198,16 @@ class MonitorApp:
     def _on_partitions_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self._assigned = False
 
-    def _agent(self, name: str, topic: Any, handler: Callable[[faust.EventT], Awaitable[None]]) -> None:
-        async def agent(stream: faust.StreamT[Any]) -> None:
-            try:
-                async for event in stream.events():
-                    await self._handle(name, handler, event)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                self._fail(name, exc)
-                raise
+    def _agent(self, name: str, topic: Any, handler: Handler) -> None:
+        self.app.agent(topic, name=name)(self.supervision.agent(name, handler))
 
-        agent.__name__ = agent.__qualname__ = name.replace("-", "_")
-        self.app.agent(topic, name=name)(agent)
+    @property
+    def failure(self) -> BaseException | None:
+        return self.supervision.failure
 
-    async def _handle(
-        self, name: str, handler: Callable[[faust.EventT], Awaitable[None]], event: Any
-    ) -> None:
-        try:
-            await handler(event)
-        except _FATAL:
-            raise
-        except Exception:
-            # A bug or an unexpected record must not stop all monitoring (nor crash-loop on restart):
-            # skip the message, loudly.
-            PROCESSING_ERRORS.labels("monitor", "unhandled", "false").inc()
-            msg = event.message
-            _log.exception("%s: skipping %s[%d]@%d", name, msg.topic, msg.partition, msg.offset)
-
-    def _guarded(self, name: str, timer: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        async def guarded() -> None:
-            try:
-                await timer()
-            except MonitorTransientError as exc:
-                _log.warning("%s: %s (retrying at the next tick)", name, exc)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                self._fail(name, exc)
-                raise
-
-        guarded.__name__ = guarded.__qualname__ = name.replace("-", "_")
-        return guarded
-
-    def _fail(self, name: str, exc: BaseException) -> None:
-        # A faust agent that raises just stops; the process would look alive while monitoring nothing.
-        # Stop the service instead (non-zero exit): uncommitted messages are processed again after restart.
-        _log.error("%s failed: %r; stopping the monitor", name, exc, exc_info=exc)
-        if self.failure is None:
-            self.failure = exc
-        self.failed.set()
+    @property
+    def failed(self) -> asyncio.Event:
+        return self.supervision.failed
 
     # ----------------------------------------------------------------------------------------- agents
     def _decode(self, event: faust.EventT, model: type[C]) -> C | None:
