@@ -5,8 +5,8 @@ Why faust here (and not the confluent-kafka transactional loop of the data plane
 changelog topics survive restarts (a restarted instance restores them before it consumes) and move with
 their partitions when replicas rebalance, and faust gives the windowed counts and the timers the rules
 need. The data plane keeps confluent-kafka transactions because it must move data exactly once; the
-monitor only needs at-least-once with idempotent state (see ``rules``), and deduplicates its alerts
-through the tables.
+monitor's tables need only at-least-once with idempotent updates (see ``rules``). Its alerts are exactly
+once, decided by the alerts topic itself (see ``services.monitor.alerts``), not by the tables.
 
 Topology (every table is co-partitioned with the one topic that writes it, as faust requires):
 
@@ -23,8 +23,9 @@ Topology (every table is co-partitioned with the one topic that writes it, as fa
 
 Agents and timers fail loudly, never silently (``services.monitor.supervision``).
 
-Alerts are published and acknowledged *before* the table records them: a crash in between re-sends an
-alert after the restart (at-least-once) rather than losing it.
+An alert is published (committed) *before* the table records it, so that a crash in between loses no
+alert; the restarted monitor raises it again, and ``ExactlyOnceAlerts`` finds it on the alerts topic and
+does not send it twice. The table's record only spares the rules from firing again.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import faust
 from confluent_kafka import KafkaException
 
 from services.monitor import metrics
+from services.monitor.alerts import ExactlyOnceAlerts
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError, MonitorTransientError
 from services.monitor.lag import LagProbe
@@ -125,6 +127,13 @@ class MonitorApp:
         self.supervision = Supervision()
         self._assigned = False
         self._lag = LagProbe(settings.kafka, settings.kafka_timeout_s)
+        self._alerts = ExactlyOnceAlerts(
+            settings.kafka,
+            settings.topic(Topics.ALERTS),
+            f"{settings.app_id}-alerts",  # one for every replica: the fence between them (see alerts)
+            serde,
+            timeout_s=settings.kafka_timeout_s,
+        )
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         app = self.app = faust.App(
@@ -150,7 +159,6 @@ class MonitorApp:
         self.events_topic = raw_topic(Topics.EVENTS)
         self.results_topic = raw_topic(Topics.RESULTS)
         self.dead_letters_topic = raw_topic(Topics.DEAD_LETTERS)
-        self.alerts_topic = raw_topic(Topics.ALERTS)
         self.housekeeping_topic = app.topic(
             f"{settings.app_id}-housekeeping",
             internal=True,
@@ -185,6 +193,7 @@ class MonitorApp:
         """After ``app.stop()``: the clients the app does not own, and faust's app directory (its tables
         are in memory, restored from the changelogs, so nothing in it outlives the process)."""
         await self._lag.close()
+        await self._alerts.close()
         shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     def is_ready(self) -> bool:
@@ -304,10 +313,14 @@ class MonitorApp:
             await self.publish(alert)
 
     async def publish(self, alert: Alert) -> None:
-        """Send and wait for the acknowledgement (see the module docstring for why before the table write)."""
-        key = (alert.run_id or alert.kind.value).encode()
-        delivery = await self.alerts_topic.send(key=key, value=self.serde.encode(alert))
-        await delivery
+        """Send and commit, unless it was sent before (see the module docstring for why before the table
+        write)."""
+        if not await self._alerts.publish(alert):
+            metrics.ALERTS_NOT_REPEATED.labels(alert.kind.value).inc()
+            _log.info(
+                "alert %s of run %s was sent before; not sending it again", alert.kind.value, alert.run_id
+            )
+            return
         metrics.observe_alert(alert)
         _log.warning("alert %s (%s): %s", alert.kind.value, alert.severity.value, alert.message)
 

@@ -28,6 +28,11 @@ DEAD_LETTERS_SEEN = Counter(
     ["stage", "error_class"],
 )
 ALERTS = Counter("aoetl_alerts", "Alerts published by the monitor", ["kind", "severity"])
+ALERTS_NOT_REPEATED = Counter(
+    "aoetl_alerts_not_repeated",
+    "Alerts raised again (e.g. after a restart) and not sent: they were on the alerts topic already",
+    ["kind"],
+)
 CONSUMER_LAG = Gauge(
     "aoetl_consumer_lag",
     "Messages not yet committed by a consumer group (high watermark - committed offset), per topic",

@@ -5,7 +5,8 @@ faust-streaming's aiokafka driver reads ``read_uncommitted`` unless the app itse
 Kafka transactions and aborts one on every failure or retry; read uncommitted, the monitor would count
 aborted batches and dead letters (and could alert on them). faust's own exactly-once mode is not an
 option here: it ties one transactional producer to each *output* partition, which does not fit a service
-whose outputs (alerts, changelogs) are not co-partitioned with its inputs.
+whose outputs (alerts, changelogs) are not co-partitioned with its inputs. The alerts are exactly once
+by other means (``services.monitor.alerts``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,27 @@
 """Fault injection on the monitor: it is SIGKILLed mid-run (alerts that fall due while it is down must
-still fire once it is back) and again right after it alerted (its restored tables must keep it from
-alerting twice for the same run and rule). The runs' destinations are checked against their ledgers too.
+still fire once it is back) and again right after it alerted (it must not alert twice for the same run and
+rule). The runs' destinations are checked against their ledgers too.
+
+The second kill lands at a random point of the monitor's work. The one window that matters (an alert is
+on the alerts topic, the table change that remembers it is not yet on its changelog, nor the input offset
+committed) lasts milliseconds, so the focused test holds it open instead: the monitor it kills runs with
+faust's changelog writes and offset commits held back (``tests.support.monitor_writes_held``).
 """
 
 from __future__ import annotations
 
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
-from shared.contracts import AlertKind, RunStatus, Stage
+from shared.contracts import AlertKind, ErrorInfo, EventKind, QualityViolation, RunAccepted, RunStatus, Stage
 from shared.kafka.topics import Topics
+from shared.spec.models import OnFail
 from tests.e2e.conftest import System
 from tests.faults.harness import (
     OrdersRun,
@@ -27,6 +35,7 @@ from tests.faults.harness import (
     uncommitted_records,
 )
 from tests.helpers import wait_until
+from tests.support.monitor_stack import AlertReader, Stack, monitor_stack
 
 # The monitor now honours AOETL_SESSION_TIMEOUT_MS (the e2e stack sets 6 s): a killed member leaves the
 # group in seconds, so this runs in ~70 s instead of ~160 s with faust's 60 s default, and is part of
@@ -100,3 +109,58 @@ def test_monitor_killed_mid_run_alerts_after_restart_and_never_twice(
     counts = alerted()
     assert set(counts) == expected, f"unexpected alerts: {set(counts) - expected}"
     assert all(n == 1 for n in counts.values()), f"an alert was sent twice: {counts}"
+
+
+# ------------------------------------------------------------------ the window, held open
+@pytest.fixture
+def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    with monitor_stack(kafka_bootstrap, tmp_path) as stack_:
+        yield stack_
+
+
+def records_in(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+        return sum(high - low for low, high in marks)
+    finally:
+        consumer.close()
+
+
+def test_monitor_killed_after_alerting_before_its_tables_recorded_it_alerts_once(stack: Stack) -> None:
+    quality, failed = uuid.uuid4().hex, uuid.uuid4().hex
+    expected = Counter({(AlertKind.QUALITY_THRESHOLD, quality): 1, (AlertKind.RUN_FAILED, failed): 1})
+    stack.env["AOETL_SESSION_TIMEOUT_MS"] = "6000"  # the killed member leaves the group in seconds
+    reader = AlertReader(stack.bootstrap, stack.topic(Topics.ALERTS))
+    first = stack.monitor("monitor-killed", module="tests.support.monitor_writes_held")
+    try:
+        stack.event(quality, EventKind.RUN_ACCEPTED, payload=RunAccepted(pipeline="orders"))
+        violation = QualityViolation(rule="quality[0]", on_fail=OnFail.QUARANTINE, failed_rows=30, reason="x")
+        stack.event(quality, EventKind.QUALITY_VIOLATION, Stage.TRANSFORM, batch_id="b1", payload=violation)
+        stack.event(quality, EventKind.BATCH_TRANSFORMED, Stage.TRANSFORM, batch_id="b1", rows_in=100)
+        stack.result(failed, "orders", RunStatus.FAILED, [ErrorInfo(error_class="E", message="m")])
+        first.wait(lambda: set(expected) <= set(reader.counts()), "the two alerts")
+        # Inside the window: alerted, and neither table has recorded it on its changelog.
+        changelogs = [stack.changelog("runs"), stack.changelog("failed-runs")]
+        assert [records_in(stack.bootstrap, t) for t in changelogs] == [0, 0]
+        first.kill()
+    finally:
+        first.stop()
+    # It processes its inputs again, from tables restored without those alerts.
+    second = stack.monitor("monitor-restarted")
+    try:
+        inputs = [stack.topic(Topics.EVENTS), stack.topic(Topics.RESULTS)]
+        second.wait(
+            lambda: uncommitted_records(stack.bootstrap, stack.monitor_group, inputs) == 0,
+            "the restarted monitor to process its inputs again",
+            timeout=90,
+        )
+        assert reader.counts() == expected, "an alert was sent twice"
+        # It did raise them again, and found them on the alerts topic.
+        for kind in (AlertKind.QUALITY_THRESHOLD, AlertKind.RUN_FAILED):
+            assert second.metric("aoetl_alerts_not_repeated_total", kind=kind.value) == 1
+        assert second.stop() == 0, second.tail()
+    finally:
+        second.stop()
+        reader.close()
