@@ -2,8 +2,10 @@
 
 No faust, no Kafka, no clock: the caller passes ``now`` (epoch seconds). The faust agents in
 ``services.monitor.app`` load a record, call these functions, publish the alerts they return and store the
-record they return. A record remembers which alerts it already raised, so every rule fires at most once
-per run, also after a restart (the table is restored from its changelog).
+record they return. A record remembers which alerts it already raised, so a rule is not raised again on
+every later event; whether an alert is really *sent* is decided by the alerts topic itself
+(``services.monitor.alerts``), because a table change reaches its changelog only after the alert it
+records went out, and a crash in between must not send it twice.
 
 The figures are the common fold of the run's events (``shared.progress``, kept in the record as JSON):
 counted once per batch (faust is at-least-once here, a replayed event changes nothing) and bounded for a
