@@ -9,15 +9,19 @@ Quoted line breaks inside fields make byte-range alignment ambiguous (a ``\\n`` 
 line start). The planner samples the head of each file; if it finds one, that file is read as a single
 split with ``newlines_in_values`` on. A quoted line break beyond the sample in a file that was split
 surfaces as a ``SourceReadError`` that says to run with ``parallelism: 1``.
+
+Files are opened only inside the policy's data roots (``paths.open_source``), and a read error names the
+file, the line and what is wrong with it, never the line's content (``shared.policy.redaction``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -25,8 +29,9 @@ import pyarrow.csv as pacsv
 from shared.connectors.base import describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
-from shared.connectors.paths import resolve_files, split_path
+from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
+from shared.policy.redaction import describe_text, scrub
 from shared.spec.models import CsvSource
 
 SAMPLE_BYTES = 1 << 20
@@ -41,7 +46,7 @@ info = describe(
 )
 
 
-def _first_line(f: io.BufferedReader, size: int) -> tuple[bytes, int]:
+def _first_line(f: BinaryIO, size: int) -> tuple[bytes, int]:
     """The first line's bytes (with its line break) and the offset where the next line starts."""
     f.seek(0)
     head = f.read(min(size, MAX_HEADER_BYTES))
@@ -49,7 +54,7 @@ def _first_line(f: io.BufferedReader, size: int) -> tuple[bytes, int]:
     return head[:end], end
 
 
-def _column_names(path: Path, f: io.BufferedReader, size: int, source: CsvSource) -> tuple[list[str], int]:
+def _column_names(path: Path, f: BinaryIO, size: int, source: CsvSource) -> tuple[list[str], int]:
     """Column names (the header, or ``f0..fN`` without one) and the offset where data starts."""
     line, header_end = _first_line(f, size)
     if not line.strip():
@@ -63,13 +68,13 @@ def _column_names(path: Path, f: io.BufferedReader, size: int, source: CsvSource
             parse_options=pacsv.ParseOptions(delimiter=source.delimiter),
         )
     except pa.ArrowInvalid as exc:
-        raise SourceReadError(f"{path}: line 1: cannot parse the first line: {exc}") from exc
+        raise SourceReadError(f"{path}: line 1: cannot parse the first line: {scrub(str(exc))}") from exc
     return parsed.column_names, header_end if source.has_header else 0
 
 
 def has_quoted_newlines(path: Path, delimiter: str) -> bool:
     """Whether a quoted field in the head of the file contains a line break."""
-    with path.open("rb") as f:
+    with open_source(path) as f:
         sample = f.read(SAMPLE_BYTES)
     if b'"' not in sample:
         return False
@@ -107,7 +112,7 @@ def _check_same_header(files: list[Path], sizes: list[int], source: CsvSource) -
     for path, size in zip(files, sizes, strict=True):
         if not size:
             continue
-        with path.open("rb") as f:
+        with open_source(path) as f:
             names, _ = _column_names(path, f, size, source)
         if first is None:
             first = (path, names)
@@ -120,8 +125,8 @@ def _check_same_header(files: list[Path], sizes: list[int], source: CsvSource) -
 
 def read(source: CsvSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
     path = split_path(split.uri)
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    with open_source(path) as f:
+        size = os.fstat(f.fileno()).st_size
         names, data_start = _column_names(path, f, size, source)
         start = next_line_start(f, max(split.start or 0, data_start), size)
         end = next_line_start(f, size if split.end is None else split.end, size)
@@ -165,12 +170,12 @@ def _read_error(
     path: Path, start: int, whole_file: bool, bad_rows: list[pacsv.InvalidRow], exc: Exception
 ) -> SourceReadError:
     if not bad_rows:
-        return SourceReadError(f"{path}: bytes from offset {start}: {exc}")
+        return SourceReadError(f"{path}: bytes from offset {start}: {scrub(str(exc))}")
     row = bad_rows[0]
-    with path.open("rb") as f:
+    with open_source(path) as f:
         line = count_newlines(f, start) + (row.number if row.number and row.number > 0 else 1)
     hint = "" if whole_file else " (if fields contain quoted line breaks, run with parallelism 1)"
     return SourceReadError(
-        f"{path}: line {line}: expected {row.expected_columns} columns, got {row.actual_columns}: "
-        f"{row.text[:200]!r}{hint}"
+        f"{path}: line {line}: expected {row.expected_columns} columns, got {row.actual_columns} "
+        f"(the line: {describe_text(row.text or '')}){hint}"
     )

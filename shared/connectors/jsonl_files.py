@@ -5,13 +5,16 @@ JSON strings cannot hold a raw line break, so byte-range alignment is always saf
 One schema per run: each split reader infers the schema from the same sample (the head of the first
 file of the sorted glob) and passes it to pyarrow as an explicit schema. Inferring per split would let one
 split see a column as int64 and another as double or null, and all batches of a run are loaded into one
-table. A value or field that does not fit the sampled schema is a ``SourceReadError`` naming the line.
+table. A value or field that does not fit the sampled schema is a ``SourceReadError`` naming the line and
+what is wrong with it, never the line's content (``shared.policy.redaction``). Files are opened only
+inside the policy's data roots (``paths.open_source``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,9 @@ import pyarrow.json as pajson
 from shared.connectors.base import describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
-from shared.connectors.paths import resolve_files, split_path
+from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
+from shared.policy.redaction import describe_text, scrub
 from shared.spec.models import JsonlSource
 
 SAMPLE_BYTES = 1 << 20
@@ -53,7 +57,7 @@ def plan(
 def sample_schema(source: JsonlSource) -> pa.Schema | None:
     """The run's schema, from whole lines in the head of the first non-empty file (None: no data)."""
     for path in resolve_files(source.path):
-        with path.open("rb") as f:
+        with open_source(path) as f:
             sample = f.read(SAMPLE_BYTES)
         if len(sample) == SAMPLE_BYTES:
             sample = sample[: sample.rfind(b"\n") + 1]
@@ -70,8 +74,8 @@ def sample_schema(source: JsonlSource) -> pa.Schema | None:
 
 def read(source: JsonlSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
     path = split_path(split.uri)
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    with open_source(path) as f:
+        size = os.fstat(f.fileno()).st_size
         start = next_line_start(f, split.start or 0, size)
         end = next_line_start(f, size if split.end is None else split.end, size)
     if start >= end:
@@ -97,7 +101,7 @@ def _read_error(
     path: Path, start: int, end: int, exc: Exception, schema: pa.Schema | None = None
 ) -> SourceReadError:
     """Find the offending line (error path only: re-scans the split line by line) for a precise message."""
-    with path.open("rb") as f:
+    with open_source(path) as f:
         first_line = count_newlines(f, start) + 1
         f.seek(start)
         pos, number = start, first_line
@@ -108,9 +112,10 @@ def _read_error(
             pos += len(raw)
             problem = _line_problem(raw, schema)
             if problem:
-                return SourceReadError(f"{path}: line {number}: {problem}: {raw[:200]!r}")
+                line = describe_text(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                return SourceReadError(f"{path}: line {number}: {problem} (the line: {line})")
             number += 1
-    return SourceReadError(f"{path}: bytes [{start}, {end}): {exc}")
+    return SourceReadError(f"{path}: bytes [{start}, {end}): {scrub(str(exc))}")
 
 
 def _line_problem(raw: bytes, schema: pa.Schema | None) -> str | None:
@@ -119,7 +124,7 @@ def _line_problem(raw: bytes, schema: pa.Schema | None) -> str | None:
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        return f"invalid JSON ({exc})"
+        return f"invalid JSON ({scrub(str(exc))})"
     if not isinstance(value, dict):
         return "not a JSON object"
     if schema is None:
@@ -130,5 +135,5 @@ def _line_problem(raw: bytes, schema: pa.Schema | None) -> str | None:
     try:
         pajson.read_json(io.BytesIO(raw), parse_options=pajson.ParseOptions(explicit_schema=schema))
     except pa.ArrowInvalid as exc:
-        return f"does not fit the schema sampled from the first file ({exc})"
+        return f"does not fit the schema sampled from the first file ({scrub(str(exc))})"
     return None

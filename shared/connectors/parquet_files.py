@@ -1,9 +1,15 @@
-"""Parquet files: splits are ranges of row groups, planned from the footers alone."""
+"""Parquet files: splits are ranges of row groups, planned from the footers alone.
+
+Files are opened only inside the policy's data roots (``paths.open_source``: the descriptor pyarrow reads
+is the one that was checked); errors are scrubbed of any value a reader quotes.
+"""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -11,8 +17,9 @@ import pyarrow.parquet as pq
 
 from shared.connectors.base import MAX_AUTO_SPLITS, allocate, describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
-from shared.connectors.paths import resolve_files, split_path
+from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
+from shared.policy.redaction import scrub
 from shared.spec.models import ParquetSource
 
 AUTO_SPLIT_BYTES = 64 << 20
@@ -25,18 +32,29 @@ info = describe(
 )
 
 
-def _open(path: Any) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceReadError(f"{path}: not a readable Parquet file: {exc}") from exc
+@contextmanager
+def _open(path: Path) -> Iterator[pq.ParquetFile]:
+    with open_source(path) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceReadError(f"{path}: not a readable Parquet file: {scrub(str(exc))}") from exc
+        try:
+            yield parquet
+        finally:
+            parquet.close()
+
+
+def _metadata(path: Path) -> pq.FileMetaData:
+    with _open(path) as parquet:
+        return parquet.metadata
 
 
 def plan(
     source: ParquetSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
 ) -> list[Split]:
     files = resolve_files(source.path)
-    metas = [_open(p).metadata for p in files]
+    metas = [_metadata(p) for p in files]
     schema = metas[0].schema.to_arrow_schema()
     for path, meta in zip(files[1:], metas[1:], strict=True):
         if not meta.schema.to_arrow_schema().equals(schema):
@@ -60,16 +78,14 @@ def read(
     source: ParquetSource, split: Split, batch_rows: int, *, payload: bytes | None
 ) -> Iterator[pa.Table]:
     path = split_path(split.uri)
-    parquet = _open(path)
-    start = split.start or 0
-    end = parquet.num_row_groups if split.end is None else min(split.end, parquet.num_row_groups)
-    if start >= end:
-        return
-    try:
-        yield from rebatch(
-            parquet.iter_batches(batch_size=batch_rows, row_groups=range(start, end)), batch_rows
-        )
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceReadError(f"{path}: row groups [{start}, {end}): {exc}") from exc
-    finally:
-        parquet.close()
+    with _open(path) as parquet:
+        start = split.start or 0
+        end = parquet.num_row_groups if split.end is None else min(split.end, parquet.num_row_groups)
+        if start >= end:
+            return
+        try:
+            yield from rebatch(
+                parquet.iter_batches(batch_size=batch_rows, row_groups=range(start, end)), batch_rows
+            )
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceReadError(f"{path}: row groups [{start}, {end}): {scrub(str(exc))}") from exc

@@ -1,47 +1,76 @@
-"""Turn a source ``path`` (plain path, ``file://`` URL or glob) into a sorted list of files."""
+"""Turn a source ``path`` (plain path, ``file://`` URL or glob) into a sorted list of files, and open them,
+only inside the data roots of the spec policy (``shared.policy.files``).
+
+The policy is checked again here, where the files are opened, whatever validation said: the request may
+not have been validated (produced straight to Kafka), and the file system may have changed since (a
+symlink planted after validation). A refused path raises ``PolicyViolation``, a terminal error: the task
+is dead-lettered and the run fails with the reason. ``roots=None`` reads the roots of this process's
+policy (``AOETL_POLICY_DATA_ROOTS``).
+"""
 
 from __future__ import annotations
 
 import glob
+import io
+from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from shared.connectors.errors import SourceNotFoundError
+from shared.policy.errors import PolicyViolation
+from shared.policy.files import confine, confine_glob, is_glob, is_under, local_path, open_confined, real_path
+from shared.policy.settings import load_policy
 
-_GLOB_CHARS = frozenset("*?[")
+Roots = Sequence[Path]
+
+
+def _roots(roots: Roots | None) -> Roots:
+    return load_policy().data_roots if roots is None else roots
 
 
 def to_local_path(path_or_url: str) -> str:
-    if path_or_url.startswith("file:"):
-        parsed = urlparse(path_or_url)
-        if parsed.netloc not in ("", "localhost"):
-            raise SourceNotFoundError(f"only local file:// URLs are supported, got {path_or_url!r}")
-        return unquote(parsed.path)
-    return path_or_url
+    try:
+        return local_path(path_or_url)
+    except ValueError as exc:
+        raise SourceNotFoundError(str(exc)) from exc
 
 
-def resolve_files(path_or_url: str) -> list[Path]:
-    """Absolute paths of the files named by the source, sorted so every planner run sees the same order."""
+def resolve_files(path_or_url: str, roots: Roots | None = None) -> list[Path]:
+    """Real paths of the files named by the source, sorted so every planner run sees the same order."""
+    allowed = _roots(roots)
     local = to_local_path(path_or_url)
-    if any(ch in local for ch in _GLOB_CHARS):
-        files = sorted(Path(p).absolute() for p in glob.glob(str(Path(local).expanduser()), recursive=True))
-        files = [p for p in files if p.is_file()]
+    if is_glob(local):
+        pattern = confine_glob(path_or_url, allowed)
+        expanded = str(Path(pattern).expanduser())
+        matches = sorted(Path(p).absolute() for p in glob.glob(expanded, recursive=True))
+        files: list[Path] = []
+        for match in matches:
+            real = real_path(str(match))
+            if not is_under(real, allowed):  # ``**`` followed a symlinked directory out of the roots
+                raise PolicyViolation(f"{path_or_url}: matches {match}, which is outside the data roots")
+            if real.is_file():
+                files.append(real)
         if not files:
             raise SourceNotFoundError(f"no file matches {path_or_url!r}")
         return files
     path = Path(local).expanduser().absolute()
-    if not path.exists():
+    real = confine(path_or_url, allowed)  # first: whether a file exists outside the roots is not told
+    if not real.exists():
         raise SourceNotFoundError(f"file not found: {path}")
-    if not path.is_file():
+    if not real.is_file():
         raise SourceNotFoundError(f"not a regular file: {path} (use a glob such as '{path}/*.csv')")
-    return [path]
+    return [real]
 
 
-def split_path(split_uri: str | None) -> Path:
+def split_path(split_uri: str | None, roots: Roots | None = None) -> Path:
     """The file a split reads. Split URIs are absolute ``file://`` URLs written by the planner."""
     if not split_uri:
         raise SourceNotFoundError("file split has no uri")
-    path = Path(to_local_path(split_uri))
-    if not path.is_file():
-        raise SourceNotFoundError(f"file not found: {path}")
-    return path
+    real = confine(to_local_path(split_uri), _roots(roots))
+    if not real.is_file():
+        raise SourceNotFoundError(f"file not found: {real}")
+    return real
+
+
+def open_source(path: Path, roots: Roots | None = None) -> io.BufferedReader:
+    """Open a source file for reading, checked against the roots once more as it is opened."""
+    return open_confined(path, _roots(roots))

@@ -11,6 +11,13 @@ Types: bool, integers, floats, text, bytea, date, time, timestamp and timestampt
 types; every other type (numeric, json, uuid, interval, arrays, enums...) is cast to text on the server,
 so no precision is lost and downstream stages only ever see plain Arrow types.
 
+Safety (``shared.policy``): a ``query`` runs only as the one read-only SELECT the policy's SQL parser
+accepted, in the form the parser printed it back (``shared.policy.sql``), and a ``table`` only outside
+the system's schema. Every session starts with ``default_transaction_read_only`` on and the policy's
+``statement_timeout`` (libpq ``options``, so both drivers get them before the first statement): every
+statement of the source, the user's query included, runs in a READ ONLY transaction and is cancelled when
+it runs too long (a terminal error naming the setting, not a retry).
+
 Splits: with ``split_column`` (an integer column), ``lower <= c < upper`` key ranges from a min/max query
 at planning time; the last range is inclusive of the max, and the first one also takes rows whose
 ``split_column`` is NULL, so the ranges together cover every row exactly once.
@@ -31,11 +38,15 @@ import psycopg
 import pyarrow as pa
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.connectors.base import describe, number_splits, rebatch, whole_split
 from shared.connectors.errors import SourceNotFoundError, SourceReadError, SourceUnavailableError
 from shared.contracts import Split, SplitKind
 from shared.errors import ConfigurationError
+from shared.policy.errors import PolicyViolation
+from shared.policy.settings import load_policy
+from shared.policy.sql import UnsafeQueryError, normalize_select, source_table_problem
 from shared.spec.models import PostgresSource
 from shared.sql import is_transient_database_error
 
@@ -56,13 +67,32 @@ _ALL_COLUMNS = sql.SQL("*")
 _NOT_FOUND_SQLSTATES = frozenset({"42P01", "3F000"})  # undefined table, undefined schema
 
 
+_TIMED_OUT = "statement timeout"  # PostgreSQL: "canceling statement due to statement timeout"
+
+
+def _timed_out(exc: Exception) -> bool:
+    return _TIMED_OUT in str(exc)
+
+
+def _timeout_error(where: str) -> SourceReadError:
+    seconds = load_policy().postgres_statement_timeout_s
+    return SourceReadError(
+        f"{where}: the statement ran longer than the policy allows ({seconds:g} s, "
+        "AOETL_POLICY_POSTGRES_STATEMENT_TIMEOUT_S)"
+    )
+
+
 @contextmanager
 def _translate_errors(where: str) -> Iterator[None]:
     try:
         yield
+    except PolicyViolation:
+        raise
     except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName) as exc:
         raise SourceNotFoundError(f"{where}: {exc}".strip()) from exc
     except psycopg.Error as exc:
+        if _timed_out(exc):
+            raise _timeout_error(where) from exc
         if is_transient_database_error(exc):  # the rule the PostgreSQL sink applies too
             raise SourceUnavailableError(f"{where}: {exc}".strip()) from exc
         raise SourceReadError(f"{where}: {exc}".strip()) from exc
@@ -70,6 +100,8 @@ def _translate_errors(where: str) -> Iterator[None]:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if sqlstate in _NOT_FOUND_SQLSTATES:
             raise SourceNotFoundError(f"{where}: {exc}") from exc
+        if _timed_out(exc):
+            raise _timeout_error(where) from exc
         if is_transient_database_error(exc):
             raise SourceUnavailableError(f"{where}: {exc}") from exc
         raise SourceReadError(f"{where}: {exc}") from exc
@@ -82,16 +114,36 @@ def _dsn(source: PostgresSource) -> str:
     return dsn
 
 
+def _read_only_dsn(dsn: str) -> str:
+    """The DSN with the session settings of the policy added to any ``options`` it already has."""
+    timeout_ms = int(load_policy().postgres_statement_timeout_s * 1000)
+    try:
+        given = conninfo_to_dict(dsn).get("options") or ""
+    except psycopg.ProgrammingError:
+        # Not the parser's message: it may quote the DSN, password included.
+        raise ConfigurationError("the source DSN is not a valid PostgreSQL connection string") from None
+    options = f"{given} -c default_transaction_read_only=on -c statement_timeout={timeout_ms}".strip()
+    return make_conninfo(dsn, options=options)
+
+
 def _connect(source: PostgresSource, where: str) -> psycopg.Connection[Any]:
+    dsn = _read_only_dsn(_dsn(source))
     with _translate_errors(f"{where}: cannot connect"):
-        return psycopg.connect(_dsn(source), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def _relation(source: PostgresSource) -> sql.Composable:
+    """The table or the query, checked by the policy here too: the request may not have been validated."""
     if source.table is not None:
+        problem = source_table_problem(source.table)
+        if problem:
+            raise PolicyViolation(f"source table {source.table}: {problem}")
         return sql.Identifier(*source.table.split("."))
-    query = (source.query or "").strip().rstrip(";")
-    return sql.SQL("({})").format(sql.SQL(query))  # the spec validated it is a SELECT
+    try:
+        query = normalize_select(source.query or "")
+    except UnsafeQueryError as exc:
+        raise PolicyViolation(f"source query: {exc}") from exc
+    return sql.SQL("({})").format(sql.SQL(query))
 
 
 def _select(
@@ -183,6 +235,7 @@ def read(
     with _connect(source, where) as conn, _translate_errors(where):
         columns = _columns(conn, _select(source, split))
         query = _select(source, split, _select_list(columns)).as_string(conn)
-    with _translate_errors(where), adbc.connect(_dsn(source)) as arrow_conn, arrow_conn.cursor() as cur:
+    dsn = _read_only_dsn(_dsn(source))
+    with _translate_errors(where), adbc.connect(dsn) as arrow_conn, arrow_conn.cursor() as cur:
         cur.execute(query)
         yield from rebatch(cur.fetch_record_batch(), batch_rows)

@@ -123,14 +123,16 @@ def test_file_removed_after_planning(tmp_path: Path) -> None:
         list(read_split(source, split, 10))
 
 
-def test_malformed_line_reports_absolute_line(tmp_path: Path) -> None:
+def test_malformed_line_reports_absolute_line_and_describes_it_without_its_content(tmp_path: Path) -> None:
     lines = to_csv(rows_of(40)).splitlines(keepends=True)
-    lines[31] = "31,too,many,fields\n"  # line 32 of the file
+    lines[31] = "31,zqxwv,many,plugh\n"  # line 32 of the file
     path = write(tmp_path / "bad.csv", "".join(lines))
     source = CsvSource(path=str(path))
-    with pytest.raises(SourceReadError, match=r"line 32: expected 3 columns, got 4: '31,too,many,fields'"):
+    described = r"line 32: expected 3 columns, got 4 \(the line: <19 characters"
+    with pytest.raises(SourceReadError, match=described) as info:
         for split in plan_splits(source, 3):
             list(read_split(source, split, 10))
+    assert "zqxwv" not in str(info.value) and "plugh" not in str(info.value)
 
 
 def test_null_markers_delimiter_and_quoted_empty(tmp_path: Path) -> None:
