@@ -11,6 +11,12 @@ locked gets ``DestinationUnavailableError`` (transient) and its retry succeeds o
 That serializes all writers of one file: for parallel multi-replica loads use PostgreSQL. Threads of one
 process share the open database (DuckDB's instance cache) and are serialized by its optimistic
 transactions: a conflicting commit is reported as transient too.
+
+Policy (``shared.policy``): the file only inside the data roots, checked at every open: the path is
+resolved and checked, DuckDB opens the resolved real path, and the path is resolved again once open (a
+symlink swapped in between is refused with ``PolicyViolation`` and the connection closed before any
+statement runs). The table cannot be one of the sinks' own names (``__aoetl``), checked when the sink is
+built. Errors are scrubbed of the values DuckDB quotes (``shared.policy.redaction``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from services.load.exceptions import DestinationUnavailableError, IncompatibleSc
 from services.load.sinks.ledger import DEDUPE, DUCKDB, BatchLedger, SqlLedgerSink
 from services.load.sinks.naming import short_run_id
 from shared.errors import AoetlError, DataError
+from shared.policy.errors import PolicyViolation
+from shared.policy.files import confine
+from shared.policy.names import require_table
+from shared.policy.redaction import scrub
+from shared.policy.settings import load_policy
 from shared.spec.models import DuckDBDestination, WriteMode
 from shared.sql import quote_ident
 
@@ -70,7 +81,10 @@ def _accepts(column_type: str, batch_type: str) -> bool:
 class DuckDBSink(SqlLedgerSink[duckdb.DuckDBPyConnection, str]):
     """Sink for a ``DuckDBDestination``."""
 
-    def __init__(self, destination: DuckDBDestination) -> None:
+    def __init__(self, destination: DuckDBDestination, *, roots: Sequence[Path] | None = None) -> None:
+        """``roots``: the data roots (default: this process's policy, read at each open)."""
+        require_table(destination.table)
+        self._roots = roots
         self._dest = destination
         self._mode = destination.mode
         self._merge_keys = destination.keys
@@ -118,12 +132,18 @@ class DuckDBSink(SqlLedgerSink[duckdb.DuckDBPyConnection, str]):
     @contextmanager
     def _transaction(self, action: str) -> Iterator[duckdb.DuckDBPyConnection]:
         what = f"{action} {self._path}:{self._dest.table}"
+        roots = load_policy().data_roots if self._roots is None else self._roots
+        real = confine(str(self._path), roots)
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self._path))
+            real.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(real))
         except (duckdb.IOException, OSError) as exc:  # typically: another process holds the write lock
-            raise DestinationUnavailableError(f"cannot open DuckDB file while {what}: {exc}") from exc
+            raise DestinationUnavailableError(
+                f"cannot open DuckDB file while {what}: {scrub(str(exc))}"
+            ) from exc
         try:
+            if confine(str(self._path), roots) != real:
+                raise PolicyViolation(f"{self._path}: the path changed while the file was opened")
             con.execute("BEGIN TRANSACTION")
             for statement in self._ledger.bootstrap():
                 con.execute(statement)
@@ -141,8 +161,8 @@ class DuckDBSink(SqlLedgerSink[duckdb.DuckDBPyConnection, str]):
     @staticmethod
     def _translate(exc: duckdb.Error, what: str) -> AoetlError:
         if isinstance(exc, duckdb.TransactionException | duckdb.IOException):
-            return DestinationUnavailableError(f"DuckDB busy while {what}: {exc}")
-        return DataError(f"DuckDB rejected {what}: {exc}")
+            return DestinationUnavailableError(f"DuckDB busy while {what}: {scrub(str(exc))}")
+        return DataError(f"DuckDB rejected {what}: {scrub(str(exc))}")
 
     @staticmethod
     def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:

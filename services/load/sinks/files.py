@@ -8,6 +8,13 @@ readers should only trust run directories that have it.
 Cross-batch dedupe remembers the keys of the run's parts (read back from the files on first use), so it
 is exact for one writer per run directory; two replicas writing the same run can each let the same new
 key through once. Use a database sink when dedupe must hold across replicas.
+
+Only inside the data roots (``shared.policy.files``), checked at every operation, not once: the directory
+is resolved and checked before anything is created in it, every temp file is created exclusively (never
+through a symlink at its name) and its descriptor checked once open, and the parts read back (row counts,
+dedupe keys) are opened the same way. A run id becomes a directory name, so one that cannot be a single
+name (``.``, ``..``, empty) is refused with ``PolicyViolation``; other unsafe characters are replaced
+(``naming.safe_file_part``).
 """
 
 from __future__ import annotations
@@ -29,16 +36,24 @@ import pyarrow.parquet as pq
 from services.load.exceptions import DestinationUnavailableError
 from services.load.sinks.base import WriteResult, require_columns
 from services.load.sinks.naming import safe_file_part
+from shared.policy.errors import PolicyViolation
+from shared.policy.files import confine, create_confined, open_confined
+from shared.policy.settings import load_policy
 
 FileFormat = Literal["parquet", "jsonl"]
 SUCCESS_MARKER = "_SUCCESS"
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``path`` appears complete and durable, or not at all (a crash leaves at most a hidden temp file)."""
+Roots = Sequence[Path]
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], roots: Roots | None = None) -> None:
+    """``path`` appears complete and durable, or not at all (a crash leaves at most a hidden temp file).
+    The temp file is created inside ``roots`` only (default: this process's policy)."""
+    allowed = load_policy().data_roots if roots is None else roots
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with create_confined(tmp, allowed) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -59,13 +74,22 @@ def _fsync_directory(directory: Path) -> None:
 class FileSink:
     """Sink for a ``ParquetDestination`` or ``JsonlDestination``."""
 
-    def __init__(self, directory: str | Path, file_format: FileFormat) -> None:
+    def __init__(self, directory: str | Path, file_format: FileFormat, *, roots: Roots | None = None) -> None:
+        """``roots``: the data roots (default: this process's policy, read at each operation)."""
         self._root = Path(directory)
         self._format: FileFormat = file_format
+        self._roots = roots
         self._seen: dict[tuple[str, tuple[str, ...]], set[Hashable]] = {}  # (run, keys) -> key tuples
 
+    @property
+    def roots(self) -> Roots:
+        return load_policy().data_roots if self._roots is None else self._roots
+
     def run_directory(self, run_id: str) -> Path:
-        return self._root / safe_file_part(run_id)
+        """The run's directory: resolved, and refused (``PolicyViolation``) outside the data roots."""
+        if run_id in ("", ".", ".."):
+            raise PolicyViolation(f"run id {run_id!r} cannot name a directory")
+        return confine(str(self._root / safe_file_part(run_id)), self.roots)
 
     def part_path(self, run_id: str, batch_id: str) -> Path:
         return self.run_directory(run_id) / f"part-{safe_file_part(batch_id)}.{self._format}"
@@ -83,7 +107,7 @@ class FileSink:
             kept, new_keys = table, set[Hashable]()
             if dedupe_keys:
                 kept, new_keys = self._drop_seen_keys(run_id, tuple(dedupe_keys), table)
-            write_atomically(path, lambda handle: self._encode(kept, handle))
+            write_atomically(path, lambda handle: self._encode(kept, handle), self.roots)
         except OSError as exc:  # full disk, unmounted volume...: may clear up
             raise DestinationUnavailableError(f"cannot write {path}: {exc}") from exc
         if dedupe_keys:
@@ -105,7 +129,9 @@ class FileSink:
             "rows": sum(self._count_rows(p) for p in parts),
             "files": [p.name for p in parts],
         }
-        write_atomically(marker, lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
+        write_atomically(
+            marker, lambda handle: handle.write(json.dumps(summary, indent=2).encode()), self.roots
+        )
         self._forget(run_id)
 
     def abort(self, run_id: str) -> None:
@@ -126,9 +152,9 @@ class FileSink:
             pl.from_arrow(table).write_ndjson(handle)  # type: ignore[union-attr]
 
     def _count_rows(self, path: Path) -> int:
-        if self._format == "parquet":
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        with open(path, "rb") as handle:
+        with open_confined(path, self.roots) as handle:
+            if self._format == "parquet":
+                return int(pq.ParquetFile(handle).metadata.num_rows)
             return sum(1 for line in handle if line.strip())
 
     def _drop_seen_keys(
@@ -160,9 +186,9 @@ class FileSink:
         return [_json_key(line, keys.column_names) for line in buffer.getvalue().splitlines() if line.strip()]
 
     def _file_keys(self, path: Path, keys: Sequence[str]) -> list[Hashable]:
-        if self._format == "parquet":
-            return self._batch_keys(pq.read_table(path, columns=list(keys)))
-        with open(path, "rb") as handle:
+        with open_confined(path, self.roots) as handle:
+            if self._format == "parquet":
+                return self._batch_keys(pq.read_table(handle, columns=list(keys)))
             return [_json_key(line, keys) for line in handle if line.strip()]
 
     def _forget(self, run_id: str) -> None:

@@ -12,6 +12,8 @@ ledger a producer can consult atomically. Exactly-once needs the load stage to r
 The producer comes from ``KafkaClients`` with the load service's ``KafkaSettings``, so it connects with
 the same security settings as the service's own clients. Row schemas go to the system's schemas topic
 (``aoetl.schemas`` plus the topic suffix), where consumers of the destination topic resolve them.
+
+The destination topic cannot be an internal one (``shared.policy.names``), checked when the sink is built.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from services.load.sinks.base import WriteResult, require_columns
 from shared.errors import DataError
 from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
+from shared.policy.names import require_topic
+from shared.policy.settings import load_policy
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaDestination
 
@@ -62,6 +66,7 @@ class KafkaSink:
         schemas_topic: str | None = Topics.SCHEMAS,
         producer_config: dict[str, Any] | None = None,
     ) -> None:
+        require_topic(destination.topic, load_policy())
         self._topic = destination.topic
         self._schemas_topic = schemas_topic
         # idempotent with acks=all (the factory's defaults); a longer linger packs a batch's rows together

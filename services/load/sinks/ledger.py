@@ -28,10 +28,12 @@ from typing import Any, Generic, Protocol, TypeVar
 import pyarrow as pa
 
 from services.load.sinks.base import WriteResult, require_columns
+from shared.policy.names import SYSTEM_SCHEMA
 from shared.spec.models import WriteMode
 
-LEDGER = "aoetl.aoetl_ledger"
-DEDUPE = "aoetl.dedupe"
+# In the schema the spec policy keeps every destination out of (``shared.policy.names``).
+LEDGER = f"{SYSTEM_SCHEMA}.aoetl_ledger"
+DEDUPE = f"{SYSTEM_SCHEMA}.dedupe"
 
 
 class SqlCursor(Protocol):
@@ -80,7 +82,7 @@ class BatchLedger:
     def bootstrap(self) -> tuple[str, ...]:
         """Idempotent DDL of the ledger and dedupe tables (``text`` is DuckDB's VARCHAR too)."""
         statements = [
-            "CREATE SCHEMA IF NOT EXISTS aoetl",
+            f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_SCHEMA}",
             f"CREATE TABLE IF NOT EXISTS {LEDGER} (run_id text NOT NULL, batch_id text NOT NULL,"
             " destination text NOT NULL, rows bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
             " PRIMARY KEY (destination, batch_id))",

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.load.exceptions import IncompatibleSchemaError
+from shared.policy.redaction import scrub
 
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
 
@@ -169,4 +170,4 @@ def conform_column(table_name: str, column: str, pg_type: str, values: pa.Chunke
     try:
         return pc.cast(values, target, safe=not pa.types.is_timestamp(target))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise incompatible(str(exc)) from exc
+        raise incompatible(scrub(str(exc))) from exc  # pyarrow quotes the value that did not fit

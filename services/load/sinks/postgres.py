@@ -17,6 +17,11 @@ Replace mode loads into ``<table>__aoetl_<short run id>``; ``finalize`` renames 
 transaction. Readers block for the instant of the rename and then see the new table, never a partial one.
 Views depending on the replaced table make the swap fail (terminal): PostgreSQL binds views to the old
 table, which the swap drops.
+
+Policy (``shared.policy.names``): the table cannot be in the system's schema (the ledger's) or PostgreSQL's
+own, nor carry the sinks' reserved ``__aoetl`` mark, checked when the sink is built, before any
+connection: ``mode: replace`` on the ledger would otherwise truncate it. Errors are scrubbed of the values
+PostgreSQL quotes (``shared.policy.redaction``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from services.load.sinks.ledger import DEDUPE, POSTGRES, BatchLedger, SqlLedgerS
 from services.load.sinks.naming import short_run_id
 from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
 from shared.errors import AoetlError, ConfigurationError, DataError
+from shared.policy.names import require_table
+from shared.policy.redaction import scrub
 from shared.spec.models import PostgresDestination, WriteMode
 from shared.sql import is_transient_database_error, quote_ident
 
@@ -75,6 +82,7 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
     """Sink for a ``PostgresDestination``. One connection, used by one thread at a time."""
 
     def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
+        require_table(destination.table)
         resolved = dsn or os.environ.get(destination.dsn_env)
         if not resolved:
             raise ConfigurationError(f"environment variable {destination.dsn_env} (the DSN) is not set")
@@ -314,4 +322,4 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return scrub(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
