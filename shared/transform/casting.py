@@ -11,9 +11,15 @@ Rules (explicit, so that a load never silently changes a value):
   a value with an offset is converted to UTC; the result is a naive ``timestamp[us]``;
 * from non-text columns: polars' cast, except that a float with a fraction does not become an int.
 
-Any value that cannot be converted raises ``CastError`` naming the column, the count and the first few bad
-values. Work is vectorized: the common format is tried first on the whole column and only the values it
-did not parse go through the slower fallbacks.
+Any value that cannot be converted raises ``CastError`` naming the column, the count and a description of
+the first few bad values, never the values themselves (they come from the source and the error reaches
+results, events and logs): a null marker of the fixed vocabulary (``'NA'``, ``'n/a'``...) is shown as
+written, a value that parses with one of the known date/timestamp formats is shown as those formats
+(``<date in a known format: %d/%m/%Y>``), a decimal number for an int64 column as ``<a decimal number>``,
+anything else as its length and kinds of characters (``<9 characters: letters>``). That is exactly what
+the healing remedies need to fix the spec (read the markers as null, parse the format, widen to
+float64), and nothing more. Work is vectorized: the common format is tried first on the whole column and
+only the values it did not parse go through the slower fallbacks.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from shared.agent.inference import DATE_FORMATS, NA_MARKERS, TIMESTAMP_FORMATS
+from shared.policy.redaction import describe_text
 from shared.spec.models import DataType
 from shared.transform.errors import CastError
 
@@ -164,8 +172,27 @@ def _raise_on_failures(
         # Blank text is a missing value, not a bad one.
         leftovers = leftovers.filter(leftovers.str.strip_chars().str.len_bytes() > 0)
     if len(leftovers):
-        examples = [str(v) for v in leftovers.head(_MAX_EXAMPLES).to_list()]
+        examples = [describe_bad_value(str(v), target) for v in leftovers.head(_MAX_EXAMPLES).to_list()]
         raise CastError(where, column, target.value, len(leftovers), examples)
+
+
+def describe_bad_value(value: str, target: DataType) -> str:
+    """What an error may say about a value that did not convert (see the module docstring)."""
+    text = value.strip()
+    if text.lower() in NA_MARKERS:
+        return repr(value)  # a word of the fixed vocabulary, not the source's data
+    if target in (DataType.DATE, DataType.TIMESTAMP):
+        dtype = pl.Date() if target is DataType.DATE else pl.Datetime("us")
+        candidates = DATE_FORMATS if target is DataType.DATE else TIMESTAMP_FORMATS
+        series = pl.Series([text], dtype=pl.String)
+        formats = [f for f in candidates if series.str.strptime(dtype, f, strict=False).is_not_null().all()]
+        if formats:
+            return f"<{target.value} in a known format: {' | '.join(formats)}>"
+    if target is DataType.INT64:
+        number = pl.Series([text.replace(",", "")], dtype=pl.String).cast(pl.Float64, strict=False)
+        if number.is_not_null().all():
+            return "<a decimal number>"
+    return describe_text(value)
 
 
 def _number(dtype: pl.DataType) -> Parser:

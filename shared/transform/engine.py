@@ -19,7 +19,9 @@ because each step's query is bound on its own when the group is first built for 
 
 The engine is compiled once per spec (SQL parsed and checked in ``__init__``) and then reused for every
 batch; built queries are cached per input schema. ``apply`` is thread-safe (the DuckDB connection is used
-under a lock).
+under a lock). Each DuckDB run of a batch is bounded by the sandbox's time limit (``SandboxLimits``, from
+the spec policy by default): past it the query is interrupted and the batch fails with
+``SandboxLimitError``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.policy.settings import load_policy
 from shared.spec.models import (
     CastStep,
     DedupeStep,
@@ -51,9 +54,10 @@ from shared.spec.models import (
 )
 from shared.sql import quote_ident
 from shared.transform.casting import cast_columns
-from shared.transform.errors import InvalidStepError, UnknownColumnError
+from shared.transform.errors import InvalidStepError, SandboxLimitError, UnknownColumnError
 from shared.transform.expressions import (
     BATCH,
+    SandboxLimits,
     check_expression,
     check_query,
     mask_sql,
@@ -95,10 +99,18 @@ _Stage = tuple[int, TransformStep] | _SqlGroup
 class TransformEngine:
     """Applies a spec's transform steps to Arrow tables. Build once per spec, reuse per batch."""
 
-    def __init__(self, steps: Sequence[TransformStep], *, mask_salt: bytes = DEFAULT_MASK_SALT) -> None:
+    def __init__(
+        self,
+        steps: Sequence[TransformStep],
+        *,
+        mask_salt: bytes = DEFAULT_MASK_SALT,
+        limits: SandboxLimits | None = None,
+    ) -> None:
+        """``limits``: what the DuckDB may use; default: this process's spec policy."""
         self._steps = tuple(steps)
         self._salt = mask_salt
-        self._conn = open_sandbox()
+        self._limits = limits or SandboxLimits.from_policy(load_policy())
+        self._conn = open_sandbox(self._limits)
         self._lock = threading.Lock()
         self._queries: OrderedDict[tuple[int, pa.Schema], str] = OrderedDict()
         for index, step in enumerate(self._steps):
@@ -152,10 +164,21 @@ class TransformEngine:
             self._conn.register(BATCH, table)
             try:
                 query = self._query_for(position, group, table.schema)
+                # Interrupts the query from another thread past the limit (DuckDB has no timeout setting).
+                deadline = threading.Timer(self._limits.timeout_s, self._conn.interrupt)
+                deadline.start()
                 try:
                     result = self._conn.sql(query).to_arrow_table()
+                except duckdb.InterruptException as exc:
+                    raise SandboxLimitError(
+                        group.where,
+                        f"the batch took longer than {self._limits.timeout_s:g} s in the transform "
+                        "(AOETL_POLICY_TRANSFORM_TIMEOUT_S); lower run.batch_rows or simplify the step",
+                    ) from exc
                 except duckdb.Error as exc:
                     raise translate_error(exc, group.where, table.column_names) from exc
+                finally:
+                    deadline.cancel()
             finally:
                 self._conn.unregister(BATCH)
         return _restore_passthrough_types(result, table.schema)
@@ -208,8 +231,15 @@ class EngineCache:
     """One compiled engine per distinct transform list (LRU), so a service reuses its DuckDB connection and
     built queries across the batches of a pipeline."""
 
-    def __init__(self, *, mask_salt: bytes = DEFAULT_MASK_SALT, max_engines: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        mask_salt: bytes = DEFAULT_MASK_SALT,
+        max_engines: int = 32,
+        limits: SandboxLimits | None = None,
+    ) -> None:
         self._salt = mask_salt
+        self._limits = limits
         self._max = max_engines
         self._engines: OrderedDict[str, TransformEngine] = OrderedDict()
         self._lock = threading.Lock()
@@ -221,7 +251,7 @@ class EngineCache:
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine
-        engine = TransformEngine(steps, mask_salt=self._salt)  # may raise: nothing cached then
+        engine = TransformEngine(steps, mask_salt=self._salt, limits=self._limits)  # may raise: not cached
         with self._lock:
             self._engines[key] = engine
             while len(self._engines) > self._max:

@@ -59,7 +59,8 @@ class InvalidRuleError(InvalidStepError):
 
 
 class CastError(DataError):
-    """Some values of a column cannot be converted to the requested type."""
+    """Some values of a column cannot be converted to the requested type. ``examples`` are descriptions of
+    the first bad values (``casting.describe_bad_value``), never the values: they are shown as given."""
 
     def __init__(self, where: str, column: str, target: str, bad_count: int, examples: Sequence[str]) -> None:
         self.where = where
@@ -67,10 +68,20 @@ class CastError(DataError):
         self.target = target
         self.bad_count = bad_count
         self.examples = list(examples)
-        shown = ", ".join(repr(v) for v in self.examples)
+        shown = ", ".join(self.examples)
         super().__init__(
             f"{where}: cannot cast column {column!r} to {target}: {bad_count} bad value(s), e.g. {shown}"
         )
+
+
+class SandboxLimitError(DataError):
+    """A batch exceeded what the transform's DuckDB may use (memory, time): a smaller batch or a cheaper
+    step, or a higher limit from the operator, is needed."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        self.detail = detail
+        super().__init__(f"{where}: {detail}")
 
 
 class ExpressionError(DataError):

@@ -191,8 +191,18 @@ def test_add_cast_widens_int_to_float_for_decimals() -> None:
 def test_add_cast_does_not_guess_at_garbage() -> None:
     s = spec()
     error = cast_failure(rows(qty=["1", "lots", "3"]), s)
-    with pytest.raises(RemedyNotApplicableError, match="lots"):
+    with pytest.raises(RemedyNotApplicableError, match="<4 characters: letters>") as info:
         heal(s, error)
+    assert "lots" not in str(info.value) and "lots" not in error.message  # described, never echoed
+
+
+def test_add_cast_picks_the_one_format_every_bad_value_parses_with() -> None:
+    s = spec()
+    # 05/01/2024 alone fits both %d/%m/%Y and %m/%d/%Y; 31/01/2024 only the first: both must agree.
+    table = rows(day=["05/01/2024", "31/01/2024", "2024-01-07"])
+    healed = heal(s, cast_failure(table, s))
+    derive = healed.transforms[1]
+    assert isinstance(derive, DeriveStep) and "%d/%m/%Y" in derive.expr and "%m/%d/%Y" not in derive.expr
 
 
 def test_quarantine_turns_a_failing_rule_into_a_quarantine() -> None:

@@ -131,14 +131,22 @@ def test_cast_text_to_float() -> None:
     assert column(out, "v") == [float(t.replace(",", "")) for t in texts]
 
 
-def test_cast_failure_is_a_terminal_data_error_with_count_and_examples() -> None:
-    texts = ["1", "1,5", "2", "abc", "12,34", "3.0", "7"]
+def test_cast_failure_is_a_terminal_data_error_with_count_and_described_examples() -> None:
+    texts = ["1", "1,5", "2", "abcxyz", "12,34", "3.0", "NA", "7"]
     with pytest.raises(CastError) as info:
         run(pa.table({"qty": texts}), {"op": "cast", "columns": {"qty": "int64"}})
     err = info.value
     bad = [t for t in texts if not t.isdigit()]
-    assert (err.column, err.target, err.bad_count, err.examples) == ("qty", "int64", len(bad), bad)
-    assert "qty" in str(err) and "'abc'" in str(err) and "transforms[0] (cast)" in str(err)
+    described = [
+        "<a decimal number>",
+        "<6 characters: letters>",
+        "<a decimal number>",
+        "<a decimal number>",
+        "'NA'",  # a null marker of the fixed vocabulary, not data
+    ]
+    assert (err.column, err.target, err.bad_count, err.examples) == ("qty", "int64", len(bad), described)
+    assert "qty" in str(err) and "<6 characters: letters>" in str(err) and "transforms[0] (cast)" in str(err)
+    assert "abcxyz" not in str(err) and "12,34" not in str(err)  # the file's values never reach the text
     assert isinstance(err, DataError) and not is_transient(err)
 
 
@@ -158,7 +166,7 @@ def test_cast_booleans_in_every_accepted_spelling() -> None:
     texts = [t if t is None or rng.random() < 0.5 else t.upper() for t in texts]
     out = run(pa.table({"b": texts}), {"op": "cast", "columns": {"b": "boolean"}})
     assert column(out, "b") == [None if t is None else spellings[t.lower()] for t in texts]
-    with pytest.raises(CastError, match="'maybe'"):
+    with pytest.raises(CastError, match="<5 characters: letters>"):
         run(pa.table({"b": ["yes", "maybe"]}), {"op": "cast", "columns": {"b": "boolean"}})
 
 
@@ -210,7 +218,7 @@ def test_cast_timestamp_with_custom_format_and_non_text_sources() -> None:
         },
     )
     assert out.to_pylist() == [{"ts": dt.datetime(2024, 1, 2, 10, 30), "f": 2, "i": 3.0, "b": "true"}]
-    with pytest.raises(CastError, match=r"'2\.5'"):
+    with pytest.raises(CastError, match=r"<a decimal number>"):
         run(pa.table({"f": [1.0, 2.5]}), {"op": "cast", "columns": {"f": "int64"}})
 
 

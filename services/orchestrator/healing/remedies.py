@@ -2,9 +2,10 @@
 
 * ``QUARANTINE_BAD_ROWS`` for a failed quality rule: the rule's ``on_fail`` becomes ``quarantine``, so the
   offending rows go to the dead-letter topic and the rest load (``row_count`` cannot quarantine);
-* ``ADD_CAST`` for a ``CastError``: the bad values (the error's examples) decide the fix - NA markers are
-  read as null, dates/timestamps in another format are parsed by a ``derive`` that tries every format, an
-  int64 column with decimals becomes float64. Garbage values are not guessed at: not applicable;
+* ``ADD_CAST`` for a ``CastError``: the bad values as the error describes them (never the values
+  themselves, see ``shared.transform.casting``) decide the fix - NA markers are read as null,
+  dates/timestamps in another known format are parsed by a ``derive`` that tries every format, an int64
+  column with decimals becomes float64. Anything else is not guessed at: not applicable;
 * ``EVOLVE_DESTINATION`` for an ``IncompatibleSchemaError``: a table destination is rewritten with the new
   schema (mode ``replace``, an atomic swap at the end of the run). It drops the table's previous rows, which
   is why the default policy does not allow it.
@@ -17,8 +18,6 @@ from __future__ import annotations
 import ast
 import re
 from typing import Any
-
-import polars as pl
 
 from services.orchestrator.exceptions import RemedyNotAllowedError, RemedyNotApplicableError
 from services.orchestrator.healing.policy import HealingPolicy, Remedy, RemedyKind
@@ -47,6 +46,10 @@ _CAST_ERROR = re.compile(
     r"\d+ bad value\(s\), e\.g\. (?P<examples>.*)$",
     re.DOTALL,
 )
+# One described bad value: a quoted null marker, or a <description> (casting.describe_bad_value).
+_EXAMPLE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|<[^>]*>")
+_KNOWN_FORMATS = re.compile(r"^<(?:date|timestamp) in a known format: (?P<formats>.*)>$")
+_DECIMAL = "<a decimal number>"
 
 
 def apply_remedy(
@@ -97,28 +100,37 @@ def _add_cast(spec: PipelineSpec, error: ErrorInfo) -> dict[str, Any]:
             f"ADD_CAST needs a CastError naming the column; got {error.error_class}"
         )
     index, column, target = int(match["index"]), match["column"], DataType(match["target"])
-    try:
-        examples = [str(v) for v in ast.literal_eval("[" + match["examples"] + "]")]
-    except (ValueError, SyntaxError) as exc:
-        raise RemedyNotApplicableError(f"cannot read the bad values of {column!r}: {exc}") from exc
+    examples = _EXAMPLE.findall(match["examples"])
+    if not examples:
+        raise RemedyNotApplicableError(f"cannot read the bad values of {column!r}")
     step = spec.transforms[index] if index < len(spec.transforms) else None
     if not isinstance(step, CastStep) or column not in step.columns:
         raise RemedyNotApplicableError(f"transforms[{index}] is not a cast of {column!r}")
     data = compact_dump(spec)
-    if all(v.strip().lower() in NA_MARKERS for v in examples):
-        return _read_as_null(spec, data, index, column, examples)
+    markers = [_marker(e) for e in examples]
+    if all(m is not None and m.strip().lower() in NA_MARKERS for m in markers):
+        return _read_as_null(spec, data, index, column, [m for m in markers if m is not None])
     if target in (DataType.DATE, DataType.TIMESTAMP):
         fmt = _format_of(examples, target)
         if fmt is not None:
             current = step.formats.get(column) or (ISO_DATE if target is DataType.DATE else None)
             return _parse_with_formats(spec, data, index, column, target, [f for f in (current, fmt) if f])
-    if target is DataType.INT64 and _all_parse(examples, pl.Float64()):
+    if target is DataType.INT64 and all(e == _DECIMAL for e in examples):
         data["transforms"][index]["columns"][column] = DataType.FLOAT64.value
         return data
-    shown = ", ".join(repr(v) for v in examples)
     raise RemedyNotApplicableError(
-        f"the bad values of {column!r} ({shown}) are not NA markers or a known format"
+        f"the bad values of {column!r} ({', '.join(examples)}) are not NA markers or a known format"
     )
+
+
+def _marker(example: str) -> str | None:
+    """The text of a quoted example (only null markers are shown as written), None for a description."""
+    if example.startswith("<"):
+        return None
+    try:
+        return str(ast.literal_eval(example))
+    except (ValueError, SyntaxError):
+        return None
 
 
 def _read_as_null(
@@ -160,18 +172,15 @@ def _parse_with_formats(
 
 
 def _format_of(examples: list[str], target: DataType) -> str | None:
+    """The first known format (in the candidates' order) that every bad value parses with."""
     candidates = DATE_FORMATS if target is DataType.DATE else TIMESTAMP_FORMATS
-    dtype = pl.Date() if target is DataType.DATE else pl.Datetime("us")
-    values = pl.Series([v.strip() for v in examples], dtype=pl.String)
-    for fmt in candidates:
-        if values.str.strptime(dtype, fmt, strict=False).is_not_null().all():
-            return fmt
-    return None
-
-
-def _all_parse(examples: list[str], dtype: pl.DataType) -> bool:
-    values = pl.Series([v.strip().replace(",", "") for v in examples], dtype=pl.String)
-    return bool(values.cast(dtype, strict=False).is_not_null().all())
+    common = set(candidates)
+    for example in examples:
+        known = _KNOWN_FORMATS.match(example)
+        if known is None:
+            return None
+        common &= {f.strip() for f in known["formats"].split(" | ")}
+    return next((fmt for fmt in candidates if fmt in common), None)
 
 
 # ------------------------------------------------------------------------------------------- evolve
