@@ -3,9 +3,16 @@ is registered here with one line."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from aoetl.commands import agent, definitions, dev, dlq, pipelines, webhooks
+from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots_env
+
+# The CLI is the developer's tool: unless the operator says otherwise, it reads and checks files under the
+# development data roots (``shared.policy.settings``), as the services ``aoetl dev up`` starts do.
+os.environ.setdefault(DATA_ROOTS_ENV, dev_data_roots_env())
 
 app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
 

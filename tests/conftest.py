@@ -8,13 +8,25 @@ once per session, only when a test asks for either), or use ``KAFKA_BOOTSTRAP_SE
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from aoetl.devstack import StackEndpoints, running_stack
+from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots
 from tests.helpers import make_state_dir
+
+# The suite is a development environment: its files live under the development data roots (the repository's
+# data folders and the temp dir) plus its own fixtures, for the connectors called in-process and for every
+# service it starts.
+_REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault(
+    DATA_ROOTS_ENV, json.dumps([*(str(root) for root in dev_data_roots(_REPO)), str(_REPO / "tests")])
+)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,9 @@ from rich.table import Table
 from aoetl.client import AoetlClient
 from shared.contracts import Alert, PipelineResult, RunEvent, RunStatus, Stage, StageStats
 from shared.kafka.topics import Topics
+from shared.policy import check_spec, load_policy
 from shared.progress import FIGURE_STAGES, RunProgress, fold
-from shared.spec import SpecError, load_spec
+from shared.spec import SpecError, SpecIssue, load_spec
 from shared.spec.models import PipelineSpec
 
 console = Console()
@@ -35,21 +36,27 @@ EXIT_INVALID_SPEC = 2
 FileArg = Annotated[Path, typer.Argument(help="pipeline spec, YAML or JSON")]
 
 
+def _exit_invalid(path: Path, issues: list[SpecIssue], what: str = "invalid pipeline spec") -> typer.Exit:
+    err_console.print(f"[bold red]{path}: {what}[/]")
+    for issue in issues:
+        err_console.print(f"  [red]✗[/] [bold]{escape(issue.path or '(spec)')}[/]: {escape(issue.reason)}")
+    return typer.Exit(EXIT_INVALID_SPEC)
+
+
 def _load_or_exit(path: Path) -> PipelineSpec:
     try:
         return load_spec(path)
     except SpecError as exc:
-        err_console.print(f"[bold red]{path}: invalid pipeline spec[/]")
-        for issue in exc.issues:
-            err_console.print(
-                f"  [red]✗[/] [bold]{escape(issue.path or '(spec)')}[/]: {escape(issue.reason)}"
-            )
-        raise typer.Exit(EXIT_INVALID_SPEC) from exc
+        raise _exit_invalid(path, exc.issues) from exc
 
 
 def validate(file: FileArg) -> None:
-    """Check a spec; print every problem as field path + reason; exit non-zero when invalid."""
+    """Check a spec and the spec policy (AOETL_POLICY_*, as the services apply it); print every problem as
+    field path + reason; exit non-zero when invalid."""
     spec = _load_or_exit(file)
+    refused = check_spec(spec, load_policy())
+    if refused:
+        raise _exit_invalid(file, refused, "refused by the spec policy")
     console.print(
         f"[green]✓[/] {file}: pipeline [bold]{spec.name}[/] ({spec.source.type} → "
         f"{len(spec.transforms)} steps, {len(spec.quality)} rules → {spec.destination.type})"

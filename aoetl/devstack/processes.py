@@ -25,6 +25,7 @@ import httpx
 from aoetl.devstack.errors import StackStartupError
 from aoetl.devstack.osproc import file_lock, free_port, pid_alive, tail, terminate, wait_for
 from aoetl.devstack.state import read_json, write_json
+from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots_env
 
 SERVICE_NAMES: Final = ("gateway", "orchestrator", "extract", "transform", "load", "monitor")
 SERVICES_FILE: Final = "services.json"
@@ -94,6 +95,9 @@ class ServiceSupervisor:
                     "AOETL_HTTP_PORT": str(http_port),
                     "PYTHONUNBUFFERED": "1",
                 }
+                # A local stack's services read and write the development data roots unless told others
+                # (``shared.policy.settings``; a deployment without the variable gets no file access).
+                child_env.setdefault(DATA_ROOTS_ENV, dev_data_roots_env())
                 log_path = logs / f"{name}-{index}.log"
                 with log_path.open("ab") as log:
                     proc = subprocess.Popen(

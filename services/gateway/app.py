@@ -6,7 +6,8 @@ Status codes, and what they promise:
 * 200 with ``duplicate: true``: a replay; the same run id as the first delivery, nothing published;
 * 400 malformed JSON or no delivery id, 401 bad/missing/stale signature, 404 unknown source or
   resource, 413 body over the limit (checked from Content-Length and again while streaming, so a large
-  body is refused before it is read), 422 invalid spec (field paths and reasons);
+  body is refused before it is read), 422 invalid spec (field paths and reasons), a definition the spec
+  policy refuses included (``shared.policy``: data roots, SQL, system tables and topics);
 * 503: Kafka did not acknowledge in time, or the gateway has not caught up with its topics yet; the
   sender should retry (webhook senders do), and the retry is deduplicated.
 
@@ -29,6 +30,7 @@ from services.gateway.metrics import WEBHOOKS
 from services.gateway.state import RunStatusView
 from shared.contracts import PipelineDefinition
 from shared.metrics import render
+from shared.policy import check_spec, check_triggers, load_policy
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import PIPELINE_NAME
 from shared.triggers import split_definition_document
@@ -74,6 +76,7 @@ def _unavailable(exc: GatewayTransientError) -> HTTPException:
 
 
 def create_app(gateway: Gateway) -> FastAPI:
+    policy = load_policy()  # read at start-up: a bad AOETL_POLICY_* value stops the gateway there
     app = FastAPI(
         title="aoetl gateway",
         version="1",
@@ -199,6 +202,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         spec = _parse_spec_or_422(spec_part)
         if spec.name != name:
             raise _invalid([Issue(path="name", reason=f"must equal the URL's name {name!r}")])
+        refused = check_spec(spec, policy) + check_triggers(triggers, policy)
+        if refused:
+            raise _invalid([Issue(path=i.path, reason=i.reason) for i in refused])
         require_ready()
         try:
             definition, changed = await gateway.put_definition(spec, user or "api", triggers)

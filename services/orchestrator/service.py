@@ -43,8 +43,9 @@ from shared.contracts import (
 )
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
+from shared.policy import check_run_id, check_spec, load_policy
 from shared.runtime import MessageContext, Output, ProcessorService
-from shared.spec import SpecError, parse_spec
+from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
 from shared.transform.quality import check_row_count
 
@@ -68,6 +69,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         # First, so a model that cannot be built (unknown provider, provider package missing) stops the
         # service at start-up with the configuration exit code; deterministic without AOETL_LLM_MODEL.
         self._intent_planner = IntentPlanner.from_settings(settings.agent)
+        self.policy = load_policy()  # likewise: a bad AOETL_POLICY_* value stops the service at start-up
         super().__init__(settings, **kw)  # type: ignore[arg-type]
         self.book = self._new_book()
         self._unresolved: dict[str, PipelineRequest] = {}  # replay: requests whose spec is in RUN_ACCEPTED
@@ -79,7 +81,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         )
         self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), StreamRun, self.serde)
         self.topic_triggers = topic_triggers(
-            lambda: topic_rules(self.definitions),
+            lambda: topic_rules(self.definitions, self.policy),
             RunnerConfig(
                 kafka=settings.kafka,
                 instance_id=settings.instance_id,
@@ -115,6 +117,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if value.action is RequestAction.STOP:
             return self.book.on_stop(value, now)
         spec, reasons = self._spec_for(value)
+        if spec is not None:  # every spec, inline, from a definition or from an intent
+            reasons = self._policy_reasons(value.run_id, spec)
+            spec = None if reasons else spec
         if spec is not None and spec.continuous:
             reasons = self._continuous_conflict(spec, value.run_id)
             spec = None if reasons else spec
@@ -122,6 +127,13 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now)
         return self.book.on_request(value, self._after_watermark(spec), now)
+
+    def _policy_reasons(self, run_id: str, spec: PipelineSpec) -> list[ErrorInfo]:
+        """What the spec policy refuses in this run (``shared.policy``), as REJECTED reasons."""
+        issues = check_run_id(run_id) + [
+            SpecIssue(f"spec.{i.path}", i.reason) for i in check_spec(spec, self.policy)
+        ]
+        return [ErrorInfo(error_class="PolicyViolation", message=i.reason, path=i.path) for i in issues]
 
     def _continuous_conflict(self, spec: PipelineSpec, run_id: str) -> list[ErrorInfo]:
         """A pipeline reads its topic in one consumer group, so it has one continuous run at a time."""

@@ -30,6 +30,8 @@ from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
 from shared.kafka.types import Serde
+from shared.policy.names import topic_problem
+from shared.policy.settings import PolicySettings
 from shared.settings import KafkaSettings
 from shared.triggers import TopicTrigger, parameters_from, topic_run_id, where_holds
 
@@ -129,11 +131,19 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
         return (Topics.REQUESTS + self.config.topic_suffix, run_id, self.serde.encode(request))
 
 
-def topic_rules(definitions: CompactedView[PipelineDefinition]) -> dict[RuleKey, TopicTrigger]:
+def topic_rules(
+    definitions: CompactedView[PipelineDefinition], policy: PolicySettings | None = None
+) -> dict[RuleKey, TopicTrigger]:
+    """The topic rules of the definitions; a rule on an internal topic is skipped (and logged): the gateway
+    refuses such a definition, but one produced straight to the definitions topic was never checked."""
     rules: dict[RuleKey, TopicTrigger] = {}
     for name, definition in sorted(definitions.snapshot().items()):
         topic_triggers = [t for t in definition.triggers if isinstance(t, TopicTrigger)]
         for index, trigger in enumerate(topic_triggers):
+            problem = policy and topic_problem(trigger.topic, policy.internal_topic_prefixes)
+            if problem:
+                _log.warning("definition %s: topic trigger %d ignored: %s", name, index, problem)
+                continue
             rules[RuleKey(name, index)] = trigger
     return rules
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import yaml
 
 from shared.agent.planner import IntentPlanner
 from shared.agent.settings import AgentSettings
+from shared.policy.settings import DATA_ROOTS_ENV
 from shared.spec.models import CastStep, DedupeStep, DeriveStep, FilterStep, MaskStep, PipelineSpec, SqlStep
 
 HERE = Path(__file__).parent
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for fixture in FIXTURES.iterdir():
             shutil.copy(fixture, workdir / fixture.name)
+        # The connectors read only under the spec policy's data roots: the work folder is the one.
+        os.environ.setdefault(DATA_ROOTS_ENV, json.dumps([str(workdir)]))
         planner = IntentPlanner.from_settings(settings.model_copy(update={"agent_data_roots": [workdir]}))
         results = run(planner, cases, workdir)
     finally:
