@@ -36,6 +36,8 @@ from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
 from shared.kafka.types import Serde
+from shared.policy.names import topic_problem
+from shared.policy.settings import load_policy
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaSource
 
@@ -189,11 +191,15 @@ def _lag(watermarks: tuple[int, int] | None, position: int) -> int | None:
 
 # --------------------------------------------------------------------------------------- supervisor
 def running_streams(view: CompactedView[StreamRun]) -> dict[str, StreamRun]:
-    """The continuous runs the streams topic says are RUNNING, by pipeline name."""
+    """The continuous runs the streams topic says are RUNNING, by pipeline name. A source topic the spec
+    policy calls internal is never read (the orchestrator rejects such a spec; this holds even if not)."""
+    prefixes = load_policy().internal_topic_prefixes
     return {
         name: run
         for name, run in view.snapshot().items()
-        if run.state is StreamState.RUNNING and isinstance(run.spec.source, KafkaSource)
+        if run.state is StreamState.RUNNING
+        and isinstance(run.spec.source, KafkaSource)
+        and topic_problem(run.spec.source.topic, prefixes) is None
     }
 
 
