@@ -163,15 +163,16 @@ def open_confined(path: str | Path, roots: Sequence[Path]) -> io.BufferedReader:
 
 
 def create_confined(path: str | Path, roots: Sequence[Path]) -> io.BufferedWriter:
-    """Create a new file (never an existing one, never through a symlink at its name) for writing, only
-    inside the roots."""
-    real = confine(str(path), roots)
-    fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    """Create a new file at exactly this name (never an existing one, never through a symlink planted at
+    the name: ``O_EXCL | O_NOFOLLOW``) for writing, only in a directory inside the roots."""
+    name = Path(path)
+    target = confine(str(name.parent), roots) / name.name
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        verify_descriptor(fd, real, roots)
+        verify_descriptor(fd, target, roots)
     except BaseException:
         os.close(fd)
-        real.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # through a directory swapped in meanwhile: the file just made
         raise
     return io.BufferedWriter(io.FileIO(fd, "wb"))
 

@@ -332,6 +332,29 @@ async def test_invalid_spec_gets_422_with_field_paths(client: httpx.AsyncClient,
     assert bus.published == []
 
 
+async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_published(
+    client: httpx.AsyncClient, bus: FakeBus
+) -> None:
+    attacks = {
+        "source.csv.path": {**SPEC, "source": {"type": "csv", "path": "/etc/passwd"}},
+        "source.postgres.query": {
+            **SPEC,
+            "source": {"type": "postgres", "query": "SELECT 1 AS a) AS x; DROP TABLE victim; --"},
+        },
+        "destination.postgres.table": {
+            **SPEC,
+            "destination": {"type": "postgres", "table": "aoetl.aoetl_ledger", "mode": "replace"},
+        },
+        "destination.kafka.topic": {**SPEC, "destination": {"type": "kafka", "topic": "aoetl.requests"}},
+        "triggers[0].topic": {**SPEC, "triggers": [{"type": "topic", "topic": "aoetl.results"}]},
+    }
+    for path, document in attacks.items():
+        response = await client.put("/definitions/repo-sync", json=document)
+        assert response.status_code == 422, (path, response.text)
+        assert [issue["path"] for issue in response.json()["detail"]] == [path]
+    assert bus.published == []
+
+
 # ---------------------------------------------------------------------------------------------- runs
 async def test_submit_run_by_spec_definition_and_idempotency_key(
     client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
