@@ -45,6 +45,7 @@ from shared.connectors.errors import SourceNotFoundError, SourceReadError, Sourc
 from shared.contracts import Split, SplitKind
 from shared.errors import ConfigurationError
 from shared.policy.errors import PolicyViolation
+from shared.policy.redaction import scrub
 from shared.policy.settings import load_policy
 from shared.policy.sql import UnsafeQueryError, normalize_select, source_table_problem
 from shared.spec.models import PostgresSource
@@ -84,27 +85,38 @@ def _timeout_error(where: str) -> SourceReadError:
 
 @contextmanager
 def _translate_errors(where: str) -> Iterator[None]:
+    """Database errors as the connector's errors, their text scrubbed of the values PostgreSQL quotes
+    (``shared.policy.redaction``: a failed cast names the value, a key violation the key)."""
     try:
         yield
     except PolicyViolation:
         raise
     except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName) as exc:
-        raise SourceNotFoundError(f"{where}: {exc}".strip()) from exc
+        raise SourceNotFoundError(f"{where}: {scrub(str(exc))}".strip()) from exc
     except psycopg.Error as exc:
         if _timed_out(exc):
             raise _timeout_error(where) from exc
         if is_transient_database_error(exc):  # the rule the PostgreSQL sink applies too
-            raise SourceUnavailableError(f"{where}: {exc}".strip()) from exc
-        raise SourceReadError(f"{where}: {exc}".strip()) from exc
+            raise SourceUnavailableError(f"{where}: {scrub(str(exc))}".strip()) from exc
+        raise SourceReadError(f"{where}: {scrub(str(exc))}".strip()) from exc
     except adbc_driver_manager.Error as exc:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if sqlstate in _NOT_FOUND_SQLSTATES:
-            raise SourceNotFoundError(f"{where}: {exc}") from exc
+            raise SourceNotFoundError(f"{where}: {scrub(str(exc))}") from exc
         if _timed_out(exc):
             raise _timeout_error(where) from exc
         if is_transient_database_error(exc):
-            raise SourceUnavailableError(f"{where}: {exc}") from exc
-        raise SourceReadError(f"{where}: {exc}") from exc
+            raise SourceUnavailableError(f"{where}: {scrub(str(exc))}") from exc
+        raise SourceReadError(f"{where}: {scrub(str(exc))}") from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        # What ADBC raises through pyarrow while it streams rows: no SQLSTATE any more. ArrowInvalid is the
+        # server refusing the statement (a write in the read-only transaction, a bad cast): terminal. An
+        # OSError is the connection failing mid-stream: transient, the split is read again.
+        if _timed_out(exc):
+            raise _timeout_error(where) from exc
+        if isinstance(exc, pa.ArrowInvalid):
+            raise SourceReadError(f"{where}: {scrub(str(exc))}") from exc
+        raise SourceUnavailableError(f"{where}: {scrub(str(exc))}") from exc
 
 
 def _dsn(source: PostgresSource) -> str:
