@@ -242,7 +242,7 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
         "duckdb": {"type": "duckdb", "path": str(out / "w.duckdb"), "table": name},
         "parquet": {"type": "parquet", "path": str(out)},
         "jsonl": {"type": "jsonl", "path": str(out)},
-        "kafka": {"type": "kafka", "topic": f"aoetl.out.{name}"},
+        "kafka": {"type": "kafka", "topic": f"e2e.out.{name}"},  # aoetl.* topics are the system's own
     }[kind]
     result = run_spec(
         system,
