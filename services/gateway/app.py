@@ -4,10 +4,12 @@ Status codes, and what they promise:
 
 * 202: a new ``PipelineRequest`` is on Kafka (acknowledged by every in-sync replica) — never earlier;
 * 200 with ``duplicate: true``: a replay; the same run id as the first delivery, nothing published;
-* 400 malformed JSON or no delivery id, 401 bad/missing/stale signature, 404 unknown source or
-  resource, 413 body over the limit (checked from Content-Length and again while streaming, so a large
-  body is refused before it is read), 422 invalid spec (field paths and reasons), a definition the spec
-  policy refuses included (``shared.policy``: data roots, SQL, system tables and topics);
+* 400 malformed or over-deep JSON (``shared.webhooks.payloads``) or no delivery id, 401
+  bad/missing/stale signature, 404 unknown source or resource, 409 a copy of a webhook delivery first
+  seen longer ago than its source's replay window, 413 body over the limit (checked from Content-Length
+  and again while streaming, so a large body is refused before it is read), 422 invalid spec (field paths
+  and reasons), a definition the spec policy refuses included (``shared.policy``: data roots, SQL, system
+  tables and topics);
 * 503: Kafka did not acknowledge in time, or the gateway has not caught up with its topics yet; the
   sender should retry (webhook senders do), and the retry is deduplicated.
 
@@ -25,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.core import Gateway, RunAnswer, WebhookAnswer
-from services.gateway.exceptions import GatewayTransientError, PayloadError
+from services.gateway.exceptions import GatewayTransientError, PayloadError, ReplayRefusedError
 from services.gateway.metrics import WEBHOOKS
 from services.gateway.state import RunStatusView
 from shared.contracts import PipelineDefinition
@@ -118,6 +120,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             400: {"model": Problem},
             401: {"model": Problem},
             404: {"model": Problem},
+            409: {"model": Problem, "description": "a replay after the source's replay window"},
             413: {"model": Problem},
         },
         openapi_extra={
@@ -149,6 +152,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             require_ready()
             answer = await gateway.accept(delivery)
+        except ReplayRefusedError as exc:
+            WEBHOOKS.labels(source, "replayed").inc()
+            _log.warning("webhook %s refused: %s", source, exc)
+            raise HTTPException(409, detail=str(exc)) from exc
         except GatewayTransientError as exc:
             WEBHOOKS.labels(source, "unavailable").inc()
             raise _unavailable(exc) from exc

@@ -8,16 +8,20 @@ into the loop. The producer is idempotent with ``acks=all`` (``KafkaClients.aio_
 acknowledged request is on every in-sync replica, and the producer's own retries never duplicate it. Both
 clients come from ``KafkaClients``, so they carry the gateway's SASL/TLS settings.
 
-One group-less consumer follows four topics (no consumer group: every replica must see everything, and
+One group-less consumer follows five topics (no consumer group: every replica must see everything, and
 watching must not commit anyone's offsets):
 
 * definitions, from the beginning (a compacted topic: its full content is the catalog);
-* requests, from ``history_s`` back: every run id seen is a delivery already acknowledged, which makes
-  replays detectable after a restart and across replicas;
+* requests, from ``history_s`` back: every run id seen is a request already acknowledged (API
+  idempotency keys, and no run requested twice);
+* deliveries, from ``delivery_memory_s`` back: the replay memory of webhook deliveries
+  (``services.gateway.deliveries``). ``caught_up_to`` lets a replica wait until it has read its own claim,
+  which is how replicas agree on which copy of a delivery came first;
 * events and results, from ``history_s`` back: folded into the run status view.
 
-The bus is ready once the producer is connected and the consumer has read definitions and requests up to
-the end offsets they had at start-up (before that, a replay could be taken for a new delivery).
+The bus is ready once the producer is connected and the consumer has read definitions, requests and
+deliveries up to the end offsets they had at start-up (before that, a replay could be taken for a new
+delivery).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from services.gateway.configuration import GatewaySettings
+from services.gateway.deliveries import DeliveryBook
 from services.gateway.exceptions import GatewayTransientError
 from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
@@ -45,6 +50,7 @@ from shared.contracts import (
     PipelineResult,
     RequestAction,
     RunEvent,
+    WebhookDelivery,
 )
 from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
@@ -55,15 +61,28 @@ _log = logging.getLogger(__name__)
 SERVICE = "gateway"
 
 
+@dataclass(frozen=True)
+class RecordPosition:
+    """Where an acknowledged record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class Bus(Protocol):
     """What the HTTP layer needs from Kafka (a fake in unit tests)."""
 
     @property
     def ready(self) -> bool: ...
 
-    async def publish(self, topic: str, key: str, value: Contract | None) -> None:
+    async def publish(self, topic: str, key: str, value: Contract | None) -> RecordPosition:
         """Return once Kafka acknowledged the record (``None`` = tombstone); raise
         ``GatewayTransientError`` when it did not within the send timeout."""
+
+    async def caught_up_to(self, position: RecordPosition) -> None:
+        """Return once the follower has applied every record of the position's partition up to and
+        including it (read-your-writes, in log order); ``GatewayTransientError`` after the send timeout."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class GatewayTopics:
     definitions: str
     events: str
     results: str
+    deliveries: str
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> GatewayTopics:
@@ -80,6 +100,7 @@ class GatewayTopics:
             definitions=settings.topic(Topics.DEFINITIONS),
             events=settings.topic(Topics.EVENTS),
             results=settings.topic(Topics.RESULTS),
+            deliveries=settings.topic(Topics.DELIVERIES),
         )
 
 
@@ -92,6 +113,7 @@ class KafkaBus:
         ledger: RunLedger,
         catalog: DefinitionCatalog,
         runs: RunView,
+        deliveries: DeliveryBook,
     ):
         self.settings = settings
         self.serde = serde
@@ -100,15 +122,19 @@ class KafkaBus:
         self.ledger = ledger
         self.catalog = catalog
         self.runs = runs
+        self.deliveries = deliveries
         self._producer: AIOKafkaProducer | None = None
         self._caught_up = False
+        # Next offset to apply, per partition, and callers waiting for the follower to pass an offset.
+        self._applied: dict[TopicPartition, int] = {}
+        self._waiters: list[tuple[TopicPartition, int, asyncio.Future[None]]] = []
 
     @property
     def ready(self) -> bool:
         return self._producer is not None and self._caught_up
 
     # ------------------------------------------------------------------------------------ producing
-    async def publish(self, topic: str, key: str, value: Contract | None) -> None:
+    async def publish(self, topic: str, key: str, value: Contract | None) -> RecordPosition:
         producer = self._producer
         if producer is None:
             raise GatewayTransientError("not connected to Kafka yet")
@@ -125,14 +151,39 @@ class KafkaBus:
             PUBLISH_FAILURES.labels(topic).inc()
             raise GatewayTransientError(f"Kafka did not take the record: {exc!r}") from exc
         try:
-            # shield: on timeout the send stays queued; if it lands later the requests follower records
-            # its run id, so the sender's retry is still recognised as a replay.
-            await asyncio.wait_for(asyncio.shield(ack), max(deadline - loop.time(), 0.001))
+            # shield: on timeout the send stays queued; if it lands later the followers read it, so the
+            # sender's retry is still recognised as a copy.
+            landed = await asyncio.wait_for(asyncio.shield(ack), max(deadline - loop.time(), 0.001))
         except (TimeoutError, KafkaError) as exc:
             PUBLISH_FAILURES.labels(topic).inc()
             raise GatewayTransientError(f"Kafka did not acknowledge the record: {exc!r}") from exc
         PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
         metrics.MESSAGES_PRODUCED.labels(SERVICE, topic).inc()
+        return RecordPosition(topic, landed.partition, landed.offset)
+
+    async def caught_up_to(self, position: RecordPosition) -> None:
+        tp = TopicPartition(position.topic, position.partition)
+        if self._applied.get(tp, -1) > position.offset:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (tp, position.offset, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.settings.send_timeout_s)
+        except TimeoutError as exc:
+            raise GatewayTransientError(
+                f"the gateway did not read back its own record in time: {position}"
+            ) from exc
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def _passed(self, tp: TopicPartition, next_offset: int) -> None:
+        self._applied[tp] = next_offset
+        for entry in [w for w in self._waiters if w[0] == tp and w[1] < next_offset]:
+            self._waiters.remove(entry)
+            if not entry[2].done():
+                entry[2].set_result(None)
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def run(self, stopped: asyncio.Event) -> None:
@@ -185,11 +236,11 @@ class KafkaBus:
     async def _assign(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
     ) -> dict[TopicPartition, int]:
-        """Assign every partition of the four topics at its start position; return the end offsets that
-        must be reached before the gateway is ready (definitions and requests)."""
+        """Assign every partition of the five topics at its start position; return the end offsets that
+        must be reached before the gateway is ready (definitions, requests and deliveries)."""
         t = self.topics
         partitions: dict[str, list[TopicPartition]] = {}
-        for topic in (t.definitions, t.requests, t.events, t.results):
+        for topic in (t.definitions, t.requests, t.deliveries, t.events, t.results):
             numbers = await producer.partitions_for(topic)  # waits for metadata, unlike the consumer's
             partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
         everything = [tp for tps in partitions.values() for tp in tps]
@@ -197,14 +248,22 @@ class KafkaBus:
         # re-read from scratch: a tombstone compacted away while we were disconnected must not leave a ghost
         self.catalog.clear()
         await consumer.seek_to_beginning(*partitions[t.definitions])
-        recent = [tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]]
-        since_ms = int((time.time() - self.settings.history_s) * 1000)
-        found = await consumer.offsets_for_times(dict.fromkeys(recent, since_ms))
+        now = time.time()
+        since_ms = dict.fromkeys(
+            (tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]),
+            int((now - self.settings.history_s) * 1000),
+        )
+        since_ms.update(
+            dict.fromkeys(partitions[t.deliveries], int((now - self.settings.delivery_memory_s) * 1000))
+        )
+        found = await consumer.offsets_for_times(since_ms)
         ends = await consumer.end_offsets(everything)
-        for tp in recent:
+        for tp in since_ms:
             at = found.get(tp)
             consumer.seek(tp, at.offset if at is not None else ends[tp])
-        return {tp: ends[tp] for tp in (*partitions[t.definitions], *partitions[t.requests])}
+        self._applied.clear()
+        must_read = (*partitions[t.definitions], *partitions[t.requests], *partitions[t.deliveries])
+        return {tp: ends[tp] for tp in must_read}
 
     async def _follow(
         self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], stopped: asyncio.Event
@@ -218,14 +277,17 @@ class KafkaBus:
                 if not pending:
                     self._caught_up = True
                     _log.info(
-                        "caught up: %d definitions, %d recent run ids",
+                        "caught up: %d definitions, %d recent run ids, %d remembered deliveries",
                         len(self.catalog.all()),
                         len(self.ledger),
+                        len(self.deliveries),
                     )
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, records in batches.items():
                 for record in records:
                     self._apply(tp.topic, record)
+                if records:
+                    self._passed(tp, records[-1].offset + 1)
                 metrics.MESSAGES_CONSUMED.labels(SERVICE, tp.topic).inc(len(records))
 
     def _apply(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -249,6 +311,8 @@ class KafkaBus:
                 self.runs.on_event(self.serde.decode(record.value, RunEvent))
             elif topic == t.results:
                 self.runs.on_result(self.serde.decode(record.value, PipelineResult))
+            elif topic == t.deliveries:
+                self.deliveries.apply(self.serde.decode(record.value, WebhookDelivery))
         except (AvroError, UnicodeDecodeError) as exc:
             # Not ours to dead-letter (we only watch); skipping keeps the views going.
             _log.warning(

@@ -7,7 +7,7 @@ from a Kubernetes Secret: it holds the webhook secrets). Values given directly w
 Example file::
 
     webhooks:
-      github: {scheme: github, secrets: ["new-secret", "old-secret"]}
+      github: {scheme: github, secrets: ["<new, 16+ bytes>", "<old, 16+ bytes>"], replay_window_s: 259200}
       billing: {scheme: stripe, secrets: ["whsec_..."], tolerance_s: 300}
     triggers:
       - {source: github, event: push, definition: repo-sync, where: {ref: refs/heads/main},
@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from shared.kafka.topics import DELIVERIES_RETENTION_MS
 from shared.settings import ServiceSettings
 from shared.triggers import TriggerRule
 from shared.webhooks.sources import WebhookSettings
@@ -43,10 +44,36 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
     history_s: int = Field(
         24 * 3600, ge=0, description="start-up reads requests/events/results this far back (dedupe, runs)"
     )
+    delivery_memory_s: int = Field(
+        DELIVERIES_RETENTION_MS // 1000,
+        gt=0,
+        le=DELIVERIES_RETENTION_MS // 1000,
+        description="webhook deliveries are remembered this long (a copy within a source's replay window"
+        " is a duplicate, after it is refused); at most the deliveries topic's retention",
+    )
+    delivery_capacity: int = Field(
+        200_000, ge=1, description="most webhook deliveries remembered (the oldest are forgotten first)"
+    )
 
     @model_validator(mode="after")
     def _triggers_name_known_sources(self) -> GatewaySettings:
         unknown = sorted({t.source for t in self.triggers} - set(self.webhooks))
         if unknown:
             raise ValueError(f"trigger rules name unknown webhook sources: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _deliveries_outlive_windows(self) -> GatewaySettings:
+        # A copy must be remembered for as long as it could be answered or be authentic: else a replay
+        # after the memory but within the window (or the timestamp tolerance) would start a second run.
+        too_long = sorted(
+            name
+            for name, source in self.webhooks.items()
+            if max(source.replay_window_s, source.tolerance_s) > self.delivery_memory_s
+        )
+        if too_long:
+            raise ValueError(
+                f"webhook sources {', '.join(too_long)}: replay_window_s and tolerance_s must not exceed"
+                f" delivery_memory_s ({self.delivery_memory_s}s)"
+            )
         return self

@@ -4,6 +4,8 @@ other error means the request itself is wrong. Signature errors are the webhook 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from shared.errors import TerminalError, TransientError
 
 
@@ -13,3 +15,15 @@ class GatewayTransientError(TransientError):
 
 class PayloadError(TerminalError):
     """The delivery is authentic but cannot be used: not JSON, or no delivery id (answered 400)."""
+
+
+class ReplayRefusedError(TerminalError):
+    """A copy of a delivery first seen longer ago than its source's replay window (answered 409): no
+    sender retries that late, so it is taken for a replay and starts nothing."""
+
+    def __init__(self, source: str, first_seen: float, window_s: float):
+        at = datetime.fromtimestamp(first_seen, UTC).isoformat(timespec="seconds")
+        super().__init__(
+            f"replayed delivery: source {source!r} first saw it at {at}, more than its replay window"
+            f" ({window_s:g}s) ago; nothing was started"
+        )

@@ -7,7 +7,7 @@ from prometheus_client import Counter, Histogram
 WEBHOOKS = Counter(
     "aoetl_gateway_webhooks",
     "Webhook deliveries by source and outcome "
-    "(accepted|duplicate|ignored|bad_signature|bad_payload|too_large|unavailable|unknown_source)",
+    "(accepted|duplicate|ignored|replayed|bad_signature|bad_payload|too_large|unavailable|unknown_source)",
     ["source", "outcome"],
 )
 PUBLISH_SECONDS = Histogram(

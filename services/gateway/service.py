@@ -19,6 +19,7 @@ from services.gateway.app import create_app
 from services.gateway.bus import KafkaBus
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
+from services.gateway.deliveries import DeliveryBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared.contracts import Stage
 from shared.health import ReadinessCheck, write_port_file
@@ -50,8 +51,11 @@ class GatewayService(BaseService[GatewaySettings]):
             ledger=RunLedger(settings.dedupe_capacity),
             catalog=DefinitionCatalog(),
             runs=RunView(settings.runs_capacity),
+            deliveries=DeliveryBook(settings.delivery_memory_s, settings.delivery_capacity),
         )
-        self.gateway = Gateway(settings, self.bus, self.bus.ledger, self.bus.catalog, self.bus.runs)
+        self.gateway = Gateway(
+            settings, self.bus, self.bus.ledger, self.bus.catalog, self.bus.runs, self.bus.deliveries
+        )
         self.api_port: int | None = None
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:

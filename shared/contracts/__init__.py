@@ -50,6 +50,8 @@ from shared.contracts.messages import (
     Alert,
     DataBatch,
     DeadLetter,
+    DeliveryRun,
+    DeliveryState,
     ExtractTask,
     PipelineDefinition,
     PipelineRequest,
@@ -57,6 +59,7 @@ from shared.contracts.messages import (
     PipelineWatermark,
     RunControl,
     StreamRun,
+    WebhookDelivery,
 )
 
 MESSAGE_TYPES: tuple[type[Contract], ...] = (
@@ -71,6 +74,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     Alert,
     DeadLetter,
     StreamRun,
+    WebhookDelivery,
 )
 
 __all__ = [
@@ -87,6 +91,8 @@ __all__ = [
     "CursorKind",
     "DataBatch",
     "DeadLetter",
+    "DeliveryRun",
+    "DeliveryState",
     "ErrorInfo",
     "EventKind",
     "EventPayload",
@@ -119,6 +125,7 @@ __all__ = [
     "TaskRetried",
     "Trigger",
     "TriggerKind",
+    "WebhookDelivery",
     "new_id",
     "utcnow",
 ]

@@ -1,9 +1,11 @@
 """The messages on Kafka other than run events (``shared.contracts.events``): requests, definitions,
-tasks, batches, controls, watermarks, results, alerts, continuous runs and dead letters."""
+tasks, batches, controls, watermarks, results, alerts, continuous runs, remembered webhook deliveries and
+dead letters."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import Field
@@ -151,6 +153,40 @@ class StreamRun(Contract):
     state: StreamState
     spec: PipelineSpec
     at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryState(StrEnum):
+    CLAIMED = "CLAIMED"  # a gateway replica saw the delivery first and is requesting its runs
+    STARTED = "STARTED"  # every run of the claim is on the requests topic
+
+
+class DeliveryRun(Contract):
+    """One run a webhook delivery starts: everything needed to request it again, identically."""
+
+    avro_name: ClassVar[str] = "io.aoetl.DeliveryRun"
+    run_id: str
+    definition: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class WebhookDelivery(Contract):
+    """A webhook delivery the gateway has seen, on the deliveries topic keyed by ``<source>:<identity>``.
+    The first CLAIMED record of a key (in log order) is the delivery; a later one is a copy that lost the
+    race. A STARTED record with the same claim id says its runs were requested."""
+
+    avro_name: ClassVar[str] = "io.aoetl.WebhookDelivery"
+    source: str
+    identity: str = Field(description="'id:<signed id>' or 'sha256:<hex of the signed body>'")
+    claim_id: str
+    state: DeliveryState
+    delivery_id: str
+    event: str | None = None
+    first_seen_at: datetime
+    runs: list[DeliveryRun] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.identity}"
 
 
 class DeadLetter(Contract):

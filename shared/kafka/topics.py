@@ -34,11 +34,14 @@ class Topics:
     WATERMARKS: Final = "aoetl.watermarks"
     SCHEMAS: Final = "aoetl.schemas"
     STREAMS: Final = "aoetl.streams"
+    DELIVERIES: Final = "aoetl.deliveries"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
 _DATA_CONFIG = {"retention.ms": str(7 * DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)}
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+# How long the gateway can remember a webhook delivery (its replay memory cannot outlast the records).
+DELIVERIES_RETENTION_MS: Final = 30 * DAY_MS
 
 TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(Topics.REQUESTS, 6, {"retention.ms": str(7 * DAY_MS)}, "PipelineRequest, key run id"),
@@ -70,5 +73,12 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
     TopicSpec(
         Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"
+    ),
+    # Not compacted: the *first* claim of a key is the delivery, and compaction would keep the last.
+    TopicSpec(
+        Topics.DELIVERIES,
+        3,
+        {"retention.ms": str(DELIVERIES_RETENTION_MS)},
+        "WebhookDelivery (the gateway's replay memory), key <source>:<identity>",
     ),
 )

@@ -5,6 +5,15 @@ or JSON file named by ``AOETL_GATEWAY_CONFIG`` (top-level ``webhooks:``; mount i
 it holds the webhook secrets). Values given directly win over the file's. The gateway's settings extend it
 (adding the file's ``triggers:``); the CLI reads it alone to sign a test delivery as a configured sender
 would, without knowing anything else of the gateway.
+
+Secrets must carry at least ``MIN_SECRET_BYTES`` (16 bytes, 128 bits) of key material, checked for every
+scheme and every listed (rotated) secret when the settings load, so a gateway with an empty or short
+secret refuses to start (exit 2, the source named) instead of accepting forgeable deliveries. Why 16: an
+HMAC key is only as strong as its guessable part; 128 bits is the floor NIST SP 800-131A/800-107 set for
+a MAC key today and what every sender generates (GitHub lets you pick, Stripe and Standard Webhooks give
+24-32 random bytes). The check is on the settings collection, not on ``WebhookSource`` itself, because
+the CLI builds a one-off source to sign a test delivery with whatever ``--secret`` it is given (a wrong or
+short one included: that is how a 401 is tested).
 """
 
 from __future__ import annotations
@@ -14,11 +23,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.webhooks.headers import DEFAULT_DELIVERY_ID_HEADER, DEFAULT_EVENT_HEADER, DEFAULT_HMAC_HEADER
-from shared.webhooks.signatures import DEFAULT_TOLERANCE_S, Scheme, standard_key
+from shared.webhooks.signatures import DEFAULT_TOLERANCE_S, STANDARD_SECRET_PREFIX, Scheme, standard_key
+
+MIN_SECRET_BYTES = 16
+# How long a copy of a delivery is answered as a duplicate of the first (the first answer again). Senders
+# retry within it: Stripe for up to 3 days, Standard Webhooks (Svix) about 28 hours, GitHub's manual
+# "redeliver" only for deliveries of the past 3 days. After it a copy is refused as a replay.
+DEFAULT_REPLAY_WINDOW_S = 3 * 24 * 3600
 
 
 class WebhookSource(BaseModel):
@@ -36,6 +51,12 @@ class WebhookSource(BaseModel):
     event_header: str | None = Field(
         DEFAULT_EVENT_HEADER, description="hmac scheme: header naming the event type (else the body's 'type')"
     )
+    replay_window_s: float = Field(
+        DEFAULT_REPLAY_WINDOW_S,
+        gt=0,
+        description="a copy of a delivery first seen less than this long ago is answered as a duplicate;"
+        " later copies are refused (409)",
+    )
 
     @model_validator(mode="after")
     def _standard_secrets_decode(self) -> WebhookSource:
@@ -47,6 +68,24 @@ class WebhookSource(BaseModel):
     def secret_values(self) -> list[str]:
         return [s.get_secret_value() for s in self.secrets]
 
+    def short_secrets(self) -> list[int]:
+        """1-based positions of the secrets with less than ``MIN_SECRET_BYTES`` of key material."""
+        return [
+            i
+            for i, secret in enumerate(self.secret_values(), 1)
+            if key_bytes(self.scheme, secret) < MIN_SECRET_BYTES
+        ]
+
+
+def key_bytes(scheme: Scheme, secret: str) -> int:
+    """How many bytes of key material a secret carries. Stripe's and Standard Webhooks' ``whsec_`` prefix
+    is a constant anyone knows, so it does not count; a Standard secret counts its decoded key."""
+    if scheme is Scheme.STANDARD:
+        return len(standard_key(secret))
+    if scheme is Scheme.STRIPE:
+        secret = secret.removeprefix(STANDARD_SECRET_PREFIX)
+    return len(secret.strip().encode())  # padding whitespace (a file's trailing newline) is no key
+
 
 class WebhookSettings(BaseSettings):
     """The configured webhook sources, from the environment or the gateway config file."""
@@ -57,6 +96,22 @@ class WebhookSettings(BaseSettings):
 
     gateway_config: Path | None = Field(None, description="YAML/JSON file with webhooks and triggers")
     webhooks: dict[str, WebhookSource] = Field(default_factory=dict)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _secrets_are_long_enough(cls, sources: dict[str, WebhookSource]) -> dict[str, WebhookSource]:
+        # Positions and lengths only: a secret's value never reaches an error message or a log.
+        problems = [
+            f"source {name!r} secret #{position} has less than {MIN_SECRET_BYTES} bytes of key material"
+            for name, source in sorted(sources.items())
+            for position in source.short_secrets()
+        ]
+        if problems:
+            raise ValueError(
+                "; ".join(problems)
+                + " (generate one, e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+        return sources
 
     @model_validator(mode="before")
     @classmethod

@@ -41,10 +41,10 @@ def test_webhook_settings_read_the_gateway_config_file(
 ) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        "webhooks:\n  github: {scheme: github, secrets: [alpha-secret-1]}\n"
+        "webhooks:\n  github: {scheme: github, secrets: [alpha-secret-0001]}\n"
         "triggers:\n  - {source: github, event: push, definition: repo-sync}\n"
     )
     monkeypatch.setenv("AOETL_GATEWAY_CONFIG", str(config))
     settings = WebhookSettings()
-    assert settings.webhooks["github"].secret_values() == ["alpha-secret-1"]
-    assert "alpha-secret-1" not in settings.model_dump_json()  # secrets stay masked in any dump
+    assert settings.webhooks["github"].secret_values() == ["alpha-secret-0001"]
+    assert "alpha-secret-0001" not in settings.model_dump_json()  # secrets stay masked in any dump

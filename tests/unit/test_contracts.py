@@ -27,6 +27,8 @@ from shared.contracts import (
     CursorKind,
     DataBatch,
     DeadLetter,
+    DeliveryRun,
+    DeliveryState,
     ErrorInfo,
     EventKind,
     EventPayload,
@@ -58,6 +60,7 @@ from shared.contracts import (
     TaskRetried,
     Trigger,
     TriggerKind,
+    WebhookDelivery,
 )
 from shared.spec.models import (
     AcceptedValuesRule,
@@ -261,6 +264,24 @@ def rich_messages() -> list[Contract]:
         ),
         PipelineDefinition(name="hooked", spec=spec, updated_at=T0, triggers=rich_triggers()),
         StreamRun(pipeline="orders", run_id="r9", state=StreamState.STOPPED, spec=spec, at=T0),
+        WebhookDelivery(
+            source="github",
+            identity="sha256:" + "ab" * 32,
+            claim_id="c1",
+            state=DeliveryState.CLAIMED,
+            delivery_id="d-1",
+            event="push",
+            first_seen_at=T0,
+            runs=[DeliveryRun(run_id="r1", definition="orders", parameters={"commit": "abc"})],
+        ),
+        WebhookDelivery(
+            source="billing",
+            identity="id:evt_1",
+            claim_id="c2",
+            state=DeliveryState.STARTED,
+            delivery_id="evt_1",
+            first_seen_at=T0,
+        ),
         ExtractTask(
             run_id="r1",
             task_id="t1",

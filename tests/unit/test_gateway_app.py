@@ -9,13 +9,14 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from services.gateway.app import create_app
+from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.exceptions import GatewayTransientError
@@ -38,8 +39,9 @@ from shared.contracts import (
 
 pytestmark = pytest.mark.unit
 
-GITHUB_SECRET = "gh-secret"
-STRIPE_SECRET = "whsec_stripe"
+GITHUB_SECRET = "gh-secret-of-16+bytes"
+STRIPE_SECRET = "whsec_stripe-secret-16+bytes"
+PLAIN_SECRET = "plain-secret-16+bytes"
 STD_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 SPEC: dict[str, Any] = {
@@ -50,21 +52,35 @@ SPEC: dict[str, Any] = {
 
 
 class FakeBus:
+    """Kafka as a list: every record is acknowledged at once at the next offset of one partition per
+    topic, and there is no follower (the gateway applies its own records, as it does after reading them
+    back), so ``caught_up_to`` has nothing to wait for unless a test holds it."""
+
     def __init__(self) -> None:
         self.ready = True
         self.down = False
         self.published: list[tuple[str, str, Contract | None]] = []
         self.gate: asyncio.Event | None = None
+        self.before_caught_up: Callable[[RecordPosition], Awaitable[None]] | None = None
 
-    async def publish(self, topic: str, key: str, value: Contract | None) -> None:
+    async def publish(self, topic: str, key: str, value: Contract | None) -> RecordPosition:
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
             raise GatewayTransientError("broker down")
+        offset = sum(1 for t, _, _ in self.published if t == topic)
         self.published.append((topic, key, value))
+        return RecordPosition(topic, 0, offset)
+
+    async def caught_up_to(self, position: RecordPosition) -> None:
+        if self.before_caught_up is not None:
+            await self.before_caught_up(position)
 
     def requests(self) -> list[PipelineRequest]:
         return [v for _, _, v in self.published if isinstance(v, PipelineRequest)]
+
+    def on(self, topic: str) -> list[tuple[str, Contract | None]]:
+        return [(key, value) for t, key, value in self.published if t == topic]
 
 
 def make_settings(**overrides: Any) -> GatewaySettings:
@@ -75,7 +91,7 @@ def make_settings(**overrides: Any) -> GatewaySettings:
             "github": {"scheme": "github", "secrets": [GITHUB_SECRET]},
             "stripe": {"scheme": "stripe", "secrets": [STRIPE_SECRET]},
             "acme": {"scheme": "standard", "secrets": [STD_SECRET]},
-            "plain": {"scheme": "hmac", "secrets": ["p"], "signature_header": "X-Plain-Sig"},
+            "plain": {"scheme": "hmac", "secrets": [PLAIN_SECRET], "signature_header": "X-Plain-Sig"},
         },
         "triggers": [
             {
@@ -151,9 +167,7 @@ async def test_good_delivery_publishes_one_request_per_matching_definition(
         "github",
         "d-1",
     )
-    assert [(topic, key) for topic, key, _ in bus.published] == [
-        ("aoetl.requests.unit", r.run_id) for r in requests
-    ]
+    assert [key for key, _ in bus.on("aoetl.requests.unit")] == [r.run_id for r in requests]
 
 
 async def test_replay_returns_the_same_run_ids_and_publishes_nothing(
@@ -165,7 +179,12 @@ async def test_replay_returns_the_same_run_ids_and_publishes_nothing(
     assert replay.json()["duplicate"] is True
     assert replay.json()["runs"] == [{**r, "duplicate": True} for r in first.json()["runs"]]
     assert len(bus.requests()) == 2
-    other = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, delivery="d-2"))
+    # GitHub signs the body only: the same body under a new delivery id is the same delivery, replayed
+    renamed = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, delivery="d-2"))
+    assert renamed.status_code == 200 and renamed.json()["runs"] == replay.json()["runs"]
+    assert len(bus.requests()) == 2
+    other_body = PUSH.replace(b'"abc"', b'"abd"')
+    other = await client.post("/webhooks/github", content=other_body, headers=github(other_body, "d-2"))
     assert other.status_code == 202 and other.json()["run_id"] != first.json()["run_id"]
 
 
@@ -177,10 +196,10 @@ async def test_concurrent_copies_of_one_delivery_publish_once(
         asyncio.create_task(client.post("/webhooks/github", content=PUSH, headers=github(PUSH)))
         for _ in range(5)
     ]
-    # hold the first send until the four other copies are parked behind it in the ledger
+    # hold the first send until the four other copies are parked behind it in the replay memory
     deadline = time.monotonic() + 10
-    while gateway.ledger.waiting < 4:
-        assert time.monotonic() < deadline, "copies never reached the ledger"
+    while gateway.deliveries.waiting < 4:
+        assert time.monotonic() < deadline, "copies never reached the replay memory"
         await asyncio.sleep(0)  # a bare yield to the loop, not a timed wait
     bus.gate.set()
     answers = await asyncio.gather(*posts)
@@ -291,7 +310,7 @@ async def test_standard_webhooks_and_generic_hmac(client: httpx.AsyncClient, bus
     response = await client.post("/webhooks/acme", content=body, headers=headers)
     assert response.status_code == 202 and response.json()["event"] == "user.created"
     plain = b'{"a": 1}'
-    digest = hmac.new(b"p", plain, hashlib.sha256).hexdigest()
+    digest = hmac.new(PLAIN_SECRET.encode(), plain, hashlib.sha256).hexdigest()
     headers = {"X-Plain-Sig": digest, "X-Delivery-Id": "p-1", "X-Event-Type": "thing"}
     response = await client.post("/webhooks/plain", content=plain, headers=headers)
     assert response.status_code == 202 and response.json()["runs"][0]["definition"] == "plain"
@@ -480,12 +499,12 @@ async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
 def test_settings_from_a_config_file(tmp_path: Any) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        "webhooks:\n  github: {scheme: github, secrets: [alpha-secret-1, beta-secret-2]}\n"
+        "webhooks:\n  github: {scheme: github, secrets: [alpha-secret-0001, beta-secret-00002]}\n"
         "triggers:\n  - {source: github, event: push, definition: repo-sync}\n"
     )
     settings = GatewaySettings(gateway_config=config)
-    assert settings.webhooks["github"].secret_values() == ["alpha-secret-1", "beta-secret-2"]
-    assert "secret-1" not in json.dumps(settings.redacted())  # secrets never reach the logs
+    assert settings.webhooks["github"].secret_values() == ["alpha-secret-0001", "beta-secret-00002"]
+    assert "secret-0001" not in json.dumps(settings.redacted())  # secrets never reach the logs
     with pytest.raises(ValueError, match="unknown webhook sources: nope"):
         GatewaySettings(triggers=[{"source": "nope", "definition": "x"}])
     with pytest.raises(ValueError, match="whsec_"):
