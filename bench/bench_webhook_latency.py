@@ -50,7 +50,7 @@ from shared.settings import KafkaSettings
 from shared.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "bench-secret"
+SECRET = "bench-webhook-secret-0001"
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

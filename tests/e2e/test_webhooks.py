@@ -27,7 +27,7 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "whsec_e2e_test_secret"
+SECRET = "whsec_e2e-test-secret-of-32-bytes"
 
 
 def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carries(

@@ -27,6 +27,7 @@ from aoetl.client import AoetlClient
 from aoetl.devstack.kafka import kafka_ready
 from services.gateway.bus import KafkaBus
 from services.gateway.configuration import GatewaySettings
+from services.gateway.deliveries import DeliveryBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from services.load.configuration import LoadSettings
 from services.load.service import LoadService
@@ -256,6 +257,7 @@ def gateway_bus(kafka: KafkaSettings) -> None:
         ledger=RunLedger(10),
         catalog=DefinitionCatalog(),
         runs=RunView(10),
+        deliveries=DeliveryBook(3600, 10),
     )
     with pytest.raises(ScenarioDone):
         asyncio.run(bus._run_once(asyncio.Event()))

@@ -29,7 +29,7 @@ from shared.triggers import (
     topic_run_id,
     webhook_rules_of,
 )
-from tests.unit.test_gateway_app import FakeBus, make_settings
+from tests.unit.test_gateway_app import GITHUB_SECRET, FakeBus, make_settings
 
 pytestmark = pytest.mark.unit
 
@@ -137,7 +137,7 @@ async def test_the_gateway_registers_triggers_and_matches_webhooks_by_definition
         assert (await client.put("/definitions/on-tag", json=document)).json()["version"] == 1  # unchanged
 
         body = json.dumps({"ref": "v1.2", "ref_type": "tag"}).encode()
-        digest = hmac.new(b"gh-secret", body, hashlib.sha256).hexdigest()
+        digest = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers = {
             "X-Hub-Signature-256": f"sha256={digest}",
             "X-GitHub-Delivery": "d-tag",
