@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.gateway.acceptance import ATTEMPT_SEND_TIMEOUTS, CLOCK_SKEW_S
 from services.gateway.app import create_app
 from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
-from services.gateway.core import ATTEMPT_SEND_TIMEOUTS, CLOCK_SKEW_S, Gateway
+from services.gateway.core import Gateway
 from services.gateway.deliveries import DeliveryBook
 from shared.contracts import DeliveryRun, DeliveryState, PipelineRequest, WebhookDelivery
 from shared.errors import ConfigurationError
