@@ -21,7 +21,8 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "aoetl"
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|CREDENTIAL|API_KEY", re.I)
+# variables that hold a secret (AOETL_WEBHOOKS holds the webhook secrets; AOETL_AUTH_API_KEYS is a switch)
+SECRET_NAME = re.compile(r"(PASSWORD|SECRETS?|TOKEN|DSN|CREDENTIALS?|API_KEY|WEBHOOKS)$")
 URL_PASSWORD = re.compile(r"://[^/\s:@]+:(?P<password>\$\{[^}]*\}|[^@\s]+)@")
 REFERENCE = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")  # compose: a variable that must be set
 INTERNET = "93.184.216.34"
@@ -56,7 +57,7 @@ def test_k8s_commits_no_secret_and_takes_every_credential_from_a_secret_referenc
     for name, template in _workloads().items():
         for container in template["spec"]["containers"]:
             for env in container.get("env") or []:
-                if SECRET_NAME.search(env["name"]) and not env["name"].endswith("_CONFIG"):
+                if SECRET_NAME.search(env["name"]):
                     assert "value" not in env, f"{name}: {env['name']} is a literal"
                     assert "secretKeyRef" in env["valueFrom"], f"{name}: {env['name']} is not from a Secret"
     for doc in docs:
