@@ -38,7 +38,7 @@ SPEC: dict[str, Any] = {
     "source": {"type": "event", "records_path": "commits"},
     "destination": {"type": "jsonl", "path": "/tmp/gh-commits.jsonl"},
 }
-GATEWAY_TOPICS = (Topics.REQUESTS, Topics.DEFINITIONS, Topics.EVENTS, Topics.RESULTS)
+GATEWAY_TOPICS = (Topics.REQUESTS, Topics.DEFINITIONS, Topics.EVENTS, Topics.RESULTS, Topics.DELIVERIES)
 
 
 @pytest.fixture
