@@ -3,7 +3,8 @@
 
 Timestamps are UTC ``datetime`` (Avro ``timestamp-millis``). Ids are strings (UUID4 hex unless said).
 ``base`` holds the enums and small records, ``messages`` the messages, ``events`` the run events and their
-typed payloads (``legacy`` reads the payloads of RunEvent v1-v3); everything is importable from here.
+typed payloads (``legacy`` reads the payloads of RunEvent v1-v3), ``security`` the API keys and audit
+records; everything is importable from here.
 """
 
 from shared.contracts.base import (
@@ -58,6 +59,7 @@ from shared.contracts.messages import (
     RunControl,
     StreamRun,
 )
+from shared.contracts.security import ApiKey, AuditChannel, AuditOutcome, AuditRecord, Role
 
 MESSAGE_TYPES: tuple[type[Contract], ...] = (
     PipelineRequest,
@@ -71,6 +73,8 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     Alert,
     DeadLetter,
     StreamRun,
+    ApiKey,
+    AuditRecord,
 )
 
 __all__ = [
@@ -80,6 +84,10 @@ __all__ = [
     "AgentDecision",
     "Alert",
     "AlertKind",
+    "ApiKey",
+    "AuditChannel",
+    "AuditOutcome",
+    "AuditRecord",
     "BatchFormat",
     "BatchLoaded",
     "Contract",
@@ -98,6 +106,7 @@ __all__ = [
     "PipelineWatermark",
     "QualityViolation",
     "RequestAction",
+    "Role",
     "RunAccepted",
     "RunControl",
     "RunEvent",

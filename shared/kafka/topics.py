@@ -34,6 +34,8 @@ class Topics:
     WATERMARKS: Final = "aoetl.watermarks"
     SCHEMAS: Final = "aoetl.schemas"
     STREAMS: Final = "aoetl.streams"
+    API_KEYS: Final = "aoetl.auth.keys"
+    AUDIT: Final = "aoetl.audit"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
@@ -70,5 +72,17 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
     TopicSpec(
         Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"
+    ),
+    TopicSpec(
+        Topics.API_KEYS,
+        1,
+        _COMPACTED,
+        "ApiKey (hashed; a revocation is a new record), key key id; every gateway replica reads it all",
+    ),
+    TopicSpec(
+        Topics.AUDIT,
+        3,
+        {"retention.ms": str(365 * DAY_MS)},
+        "AuditRecord of every mutating REST and CLI call, key tenant (a tenant's records stay in order)",
     ),
 )
