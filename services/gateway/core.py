@@ -1,6 +1,7 @@
-"""What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit
-runs. Every write returns only after Kafka acknowledged it; the in-memory views are updated at once too
-(read-your-writes), and again, idempotently, when the followers read the same records back.
+"""What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit and
+stop runs, store and revoke API keys. Who may do it is decided before (``access.py``). Every write returns
+only after Kafka acknowledged it; the in-memory views are updated at once too (read-your-writes), and
+again, idempotently, when the followers read the same records back.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,12 +18,26 @@ from services.gateway.bus import Bus, GatewayTopics
 from services.gateway.configuration import GatewaySettings
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from services.gateway.webhooks import Delivery, read_delivery
-from shared.contracts import PipelineDefinition, PipelineRequest, Trigger, TriggerKind
+from shared.auth.keys import IssuedKey, KeyRing, revoke
+from shared.auth.oidc import OidcVerifier
+from shared.contracts import (
+    ApiKey,
+    PipelineDefinition,
+    PipelineRequest,
+    RequestAction,
+    Trigger,
+    TriggerKind,
+)
 from shared.spec.models import PipelineSpec
 from shared.triggers import DefinitionTrigger, match_rules, webhook_rules_of
 from shared.webhooks.sources import WebhookSource
 
 API_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.api-run")
+
+
+def api_run_id(idempotency_key: str | None) -> str:
+    """The same Idempotency-Key always names the same run; without one, every call is a new run."""
+    return uuid.uuid5(API_RUN_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
 
 
 class StartedRun(BaseModel):
@@ -57,15 +72,26 @@ class Gateway:
     ledger: RunLedger
     catalog: DefinitionCatalog
     runs: RunView
+    keys: KeyRing = field(default_factory=lambda: KeyRing(10.0))
+    oidc: OidcVerifier | None = None
 
     @classmethod
-    def in_memory(cls, settings: GatewaySettings, bus: Bus) -> Gateway:
+    def in_memory(
+        cls,
+        settings: GatewaySettings,
+        bus: Bus,
+        *,
+        keys: KeyRing | None = None,
+        oidc: OidcVerifier | None = None,
+    ) -> Gateway:
         return cls(
             settings,
             bus,
             RunLedger(settings.dedupe_capacity),
             DefinitionCatalog(),
             RunView(settings.runs_capacity),
+            keys or KeyRing(settings.auth_keys_max_staleness_s),
+            oidc,
         )
 
     @property
@@ -130,8 +156,9 @@ class Gateway:
         payload: Any,
         requested_by: str,
         idempotency_key: str | None,
+        run_id: str | None = None,
     ) -> RunAnswer:
-        run_id = uuid.uuid5(API_RUN_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
+        run_id = run_id or api_run_id(idempotency_key)
         request = PipelineRequest(
             run_id=run_id,
             requested_by=requested_by,
@@ -145,6 +172,18 @@ class Gateway:
         known = self.runs.get(run_id)
         request_id = known.request_id if not published and known and known.request_id else request.request_id
         return RunAnswer(run_id=run_id, request_id=request_id, duplicate=not published)
+
+    async def stop(self, run_id: str, requested_by: str) -> PipelineRequest:
+        """Ask the orchestrator to stop ``run_id`` (keyed by the run id, as the CLI does, so the run's owner
+        gets it). Not deduplicated: stopping twice is harmless."""
+        request = PipelineRequest(
+            run_id=run_id,
+            action=RequestAction.STOP,
+            requested_by=requested_by,
+            trigger=Trigger(kind=TriggerKind.API),
+        )
+        await self.bus.publish(self.topics.requests, run_id, request)
+        return request
 
     # ----------------------------------------------------------------------------------- definitions
     async def put_definition(
@@ -171,3 +210,15 @@ class Gateway:
         await self.bus.publish(self.topics.definitions, name, None)  # tombstone: compaction forgets it
         self.catalog.apply(name, None)
         return True
+
+    # ------------------------------------------------------------------------------------------ keys
+    async def store_key(self, issued: IssuedKey) -> None:
+        await self.bus.publish(self.topics.api_keys, issued.key_id, issued.record)
+        self.keys.apply(issued.key_id, issued.record)  # read-your-writes: usable at once on this replica
+
+    async def revoke_key(self, record: ApiKey, *, by: str) -> ApiKey:
+        revoked = revoke(record, by=by)
+        if revoked is not record:
+            await self.bus.publish(self.topics.api_keys, record.key_id, revoked)
+            self.keys.apply(record.key_id, revoked)
+        return revoked

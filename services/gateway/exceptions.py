@@ -4,6 +4,8 @@ other error means the request itself is wrong. Signature errors are the webhook 
 
 from __future__ import annotations
 
+from fastapi import HTTPException
+
 from shared.errors import TerminalError, TransientError
 
 
@@ -13,3 +15,8 @@ class GatewayTransientError(TransientError):
 
 class PayloadError(TerminalError):
     """The delivery is authentic but cannot be used: not JSON, or no delivery id (answered 400)."""
+
+
+def unavailable(exc: GatewayTransientError) -> HTTPException:
+    """The 503 a transient failure is answered with; the sender should retry."""
+    return HTTPException(503, detail=str(exc), headers={"Retry-After": "1"})

@@ -366,7 +366,9 @@ def rich_messages() -> list[Contract]:
             revoked_at=T0,
             revoked_by="key:fedcba9876543210",
         ),
-        ApiKey(key_id="1111222233334444", tenant="t", role=Role.VIEWER, secret_sha256="cd" * 32, created_at=T0),
+        ApiKey(
+            key_id="1111222233334444", tenant="t", role=Role.VIEWER, secret_sha256="cd" * 32, created_at=T0
+        ),
         AuditRecord(
             at=T0,
             request_id="req-1",

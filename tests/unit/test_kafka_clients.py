@@ -36,6 +36,7 @@ from services.monitor.app import _faust_broker, input_partitions
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
 from services.monitor.lag import LagProbe
+from shared.auth.keys import KeyRing
 from shared.avro.schema_topic import SchemaTopicResolver, publish_schemas
 from shared.contracts import PipelineDefinition
 from shared.errors import ConfigurationError
@@ -256,6 +257,7 @@ def gateway_bus(kafka: KafkaSettings) -> None:
         ledger=RunLedger(10),
         catalog=DefinitionCatalog(),
         runs=RunView(10),
+        keys=KeyRing(10.0),
     )
     with pytest.raises(ScenarioDone):
         asyncio.run(bus._run_once(asyncio.Event()))
