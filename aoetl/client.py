@@ -49,8 +49,10 @@ class AoetlClient:
         definition_name: str | None = None,
         parameters: dict[str, str] | None = None,
         trigger: TriggerKind = TriggerKind.CLI,
+        run_id: str | None = None,
     ) -> PipelineRequest:
         request = PipelineRequest(
+            **({"run_id": run_id} if run_id else {}),
             spec=spec,
             intent=intent,
             definition_name=definition_name,

@@ -31,9 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from confluent_kafka import KafkaException
+
 from shared.auth.errors import CredentialsUnavailable
 from shared.contracts import utcnow
 from shared.contracts.security import ApiKey, Role
+from shared.errors import TransientError
+from shared.kafka.compacted import CompactedView
+from shared.kafka.types import Serde
+from shared.settings import KafkaSettings
 
 KEY_PREFIX: Final = "aoetl_"
 KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
@@ -154,3 +160,24 @@ class KeyRing:
         if record is None or record.revoked or not matches(record, token):
             return None
         return record
+
+
+def read_keys(kafka: KafkaSettings, topic: str, serde: Serde, *, timeout: float = 30.0) -> dict[str, ApiKey]:
+    """The keys topic's current content, read to its end (for the CLI and the dev stack; the gateway follows
+    the topic on its own bus). ``KeysUnreadable`` when it cannot be read."""
+    view = CompactedView(kafka, topic, ApiKey, serde, timeout=timeout)
+    try:
+        view.start()
+        # catch_up proves the view has everything written before now (start alone also returns when its
+        # follower failed to connect, with nothing read)
+        if not view.catch_up(timeout):
+            raise KeysUnreadable(f"{topic} could not be read to its end within {timeout:.0f}s")
+        return view.snapshot()
+    except KafkaException as exc:
+        raise KeysUnreadable(f"{topic} could not be read: {exc}") from exc
+    finally:
+        view.stop()
+
+
+class KeysUnreadable(TransientError):
+    """The keys topic could not be read to its end (Kafka unreachable or slow)."""
