@@ -92,7 +92,7 @@ def test_the_config_file_is_private_and_the_environment_wins(private_config: Pat
 def test_rest_commands_send_the_configured_token(
     served: tuple[str, Gateway, FakeBus], tmp_path: Path
 ) -> None:
-    url, gateway, bus = served
+    url, gateway, _bus = served
     unauthenticated = run("definitions", "list", "--gateway", url)
     assert (
         unauthenticated.exit_code != 0
@@ -117,7 +117,7 @@ def test_rest_commands_send_the_configured_token(
 def test_keys_through_the_gateway_and_the_new_key_is_the_last_line(
     served: tuple[str, Gateway, FakeBus],
 ) -> None:
-    url, gateway, bus = served
+    url, _gateway, bus = served
     admin = {"AOETL_TOKEN": ADMIN.token}
     created = run(
         "auth", "keys", "create", "--tenant", "acme", "--role", "operator", "--gateway", url, env=admin
@@ -161,7 +161,7 @@ def test_webhook_test_sends_no_token(private_config: Path, tmp_path: Path) -> No
     seen: list[dict[str, str]] = []
 
     class Recorder(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             seen.append(dict(self.headers))
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(202)
