@@ -8,6 +8,7 @@ records; everything is importable from here.
 """
 
 from shared.contracts.base import (
+    DEFAULT_TENANT,
     AlertKind,
     BatchFormat,
     Contract,
@@ -78,6 +79,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
 )
 
 __all__ = [
+    "DEFAULT_TENANT",
     "MESSAGE_TYPES",
     "PAYLOAD_KINDS",
     "PAYLOAD_TYPES",
