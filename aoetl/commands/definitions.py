@@ -168,10 +168,14 @@ def apply(
         return
     client = AoetlClient()
     audit = DoorAudit(client)
+    tenant = audit.config.tenant_or_default
     try:
         current = read_definitions(client)
         for spec in specs:
             existing = current.get(spec.name)
+            if existing is not None and existing.tenant != tenant:
+                err_console.print(f"[red]{spec.name}: the name is taken by another tenant; choose another[/]")
+                raise typer.Exit(EXIT_INVALID)
             if existing is not None and existing.spec == spec.spec and existing.triggers == spec.triggers:
                 console.print(f"{spec.name} v{existing.version} (unchanged)")
                 continue
@@ -185,6 +189,7 @@ def apply(
                     version=version,
                     spec=spec.spec,
                     updated_by=user,
+                    tenant=tenant,
                     triggers=spec.triggers,
                 ),
             )

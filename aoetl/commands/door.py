@@ -68,7 +68,7 @@ def submit_audited(client: AoetlClient, spec: PipelineSpec) -> PipelineRequest:
     audit = DoorAudit(client)
     audit.allowed("runs.submit", f"run/{run_id}")
     try:
-        return client.submit(spec, run_id=run_id)
+        return client.submit(spec, run_id=run_id, tenant=audit.config.tenant_or_default)
     except TransientError as exc:
         audit.failed("runs.submit", f"run/{run_id}", str(exc))
         raise
@@ -78,7 +78,7 @@ def stop_audited(client: AoetlClient, run_id: str) -> PipelineRequest:
     audit = DoorAudit(client)
     audit.allowed("runs.stop", f"run/{run_id}")
     try:
-        return client.stop(run_id)
+        return client.stop(run_id, tenant=audit.config.tenant_or_default)
     except TransientError as exc:
         audit.failed("runs.stop", f"run/{run_id}", str(exc))
         raise

@@ -3,7 +3,7 @@ so every command (and the gateway's REST API, which ``dev up --services`` starts
 on a fresh checkout with nothing to configure.
 
 A key already held is kept when it is a valid, unrevoked admin key of this stack's keys topic; otherwise
-a new one is issued for the tenant ``local`` through the Kafka door (its audit record first, as every
+a new one is issued for the default tenant through the Kafka door (its audit record first, as every
 Kafka-door change), and returned for the caller to store in the CLI's configuration.
 """
 
@@ -16,11 +16,13 @@ from typing import Final
 from aoetl.client import AoetlClient
 from shared.auth.audit import cli_record
 from shared.auth.keys import IssuedKey, issue_key, key_id_of, matches, read_keys
-from shared.contracts import AuditOutcome, Role
+from shared.contracts import DEFAULT_TENANT, AuditOutcome, Role
 from shared.kafka.topics import Topics
 from shared.settings import ServiceSettings
 
-LOCAL_TENANT: Final = "local"
+# The default tenant, which the CLI's Kafka-door commands speak for when none is configured: everything made
+# on the dev stack, by the CLI or through the gateway with this key, is one tenant's and visible to it.
+LOCAL_TENANT: Final = DEFAULT_TENANT
 
 
 def ensure_local_admin(settings: ServiceSettings, held_token: str | None) -> IssuedKey | None:

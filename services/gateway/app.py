@@ -13,6 +13,9 @@ Status codes, and what they promise:
 * 503: Kafka did not acknowledge in time, or the gateway has not caught up with its topics yet; the
   sender should retry (webhook senders do), and the retry is deduplicated.
 
+Tenants: a principal sees and changes its own tenant's definitions and runs only; another tenant's are 404
+(their existence is not revealed), and a definition name another tenant holds is 409.
+
 Every rejection happens before anything is published. Every mutating call by a principal is audited
 (``audit.py``): its ALLOWED record is on Kafka before the action is taken, a refusal's before the answer.
 """
@@ -106,6 +109,17 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
     app.add_middleware(RequestId)  # outermost: even a 413 carries the request id
     install_openapi_security(app, metrics_public=s.metrics_public)
 
+    # Every object belongs to a tenant; another tenant's is answered as if it did not exist (404), so
+    # not even its existence is revealed. Only a definition's name is shared by all tenants (the key of
+    # the compacted topic): taking a name another tenant holds is refused (409).
+    def own_definition(request: Request, name: str) -> PipelineDefinition | None:
+        definition = gateway.catalog.get(name)
+        return definition if definition and definition.tenant == principal_of(request).tenant else None
+
+    def own_run(request: Request, run_id: str) -> RunStatusView | None:
+        view = gateway.runs.get(run_id)
+        return view if view and view.tenant == principal_of(request).tenant else None
+
     def require_ready() -> None:
         if not gateway.bus.ready:
             raise HTTPException(
@@ -185,9 +199,9 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
 
     # ------------------------------------------------------------------------------- definitions
     @app.get("/definitions", tags=["definitions"], response_model=list[PipelineDefinition])
-    async def list_definitions() -> list[PipelineDefinition]:
+    async def list_definitions(request: Request) -> list[PipelineDefinition]:
         require_ready()
-        return gateway.catalog.all()
+        return gateway.catalog.of_tenant(principal_of(request).tenant)
 
     @app.get(
         "/definitions/{name}",
@@ -195,9 +209,11 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         response_model=PipelineDefinition,
         responses={404: {"model": Problem}},
     )
-    async def get_definition(name: Annotated[str, Path(pattern=PIPELINE_NAME)]) -> PipelineDefinition:
+    async def get_definition(
+        request: Request, name: Annotated[str, Path(pattern=PIPELINE_NAME)]
+    ) -> PipelineDefinition:
         require_ready()
-        definition = gateway.catalog.get(name)
+        definition = own_definition(request, name)
         if definition is None:
             raise HTTPException(404, detail=f"no definition named {name!r}")
         return definition
@@ -206,7 +222,11 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         "/definitions/{name}",
         tags=["definitions"],
         response_model=PipelineDefinition,
-        responses={201: {"model": PipelineDefinition}, 422: {"model": Problem}},
+        responses={
+            201: {"model": PipelineDefinition},
+            409: {"model": Problem, "description": "another tenant holds the name"},
+            422: {"model": Problem},
+        },
     )
     async def put_definition(
         request: Request,
@@ -233,9 +253,17 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
                 raise _invalid([Issue(path=i.path, reason=i.reason) for i in refused])
         except HTTPException as exc:
             raise await auditor.refuse(request, exc) from None
+        await auditor.ready(request)
+        principal = principal_of(request)
+        held = gateway.catalog.get(name)
+        if held is not None and held.tenant != principal.tenant:
+            taken = HTTPException(409, detail=f"the name {name!r} is taken; choose another")
+            raise await auditor.refuse(request, taken)
         await auditor.allow(request)
         try:
-            definition, changed = await gateway.put_definition(spec, principal_of(request).label, triggers)
+            definition, changed = await gateway.put_definition(
+                spec, principal.label, triggers, principal.tenant
+            )
         except GatewayTransientError as exc:
             raise await auditor.fail(request, exc) from exc
         status = 201 if changed and definition.version == 1 else 200
@@ -248,7 +276,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         request: Request, name: Annotated[str, Path(pattern=PIPELINE_NAME)]
     ) -> Response:
         await auditor.ready(request)
-        if gateway.catalog.get(name) is None:
+        if own_definition(request, name) is None:
             raise await auditor.refuse(request, HTTPException(404, detail=f"no definition named {name!r}"))
         await auditor.allow(request)
         try:
@@ -282,7 +310,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         except HTTPException as exc:
             raise await auditor.refuse(request, exc) from None
         await auditor.ready(request)
-        if submission.definition is not None and gateway.catalog.get(submission.definition) is None:
+        if submission.definition is not None and own_definition(request, submission.definition) is None:
             unknown = Issue(path="definition", reason=f"no definition named {submission.definition!r}")
             raise await auditor.refuse(request, _invalid([unknown]))
         run_id = api_run_id(idempotency_key)
@@ -296,6 +324,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
                 requested_by=principal_of(request).label,
                 idempotency_key=idempotency_key,
                 run_id=run_id,
+                tenant=principal_of(request).tenant,
             )
         except GatewayTransientError as exc:
             raise await auditor.fail(request, exc, f"run/{run_id}") from exc
@@ -304,8 +333,8 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
     @app.get(
         "/runs/{run_id}", tags=["runs"], response_model=RunStatusView, responses={404: {"model": Problem}}
     )
-    async def get_run(run_id: Annotated[str, Path(pattern=RUN_ID)]) -> RunStatusView:
-        view = gateway.runs.get(run_id)
+    async def get_run(request: Request, run_id: Annotated[str, Path(pattern=RUN_ID)]) -> RunStatusView:
+        view = own_run(request, run_id)
         if view is None:
             require_ready()  # not yet caught up: "unknown" might only mean "not read yet"
             raise HTTPException(404, detail=f"no recent run {run_id!r}")
@@ -322,11 +351,12 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         """Stop a run, as `aoetl stop` does: a continuous run's readers commit and leave; a one-shot run in
         progress is aborted. The run ends CANCELLED (see ``GET /runs/{run_id}``)."""
         await auditor.ready(request)
-        if gateway.runs.get(run_id) is None:
+        if own_run(request, run_id) is None:
             raise await auditor.refuse(request, HTTPException(404, detail=f"no recent run {run_id!r}"))
         await auditor.allow(request)
         try:
-            stop = await gateway.stop(run_id, principal_of(request).label)
+            principal = principal_of(request)
+            stop = await gateway.stop(run_id, principal.label, principal.tenant)
         except GatewayTransientError as exc:
             raise await auditor.fail(request, exc) from exc
         return JSONResponse(StopAnswer(run_id=run_id, request_id=stop.request_id).model_dump(), 202)

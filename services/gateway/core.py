@@ -1,7 +1,9 @@
 """What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit and
-stop runs, store and revoke API keys. Who may do it is decided before (``access.py``). Every write returns
-only after Kafka acknowledged it; the in-memory views are updated at once too (read-your-writes), and
-again, idempotently, when the followers read the same records back.
+stop runs, store and revoke API keys. Who may do it, and on which tenant's objects, is decided before
+(``access.py``, ``app.py``); what is written here carries the tenant it is given, and a webhook source
+starts only the definitions of its own tenant. Every write returns only after Kafka acknowledged it; the
+in-memory views are updated at once too (read-your-writes), and again, idempotently, when the followers
+read the same records back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from services.gateway.webhooks import Delivery, read_delivery
 from shared.auth.keys import IssuedKey, KeyRing, revoke
 from shared.auth.oidc import OidcVerifier
 from shared.contracts import (
+    DEFAULT_TENANT,
     ApiKey,
     PipelineDefinition,
     PipelineRequest,
@@ -111,8 +114,10 @@ class Gateway:
         """One request per matching trigger rule (one per definition), each published at most once."""
         started: list[StartedRun] = []
         seen: set[str] = set()
-        # Rules from the settings first, then those kept inside the registered definitions.
-        rules = [*self.settings.triggers, *webhook_rules_of(self.catalog.all())]
+        # Rules from the settings first (the operator's), then those kept inside the registered
+        # definitions of the source's tenant only: no tenant's trigger matches another tenant's source.
+        tenant = self.settings.webhooks[delivery.source].tenant
+        rules = [*self.settings.triggers, *webhook_rules_of(self.catalog.of_tenant(tenant))]
         for match in match_rules(rules, delivery.source, delivery.event, delivery.payload):
             definition = match.definition
             if definition in seen:
@@ -121,6 +126,7 @@ class Gateway:
             request = PipelineRequest(
                 run_id=delivery.run_id(definition),
                 requested_by=f"webhook:{delivery.source}",
+                tenant=tenant,
                 trigger=Trigger(
                     kind=TriggerKind.WEBHOOK, source=delivery.source, delivery_id=delivery.delivery_id
                 ),
@@ -157,11 +163,13 @@ class Gateway:
         requested_by: str,
         idempotency_key: str | None,
         run_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> RunAnswer:
         run_id = run_id or api_run_id(idempotency_key)
         request = PipelineRequest(
             run_id=run_id,
             requested_by=requested_by,
+            tenant=tenant,
             trigger=Trigger(kind=TriggerKind.API, delivery_id=idempotency_key),
             spec=spec,
             definition_name=definition,
@@ -173,13 +181,14 @@ class Gateway:
         request_id = known.request_id if not published and known and known.request_id else request.request_id
         return RunAnswer(run_id=run_id, request_id=request_id, duplicate=not published)
 
-    async def stop(self, run_id: str, requested_by: str) -> PipelineRequest:
+    async def stop(self, run_id: str, requested_by: str, tenant: str = DEFAULT_TENANT) -> PipelineRequest:
         """Ask the orchestrator to stop ``run_id`` (keyed by the run id, as the CLI does, so the run's owner
         gets it). Not deduplicated: stopping twice is harmless."""
         request = PipelineRequest(
             run_id=run_id,
             action=RequestAction.STOP,
             requested_by=requested_by,
+            tenant=tenant,
             trigger=Trigger(kind=TriggerKind.API),
         )
         await self.bus.publish(self.topics.requests, run_id, request)
@@ -187,17 +196,24 @@ class Gateway:
 
     # ----------------------------------------------------------------------------------- definitions
     async def put_definition(
-        self, spec: PipelineSpec, updated_by: str, triggers: Sequence[DefinitionTrigger] = ()
+        self,
+        spec: PipelineSpec,
+        updated_by: str,
+        triggers: Sequence[DefinitionTrigger] = (),
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[PipelineDefinition, bool]:
-        """Publish a new version unless spec and triggers are unchanged; ``(definition, changed)``."""
+        """Publish a new version unless spec and triggers are unchanged; ``(definition, changed)``. The
+        caller has checked that the name is not another tenant's."""
         current = self.catalog.get(spec.name)
-        if current is not None and current.spec == spec and current.triggers == list(triggers):
+        unchanged = current is not None and current.spec == spec and current.triggers == list(triggers)
+        if current is not None and unchanged and current.tenant == tenant:
             return current, False
         definition = PipelineDefinition(
             name=spec.name,
             version=self.catalog.next_version(spec.name),
             spec=spec,
             updated_by=updated_by,
+            tenant=tenant,
             triggers=list(triggers),
         )
         await self.bus.publish(self.topics.definitions, spec.name, definition)

@@ -2,10 +2,9 @@
 belongs to and the one role it holds. Roles are ordered, each including the rights of the ones before it:
 ``viewer`` < ``operator`` < ``admin``.
 
-Tenancy seam: every principal carries a tenant and it reaches the audit records and the ``requested_by`` /
-``updated_by`` fields the gateway writes (``Principal.label``). Isolating objects by tenant (a tenant
-field on definitions, runs, results, alerts and dead letters, and filtering on it) builds on
-``Principal.tenant``; nothing here decides it yet.
+Tenancy: every principal carries a tenant; it reaches the audit records, the ``requested_by`` /
+``updated_by`` fields the gateway writes (``Principal.label``) and the ``tenant`` of the definitions and
+run requests it makes, by which the gateway keeps each tenant's objects apart (``services/gateway/app.py``).
 """
 
 from __future__ import annotations

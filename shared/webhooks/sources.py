@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.roles import TENANT_PATTERN
+from shared.contracts.base import DEFAULT_TENANT
 from shared.webhooks.headers import DEFAULT_DELIVERY_ID_HEADER, DEFAULT_EVENT_HEADER, DEFAULT_HMAC_HEADER
 from shared.webhooks.signatures import DEFAULT_TOLERANCE_S, Scheme, standard_key
 
@@ -35,6 +37,11 @@ class WebhookSource(BaseModel):
     )
     event_header: str | None = Field(
         DEFAULT_EVENT_HEADER, description="hmac scheme: header naming the event type (else the body's 'type')"
+    )
+    tenant: str = Field(
+        DEFAULT_TENANT,
+        pattern=TENANT_PATTERN,
+        description="whose sender it is: only that tenant's definitions' triggers match its deliveries",
     )
 
     @model_validator(mode="after")

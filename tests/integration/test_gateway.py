@@ -25,7 +25,15 @@ from services.gateway.configuration import GatewaySettings
 from services.gateway.service import GatewayService
 from shared.auth.keys import IssuedKey, issue_key
 from shared.avro import AvroSerde
-from shared.contracts import PipelineRequest, PipelineResult, Role, RunStatus, TriggerKind, utcnow
+from shared.contracts import (
+    DEFAULT_TENANT,
+    PipelineRequest,
+    PipelineResult,
+    Role,
+    RunStatus,
+    TriggerKind,
+    utcnow,
+)
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics, TopicSpec
 from shared.settings import KafkaSettings
@@ -61,7 +69,7 @@ def topic_suffix(kafka_bootstrap: str) -> Iterator[str]:
     AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([s.name for s in specs])
 
 
-def seed_key(bootstrap: str, suffix: str, role: Role = Role.ADMIN, tenant: str = "it") -> IssuedKey:
+def seed_key(bootstrap: str, suffix: str, role: Role = Role.ADMIN, tenant: str = DEFAULT_TENANT) -> IssuedKey:
     """A key on the keys topic, as `aoetl auth keys create` writes it through the Kafka door."""
     issued = issue_key(tenant, role, created_by="test")
     producer = Producer({"bootstrap.servers": bootstrap})

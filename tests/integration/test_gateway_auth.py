@@ -5,6 +5,7 @@ topic holds a record of every mutating call; ``aoetl dev up`` hands the CLI an a
 from __future__ import annotations
 
 import functools
+import json
 import stat
 import time
 import tomllib
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from aoetl.cli import app
 from shared.avro import AvroSerde
-from shared.contracts import AuditChannel, AuditOutcome, AuditRecord, Role
+from shared.contracts import DEFAULT_TENANT, AuditChannel, AuditOutcome, AuditRecord, Role
 from shared.kafka.topics import Topics
 from tests.helpers import wait_until
 from tests.integration.test_gateway import (
@@ -161,9 +162,18 @@ def test_dev_up_hands_the_cli_an_admin_key_of_the_stack(
     gateway = start_gateway(kafka_bootstrap, topic_suffix)
     try:
         me = httpx.get(f"{gateway.url}/auth/whoami", headers={"Authorization": f"Bearer {token}"})
-        assert me.status_code == 200 and (me.json()["role"], me.json()["tenant"]) == ("admin", "local")
+        assert me.status_code == 200 and (me.json()["role"], me.json()["tenant"]) == ("admin", DEFAULT_TENANT)
         assert "holds a local admin key" in cli("dev", "up", env=env)  # kept, not replaced
         assert tomllib.loads(config.read_text())["gateway"]["token"] == token
+
+        # what the CLI makes through Kafka is the key's tenant's: the gateway shows it to the dev key
+        (tmp_path / "keyed.json").write_text(json.dumps(SPEC))
+        cli("definitions", "apply", str(tmp_path / "keyed.json"), env=env)
+        wait_until(
+            lambda: "keyed" in cli("definitions", "list", "--gateway", gateway.url, env=env),
+            timeout=30,
+            message="the CLI's definition, through the gateway, with the dev key",
+        )
 
         cli("auth", "keys", "revoke", token.split("_")[1], env=env)
         assert "new local admin key" in cli("dev", "up", env=env)  # a revoked key is replaced
@@ -300,3 +310,39 @@ def test_oversized_bodies_are_refused_before_they_are_read_whatever_the_endpoint
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# ------------------------------------------------------------------------------------------ tenants
+def test_a_tenants_objects_stay_its_own_on_every_replica(
+    replicas: list[RunningGateway], kafka_bootstrap: str, topic_suffix: str
+) -> None:
+    """The tenant travels in the records: a replica that only read them from Kafka keeps them apart."""
+    acme = seed_key(kafka_bootstrap, topic_suffix, Role.ADMIN, tenant="acme")
+    globex = seed_key(kafka_bootstrap, topic_suffix, Role.ADMIN, tenant="globex")
+    first, second = replicas
+    for replica in replicas:
+        wait_until(functools.partial(knows, replica, globex.token, 200), timeout=30, message="the keys")
+
+    assert (
+        httpx.put(f"{first.url}/definitions/keyed", json=SPEC, headers=bearer(acme.token)).status_code == 201
+    )
+    submitted = httpx.post(f"{first.url}/runs", json={"definition": "keyed"}, headers=bearer(acme.token))
+    assert submitted.status_code == 202, submitted.text
+    run_id = submitted.json()["run_id"]
+
+    def second_has_read_them() -> bool:
+        definition = httpx.get(f"{second.url}/definitions/keyed", headers=bearer(acme.token))
+        run = httpx.get(f"{second.url}/runs/{run_id}", headers=bearer(acme.token))
+        return definition.status_code == run.status_code == 200 and run.json()["tenant"] == "acme"
+
+    wait_until(second_has_read_them, timeout=30, message="the second replica to read the records")
+    other = bearer(globex.token)
+    assert httpx.get(f"{second.url}/definitions", headers=other).json() == []
+    assert httpx.get(f"{second.url}/definitions/keyed", headers=other).status_code == 404
+    assert httpx.get(f"{second.url}/runs/{run_id}", headers=other).status_code == 404
+    assert httpx.post(f"{second.url}/runs/{run_id}/stop", headers=other).status_code == 404
+    taken = httpx.put(f"{second.url}/definitions/keyed", json=SPEC, headers=other)
+    assert taken.status_code == 409, taken.text
+    assert records_on(kafka_bootstrap, Topics.DEFINITIONS + topic_suffix) == 1
+    [request] = read_requests(kafka_bootstrap, Topics.REQUESTS + topic_suffix, 1)
+    assert (request.definition_name, request.tenant) == ("keyed", "acme")

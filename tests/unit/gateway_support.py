@@ -65,9 +65,10 @@ def make_settings(**overrides: Any) -> GatewaySettings:
         "rate_limit_per_s": 1000.0,
         "rate_limit_burst": 1000,
         "webhooks": {
-            "github": {"scheme": "github", "secrets": [GITHUB_SECRET]},
-            "stripe": {"scheme": "stripe", "secrets": [STRIPE_SECRET]},
-            "acme": {"scheme": "standard", "secrets": [STD_SECRET]},
+            # the senders of the keys' tenant: its definitions' triggers match their deliveries
+            "github": {"scheme": "github", "secrets": [GITHUB_SECRET], "tenant": TENANT},
+            "stripe": {"scheme": "stripe", "secrets": [STRIPE_SECRET], "tenant": TENANT},
+            "acme": {"scheme": "standard", "secrets": [STD_SECRET], "tenant": TENANT},
             "plain": {"scheme": "hmac", "secrets": ["p"], "signature_header": "X-Plain-Sig"},
         },
         "triggers": [

@@ -27,7 +27,7 @@ from services.gateway.core import Gateway
 from shared.contracts import PipelineDefinition
 from shared.errors import ConfigurationError
 from shared.spec import parse_spec
-from tests.unit.gateway_support import ADMIN, VIEWER, FakeBus, make_gateway
+from tests.unit.gateway_support import ADMIN, TENANT, VIEWER, FakeBus, make_gateway
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +51,9 @@ def private_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def served() -> Iterator[tuple[str, Gateway, FakeBus]]:
     bus = FakeBus()
     gateway = make_gateway(bus)
-    gateway.catalog.apply("repo-sync", PipelineDefinition(name="repo-sync", spec=parse_spec(SPEC)))
+    gateway.catalog.apply(
+        "repo-sync", PipelineDefinition(name="repo-sync", spec=parse_spec(SPEC), tenant=TENANT)
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None, lifespan="off")

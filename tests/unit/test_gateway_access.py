@@ -94,8 +94,10 @@ def gateway(bus: FakeBus) -> Gateway:
 
 def seed(gateway: Gateway) -> None:
     """A definition and a run, so every example names something that exists."""
-    gateway.catalog.apply("repo-sync", PipelineDefinition(name="repo-sync", spec=parse_spec(SPEC)))
-    gateway.runs.on_request(PipelineRequest(run_id=RUN_ID, definition_name="repo-sync"))
+    gateway.catalog.apply(
+        "repo-sync", PipelineDefinition(name="repo-sync", spec=parse_spec(SPEC), tenant=TENANT)
+    )
+    gateway.runs.on_request(PipelineRequest(run_id=RUN_ID, definition_name="repo-sync", tenant=TENANT))
 
 
 @pytest.fixture
