@@ -313,7 +313,8 @@ async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_publishe
         response = await client.put("/definitions/repo-sync", json=document)
         assert response.status_code == 422, (path, response.text)
         assert [issue["path"] for issue in response.json()["detail"]] == [path]
-    assert bus.published == []
+    assert bus.actions() == []  # nothing but the refusals' audit records
+    assert [(a.action, a.outcome) for a in bus.audits()] == [("definitions.put", AuditOutcome.REJECTED)] * 5
 
 
 # ---------------------------------------------------------------------------------------------- runs
