@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from aoetl.commands import agent, definitions, dev, dlq, pipelines, webhooks
+from aoetl.commands import agent, auth, definitions, dev, dlq, pipelines, webhooks
 from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots_env
 
 # The CLI is the developer's tool: unless the operator says otherwise, it reads and checks files under the
@@ -20,6 +20,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(definitions.app, name="definitions")
 app.add_typer(webhooks.app, name="webhook")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(auth.app, name="auth")
 pipelines.register(app)
 agent.register(app)
 

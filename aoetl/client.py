@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from shared.avro import AvroSerde
 from shared.contracts import (
+    DEFAULT_TENANT,
     Contract,
     PipelineRequest,
     PipelineResult,
@@ -49,24 +50,29 @@ class AoetlClient:
         definition_name: str | None = None,
         parameters: dict[str, str] | None = None,
         trigger: TriggerKind = TriggerKind.CLI,
+        run_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> PipelineRequest:
         request = PipelineRequest(
+            **({"run_id": run_id} if run_id else {}),
             spec=spec,
             intent=intent,
             definition_name=definition_name,
             parameters=parameters or {},
             requested_by=getpass.getuser(),
+            tenant=tenant,
             trigger=Trigger(kind=trigger),
         )
         self.publish(Topics.REQUESTS, request.run_id, request)
         return request
 
-    def stop(self, run_id: str) -> PipelineRequest:
+    def stop(self, run_id: str, tenant: str = DEFAULT_TENANT) -> PipelineRequest:
         """Ask the orchestrator to stop a run (keyed by the run id, so the run's owner gets it)."""
         request = PipelineRequest(
             run_id=run_id,
             action=RequestAction.STOP,
             requested_by=getpass.getuser(),
+            tenant=tenant,
             trigger=Trigger(kind=TriggerKind.CLI),
         )
         self.publish(Topics.REQUESTS, run_id, request)

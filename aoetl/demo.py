@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aoetl.client import AoetlClient
+from aoetl.commands.door import submit_audited
 from aoetl.commands.pipelines import EXIT_CODES, follow_run, print_result
 from aoetl.devstack import DevStack
 from examples.orders.generate import generate
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = AoetlClient()
         with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
-            request = client.submit(spec)
+            request = submit_audited(client, spec)  # audited like `aoetl run`
             console.print(f"submitted run [bold]{request.run_id}[/]")
             result = follow_run(client, reader, request.run_id, timeout=600)
         client.close()

@@ -47,3 +47,14 @@ def kafka_bootstrap(stack_endpoints: StackEndpoints) -> str:
 @pytest.fixture(scope="session")
 def postgres_dsn(stack_endpoints: StackEndpoints) -> str:
     return stack_endpoints.postgres_dsn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cli_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the developer's own CLI configuration (their token): the CLI, in process or
+    as a subprocess, finds an empty one of the session's instead."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AOETL_CONFIG", str(tmp_path_factory.mktemp("cli-config") / "config.toml"))
+    patch.delenv("AOETL_TOKEN", raising=False)
+    yield
+    patch.undo()

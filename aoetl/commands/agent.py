@@ -165,10 +165,11 @@ def plan(
         err_console.print("not submitted")
         return
     from aoetl.client import AoetlClient  # imported late: Kafka is only needed to submit
+    from aoetl.commands.door import submit_audited
 
     client = AoetlClient()
     try:
-        request = client.submit(outcome.spec)
+        request = submit_audited(client, outcome.spec)
     finally:
         client.close()
     console.print(request.run_id)

@@ -1,7 +1,8 @@
 """``aoetl definitions apply|list``: registered pipelines, kept in the compacted definitions topic.
 
-Both talk to Kafka directly by default; ``--gateway URL`` (or ``AOETL_GATEWAY_URL``) goes through a running
-gateway's REST API instead (no broker access needed from the operator's machine).
+Both talk to Kafka directly by default (``apply`` audited there, ``aoetl.commands.door``); ``--gateway URL``
+(or ``AOETL_GATEWAY_URL``) goes through a running gateway's REST API instead (no broker access needed from
+the operator's machine), with the configured token (``aoetl.commands.config``; ``apply`` needs an admin).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 from confluent_kafka import TopicPartition
@@ -23,6 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from aoetl.client import AoetlClient
+from aoetl.commands.config import gateway_client, refusal_hint
+from aoetl.commands.door import DoorAudit
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
@@ -153,27 +155,32 @@ def apply(
     specs = load_all(spec_files(path))
     user = getpass.getuser()
     if gateway:
-        with httpx.Client(base_url=gateway, timeout=30) as http:
+        with gateway_client(gateway) as http:
             for spec in specs:
-                response = http.put(
-                    f"/definitions/{spec.name}",
-                    json=spec.document(),
-                    headers={"X-Aoetl-User": user},
-                )
+                response = http.put(f"/definitions/{spec.name}", json=spec.document())
                 if response.status_code >= 300:
-                    err_console.print(f"[red]{spec.name}: {response.status_code} {escape(response.text)}[/]")
+                    hint = refusal_hint(response.status_code)
+                    err_console.print(
+                        f"[red]{spec.name}: {response.status_code} {escape(response.text)}{hint}[/]"
+                    )
                     raise typer.Exit(EXIT_INVALID if response.status_code < 500 else EXIT_UNAVAILABLE)
                 console.print(f"{spec.name} v{response.json()['version']}")
         return
     client = AoetlClient()
+    audit = DoorAudit(client)
+    tenant = audit.config.tenant_or_default
     try:
         current = read_definitions(client)
         for spec in specs:
             existing = current.get(spec.name)
+            if existing is not None and existing.tenant != tenant:
+                err_console.print(f"[red]{spec.name}: the name is taken by another tenant; choose another[/]")
+                raise typer.Exit(EXIT_INVALID)
             if existing is not None and existing.spec == spec.spec and existing.triggers == spec.triggers:
                 console.print(f"{spec.name} v{existing.version} (unchanged)")
                 continue
             version = 1 if existing is None else existing.version + 1
+            audit.allowed("definitions.put", f"definition/{spec.name}")
             client.publish(
                 Topics.DEFINITIONS,
                 spec.name,
@@ -182,6 +189,7 @@ def apply(
                     version=version,
                     spec=spec.spec,
                     updated_by=user,
+                    tenant=tenant,
                     triggers=spec.triggers,
                 ),
             )
@@ -194,8 +202,12 @@ def apply(
 def list_definitions(gateway: GatewayOption = None) -> None:
     """The registered definitions: name, version, source -> destination, last change."""
     if gateway:
-        response = httpx.get(f"{gateway.rstrip('/')}/definitions", timeout=30)
-        response.raise_for_status()
+        with gateway_client(gateway) as http:
+            response = http.get("/definitions")
+        if response.status_code >= 300:
+            hint = refusal_hint(response.status_code)
+            err_console.print(f"[red]{response.status_code} {escape(response.text)}{hint}[/]")
+            raise typer.Exit(EXIT_INVALID if response.status_code < 500 else EXIT_UNAVAILABLE)
         definitions = [PipelineDefinition.model_validate(row) for row in response.json()]
     else:
         client = AoetlClient()

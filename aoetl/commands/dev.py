@@ -8,7 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aoetl.commands.config import DEFAULT_GATEWAY_URL, CliConfig, config_path, read_config_file, save_config
 from aoetl.devstack import SERVICE_NAMES, DevStack
+from aoetl.devstack.admin_key import LOCAL_TENANT, ensure_local_admin
+from shared.errors import ConfigurationError
+from shared.settings import ServiceSettings, load_settings
 
 app = typer.Typer(
     help="Run the local Kafka + PostgreSQL stack (and optionally the services).", no_args_is_help=True
@@ -30,6 +34,23 @@ def up(
             stack.start_services(SERVICE_NAMES, replicas)
     for key, value in endpoints.env().items():
         _console.print(f"export {key}={value}")
+    _console.print(_hand_admin_key_to_cli(stack))
+
+
+def _hand_admin_key_to_cli(stack: DevStack) -> str:
+    """Make sure the CLI's configuration holds an admin key of this stack; say so (never the key)."""
+    try:
+        held = read_config_file()
+    except ConfigurationError:
+        held = CliConfig()  # an unsafe file: replaced below, with mode 0600
+    settings = load_settings(ServiceSettings, kafka=stack.kafka_settings)
+    issued = ensure_local_admin(settings, held.token)
+    path = config_path()
+    if issued is None:
+        return f"the CLI holds a local admin key of this stack ({path})"
+    url = held.gateway_url or DEFAULT_GATEWAY_URL
+    save_config(CliConfig(token=issued.token, tenant=LOCAL_TENANT, gateway_url=url), path)
+    return f"a new local admin key ({issued.key_id}, tenant {LOCAL_TENANT}) is in the CLI's config {path}"
 
 
 @app.command()

@@ -3,7 +3,7 @@
 A replayed message keeps its key and payload, so the stage processes the very same task or batch again;
 batch ids are deterministic and every sink applies a batch id once, so replaying (even twice) applies a
 record at most once. Quarantined rows (``payload_format=arrow_ipc``) are not messages of any stage; they
-can be shown and exported, not replayed.
+can be shown and exported, not replayed. A replay is audited per dead letter (``aoetl.commands.door``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aoetl.client import AoetlClient
+from aoetl.commands.door import DoorAudit
 from shared.batch import decode_table
 from shared.contracts import DeadLetter
 from shared.kafka.clients import produce_sync
@@ -121,6 +122,9 @@ def replay(
         raise typer.Exit(1)
     if not yes and not typer.confirm(f"replay {len(chosen)} dead letter(s) into their origin topics?"):
         raise typer.Exit(1)
+    audit = DoorAudit(client)
+    for letter in chosen:
+        audit.allowed("dlq.replay", f"dead-letter/{letter.dead_letter_id}")
     replayed = replay_letters(client, chosen)
     console.print(f"replayed {replayed} dead letter(s)")
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from aoetl.client import AoetlClient
+from aoetl.commands.door import stop_audited, submit_audited
 from shared.contracts import Alert, PipelineResult, RunEvent, RunStatus, Stage, StageStats
 from shared.kafka.topics import Topics
 from shared.policy import check_spec, load_policy
@@ -67,8 +68,10 @@ def submit(file: FileArg) -> None:
     """Publish a pipeline request; print the run id."""
     spec = _load_or_exit(file)
     client = AoetlClient()
-    request = client.submit(spec)
-    client.close()
+    try:
+        request = submit_audited(client, spec)
+    finally:
+        client.close()
     console.print(request.run_id)
 
 
@@ -129,10 +132,11 @@ def run(
     spec = _load_or_exit(file)
     client = AoetlClient()
     if not wait:
-        console.print(client.submit(spec).run_id)
+        console.print(submit_audited(client, spec).run_id)
+        client.close()
         return
     with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
-        request = client.submit(spec)
+        request = submit_audited(client, spec)
         console.print(f"submitted run [bold]{request.run_id}[/]")
         result = follow_run(client, reader, request.run_id, timeout)
     client.close()
@@ -214,7 +218,7 @@ def stop(
             print_result(finished)
             return
         with client.reader(Topics.RESULTS, from_beginning=False) as reader:
-            client.stop(run_id)
+            stop_audited(client, run_id)
             if not wait:
                 console.print(f"stop of run [bold]{run_id}[/] requested")
                 return

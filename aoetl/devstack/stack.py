@@ -80,7 +80,8 @@ class DevStack:
 
     @property
     def supervisor(self) -> ServiceSupervisor:
-        return ServiceSupervisor(self.state_dir, env=self.endpoints.env())
+        # the gateway takes the API keys of the keys topic (dev up hands the CLI a local admin key)
+        return ServiceSupervisor(self.state_dir, env={**self.endpoints.env(), "AOETL_AUTH_API_KEYS": "true"})
 
     def up(self, timeout: float = 120.0, *, create_topics: bool = True) -> StackEndpoints:
         """Start what is not running yet (Kafka and PostgreSQL concurrently) and create the topics."""

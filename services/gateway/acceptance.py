@@ -12,6 +12,10 @@ taken over by the sender's retry with the claim's own run ids: at once when the 
 process's, after ``attempt_s`` plus ``CLOCK_SKEW_S`` when another replica's attempt may still be running
 (503 until then). The requests ledger skips run ids already acknowledged, so a takeover never requests a
 run twice.
+
+A delivery is its source's tenant's (``WebhookSource.tenant``): only the trigger rules of the settings and of
+that tenant's definitions are matched against it, and the runs it starts are that tenant's, so a sender
+of one tenant can never start another tenant's definition.
 """
 
 from __future__ import annotations
@@ -68,14 +72,14 @@ class WebhookAnswer(BaseModel):
 
 @dataclass
 class DeliveryAcceptor:
-    """One gateway's side of the replay memory. ``rules`` gives the trigger rules in force (the settings'
-    first, then the registered definitions'); ``publish_request`` publishes a request unless its run id
-    was already acknowledged (True when it published)."""
+    """One gateway's side of the replay memory. ``rules`` gives the trigger rules in force for a tenant
+    (the settings' first, then that tenant's registered definitions'); ``publish_request`` publishes a
+    request unless its run id was already acknowledged (True when it published)."""
 
     settings: GatewaySettings
     bus: Bus
     book: DeliveryBook
-    rules: Callable[[], Sequence[TriggerRule]]
+    rules: Callable[[str], Sequence[TriggerRule]]
     publish_request: Callable[[PipelineRequest], Awaitable[bool]]
 
     @property
@@ -85,6 +89,10 @@ class DeliveryAcceptor:
     @property
     def topic(self) -> str:
         return GatewayTopics.of(self.settings).deliveries
+
+    def tenant_of(self, delivery: Delivery) -> str:
+        """Whose delivery it is: its source's tenant's."""
+        return self.settings.webhooks[delivery.source].tenant
 
     async def accept(self, delivery: Delivery) -> WebhookAnswer:
         """Start the delivery's runs (one per matching trigger rule and definition) unless a copy did:
@@ -144,7 +152,8 @@ class DeliveryAcceptor:
     def _plan(self, delivery: Delivery) -> list[DeliveryRun]:
         runs: list[DeliveryRun] = []
         seen: set[str] = set()
-        for match in match_rules(self.rules(), delivery.source, delivery.event, delivery.payload):
+        rules = self.rules(self.tenant_of(delivery))
+        for match in match_rules(rules, delivery.source, delivery.event, delivery.payload):
             if match.definition in seen:
                 continue
             seen.add(match.definition)
@@ -161,10 +170,12 @@ class DeliveryAcceptor:
         """Request the claim's runs (each at most once: the ledger skips what is already acknowledged),
         then record the claim STARTED."""
         published = []
+        tenant = self.tenant_of(delivery)
         for run in seen.runs:
             request = PipelineRequest(
                 run_id=run.run_id,
                 requested_by=f"webhook:{delivery.source}",
+                tenant=tenant,
                 trigger=Trigger(
                     kind=TriggerKind.WEBHOOK, source=delivery.source, delivery_id=seen.delivery_id
                 ),

@@ -8,10 +8,15 @@ into the loop. The producer is idempotent with ``acks=all`` (``KafkaClients.aio_
 acknowledged request is on every in-sync replica, and the producer's own retries never duplicate it. Both
 clients come from ``KafkaClients``, so they carry the gateway's SASL/TLS settings.
 
-One group-less consumer follows five topics (no consumer group: every replica must see everything, and
+One group-less consumer follows these topics (no consumer group: every replica must see everything, and
 watching must not commit anyone's offsets):
 
 * definitions, from the beginning (a compacted topic: its full content is the catalog);
+* API keys (with ``AOETL_AUTH_API_KEYS``), from the beginning (compacted: the key ring). Every
+  ``max_staleness / 4`` seconds the bus notes the time and the topic's end offsets, and once it has read up
+  to them it confirms the ring fresh as of that time; the ring refuses keys once that confirmation is older
+  than ``AOETL_AUTH_KEYS_MAX_STALENESS_S`` (``shared.auth.keys``), which bounds how long any replica may go
+  on accepting a revoked key, even one cut off from Kafka;
 * requests, from ``history_s`` back: every run id seen is a request already acknowledged (API
   idempotency keys, and no run requested twice);
 * deliveries, from ``delivery_memory_s`` back: the replay memory of webhook deliveries
@@ -19,7 +24,7 @@ watching must not commit anyone's offsets):
   which is how replicas agree on which copy of a delivery came first;
 * events and results, from ``history_s`` back: folded into the run status view.
 
-The bus is ready once the producer is connected and the consumer has read definitions, requests and
+The bus is ready once the producer is connected and the consumer has read definitions, keys, requests and
 deliveries up to the end offsets they had at start-up (before that, a replay could be taken for a new
 delivery).
 """
@@ -42,8 +47,10 @@ from services.gateway.exceptions import GatewayTransientError
 from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared import metrics
+from shared.auth.keys import KeyRing
 from shared.avro import AvroError
 from shared.contracts import (
+    ApiKey,
     Contract,
     PipelineDefinition,
     PipelineRequest,
@@ -91,6 +98,8 @@ class GatewayTopics:
     definitions: str
     events: str
     results: str
+    api_keys: str
+    audit: str
     deliveries: str
 
     @classmethod
@@ -100,6 +109,8 @@ class GatewayTopics:
             definitions=settings.topic(Topics.DEFINITIONS),
             events=settings.topic(Topics.EVENTS),
             results=settings.topic(Topics.RESULTS),
+            api_keys=settings.topic(Topics.API_KEYS),
+            audit=settings.topic(Topics.AUDIT),
             deliveries=settings.topic(Topics.DELIVERIES),
         )
 
@@ -113,6 +124,7 @@ class KafkaBus:
         ledger: RunLedger,
         catalog: DefinitionCatalog,
         runs: RunView,
+        keys: KeyRing,
         deliveries: DeliveryBook,
     ):
         self.settings = settings
@@ -122,6 +134,7 @@ class KafkaBus:
         self.ledger = ledger
         self.catalog = catalog
         self.runs = runs
+        self.keys = keys
         self.deliveries = deliveries
         self._producer: AIOKafkaProducer | None = None
         self._caught_up = False
@@ -236,18 +249,20 @@ class KafkaBus:
     async def _assign(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
     ) -> dict[TopicPartition, int]:
-        """Assign every partition of the five topics at its start position; return the end offsets that
-        must be reached before the gateway is ready (definitions, requests and deliveries)."""
+        """Assign every partition of the followed topics at its start position; return the end offsets that
+        must be reached before the gateway is ready (definitions, keys, requests and deliveries)."""
         t = self.topics
         partitions: dict[str, list[TopicPartition]] = {}
-        for topic in (t.definitions, t.requests, t.deliveries, t.events, t.results):
+        for topic in (t.definitions, *self._key_topics(), t.requests, t.deliveries, t.events, t.results):
             numbers = await producer.partitions_for(topic)  # waits for metadata, unlike the consumer's
             partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
         everything = [tp for tps in partitions.values() for tp in tps]
         consumer.assign(everything)
         # re-read from scratch: a tombstone compacted away while we were disconnected must not leave a ghost
         self.catalog.clear()
-        await consumer.seek_to_beginning(*partitions[t.definitions])
+        self.keys.clear()  # also forgets freshness: a valid key gets 503, not 401, until re-read
+        compacted = [tp for topic in (t.definitions, *self._key_topics()) for tp in partitions[topic]]
+        await consumer.seek_to_beginning(*compacted)
         now = time.time()
         since_ms = dict.fromkeys(
             (tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]),
@@ -262,14 +277,19 @@ class KafkaBus:
             at = found.get(tp)
             consumer.seek(tp, at.offset if at is not None else ends[tp])
         self._applied.clear()
-        must_read = (*partitions[t.definitions], *partitions[t.requests], *partitions[t.deliveries])
-        return {tp: ends[tp] for tp in must_read}
+        return {tp: ends[tp] for tp in (*compacted, *partitions[t.requests], *partitions[t.deliveries])}
+
+    def _key_topics(self) -> tuple[str, ...]:
+        return (self.topics.api_keys,) if self.settings.auth_api_keys else ()
 
     async def _follow(
         self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], stopped: asyncio.Event
     ) -> None:
         pending = dict(ends)
+        key_partitions = [tp for tp in ends if tp.topic in self._key_topics()]
+        freshness = _KeysFreshness(self.keys, key_partitions)
         while not stopped.is_set():
+            await freshness.check(consumer)
             if not self._caught_up:
                 for tp, end in list(pending.items()):
                     if await consumer.position(tp) >= end:
@@ -299,6 +319,15 @@ class KafkaBus:
                     return
                 value = None if record.value is None else self.serde.decode(record.value, PipelineDefinition)
                 self.catalog.apply(name, value)
+            elif topic == t.api_keys:
+                key_id = record.key.decode() if record.key is not None else None
+                key = None if record.value is None else self.serde.decode(record.value, ApiKey)
+                if key_id is None or (key is not None and key.key_id != key_id):
+                    _log.warning(
+                        "skipping a keys record whose key is not its key id (offset %d)", record.offset
+                    )
+                    return
+                self.keys.apply(key_id, key)
             elif record.value is None:
                 return
             elif topic == t.requests:
@@ -318,6 +347,33 @@ class KafkaBus:
             _log.warning(
                 "skipping undecodable record %s[%d]@%d: %s", topic, record.partition, record.offset, exc
             )
+
+
+class _KeysFreshness:
+    """Confirms the key ring fresh as of a moment once everything written before it has been read."""
+
+    def __init__(self, keys: KeyRing, partitions: list[TopicPartition]):
+        self.keys = keys
+        self.partitions = partitions
+        self.every = keys.max_staleness_s / 4
+        self._next = 0.0
+        self._probe: tuple[float, dict[TopicPartition, int]] | None = None
+
+    async def check(self, consumer: AIOKafkaConsumer) -> None:
+        if not self.partitions:
+            return
+        now = self.keys.now()
+        if self._probe is None and now >= self._next:
+            # the time is taken before the end offsets: they include everything written before it
+            self._probe = (now, await consumer.end_offsets(self.partitions))
+            self._next = now + self.every
+        if self._probe is not None:
+            as_of, ends = self._probe
+            for tp, end in ends.items():
+                if await consumer.position(tp) < end:
+                    return
+            self.keys.confirm_fresh(as_of)
+            self._probe = None
 
 
 async def _wait(stopped: asyncio.Event, seconds: float) -> None:

@@ -12,15 +12,23 @@ Example file::
     triggers:
       - {source: github, event: push, definition: repo-sync, where: {ref: refs/heads/main},
          parameters: {commit: head_commit.id}}
+
+Authentication of the REST API (every endpoint but the probes and the webhooks, which have signatures):
+``AOETL_AUTH_API_KEYS=true`` accepts the API keys of the keys topic (``aoetl auth keys create``), and
+``AOETL_OIDC_ISSUER`` / ``_AUDIENCE`` / ``_JWKS_URL`` accept the tokens of an OIDC provider
+(``shared.auth.oidc``); both may be on. Secure by default: an API bound to anything but a loopback address
+refuses to start (exit 2) unless one of them is on. On loopback without either, every API call is 401.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from shared.auth.oidc import OidcSettings
 from shared.kafka.topics import DELIVERIES_RETENTION_MS
 from shared.settings import ServiceSettings
 from shared.triggers import TriggerRule
@@ -38,6 +46,17 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
     api_port_file: Path | None = Field(None, description="the bound API port is written here once listening")
     triggers: list[TriggerRule] = Field(default_factory=list)
     max_body_bytes: int = Field(1024 * 1024, ge=1, description="larger webhook bodies are answered 413")
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="larger bodies of every other endpoint are answered 413"
+    )
+    auth_api_keys: bool = Field(False, description="accept the API keys of the keys topic")
+    auth_keys_max_staleness_s: float = Field(
+        10.0, gt=0, description="API keys are refused (503) while the keys view is older than this"
+    )
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+    metrics_public: bool = Field(False, description="serve the API port's /metrics without a token")
+    rate_limit_per_s: float = Field(20.0, gt=0, description="API calls per second per principal")
+    rate_limit_burst: int = Field(40, ge=1, description="calls a principal may make at once")
     send_timeout_s: float = Field(10.0, gt=0, description="Kafka acknowledgement wait before answering 503")
     dedupe_capacity: int = Field(100_000, ge=1, description="acknowledged run ids remembered for replays")
     runs_capacity: int = Field(10_000, ge=1, description="runs kept in the in-memory status view")
@@ -77,3 +96,29 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
                 f" delivery_memory_s ({self.delivery_memory_s}s)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _secure_by_default(self) -> GatewaySettings:
+        if not self.authenticates and not is_loopback(self.api_host):
+            raise ValueError(
+                f"the API would listen on {self.api_host}, which is not a loopback address, with no"
+                " authentication method: set AOETL_AUTH_API_KEYS=true (keys from `aoetl auth keys create`)"
+                " and/or AOETL_OIDC_ISSUER, AOETL_OIDC_AUDIENCE and AOETL_OIDC_JWKS_URL, or listen on"
+                " AOETL_API_HOST=127.0.0.1"
+            )
+        return self
+
+    @property
+    def authenticates(self) -> bool:
+        """Some credential can be verified (else every API call but the probes and webhooks is 401)."""
+        return self.auth_api_keys or self.oidc.enabled
+
+
+def is_loopback(host: str) -> bool:
+    """Only literal loopback addresses and 'localhost' count; any other name might resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,10 +1,12 @@
-"""What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit
-runs. Every write returns only after Kafka acknowledged it; the in-memory views are updated at once too
-(read-your-writes), and again, idempotently, when the followers read the same records back.
+"""What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit and
+stop runs, store and revoke API keys. Who may do it, and on which tenant's objects, is decided before
+(``access.py``, ``app.py``); what is written here carries the tenant it is given. Every write returns only
+after Kafka acknowledged it; the in-memory views are updated at once too (read-your-writes), and again,
+idempotently, when the followers read the same records back.
 
 A webhook delivery is accepted through the replay memory shared by every replica
 (``services.gateway.acceptance``): its runs start at most once, copies are duplicates within the source's
-replay window and refused after it.
+replay window and refused after it, and a source starts only the definitions of its own tenant.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,13 +25,28 @@ from services.gateway.configuration import GatewaySettings
 from services.gateway.deliveries import DeliveryBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from services.gateway.webhooks import Delivery, read_delivery
-from shared.contracts import PipelineDefinition, PipelineRequest, Trigger, TriggerKind
+from shared.auth.keys import IssuedKey, KeyRing, revoke
+from shared.auth.oidc import OidcVerifier
+from shared.contracts import (
+    DEFAULT_TENANT,
+    ApiKey,
+    PipelineDefinition,
+    PipelineRequest,
+    RequestAction,
+    Trigger,
+    TriggerKind,
+)
 from shared.spec.models import PipelineSpec
 from shared.triggers import DefinitionTrigger, TriggerRule, webhook_rules_of
 from shared.webhooks.sources import WebhookSource
 
 API_RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "aoetl.gateway.api-run")
-__all__ = ["Gateway", "RunAnswer", "StartedRun", "WebhookAnswer"]
+__all__ = ["Gateway", "RunAnswer", "StartedRun", "WebhookAnswer", "api_run_id"]
+
+
+def api_run_id(idempotency_key: str | None) -> str:
+    """The same Idempotency-Key always names the same run; without one, every call is a new run."""
+    return uuid.uuid5(API_RUN_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
 
 
 class RunAnswer(BaseModel):
@@ -46,9 +63,18 @@ class Gateway:
     catalog: DefinitionCatalog
     runs: RunView
     deliveries: DeliveryBook
+    keys: KeyRing = field(default_factory=lambda: KeyRing(10.0))
+    oidc: OidcVerifier | None = None
 
     @classmethod
-    def in_memory(cls, settings: GatewaySettings, bus: Bus) -> Gateway:
+    def in_memory(
+        cls,
+        settings: GatewaySettings,
+        bus: Bus,
+        *,
+        keys: KeyRing | None = None,
+        oidc: OidcVerifier | None = None,
+    ) -> Gateway:
         return cls(
             settings,
             bus,
@@ -56,6 +82,8 @@ class Gateway:
             DefinitionCatalog(),
             RunView(settings.runs_capacity),
             DeliveryBook(settings.delivery_memory_s, settings.delivery_capacity),
+            keys or KeyRing(settings.auth_keys_max_staleness_s),
+            oidc,
         )
 
     @property
@@ -78,9 +106,10 @@ class Gateway:
         )
         return await acceptor.accept(delivery)
 
-    def _rules(self) -> list[TriggerRule]:
-        # Rules from the settings first, then those kept inside the registered definitions.
-        return [*self.settings.triggers, *webhook_rules_of(self.catalog.all())]
+    def _rules(self, tenant: str) -> list[TriggerRule]:
+        # Rules from the settings first (the operator's), then those kept inside the registered
+        # definitions of the tenant only: no tenant's trigger matches another tenant's source.
+        return [*self.settings.triggers, *webhook_rules_of(self.catalog.of_tenant(tenant))]
 
     async def _publish_request(self, request: PipelineRequest) -> bool:
         async def send() -> None:
@@ -99,11 +128,14 @@ class Gateway:
         payload: Any,
         requested_by: str,
         idempotency_key: str | None,
+        run_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> RunAnswer:
-        run_id = uuid.uuid5(API_RUN_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
+        run_id = run_id or api_run_id(idempotency_key)
         request = PipelineRequest(
             run_id=run_id,
             requested_by=requested_by,
+            tenant=tenant,
             trigger=Trigger(kind=TriggerKind.API, delivery_id=idempotency_key),
             spec=spec,
             definition_name=definition,
@@ -115,19 +147,39 @@ class Gateway:
         request_id = known.request_id if not published and known and known.request_id else request.request_id
         return RunAnswer(run_id=run_id, request_id=request_id, duplicate=not published)
 
+    async def stop(self, run_id: str, requested_by: str, tenant: str = DEFAULT_TENANT) -> PipelineRequest:
+        """Ask the orchestrator to stop ``run_id`` (keyed by the run id, as the CLI does, so the run's owner
+        gets it). Not deduplicated: stopping twice is harmless."""
+        request = PipelineRequest(
+            run_id=run_id,
+            action=RequestAction.STOP,
+            requested_by=requested_by,
+            tenant=tenant,
+            trigger=Trigger(kind=TriggerKind.API),
+        )
+        await self.bus.publish(self.topics.requests, run_id, request)
+        return request
+
     # ----------------------------------------------------------------------------------- definitions
     async def put_definition(
-        self, spec: PipelineSpec, updated_by: str, triggers: Sequence[DefinitionTrigger] = ()
+        self,
+        spec: PipelineSpec,
+        updated_by: str,
+        triggers: Sequence[DefinitionTrigger] = (),
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[PipelineDefinition, bool]:
-        """Publish a new version unless spec and triggers are unchanged; ``(definition, changed)``."""
+        """Publish a new version unless spec and triggers are unchanged; ``(definition, changed)``. The
+        caller has checked that the name is not another tenant's."""
         current = self.catalog.get(spec.name)
-        if current is not None and current.spec == spec and current.triggers == list(triggers):
+        unchanged = current is not None and current.spec == spec and current.triggers == list(triggers)
+        if current is not None and unchanged and current.tenant == tenant:
             return current, False
         definition = PipelineDefinition(
             name=spec.name,
             version=self.catalog.next_version(spec.name),
             spec=spec,
             updated_by=updated_by,
+            tenant=tenant,
             triggers=list(triggers),
         )
         await self.bus.publish(self.topics.definitions, spec.name, definition)
@@ -140,3 +192,15 @@ class Gateway:
         await self.bus.publish(self.topics.definitions, name, None)  # tombstone: compaction forgets it
         self.catalog.apply(name, None)
         return True
+
+    # ------------------------------------------------------------------------------------------ keys
+    async def store_key(self, issued: IssuedKey) -> None:
+        await self.bus.publish(self.topics.api_keys, issued.key_id, issued.record)
+        self.keys.apply(issued.key_id, issued.record)  # read-your-writes: usable at once on this replica
+
+    async def revoke_key(self, record: ApiKey, *, by: str) -> ApiKey:
+        revoked = revoke(record, by=by)
+        if revoked is not record:
+            await self.bus.publish(self.topics.api_keys, record.key_id, revoked)
+            self.keys.apply(record.key_id, revoked)
+        return revoked

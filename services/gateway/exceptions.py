@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from fastapi import HTTPException
+
 from shared.errors import TerminalError, TransientError
 
 
@@ -27,3 +29,8 @@ class ReplayRefusedError(TerminalError):
             f"replayed delivery: source {source!r} first saw it at {at}, more than its replay window"
             f" ({window_s:g}s) ago; nothing was started"
         )
+
+
+def unavailable(exc: GatewayTransientError) -> HTTPException:
+    """The 503 a transient failure is answered with; the sender should retry."""
+    return HTTPException(503, detail=str(exc), headers={"Retry-After": "1"})

@@ -19,3 +19,12 @@ PUBLISH_SECONDS = Histogram(
 PUBLISH_FAILURES = Counter(
     "aoetl_gateway_publish_failures", "Records Kafka did not acknowledge in time (answered 503)", ["topic"]
 )
+API_AUTH = Counter(
+    "aoetl_gateway_api_auth",
+    "API calls refused before reaching their endpoint, by reason "
+    "(unauthenticated|forbidden|rate_limited|unverifiable|too_large)",
+    ["reason"],
+)
+AUDIT_RECORDS = Counter(
+    "aoetl_gateway_audit_records", "Audit records written, by outcome (and failed writes)", ["outcome"]
+)

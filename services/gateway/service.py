@@ -1,4 +1,5 @@
-"""The gateway service: webhooks, definitions and run submissions over HTTP, onto Kafka.
+"""The gateway service: webhooks, definitions and run submissions over HTTP, onto Kafka, each API call
+authenticated (API keys from the keys topic the bus follows, OIDC tokens; ``access.py``).
 
 ``run_service`` gives it what every service has (settings, JSON logs, SIGTERM handling, /health /ready
 /metrics on ``http_port`` for the supervisor and probes). ``run`` then serves the HTTP API with uvicorn on
@@ -21,6 +22,8 @@ from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.deliveries import DeliveryBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
+from shared.auth.keys import KeyRing
+from shared.auth.oidc import OidcVerifier
 from shared.contracts import Stage
 from shared.health import ReadinessCheck, write_port_file
 from shared.kafka.types import Serde
@@ -52,14 +55,31 @@ class GatewayService(BaseService[GatewaySettings]):
             catalog=DefinitionCatalog(),
             runs=RunView(settings.runs_capacity),
             deliveries=DeliveryBook(settings.delivery_memory_s, settings.delivery_capacity),
+            keys=KeyRing(settings.auth_keys_max_staleness_s),
         )
+        oidc = OidcVerifier(settings.oidc) if settings.oidc.enabled else None
         self.gateway = Gateway(
-            settings, self.bus, self.bus.ledger, self.bus.catalog, self.bus.runs, self.bus.deliveries
+            settings,
+            self.bus,
+            self.bus.ledger,
+            self.bus.catalog,
+            self.bus.runs,
+            self.bus.deliveries,
+            self.bus.keys,
+            oidc,
         )
         self.api_port: int | None = None
+        if not settings.authenticates:
+            _log.warning(
+                "no authentication method configured (AOETL_AUTH_API_KEYS, AOETL_OIDC_*): every API call"
+                " but the probes and webhooks is refused (401)"
+            )
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"kafka": lambda: self.bus.ready}
+        checks: dict[str, ReadinessCheck] = {"kafka": lambda: self.bus.ready}
+        if self.settings.auth_api_keys:
+            checks["api_keys"] = self.bus.keys.is_fresh
+        return checks
 
     def run(self, shutdown: GracefulShutdown) -> None:
         asyncio.run(self.serve(shutdown))

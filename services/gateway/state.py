@@ -94,6 +94,9 @@ class DefinitionCatalog:
     def all(self) -> list[PipelineDefinition]:
         return [self._by_name[name] for name in sorted(self._by_name)]
 
+    def of_tenant(self, tenant: str) -> list[PipelineDefinition]:
+        return [d for d in self.all() if d.tenant == tenant]
+
     def next_version(self, name: str) -> int:
         current = self._by_name.get(name)
         return 1 if current is None else current.version + 1
@@ -111,6 +114,7 @@ class RunStatusView(BaseModel):
     """What ``GET /runs/{run_id}`` answers: the request, its progress folded from its events, its result."""
 
     run_id: str
+    tenant: str | None = Field(None, description="whose run it is; None until its request has been read")
     status: str = Field(description="SUBMITTED, RUNNING, or the final RunStatus")
     pipeline: str | None = None
     request_id: str | None = None
@@ -166,6 +170,7 @@ class RunView:
     def on_request(self, request: PipelineRequest) -> None:
         view = self._entry(request.run_id).view
         view.request_id = request.request_id
+        view.tenant = request.tenant
         view.submitted_at = request.submitted_at
         view.pipeline = view.pipeline or (request.spec.name if request.spec else request.definition_name)
         view.trigger = request.trigger.model_dump(mode="json")

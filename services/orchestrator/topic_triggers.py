@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import streaming
-from shared.contracts import PipelineDefinition, PipelineRequest, Stage, Trigger, TriggerKind
+from shared.contracts import DEFAULT_TENANT, PipelineDefinition, PipelineRequest, Stage, Trigger, TriggerKind
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
@@ -45,6 +45,7 @@ MAX_WINDOW_BYTES = 512 * 1024
 class RuleKey:
     definition: str
     index: int  # place among the definition's topic rules
+    tenant: str = DEFAULT_TENANT  # the definition's: the runs it starts are that tenant's
 
     def group_id(self, suffix: str) -> str:
         return f"aoetl-trigger.{self.definition}.{self.index}{suffix}"
@@ -119,6 +120,7 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
         request = PipelineRequest(
             run_id=run_id,
             requested_by=f"trigger:{topic}",
+            tenant=self.key.tenant,
             trigger=Trigger(
                 kind=TriggerKind.EVENT,
                 source=topic,
@@ -144,7 +146,7 @@ def topic_rules(
             if problem:
                 _log.warning("definition %s: topic trigger %d ignored: %s", name, index, problem)
                 continue
-            rules[RuleKey(name, index)] = trigger
+            rules[RuleKey(name, index, definition.tenant)] = trigger
     return rules
 
 

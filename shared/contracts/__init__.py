@@ -3,10 +3,12 @@
 
 Timestamps are UTC ``datetime`` (Avro ``timestamp-millis``). Ids are strings (UUID4 hex unless said).
 ``base`` holds the enums and small records, ``messages`` the messages, ``events`` the run events and their
-typed payloads (``legacy`` reads the payloads of RunEvent v1-v3); everything is importable from here.
+typed payloads (``legacy`` reads the payloads of RunEvent v1-v3), ``security`` the API keys and audit
+records; everything is importable from here.
 """
 
 from shared.contracts.base import (
+    DEFAULT_TENANT,
     AlertKind,
     BatchFormat,
     Contract,
@@ -61,6 +63,7 @@ from shared.contracts.messages import (
     StreamRun,
     WebhookDelivery,
 )
+from shared.contracts.security import ApiKey, AuditChannel, AuditOutcome, AuditRecord, Role
 
 MESSAGE_TYPES: tuple[type[Contract], ...] = (
     PipelineRequest,
@@ -75,15 +78,22 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     DeadLetter,
     StreamRun,
     WebhookDelivery,
+    ApiKey,
+    AuditRecord,
 )
 
 __all__ = [
+    "DEFAULT_TENANT",
     "MESSAGE_TYPES",
     "PAYLOAD_KINDS",
     "PAYLOAD_TYPES",
     "AgentDecision",
     "Alert",
     "AlertKind",
+    "ApiKey",
+    "AuditChannel",
+    "AuditOutcome",
+    "AuditRecord",
     "BatchFormat",
     "BatchLoaded",
     "Contract",
@@ -104,6 +114,7 @@ __all__ = [
     "PipelineWatermark",
     "QualityViolation",
     "RequestAction",
+    "Role",
     "RunAccepted",
     "RunControl",
     "RunEvent",

@@ -10,6 +10,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The tenant of whatever was made before tenants existed, and of a deployment that names none: old messages
+# decode into it (the Avro default) and a CLI without a configured tenant speaks for it.
+DEFAULT_TENANT = "default"
+
 
 def new_id() -> str:
     return uuid.uuid4().hex

@@ -11,6 +11,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from shared.contracts.base import (
+    DEFAULT_TENANT,
     AlertKind,
     BatchFormat,
     Contract,
@@ -41,6 +42,7 @@ class PipelineRequest(Contract):
     run_id: str = Field(default_factory=new_id)
     submitted_at: datetime = Field(default_factory=utcnow)
     requested_by: str = "unknown"
+    tenant: str = Field(DEFAULT_TENANT, description="whose run it is (the gateway: the caller's tenant)")
     trigger: Trigger = Field(default_factory=Trigger)
     spec: PipelineSpec | None = None
     definition_name: str | None = None
@@ -59,6 +61,7 @@ class PipelineDefinition(Contract):
     spec: PipelineSpec
     updated_at: datetime = Field(default_factory=utcnow)
     updated_by: str = "unknown"
+    tenant: str = Field(DEFAULT_TENANT, description="no other tenant sees, changes or triggers it")
     triggers: list[DefinitionTrigger] = Field(
         default_factory=list, description="webhook and topic rules that start this pipeline"
     )

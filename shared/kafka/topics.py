@@ -35,6 +35,8 @@ class Topics:
     SCHEMAS: Final = "aoetl.schemas"
     STREAMS: Final = "aoetl.streams"
     DELIVERIES: Final = "aoetl.deliveries"
+    API_KEYS: Final = "aoetl.auth.keys"
+    AUDIT: Final = "aoetl.audit"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
@@ -80,5 +82,17 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         3,
         {"retention.ms": str(DELIVERIES_RETENTION_MS)},
         "WebhookDelivery (the gateway's replay memory), key <source>:<identity>",
+    ),
+    TopicSpec(
+        Topics.API_KEYS,
+        1,
+        _COMPACTED,
+        "ApiKey (hashed; a revocation is a new record), key key id; every gateway replica reads it all",
+    ),
+    TopicSpec(
+        Topics.AUDIT,
+        3,
+        {"retention.ms": str(365 * DAY_MS)},
+        "AuditRecord of every mutating REST and CLI call, key tenant (a tenant's records stay in order)",
     ),
 )

@@ -26,6 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.roles import TENANT_PATTERN
+from shared.contracts.base import DEFAULT_TENANT
 from shared.webhooks.headers import DEFAULT_DELIVERY_ID_HEADER, DEFAULT_EVENT_HEADER, DEFAULT_HMAC_HEADER
 from shared.webhooks.signatures import DEFAULT_TOLERANCE_S, STANDARD_SECRET_PREFIX, Scheme, standard_key
 
@@ -56,6 +58,11 @@ class WebhookSource(BaseModel):
         gt=0,
         description="a copy of a delivery first seen less than this long ago is answered as a duplicate;"
         " later copies are refused (409)",
+    )
+    tenant: str = Field(
+        DEFAULT_TENANT,
+        pattern=TENANT_PATTERN,
+        description="whose sender it is: only that tenant's definitions' triggers match its deliveries",
     )
 
     @model_validator(mode="after")

@@ -134,7 +134,7 @@ def test_a_redelivered_batch_counts_once_in_the_gateway_the_cli_and_the_result(
 
     # the gateway
     def view() -> dict:
-        answer = httpx.get(f"{gateway.url}/runs/{run.run_id}")
+        answer = httpx.get(f"{gateway.url}/runs/{run.run_id}", headers=gateway.auth)
         assert answer.status_code == 200, answer.text
         return answer.json()
 

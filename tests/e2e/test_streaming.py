@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 
 from shared.contracts import (
+    DEFAULT_TENANT,
     Contract,
     PipelineDefinition,
     PipelineRequest,
@@ -146,12 +147,11 @@ def new_topic(bootstrap: str, partitions: int) -> str:
     return topic
 
 
-def register(system: System, document: dict) -> str:
+def register(system: System, document: dict, tenant: str = DEFAULT_TENANT) -> str:
     spec_part, triggers = split_definition_document(document)
     spec = parse_spec(spec_part)
-    system.client.publish(
-        Topics.DEFINITIONS, spec.name, PipelineDefinition(name=spec.name, spec=spec, triggers=triggers)
-    )
+    definition = PipelineDefinition(name=spec.name, spec=spec, triggers=triggers, tenant=tenant)
+    system.client.publish(Topics.DEFINITIONS, spec.name, definition)
     return spec.name
 
 
@@ -195,6 +195,7 @@ def test_a_matching_topic_event_starts_its_definition_with_parameters(
                 }
             ],
         },
+        tenant="acme",
     )
     events = EventProducer(kafka_bootstrap, topic)
     with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
@@ -210,6 +211,7 @@ def test_a_matching_topic_event_starts_its_definition_with_parameters(
     assert request.trigger.kind is TriggerKind.EVENT and request.trigger.source == topic
     assert request.trigger.delivery_id == f"{topic}/{partition}/{offset}"
     assert request.parameters == {"customer": "c-9"}
+    assert request.tenant == "acme"  # the definition's: the run is its tenant's
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT id, amount FROM orders").fetchall() == [(7, 12.5)]
 

@@ -24,6 +24,7 @@ from tests.e2e.test_pipelines import (
     write_orders,
 )
 from tests.helpers import wait_until
+from tests.integration.test_gateway import seed_key
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +35,15 @@ def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carrie
     system: System, tmp_path: Path
 ):
     api_port = free_port()
+    admin = {
+        "Authorization": f"Bearer {seed_key(system.env['KAFKA_BOOTSTRAP_SERVERS'], system.suffix).token}"
+    }
     gateway = system.supervisor.start(
         "gateway",
         1,
         env={
             "AOETL_API_PORT": str(api_port),
+            "AOETL_AUTH_API_KEYS": "true",
             "AOETL_WEBHOOKS": json.dumps({"billing": {"scheme": "stripe", "secrets": [SECRET]}}),
             "AOETL_TRIGGERS": json.dumps(
                 [
@@ -61,12 +66,14 @@ def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carrie
         "transforms": ORDER_STEPS,
         "destination": {"type": "duckdb", "path": str(db), "table": "orders"},
     }
-    assert httpx.put(f"{api}/definitions/webhook-orders", json=definition, timeout=10).status_code in (
+    assert httpx.put(
+        f"{api}/definitions/webhook-orders", json=definition, headers=admin, timeout=10
+    ).status_code in (
         200,
         201,
     )
     wait_until(
-        lambda: httpx.get(f"{api}/definitions/webhook-orders", timeout=5).status_code == 200,
+        lambda: httpx.get(f"{api}/definitions/webhook-orders", headers=admin, timeout=5).status_code == 200,
         30,
         message="definition visible",
     )
@@ -93,7 +100,9 @@ def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carrie
     assert result.pipeline == "webhook-orders"
     assert duckdb_figures(db, "orders") == expected_orders(rows)
     wait_until(
-        lambda: httpx.get(f"{api}/runs/{run_id}", timeout=5).json().get("status") == "COMPLETED",
+        lambda: (
+            httpx.get(f"{api}/runs/{run_id}", headers=admin, timeout=5).json().get("status") == "COMPLETED"
+        ),
         30,
         message="run view",
     )

@@ -1,5 +1,6 @@
 """The gateway against the real broker: its own service code (``GatewayService.run``) on a thread, uvicorn
-on a free loopback port, private topics (unique suffix). What Kafka holds is read back with confluent-kafka
+on a free loopback port, private topics (unique suffix), API keys on (an admin key seeded on the keys
+topic through the Kafka door before it starts). What Kafka holds is read back with confluent-kafka
 watermarks and a group-less consumer, independent of the gateway's own reading."""
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ from confluent_kafka.admin import AdminClient
 
 from services.gateway.configuration import GatewaySettings
 from services.gateway.service import GatewayService
+from shared.auth.keys import IssuedKey, issue_key
 from shared.avro import AvroSerde
-from shared.contracts import PipelineRequest, PipelineResult, RunStatus, TriggerKind, utcnow
+from shared.contracts import (
+    DEFAULT_TENANT,
+    PipelineRequest,
+    PipelineResult,
+    Role,
+    RunStatus,
+    TriggerKind,
+    utcnow,
+)
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics, TopicSpec
 from shared.settings import KafkaSettings
@@ -38,7 +48,15 @@ SPEC: dict[str, Any] = {
     "source": {"type": "event", "records_path": "commits"},
     "destination": {"type": "jsonl", "path": "/tmp/gh-commits.jsonl"},
 }
-GATEWAY_TOPICS = (Topics.REQUESTS, Topics.DEFINITIONS, Topics.EVENTS, Topics.RESULTS, Topics.DELIVERIES)
+GATEWAY_TOPICS = (
+    Topics.REQUESTS,
+    Topics.DEFINITIONS,
+    Topics.EVENTS,
+    Topics.RESULTS,
+    Topics.DELIVERIES,
+    Topics.API_KEYS,
+    Topics.AUDIT,
+)
 
 
 @pytest.fixture
@@ -52,12 +70,28 @@ def topic_suffix(kafka_bootstrap: str) -> Iterator[str]:
     AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([s.name for s in specs])
 
 
+def seed_key(bootstrap: str, suffix: str, role: Role = Role.ADMIN, tenant: str = DEFAULT_TENANT) -> IssuedKey:
+    """A key on the keys topic, as `aoetl auth keys create` writes it through the Kafka door."""
+    issued = issue_key(tenant, role, created_by="test")
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(Topics.API_KEYS + suffix, AvroSerde().encode(issued.record), key=issued.key_id)
+    assert producer.flush(10) == 0
+    return issued
+
+
 @dataclass
 class RunningGateway:
     service: GatewayService
     shutdown: GracefulShutdown
     thread: threading.Thread
     url: str
+    admin: IssuedKey | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers of an admin's API call."""
+        assert self.admin is not None
+        return {"Authorization": f"Bearer {self.admin.token}"}
 
     def stop(self) -> None:
         self.shutdown.request("test over")
@@ -65,7 +99,11 @@ class RunningGateway:
         assert not self.thread.is_alive(), "the gateway did not stop"
 
 
-def start_gateway(bootstrap: str, suffix: str, **overrides: Any) -> RunningGateway:
+def start_gateway(
+    bootstrap: str, suffix: str, *, admin: IssuedKey | None = None, **overrides: Any
+) -> RunningGateway:
+    admin = admin or seed_key(bootstrap, suffix)
+    overrides.setdefault("auth_api_keys", True)
     settings = GatewaySettings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         topic_suffix=suffix,
@@ -89,7 +127,7 @@ def start_gateway(bootstrap: str, suffix: str, **overrides: Any) -> RunningGatew
     port = wait_until(lambda: service.api_port, timeout=30, message="the gateway API to listen")
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200, timeout=60, message="gateway /ready")
-    return RunningGateway(service, shutdown, thread, url)
+    return RunningGateway(service, shutdown, thread, url, admin)
 
 
 @pytest.fixture
@@ -180,26 +218,25 @@ def test_rejections_publish_nothing_and_a_good_delivery_exactly_one_request(
 def test_restart_keeps_definitions_and_recognises_replays(
     gateway: RunningGateway, kafka_bootstrap: str, topic_suffix: str
 ) -> None:
-    url = gateway.url
-    assert httpx.put(f"{url}/definitions/gh-commits", json=SPEC).status_code == 201
+    url, auth = gateway.url, gateway.auth
+    assert httpx.put(f"{url}/definitions/gh-commits", json=SPEC, headers=auth).status_code == 201
     doomed = {**SPEC, "name": "doomed"}
-    assert httpx.put(f"{url}/definitions/doomed", json=doomed).status_code == 201
-    assert (
-        httpx.put(f"{url}/definitions/gh-commits", json={**SPEC, "description": "v2"}).json()["version"] == 2
-    )
-    assert httpx.delete(f"{url}/definitions/doomed").status_code == 204
+    assert httpx.put(f"{url}/definitions/doomed", json=doomed, headers=auth).status_code == 201
+    v2 = httpx.put(f"{url}/definitions/gh-commits", json={**SPEC, "description": "v2"}, headers=auth)
+    assert v2.json()["version"] == 2
+    assert httpx.delete(f"{url}/definitions/doomed", headers=auth).status_code == 204
     first = httpx.post(f"{url}/webhooks/github", content=PUSH, headers=signed(PUSH, "before-restart"))
     assert first.status_code == 202
     gateway.stop()
 
-    restarted = start_gateway(kafka_bootstrap, topic_suffix)
+    restarted = start_gateway(kafka_bootstrap, topic_suffix, admin=gateway.admin)  # the key survives too
     try:
         url = restarted.url
-        listed = httpx.get(f"{url}/definitions").json()
+        listed = httpx.get(f"{url}/definitions", headers=auth).json()
         assert [(d["name"], d["version"], d["spec"]["description"]) for d in listed] == [
             ("gh-commits", 2, "v2")
         ]
-        assert httpx.get(f"{url}/definitions/doomed").status_code == 404
+        assert httpx.get(f"{url}/definitions/doomed", headers=auth).status_code == 404
         replay = httpx.post(f"{url}/webhooks/github", content=PUSH, headers=signed(PUSH, "before-restart"))
         assert replay.status_code == 200 and replay.json()["run_id"] == first.json()["run_id"]
         assert records_on(kafka_bootstrap, Topics.REQUESTS + topic_suffix) == 1
@@ -211,10 +248,13 @@ def test_restart_keeps_definitions_and_recognises_replays(
 def test_run_status_reflects_the_result_topic(
     gateway: RunningGateway, kafka_bootstrap: str, topic_suffix: str
 ) -> None:
-    submitted = httpx.post(f"{gateway.url}/runs", json={"spec": SPEC, "payload": {"commits": []}})
+    auth = gateway.auth
+    submitted = httpx.post(
+        f"{gateway.url}/runs", json={"spec": SPEC, "payload": {"commits": []}}, headers=auth
+    )
     assert submitted.status_code == 202
     run_id = submitted.json()["run_id"]
-    assert httpx.get(f"{gateway.url}/runs/{run_id}").json()["status"] == "SUBMITTED"
+    assert httpx.get(f"{gateway.url}/runs/{run_id}", headers=auth).json()["status"] == "SUBMITTED"
 
     result = PipelineResult(
         run_id=run_id,
@@ -229,7 +269,10 @@ def test_run_status_reflects_the_result_topic(
     assert producer.flush(10) == 0
 
     view = wait_until(
-        lambda: (v := httpx.get(f"{gateway.url}/runs/{run_id}").json())["status"] == "COMPLETED" and v,
+        lambda: (
+            (v := httpx.get(f"{gateway.url}/runs/{run_id}", headers=auth).json())["status"] == "COMPLETED"
+            and v
+        ),
         timeout=30,
         message="the run view to fold the result",
     )
@@ -273,7 +316,11 @@ def test_cli_applies_definitions_via_kafka_and_sends_a_signed_webhook(
     specs.mkdir()
     (specs / "a.yaml").write_text(yaml.safe_dump(SPEC))
     (specs / "b.json").write_text(json.dumps({**SPEC, "name": "second"}))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "AOETL_TOPIC_SUFFIX": topic_suffix}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "AOETL_TOPIC_SUFFIX": topic_suffix,
+        "AOETL_CONFIG": str(tmp_path / "no-config.toml"),  # never the developer's own token
+    }
     runner = CliRunner()
 
     applied = runner.invoke(app, ["definitions", "apply", str(specs)], env=env)
@@ -284,12 +331,20 @@ def test_cli_applies_definitions_via_kafka_and_sends_a_signed_webhook(
     # the gateway follows the topic: what the CLI published through Kafka shows up in its API
     wait_until(
         lambda: (
-            [d["name"] for d in httpx.get(f"{gateway.url}/definitions").json()] == ["gh-commits", "second"]
+            [d["name"] for d in httpx.get(f"{gateway.url}/definitions", headers=gateway.auth).json()]
+            == ["gh-commits", "second"]
         ),
         timeout=30,
         message="the gateway to read the definitions the CLI published",
     )
-    listed = runner.invoke(app, ["definitions", "list", "--gateway", gateway.url], env=env)
+    unauthenticated = runner.invoke(app, ["definitions", "list", "--gateway", gateway.url], env=env)
+    assert unauthenticated.exit_code != 0 and "401" in unauthenticated.output
+    assert gateway.admin is not None
+    listed = runner.invoke(
+        app,
+        ["definitions", "list", "--gateway", gateway.url],
+        env={**env, "AOETL_TOKEN": gateway.admin.token},
+    )
     assert listed.exit_code == 0 and "second" in listed.output
 
     payload = tmp_path / "push.json"

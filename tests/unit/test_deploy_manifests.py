@@ -97,11 +97,12 @@ def test_gateway_api_is_published_and_listens_on_all_interfaces() -> None:
     gateway = _compose()["services"]["gateway"]
     env = gateway["environment"]
     assert env["AOETL_API_HOST"] == "0.0.0.0" and env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["AOETL_AUTH_API_KEYS"] == "true"  # else the exposed gateway refuses to start
     assert f"{env['AOETL_API_PORT']}:{env['AOETL_API_PORT']}" in gateway["ports"]
 
     (container,) = _by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
     k8s_env = {e["name"]: e.get("value") for e in container["env"]}
-    assert k8s_env["AOETL_API_HOST"] == "0.0.0.0"
+    assert k8s_env["AOETL_API_HOST"] == "0.0.0.0" and k8s_env["AOETL_AUTH_API_KEYS"] == "true"
     api = next(p for p in container["ports"] if p["name"] == "api")
     assert str(api["containerPort"]) == k8s_env["AOETL_API_PORT"]
     service_ports = {p["name"]: p["targetPort"] for p in _by_kind("Service")["gateway"]["spec"]["ports"]}

@@ -9,23 +9,20 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from services.gateway.app import create_app
-from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
-from services.gateway.exceptions import GatewayTransientError
 from shared.contracts import (
+    AuditOutcome,
     BatchLoaded,
-    Contract,
     EventKind,
     PipelineDefinition,
-    PipelineRequest,
     PipelineResult,
     RunEvent,
     RunFinished,
@@ -36,79 +33,25 @@ from shared.contracts import (
     Stage,
     TriggerKind,
 )
+from tests.unit.gateway_support import (
+    ADMIN,
+    GITHUB_SECRET,
+    PLAIN_SECRET,
+    STRIPE_SECRET,
+    FakeBus,
+    bearer,
+    make_gateway,
+    make_settings,
+)
 
 pytestmark = pytest.mark.unit
-
-GITHUB_SECRET = "gh-secret-of-16+bytes"
-STRIPE_SECRET = "whsec_stripe-secret-16+bytes"
-PLAIN_SECRET = "plain-secret-16+bytes"
-STD_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+__all__ = ["FakeBus", "make_settings"]  # imported from here by older tests
 
 SPEC: dict[str, Any] = {
     "name": "repo-sync",
     "source": {"type": "event", "records_path": "commits"},
     "destination": {"type": "jsonl", "path": "/tmp/out.jsonl"},
 }
-
-
-class FakeBus:
-    """Kafka as a list: every record is acknowledged at once at the next offset of one partition per
-    topic, and there is no follower (the gateway applies its own records, as it does after reading them
-    back), so ``caught_up_to`` has nothing to wait for unless a test holds it."""
-
-    def __init__(self) -> None:
-        self.ready = True
-        self.down = False
-        self.published: list[tuple[str, str, Contract | None]] = []
-        self.gate: asyncio.Event | None = None
-        self.before_caught_up: Callable[[RecordPosition], Awaitable[None]] | None = None
-
-    async def publish(self, topic: str, key: str, value: Contract | None) -> RecordPosition:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.down:
-            raise GatewayTransientError("broker down")
-        offset = sum(1 for t, _, _ in self.published if t == topic)
-        self.published.append((topic, key, value))
-        return RecordPosition(topic, 0, offset)
-
-    async def caught_up_to(self, position: RecordPosition) -> None:
-        if self.before_caught_up is not None:
-            await self.before_caught_up(position)
-
-    def requests(self) -> list[PipelineRequest]:
-        return [v for _, _, v in self.published if isinstance(v, PipelineRequest)]
-
-    def on(self, topic: str) -> list[tuple[str, Contract | None]]:
-        return [(key, value) for t, key, value in self.published if t == topic]
-
-
-def make_settings(**overrides: Any) -> GatewaySettings:
-    values: dict[str, Any] = {
-        "topic_suffix": ".unit",
-        "max_body_bytes": 2048,
-        "webhooks": {
-            "github": {"scheme": "github", "secrets": [GITHUB_SECRET]},
-            "stripe": {"scheme": "stripe", "secrets": [STRIPE_SECRET]},
-            "acme": {"scheme": "standard", "secrets": [STD_SECRET]},
-            "plain": {"scheme": "hmac", "secrets": [PLAIN_SECRET], "signature_header": "X-Plain-Sig"},
-        },
-        "triggers": [
-            {
-                "source": "github",
-                "event": "push",
-                "definition": "repo-sync",
-                "where": {"ref": "refs/heads/main"},
-                "parameters": {"commit": "head_commit.id", "repo": "repository.full_name", "n": "size"},
-            },
-            {"source": "github", "event": "push", "definition": "audit"},
-            {"source": "stripe", "event": "invoice.paid", "definition": "billing"},
-            {"source": "acme", "definition": "acme-any"},
-            {"source": "plain", "event": "thing", "definition": "plain"},
-        ],
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)
 
 
 @pytest.fixture
@@ -118,13 +61,14 @@ def bus() -> FakeBus:
 
 @pytest.fixture
 def gateway(bus: FakeBus) -> Gateway:
-    return Gateway.in_memory(make_settings(), bus)
+    return make_gateway(bus)
 
 
 @pytest.fixture
 async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's client: every API call carries the admin key (webhooks ignore it)."""
     transport = httpx.ASGITransport(app=create_app(gateway))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=bearer(ADMIN)) as c:
         yield c
 
 
@@ -321,7 +265,8 @@ async def test_standard_webhooks_and_generic_hmac(client: httpx.AsyncClient, bus
 async def test_definitions_crud(client: httpx.AsyncClient, bus: FakeBus) -> None:
     created = await client.put("/definitions/repo-sync", json=SPEC, headers={"X-Aoetl-User": "ana"})
     assert created.status_code == 201, created.text
-    assert created.json()["version"] == 1 and created.json()["updated_by"] == "ana"
+    # the principal comes from the key, not from the header (which is ignored)
+    assert created.json()["version"] == 1 and created.json()["updated_by"] == f"key:{ADMIN.key_id}@acme"
     same = await client.put("/definitions/repo-sync", json=SPEC)
     assert same.status_code == 200 and same.json()["version"] == 1  # unchanged: nothing published
     changed = await client.put("/definitions/repo-sync", json={**SPEC, "description": "v2"})
@@ -332,7 +277,7 @@ async def test_definitions_crud(client: httpx.AsyncClient, bus: FakeBus) -> None
     assert (await client.delete("/definitions/repo-sync")).status_code == 204
     assert (await client.get("/definitions/repo-sync")).status_code == 404
     assert (await client.delete("/definitions/repo-sync")).status_code == 404
-    kinds = [(topic, key, type(v).__name__) for topic, key, v in bus.published]
+    kinds = [(topic, key, type(v).__name__) for topic, key, v in bus.actions()]
     assert kinds == [
         ("aoetl.definitions.unit", "repo-sync", "PipelineDefinition"),
         ("aoetl.definitions.unit", "repo-sync", "PipelineDefinition"),
@@ -348,7 +293,8 @@ async def test_invalid_spec_gets_422_with_field_paths(client: httpx.AsyncClient,
     assert "source.csv.path" in paths and "run.batch_rows" in paths
     mismatch = await client.put("/definitions/other-name", json=SPEC)
     assert mismatch.status_code == 422 and mismatch.json()["detail"][0]["path"] == "name"
-    assert bus.published == []
+    assert bus.actions() == []
+    assert [a.outcome for a in bus.audits()] == [AuditOutcome.REJECTED, AuditOutcome.REJECTED]
 
 
 async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_published(
@@ -371,7 +317,8 @@ async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_publishe
         response = await client.put("/definitions/repo-sync", json=document)
         assert response.status_code == 422, (path, response.text)
         assert [issue["path"] for issue in response.json()["detail"]] == [path]
-    assert bus.published == []
+    assert bus.actions() == []  # nothing but the refusals' audit records
+    assert [(a.action, a.outcome) for a in bus.audits()] == [("definitions.put", AuditOutcome.REJECTED)] * 5
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -487,7 +434,7 @@ async def test_run_status_counts_a_redelivered_batch_once(
 
 async def test_probes_and_openapi(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
-    assert (await client.get("/ready")).json() == {"ready": True, "checks": {"kafka": True}}
+    assert (await client.get("/ready")).json() == {"ready": True, "checks": {"kafka": True, "api_keys": True}}
     metrics = await client.get("/metrics")
     assert "aoetl_gateway_webhooks_total" in metrics.text
     paths = (await client.get("/openapi.json")).json()["paths"]

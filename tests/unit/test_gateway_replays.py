@@ -30,16 +30,15 @@ from shared.contracts import DeliveryRun, DeliveryState, PipelineRequest, Webhoo
 from shared.errors import ConfigurationError
 from shared.settings import load_settings
 from shared.webhooks.signatures import sign_hmac, sign_standard, sign_stripe
-from tests.unit.test_gateway_app import (
+from tests.unit.gateway_support import (
     GITHUB_SECRET,
     PLAIN_SECRET,
-    PUSH,
     STD_SECRET,
     STRIPE_SECRET,
     FakeBus,
-    github,
     make_settings,
 )
+from tests.unit.test_gateway_app import PUSH, github
 
 pytestmark = pytest.mark.unit
 

@@ -37,6 +37,7 @@ from services.monitor.app import _faust_broker, input_partitions
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
 from services.monitor.lag import LagProbe
+from shared.auth.keys import KeyRing
 from shared.avro.schema_topic import SchemaTopicResolver, publish_schemas
 from shared.contracts import PipelineDefinition
 from shared.errors import ConfigurationError
@@ -258,6 +259,7 @@ def gateway_bus(kafka: KafkaSettings) -> None:
         catalog=DefinitionCatalog(),
         runs=RunView(10),
         deliveries=DeliveryBook(3600, 10),
+        keys=KeyRing(10.0),
     )
     with pytest.raises(ScenarioDone):
         asyncio.run(bus._run_once(asyncio.Event()))

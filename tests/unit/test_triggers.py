@@ -13,7 +13,6 @@ import pytest
 
 from services.extract.streams import batch_id_for, rows_to_table
 from services.gateway.app import create_app
-from services.gateway.core import Gateway
 from shared.avro.serde import AvroSerde
 from shared.contracts import PipelineDefinition, PipelineRequest
 from shared.spec import SpecError, parse_spec
@@ -29,7 +28,7 @@ from shared.triggers import (
     topic_run_id,
     webhook_rules_of,
 )
-from tests.unit.test_gateway_app import GITHUB_SECRET, FakeBus, make_settings
+from tests.unit.gateway_support import ADMIN, GITHUB_SECRET, FakeBus, bearer, make_gateway
 
 pytestmark = pytest.mark.unit
 
@@ -114,7 +113,7 @@ def test_events_decode_as_json_objects_or_avro_records_and_poison_is_typed():
 # ----------------------------------------------------------------------------------------- gateway
 async def test_the_gateway_registers_triggers_and_matches_webhooks_by_definition_rules() -> None:
     bus = FakeBus()
-    gateway = Gateway.in_memory(make_settings(triggers=[]), bus)  # no rule in the settings at all
+    gateway = make_gateway(bus, triggers=[])  # no rule in the settings at all
     document = {
         "name": "on-tag",
         "source": {"type": "event"},
@@ -126,7 +125,9 @@ async def test_the_gateway_registers_triggers_and_matches_webhooks_by_definition
         ],
     }  # fmt: skip
     transport = httpx.ASGITransport(app=create_app(gateway))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=bearer(ADMIN)
+    ) as client:
         invalid = await client.put("/definitions/on-tag", json=document)
         assert invalid.status_code == 422
         assert "triggers[1].topic.window.events" in invalid.text
