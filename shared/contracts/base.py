@@ -127,8 +127,11 @@ class ErrorInfo(Contract):
     @classmethod
     def from_exception(cls, exc: BaseException, *, max_len: int = 4000) -> ErrorInfo:
         from shared.errors import is_transient
+        from shared.redaction import redact
 
-        return cls(error_class=type(exc).__name__, message=str(exc)[:max_len], transient=is_transient(exc))
+        # Every result, run event and dead letter takes its error from here: the last redaction point.
+        message = redact(str(exc))[:max_len]
+        return cls(error_class=type(exc).__name__, message=message, transient=is_transient(exc))
 
 
 class Trigger(Contract):
