@@ -9,7 +9,7 @@ Status codes, and what they promise:
   seen longer ago than its source's replay window, 413 body over the limit (checked from Content-Length
   and again while streaming, so a large body is refused before it is read), 422 invalid spec (field paths
   and reasons), a definition the spec policy refuses included (``shared.policy``: data roots, SQL, system
-  tables and topics);
+  tables and topics, connections, egress);
 * 503: Kafka did not acknowledge in time, or the gateway has not caught up with its topics yet; the
   sender should retry (webhook senders do), and the retry is deduplicated.
 
@@ -209,6 +209,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         spec = _parse_spec_or_422(spec_part)
         if spec.name != name:
             raise _invalid([Issue(path="name", reason=f"must equal the URL's name {name!r}")])
+        # the tenant is 'default' until principals carry one
         refused = check_spec(spec, policy) + check_triggers(triggers, policy)
         if refused:
             raise _invalid([Issue(path=i.path, reason=i.reason) for i in refused])

@@ -374,6 +374,25 @@ async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_publishe
     assert bus.published == []
 
 
+async def test_a_definition_naming_a_secret_or_the_metadata_address_gets_422(
+    client: httpx.AsyncClient, bus: FakeBus
+) -> None:
+    """An http source that would send the Kafka SASL password, or reach the metadata endpoint, is refused
+    with the field at fault; nothing is published."""
+    stealing = {
+        **SPEC,
+        "source": {"type": "http", "url": "https://x.example/", "auth_env": "AOETL_KAFKA_SASL_PASSWORD"},
+    }
+    response = await client.put("/definitions/repo-sync", json=stealing)
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["detail"]
+    assert issue["path"] == "source.auth_env" and "AOETL_KAFKA_SASL_PASSWORD" in issue["reason"]
+    metadata = {**SPEC, "source": {"type": "http", "url": "http://169.254.169.254/latest/meta-data/"}}
+    response = await client.put("/definitions/repo-sync", json=metadata)
+    assert response.status_code == 422 and response.json()["detail"][0]["path"] == "source.url"
+    assert bus.published == []
+
+
 # ---------------------------------------------------------------------------------------------- runs
 async def test_submit_run_by_spec_definition_and_idempotency_key(
     client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
