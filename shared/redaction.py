@@ -2,9 +2,10 @@
 
 A secret must never reach a result, an error, a dead letter, a log line or an alert. Errors that carry
 connection material are built from ``redact``-ed text where they are raised (the connectors, the sinks);
-``ErrorInfo.from_exception`` (which every result, run event and dead letter goes through) and the logging
-filter (``shared.logging.SecretMaskingFilter``) apply it again, so a secret that slips into an unexpected
-message is still masked on the way out.
+the text of every ``ErrorInfo`` (which every result, run event and dead letter carries) and ``Alert``
+(``shared.contracts.base.RedactedText``, applied whenever such a record is built) and the logging filter
+(``shared.logging.SecretMaskingFilter``) apply it again, so a secret that slips into an unexpected message
+is still masked on the way out.
 
 Which values are secret: every value ``register_secret`` was given. A service registers its own secrets at
 start-up (every ``SecretStr`` of its settings: the Kafka SASL password, the webhook secrets) and the

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.gateway.configuration import GatewaySettings
-from shared.contracts import ErrorInfo
+from shared.contracts import Alert, AlertKind, ErrorInfo, Severity
 from shared.logging import configure_logging
 from shared.redaction import MASK, forget_all_secrets, redact, register_secret, register_secrets_of
 from shared.settings import KafkaSettings
@@ -83,6 +83,18 @@ def test_error_info_is_built_from_the_redacted_text() -> None:
     info = ErrorInfo.from_exception(RuntimeError("server said: leaked-token-1 is invalid"))
     assert info.message == f"server said: {MASK} is invalid"
     assert "hunter22" not in ErrorInfo.from_exception(ValueError("postgresql://a:hunter22@h/db")).message
+
+
+def test_error_and_alert_texts_are_masked_however_the_record_is_built() -> None:
+    """Not only ``from_exception``: an ErrorInfo or Alert built by hand (a rejection's reasons, an alert
+    composed from a result's errors) or decoded from a topic is masked too."""
+    register_secret("hand-built-secret-7")
+    by_hand = ErrorInfo(error_class="InvalidRequest", message="bad value hand-built-secret-7")
+    assert by_hand.message == f"bad value {MASK}"
+    decoded = ErrorInfo.model_validate({"error_class": "X", "message": "hand-built-secret-7"})
+    assert decoded.message == MASK
+    alert = Alert(kind=AlertKind.RUN_FAILED, severity=Severity.CRITICAL, message="run r: hand-built-secret-7")
+    assert alert.message == f"run r: {MASK}"
 
 
 @pytest.fixture
