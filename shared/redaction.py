@@ -1,4 +1,15 @@
-"""The one redaction point: the secret values this process knows, and ``redact`` that masks them in text.
+"""The one redaction point: what may never leave this process in a text (a result, an error, a dead letter,
+a log line, an alert), and the two functions that take it out.
+
+* ``redact(text)``: every secret this process knows is masked (below). Safe on any text; applied to every
+  error and alert text whatever its origin, and to every log line.
+* ``scrub(text)``: for the error texts of libraries that quote the *data* they failed on (a CSV row, a
+  value DuckDB could not cast, a PostgreSQL key): the quoted values are replaced by a description of their
+  shape, the text is capped, and it is ``redact``-ed too. Where a connector, the transform or a sink
+  raises from such a library error, it builds the message with ``scrub``.
+
+Secrets
+-------
 
 A secret must never reach a result, an error, a dead letter, a log line or an alert. Errors that carry
 connection material are built from ``redact``-ed text where they are raised (the connectors, the sinks);
@@ -19,6 +30,16 @@ would make every message unreadable, and such a value is no secret anyway.
 Independently of what is registered, ``redact`` also masks the password of any URL userinfo
 (``scheme://user:password@``) and of any ``password=`` key of a conninfo string, so a DSN of another
 process (``aoetl dev status`` of an external PostgreSQL) is masked too.
+
+Data values
+-----------
+An error travels far: into the run's result (``GET /runs/{id}``, ``aoetl status``), its events, dead
+letters, alerts and logs, all of which reach people who may not read the source. So where a library's
+message quotes a value it could not read or convert (pyarrow: ``Expected 2 columns, got 3: <the row>``,
+DuckDB: ``Could not convert string '<value>' to INT32``, PostgreSQL: ``invalid input syntax ... "<value>"``,
+``Key (id)=(<value>) already exists``), ``scrub`` replaces the value by a description of its shape (length
+and kinds of characters) and caps the whole text. A file's bytes never reach an error this way, nor does a
+secret that happens to sit in a data file.
 """
 
 from __future__ import annotations
@@ -87,6 +108,59 @@ def forget_all_secrets() -> None:
     with _lock:
         _known.clear()
         _pattern = None
+
+
+# ------------------------------------------------------------------------------------------- data values
+MAX_ERROR_CHARS = 400
+
+# Values are 'single quoted' (DuckDB, pyarrow) or, in PostgreSQL's messages, "double quoted" after a colon
+# or the word value (``invalid input syntax for type integer: "abc"``, ``value "99999" is out of range``).
+# Other double-quoted words are identifiers (``column "amount" is of type integer``): kept, they name the
+# spec's or the table's columns, and the message is useless without them.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|(?:(?<=: )|(?<=value ))\"(?:[^\"\\]|\\.|\"\")*\"")
+# pyarrow's CSV reader appends the offending row: "Expected 2 columns, got 3: a,b,c".
+_ROW_ECHO = re.compile(r"(got \d+)\s*:\s.*", re.DOTALL)
+# DuckDB's conversion errors, greedy so that a value holding a quote is taken whole.
+_CONVERT = re.compile(r"(Could not convert string )'(.*)'( to )")
+# PostgreSQL's key details: "Key (id, day)=(5, 2024-01-01) already exists".
+_KEY_DETAIL = re.compile(r"\)=\((.*?)\)")
+# pyarrow JSON/CSV conversion errors end with the raw value after a colon ("couldn't parse:abc").
+_PARSE_TAIL = re.compile(r"(couldn't parse|invalid value)\s*:\s*\S.*", re.IGNORECASE | re.DOTALL)
+
+
+def describe_text(value: str) -> str:
+    """A value's shape, not its content: ``<12 characters: letters, digits>``."""
+    kinds = [
+        name
+        for name, present in (
+            ("letters", any(ch.isalpha() for ch in value)),
+            ("digits", any(ch.isdigit() for ch in value)),
+            ("spaces", any(ch.isspace() for ch in value)),
+            ("symbols", any(not (ch.isalnum() or ch.isspace()) for ch in value)),
+        )
+        if present
+    ]
+    size = f"{len(value)} character" + ("" if len(value) == 1 else "s")
+    return f"<{size}: {', '.join(kinds)}>" if kinds else f"<{size}>"
+
+
+def _described(match: re.Match[str]) -> str:
+    return describe_text(match.group(0)[1:-1])
+
+
+def scrub(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` with known secrets masked, quoted values, echoed rows and key values described, at most
+    ``limit`` characters."""
+    # Secrets first, while the text still has the shape their patterns know (a conninfo's quotes...).
+    cleaned = redact(text)
+    cleaned = _CONVERT.sub(lambda m: m.group(1) + describe_text(m.group(2)) + m.group(3), cleaned)
+    cleaned = _ROW_ECHO.sub(r"\1 (row not shown)", cleaned)
+    cleaned = _PARSE_TAIL.sub(lambda m: f"{m.group(1)} a value (not shown)", cleaned)
+    cleaned = _KEY_DETAIL.sub(")=(<values not shown>)", cleaned)
+    cleaned = _QUOTED.sub(_described, cleaned)
+    if "'" in cleaned:  # an unbalanced quote (a value holding one): whatever follows may be data
+        cleaned = cleaned[: cleaned.index("'")] + "<rest not shown>"
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------- forms

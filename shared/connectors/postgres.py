@@ -21,7 +21,7 @@ it runs too long (a terminal error naming the setting, not a retry).
 Credentials: the DSN is the secret of the connection the source names (``shared.policy.connections``),
 resolved where the connector acts. It is checked to parse before libpq sees it, and a DSN that does not
 parse is reported without libpq's message (which quotes the offending part of the DSN, e.g. a badly
-percent-encoded password); every other database error is built from ``shared.redaction.redact``-ed text.
+percent-encoded password); every other database error is built from ``shared.redaction.scrub``-bed text.
 
 Splits: with ``split_column`` (an integer column), ``lower <= c < upper`` key ranges from a min/max query
 at planning time; the last range is inclusive of the max, and the first one also takes rows whose
@@ -50,10 +50,9 @@ from shared.contracts import Split, SplitKind
 from shared.errors import ConfigurationError
 from shared.policy.connections import postgres_dsn
 from shared.policy.errors import PolicyViolation
-from shared.policy.redaction import scrub
 from shared.policy.settings import load_policy
 from shared.policy.sql import UnsafeQueryError, normalize_select, source_table_problem
-from shared.redaction import redact
+from shared.redaction import scrub
 from shared.spec.models import PostgresSource
 from shared.sql import is_transient_database_error
 
@@ -92,7 +91,7 @@ def _timeout_error(where: str) -> SourceReadError:
 @contextmanager
 def _translate_errors(where: str) -> Iterator[None]:
     """Database errors as the connector's errors, their text scrubbed of the values PostgreSQL quotes
-    (``shared.policy.redaction``: a failed cast names the value, a key violation the key)."""
+    (``shared.redaction``: a failed cast names the value, a key violation the key)."""
     try:
         yield
     except PolicyViolation:
@@ -126,8 +125,8 @@ def _translate_errors(where: str) -> Iterator[None]:
 
 
 def _message(where: str, exc: BaseException) -> str:
-    # scrubbed of the values PostgreSQL quotes, and of any connection material it quotes
-    return redact(f"{where}: {scrub(str(exc))}".strip())
+    # ``scrub``: the values PostgreSQL quotes are described, any connection material it quotes is masked
+    return f"{where}: {scrub(str(exc))}".strip()
 
 
 def _dsn(source: PostgresSource) -> str:

@@ -1,9 +1,9 @@
 """Named connections: the only way a spec reaches a secret.
 
 The operator declares each connection (``AOETL_POLICY_CONNECTIONS``, see ``shared.policy.settings``) as a
-name and where its secret lives: an environment variable (``env``) or a file (``file``, e.g. a mounted Kubernetes
-Secret; read at each use, so a rotated secret is picked up). A connection also says what its secret is
-(``kind``: a PostgreSQL DSN, or an HTTP ``Authorization`` header value), which tenants may use it
+name and where its secret lives: an environment variable (``env``) or a file (``file``, e.g. a mounted
+Kubernetes Secret; read at each use, so a rotated secret is picked up). A connection also says what its
+secret is (``kind``: a PostgreSQL DSN, or an HTTP ``Authorization`` header value), which tenants may use it
 (``tenants``, ``"*"`` for all) and, for ``http``, which hosts the header may be sent to (``hosts``: names,
 addresses or networks, optionally ``:port``). So a spec can name a connection, never a variable: it cannot
 make a service send the Kafka SASL password as an ``Authorization`` header, use another tenant's database,

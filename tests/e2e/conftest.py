@@ -34,7 +34,7 @@ class System:
     supervisor: ServiceSupervisor
     env: dict[str, str]
     state_dir: Path
-    allowed_http_port: int  # the one loopback port http sources may reach (AOETL_HTTP_EGRESS_ALLOW)
+    allowed_http_port: int  # the one loopback port http sources may reach (AOETL_POLICY_HTTP_EGRESS_ALLOW)
 
 
 def start_system(
@@ -58,7 +58,7 @@ def start_system(
         # a killed replica's partitions move, and its open transaction is aborted, within seconds
         "AOETL_SESSION_TIMEOUT_MS": "6000",
         "AOETL_TRANSACTION_TIMEOUT_MS": "10000",
-        "AOETL_HTTP_EGRESS_ALLOW": f"127.0.0.1:{allowed_http_port}",
+        "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{allowed_http_port}",
         **(extra_env or {}),
     }
     supervisor = ServiceSupervisor(state_dir, env)

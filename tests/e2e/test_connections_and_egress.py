@@ -66,7 +66,7 @@ def secured(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[Secured]:
         "AOETL_TEST_BAD_DSN": f"postgresql://etl:{PLANTED['bad DSN password']}%zz@127.0.0.1:1/aoetl",
         "AOETL_TEST_API_TOKEN": f"Bearer {PLANTED['http token']}",
         "AOETL_KAFKA_SASL_PASSWORD": PLANTED["SASL password"],  # PLAINTEXT broker: set, not used
-        "AOETL_CONNECTIONS": json.dumps(
+        "AOETL_POLICY_CONNECTIONS": json.dumps(
             {
                 "default": {"env": "AOETL_POSTGRES_DSN"},
                 "bad-dsn": {"env": "AOETL_TEST_BAD_DSN"},

@@ -118,7 +118,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test servers listen on 127.0.0.1, which the egress policy refuses unless allow-listed (the
     refusal itself is tested in test_http_egress.py)."""
-    monkeypatch.setenv("AOETL_HTTP_EGRESS_ALLOW", "127.0.0.1")
+    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", "127.0.0.1")
 
 
 def read_all(source: HttpSource, parallelism: int | None = None, batch_rows: int = 7) -> list[dict[str, Any]]:
@@ -203,7 +203,7 @@ def test_connection_refused_is_transient() -> None:
 
 def test_authorization_from_a_declared_connection(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
-        "AOETL_CONNECTIONS",
+        "AOETL_POLICY_CONNECTIONS",
         json.dumps({"test-api": {"kind": "http", "env": "AOETL_TEST_HTTP_TOKEN", "hosts": ["127.0.0.1"]}}),
     )
     monkeypatch.delenv("AOETL_TEST_HTTP_TOKEN", raising=False)

@@ -33,7 +33,7 @@ Declare = Callable[[str, "str | None"], str]
 
 @pytest.fixture
 def declare(monkeypatch: pytest.MonkeyPatch) -> Declare:
-    """Declare a connection (AOETL_CONNECTIONS) whose secret is ``dsn`` (None: its variable is unset)."""
+    """Declare a connection (AOETL_POLICY_CONNECTIONS) whose secret is ``dsn`` (None: variable unset)."""
     declared: dict[str, dict[str, str]] = {}
 
     def add(name: str, dsn: str | None) -> str:
@@ -41,7 +41,7 @@ def declare(monkeypatch: pytest.MonkeyPatch) -> Declare:
         if dsn is not None:
             monkeypatch.setenv(variable, dsn)
         declared[name] = {"env": variable}
-        monkeypatch.setenv("AOETL_CONNECTIONS", json.dumps(declared))
+        monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps(declared))
         return name
 
     return add

@@ -86,7 +86,7 @@ def servers() -> Iterator[tuple[Server, Server]]:
 
 
 def allow(monkeypatch: pytest.MonkeyPatch, *entries: str) -> None:
-    monkeypatch.setenv("AOETL_HTTP_EGRESS_ALLOW", ",".join(entries))
+    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", ",".join(entries))
 
 
 def read_all(source: HttpSource) -> list[dict[str, Any]]:
@@ -105,7 +105,7 @@ def test_loopback_is_refused_in_every_spelling(
     servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch, host: str
 ) -> None:
     front, _ = servers
-    monkeypatch.delenv("AOETL_HTTP_EGRESS_ALLOW", raising=False)
+    monkeypatch.delenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", raising=False)
     with pytest.raises(EgressRefusedError, match="loopback"):
         read_all(HttpSource(url=f"http://{host}:{front.port}/data"))
     assert front.requests == []
@@ -116,7 +116,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_when_connecting(
 ) -> None:
     """The static check cannot know what a name resolves to; the transport resolves, checks and refuses."""
     front, _ = servers
-    monkeypatch.delenv("AOETL_HTTP_EGRESS_ALLOW", raising=False)
+    monkeypatch.delenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", raising=False)
     real = socket.getaddrinfo
 
     def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
@@ -173,7 +173,7 @@ def test_credentials_go_to_the_spec_urls_origin_only(
     front, other = servers
     allow(monkeypatch, "127.0.0.1")
     monkeypatch.setenv(
-        "AOETL_CONNECTIONS",
+        "AOETL_POLICY_CONNECTIONS",
         json.dumps({"api": {"kind": "http", "env": "AOETL_TEST_EGRESS_TOKEN", "hosts": ["127.0.0.1"]}}),
     )
     monkeypatch.setenv("AOETL_TEST_EGRESS_TOKEN", TOKEN)

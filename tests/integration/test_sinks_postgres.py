@@ -303,7 +303,7 @@ def test_unreachable_server_is_transient(table_name):
 
 
 def test_open_sink_reads_the_dsn_of_the_named_connection(monkeypatch, postgres_dsn, table_name):
-    monkeypatch.setenv("AOETL_CONNECTIONS", json.dumps({"sink-db": {"env": "SINK_TEST_DSN"}}))
+    monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps({"sink-db": {"env": "SINK_TEST_DSN"}}))
     with pytest.raises(ConfigurationError, match="SINK_TEST_DSN"):  # declared, but not set
         open_sink(PostgresDestination(table=table_name, connection="sink-db"))
     with pytest.raises(ConnectionPolicyError, match="no postgres connection named 'other'"):

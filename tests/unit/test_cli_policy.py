@@ -44,11 +44,11 @@ def test_validate_refuses_what_the_policy_refuses(tmp_path: Path) -> None:
 def test_validate_applies_the_connections_and_tenant_of_its_environment(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"type": "postgres", "table": "public.t", "connection": "crm"})
     assert validate(spec).exit_code == 2
-    declared = {"AOETL_CONNECTIONS": '{"crm": {"env": "CRM_DSN", "tenants": ["acme"]}}'}
+    declared = {"AOETL_POLICY_CONNECTIONS": '{"crm": {"env": "CRM_DSN", "tenants": ["acme"]}}'}
     assert validate(spec, "--tenant", "acme", env=declared).exit_code == 0
     refused = validate(spec, env=declared)  # tenant default
     assert refused.exit_code == 2 and "tenant 'default' may not use connection 'crm'" in refused.output
-    broken = validate(spec, env={"AOETL_CONNECTIONS": "{nope"})
+    broken = validate(spec, env={"AOETL_POLICY_CONNECTIONS": "{nope"})
     assert broken.exit_code == 2 and "invalid spec policy settings" in broken.output
 
 

@@ -54,7 +54,11 @@ def no_known_secrets() -> Any:
 
 def spec(source: dict[str, Any], destination: dict[str, Any] | None = None) -> Any:
     return parse_spec(
-        {"name": "conn", "source": source, "destination": destination or {"type": "jsonl", "path": "/out"}}
+        {
+            "name": "conn",
+            "source": source,
+            "destination": destination or {"type": "jsonl", "path": "/tmp/out"},
+        }
     )
 
 
@@ -130,7 +134,7 @@ def test_unknown_and_wrong_kind_connections(policy: Any) -> None:
         policy, {"type": "http", "url": "https://api.example.com", "connection": "warehouse"}
     )
     assert path == "source.connection" and "holds a postgres secret, not a http one" in reason
-    [(path, reason)] = issues(policy, {"type": "jsonl", "path": "/in"}, {**PG, "connection": "items-api"})
+    [(path, reason)] = issues(policy, {"type": "jsonl", "path": "/tmp/in"}, {**PG, "connection": "items-api"})
     assert path == "destination.connection" and "holds a http secret" in reason
 
 
@@ -150,7 +154,7 @@ def test_dsn_env_is_accepted_only_as_a_declared_connections_variable(policy: Any
     assert use is not None and use.name == "warehouse" and use.field == "dsn_env"
     [(path, reason)] = issues(policy, {**PG, "dsn_env": "AOETL_KAFKA_SASL_PASSWORD"})
     assert path == "source.dsn_env" and "no connection reads 'AOETL_KAFKA_SASL_PASSWORD'" in reason
-    [(path, reason)] = issues(policy, {"type": "jsonl", "path": "/in"}, {**PG, "dsn_env": "HOME"})
+    [(path, reason)] = issues(policy, {"type": "jsonl", "path": "/tmp/in"}, {**PG, "dsn_env": "HOME"})
     assert path == "destination.dsn_env"
     # the variable of a connection the tenant may not use is refused like the connection itself
     assert issues(policy, {**PG, "dsn_env": "AOETL_TEST_WAREHOUSE_DSN"}, tenant="globex") == [

@@ -208,7 +208,7 @@ def _http_spec(url: str) -> Any:
         {
             "name": "egress",
             "source": {"type": "http", "url": url},
-            "destination": {"type": "jsonl", "path": "/o"},
+            "destination": {"type": "jsonl", "path": "/tmp/o"},
         }
     )
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from services.gateway.configuration import GatewaySettings
 from shared.contracts import Alert, AlertKind, ErrorInfo, Severity
 from shared.logging import configure_logging
-from shared.redaction import MASK, forget_all_secrets, redact, register_secret, register_secrets_of
+from shared.redaction import MASK, forget_all_secrets, redact, register_secret, register_secrets_of, scrub
 from shared.settings import KafkaSettings
 
 pytestmark = pytest.mark.unit
@@ -127,3 +127,11 @@ def test_log_lines_never_carry_a_known_secret(stream: io.StringIO, log_format: s
     assert "Planted-Secret-42" not in output
     assert output.count(MASK) >= 4 and "RuntimeError" in output
     assert "arity" in output
+
+
+def test_scrub_masks_secrets_as_well_as_describing_values() -> None:
+    """The one module's two functions agree: ``scrub`` (data values) never lets a known secret through."""
+    register_secret("postgresql://etl:scrub-pw-2718@db/x")
+    text = scrub("connection to postgresql://etl:scrub-pw-2718@db/x failed: invalid value 'abc'")
+    assert "scrub-pw-2718" not in text and "abc" not in text
+    assert MASK in text and "<3 characters: letters>" in text

@@ -20,11 +20,10 @@ table, which the swap drops.
 
 Policy (``shared.policy.names``): the table cannot be in the system's schema (the ledger's) or PostgreSQL's
 own, nor carry the sinks' reserved ``__aoetl`` mark, checked when the sink is built, before any
-connection: ``mode: replace`` on the ledger would otherwise truncate it. Errors are scrubbed of the values
-PostgreSQL quotes (``shared.policy.redaction``).
-
-The DSN is the secret of the connection the destination names (``shared.policy.connections``), checked
-to parse when the sink is opened; error texts are ``redact``-ed, as they may quote connection material.
+connection: ``mode: replace`` on the ledger would otherwise truncate it. The DSN is the secret of the
+connection the destination names (``shared.policy.connections``), checked to parse when the sink is
+opened. Errors are ``scrub``-bed (``shared.redaction``): the values PostgreSQL quotes are described, and
+connection material it may quote is masked.
 """
 
 from __future__ import annotations
@@ -46,8 +45,7 @@ from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_t
 from shared.errors import AoetlError, DataError
 from shared.policy.connections import postgres_dsn
 from shared.policy.names import require_table
-from shared.policy.redaction import scrub
-from shared.redaction import redact
+from shared.redaction import scrub
 from shared.spec.models import PostgresDestination, WriteMode
 from shared.sql import is_transient_database_error, quote_ident
 
@@ -323,5 +321,5 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = redact(str(exc).strip())
+    text = str(exc).strip()
     return scrub(text.splitlines()[0]) if text else type(exc).__name__
