@@ -70,10 +70,11 @@ def test_url_and_conninfo_passwords_are_masked_without_registration() -> None:
 def test_every_secret_of_a_settings_model_is_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AOETL_KAFKA_SASL_PASSWORD", "sasl-pw-2024")
     monkeypatch.setenv(
-        "AOETL_WEBHOOKS", json.dumps({"billing": {"scheme": "stripe", "secrets": ["whsec_x1y2z3"]}})
+        "AOETL_WEBHOOKS",
+        json.dumps({"billing": {"scheme": "stripe", "secrets": ["whsec_x1y2z3-sixteen-bytes"]}}),
     )
     register_secrets_of(GatewaySettings())
-    assert redact("sasl-pw-2024 whsec_x1y2z3") == f"{MASK} {MASK}"
+    assert redact("sasl-pw-2024 whsec_x1y2z3-sixteen-bytes") == f"{MASK} {MASK}"
     register_secrets_of(KafkaSettings(sasl_password=SecretStr("other-pw-1")))
     assert redact("other-pw-1") == MASK
 
