@@ -22,6 +22,7 @@ from aoetl.commands.pipelines import EXIT_CODES, follow_run, print_result
 from aoetl.devstack import DevStack
 from examples.orders.generate import generate
 from shared.kafka.topics import Topics
+from shared.redaction import redact
 from shared.spec import load_spec
 from shared.spec.models import CsvSource, DuckDBDestination
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     with console.status("starting Kafka (KRaft) and PostgreSQL…"):
         endpoints = stack.up()
     os.environ.update(endpoints.env())
-    console.print(f"Kafka at {endpoints.kafka_bootstrap}, PostgreSQL at {endpoints.postgres_dsn}")
+    console.print(f"Kafka at {endpoints.kafka_bootstrap}, PostgreSQL at {redact(endpoints.postgres_dsn)}")
     try:
         with console.status("starting services…"):
             supervisor = stack.supervisor

@@ -1,6 +1,10 @@
 """Structured logs: one JSON object per line with the context that makes a line findable (service,
 instance, topic, partition, offset, run_id).
 
+Every handler ``configure_logging`` installs masks secrets (``SecretMaskingFilter``): a known secret value
+(``shared.redaction``) or a URL/conninfo password in a message, its arguments, extra fields or traceback
+is replaced by ``***`` before any formatter sees it.
+
 Per-message context is carried in a ``contextvars.ContextVar`` (``log_context``), so it follows the code
 through calls and asyncio tasks without being threaded through every signature. Service and instance are
 process-wide and set once by ``configure_logging``: a ContextVar would not reach threads started later.
@@ -16,6 +20,8 @@ from contextvars import ContextVar
 from typing import Any, Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
+
+from shared.redaction import redact
 
 CONTEXT_FIELDS = ("service", "instance", "topic", "partition", "offset", "run_id")
 
@@ -49,6 +55,33 @@ class ContextFilter(logging.Filter):
         for key, value in {**self.static, **current_context()}.items():
             if not hasattr(record, key):  # an explicit ``extra=`` wins
                 setattr(record, key, value)
+        return True
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Masks secrets in a record before it is formatted: the message is rendered with its arguments and
+    redacted, string extras are redacted, and the traceback is rendered once, redacted, as ``exc_text``
+    (``exc_info`` is dropped so no formatter renders the unmasked original again)."""
+
+    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format: keep the raw parts
+            message = f"{record.msg} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key not in self._STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value))
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -91,6 +124,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(make_formatter(log_format))
     handler.addFilter(ContextFilter({"service": service, "instance": instance}))
+    handler.addFilter(SecretMaskingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

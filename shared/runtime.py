@@ -2,9 +2,10 @@
 logging, serve /health /ready /metrics, handle SIGTERM, publish the writer schemas, run the service, exit 0
 after a graceful stop.
 
-Every setting is read at start-up (the service's settings class, its serde's, whatever its constructor
-reads), so a bad value exits with ``EXIT_BAD_CONFIGURATION`` before the first message, never at the first
-request that happens to need it.
+Every setting is read at start-up (the service's settings class, the spec policy, its serde's, whatever
+its constructor reads), so a bad value exits with ``EXIT_BAD_CONFIGURATION`` before the first message,
+never at the first request that happens to need it. The secrets among them (every ``SecretStr`` of the
+settings, the declared connections' secrets) are registered for redaction before anything is logged.
 
 ``BaseService`` is the contract (``run(shutdown)`` plus readiness checks); ``ProcessorService`` is the base
 of the five Kafka-consuming services, wiring a ``ProcessingLoop`` to a ``handle`` method; ``run_service``
@@ -28,7 +29,10 @@ from shared.errors import ConfigurationError
 from shared.health import HealthServer, ReadinessCheck, write_port_file
 from shared.kafka.types import Serde
 from shared.logging import configure_logging
+from shared.policy import PolicySettings, load_policy
+from shared.policy.connections import register_declared_secrets
 from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
+from shared.redaction import register_secrets_of
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
 from shared.startup import publish_writer_schemas, service_serde
@@ -172,10 +176,13 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
     """The whole life of a service process; returns the exit code for ``SystemExit``."""
     try:
         settings = load_settings(service_class.settings_class)
+        policy: PolicySettings = load_policy()
     except ConfigurationError as exc:
         # Logging is not configured yet (its level is a setting): say it plainly on stderr.
         print(f"{service_class.name}: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
+    register_secrets_of(settings)
+    register_declared_secrets(policy)
     configure_logging(
         service=service_class.name,
         instance=settings.instance_id,

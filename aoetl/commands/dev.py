@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -33,7 +34,11 @@ def up(
         if services:
             stack.start_services(SERVICE_NAMES, replicas)
     for key, value in endpoints.env().items():
-        _console.print(f"export {key}={value}")
+        if os.environ.get(key) == value:
+            # Given by the caller (an external server): not repeated, as a DSN may hold a password.
+            _console.print(f"# {key} is already set in your environment")
+        else:
+            _console.print(f"export {key}={value}")
     _console.print(_hand_admin_key_to_cli(stack))
 
 

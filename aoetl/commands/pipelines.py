@@ -16,8 +16,9 @@ from rich.table import Table
 from aoetl.client import AoetlClient
 from aoetl.commands.door import stop_audited, submit_audited
 from shared.contracts import Alert, PipelineResult, RunEvent, RunStatus, Stage, StageStats
+from shared.errors import ConfigurationError
 from shared.kafka.topics import Topics
-from shared.policy import check_spec, load_policy
+from shared.policy import DEFAULT_TENANT, check_spec, load_policy
 from shared.progress import FIGURE_STAGES, RunProgress, fold
 from shared.spec import SpecError, SpecIssue, load_spec
 from shared.spec.models import PipelineSpec
@@ -51,11 +52,20 @@ def _load_or_exit(path: Path) -> PipelineSpec:
         raise _exit_invalid(path, exc.issues) from exc
 
 
-def validate(file: FileArg) -> None:
-    """Check a spec and the spec policy (AOETL_POLICY_*, as the services apply it); print every problem as
-    field path + reason; exit non-zero when invalid."""
+def validate(
+    file: FileArg,
+    tenant: Annotated[str, typer.Option(help="the tenant the spec would run as")] = DEFAULT_TENANT,
+) -> None:
+    """Check a spec and the spec policy of this environment (the AOETL_POLICY_* variables the services
+    read: data roots, declared connections, egress allow list...); print every problem as field path +
+    reason; exit non-zero when invalid. The orchestrator checks again with its own settings when the spec
+    is submitted."""
     spec = _load_or_exit(file)
-    refused = check_spec(spec, load_policy())
+    try:
+        refused = check_spec(spec, load_policy(), tenant=tenant)
+    except ConfigurationError as exc:
+        err_console.print(f"[bold red]invalid spec policy settings:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID_SPEC) from exc
     if refused:
         raise _exit_invalid(file, refused, "refused by the spec policy")
     console.print(

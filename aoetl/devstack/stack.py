@@ -20,6 +20,7 @@ from aoetl.devstack.postgres import PostgresNode, postgres_ready
 from aoetl.devstack.processes import SERVICE_NAMES, ServiceProcess, ServiceSupervisor
 from aoetl.devstack.state import STATE_FILE, default_state_dir, read_json, write_json
 from shared.kafka.admin import ensure_topics
+from shared.redaction import redact
 from shared.settings import KafkaSettings, load_settings
 
 
@@ -144,14 +145,15 @@ class DevStack:
         )
 
     def _postgres_status(self) -> ComponentStatus:
+        # The address is shown to people: a DSN's password is masked (``shared.redaction``).
         if self.external_postgres:
             dsn = self.external_postgres
-            return ComponentStatus("postgres", postgres_ready(dsn), dsn, None, True)
+            return ComponentStatus("postgres", postgres_ready(dsn), redact(dsn), None, True)
         running = self.postgres.is_running()
         return ComponentStatus(
             "postgres",
             running and self.postgres.is_ready(),
-            self.postgres.dsn,
+            redact(self.postgres.dsn),
             self.postgres.pid if running else None,
         )
 

@@ -9,9 +9,9 @@ Status codes, and what they promise:
   ``access.py``), 403 a role that does not allow the call, 404 unknown source or resource, 409 a copy of a
   webhook delivery first seen longer ago than its source's replay window, 413 body over the limit
   (checked from Content-Length and again while streaming, so a large body is refused before it is read;
-  ``limits.py``), 422 invalid spec (field paths and reasons), a definition the spec policy refuses
-  included (``shared.policy``: data roots, SQL, system tables and topics), 429 the principal's rate limit
-  (Retry-After);
+  ``limits.py``), 422 invalid spec (field paths and reasons), a definition the spec policy refuses for the
+  caller's tenant included (``shared.policy``: data roots, SQL, system tables and topics, connections,
+  egress), 429 the principal's rate limit (Retry-After);
 * 503: Kafka did not acknowledge in time, or the gateway has not caught up with its topics yet; the
   sender should retry (webhook senders do), and the retry is deduplicated.
 
@@ -38,7 +38,7 @@ from services.gateway.audit import Auditor
 from services.gateway.core import Gateway, RunAnswer, WebhookAnswer, api_run_id
 from services.gateway.exceptions import GatewayTransientError, PayloadError, ReplayRefusedError, unavailable
 from services.gateway.keys_api import add_auth_routes
-from services.gateway.limits import BodyLimit, RequestId
+from services.gateway.limits import BodyLimit, RequestId, read_limited_body
 from services.gateway.metrics import WEBHOOKS
 from services.gateway.state import RunStatusView
 from shared.auth.ratelimit import RateLimiter
@@ -174,7 +174,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
             WEBHOOKS.labels("-", "unknown_source").inc()
             raise HTTPException(404, detail=f"no webhook source named {source!r}")
         try:
-            body = await _read_limited(request, gateway.settings.max_body_bytes)
+            body = await read_limited_body(request, gateway.settings.max_body_bytes)
         except HTTPException:
             WEBHOOKS.labels(source, "too_large").inc()
             raise
@@ -255,7 +255,9 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
             spec = _parse_spec_or_422(spec_part)
             if spec.name != name:
                 raise _invalid([Issue(path="name", reason=f"must equal the URL's name {name!r}")])
-            refused = check_spec(spec, policy) + check_triggers(triggers, policy)
+            # the caller's tenant: the connections a spec may name are declared per tenant
+            tenant = principal_of(request).tenant
+            refused = check_spec(spec, policy, tenant=tenant) + check_triggers(triggers, policy)
             if refused:
                 raise _invalid([Issue(path=i.path, reason=i.reason) for i in refused])
         except HTTPException as exc:
@@ -379,20 +381,3 @@ def _parse_spec_or_422(data: Any, *, prefix: str = "") -> Any:
         raise _invalid(
             [Issue(path=".".join(p for p in (prefix, i.path) if p), reason=i.reason) for i in exc.issues]
         ) from exc
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to exceed ``limit``: from Content-Length before
-    reading anything, else while streaming (chunked bodies carry no length)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HTTPException(400, detail="Content-Length is not a number")
-        if int(declared) > limit:
-            raise HTTPException(413, detail=f"body larger than {limit} bytes")
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:
-            raise HTTPException(413, detail=f"body larger than {limit} bytes")
-    return bytes(received)

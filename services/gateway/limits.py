@@ -1,4 +1,5 @@
-"""Two small ASGI middlewares around the API: a body-size limit and a request id.
+"""Two small ASGI middlewares around the API, a body-size limit and a request id, and the webhook
+endpoint's own limited read of a body (``read_limited_body``).
 
 ``BodyLimit``: every request body is read here, up to ``limit`` bytes, before the application sees it;
 a body declared (Content-Length) or found (while streaming: chunked bodies carry no length) to be larger
@@ -6,6 +7,9 @@ is answered 413 at once, so no endpoint can be made to buffer an unbounded body,
 Webhook paths are left to their own, separately configured limit in the endpoint (which also counts
 them in the webhook metrics). Written as plain ASGI because Starlette's ``BaseHTTPMiddleware`` cannot
 stop a body part-way through.
+
+``read_limited_body``: the webhook endpoint's read, under its own ``AOETL_MAX_BODY_BYTES``, refused the
+same way (413 from Content-Length before reading, else while streaming).
 
 ``RequestId``: each request gets an id (the caller's ``X-Request-Id`` when it is a sane one, else a new
 one), kept in ``request.state.request_id`` for the audit records and returned in the answer's
@@ -17,6 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from fastapi import HTTPException, Request
 
 from services.gateway.metrics import API_AUTH
 from shared.auth.audit import request_id_from
@@ -114,3 +120,20 @@ async def _answer(send: Send, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed ``limit``: from Content-Length before
+    reading anything, else while streaming (chunked bodies carry no length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPException(400, detail="Content-Length is not a number")
+        if int(declared) > limit:
+            raise HTTPException(413, detail=f"body larger than {limit} bytes")
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise HTTPException(413, detail=f"body larger than {limit} bytes")
+    return bytes(received)

@@ -1,6 +1,9 @@
 """The orchestrator service: validates requests, plans runs into extract tasks, folds run events into
 progress, retries, times out and finishes every run with exactly one ``PipelineResult``.
 
+Validation includes the spec policy (``shared.policy.check_spec``, for the request's tenant): a spec it
+refuses is REJECTED with every issue and its field path, and no task is ever made from it.
+
 Requests and events are co-partitioned by run id (same partition count, same key, range assignment), so
 one instance sees all of a run. All decisions leave in the same Kafka transaction as the offsets of the
 messages that caused them; the run state itself is rebuilt from the input topics on every assignment
@@ -43,7 +46,7 @@ from shared.contracts import (
 )
 from shared.kafka.compacted import CompactedView
 from shared.kafka.topics import Topics
-from shared.policy import check_run_id, check_spec, load_policy
+from shared.policy import check_run_id, check_spec, load_policy, tenant_of
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
@@ -118,7 +121,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             return self.book.on_stop(value, now)
         spec, reasons = self._spec_for(value)
         if spec is not None:  # every spec, inline, from a definition or from an intent
-            reasons = self._policy_reasons(value.run_id, spec)
+            reasons = self._policy_reasons(value, spec)
             spec = None if reasons else spec
         if spec is not None and spec.continuous:
             reasons = self._continuous_conflict(spec, value.run_id)
@@ -128,10 +131,12 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             return self.book.reject(value.run_id, value.request_id, name, reasons, now)
         return self.book.on_request(value, self._after_watermark(spec), now)
 
-    def _policy_reasons(self, run_id: str, spec: PipelineSpec) -> list[ErrorInfo]:
-        """What the spec policy refuses in this run (``shared.policy``), as REJECTED reasons."""
-        issues = check_run_id(run_id) + [
-            SpecIssue(f"spec.{i.path}", i.reason) for i in check_spec(spec, self.policy)
+    def _policy_reasons(self, request: PipelineRequest, spec: PipelineSpec) -> list[ErrorInfo]:
+        """What the spec policy refuses in this run (``shared.policy``), for the request's tenant
+        (``default`` until requests carry one), as REJECTED reasons."""
+        issues = check_run_id(request.run_id) + [
+            SpecIssue(f"spec.{i.path}", i.reason)
+            for i in check_spec(spec, self.policy, tenant=tenant_of(request))
         ]
         return [ErrorInfo(error_class="PolicyViolation", message=i.reason, path=i.path) for i in issues]
 

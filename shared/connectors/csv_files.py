@@ -11,7 +11,7 @@ split with ``newlines_in_values`` on. A quoted line break beyond the sample in a
 surfaces as a ``SourceReadError`` that says to run with ``parallelism: 1``.
 
 Files are opened only inside the policy's data roots (``paths.open_source``), and a read error names the
-file, the line and what is wrong with it, never the line's content (``shared.policy.redaction``).
+file, the line and what is wrong with it, never the line's content (``shared.redaction``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
 from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
-from shared.policy.redaction import describe_text, scrub
+from shared.redaction import describe_text, scrub
 from shared.spec.models import CsvSource
 
 SAMPLE_BYTES = 1 << 20

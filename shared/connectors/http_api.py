@@ -6,6 +6,13 @@ retried later. Other 4xx answers are terminal. Requests are spaced by ``1 / rate
 
 Only page-numbered APIs with a known ``max_pages`` can be split (into page ranges); cursor and link
 pagination are inherently sequential, so they are one split.
+
+Egress (``shared.policy.egress``): the URL is checked again here, every connection goes through the
+checking, address-pinning transport, and redirects are followed here (at most ``MAX_REDIRECTS``), each
+target checked before it is asked for. A refused address is an ``EgressRefusedError`` (terminal).
+Credentials: the ``Authorization`` value is the secret of the connection the source names, sent only to
+the origin (scheme, host, port) of the spec's URL: never to a redirect target or a ``Link`` page on
+another origin.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from __future__ import annotations
 import email.utils
 import itertools
 import json
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -27,19 +33,24 @@ from shared.connectors.base import describe, number_splits, whole_split
 from shared.connectors.errors import SourceNotFoundError, SourceReadError, SourceUnavailableError
 from shared.connectors.records import dotted_get, records_at, records_to_tables
 from shared.contracts import Split, SplitKind
-from shared.errors import ConfigurationError
+from shared.policy.connections import connection_for
+from shared.policy.egress import EgressPolicy, EgressRefusedError, egress_client
+from shared.policy.settings import PolicySettings, load_policy
+from shared.redaction import redact
 from shared.spec.models import HttpSource, Pagination
 
 FIRST_PAGE = 1
 TIMEOUT_S = 30.0
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 info = describe(
     HttpSource,
     "A JSON HTTP API (GET). Pagination: none, page (?page=N until an empty page), cursor (next cursor "
     "read from cursor_path) or link (RFC 8288 Link rel=next). Retries 429/5xx with backoff; rate "
-    "limited; Authorization header from auth_env.",
+    "limited; Authorization header from a declared http connection (connection).",
     (SplitKind.WHOLE, SplitKind.PAGES),
 )
 
@@ -59,12 +70,24 @@ def plan(
     return number_splits(ranges, SplitKind.PAGES)
 
 
-class _Fetcher:
-    """GET with rate limiting and retries; returns the decoded JSON and the response."""
+Origin = tuple[str, str, int | None]
 
-    def __init__(self, source: HttpSource, client: httpx.Client) -> None:
+
+def _origin(url: httpx.URL) -> Origin:
+    return url.scheme, url.host, url.port
+
+
+class _Fetcher:
+    """GET with rate limiting, retries and checked redirects; returns the decoded JSON and the response."""
+
+    def __init__(
+        self, source: HttpSource, client: httpx.Client, egress: EgressPolicy, credential: str | None
+    ) -> None:
         self._source = source
         self._client = client
+        self._egress = egress
+        self._credential = credential
+        self._origin = _origin(httpx.URL(source.url))
         self._interval = 1.0 / source.rate_limit_per_s if source.rate_limit_per_s else 0.0
         self._next_at = 0.0
 
@@ -74,11 +97,13 @@ class _Fetcher:
             self._respect_rate_limit()
             try:
                 # httpx would replace the URL's own query string with ``params``; merge them instead.
-                target = httpx.URL(url).copy_merge_params(params) if params else url
-                response = self._client.get(target)
+                target = httpx.URL(url).copy_merge_params(params) if params else httpx.URL(url)
+                response = self._follow(target)
             except httpx.TransportError as exc:
                 if attempt == retries:
-                    raise SourceUnavailableError(f"GET {url}: {exc!r} after {retries} retries") from exc
+                    raise SourceUnavailableError(
+                        redact(f"GET {url}: {exc!r} after {retries} retries")
+                    ) from exc
                 time.sleep(_backoff(attempt))
                 continue
             status = response.status_code
@@ -90,12 +115,37 @@ class _Fetcher:
             if status == 404:
                 raise SourceNotFoundError(f"GET {response.url}: HTTP 404")
             if status >= 400:
-                raise SourceReadError(f"GET {response.url}: HTTP {status}: {response.text[:200]!r}")
+                # The body may echo what we sent (the Authorization header): redacted.
+                raise SourceReadError(redact(f"GET {response.url}: HTTP {status}: {response.text[:200]!r}"))
             try:
                 return response.json(), response
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise SourceReadError(f"GET {response.url}: response is not JSON: {exc}") from exc
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _follow(self, url: httpx.URL) -> httpx.Response:
+        """One GET and its redirects, each target checked like the spec's URL before it is asked for;
+        the credential goes to the spec URL's origin only (httpx would decide that on its own terms)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            send_credential = self._credential is not None and _origin(url) == self._origin
+            headers = {"Authorization": self._credential} if send_credential and self._credential else {}
+            response = self._client.get(url, headers=headers)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return response
+            response.close()
+            url = self._redirect_target(response.url, location)
+        raise SourceReadError(f"GET {self._source.url}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, current: httpx.URL, location: str) -> httpx.URL:
+        try:
+            target = current.join(location)
+        except httpx.InvalidURL as exc:
+            raise EgressRefusedError(redact(f"redirect from {current} to an invalid URL: {exc}")) from None
+        why = self._egress.check_url(str(target))
+        if why is not None:
+            raise EgressRefusedError(redact(f"redirect from {current} to {target} refused: {why}"))
+        return target
 
     def _respect_rate_limit(self) -> None:
         now = time.monotonic()
@@ -123,16 +173,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(BACKOFF_MAX_S, max(0.0, seconds))
 
 
-def _headers(source: HttpSource) -> dict[str, str]:
-    headers = {"Accept": "application/json"}
-    if source.auth_env:
-        token = os.environ.get(source.auth_env)
-        if not token:
-            raise ConfigurationError(
-                f"environment variable {source.auth_env} (the Authorization header) is not set"
-            )
-        headers["Authorization"] = token
-    return headers
+def _credential(source: HttpSource, policy: PolicySettings) -> str | None:
+    """The Authorization value of the connection the source names (checked again here), if any."""
+    use = connection_for(source, policy)
+    return None if use is None else use.secret()
 
 
 def _pages(source: HttpSource, split: Split, fetch: _Fetcher) -> Iterator[list[dict[str, Any]]]:
@@ -176,7 +220,13 @@ def _pages(source: HttpSource, split: Split, fetch: _Fetcher) -> Iterator[list[d
 
 
 def read(source: HttpSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
-    with httpx.Client(headers=_headers(source), timeout=TIMEOUT_S, follow_redirects=True) as client:
-        fetch = _Fetcher(source, client)
+    policy = load_policy()
+    egress = EgressPolicy.from_settings(policy)
+    why = egress.check_url(source.url)  # the validation check, again where the connector acts
+    if why is not None:
+        raise EgressRefusedError(f"GET {source.url} refused: {why}")
+    credential = _credential(source, policy)
+    with egress_client(egress, headers={"Accept": "application/json"}, timeout=TIMEOUT_S) as client:
+        fetch = _Fetcher(source, client, egress, credential)
         records = (record for page in _pages(source, split, fetch) for record in page)
         yield from records_to_tables(records, batch_rows, where=f"GET {source.url}")

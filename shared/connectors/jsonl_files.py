@@ -6,7 +6,7 @@ One schema per run: each split reader infers the schema from the same sample (th
 file of the sorted glob) and passes it to pyarrow as an explicit schema. Inferring per split would let one
 split see a column as int64 and another as double or null, and all batches of a run are loaded into one
 table. A value or field that does not fit the sampled schema is a ``SourceReadError`` naming the line and
-what is wrong with it, never the line's content (``shared.policy.redaction``). Files are opened only
+what is wrong with it, never the line's content (``shared.redaction``). Files are opened only
 inside the policy's data roots (``paths.open_source``).
 """
 
@@ -27,7 +27,7 @@ from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
 from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
-from shared.policy.redaction import describe_text, scrub
+from shared.redaction import describe_text, scrub
 from shared.spec.models import JsonlSource
 
 SAMPLE_BYTES = 1 << 20

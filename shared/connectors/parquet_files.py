@@ -19,7 +19,7 @@ from shared.connectors.base import MAX_AUTO_SPLITS, allocate, describe, number_s
 from shared.connectors.errors import SourceReadError
 from shared.connectors.paths import open_source, resolve_files, split_path
 from shared.contracts import Split, SplitKind
-from shared.policy.redaction import scrub
+from shared.redaction import scrub
 from shared.spec.models import ParquetSource
 
 AUTO_SPLIT_BYTES = 64 << 20

@@ -18,6 +18,11 @@ the system's schema. Every session starts with ``default_transaction_read_only``
 statement of the source, the user's query included, runs in a READ ONLY transaction and is cancelled when
 it runs too long (a terminal error naming the setting, not a retry).
 
+Credentials: the DSN is the secret of the connection the source names (``shared.policy.connections``),
+resolved where the connector acts. It is checked to parse before libpq sees it, and a DSN that does not
+parse is reported without libpq's message (which quotes the offending part of the DSN, e.g. a badly
+percent-encoded password); every other database error is built from ``shared.redaction.scrub``-bed text.
+
 Splits: with ``split_column`` (an integer column), ``lower <= c < upper`` key ranges from a min/max query
 at planning time; the last range is inclusive of the max, and the first one also takes rows whose
 ``split_column`` is NULL, so the ranges together cover every row exactly once.
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,10 +48,11 @@ from shared.connectors.base import describe, number_splits, rebatch, whole_split
 from shared.connectors.errors import SourceNotFoundError, SourceReadError, SourceUnavailableError
 from shared.contracts import Split, SplitKind
 from shared.errors import ConfigurationError
+from shared.policy.connections import postgres_dsn
 from shared.policy.errors import PolicyViolation
-from shared.policy.redaction import scrub
 from shared.policy.settings import load_policy
 from shared.policy.sql import UnsafeQueryError, normalize_select, source_table_problem
+from shared.redaction import scrub
 from shared.spec.models import PostgresSource
 from shared.sql import is_transient_database_error
 
@@ -86,28 +91,28 @@ def _timeout_error(where: str) -> SourceReadError:
 @contextmanager
 def _translate_errors(where: str) -> Iterator[None]:
     """Database errors as the connector's errors, their text scrubbed of the values PostgreSQL quotes
-    (``shared.policy.redaction``: a failed cast names the value, a key violation the key)."""
+    (``shared.redaction``: a failed cast names the value, a key violation the key)."""
     try:
         yield
     except PolicyViolation:
         raise
     except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName) as exc:
-        raise SourceNotFoundError(f"{where}: {scrub(str(exc))}".strip()) from exc
+        raise SourceNotFoundError(_message(where, exc)) from exc
     except psycopg.Error as exc:
         if _timed_out(exc):
             raise _timeout_error(where) from exc
         if is_transient_database_error(exc):  # the rule the PostgreSQL sink applies too
-            raise SourceUnavailableError(f"{where}: {scrub(str(exc))}".strip()) from exc
-        raise SourceReadError(f"{where}: {scrub(str(exc))}".strip()) from exc
+            raise SourceUnavailableError(_message(where, exc)) from exc
+        raise SourceReadError(_message(where, exc)) from exc
     except adbc_driver_manager.Error as exc:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if sqlstate in _NOT_FOUND_SQLSTATES:
-            raise SourceNotFoundError(f"{where}: {scrub(str(exc))}") from exc
+            raise SourceNotFoundError(_message(where, exc)) from exc
         if _timed_out(exc):
             raise _timeout_error(where) from exc
         if is_transient_database_error(exc):
-            raise SourceUnavailableError(f"{where}: {scrub(str(exc))}") from exc
-        raise SourceReadError(f"{where}: {scrub(str(exc))}") from exc
+            raise SourceUnavailableError(_message(where, exc)) from exc
+        raise SourceReadError(_message(where, exc)) from exc
     except (pa.ArrowInvalid, OSError) as exc:
         # What ADBC raises through pyarrow while it streams rows: no SQLSTATE any more. ArrowInvalid is the
         # server refusing the statement (a write in the read-only transaction, a bad cast): terminal. An
@@ -115,15 +120,17 @@ def _translate_errors(where: str) -> Iterator[None]:
         if _timed_out(exc):
             raise _timeout_error(where) from exc
         if isinstance(exc, pa.ArrowInvalid):
-            raise SourceReadError(f"{where}: {scrub(str(exc))}") from exc
-        raise SourceUnavailableError(f"{where}: {scrub(str(exc))}") from exc
+            raise SourceReadError(_message(where, exc)) from exc
+        raise SourceUnavailableError(_message(where, exc)) from exc
+
+
+def _message(where: str, exc: BaseException) -> str:
+    # ``scrub``: the values PostgreSQL quotes are described, any connection material it quotes is masked
+    return f"{where}: {scrub(str(exc))}".strip()
 
 
 def _dsn(source: PostgresSource) -> str:
-    dsn = os.environ.get(source.dsn_env)
-    if not dsn:
-        raise ConfigurationError(f"environment variable {source.dsn_env} (the source DSN) is not set")
-    return dsn
+    return postgres_dsn(source)
 
 
 def _read_only_dsn(dsn: str) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.redaction import redact
 
 # The tenant of whatever was made before tenants existed, and of a deployment that names none: old messages
 # decode into it (the Avro default) and a CLI without a configured tenant speaks for it.
@@ -23,6 +25,12 @@ def utcnow() -> datetime:
     # Avro timestamp-millis keeps milliseconds; truncating here makes a round trip compare equal.
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# An error's or an alert's text, masked of every secret this process knows whenever the record is built
+# (from an exception, by hand, or decoded): results, run events, dead letters and alerts all carry their
+# texts in these fields, so a message that names a secret cannot leave through any of them.
+RedactedText = Annotated[str, AfterValidator(redact)]
 
 
 class Contract(BaseModel):
@@ -124,7 +132,7 @@ class AlertKind(StrEnum):
 class ErrorInfo(Contract):
     avro_name: ClassVar[str] = "io.aoetl.ErrorInfo"
     error_class: str
-    message: str
+    message: RedactedText
     transient: bool = False
     path: str | None = Field(None, description="field path in the spec, for validation errors")
 
@@ -132,7 +140,9 @@ class ErrorInfo(Contract):
     def from_exception(cls, exc: BaseException, *, max_len: int = 4000) -> ErrorInfo:
         from shared.errors import is_transient
 
-        return cls(error_class=type(exc).__name__, message=str(exc)[:max_len], transient=is_transient(exc))
+        # Redacted before it is cut: a cut could leave the first part of a secret no pattern matches.
+        message = redact(str(exc))[:max_len]
+        return cls(error_class=type(exc).__name__, message=message, transient=is_transient(exc))
 
 
 class Trigger(Contract):

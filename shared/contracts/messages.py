@@ -18,6 +18,7 @@ from shared.contracts.base import (
     ControlAction,
     ErrorInfo,
     Origin,
+    RedactedText,
     RequestAction,
     RunStatus,
     Severity,
@@ -138,7 +139,7 @@ class Alert(Contract):
     alert_id: str = Field(default_factory=new_id)
     kind: AlertKind
     severity: Severity
-    message: str
+    message: RedactedText
     at: datetime = Field(default_factory=utcnow)
     run_id: str | None = None
     pipeline: str | None = None

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 
 from shared.policy.errors import PolicyViolation
 from shared.policy.settings import DATA_ROOTS_ENV, PolicySettings
+from shared.policy.tenancy import DEFAULT_TENANT
 from shared.spec.loader import SpecIssue
 from shared.spec.models import (
     CsvSource,
@@ -177,8 +178,8 @@ def create_confined(path: str | Path, roots: Sequence[Path]) -> io.BufferedWrite
     return io.BufferedWriter(io.FileIO(fd, "wb"))
 
 
-def check_files(spec: PipelineSpec, policy: PolicySettings) -> list[SpecIssue]:
-    """The policy rule: the spec's file source and file destination paths."""
+def check_files(spec: PipelineSpec, policy: PolicySettings, tenant: str = DEFAULT_TENANT) -> list[SpecIssue]:
+    """The policy rule: the spec's file source and file destination paths (the same for every tenant)."""
     issues: list[SpecIssue] = []
     source, destination = spec.source, spec.destination
     if isinstance(source, CsvSource | JsonlSource | ParquetSource):

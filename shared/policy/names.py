@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from shared.policy.errors import PolicyViolation
 from shared.policy.settings import PolicySettings
+from shared.policy.tenancy import DEFAULT_TENANT
 from shared.spec.loader import SpecIssue
 from shared.spec.models import (
     DuckDBDestination,
@@ -94,8 +95,9 @@ def require_topic(topic: str, policy: PolicySettings) -> None:
         raise PolicyViolation(problem)
 
 
-def check_names(spec: PipelineSpec, policy: PolicySettings) -> list[SpecIssue]:
-    """The policy rule: destination tables and topics, and the kafka source's topic."""
+def check_names(spec: PipelineSpec, policy: PolicySettings, tenant: str = DEFAULT_TENANT) -> list[SpecIssue]:
+    """The policy rule: destination tables and topics, and the kafka source's topic (the same for every
+    tenant)."""
     issues: list[SpecIssue] = []
     destination = spec.destination
     if isinstance(destination, PostgresDestination | DuckDBDestination):

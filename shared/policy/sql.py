@@ -32,6 +32,7 @@ from sqlglot.errors import SqlglotError
 
 from shared.policy.names import SYSTEM_SCHEMA, split_table, system_schema_problem
 from shared.policy.settings import PolicySettings
+from shared.policy.tenancy import DEFAULT_TENANT
 from shared.spec.loader import SpecIssue
 from shared.spec.models import PipelineSpec, PostgresSource
 
@@ -134,8 +135,10 @@ def source_table_problem(table: str) -> str | None:
     return None
 
 
-def check_postgres_source(spec: PipelineSpec, policy: PolicySettings) -> list[SpecIssue]:
-    """The policy rule: a postgres source's query or table."""
+def check_postgres_source(
+    spec: PipelineSpec, policy: PolicySettings, tenant: str = DEFAULT_TENANT
+) -> list[SpecIssue]:
+    """The policy rule: a postgres source's query or table (the same for every tenant)."""
     source = spec.source
     if not isinstance(source, PostgresSource):
         return []

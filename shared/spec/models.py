@@ -5,8 +5,11 @@ on Kafka as typed Avro records (``schemas/io.aoetl.spec.*.avsc``); ``tests/unit/
 the two agree. Every union is discriminated by one literal field (``type``, ``op`` or ``rule``) so that a
 validation error names the exact branch and field that is wrong.
 
-Secrets never travel in a spec: connectors name the *environment variable* that holds a DSN or token
-(``dsn_env``, ``auth_env``) and the service that needs it resolves it locally.
+Secrets never travel in a spec: a connector names a *connection* (``connection``) that the operator
+declared, and the service that needs its secret reads it locally (``shared.policy.connections``). The
+older ``dsn_env`` / ``auth_env`` (an environment variable's name) are deprecated: still read, so specs and
+messages written before connections decode, but accepted by the policy only when they name the variable
+of a declared connection.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 PIPELINE_NAME = r"^[a-z][a-z0-9_\-]{0,62}$"
+CONNECTION_NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,62}$"
 
 
 class _Strict(BaseModel):
@@ -88,14 +92,30 @@ class ParquetSource(_Strict):
     path: str = Field(description="file path, file:// URL or glob")
 
 
+_DEPRECATED = "deprecated: use 'connection' (accepted only as the variable of a declared connection)"
+
+
+def _one_way_to_name_a_connection(connection: str | None, deprecated: str | None, old: str) -> None:
+    if connection is not None and deprecated is not None:
+        raise ValueError(f"give 'connection' only: '{old}' is deprecated and means the same thing")
+
+
 class PostgresSource(_Strict):
     type: Literal["postgres"] = "postgres"
-    dsn_env: str = Field("AOETL_POSTGRES_DSN", description="environment variable holding the DSN")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="declared connection holding the DSN; unset: 'default'"
+    )
     table: str | None = Field(None, description="schema-qualified table; or give query")
     query: str | None = Field(None, description="a SELECT; or give table")
     cursor_column: str | None = Field(None, description="incremental: only rows with cursor > last value")
     cursor_start: str | None = Field(None, description="exclusive lower bound for cursor_column")
     split_column: str | None = Field(None, description="integer column used to split into key ranges")
+    dsn_env: str | None = Field(None, description=_DEPRECATED)
+
+    @model_validator(mode="after")
+    def _one_connection(self) -> PostgresSource:
+        _one_way_to_name_a_connection(self.connection, self.dsn_env, "dsn_env")
+        return self
 
     @model_validator(mode="after")
     def _table_xor_query(self) -> PostgresSource:
@@ -114,10 +134,20 @@ class HttpSource(_Strict):
     page_param: str = "page"
     cursor_param: str = "cursor"
     cursor_path: str | None = Field(None, description="dotted path to the next cursor in each response")
-    auth_env: str | None = Field(None, description="environment variable holding the Authorization header")
+    connection: str | None = Field(
+        None,
+        pattern=CONNECTION_NAME,
+        description="declared http connection holding the Authorization header; unset: no credentials",
+    )
     rate_limit_per_s: float | None = Field(None, gt=0)
     max_pages: int | None = Field(None, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
+    auth_env: str | None = Field(None, description=_DEPRECATED)
+
+    @model_validator(mode="after")
+    def _one_connection(self) -> HttpSource:
+        _one_way_to_name_a_connection(self.connection, self.auth_env, "auth_env")
+        return self
 
     @model_validator(mode="after")
     def _cursor_needs_path(self) -> HttpSource:
@@ -300,10 +330,18 @@ def rule_name(
 # -------------------------------------------------------------------------------------- destinations
 class PostgresDestination(_Strict):
     type: Literal["postgres"] = "postgres"
-    dsn_env: str = Field("AOETL_POSTGRES_DSN", description="environment variable holding the DSN")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="declared connection holding the DSN; unset: 'default'"
+    )
     table: str = Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
     mode: WriteMode = WriteMode.APPEND
     keys: list[str] = Field(default_factory=list, description="merge keys")
+    dsn_env: str | None = Field(None, description=_DEPRECATED)
+
+    @model_validator(mode="after")
+    def _one_connection(self) -> PostgresDestination:
+        _one_way_to_name_a_connection(self.connection, self.dsn_env, "dsn_env")
+        return self
 
     @model_validator(mode="after")
     def _merge_keys(self) -> PostgresDestination:

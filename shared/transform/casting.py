@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 
 from shared.agent.inference import DATE_FORMATS, NA_MARKERS, TIMESTAMP_FORMATS
-from shared.policy.redaction import describe_text
+from shared.redaction import describe_text
 from shared.spec.models import DataType
 from shared.transform.errors import CastError
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from shared.policy.redaction import scrub
 from shared.policy.settings import PolicySettings
+from shared.redaction import scrub
 from shared.spec.models import MaskMethod
 from shared.sql import quote_ident
 from shared.transform.errors import (

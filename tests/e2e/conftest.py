@@ -1,6 +1,10 @@
 """The whole system for end-to-end tests: every service as its own process (two replicas of extract,
 transform and load), on the session's real broker and PostgreSQL, on topics and consumer groups of its
-own (a unique suffix), so tests in other modules never see its messages."""
+own (a unique suffix), so tests in other modules never see its messages.
+
+HTTP sources may reach loopback only where the egress allow list says so: each system allow-lists one
+port on 127.0.0.1 (``System.allowed_http_port``) for the test servers of its module; any other loopback
+port is refused, as it would be in production."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aoetl.client import AoetlClient
+from aoetl.devstack.osproc import free_port
 from aoetl.devstack.processes import ServiceSupervisor
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, TopicSpec
@@ -29,10 +34,18 @@ class System:
     supervisor: ServiceSupervisor
     env: dict[str, str]
     state_dir: Path
+    allowed_http_port: int  # the one loopback port http sources may reach (AOETL_POLICY_HTTP_EGRESS_ALLOW)
 
 
-def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, int]) -> System:
+def start_system(
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    replicas: dict[str, int],
+    extra_env: dict[str, str] | None = None,
+) -> System:
+    """``extra_env`` is given to every service, after (so over) the defaults."""
     suffix = f".e2e{uuid.uuid4().hex[:8]}"
+    allowed_http_port = free_port()
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     ensure_topics(kafka, [TopicSpec(t.name + suffix, t.partitions, t.config, t.doc) for t in TOPICS])
     state_dir = make_state_dir("aoetl-e2e-")
@@ -45,6 +58,8 @@ def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, in
         # a killed replica's partitions move, and its open transaction is aborted, within seconds
         "AOETL_SESSION_TIMEOUT_MS": "6000",
         "AOETL_TRANSACTION_TIMEOUT_MS": "10000",
+        "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{allowed_http_port}",
+        **(extra_env or {}),
     }
     supervisor = ServiceSupervisor(state_dir, env)
     started = []
@@ -52,7 +67,7 @@ def start_system(kafka_bootstrap: str, postgres_dsn: str, replicas: dict[str, in
         started += supervisor.start(name, count, env={"AOETL_GROUP_ID": f"aoetl-{name}{suffix}"})
     supervisor.wait_ready(started, timeout=90)
     settings = load_settings(ServiceSettings, kafka=kafka, topic_suffix=suffix)
-    return System(suffix, AoetlClient(settings), supervisor, env, state_dir)
+    return System(suffix, AoetlClient(settings), supervisor, env, state_dir, allowed_http_port)
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,7 @@ def test_csv_to_postgres_with_two_replicas_of_each_stage(system: System, tmp_pat
 
 
 @pytest.fixture
-def http_orders(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, str]]]]:
+def http_orders(system: System, tmp_path: Path) -> Iterator[tuple[str, list[dict[str, str]]]]:
     rows = write_orders(tmp_path / "http", 2_500, files=1, seed=5)
     pages = [rows[i : i + 400] for i in range(0, len(rows), 400)]
 
@@ -177,12 +177,14 @@ def http_orders(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, str]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # the port the system's egress allow list opens (any other loopback port is refused)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", system.allowed_http_port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/orders", rows
     finally:
         server.shutdown()
+        server.server_close()  # the next test binds the same port
 
 
 SOURCE_KINDS = ["csv", "jsonl", "parquet", "postgres", "http", "event"]

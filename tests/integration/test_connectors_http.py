@@ -114,6 +114,13 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_api, "BACKOFF_BASE_S", 0.01)
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test servers listen on 127.0.0.1, which the egress policy refuses unless allow-listed (the
+    refusal itself is tested in test_http_egress.py)."""
+    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", "127.0.0.1")
+
+
 def read_all(source: HttpSource, parallelism: int | None = None, batch_rows: int = 7) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for split in plan_splits(source, parallelism):
@@ -194,9 +201,14 @@ def test_connection_refused_is_transient() -> None:
         read_all(HttpSource(url="http://127.0.0.1:1/nothing", max_retries=1))
 
 
-def test_authorization_from_environment(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = HttpSource(url=f"{api.base}/auth", auth_env="AOETL_TEST_HTTP_TOKEN")
-    with pytest.raises(ConfigurationError):
+def test_authorization_from_a_declared_connection(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AOETL_POLICY_CONNECTIONS",
+        json.dumps({"test-api": {"kind": "http", "env": "AOETL_TEST_HTTP_TOKEN", "hosts": ["127.0.0.1"]}}),
+    )
+    monkeypatch.delenv("AOETL_TEST_HTTP_TOKEN", raising=False)
+    source = HttpSource(url=f"{api.base}/auth", connection="test-api")
+    with pytest.raises(ConfigurationError, match="AOETL_TEST_HTTP_TOKEN"):
         read_all(source)
     monkeypatch.setenv("AOETL_TEST_HTTP_TOKEN", "Bearer wrong")
     with pytest.raises(SourceReadError, match="HTTP 401"):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pyarrow as pa
@@ -19,6 +20,7 @@ from shared.connectors import (
 )
 from shared.contracts import SplitKind
 from shared.errors import ConfigurationError
+from shared.policy.connections import ConnectionPolicyError
 from shared.spec.models import PostgresSource
 
 pytestmark = pytest.mark.integration
@@ -26,11 +28,28 @@ pytestmark = pytest.mark.integration
 ROWS = 1000
 
 
+Declare = Callable[[str, "str | None"], str]
+
+
 @pytest.fixture
-def dsn_env(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"AOETL_TEST_SOURCE_DSN_{uuid.uuid4().hex[:8].upper()}"
-    monkeypatch.setenv(name, postgres_dsn)
-    return name
+def declare(monkeypatch: pytest.MonkeyPatch) -> Declare:
+    """Declare a connection (AOETL_POLICY_CONNECTIONS) whose secret is ``dsn`` (None: variable unset)."""
+    declared: dict[str, dict[str, str]] = {}
+
+    def add(name: str, dsn: str | None) -> str:
+        variable = f"AOETL_TEST_DSN_{uuid.uuid4().hex[:8].upper()}"
+        if dsn is not None:
+            monkeypatch.setenv(variable, dsn)
+        declared[name] = {"env": variable}
+        monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps(declared))
+        return name
+
+    return add
+
+
+@pytest.fixture
+def connection(postgres_dsn: str, declare: Declare) -> str:
+    return declare("source-db", postgres_dsn)
 
 
 @pytest.fixture
@@ -69,8 +88,8 @@ def read_all(source: PostgresSource, parallelism: int | None, batch_rows: int = 
     return pa.concat_tables(tables)
 
 
-def test_table_types_are_preserved(table: str, dsn_env: str) -> None:
-    got = read_all(PostgresSource(table=table, dsn_env=dsn_env), 1)
+def test_table_types_are_preserved(table: str, connection: str) -> None:
+    got = read_all(PostgresSource(table=table, connection=connection), 1)
     assert got.num_rows == ROWS + 2
     types = {f.name: f.type for f in got.schema}
     assert types == {
@@ -94,8 +113,8 @@ def test_table_types_are_preserved(table: str, dsn_env: str) -> None:
 
 
 @pytest.mark.parametrize("parallelism", [2, 3, 7, 50, None])
-def test_key_ranges_reassemble_exactly(table: str, dsn_env: str, parallelism: int | None) -> None:
-    source = PostgresSource(table=table, dsn_env=dsn_env, split_column="id")
+def test_key_ranges_reassemble_exactly(table: str, connection: str, parallelism: int | None) -> None:
+    source = PostgresSource(table=table, connection=connection, split_column="id")
     splits = plan_splits(source, parallelism, batch_rows=128)
     assert {s.kind for s in splits} == {SplitKind.KEY_RANGE}
     if parallelism is not None:
@@ -104,10 +123,10 @@ def test_key_ranges_reassemble_exactly(table: str, dsn_env: str, parallelism: in
     assert sorted(ids, key=lambda v: (v is not None, v)) == [None, None, *range(1, ROWS + 1)]
 
 
-def test_query_source_with_incremental_cursor(table: str, dsn_env: str) -> None:
+def test_query_source_with_incremental_cursor(table: str, connection: str) -> None:
     source = PostgresSource(
         query=f"SELECT id, name, at FROM {table} WHERE id % 2 = 0;",
-        dsn_env=dsn_env,
+        connection=connection,
         cursor_column="at",
         cursor_start="2024-01-01 15:00:00+00",  # after id 900
         split_column="id",
@@ -120,27 +139,48 @@ def test_query_source_with_incremental_cursor(table: str, dsn_env: str) -> None:
     assert single.column("at").to_pylist() == sorted(single.column("at").to_pylist())
 
 
-def test_auto_parallelism_uses_estimated_rows(table: str, dsn_env: str, postgres_dsn: str) -> None:
+def test_auto_parallelism_uses_estimated_rows(table: str, connection: str, postgres_dsn: str) -> None:
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f"ANALYZE {table}")
-    source = PostgresSource(table=table, dsn_env=dsn_env, split_column="id")
+    source = PostgresSource(table=table, connection=connection, split_column="id")
     assert len(plan_splits(source, None, batch_rows=250)) == 4  # ~1002 rows / 250
     assert len(plan_splits(source, None, batch_rows=10)) == 8  # capped
     assert plan_splits(source, None, batch_rows=5000)[0].kind is SplitKind.WHOLE
 
 
-def test_errors_are_classified(table: str, dsn_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_are_classified(table: str, connection: str, declare: Declare) -> None:
     with pytest.raises(SourceNotFoundError):
-        plan_splits(PostgresSource(table="public.no_such_table_xyz", dsn_env=dsn_env), None)
+        plan_splits(PostgresSource(table="public.no_such_table_xyz", connection=connection), None)
     with pytest.raises(SourceReadError):
-        plan_splits(PostgresSource(query="SELECT no_such_column FROM pg_class", dsn_env=dsn_env), None)
+        plan_splits(PostgresSource(query="SELECT no_such_column FROM pg_class", connection=connection), None)
     with pytest.raises(SourceReadError, match="not an integer"):
-        plan_splits(PostgresSource(table=table, dsn_env=dsn_env, split_column="name"), 2)
-    with pytest.raises(ConfigurationError):
-        plan_splits(PostgresSource(table=table, dsn_env="AOETL_TEST_UNSET_DSN_VARIABLE"), None)
-    monkeypatch.setenv("AOETL_TEST_REFUSED_DSN", "postgresql://postgres@127.0.0.1:1/postgres")
-    source = PostgresSource(table=table, dsn_env="AOETL_TEST_REFUSED_DSN")
+        plan_splits(PostgresSource(table=table, connection=connection, split_column="name"), 2)
+    with pytest.raises(ConfigurationError, match="is not set"):
+        plan_splits(PostgresSource(table=table, connection=declare("unset", None)), None)
+    with pytest.raises(ConnectionPolicyError, match="no postgres connection named 'undeclared'"):
+        plan_splits(PostgresSource(table=table, connection="undeclared"), None)
+    source = PostgresSource(
+        table=table, connection=declare("refused", "postgresql://postgres@127.0.0.1:1/postgres")
+    )
     with pytest.raises(SourceUnavailableError):
         plan_splits(source, None)
     with pytest.raises(SourceUnavailableError):
-        list(read_split(source, plan_splits(PostgresSource(table=table, dsn_env=dsn_env), 1)[0], 10))
+        list(read_split(source, plan_splits(PostgresSource(table=table, connection=connection), 1)[0], 10))
+
+
+def test_no_error_quotes_the_dsn_password(table: str, postgres_dsn: str, declare: Declare) -> None:
+    """A DSN that does not parse (libpq would quote its bad part) and one that parses but fails to
+    connect: neither error carries the password."""
+    planted = "Planted-Src-Pw"
+    with pytest.raises(ConfigurationError, match="malformed") as malformed:
+        plan_splits(
+            PostgresSource(table=table, connection=declare("bad", f"postgresql://u:{planted}%zz@h/db")), None
+        )
+    refused = f"postgresql://postgres:{planted}@127.0.0.1:1/postgres?connect_timeout=2"
+    with pytest.raises(SourceUnavailableError) as unavailable:
+        plan_splits(PostgresSource(table=table, connection=declare("down", refused)), None)
+    for caught in (malformed, unavailable):
+        assert planted not in str(caught.value)
+    # the default connection is the one the spec gets without naming any
+    declare("default", postgres_dsn)
+    assert read_all(PostgresSource(table=table), 1).num_rows == ROWS + 2

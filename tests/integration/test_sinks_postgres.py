@@ -3,6 +3,7 @@ schema evolution, cross-batch dedupe, the atomic replace swap and the documented
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ import pytest
 from services.load.exceptions import DestinationUnavailableError, IncompatibleSchemaError
 from services.load.sinks import WriteResult, open_sink
 from services.load.sinks.postgres import PostgresSink
-from shared.errors import TerminalError
+from shared.errors import ConfigurationError, TerminalError
+from shared.policy.connections import ConnectionPolicyError
 from shared.spec.models import PostgresDestination, WriteMode
 from tests.helpers import wait_until
 from tests.support.sink_tables import as_metrics, checksum_query, expected_checksums, sample_table
@@ -300,9 +302,18 @@ def test_unreachable_server_is_transient(table_name):
         sink.write("run-u", "t:0", pa.table({"id": [1]}))
 
 
-def test_open_sink_reads_the_dsn_from_the_named_variable(monkeypatch, postgres_dsn, table_name):
+def test_open_sink_reads_the_dsn_of_the_named_connection(monkeypatch, postgres_dsn, table_name):
+    monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps({"sink-db": {"env": "SINK_TEST_DSN"}}))
+    with pytest.raises(ConfigurationError, match="SINK_TEST_DSN"):  # declared, but not set
+        open_sink(PostgresDestination(table=table_name, connection="sink-db"))
+    with pytest.raises(ConnectionPolicyError, match="no postgres connection named 'other'"):
+        open_sink(PostgresDestination(table=table_name, connection="other"))
+    monkeypatch.setenv("SINK_TEST_DSN", "postgresql://u:Planted-Sink-Pw%zz@h/db")
+    with pytest.raises(ConfigurationError, match="malformed") as malformed:
+        open_sink(PostgresDestination(table=table_name, connection="sink-db"))
+    assert "Planted-Sink-Pw" not in str(malformed.value)
     monkeypatch.setenv("SINK_TEST_DSN", postgres_dsn)
-    sink = open_sink(PostgresDestination(table=table_name, dsn_env="SINK_TEST_DSN"))
+    sink = open_sink(PostgresDestination(table=table_name, connection="sink-db"))
     try:
         assert sink.write("run-f", "t:0", pa.table({"id": [1, 2]})) == WriteResult(True, 2, 0)
     finally:

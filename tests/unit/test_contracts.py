@@ -145,7 +145,7 @@ def rich_specs() -> list[PipelineSpec]:
             records_path="data.items",
             pagination=Pagination.CURSOR,
             cursor_path="meta.next",
-            auth_env="API_TOKEN",
+            connection="items-api",
             rate_limit_per_s=2.5,
             max_pages=9,
             max_retries=2,
@@ -154,7 +154,7 @@ def rich_specs() -> list[PipelineSpec]:
         EventSource(records_path="body.records"),
     ]
     destinations = [
-        PostgresDestination(table="public.out", mode=WriteMode.MERGE, keys=["id"], dsn_env="DSN"),
+        PostgresDestination(table="public.out", mode=WriteMode.MERGE, keys=["id"], connection="warehouse"),
         DuckDBDestination(path="/tmp/x.duckdb", table="out", mode=WriteMode.REPLACE),
         ParquetDestination(path="/out/parquet"),
         JsonlDestination(path="/out/jsonl"),
@@ -175,7 +175,7 @@ def rich_specs() -> list[PipelineSpec]:
     ] + [
         PipelineSpec(
             name="pg-query",
-            source=PostgresSource(query="WITH x AS (SELECT 1) SELECT * FROM x"),
+            source=PostgresSource(query="WITH x AS (SELECT 1) SELECT * FROM x", dsn_env="LEGACY_DSN"),
             destination=KafkaDestination(topic="t"),
         )
     ]

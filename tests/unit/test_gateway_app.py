@@ -313,12 +313,38 @@ async def test_a_definition_the_spec_policy_refuses_gets_422_and_is_not_publishe
         "destination.kafka.topic": {**SPEC, "destination": {"type": "kafka", "topic": "aoetl.requests"}},
         "triggers[0].topic": {**SPEC, "triggers": [{"type": "topic", "topic": "aoetl.results"}]},
     }
+    # The caller is tenant acme, for whom the default policy declares no connection: a PostgreSQL source
+    # or destination is refused for that too (``test_gateway_tenants`` covers it on its own).
+    also = {
+        "source.postgres.query": ["source.connection"],
+        "destination.postgres.table": ["destination.connection"],
+    }
     for path, document in attacks.items():
         response = await client.put("/definitions/repo-sync", json=document)
         assert response.status_code == 422, (path, response.text)
-        assert [issue["path"] for issue in response.json()["detail"]] == [path]
+        assert [issue["path"] for issue in response.json()["detail"]] == [path, *also.get(path, [])]
     assert bus.actions() == []  # nothing but the refusals' audit records
     assert [(a.action, a.outcome) for a in bus.audits()] == [("definitions.put", AuditOutcome.REJECTED)] * 5
+
+
+async def test_a_definition_naming_a_secret_or_the_metadata_address_gets_422(
+    client: httpx.AsyncClient, bus: FakeBus
+) -> None:
+    """An http source that would send the Kafka SASL password, or reach the metadata endpoint, is refused
+    with the field at fault; nothing is published but the refusals' audit records."""
+    stealing = {
+        **SPEC,
+        "source": {"type": "http", "url": "https://x.example/", "auth_env": "AOETL_KAFKA_SASL_PASSWORD"},
+    }
+    response = await client.put("/definitions/repo-sync", json=stealing)
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["detail"]
+    assert issue["path"] == "source.auth_env" and "AOETL_KAFKA_SASL_PASSWORD" in issue["reason"]
+    metadata = {**SPEC, "source": {"type": "http", "url": "http://169.254.169.254/latest/meta-data/"}}
+    response = await client.put("/definitions/repo-sync", json=metadata)
+    assert response.status_code == 422 and response.json()["detail"][0]["path"] == "source.url"
+    assert bus.actions() == []  # nothing but the refusals' audit records
+    assert [(a.action, a.outcome) for a in bus.audits()] == [("definitions.put", AuditOutcome.REJECTED)] * 2
 
 
 # ---------------------------------------------------------------------------------------------- runs

@@ -13,7 +13,16 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.core import Gateway
-from shared.contracts import AuditOutcome, EventKind, PipelineDefinition, RunEvent, Stage
+from shared.auth.keys import issue_key
+from shared.contracts import (
+    DEFAULT_TENANT,
+    AuditOutcome,
+    EventKind,
+    PipelineDefinition,
+    Role,
+    RunEvent,
+    Stage,
+)
 from tests.unit.gateway_support import (
     ADMIN,
     OPERATOR,
@@ -88,6 +97,27 @@ async def test_another_tenants_definition_is_invisible_and_untouchable(
     # its own tenant still sees it, down to the least role
     listed = (await client.get("/definitions", headers=bearer(VIEWER))).json()
     assert [d["name"] for d in listed] == ["tagged"]
+
+
+async def test_a_definition_may_name_only_connections_declared_for_its_tenant(
+    client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
+) -> None:
+    """The spec policy is checked for the caller's tenant: the default policy declares the ``default``
+    connection (the PostgreSQL DSN) for tenant ``default`` only, so acme's admin may not read through it
+    while an admin of ``default`` may."""
+    reading = {**SPEC, "source": {"type": "postgres", "query": "SELECT 1 AS a"}}
+    refused = await client.put("/definitions/tagged", json=reading, headers=bearer(ADMIN))
+    assert refused.status_code == 422, refused.text
+    [issue] = refused.json()["detail"]
+    assert issue["path"] == "source.connection" and f"tenant {TENANT!r}" in issue["reason"]
+    assert definitions_published(bus) == []
+
+    default_admin = issue_key(DEFAULT_TENANT, Role.ADMIN, created_by="test")
+    gateway.keys.apply(default_admin.key_id, default_admin.record)
+    allowed = await client.put("/definitions/tagged", json=reading, headers=bearer(default_admin))
+    assert allowed.status_code == 201, allowed.text
+    [definition] = definitions_published(bus)
+    assert definition is not None and definition.tenant == DEFAULT_TENANT
 
 
 async def test_a_run_is_seen_and_stopped_by_its_tenant_only(client: httpx.AsyncClient, bus: FakeBus) -> None:

@@ -1,5 +1,5 @@
 """The transform's DuckDB is bounded (no temp directory, memory, threads, time per batch), and its data
-errors describe values instead of echoing them (shared.policy.redaction)."""
+errors describe values instead of echoing them (shared.redaction)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import DataError, is_transient
 from shared.policy import PolicySettings
-from shared.policy.redaction import describe_text, scrub
+from shared.redaction import describe_text, scrub
 from shared.spec import parse_spec
 from shared.transform.engine import TransformEngine
 from shared.transform.errors import ExpressionError, SandboxLimitError

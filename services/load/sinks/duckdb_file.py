@@ -16,7 +16,7 @@ Policy (``shared.policy``): the file only inside the data roots, checked at ever
 resolved and checked, DuckDB opens the resolved real path, and the path is resolved again once open (a
 symlink swapped in between is refused with ``PolicyViolation`` and the connection closed before any
 statement runs). The table cannot be one of the sinks' own names (``__aoetl``), checked when the sink is
-built. Errors are scrubbed of the values DuckDB quotes (``shared.policy.redaction``).
+built. Errors are scrubbed of the values DuckDB quotes (``shared.redaction``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from shared.errors import AoetlError, DataError
 from shared.policy.errors import PolicyViolation
 from shared.policy.files import confine
 from shared.policy.names import require_table
-from shared.policy.redaction import scrub
 from shared.policy.settings import load_policy
+from shared.redaction import scrub
 from shared.spec.models import DuckDBDestination, WriteMode
 from shared.sql import quote_ident
 

@@ -24,9 +24,10 @@ def open_sink(
     destination: Destination, *, kafka: KafkaSettings | None = None, schemas_topic: str = Topics.SCHEMAS
 ) -> Sink:
     """A sink for ``destination``. Connections are opened lazily, on the first write; the caller caches
-    sinks per destination and closes them. PostgreSQL reads its DSN from the env var named ``dsn_env``;
-    Kafka connects with ``kafka`` (the load service's settings, security included) and publishes row
-    schemas to ``schemas_topic``."""
+    sinks per destination and closes them. PostgreSQL takes the DSN of the declared connection the
+    destination names (``shared.policy.connections``; an undeclared or malformed one is a terminal
+    ``ConfigurationError`` here); Kafka connects with ``kafka`` (the load service's settings, security
+    included) and publishes row schemas to ``schemas_topic``."""
     match destination:
         case PostgresDestination():
             return PostgresSink(destination)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.load.exceptions import IncompatibleSchemaError
-from shared.policy.redaction import scrub
+from shared.redaction import scrub
 
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)$")
 

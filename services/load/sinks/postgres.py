@@ -20,14 +20,15 @@ table, which the swap drops.
 
 Policy (``shared.policy.names``): the table cannot be in the system's schema (the ledger's) or PostgreSQL's
 own, nor carry the sinks' reserved ``__aoetl`` mark, checked when the sink is built, before any
-connection: ``mode: replace`` on the ledger would otherwise truncate it. Errors are scrubbed of the values
-PostgreSQL quotes (``shared.policy.redaction``).
+connection: ``mode: replace`` on the ledger would otherwise truncate it. The DSN is the secret of the
+connection the destination names (``shared.policy.connections``), checked to parse when the sink is
+opened. Errors are ``scrub``-bed (``shared.redaction``): the values PostgreSQL quotes are described, and
+connection material it may quote is masked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +42,10 @@ from services.load.exceptions import DestinationUnavailableError, IncompatibleSc
 from services.load.sinks.ledger import DEDUPE, POSTGRES, BatchLedger, SqlLedgerSink
 from services.load.sinks.naming import short_run_id
 from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
-from shared.errors import AoetlError, ConfigurationError, DataError
+from shared.errors import AoetlError, DataError
+from shared.policy.connections import postgres_dsn
 from shared.policy.names import require_table
-from shared.policy.redaction import scrub
+from shared.redaction import scrub
 from shared.spec.models import PostgresDestination, WriteMode
 from shared.sql import is_transient_database_error, quote_ident
 
@@ -83,10 +85,7 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
 
     def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
         require_table(destination.table)
-        resolved = dsn or os.environ.get(destination.dsn_env)
-        if not resolved:
-            raise ConfigurationError(f"environment variable {destination.dsn_env} (the DSN) is not set")
-        self._dsn = resolved
+        self._dsn = dsn or postgres_dsn(destination)
         self._dest = destination
         self._mode = destination.mode
         self._merge_keys = destination.keys
@@ -322,4 +321,5 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
 
 
 def _first_line(exc: BaseException) -> str:
-    return scrub(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    return scrub(text.splitlines()[0]) if text else type(exc).__name__
