@@ -36,6 +36,7 @@ from shared.settings import KafkaSettings
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import run_spec, write_orders
 from tests.helpers import wait_until
+from tests.integration.test_gateway import seed_key
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +57,7 @@ class Secured:
     system: System
     api: str  # the gateway
     env: dict[str, str]  # what the services were given, for the CLI
+    auth: dict[str, str]  # an admin's Authorization header for the gateway's REST endpoints
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +82,14 @@ def secured(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[Secured]:
     system = start_system(kafka_bootstrap, postgres_dsn, REPLICAS, extra_env=env)
     api_port = free_port()
     try:
-        gateway = system.supervisor.start("gateway", 1, env={"AOETL_API_PORT": str(api_port)})
+        # an admin key of the default tenant (the CLI's runs are its), on the keys topic before the start
+        admin = seed_key(system.env["KAFKA_BOOTSTRAP_SERVERS"], system.suffix)
+        gateway = system.supervisor.start(
+            "gateway", 1, env={"AOETL_API_PORT": str(api_port), "AOETL_AUTH_API_KEYS": "true"}
+        )
         system.supervisor.wait_ready(gateway, timeout=60)
-        yield Secured(system, f"http://127.0.0.1:{api_port}", system.env)
+        auth = {"Authorization": f"Bearer {admin.token}"}
+        yield Secured(system, f"http://127.0.0.1:{api_port}", system.env, auth)
     finally:
         system.client.close()
         system.supervisor.stop()
@@ -224,15 +231,12 @@ def test_a_bad_dsn_fails_the_run_without_its_password(secured: Secured, tmp_path
     assert result.status is RunStatus.FAILED, errors_of(result)
     assert any("malformed" in m and "bad-dsn" in m for _, _, m in errors_of(result)), errors_of(result)
     assert_no_secret(result.model_dump_json(), "the result")
-    view = wait_until(
-        lambda: (
-            (r := httpx.get(f"{secured.api}/runs/{result.run_id}", timeout=5)).status_code == 200
-            and r.json().get("status") == "FAILED"
-            and r
-        ),
-        30,
-        message="the gateway's run view",
-    )
+
+    def failed_view() -> httpx.Response | None:
+        r = httpx.get(f"{secured.api}/runs/{result.run_id}", headers=secured.auth, timeout=5)
+        return r if r.status_code == 200 and r.json().get("status") == "FAILED" else None
+
+    view = wait_until(failed_view, 30, message="the gateway's run view")
     assert_no_secret(view.text, "GET /runs/{id}")
 
 
@@ -285,7 +289,8 @@ def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: Api, tm
     for log in sorted((system.state_dir / "logs").glob("*.log")):
         outputs[f"log {log.name}"] = log.read_text(errors="replace")
     for run_id in [*failed_ids, completed.run_id]:
-        view = httpx.get(f"{secured.api}/runs/{run_id}", timeout=5)
+        view = httpx.get(f"{secured.api}/runs/{run_id}", headers=secured.auth, timeout=5)
+        assert view.status_code == 200, view.text  # the run view itself is searched, not a refusal
         outputs[f"GET /runs/{run_id}"] = view.text
         outputs[f"aoetl status {run_id}"] = cli(secured, tmp_path, "status", run_id)
     for command in (["results", "--json"], ["alerts", "--json"], ["dlq", "list"], ["dev", "status"]):
