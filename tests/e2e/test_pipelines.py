@@ -111,8 +111,26 @@ def assert_completed(result: PipelineResult) -> None:
     assert result.status is RunStatus.COMPLETED, [e.message for e in result.errors]
 
 
+def open_duckdb_when_unlocked(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open a destination file read-only once no writer holds it. DuckDB allows one writing process per
+    file, and after a run's result the load service may still open the file briefly for a redelivered
+    batch (its ledger then skips it), so a reader waits for the lock instead of failing on it."""
+
+    def opened() -> duckdb.DuckDBPyConnection | None:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            return None
+
+    con = wait_until(opened, timeout=30, message=f"the write lock on {path} to be released")
+    assert con is not None
+    return con
+
+
 def duckdb_figures(path: Path, table: str) -> dict[str, object]:
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_duckdb_when_unlocked(path) as con:
         count, sum_id, sum_qty, cents, customers = con.execute(
             f"SELECT count(*), sum(id), sum(qty), sum(CAST(round(amount * 100) AS BIGINT)), "
             f"count(DISTINCT nullif(customer, '')) FROM {table}"
@@ -264,7 +282,7 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
                 )
             ).fetchone()
     elif kind == "duckdb":
-        got = duckdb.connect(str(out / "w.duckdb"), read_only=True).execute(query.format(src=name)).fetchone()
+        got = open_duckdb_when_unlocked(out / "w.duckdb").execute(query.format(src=name)).fetchone()
     elif kind in ("parquet", "jsonl"):
         run_dir = next(p for p in out.iterdir() if p.is_dir())
         assert (run_dir / "_SUCCESS").exists()
