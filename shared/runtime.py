@@ -35,7 +35,7 @@ from shared.processing import Handler, LoopConfig, MessageContext, Output, Proce
 from shared.redaction import register_secrets_of
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
-from shared.startup import publish_writer_schemas, service_serde
+from shared.startup import await_kafka_access, publish_writer_schemas, service_serde
 
 __all__ = [
     "BaseService",
@@ -211,8 +211,10 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
 
 def _publish_and_run(service: BaseService[Any], shutdown: GracefulShutdown) -> int:
     try:
+        # refused credentials are a configuration error, found before anything else touches Kafka
+        connected = await_kafka_access(service.settings, shutdown)
         # before the first message is produced: a consumer must be able to decode everything we write
-        published = publish_writer_schemas(service.settings, service.serde, shutdown)
+        published = connected and publish_writer_schemas(service.settings, service.serde, shutdown)
     except ConfigurationError as exc:  # e.g. Kafka properties librdkafka refuses, found on first use
         _log.error("cannot start: %s", exc)
         return EXIT_BAD_CONFIGURATION

@@ -1,5 +1,10 @@
 """What every service does before it handles its first message: build its serde from validated settings,
-and publish the writer schemas to the schemas topic.
+check that the cluster accepts its credentials, and publish the writer schemas to the schemas topic.
+
+Why check the credentials first: a refused password or an untrusted broker certificate looks like a broker
+outage to the Kafka clients, which would retry it forever; ``await_kafka_access`` turns it into a
+configuration error (the service exits 2 at once, saying what was refused) and waits only for a broker
+that does not answer at all (see ``shared.kafka.access``).
 
 Why publish at start-up: messages are Avro single-object encoded, so they name their writer schema only
 by fingerprint, and the schemas topic (``aoetl.schemas`` plus the topic suffix, compacted, keyed by the
@@ -25,6 +30,7 @@ from shared.avro import AvroSerde, SerdeSettings, make_serde
 from shared.avro.framing import SingleObjectFraming
 from shared.avro.schema_topic import publish_schemas
 from shared.errors import TransientError
+from shared.kafka.access import check_access
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.processing import RetryPolicy
@@ -44,6 +50,23 @@ def service_serde(settings: ServiceSettings) -> AvroSerde:
         SerdeSettings, kafka=settings.kafka, schemas_topic=settings.topic(Topics.SCHEMAS)
     )
     return make_serde(serde_settings)
+
+
+def await_kafka_access(settings: ServiceSettings, shutdown: GracefulShutdown) -> bool:
+    """Wait until the cluster answers as this service's principal and lets it use the schemas topic; False
+    if a stop was requested first. Refused credentials, an untrusted certificate or ACLs that do not cover
+    the schemas topic raise ``KafkaAccessDeniedError`` (a ``ConfigurationError``)."""
+    attempt = 0
+    while not shutdown.requested:
+        try:
+            check_access(settings.kafka, [settings.topic(Topics.SCHEMAS)])
+        except TransientError as exc:
+            attempt += 1
+            _log.warning("Kafka is not reachable yet (%s); retrying", exc)
+            shutdown.wait(_PUBLISH_RETRY.delay(attempt))
+            continue
+        return True
+    return False
 
 
 def publish_writer_schemas(settings: ServiceSettings, serde: Serde, shutdown: GracefulShutdown) -> bool:
