@@ -1,8 +1,15 @@
-"""``aoetl dev up|down|status``: the local stack for development."""
+"""``aoetl dev up|down|status``: the local stack for development.
+
+``up`` prints the shell lines that point the CLI at the stack (``eval "$(aoetl dev up)"``). With
+``--secure`` those include the CLI user's TLS and SCRAM settings; its password is read from a file of the
+state folder by the printed line itself, so it never appears on the terminal (nor does ``status`` show
+any secret).
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Annotated
 
 import typer
@@ -26,19 +33,38 @@ def up(
     services: Annotated[bool, typer.Option("--services", help="Also start every service.")] = False,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="Replicas per service.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
+    secure: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure/--plaintext",
+            help="Kafka with TLS, a SCRAM user per service and least-privilege ACLs (or without: the "
+            "default). Unset: as the stack was last started.",
+        ),
+    ] = None,
 ) -> None:
     """Start Kafka and PostgreSQL (reusing running ones) and create all topics."""
-    stack = DevStack.from_env()
-    with _console.status("starting the dev stack..."):
-        endpoints = stack.up(timeout)
-        if services:
-            stack.start_services(SERVICE_NAMES, replicas)
-    for key, value in endpoints.env().items():
+    try:
+        stack = DevStack.from_env(secure=secure)
+        with _console.status("starting the dev stack..."):
+            stack.up(timeout)
+            if services:
+                stack.start_services(SERVICE_NAMES, replicas)
+    except ConfigurationError as exc:  # a choice that cannot work (e.g. --secure with an external broker)
+        typer.echo(f"aoetl dev up: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    endpoints = stack.endpoints.env()
+    for key, value in endpoints.items():
         if os.environ.get(key) == value:
             # Given by the caller (an external server): not repeated, as a DSN may hold a password.
             _console.print(f"# {key} is already set in your environment")
         else:
             _console.print(f"export {key}={value}")
+    if stack.secure:
+        # plain print: rich would wrap long lines, and these are meant for `eval`
+        for key, value in stack.cli_env().items():
+            if key not in endpoints:
+                print(f"export {key}={shlex.quote(value)}")
+        print(f'export AOETL_KAFKA_SASL_PASSWORD="$(cat {shlex.quote(str(stack.cli_password_file))})"')
     _console.print(_hand_admin_key_to_cli(stack))
 
 

@@ -1,5 +1,8 @@
 """A single-node KRaft Apache Kafka broker run straight from Apache's release jars (no Docker).
 
+Plaintext on localhost by default (what ``make test`` uses); with ``secure=True`` TLS, SCRAM users and
+ACLs (``aoetl.devstack.kafka_security``), and readiness is then asked as the stack's admin user.
+
 The jars come from Maven Central through ``mvn dependency:copy-dependencies`` on a generated pom, into a
 cache folder outside the repository (``~/.cache/aoetl/kafka/<version>/libs``, or ``$AOETL_CACHE_DIR``), or
 from ``$KAFKA_HOME/libs`` when an unpacked distribution exists. Readiness is a real metadata request, not
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from aoetl.devstack.errors import MissingToolError, StackStartupError
+from aoetl.devstack.kafka_security import AUTHORIZER_LOG, BrokerSecurity
 from aoetl.devstack.osproc import (
     file_lock,
     free_port,
@@ -29,6 +33,7 @@ from aoetl.devstack.osproc import (
     terminate,
     wait_for,
 )
+from aoetl.devstack.tls import write_private
 from shared.kafka.clients import KafkaClients
 from shared.settings import KafkaSettings
 
@@ -164,16 +169,24 @@ _LOG4J2_XML: Final = """<?xml version="1.0" encoding="UTF-8"?>
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>
       <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
       <DefaultRolloverStrategy max="2"/>
-    </RollingFile>
+    </RollingFile>{extra_appenders}
   </Appenders>
   <Loggers>
     <Logger name="org.apache.kafka.clients" level="WARN"/>
     <Logger name="kafka.log" level="WARN"/>
-    <Logger name="org.apache.kafka.storage" level="WARN"/>
+    <Logger name="org.apache.kafka.storage" level="WARN"/>{extra_loggers}
     <Root level="INFO"><AppenderRef ref="server"/></Root>
   </Loggers>
 </Configuration>
 """
+# The secure broker logs every denied operation (INFO; allowed ones are DEBUG) to a file of its own, which
+# is how a missing or an exceeded ACL is found: one line per refusal, naming principal, operation, resource.
+_AUTHORIZER_APPENDER: Final = """
+    <File name="authorizer" fileName="{log}"><PatternLayout pattern="[%d] %p %m%n"/></File>"""
+_AUTHORIZER_LOGGER: Final = """
+    <Logger name="kafka.authorizer.logger" level="INFO" additivity="false">
+      <AppenderRef ref="authorizer"/>
+    </Logger>"""
 
 
 @dataclass
@@ -184,6 +197,8 @@ class KafkaNode:
     port: int = 0
     controller_port: int = 0
     pid: int | None = None
+    secure: bool = False
+    internal_port: int = 0  # secure only: the super users' listener (inter-broker, the stack's admin)
 
     @property
     def bootstrap(self) -> str:
@@ -197,20 +212,45 @@ class KafkaNode:
     def log_path(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def authorizer_log_path(self) -> Path:
+        return self.home / AUTHORIZER_LOG
+
+    @property
+    def security(self) -> BrokerSecurity:
+        """The TLS material and passwords of the secure broker (only meaningful when ``secure``)."""
+        return BrokerSecurity(self.home / "security")
+
+    @property
+    def admin_settings(self) -> KafkaSettings:
+        """How the stack itself reaches this broker: plaintext, or as the super user when secure."""
+        if self.secure:
+            return self.security.admin_settings(self.internal_port)
+        return private_broker_settings(self.bootstrap)
+
     def to_state(self) -> dict[str, Any]:
-        return {
+        # addresses and file paths only: the passwords stay in the security folder (mode 0600)
+        state: dict[str, Any] = {
             "pid": self.pid,
             "port": self.port,
             "controller_port": self.controller_port,
             "bootstrap": self.bootstrap,
             "log": str(self.log_path),
         }
+        if self.secure:
+            state |= {"secure": True, "internal_port": self.internal_port}
+        return state
 
     @classmethod
     def from_state(cls, home: Path, state: dict[str, Any] | None) -> KafkaNode:
         state = state or {}
         return cls(
-            home, int(state.get("port") or 0), int(state.get("controller_port") or 0), state.get("pid")
+            home,
+            int(state.get("port") or 0),
+            int(state.get("controller_port") or 0),
+            state.get("pid"),
+            secure=bool(state.get("secure")),
+            internal_port=int(state.get("internal_port") or 0),
         )
 
     def is_running(self) -> bool:
@@ -218,11 +258,7 @@ class KafkaNode:
         return pid_alive(self.pid, cmdline_marker=str(self.config_path))
 
     def is_ready(self, timeout: float = 3.0) -> bool:
-        return (
-            self.is_running()
-            and port_accepts(self.port)
-            and kafka_ready(private_broker_settings(self.bootstrap), timeout)
-        )
+        return self.is_running() and port_accepts(self.port) and kafka_ready(self.admin_settings, timeout)
 
     def start(self, timeout: float = 120.0) -> None:
         """Start (or adopt an already running) broker and return once it answers metadata requests."""
@@ -231,14 +267,14 @@ class KafkaNode:
             return
         java, libs = _java(), resolve_kafka_libs()
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            self.security.ensure()
         # Keep the previous ports when still free so clients configured earlier keep working.
-        if not (self.port and port_is_free(self.port)):
-            self.port = free_port()
-        if (
-            not (self.controller_port and port_is_free(self.controller_port))
-            or self.controller_port == self.port
-        ):
-            self.controller_port = free_port()
+        taken: set[int] = set()
+        self.port = self._keep_or_pick(self.port, taken)
+        self.controller_port = self._keep_or_pick(self.controller_port, taken)
+        if self.secure:
+            self.internal_port = self._keep_or_pick(self.internal_port, taken)
         self._write_config()
         classpath = f"{libs}/*"
         if not (self.home / "data" / "meta.properties").exists():
@@ -269,6 +305,15 @@ class KafkaNode:
         self.pid = proc.pid
         self.wait_ready(timeout)
 
+    @staticmethod
+    def _keep_or_pick(port: int, taken: set[int]) -> int:
+        if not (port and port not in taken and port_is_free(port)):
+            port = free_port()
+            while port in taken:
+                port = free_port()
+        taken.add(port)
+        return port
+
     def wait_ready(self, timeout: float) -> None:
         def ready() -> bool:
             if not self.is_running():
@@ -276,7 +321,7 @@ class KafkaNode:
                     f"Kafka exited during startup; see {self.log_path}:\n{tail(self.home / 'stdout.log')}\n"
                     f"{tail(self.log_path)}"
                 )
-            return port_accepts(self.port) and kafka_ready(private_broker_settings(self.bootstrap), 2.0)
+            return port_accepts(self.port) and kafka_ready(self.admin_settings, 2.0)
 
         wait_for(ready, timeout=timeout, interval=0.5, what=f"Kafka at {self.bootstrap}")
 
@@ -312,8 +357,20 @@ class KafkaNode:
             "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
             "auto.create.topics.enable": "true",
         }
-        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-        (self.home / "log4j2.xml").write_text(_LOG4J2_XML.format(log=self.log_path))
+        appenders = loggers = ""
+        if self.secure:
+            # replaces the PLAINTEXT listeners; the file then holds passwords, hence mode 0600
+            settings |= self.security.server_properties(self.port, self.internal_port, self.controller_port)
+            appenders = _AUTHORIZER_APPENDER.format(log=self.authorizer_log_path)
+            loggers = _AUTHORIZER_LOGGER
+        text = "".join(f"{k}={v}\n" for k, v in settings.items())
+        if self.secure:
+            write_private(self.config_path, text.encode())
+        else:
+            self.config_path.write_text(text)
+        (self.home / "log4j2.xml").write_text(
+            _LOG4J2_XML.format(log=self.log_path, extra_appenders=appenders, extra_loggers=loggers)
+        )
 
     def _format(self, java: str, classpath: str) -> None:
         # With static controller.quorum.voters the storage must be formatted WITHOUT --standalone.

@@ -4,6 +4,11 @@
 second ``up`` (from any process) never starts a second broker. ``KAFKA_BOOTSTRAP_SERVERS`` /
 ``AOETL_POSTGRES_DSN`` point at existing servers instead (see :meth:`DevStack.from_env`), and those are never
 stopped by ``down``.
+
+``secure=True`` (``aoetl dev up --secure``) runs the broker with TLS, a SCRAM user per service and the
+least-privilege ACLs of ``shared.kafka.acls``; each service replica then gets its own credentials in its
+environment, and the CLI's are in a file of the state folder (mode 0600), never on the terminal. The
+choice is remembered in the state folder, so a later ``up`` or ``down`` treats the broker as it was started.
 """
 
 from __future__ import annotations
@@ -14,14 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aoetl.devstack.kafka import KafkaNode, kafka_ready, private_broker_settings
+from aoetl.devstack.kafka import KafkaNode, kafka_ready
+from aoetl.devstack.kafka_security import provision
 from aoetl.devstack.osproc import file_lock
 from aoetl.devstack.postgres import PostgresNode, postgres_ready
 from aoetl.devstack.processes import SERVICE_NAMES, ServiceProcess, ServiceSupervisor
 from aoetl.devstack.state import STATE_FILE, default_state_dir, read_json, write_json
+from aoetl.devstack.tls import write_private
+from shared.errors import ConfigurationError
+from shared.kafka.acls import Principal
 from shared.kafka.admin import ensure_topics
 from shared.redaction import redact
 from shared.settings import KafkaSettings, load_settings
+
+CLI_PASSWORD_FILE = "cli.password"
 
 
 @dataclass(frozen=True)
@@ -50,21 +61,34 @@ class DevStack:
         *,
         external_kafka: str | None = None,
         external_postgres: str | None = None,
+        secure: bool | None = None,
     ) -> None:
+        """``secure``: True/False asks for a secured/plaintext broker at the next ``up``; None keeps what
+        the state folder records (plaintext for a new stack)."""
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.external_kafka = external_kafka
         self.external_postgres = external_postgres
         self.kafka = KafkaNode.from_state(self.state_dir / "kafka", self._state().get("kafka"))
         self.postgres = PostgresNode.from_state(self.state_dir / "postgres", self._state().get("postgres"))
+        if secure and external_kafka:
+            raise ConfigurationError(
+                "--secure secures the stack's own broker, but KAFKA_BOOTSTRAP_SERVERS names an external one"
+            )
+        self._requested_secure = secure
 
     @classmethod
-    def from_env(cls, state_dir: Path | None = None) -> DevStack:
+    def from_env(cls, state_dir: Path | None = None, *, secure: bool | None = None) -> DevStack:
         """Honour ``KAFKA_BOOTSTRAP_SERVERS`` and ``AOETL_POSTGRES_DSN`` as existing servers."""
         return cls(
             state_dir,
             external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             external_postgres=os.environ.get("AOETL_POSTGRES_DSN") or None,
+            secure=secure,
         )
+
+    @property
+    def secure(self) -> bool:
+        return not self.external_kafka and self.kafka.secure
 
     @property
     def endpoints(self) -> StackEndpoints:
@@ -74,10 +98,37 @@ class DevStack:
 
     @property
     def kafka_settings(self) -> KafkaSettings:
-        """An external broker with the environment's security settings; our own one as it listens."""
+        """An external broker with the environment's security settings; our own one as it listens (as its
+        super user when secure: topics, users and ACLs are created with it)."""
         if self.external_kafka:
             return load_settings(KafkaSettings, bootstrap_servers=self.external_kafka)
-        return private_broker_settings(self.kafka.bootstrap)
+        return self.kafka.admin_settings
+
+    def client_settings(self, principal: Principal) -> KafkaSettings:
+        """How ``principal`` reaches the stack's broker (its own SCRAM user when secure)."""
+        if self.secure:
+            return self.kafka.security.client_settings(self.kafka.bootstrap, principal)
+        return self.kafka_settings
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The variables a replica of service ``name`` gets beside the endpoints: its credentials when secure
+        (set explicitly, so credentials inherited from the caller's shell never replace them)."""
+        if not self.secure:
+            return {}
+        return self.kafka.security.client_env(Principal(name))
+
+    @property
+    def cli_password_file(self) -> Path:
+        return self.kafka.security.folder / CLI_PASSWORD_FILE
+
+    def cli_env(self) -> dict[str, str]:
+        """What a shell needs for the ``aoetl`` commands: the endpoints, and when secure the CLI user's
+        connection settings, whose password is read from a file (0600) instead of being printed."""
+        env = self.endpoints.env()
+        if self.secure:
+            env |= self.kafka.security.client_env(Principal.CLI)
+            del env["AOETL_KAFKA_SASL_PASSWORD"]
+        return env
 
     @property
     def supervisor(self) -> ServiceSupervisor:
@@ -85,9 +136,11 @@ class DevStack:
         return ServiceSupervisor(self.state_dir, env={**self.endpoints.env(), "AOETL_AUTH_API_KEYS": "true"})
 
     def up(self, timeout: float = 120.0, *, create_topics: bool = True) -> StackEndpoints:
-        """Start what is not running yet (Kafka and PostgreSQL concurrently) and create the topics."""
+        """Start what is not running yet (Kafka and PostgreSQL concurrently) and create the topics; when
+        secure, also the SCRAM users and the ACLs."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_dir / ".lock"):
+            self._apply_requested_security()
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devstack") as pool:
                 futures = []
                 if not self.external_kafka:
@@ -100,9 +153,24 @@ class DevStack:
                 finally:
                     # Record whatever did start, so a failed `up` can still be cleaned by `down`.
                     self._save()
+            if self.secure:
+                provision(self.kafka_settings, self.kafka.security)
+                write_private(self.cli_password_file, self.kafka.security.password(Principal.CLI).encode())
             if create_topics:
                 ensure_topics(self.kafka_settings)
         return self.endpoints
+
+    def _apply_requested_security(self) -> None:
+        wanted = self._requested_secure
+        if wanted is None or self.external_kafka or wanted == self.kafka.secure:
+            return
+        if self.kafka.is_running():
+            running = "secured" if self.kafka.secure else "plaintext"
+            raise ConfigurationError(
+                f"the dev stack's broker in {self.state_dir} runs {running}; stop it first (aoetl dev down)"
+            )
+        # the same data folder serves both: KRaft metadata does not depend on the listeners
+        self.kafka.secure = wanted
 
     def start_services(
         self, names: tuple[str, ...] = SERVICE_NAMES, replicas: int = 1, timeout: float = 60.0
@@ -112,7 +180,7 @@ class DevStack:
         started: list[ServiceProcess] = []
         for name in names:
             if not supervisor.alive(name):
-                started += supervisor.start(name, replicas)
+                started += supervisor.start(name, replicas, env=self.service_env(name))
         supervisor.wait_ready(started, timeout)
         return started
 
@@ -137,11 +205,10 @@ class DevStack:
             healthy = kafka_ready(self.kafka_settings)
             return ComponentStatus("kafka", healthy, self.external_kafka, None, True)
         running = self.kafka.is_running()
+        # the address and how it is secured, never a password or a file's content
+        address = f"{self.kafka.bootstrap} (SASL_SSL, SCRAM)" if self.secure else self.kafka.bootstrap
         return ComponentStatus(
-            "kafka",
-            running and self.kafka.is_ready(),
-            self.kafka.bootstrap,
-            self.kafka.pid if running else None,
+            "kafka", running and self.kafka.is_ready(), address, self.kafka.pid if running else None
         )
 
     def _postgres_status(self) -> ComponentStatus:
