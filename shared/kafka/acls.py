@@ -23,13 +23,17 @@ How the resources are named, and why:
 Nothing creates topics but the operator (the dev stack's admin, a deployment's init job), except the
 monitor's faust app, which creates its own changelog topics under its app id.
 
-Tenants (issue 11, not built yet) fit as more rows of the same shape: a tenant principal producing to
-``aoetl.requests.<tenant>`` gets a PREFIXED WRITE on that name, and the orchestrator a PREFIXED READ on
-``aoetl.requests.``, so a producer cannot submit as another tenant.
+Tenants on the Kafka door (``tenant_grants``): a tenant's own principal (``User:tenant-<name>``) may write
+one topic, its request topic ``aoetl.requests<suffix>.tenant.<name>`` (LITERAL), and nothing else; the
+orchestrator reads every tenant's request topic (PREFIXED). The broker thus decides who submitted a
+request: the orchestrator is to take the tenant from the topic a request arrived on, never from the
+request itself. The wildcard grants above never reach these topics (``aoetl.requests`` is a reserved
+prefix). The orchestrator's subscription to them is not built yet (see the README's "Kafka security").
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -82,20 +86,22 @@ def _access(producers: Iterable[Principal], consumers: Iterable[Principal]) -> T
 
 # Who produces and who consumes each system topic (a new topic in shared.kafka.topics needs its row here;
 # a unit test fails until it has one).
+# The CLI is the operator's tool: `aoetl dlq replay` re-publishes a dead letter into the topic it failed
+# on, so it writes every input topic of a consume-process-produce stage (a unit test holds it to that).
 TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # submitted by the gateway and the CLI, re-submitted by the orchestrator's topic triggers; the
     # gateway follows it to answer GET /runs before the orchestrator has seen a run
     Topics.REQUESTS: _access({GW, ORCH, CLI}, {ORCH, GW}),
     Topics.DEFINITIONS: _access({GW, CLI}, {ORCH, GW, CLI}),
-    Topics.TASKS: _access({ORCH}, {EXT}),
-    Topics.DATA_EXTRACTED: _access({EXT}, {TRF}),
-    Topics.DATA_TRANSFORMED: _access({TRF}, {LOAD}),
-    Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD}, {ORCH, MON, GW, CLI}),
+    Topics.TASKS: _access({ORCH, CLI}, {EXT}),
+    Topics.DATA_EXTRACTED: _access({EXT, CLI}, {TRF}),
+    Topics.DATA_TRANSFORMED: _access({TRF, CLI}, {LOAD}),
+    Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
     Topics.ALERTS: _access({MON}, {CLI}),
     # every consume-process-produce stage dead-letters what it cannot handle
     Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD}, {MON, CLI}),
-    Topics.CONTROL: _access({ORCH}, {LOAD}),
+    Topics.CONTROL: _access({ORCH, CLI}, {LOAD}),
     Topics.WATERMARKS: _access({ORCH}, {ORCH}),
     # every service publishes the writer schemas at start-up (and load the row schemas of a Kafka
     # destination); everything that decodes resolves unknown writers from it
@@ -285,3 +291,47 @@ def _external(user: str, operation: Operation, system_topics_allowed: set[str]) 
 def principal_of(service: str) -> Principal:
     """The principal a service process authenticates as (its ``AOETL_SERVICE_NAME``)."""
     return Principal(service)
+
+
+# A tenant name becomes part of a topic and a user name: Kafka's topic characters without the dot (so one
+# tenant's topic is never a prefix-sibling of another's), bounded well below Kafka's 249.
+_TENANT_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+TENANT_USER_PREFIX: Final = "tenant-"
+
+
+def _checked_tenant(tenant: str) -> str:
+    if not _TENANT_NAME.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} cannot name a Kafka topic and user (a-z 0-9 _ -, at most 64)")
+    return tenant
+
+
+def tenant_user(tenant: str) -> str:
+    """The SCRAM user a tenant's own Kafka producer authenticates as."""
+    return TENANT_USER_PREFIX + _checked_tenant(tenant)
+
+
+def tenant_requests_prefix(suffix: str = "") -> str:
+    return f"{Topics.REQUESTS}{suffix}.tenant."
+
+
+def tenant_requests_topic(tenant: str, suffix: str = "") -> str:
+    """Where ``tenant`` (and only it) submits requests on the Kafka door."""
+    return tenant_requests_prefix(suffix) + _checked_tenant(tenant)
+
+
+def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
+    """The Kafka door's tenants' ACLs: each writes its request topic, the orchestrator reads them all."""
+    result = {
+        Grant(
+            f"User:{tenant_user(tenant)}",
+            Resource.TOPIC,
+            tenant_requests_topic(tenant, suffix),
+            Pattern.LITERAL,
+            Operation.WRITE,
+        )
+        for tenant in tenants
+    }
+    if result:
+        prefix = tenant_requests_prefix(suffix)
+        result.add(Grant(ORCH.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.READ))
+    return sorted(result)

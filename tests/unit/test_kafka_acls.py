@@ -32,8 +32,11 @@ from shared.kafka.acls import (
     Principal,
     Resource,
     grants,
+    tenant_grants,
+    tenant_requests_topic,
+    tenant_user,
 )
-from shared.kafka.topics import TOPICS
+from shared.kafka.topics import TOPICS, Topics
 from shared.kafka.transaction import transactional_id
 from shared.settings import load_settings
 
@@ -54,9 +57,11 @@ def _matches(grant: Grant, resource: Resource, name: str) -> bool:
 
 
 def allowed(
-    acls: list[Grant], principal: Principal, operation: Operation, resource: Resource, name: str
+    acls: list[Grant], principal: Principal | str, operation: Operation, resource: Resource, name: str
 ) -> bool:
-    matching = [g for g in acls if g.principal == principal.user and _matches(g, resource, name)]
+    """``principal``: a role, or a user (``User:<name>``) outside the roles, such as a tenant's."""
+    user = principal.user if isinstance(principal, Principal) else principal
+    matching = [g for g in acls if g.principal == user and _matches(g, resource, name)]
     if any(g.permission is Permission.DENY and g.operation is operation for g in matching):
         return False  # a matching DENY wins, whatever allows it
     implied_by = _ALLOWED_BY.get(operation, {operation})
@@ -167,6 +172,16 @@ def test_each_consuming_service_may_read_its_input_topics_and_join_its_group(
         assert not allowed(acls, other, Operation.READ, Resource.GROUP, settings.group_id + suffix)
 
 
+@pytest.mark.parametrize("principal", list(SERVICE_CLASSES))
+def test_the_cli_may_replay_a_dead_letter_into_every_stage_input(principal: Principal, suffix: str) -> None:
+    """`aoetl dlq replay` re-publishes a dead letter into the topic it failed on (its origin)."""
+    cls = SERVICE_CLASSES[principal]
+    service = cls(load_settings(cls.settings_class, topic_suffix=suffix))  # type: ignore[arg-type]
+    acls = grants(suffix)
+    for topic in service.input_types():
+        assert allowed(acls, Principal.CLI, Operation.WRITE, Resource.TOPIC, topic), topic
+
+
 @pytest.mark.parametrize(
     ("settings_class", "principal"),
     [
@@ -234,3 +249,31 @@ def test_grants_render_to_broker_acl_bindings() -> None:
         AclOperation.CREATE,
         AclOperation.DESCRIBE,
     }
+
+
+# ------------------------------------------------------------------------ tenants on the Kafka door
+def test_a_tenant_submits_only_on_its_own_request_topic_and_only_the_orchestrator_reads_them(
+    suffix: str,
+) -> None:
+    acls = grants(suffix) + tenant_grants(["acme", "globex"], suffix)
+    acme, globex = tenant_requests_topic("acme", suffix), tenant_requests_topic("globex", suffix)
+    acme_user = f"User:{tenant_user('acme')}"
+    assert allowed(acls, acme_user, Operation.WRITE, Resource.TOPIC, acme)
+    for other in (globex, Topics.REQUESTS + suffix, Topics.RESULTS + suffix, EXTERNAL):
+        assert not allowed(acls, acme_user, Operation.WRITE, Resource.TOPIC, other), other
+    for topic in (acme, globex, Topics.RESULTS + suffix):
+        assert not allowed(acls, acme_user, Operation.READ, Resource.TOPIC, topic), topic
+    for principal in Principal:
+        for topic in (acme, globex):
+            may_read = allowed(acls, principal, Operation.READ, Resource.TOPIC, topic)
+            assert may_read == (principal is Principal.ORCHESTRATOR), (principal, topic)
+            # not even the roles with the wildcard write reach them (aoetl.requests is reserved)
+            assert not allowed(acls, principal, Operation.WRITE, Resource.TOPIC, topic), (principal, topic)
+
+
+@pytest.mark.parametrize("tenant", ["", "a.b", "*", "Acme", "x" * 65, "../etc", "a b"])
+def test_a_tenant_name_that_cannot_be_one_topic_name_is_refused(tenant: str) -> None:
+    with pytest.raises(ValueError, match="cannot name a Kafka topic"):
+        tenant_requests_topic(tenant)
+    with pytest.raises(ValueError):
+        tenant_grants([tenant])
