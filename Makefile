@@ -16,7 +16,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps test lint typecheck demo bench chaos dev-up dev-down clean
+.PHONY: bootstrap system-deps test test-secure lint typecheck demo bench chaos dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars. Idempotent.
 bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS)
@@ -40,6 +40,12 @@ test: bootstrap
 	@rc=0; $(PY) -m pytest -m "not slow" $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
+
+## test-secure: the end-to-end suite once more, against the secured dev stack (aoetl dev up --secure: TLS,
+## a SCRAM user per service, least-privilege ACLs), plus the secure stack's slow tests. AOETL_TEST_SECURE=1
+## makes the session's broker that stack (its own: KAFKA_BOOTSTRAP_SERVERS must be unset).
+test-secure: bootstrap
+	AOETL_TEST_SECURE=1 $(PY) -m pytest -m "(e2e and not slow) or secure" $(PYTEST_ARGS)
 
 ## lint: ruff, then the import contracts of pyproject.toml [tool.importlinter] (the layering).
 lint: $(STAMPS)/venv

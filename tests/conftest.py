@@ -4,6 +4,8 @@
 once per session, only when a test asks for either), or use ``KAFKA_BOOTSTRAP_SERVERS`` /
 ``AOETL_POSTGRES_DSN`` when set. ``AOETL_STACK_BACKEND`` picks local processes or testcontainers (see
 ``aoetl/devstack/backend.py``). All topics of ``shared/kafka/topics.py`` exist before the first test runs.
+With ``AOETL_TEST_SECURE=1`` (``make test-secure``) the session's broker is the secured dev stack's
+(TLS, SCRAM users, ACLs; see ``tests/support/secure_kafka.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from aoetl.devstack import StackEndpoints, running_stack
 from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots
 from tests.helpers import make_state_dir
+from tests.support.secure_kafka import secure_requested, secured_stack
 
 # The suite is a development environment: its files live under the development data roots (the repository's
 # data folders and the temp dir) plus its own fixtures, for the connectors called in-process and for every
@@ -32,6 +35,10 @@ os.environ.setdefault(
 @pytest.fixture(scope="session")
 def stack_endpoints() -> Iterator[StackEndpoints]:
     state_dir = make_state_dir("aoetl-test-stack-")
+    if secure_requested():
+        with secured_stack(state_dir) as endpoints:
+            yield endpoints
+        return
     try:
         with running_stack(state_dir) as endpoints:
             yield endpoints

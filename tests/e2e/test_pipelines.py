@@ -30,10 +30,12 @@ from shared.contracts import (
     RunStatus,
     Stage,
 )
-from shared.kafka.topics import Topics
+from shared.kafka.admin import ensure_topics
+from shared.kafka.topics import Topics, TopicSpec
 from shared.spec import parse_spec
 from tests.e2e.conftest import System
 from tests.helpers import wait_until
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -264,6 +266,9 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
         "jsonl": {"type": "jsonl", "path": str(out)},
         "kafka": {"type": "kafka", "topic": f"e2e.out.{name}"},  # aoetl.* topics are the system's own
     }[kind]
+    if kind == "kafka":  # topics are the operator's: a secured broker creates none because a client names it
+        operator = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
+        ensure_topics(operator, [TopicSpec(destination["topic"], 1)])
     result = run_spec(
         system,
         orders_spec(f"dest-{kind}", {"type": "csv", "path": str(tmp_path / "in" / "*.csv")}, destination),
@@ -301,11 +306,9 @@ def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
     # the system's own serde: row schemas are resolved from its schemas topic (with its topic suffix)
     serde = system.client.serde
     consumer = Consumer(
-        {
-            "bootstrap.servers": system.env["KAFKA_BOOTSTRAP_SERVERS"],
-            "group.id": uuid.uuid4().hex,
-            "isolation.level": "read_committed",
-        }
+        secure_kafka.operator_config(
+            system.env["KAFKA_BOOTSTRAP_SERVERS"], group_id=uuid.uuid4().hex, isolation_level="read_committed"
+        )
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])

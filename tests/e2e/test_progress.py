@@ -19,13 +19,13 @@ from aoetl.cli import app
 from shared.contracts import BatchLoaded, EventKind, PipelineResult, RunEvent, RunStatus, Stage
 from shared.kafka.clients import make_producer
 from shared.kafka.topics import Topics
-from shared.settings import KafkaSettings
 from shared.spec import parse_spec
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import await_result, stage
 from tests.e2e.test_streaming import EVENT_STEPS, EventProducer, loaded_ids, new_topic
 from tests.helpers import wait_until
 from tests.integration.test_gateway import RunningGateway, start_gateway
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def publish_at(bootstrap: str, system: System, topic: str, key: str, event: RunE
     """Produce as the services do (same client factory, so the same partition as the run's events) and
     say where the record landed: (partition, offset)."""
     landed: list[tuple[int, int]] = []
-    producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap))
+    producer = make_producer(secure_kafka.operator_settings(bootstrap))
     producer.produce(
         system.client.topic(topic),
         system.client.serde.encode(event),
@@ -77,7 +77,7 @@ def publish_at(bootstrap: str, system: System, topic: str, key: str, event: RunE
 
 def committed_past(bootstrap: str, group: str, topic: str, partition: int, offset: int) -> bool:
     """Whether ``group`` committed beyond ``offset``: it has consumed (and answered) that record."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(secure_kafka.operator_config(bootstrap, group_id=group, enable_auto_commit=False))
     try:
         (committed,) = consumer.committed([TopicPartition(topic, partition)], timeout=10)
         return committed.offset > offset
@@ -151,6 +151,7 @@ def test_a_redelivered_batch_counts_once_in_the_gateway_the_cli_and_the_result(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "AOETL_TOPIC_SUFFIX": system.suffix,
         "COLUMNS": "200",
+        **system.cli_env,
     }
     shown = CliRunner().invoke(app, ["status", run.run_id], env=env)
     assert shown.exit_code == 0, shown.output

@@ -98,4 +98,5 @@ def _cli_env(system: System) -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": system.env["KAFKA_BOOTSTRAP_SERVERS"],
         "AOETL_TOPIC_SUFFIX": system.suffix,
+        **system.cli_env,
     }

@@ -27,6 +27,7 @@ from shared.kafka.topics import Topics
 from shared.spec import parse_spec
 from tests.e2e.conftest import System, start_system
 from tests.helpers import wait_until
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -51,13 +52,13 @@ def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
 def read_to_end(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) of ``topic``, from the beginning to the end it has now (committed data only)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"outside-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
+        secure_kafka.operator_config(
+            bootstrap,
+            group_id=f"outside-reader-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            enable_partition_eof=True,
+            isolation_level="read_committed",
+        )
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -148,7 +149,7 @@ def test_results_alerts_and_dead_letters_decode_with_the_schemas_topic_alone(
             },
         )
         # a poison message: not Avro at all, dead-lettered by the orchestrator
-        poison = Producer({"bootstrap.servers": kafka_bootstrap})
+        poison = Producer(secure_kafka.operator_config(kafka_bootstrap))
         poison.produce(system.client.topic(Topics.REQUESTS), key=b"poison", value=b"\x00not avro")
         assert poison.flush(30) == 0
 

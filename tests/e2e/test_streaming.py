@@ -31,12 +31,12 @@ from shared.contracts import (
 from shared.kafka.admin import ensure_topics
 from shared.kafka.clients import make_producer
 from shared.kafka.topics import Topics, TopicSpec
-from shared.settings import KafkaSettings
 from shared.spec import parse_spec
 from shared.triggers import split_definition_document, topic_run_id
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import assert_completed, await_result, stage
 from tests.helpers import wait_until
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ class EventProducer:
 
     def __init__(self, bootstrap: str, topic: str):
         self.topic = topic
-        self._producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap))
+        self._producer = make_producer(secure_kafka.operator_settings(bootstrap))
         self.delivered: list[tuple[int, int, dict]] = []
         self.failed: list[KafkaError] = []
 
@@ -143,7 +143,7 @@ def assert_every_event_once(dsn: str, table: str, total: int, half_id_column: st
 
 def new_topic(bootstrap: str, partitions: int) -> str:
     topic = f"e2e.events.{uuid.uuid4().hex[:8]}"
-    ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [TopicSpec(topic, partitions)])
+    ensure_topics(secure_kafka.operator_settings(bootstrap), [TopicSpec(topic, partitions)])
     return topic
 
 

@@ -34,11 +34,13 @@ from shared.contracts import (
     TriggerKind,
     utcnow,
 )
+from shared.kafka.acls import Principal
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics, TopicSpec
 from shared.settings import KafkaSettings
 from shared.signals import GracefulShutdown
 from tests.helpers import wait_until
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +107,7 @@ def start_gateway(
     admin = admin or seed_key(bootstrap, suffix)
     overrides.setdefault("auth_api_keys", True)
     settings = GatewaySettings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        kafka=secure_kafka.principal_settings(bootstrap, Principal.GATEWAY),  # its own user when secured
         topic_suffix=suffix,
         api_port=0,
         max_body_bytes=4096,
