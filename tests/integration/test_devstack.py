@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +13,14 @@ import psutil
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
 
+from aoetl.cli import app
 from aoetl.devstack import DevStack
+from shared.kafka.access import check_access
 from shared.kafka.admin import ensure_topics
-from shared.kafka.topics import TOPICS
-from shared.settings import KafkaSettings
+from shared.kafka.topics import TOPICS, Topics
+from shared.settings import KafkaSettings, load_settings
 from tests.helpers import make_state_dir
 
 pytestmark = pytest.mark.integration
@@ -68,3 +74,42 @@ def test_up_status_idempotent_up_down_and_restart(state_dir: Path) -> None:
     assert set(
         AdminClient({"bootstrap.servers": restarted.kafka_bootstrap}).list_topics(timeout=10).topics
     ) >= {spec.name for spec in TOPICS}
+
+
+def _exports(output: str) -> dict[str, str]:
+    """What `eval "$(aoetl dev up)"` would set, by running the printed lines in a real shell."""
+    script = output + '\nenv | grep -E "^(KAFKA_BOOTSTRAP_SERVERS|AOETL_)"'
+    env = {"PATH": os.environ["PATH"]}  # nothing else: only what the lines set comes back
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env=env)
+    return dict(line.split("=", 1) for line in shell.stdout.splitlines())
+
+
+@pytest.mark.secure
+@pytest.mark.slow  # two broker starts more: in `make test-secure` (make test has test_secure_stack.py)
+def test_dev_up_secure_prints_a_working_cli_environment_then_plaintext_again(state_dir: Path) -> None:
+    env = {"AOETL_STATE_DIR": str(state_dir), "KAFKA_BOOTSTRAP_SERVERS": "", "AOETL_POSTGRES_DSN": ""}
+    up = CliRunner().invoke(app, ["dev", "up", "--secure"], env=env)
+    assert up.exit_code == 0, up.output
+    stack = DevStack(state_dir)  # the mode is remembered in the state folder
+    assert stack.secure
+    for secret in json.loads(stack.kafka.security.credentials_file.read_text()).values():
+        assert secret not in up.output
+    # the printed lines give the CLI its own user; the password comes from a 0600 file, not the terminal
+    exported = _exports(up.stdout)
+    assert exported["AOETL_KAFKA_SASL_USERNAME"] == "cli"
+    assert exported["AOETL_KAFKA_SASL_PASSWORD"] == stack.kafka.security.password("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in exported.items():
+            mp.setenv(key, value)
+        check_access(load_settings(KafkaSettings), [Topics.RESULTS], timeout=15)
+    status = CliRunner().invoke(app, ["dev", "status"], env=env)
+    assert status.exit_code == 0 and "SASL_SSL" in status.output, status.output
+    switched = CliRunner().invoke(app, ["dev", "up", "--plaintext"], env=env)
+    assert switched.exit_code == 2 and "runs secured" in switched.output, switched.output
+    assert CliRunner().invoke(app, ["dev", "down"], env=env).exit_code == 0
+
+    # the same data folder, plaintext again: what `make test` and the demo use
+    plain = DevStack(state_dir, secure=False).up()
+    assert not DevStack(state_dir).secure
+    topics = AdminClient({"bootstrap.servers": plain.kafka_bootstrap}).list_topics(timeout=10).topics
+    assert {spec.name for spec in TOPICS} <= set(topics)
