@@ -28,7 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AclBinding, AdminClient
+
 from aoetl.devstack.errors import StackStartupError
+from aoetl.devstack.osproc import wait_for
 from aoetl.devstack.tls import BrokerTls, write_private
 from shared.kafka import acls
 from shared.kafka.acls import Principal
@@ -193,6 +197,45 @@ def provision(
     _wait_all(client.alter_user_scram_credentials(upserts, request_timeout=timeout), "SCRAM user", timeout)
     bindings = [grant.to_binding() for grant in acls.grants(suffix)]
     _wait_all(client.create_acls(bindings, request_timeout=timeout), "ACL", timeout)
+    _await_applied(client, {p.value for p in Principal}, set(bindings), timeout)
+
+
+def _await_applied(client: AdminClient, users: set[str], bindings: set[AclBinding], timeout: float) -> None:
+    """Return once the broker enforces what was just created. The admin calls return when the controller
+    has committed the change; the broker applies it from the metadata log a moment later, and a service
+    started in between would be refused, which its start-up check rightly takes for a configuration
+    error (exit 2). Both lists below are answered from the broker's own metadata."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    anything: Any = None  # a filter's None matches every name, principal and host (the stubs say str)
+    every_acl = AclBindingFilter(
+        ResourceType.ANY,
+        anything,
+        ResourcePatternType.ANY,
+        anything,
+        anything,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+
+    def applied() -> bool:
+        described = client.describe_user_scram_credentials(list(users), request_timeout=timeout)
+        futures = described.values() if isinstance(described, dict) else [described]
+        try:
+            for future in futures:
+                future.result(timeout=timeout)
+            listed = set(client.describe_acls(every_acl, request_timeout=timeout).result(timeout=timeout))
+        except KafkaException:  # a user the broker does not know yet
+            return False
+        return bindings <= listed
+
+    wait_for(applied, timeout=timeout, interval=0.2, what="the broker to apply the SCRAM users and ACLs")
 
 
 def _wait_all(futures: Mapping[Any, Future[Any]], what: str, timeout: float) -> None:

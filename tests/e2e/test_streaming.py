@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaError, Message
 
+from aoetl.client import AoetlClient
 from shared.contracts import (
     DEFAULT_TENANT,
     Contract,
@@ -31,6 +32,7 @@ from shared.contracts import (
 from shared.kafka.admin import ensure_topics
 from shared.kafka.clients import make_producer
 from shared.kafka.topics import Topics, TopicSpec
+from shared.settings import ServiceSettings, load_settings
 from shared.spec import parse_spec
 from shared.triggers import split_definition_document, topic_run_id
 from tests.e2e.conftest import System, start_system
@@ -156,9 +158,15 @@ def register(system: System, document: dict, tenant: str = DEFAULT_TENANT) -> st
 
 
 def read_all(system: System, topic: str, model: type[C], keep: Callable[[C], bool]) -> list[C]:
-    """Every committed record of the system's ``topic`` (decoded as ``model``) that ``keep`` accepts."""
-    with system.client.reader(topic, from_beginning=True) as reader:
-        return [v for _, v in reader.drain({topic: model}) if isinstance(v, model) and keep(v)]
+    """Every committed record of the system's ``topic`` (decoded as ``model``) that ``keep`` accepts, read
+    as the operator (on a secured broker the cli user reads only the topics its commands read)."""
+    kafka = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
+    operator = AoetlClient(load_settings(ServiceSettings, kafka=kafka, topic_suffix=system.suffix))
+    try:
+        with operator.reader(topic, from_beginning=True) as reader:
+            return [v for _, v in reader.drain({topic: model}) if isinstance(v, model) and keep(v)]
+    finally:
+        operator.close()
 
 
 def requests_for(system: System, run_id: str) -> list[PipelineRequest]:
