@@ -98,7 +98,8 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     Topics.DATA_TRANSFORMED: _access({TRF, CLI}, {LOAD}),
     Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
-    Topics.ALERTS: _access({MON}, {CLI}),
+    # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts)
+    Topics.ALERTS: _access({MON}, {MON, CLI}),
     # every consume-process-produce stage dead-letters what it cannot handle
     Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD}, {MON, CLI}),
     Topics.CONTROL: _access({ORCH, CLI}, {LOAD}),
@@ -273,6 +274,8 @@ def _grants_of(principal: Principal, suffix: str) -> Iterable[Grant]:
         own = access.owns_topic_prefix + suffix + "-"
         for operation in (Operation.CREATE, Operation.READ, Operation.WRITE):
             yield Grant(user, Resource.TOPIC, own, Pattern.PREFIXED, operation)
+        # its app id also names its alerts' transactional id (<app id>-alerts, services.monitor.app)
+        yield Grant(user, Resource.TRANSACTIONAL_ID, own, Pattern.PREFIXED, Operation.WRITE)
     for watched in access.watches:
         for group in PRINCIPAL_ACCESS[watched].groups:
             yield Grant(user, Resource.GROUP, group + suffix, Pattern.LITERAL, Operation.DESCRIBE)

@@ -231,6 +231,12 @@ def test_transactional_ids_belong_to_their_service() -> None:
             for principal in Principal:
                 may = allowed(acls, principal, Operation.WRITE, Resource.TRANSACTIONAL_ID, name)
                 assert may == (principal is owner), (principal, name)
+    # the monitor's alerts: one transactional id per app (services.monitor.app), suffixed like its app id
+    for suffix in SUFFIXES:
+        monitor_id = MonitorSettings(topic_suffix=suffix).app_id + "-alerts"
+        for principal in Principal:
+            may = allowed(grants(suffix), principal, Operation.WRITE, Resource.TRANSACTIONAL_ID, monitor_id)
+            assert may == (principal is Principal.MONITOR), (principal, monitor_id)
     # load is not transactional (at-least-once into an idempotent sink): it gets no transactional id
     assert LoadService.transactional is False
     assert PRINCIPAL_ACCESS[Principal.LOAD].transactional_id_prefix is None
