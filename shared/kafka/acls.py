@@ -108,6 +108,9 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # destination); everything that decodes resolves unknown writers from it
     Topics.SCHEMAS: _access(SERVICES, (*SERVICES, CLI)),
     Topics.STREAMS: _access({ORCH}, {ORCH, EXT}),
+    # the gateway's replay memory of webhook deliveries: every replica claims a delivery there and reads
+    # the claims back (services.gateway.deliveries); nothing else touches it
+    Topics.DELIVERIES: _access({GW}, {GW}),
 }
 
 # Group-less readers (assign, never commit) still need a group id for librdkafka; it is random, with one
