@@ -32,11 +32,11 @@ from psycopg.conninfo import make_conninfo
 from aoetl.devstack.osproc import free_port
 from shared.contracts import Alert, DeadLetter, PipelineResult, RunStatus
 from shared.kafka.topics import TOPICS, Topics
-from shared.settings import KafkaSettings
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import run_spec, write_orders
 from tests.helpers import wait_until
 from tests.integration.test_gateway import seed_key
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,9 @@ def secured(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[Secured]:
         "AOETL_POSTGRES_DSN": make_conninfo(postgres_dsn, password=PLANTED["postgres password"]),
         "AOETL_TEST_BAD_DSN": f"postgresql://etl:{PLANTED['bad DSN password']}%zz@127.0.0.1:1/aoetl",
         "AOETL_TEST_API_TOKEN": f"Bearer {PLANTED['http token']}",
-        "AOETL_KAFKA_SASL_PASSWORD": PLANTED["SASL password"],  # PLAINTEXT broker: set, not used
+        # set, not used: on the plaintext broker none is asked for; on the secured stack (make test-secure)
+        # each service is started with its own user's password over this one
+        "AOETL_KAFKA_SASL_PASSWORD": PLANTED["SASL password"],
         "AOETL_POLICY_CONNECTIONS": json.dumps(
             {
                 "default": {"env": "AOETL_POSTGRES_DSN"},
@@ -303,8 +305,9 @@ def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: Api, tm
 
 
 def raw_topics(system: System) -> dict[str, list[bytes]]:
-    """Every key and value of every topic of the system, aborted transactions included."""
-    kafka = KafkaSettings(bootstrap_servers=system.env["KAFKA_BOOTSTRAP_SERVERS"])
+    """Every key and value of every topic of the system, aborted transactions included (read as the
+    operator: on a secured broker no service or CLI user may read them all)."""
+    kafka = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
     consumer = Consumer(
         {
             **kafka.to_confluent(),
@@ -362,10 +365,12 @@ def dead_letter_runs(system: System) -> set[str]:
 
 
 def cli(secured: Secured, tmp_path: Path, *args: str) -> str:
-    """The CLI as a user runs it, in the services' environment (their secrets included)."""
+    """The CLI as a user runs it, in the services' environment (their secrets included), as the cli user
+    on a secured broker."""
     env = {
         **os.environ,
         **secured.env,
+        **secured.system.cli_env,
         "PYTHONPATH": str(REPO),
         "AOETL_STATE_DIR": str(tmp_path / "cli-state"),
         "COLUMNS": "250",

@@ -21,11 +21,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from aoetl.client import AoetlClient
 from shared.contracts import ExtractTask, PipelineRequest, PipelineResult, RunStatus, StreamRun
 from shared.kafka.topics import Topics
+from shared.settings import ServiceSettings, load_settings
 from shared.spec import parse_spec
 from tests.e2e.conftest import System, start_system
 from tests.e2e.test_pipelines import assert_completed, await_result
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -95,18 +98,24 @@ def submit(system: System, request: PipelineRequest) -> tuple[PipelineResult, li
     """The run's result, and every task or stream the system planned for it (the work that would read or
     write anything). The watchers open before the request, so they see whatever the run produced; the
     orchestrator writes a run's tasks in the transaction of its decision, so once the result is there,
-    reading the topics to their end shows all of them."""
-    with (
-        system.client.reader(Topics.RESULTS, from_beginning=False) as results,
-        system.client.reader(Topics.TASKS, Topics.STREAMS, from_beginning=False) as work,
-    ):
-        system.client.publish(Topics.REQUESTS, request.run_id, request)
-        result = await_result(results, request.run_id)
-        planned = [
-            f"{type(value).__name__} on {topic}"
-            for topic, value in work.drain({Topics.TASKS: ExtractTask, Topics.STREAMS: StreamRun})
-            if isinstance(value, ExtractTask | StreamRun) and value.run_id == request.run_id
-        ]
+    reading the topics to their end shows all of them. Tasks and streams are internal topics no CLI
+    command reads, so they are watched as the operator (on a secured broker the cli user may not)."""
+    kafka = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
+    operator = AoetlClient(load_settings(ServiceSettings, kafka=kafka, topic_suffix=system.suffix))
+    try:
+        with (
+            system.client.reader(Topics.RESULTS, from_beginning=False) as results,
+            operator.reader(Topics.TASKS, Topics.STREAMS, from_beginning=False) as work,
+        ):
+            system.client.publish(Topics.REQUESTS, request.run_id, request)
+            result = await_result(results, request.run_id)
+            planned = [
+                f"{type(value).__name__} on {topic}"
+                for topic, value in work.drain({Topics.TASKS: ExtractTask, Topics.STREAMS: StreamRun})
+                if isinstance(value, ExtractTask | StreamRun) and value.run_id == request.run_id
+            ]
+    finally:
+        operator.close()
     return result, planned
 
 
