@@ -34,7 +34,7 @@ from aoetl.cli import app
 from aoetl.client import AoetlClient
 from aoetl.devstack import DevStack, ServiceSupervisor
 from aoetl.devstack.errors import StackStartupError
-from aoetl.devstack.osproc import tail
+from aoetl.devstack.osproc import free_port, tail
 from shared.contracts import Alert, AlertKind, RunStatus
 from shared.errors import ConfigurationError
 from shared.kafka.access import KafkaUnreachableError, check_access
@@ -86,16 +86,20 @@ def secure(request: pytest.FixtureRequest) -> Iterator[SecureSystem]:
     try:
         stack.up()
         supervisor = ServiceSupervisor(services_state, stack.endpoints.env())  # the addresses it listens on
+        # as every e2e system: one loopback port its http sources may reach (System.allowed_http_port)
+        allowed_http_port = free_port()
+        egress = {"AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{allowed_http_port}"}
         started = []
         for name in SERVICES:
-            started += supervisor.start(name, 1, env={**E2E_ENV, **stack.service_env(name)})
+            started += supervisor.start(name, 1, env={**E2E_ENV, **egress, **stack.service_env(name)})
         try:
             supervisor.wait_ready(started, timeout=90)
         except StackStartupError as exc:  # say why: the services' own words
             logs = "\n".join(f"--- {p.name}:\n{tail(Path(p.log), 12)}" for p in started if not p.is_ready())
             raise AssertionError(f"{exc}\n{logs}") from exc
         client = AoetlClient(load_settings(ServiceSettings, kafka=stack.client_settings(Principal.CLI)))
-        yield SecureSystem(stack, System("", client, supervisor, {}, services_state))
+        system = System("", client, supervisor, {}, services_state, allowed_http_port)
+        yield SecureSystem(stack, system)
     finally:
         if client is not None:
             client.close()
