@@ -111,6 +111,13 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # the gateway's replay memory of webhook deliveries: every replica claims a delivery there and reads
     # the claims back (services.gateway.deliveries); nothing else touches it
     Topics.DELIVERIES: _access({GW}, {GW}),
+    # the key ring (hashed keys, compacted): keys are made and revoked through the gateway's /auth/keys and
+    # by `aoetl auth keys` on the Kafka door; every gateway replica follows it, the CLI reads it to list and
+    # revoke (shared.auth.keys.read_keys)
+    Topics.API_KEYS: _access({GW, CLI}, {GW, CLI}),
+    # one record per mutating call, from both doors; no service or command reads it back (an auditor's
+    # tooling reads it as the operator)
+    Topics.AUDIT: _access({GW, CLI}, set()),
 }
 
 # Group-less readers (assign, never commit) still need a group id for librdkafka; it is random, with one

@@ -73,9 +73,10 @@ def topic_suffix(kafka_bootstrap: str) -> Iterator[str]:
 
 
 def seed_key(bootstrap: str, suffix: str, role: Role = Role.ADMIN, tenant: str = DEFAULT_TENANT) -> IssuedKey:
-    """A key on the keys topic, as `aoetl auth keys create` writes it through the Kafka door."""
+    """A key on the keys topic, as `aoetl auth keys create` writes it through the Kafka door (as the cli
+    user on a secured broker)."""
     issued = issue_key(tenant, role, created_by="test")
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(secure_kafka.cli_settings(bootstrap).to_confluent())
     producer.produce(Topics.API_KEYS + suffix, AvroSerde().encode(issued.record), key=issued.key_id)
     assert producer.flush(10) == 0
     return issued
