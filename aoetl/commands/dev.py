@@ -65,7 +65,8 @@ def up(
             if key not in endpoints:
                 print(f"export {key}={shlex.quote(value)}")
         print(f'export AOETL_KAFKA_SASL_PASSWORD="$(cat {shlex.quote(str(stack.cli_password_file))})"')
-    _console.print(_hand_admin_key_to_cli(stack))
+    # A comment line, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
+    print(f"# {_hand_admin_key_to_cli(stack)}")
 
 
 def _hand_admin_key_to_cli(stack: DevStack) -> str:
