@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -27,6 +26,7 @@ from services.gateway.core import Gateway
 from shared.contracts import PipelineDefinition
 from shared.errors import ConfigurationError
 from shared.spec import parse_spec
+from tests.helpers import wait_until
 from tests.unit.gateway_support import ADMIN, TENANT, VIEWER, FakeBus, make_gateway
 
 pytestmark = pytest.mark.unit
@@ -60,10 +60,9 @@ def served() -> Iterator[tuple[str, Gateway, FakeBus]]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API never started"
-        time.sleep(0.01)  # uvicorn offers no event to wait on
+    # uvicorn offers no event to wait on: poll its flag (or the thread's death) with a deadline
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=30, interval=0.01, message="the API")
+    assert server.started, "the API never started"
     yield f"http://127.0.0.1:{port}", gateway, bus
     server.should_exit = True
     thread.join(10)
