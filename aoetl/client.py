@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from shared.avro import AvroSerde
 from shared.contracts import (
@@ -22,6 +22,7 @@ from shared.contracts import (
     Trigger,
     TriggerKind,
 )
+from shared.errors import ConfigurationError
 from shared.kafka.clients import KafkaClients, produce_sync
 from shared.kafka.topics import Topics
 from shared.settings import ServiceSettings, load_settings
@@ -118,6 +119,10 @@ class TopicReader:
         parts: list[TopicPartition] = []
         for topic in topics:
             meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            if meta.error is not None:
+                # without this a topic we may not describe has no partitions, and drain() "succeeds" empty
+                self._consumer.close()
+                raise _read_refused(topic, meta.error)
             parts.extend(TopicPartition(topic, p, start) for p in meta.partitions)
         if not from_beginning:
             # resolve "end" to concrete offsets now, before anything is submitted
@@ -163,6 +168,8 @@ class TopicReader:
             if err is not None:
                 if err.code() == err._PARTITION_EOF:
                     self._eof.add((msg.topic() or "", msg.partition() or 0))
+                elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED or err.fatal():
+                    raise _read_refused(msg.topic() or "?", err)
                 continue
             topic = msg.topic() or ""
             self._eof.discard((topic, msg.partition() or 0))
@@ -181,3 +188,13 @@ class TopicReader:
     def follow(self, types: dict[str, type[Contract]]) -> Iterator[tuple[str, Contract]]:
         while True:
             yield from self.poll(types)
+
+
+def _read_refused(topic: str, error: KafkaError) -> ConfigurationError:
+    """A topic the broker will not let us read is a configuration problem to report, not an empty topic."""
+    if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return ConfigurationError(
+            f"not authorized to read topic {topic!r}: the broker's ACLs give this user no read access "
+            "(use a user that may read it, or ask for a read ACL)"
+        )
+    return ConfigurationError(f"cannot read topic {topic!r}: {error.str()}")

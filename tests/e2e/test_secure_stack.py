@@ -35,7 +35,7 @@ from aoetl.client import AoetlClient
 from aoetl.devstack import DevStack, ServiceSupervisor
 from aoetl.devstack.errors import StackStartupError
 from aoetl.devstack.osproc import free_port, tail
-from shared.contracts import Alert, AlertKind, RunStatus
+from shared.contracts import Alert, AlertKind, AuditRecord, RunStatus
 from shared.errors import ConfigurationError
 from shared.kafka.access import KafkaUnreachableError, check_access
 from shared.kafka.acls import Principal
@@ -243,6 +243,16 @@ def test_the_broker_refuses_a_write_outside_the_principals_acls(
         produce_sync(producer, Topics.RESULTS, b"forged", key="run", timeout=15)
     assert "Topic authorization failed" in str(refused.value)
     assert Topics.RESULTS in str(refused.value)
+
+
+def test_reading_a_topic_outside_the_users_acls_is_a_clear_error_not_an_empty_topic(
+    secure: SecureSystem,
+) -> None:
+    """The cli user writes the audit topic (so it may describe it) but never reads it: the broker refuses
+    the fetch, which the CLI's reader reports instead of draining "nothing"."""
+    refused = pytest.raises(ConfigurationError, match=f"not authorized to read topic '{Topics.AUDIT}'")
+    with refused, secure.system.client.reader(Topics.AUDIT, from_beginning=True) as reader:
+        list(reader.drain({Topics.AUDIT: AuditRecord}, timeout=30))
 
 
 def _run_transform(secure: SecureSystem, **overrides: str) -> subprocess.CompletedProcess[str]:

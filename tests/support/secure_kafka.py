@@ -132,6 +132,7 @@ PROVOKED: Final = frozenset(
         ("User:transform", f"Topic:LITERAL:{Topics.RESULTS}"),
         ("User:load", f"Topic:LITERAL:{Topics.RESULTS}"),
         ("User:transform", f"Topic:LITERAL:{Topics.SCHEMAS}.unprovisioned"),
+        ("User:cli", f"Topic:LITERAL:{Topics.AUDIT}"),
     }
 )
 _DENIED: Final = re.compile(
