@@ -16,16 +16,8 @@ from pydantic import BaseModel
 from shared.agent.profile import SourceProfile
 from shared.connectors import connector_catalog
 from shared.errors import ConfigurationError
-from shared.spec.models import (
-    DataType,
-    Destination,
-    NotNullRule,
-    PipelineSpec,
-    QualityRule,
-    RowCountRule,
-    TransformStep,
-    UniqueRule,
-)
+from shared.spec.models import DataType, Destination, PipelineSpec, TransformStep
+from shared.spec.quality import NotNullRule, QualityRule, RowCountRule, UniqueRule
 from shared.transform.engine import TransformEngine
 
 

@@ -33,7 +33,6 @@ from shared.agent.pii import PiiKind
 from shared.agent.profile import ColumnProfile, SourceProfile
 from shared.spec import parse_spec
 from shared.spec.models import (
-    AcceptedValuesRule,
     CastStep,
     CsvSource,
     DataType,
@@ -45,17 +44,14 @@ from shared.spec.models import (
     KafkaDestination,
     MaskMethod,
     MaskStep,
-    NotNullRule,
-    OnFail,
     ParquetDestination,
     PipelineSpec,
     PostgresDestination,
-    QualityRule,
-    RangeRule,
     Source,
     TransformStep,
     WriteMode,
 )
+from shared.spec.quality import AcceptedValuesRule, NotNullRule, OnFail, QualityRule, RangeRule
 from shared.sql import quote_ident
 from shared.transform.engine import TransformEngine
 from shared.transform.errors import CastError, ExpressionError

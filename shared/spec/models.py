@@ -3,7 +3,8 @@
 These pydantic models are the single source of truth for what a pipeline may say. The same shape travels
 on Kafka as typed Avro records (``schemas/io.aoetl.spec.*.avsc``); ``tests/unit/test_contracts.py`` proves
 the two agree. Every union is discriminated by one literal field (``type``, ``op`` or ``rule``) so that a
-validation error names the exact branch and field that is wrong.
+validation error names the exact branch and field that is wrong. The quality rules are in
+``shared.spec.quality`` (``OnFail`` is importable from here too, as most of its users do).
 
 Secrets never travel in a spec: a connector names a *connection* (``connection``) that the operator
 declared, and the service that needs its secret reads it locally (``shared.policy.connections``). The
@@ -18,17 +19,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from shared.spec.base import StrictModel
+from shared.spec.quality import OnFail as OnFail  # re-exported: most of its users import it from here
+from shared.spec.quality import QualityRule, RowCountRule
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 PIPELINE_NAME = r"^[a-z][a-z0-9_\-]{0,62}$"
 CONNECTION_NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,62}$"
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors: a typo in a spec must not be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------------------------- types
@@ -39,14 +38,6 @@ class DataType(StrEnum):
     BOOLEAN = "boolean"
     DATE = "date"
     TIMESTAMP = "timestamp"
-
-
-class OnFail(StrEnum):
-    """What a failed data-quality rule does to the run."""
-
-    FAIL = "fail"  # the run ends FAILED
-    QUARANTINE = "quarantine"  # offending rows go to the dead-letter topic, the rest continue
-    WARN = "warn"  # recorded as an event and alert, rows continue
 
 
 class WriteMode(StrEnum):
@@ -74,7 +65,7 @@ class StreamFormat(StrEnum):
 
 
 # ------------------------------------------------------------------------------------------- sources
-class CsvSource(_Strict):
+class CsvSource(StrictModel):
     type: Literal["csv"] = "csv"
     path: str = Field(description="file path, file:// URL or glob")
     delimiter: str = Field(",", min_length=1, max_length=1)
@@ -82,12 +73,12 @@ class CsvSource(_Strict):
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "NULL"])
 
 
-class JsonlSource(_Strict):
+class JsonlSource(StrictModel):
     type: Literal["jsonl"] = "jsonl"
     path: str = Field(description="file path, file:// URL or glob")
 
 
-class ParquetSource(_Strict):
+class ParquetSource(StrictModel):
     type: Literal["parquet"] = "parquet"
     path: str = Field(description="file path, file:// URL or glob")
 
@@ -100,7 +91,7 @@ def _one_way_to_name_a_connection(connection: str | None, deprecated: str | None
         raise ValueError(f"give 'connection' only: '{old}' is deprecated and means the same thing")
 
 
-class PostgresSource(_Strict):
+class PostgresSource(StrictModel):
     type: Literal["postgres"] = "postgres"
     connection: str | None = Field(
         None, pattern=CONNECTION_NAME, description="declared connection holding the DSN; unset: 'default'"
@@ -126,7 +117,7 @@ class PostgresSource(_Strict):
         return self
 
 
-class HttpSource(_Strict):
+class HttpSource(StrictModel):
     type: Literal["http"] = "http"
     url: str = Field(pattern=r"^https?://")
     records_path: str | None = Field(None, description="dotted path to the record list in each response")
@@ -156,7 +147,7 @@ class HttpSource(_Strict):
         return self
 
 
-class KafkaSource(_Strict):
+class KafkaSource(StrictModel):
     """A continuous pipeline reads a topic until it is stopped."""
 
     type: Literal["kafka"] = "kafka"
@@ -164,7 +155,7 @@ class KafkaSource(_Strict):
     format: StreamFormat = StreamFormat.JSON
 
 
-class EventSource(_Strict):
+class EventSource(StrictModel):
     """The records carried by the triggering event (webhook body or topic event)."""
 
     type: Literal["event"] = "event"
@@ -178,17 +169,17 @@ Source = Annotated[
 
 
 # ---------------------------------------------------------------------------------------- transforms
-class SelectStep(_Strict):
+class SelectStep(StrictModel):
     op: Literal["select"] = "select"
     columns: list[Annotated[str, Field(pattern=IDENTIFIER)]] = Field(min_length=1)
 
 
-class RenameStep(_Strict):
+class RenameStep(StrictModel):
     op: Literal["rename"] = "rename"
     mapping: dict[str, Annotated[str, Field(pattern=IDENTIFIER)]] = Field(min_length=1)
 
 
-class CastStep(_Strict):
+class CastStep(StrictModel):
     op: Literal["cast"] = "cast"
     columns: dict[str, DataType] = Field(min_length=1)
     formats: dict[str, str] = Field(
@@ -196,18 +187,18 @@ class CastStep(_Strict):
     )
 
 
-class FilterStep(_Strict):
+class FilterStep(StrictModel):
     op: Literal["filter"] = "filter"
     expr: str = Field(min_length=1, description="SQL boolean expression; rows where it is true are kept")
 
 
-class DeriveStep(_Strict):
+class DeriveStep(StrictModel):
     op: Literal["derive"] = "derive"
     column: str = Field(pattern=IDENTIFIER)
     expr: str = Field(min_length=1, description="SQL expression over the batch's columns")
 
 
-class SqlStep(_Strict):
+class SqlStep(StrictModel):
     op: Literal["sql"] = "sql"
     query: str = Field(description="a SELECT over the table named 'batch'")
 
@@ -219,12 +210,12 @@ class SqlStep(_Strict):
         return v
 
 
-class DedupeStep(_Strict):
+class DedupeStep(StrictModel):
     op: Literal["dedupe"] = "dedupe"
     keys: list[str] = Field(min_length=1)
 
 
-class MaskStep(_Strict):
+class MaskStep(StrictModel):
     op: Literal["mask"] = "mask"
     columns: list[str] = Field(min_length=1)
     method: MaskMethod = MaskMethod.HASH
@@ -233,7 +224,7 @@ class MaskStep(_Strict):
 FillValue = str | int | float | bool
 
 
-class FillStep(_Strict):
+class FillStep(StrictModel):
     op: Literal["fill"] = "fill"
     values: dict[str, FillValue] = Field(min_length=1)
 
@@ -244,91 +235,8 @@ TransformStep = Annotated[
 ]
 
 
-# ------------------------------------------------------------------------------------- quality rules
-class _Rule(_Strict):
-    name: str | None = Field(None, description="defaults to '<rule>:<columns>'")
-    on_fail: OnFail = OnFail.FAIL
-
-
-class NotNullRule(_Rule):
-    rule: Literal["not_null"] = "not_null"
-    columns: list[str] = Field(min_length=1)
-
-
-class UniqueRule(_Rule):
-    rule: Literal["unique"] = "unique"
-    columns: list[str] = Field(min_length=1)
-
-
-class RangeRule(_Rule):
-    rule: Literal["range"] = "range"
-    column: str
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _bounds(self) -> RangeRule:
-        if self.min is None and self.max is None:
-            raise ValueError("give 'min', 'max' or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("'min' is greater than 'max'")
-        return self
-
-
-class RegexRule(_Rule):
-    rule: Literal["regex"] = "regex"
-    column: str
-    pattern: str
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from exc
-        return v
-
-
-class AcceptedValuesRule(_Rule):
-    rule: Literal["accepted_values"] = "accepted_values"
-    column: str
-    values: list[str] = Field(min_length=1)
-
-
-class RowCountRule(_Rule):
-    """Checked over the whole run, so it can only fail or warn (there is no row to quarantine)."""
-
-    rule: Literal["row_count"] = "row_count"
-    min: int | None = Field(None, ge=0)
-    max: int | None = Field(None, ge=0)
-
-    @model_validator(mode="after")
-    def _no_quarantine(self) -> RowCountRule:
-        if self.on_fail is OnFail.QUARANTINE:
-            raise ValueError("row_count cannot quarantine rows; use 'fail' or 'warn'")
-        if self.min is None and self.max is None:
-            raise ValueError("give 'min', 'max' or both")
-        return self
-
-
-QualityRule = Annotated[
-    NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule,
-    Field(discriminator="rule"),
-]
-
-
-def rule_name(
-    rule: NotNullRule | UniqueRule | RangeRule | RegexRule | AcceptedValuesRule | RowCountRule,
-) -> str:
-    if rule.name:
-        return rule.name
-    cols = getattr(rule, "columns", None) or [getattr(rule, "column", "")]
-    return f"{rule.rule}:{','.join(c for c in cols if c)}" if any(cols) else rule.rule
-
-
 # -------------------------------------------------------------------------------------- destinations
-class PostgresDestination(_Strict):
+class PostgresDestination(StrictModel):
     type: Literal["postgres"] = "postgres"
     connection: str | None = Field(
         None, pattern=CONNECTION_NAME, description="declared connection holding the DSN; unset: 'default'"
@@ -350,7 +258,7 @@ class PostgresDestination(_Strict):
         return self
 
 
-class DuckDBDestination(_Strict):
+class DuckDBDestination(StrictModel):
     type: Literal["duckdb"] = "duckdb"
     path: str
     table: str = Field(pattern=IDENTIFIER)
@@ -364,17 +272,17 @@ class DuckDBDestination(_Strict):
         return self
 
 
-class ParquetDestination(_Strict):
+class ParquetDestination(StrictModel):
     type: Literal["parquet"] = "parquet"
     path: str = Field(description="a directory; one file per batch, written atomically")
 
 
-class JsonlDestination(_Strict):
+class JsonlDestination(StrictModel):
     type: Literal["jsonl"] = "jsonl"
     path: str = Field(description="a directory; one file per batch, written atomically")
 
 
-class KafkaDestination(_Strict):
+class KafkaDestination(StrictModel):
     type: Literal["kafka"] = "kafka"
     topic: str = Field(min_length=1)
 
@@ -386,7 +294,7 @@ Destination = Annotated[
 
 
 # ------------------------------------------------------------------------------------------ the spec
-class RunParameters(_Strict):
+class RunParameters(StrictModel):
     parallelism: int | None = Field(None, ge=1, le=1024, description="splits; None lets the planner pick")
     batch_rows: int = Field(50_000, ge=1, le=1_000_000)
     timeout_s: int = Field(3600, ge=1)
@@ -394,7 +302,7 @@ class RunParameters(_Strict):
     stuck_after_s: int = Field(300, ge=1, description="no progress for this long raises an alert")
 
 
-class PipelineSpec(_Strict):
+class PipelineSpec(StrictModel):
     name: str = Field(pattern=PIPELINE_NAME)
     description: str | None = None
     source: Source

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from shared.spec.models import (
+from shared.spec.quality import (
     AcceptedValuesRule,
     NotNullRule,
     OnFail,

@@ -22,7 +22,6 @@ from shared.agent.suggest import (
 )
 from shared.spec import load_spec, parse_spec_text
 from shared.spec.models import (
-    AcceptedValuesRule,
     CastStep,
     CsvSource,
     DataType,
@@ -33,13 +32,11 @@ from shared.spec.models import (
     JsonlSource,
     MaskMethod,
     MaskStep,
-    NotNullRule,
-    OnFail,
     ParquetDestination,
     PostgresDestination,
-    RangeRule,
     WriteMode,
 )
+from shared.spec.quality import AcceptedValuesRule, NotNullRule, OnFail, RangeRule
 from shared.transform.engine import TransformEngine
 from tests.unit.agent_data import write_csv, write_jsonl, write_orders_csv
 

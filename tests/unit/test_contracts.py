@@ -68,7 +68,6 @@ from shared.contracts import (
     WebhookDelivery,
 )
 from shared.spec.models import (
-    AcceptedValuesRule,
     CastStep,
     CsvSource,
     DataType,
@@ -85,24 +84,27 @@ from shared.spec.models import (
     KafkaSource,
     MaskMethod,
     MaskStep,
-    NotNullRule,
-    OnFail,
     Pagination,
     ParquetDestination,
     ParquetSource,
     PipelineSpec,
     PostgresDestination,
     PostgresSource,
-    RangeRule,
-    RegexRule,
     RenameStep,
-    RowCountRule,
     RunParameters,
     SelectStep,
     SqlStep,
     StreamFormat,
-    UniqueRule,
     WriteMode,
+)
+from shared.spec.quality import (
+    AcceptedValuesRule,
+    NotNullRule,
+    OnFail,
+    RangeRule,
+    RegexRule,
+    RowCountRule,
+    UniqueRule,
 )
 from shared.triggers import TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
 

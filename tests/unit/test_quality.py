@@ -14,7 +14,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from shared.errors import ConfigurationError
-from shared.spec.models import OnFail, QualityRule
+from shared.spec.quality import OnFail, QualityRule
 from shared.transform.errors import InvalidRuleError, UnknownColumnError
 from shared.transform.quality import SAMPLE_ROWS, QualityChecker, check_row_count
 

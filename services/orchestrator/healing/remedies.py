@@ -31,14 +31,12 @@ from shared.spec.models import (
     DataType,
     DeriveStep,
     DuckDBDestination,
-    OnFail,
     PipelineSpec,
     PostgresDestination,
-    RowCountRule,
     TransformStep,
     WriteMode,
-    rule_name,
 )
+from shared.spec.quality import OnFail, RowCountRule, rule_name
 from shared.sql import quote_ident
 
 _CAST_ERROR = re.compile(
