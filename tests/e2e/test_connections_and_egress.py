@@ -10,19 +10,16 @@ service's log file, the CLI's output and the gateway's ``GET /runs/{id}``."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -37,6 +34,7 @@ from tests.e2e.test_pipelines import run_spec, write_orders
 from tests.helpers import wait_until
 from tests.integration.test_gateway import seed_key
 from tests.support import secure_kafka
+from tests.support.json_http import JsonServer, Reply, Request, json_server
 
 pytestmark = pytest.mark.e2e
 
@@ -98,68 +96,33 @@ def secured(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[Secured]:
 
 
 # ------------------------------------------------------------------------------------------ test servers
-@dataclass
-class Api:
-    port: int
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization)
+def respond(request: Request) -> Reply:
+    if request.path == "/records":
+        return Reply(200, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    if request.path == "/redirect":
+        return Reply(302, {}, {"Location": request.query["to"]})
+    if request.path == "/echo-auth":  # a hostile or careless server: the token comes back
+        return Reply(403, {"error": "forbidden", "you sent": request.authorization})
+    return Reply(404, {})
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
-
-def _serve(port: int) -> tuple[http.server.ThreadingHTTPServer, Api]:
-    api = Api(port)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            auth = self.headers.get("Authorization")
-            api.requests.append((url.path, auth))
-            if url.path == "/records":
-                self.reply(200, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
-            elif url.path == "/redirect":
-                self.reply(302, {}, {"Location": parse_qs(url.query)["to"][0]})
-            elif url.path == "/echo-auth":  # a hostile or careless server: the token comes back
-                self.reply(403, {"error": "forbidden", "you sent": auth})
-            else:
-                self.reply(404, {})
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    api.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, api
+def sent(server: JsonServer) -> list[tuple[str, str | None]]:
+    """What ``server`` received: (path, Authorization) of each request."""
+    return [(r.path, r.authorization) for r in server.requests]
 
 
 @pytest.fixture
-def allowed(secured: Secured) -> Iterator[Api]:
+def allowed(secured: Secured) -> Iterator[JsonServer]:
     """A server on the one loopback port the system's egress allow list opens."""
-    server, api = _serve(secured.system.allowed_http_port)
-    yield api
-    server.shutdown()
-    server.server_close()
+    with json_server(respond, secured.system.allowed_http_port) as server:
+        yield server
 
 
 @pytest.fixture
-def forbidden() -> Iterator[Api]:
+def forbidden() -> Iterator[JsonServer]:
     """A server on another loopback port: nothing may reach it."""
-    server, api = _serve(0)
-    yield api
-    server.shutdown()
-    server.server_close()
+    with json_server(respond) as server:
+        yield server
 
 
 def spec(
@@ -184,7 +147,7 @@ def assert_no_secret(text: str, where: str) -> None:
 
 # ------------------------------------------------------------------------------------------ attacks
 def test_auth_env_naming_the_sasl_password_is_rejected(
-    secured: Secured, allowed: Api, tmp_path: Path
+    secured: Secured, allowed: JsonServer, tmp_path: Path
 ) -> None:
     source = {"type": "http", "url": f"{allowed.base}/records", "auth_env": "AOETL_KAFKA_SASL_PASSWORD"}
     result = run_spec(secured.system, spec("steal-sasl", source, tmp_path))
@@ -202,7 +165,7 @@ def test_auth_env_naming_the_sasl_password_is_rejected(
     ids=["loopback", "hex-loopback", "v6-loopback", "metadata", "metadata-v6"],
 )  # fmt: skip
 def test_an_http_source_to_loopback_or_metadata_is_rejected(
-    secured: Secured, forbidden: Api, tmp_path: Path, url: str
+    secured: Secured, forbidden: JsonServer, tmp_path: Path, url: str
 ) -> None:
     result = run_spec(
         secured.system, spec("egress", {"type": "http", "url": url.format(port=forbidden.port)}, tmp_path)
@@ -213,7 +176,7 @@ def test_an_http_source_to_loopback_or_metadata_is_rejected(
 
 
 def test_a_redirect_to_a_loopback_port_that_is_not_allowed_is_refused(
-    secured: Secured, allowed: Api, forbidden: Api, tmp_path: Path
+    secured: Secured, allowed: JsonServer, forbidden: JsonServer, tmp_path: Path
 ) -> None:
     url = f"{allowed.base}/redirect?to={forbidden.base}/records"
     result = run_spec(secured.system, spec("redirect", {"type": "http", "url": url}, tmp_path))
@@ -221,7 +184,7 @@ def test_a_redirect_to_a_loopback_port_that_is_not_allowed_is_refused(
     assert any(c == "EgressRefusedError" and "redirect" in m for _, c, m in errors_of(result)), errors_of(
         result
     )
-    assert [path for path, _ in allowed.requests] == ["/redirect"]
+    assert [r.path for r in allowed.requests] == ["/redirect"]
     assert forbidden.requests == []
 
 
@@ -243,7 +206,7 @@ def test_a_bad_dsn_fails_the_run_without_its_password(secured: Secured, tmp_path
 
 
 # ------------------------------------------------------------------------------------------ every output
-def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: Api, tmp_path: Path) -> None:
+def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: JsonServer, tmp_path: Path) -> None:
     system = secured.system
     orders = tmp_path / "in"
     write_orders(orders, 300, files=1)
@@ -267,7 +230,7 @@ def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: Api, tm
     results = {what: run_spec(system, body) for what, body in failing.items()}
     for what, result in results.items():
         assert result.status is RunStatus.FAILED, (what, errors_of(result))
-    assert ("/echo-auth", f"Bearer {PLANTED['http token']}") in allowed.requests  # the token was used...
+    assert ("/echo-auth", f"Bearer {PLANTED['http token']}") in sent(allowed)  # the token was used...
     completed = run_spec(
         system,
         spec("ok-default", csv_source, tmp_path, {"type": "postgres", "table": f"ok_{uuid.uuid4().hex[:6]}"}),

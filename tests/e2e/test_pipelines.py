@@ -5,10 +5,8 @@ computed independently from the source files with the standard library."""
 from __future__ import annotations
 
 import csv
-import http.server
 import json
 import random
-import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -36,6 +34,7 @@ from shared.spec import parse_spec
 from tests.e2e.conftest import System
 from tests.helpers import wait_until
 from tests.support import secure_kafka
+from tests.support.json_http import Reply, Request, json_server
 
 pytestmark = pytest.mark.e2e
 
@@ -184,27 +183,13 @@ def http_orders(system: System, tmp_path: Path) -> Iterator[tuple[str, list[dict
     rows = write_orders(tmp_path / "http", 2_500, files=1, seed=5)
     pages = [rows[i : i + 400] for i in range(0, len(rows), 400)]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            page = int(self.path.split("page=")[-1]) if "page=" in self.path else 1
-            body = json.dumps({"data": pages[page - 1] if page <= len(pages) else []}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+    def respond(request: Request) -> Reply:
+        page = int(request.query.get("page", "1"))
+        return Reply(200, {"data": pages[page - 1] if page <= len(pages) else []})
 
     # the port the system's egress allow list opens (any other loopback port is refused)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", system.allowed_http_port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/orders", rows
-    finally:
-        server.shutdown()
-        server.server_close()  # the next test binds the same port
+    with json_server(respond, system.allowed_http_port) as server:
+        yield f"{server.base}/orders", rows
 
 
 SOURCE_KINDS = ["csv", "jsonl", "parquet", "postgres", "http", "event"]

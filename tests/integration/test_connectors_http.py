@@ -1,17 +1,13 @@
-"""HTTP connector against a real HTTP server on 127.0.0.1 (stdlib, in a thread): pagination styles,
+"""HTTP connector against a real HTTP server on 127.0.0.1 (``tests.support.json_http``): pagination styles,
 retries with Retry-After, auth, rate limiting and error classification. Never touches the internet."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -26,6 +22,7 @@ from shared.connectors import (
 from shared.contracts import SplitKind
 from shared.errors import ConfigurationError
 from shared.spec.models import HttpSource, Pagination
+from tests.support.json_http import JsonServer, Reply, Request, json_server
 
 pytestmark = pytest.mark.integration
 
@@ -36,77 +33,63 @@ RECORDS = [{"id": i, "name": f"n{i}", "score": i / 2} for i in range(TOTAL)]
 
 @dataclass
 class Api:
-    base: str
-    requests: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
-    failures: dict[str, int] = field(default_factory=dict)  # key -> failures left to serve
+    """The test server, and the failures it is to serve before it answers (key -> failures left)."""
+
+    server: JsonServer
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.server.base
+
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
 
 
 def _page(number: int) -> list[dict[str, Any]]:
     return RECORDS[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
 
 
-def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
+def make_responder(failures: dict[str, int]) -> Callable[[Request], Reply]:
+    def respond(request: Request) -> Reply:
+        query = request.query
+        key = query.get("key", "")
+        if key and failures.get(key, 0) > 0:
+            failures[key] -= 1
+            if key.startswith("throttle"):
+                return Reply(429, {"error": "try later"}, {"Retry-After": "0"})
+            return Reply(503, {"error": "try later"})
+        if request.path == "/pages":
+            return Reply(200, {"data": {"items": _page(int(query.get("page", "1")))}})
+        if request.path == "/cursor":
+            number = int(query.get("cursor", "1"))
+            nxt = str(number + 1) if number * PAGE_SIZE < TOTAL else None
+            return Reply(200, {"results": _page(number), "meta": {"next": nxt}})
+        if request.path == "/link":
+            number = int(query.get("p", "1"))
+            link = {"Link": f'</link?p={number + 1}>; rel="next"'} if number * PAGE_SIZE < TOTAL else {}
+            return Reply(200, _page(number), link)
+        if request.path == "/single":
+            return Reply(200, {"id": 1, "name": "only"})
+        if request.path == "/auth":
+            if request.authorization != "Bearer s3cret":
+                return Reply(401, {"error": "unauthorized"})
+            return Reply(200, RECORDS[:3])
+        if request.path == "/down":
+            return Reply(500, {"error": "boom"})
+        if request.path == "/html":
+            return Reply(200, b"<html>not json</html>")
+        return Reply(404, {"error": "not found"})
 
-        def send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            api.requests.append((time.monotonic(), self.path, dict(self.headers)))
-            key = query.get("key", "")
-            if key and api.failures.get(key, 0) > 0:
-                api.failures[key] -= 1
-                status = 429 if key.startswith("throttle") else 503
-                self.send(status, {"error": "try later"}, {"Retry-After": "0"} if status == 429 else None)
-                return
-            if url.path == "/pages":
-                self.send(200, {"data": {"items": _page(int(query.get("page", "1")))}})
-            elif url.path == "/cursor":
-                number = int(query.get("cursor", "1"))
-                nxt = str(number + 1) if number * PAGE_SIZE < TOTAL else None
-                self.send(200, {"results": _page(number), "meta": {"next": nxt}})
-            elif url.path == "/link":
-                number = int(query.get("p", "1"))
-                link = {"Link": f'</link?p={number + 1}>; rel="next"'} if number * PAGE_SIZE < TOTAL else {}
-                self.send(200, _page(number), link)
-            elif url.path == "/single":
-                self.send(200, {"id": 1, "name": "only"})
-            elif url.path == "/auth":
-                if self.headers.get("Authorization") != "Bearer s3cret":
-                    self.send(401, {"error": "unauthorized"})
-                else:
-                    self.send(200, RECORDS[:3])
-            elif url.path == "/down":
-                self.send(500, {"error": "boom"})
-            elif url.path == "/html":
-                self.send(200, b"<html>not json</html>")
-            else:
-                self.send(404, {"error": "not found"})
-
-    return Handler
+    return respond
 
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Api]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    state = Api(base=f"http://127.0.0.1:{server.server_address[1]}")
-    server.RequestHandlerClass = make_handler(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    failures: dict[str, int] = {}
+    with json_server(make_responder(failures)) as server:
+        yield Api(server, failures)
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +128,7 @@ def test_page_ranges_split_and_reassemble(api: Api, parallelism: int) -> None:
     assert len(splits) == parallelism
     before = len(api.requests)
     assert read_all(source, parallelism) == RECORDS
-    assert all("extra=1" in path for _, path, _ in api.requests[before:])  # the URL's own query is kept
+    assert all("extra=1" in r.target for r in api.requests[before:])  # the URL's own query is kept
 
 
 def test_max_pages_limits_the_read(api: Api) -> None:
@@ -215,7 +198,7 @@ def test_authorization_from_a_declared_connection(api: Api, monkeypatch: pytest.
         read_all(source)
     monkeypatch.setenv("AOETL_TEST_HTTP_TOKEN", "Bearer s3cret")
     assert read_all(source) == RECORDS[:3]
-    assert api.requests[-1][2]["Authorization"] == "Bearer s3cret"
+    assert api.requests[-1].authorization == "Bearer s3cret"
 
 
 def test_terminal_errors(api: Api) -> None:
@@ -231,6 +214,6 @@ def test_rate_limit_spaces_requests(api: Api) -> None:
     source = HttpSource(url=f"{api.base}/link", pagination=Pagination.LINK, rate_limit_per_s=20)
     before = len(api.requests)
     assert read_all(source) == RECORDS
-    times = [t for t, _, _ in api.requests[before:]]
+    times = [r.at for r in api.requests[before:]]
     assert len(times) == 3
     assert all(b - a >= 0.045 for a, b in itertools.pairwise(times))

@@ -1,24 +1,22 @@
-"""The HTTP source's egress against real HTTP servers on 127.0.0.1 (stdlib, in threads): loopback refused
-unless allow-listed (exactly the allowed port), every redirect checked (a loopback port that is not
-allowed, the metadata address, other schemes), a name that resolves to loopback refused at connect time,
-and the Authorization header sent only to the spec URL's origin. Never touches the internet."""
+"""The HTTP source's egress against real HTTP servers on 127.0.0.1 (``tests.support.json_http``):
+loopback refused unless allow-listed (exactly the allowed port), every redirect checked (a loopback port
+that is not allowed, the metadata address, other schemes), a name that resolves to loopback refused at
+connect time, and the Authorization header sent only to the spec URL's origin. Never touches the
+internet."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from shared.connectors import SourceReadError, plan_splits, read_split
 from shared.policy.egress import EgressRefusedError
 from shared.spec.models import HttpSource, Pagination
+from tests.support.json_http import JsonServer, Reply, Request, json_server
 
 pytestmark = pytest.mark.integration
 
@@ -26,63 +24,31 @@ TOKEN = "Bearer egress-t0ken"
 RECORDS = [{"id": 1}, {"id": 2}]
 
 
-@dataclass
-class Server:
-    port: int
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+Servers = tuple[JsonServer, JsonServer]
 
 
-def make_handler(state: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+def respond(request: Request) -> Reply:
+    if request.path == "/data":
+        return Reply(200, RECORDS)
+    if request.path == "/redirect":
+        return Reply(302, {}, {"Location": request.query["to"]})
+    if request.path == "/loop":
+        return Reply(302, {}, {"Location": "/loop"})
+    if request.path == "/link-away":
+        return Reply(200, RECORDS, {"Link": f'<{request.query["to"]}>; rel="next"'})
+    return Reply(404, {})
 
-        def reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
 
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            state.requests.append((url.path, self.headers.get("Authorization")))
-            if url.path == "/data":
-                self.reply(200, RECORDS)
-            elif url.path == "/redirect":
-                self.reply(302, {}, {"Location": query["to"]})
-            elif url.path == "/loop":
-                self.reply(302, {}, {"Location": "/loop"})
-            elif url.path == "/link-away":
-                self.reply(200, RECORDS, {"Link": f'<{query["to"]}>; rel="next"'})
-            else:
-                self.reply(404, {})
-
-    return Handler
+def sent(server: JsonServer) -> list[tuple[str, str | None]]:
+    """What ``server`` received: (path, Authorization) of each request."""
+    return [(r.path, r.authorization) for r in server.requests]
 
 
 @pytest.fixture
-def servers() -> Iterator[tuple[Server, Server]]:
+def servers() -> Iterator[Servers]:
     """``front`` (the one the tests allow-list) and ``other``, a second loopback port."""
-    running: list[tuple[ThreadingHTTPServer, Server]] = []
-    for _ in range(2):
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-        state = Server(httpd.server_address[1])
-        httpd.RequestHandlerClass = make_handler(state)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        running.append((httpd, state))
-    yield running[0][1], running[1][1]
-    for httpd, _ in running:
-        httpd.shutdown()
-        httpd.server_close()
+    with json_server(respond) as front, json_server(respond) as other:
+        yield front, other
 
 
 def allow(monkeypatch: pytest.MonkeyPatch, *entries: str) -> None:
@@ -102,7 +68,7 @@ def read_all(source: HttpSource) -> list[dict[str, Any]]:
     "host", ["127.0.0.1", "0x7f000001", "2130706433", "127.1", "localhost", "[::ffff:127.0.0.1]"]
 )
 def test_loopback_is_refused_in_every_spelling(
-    servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch, host: str
+    servers: Servers, monkeypatch: pytest.MonkeyPatch, host: str
 ) -> None:
     front, _ = servers
     monkeypatch.delenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", raising=False)
@@ -112,7 +78,7 @@ def test_loopback_is_refused_in_every_spelling(
 
 
 def test_a_name_that_resolves_to_loopback_is_refused_when_connecting(
-    servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The static check cannot know what a name resolves to; the transport resolves, checks and refuses."""
     front, _ = servers
@@ -131,7 +97,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_when_connecting(
 
 
 def test_the_allow_list_opens_exactly_the_allowed_port(
-    servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     front, other = servers
     allow(monkeypatch, f"127.0.0.1:{front.port}")
@@ -148,7 +114,7 @@ def test_the_allow_list_opens_exactly_the_allowed_port(
     ids=["loopback-port", "hex-loopback", "metadata", "metadata-v6", "file", "userinfo"],
 )  # fmt: skip
 def test_a_redirect_to_a_refused_target_is_refused_before_it_is_followed(
-    servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch, target: str
+    servers: Servers, monkeypatch: pytest.MonkeyPatch, target: str
 ) -> None:
     front, other = servers
     allow(monkeypatch, f"127.0.0.1:{front.port}")  # the first hop is allowed, the target is not
@@ -156,10 +122,10 @@ def test_a_redirect_to_a_refused_target_is_refused_before_it_is_followed(
     with pytest.raises(EgressRefusedError, match="redirect"):
         read_all(HttpSource(url=f"{front.base}/redirect?to={to}"))
     assert other.requests == []
-    assert [path for path, _ in front.requests] == ["/redirect"]
+    assert [r.path for r in front.requests] == ["/redirect"]
 
 
-def test_redirects_are_bounded(servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redirects_are_bounded(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:
     front, _ = servers
     allow(monkeypatch, f"127.0.0.1:{front.port}")
     with pytest.raises(SourceReadError, match="more than 5 redirects"):
@@ -168,7 +134,7 @@ def test_redirects_are_bounded(servers: tuple[Server, Server], monkeypatch: pyte
 
 
 def test_credentials_go_to_the_spec_urls_origin_only(
-    servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     front, other = servers
     allow(monkeypatch, "127.0.0.1")
@@ -179,13 +145,13 @@ def test_credentials_go_to_the_spec_urls_origin_only(
     monkeypatch.setenv("AOETL_TEST_EGRESS_TOKEN", TOKEN)
     same_origin = HttpSource(url=f"{front.base}/redirect?to=/data", connection="api")
     assert read_all(same_origin) == RECORDS
-    assert front.requests == [("/redirect", TOKEN), ("/data", TOKEN)]
+    assert sent(front) == [("/redirect", TOKEN), ("/data", TOKEN)]
     away = HttpSource(url=f"{front.base}/redirect?to={other.base}/data", connection="api")
     assert read_all(away) == RECORDS
-    assert other.requests == [("/data", None)]  # another port is another origin: no header
+    assert sent(other) == [("/data", None)]  # another port is another origin: no header
     linked = HttpSource(
         url=f"{front.base}/link-away?to={other.base}/data", connection="api", pagination=Pagination.LINK
     )
     assert read_all(linked) == RECORDS + RECORDS
-    assert other.requests[-1] == ("/data", None)
-    assert front.requests[-1] == ("/link-away", TOKEN)
+    assert sent(other)[-1] == ("/data", None)
+    assert sent(front)[-1] == ("/link-away", TOKEN)
