@@ -6,10 +6,20 @@ with the ACLs of that suffix (``tests.support.secure_kafka``).
 
 HTTP sources may reach loopback only where the egress allow list says so: each system allow-lists one
 port on 127.0.0.1 (``System.allowed_http_port``) for the test servers of its module; any other loopback
-port is refused, as it would be in production."""
+port is refused, as it would be in production.
+
+Starting a system (eight service processes on a 2-core machine) costs 10-20 s, so the modules that need
+nothing special share one: ``system``, started by the first test that asks for it and stopped after the
+last test of this package (package scope rather than session scope, so that it does not idle under the
+fault and integration tests that come after). Tests on it are independent by construction, not by order:
+each uses run ids, pipeline, definition, table and topic names of its own, and reads the system's topics
+from the offsets it starts at (or filters what it reads from the beginning by its own run ids). A module
+that needs other settings (planted secrets, a broker of its own) starts its own system with
+``running_system``, for as long as it needs it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
@@ -29,6 +39,8 @@ from shared.settings import ServiceSettings, load_settings
 from tests.helpers import make_state_dir
 from tests.support import secure_kafka
 
+# Two replicas of each data stage, so that work is shared and partitions are handed over; the monitor, so
+# that alerts are raised.
 REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2, "monitor": 1}
 
 
@@ -90,20 +102,31 @@ def _group_env(kafka_bootstrap: str, name: str, suffix: str) -> dict[str, str]:
     return {"AOETL_GROUP_ID": f"aoetl-{name}{suffix}"}
 
 
-@pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch_module) -> Iterator[System]:
-    monkeypatch_module.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
+@contextlib.contextmanager
+def running_system(
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    replicas: dict[str, int] = REPLICAS,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[System]:
+    """A system of its own (``start_system``), stopped and its state removed when the block ends."""
+    system = start_system(kafka_bootstrap, postgres_dsn, replicas, extra_env)
     try:
-        yield sys_
+        yield system
     finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
+        system.client.close()
+        system.supervisor.stop()
+        shutil.rmtree(system.state_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+@pytest.fixture(scope="package")
+def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
+    """The system the e2e modules share (see the module docstring). The test process gets the system's
+    DSN too, for the CLI commands the tests run in process."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
+    try:
+        with running_system(kafka_bootstrap, postgres_dsn) as shared:
+            yield shared
+    finally:
+        patch.undo()

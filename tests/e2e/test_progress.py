@@ -6,7 +6,6 @@ run's PipelineResult once it is stopped all count that batch once."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -20,7 +19,7 @@ from shared.contracts import BatchLoaded, EventKind, PipelineResult, RunEvent, R
 from shared.kafka.clients import make_producer
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import await_result, stage
 from tests.e2e.test_streaming import EVENT_STEPS, EventProducer, loaded_ids, new_topic
 from tests.helpers import wait_until
@@ -29,22 +28,7 @@ from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
-REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 1}
 TOTAL = 1200
-
-
-@pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
-    try:
-        yield sys_
-    finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
-        mp.undo()
 
 
 @pytest.fixture

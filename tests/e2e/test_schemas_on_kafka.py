@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,27 +24,24 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from shared.contracts import Alert, DeadLetter, PipelineRequest, PipelineResult, RunStatus
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.helpers import wait_until
 from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
-ONE_EACH = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 1, "monitor": 1}
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
 
 @pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, ONE_EACH)
+def gateway(system: System) -> Iterator[None]:
+    """A gateway on the shared system for this module: it publishes the schemas at start-up too."""
+    started = system.supervisor.start("gateway", 1, env={"AOETL_API_PORT": "0"})
     try:
-        gateway = sys_.supervisor.start("gateway", 1, env={"AOETL_API_PORT": "0"})
-        sys_.supervisor.wait_ready(gateway, timeout=90)
-        yield sys_
+        system.supervisor.wait_ready(started, timeout=90)
+        yield
     finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
+        system.supervisor.stop("gateway")
 
 
 # ------------------------------------------------------------------- the decoder: no project code
@@ -117,6 +113,7 @@ def submit(system: System, spec: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ test
+@pytest.mark.usefixtures("gateway")
 def test_results_alerts_and_dead_letters_decode_with_the_schemas_topic_alone(
     system: System, kafka_bootstrap: str, tmp_path: Path
 ) -> None:

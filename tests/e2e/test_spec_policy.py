@@ -26,29 +26,14 @@ from shared.contracts import ExtractTask, PipelineRequest, PipelineResult, RunSt
 from shared.kafka.topics import Topics
 from shared.settings import ServiceSettings, load_settings
 from shared.spec import parse_spec
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import assert_completed, await_result
 from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
-REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 1}
 REPO = Path(__file__).resolve().parents[2]
 LEDGER = "aoetl.aoetl_ledger"
-
-
-@pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
-    try:
-        yield sys_
-    finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
-        mp.undo()
 
 
 @pytest.fixture

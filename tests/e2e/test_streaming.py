@@ -5,11 +5,10 @@ once while events keep arriving, across a stop and a resume."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +34,7 @@ from shared.kafka.topics import Topics, TopicSpec
 from shared.settings import ServiceSettings, load_settings
 from shared.spec import parse_spec
 from shared.triggers import split_definition_document, topic_run_id
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import assert_completed, await_result, stage
 from tests.helpers import wait_until
 from tests.support import secure_kafka
@@ -44,22 +43,8 @@ pytestmark = pytest.mark.e2e
 
 C = TypeVar("C", bound=Contract)
 
-# Lean on a 2-core machine; two extract replicas so a stream's partitions are shared and handed over.
-REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}
-
-
-@pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
-    try:
-        yield sys_
-    finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
-        mp.undo()
+# The shared system (tests/e2e/conftest.py) runs two extract replicas: a stream's partitions are shared
+# between them and handed over.
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,14 +33,22 @@ pytestmark = pytest.mark.e2e
 SECRET = "whsec_e2e-test-secret-of-32-bytes"
 
 
-def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carries(
-    system: System, tmp_path: Path
-):
+@dataclass
+class Gateway:
+    api: str
+    admin: dict[str, str]  # an admin's Authorization header
+    definition: str  # the definition its trigger starts: a name of this test's own
+
+
+@pytest.fixture
+def gateway(system: System) -> Iterator[Gateway]:
+    """A gateway on the shared system with the billing webhook and its trigger, stopped after the test."""
     api_port = free_port()
+    definition = f"webhook-orders-{uuid.uuid4().hex[:6]}"
     admin = {
         "Authorization": f"Bearer {seed_key(system.env['KAFKA_BOOTSTRAP_SERVERS'], system.suffix).token}"
     }
-    gateway = system.supervisor.start(
+    started = system.supervisor.start(
         "gateway",
         1,
         env={
@@ -50,30 +60,37 @@ def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carrie
                     {
                         "source": "billing",
                         "event": "orders.exported",
-                        "definition": "webhook-orders",
+                        "definition": definition,
                         "parameters": {"batch": "data.batch"},
                     }
                 ]
             ),
         },
     )
-    system.supervisor.wait_ready(gateway, timeout=60)
-    api = f"http://127.0.0.1:{api_port}"
+    try:
+        system.supervisor.wait_ready(started, timeout=60)
+        yield Gateway(f"http://127.0.0.1:{api_port}", admin, definition)
+    finally:
+        system.supervisor.stop("gateway")
+
+
+def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carries(
+    system: System, gateway: Gateway, tmp_path: Path
+):
+    api, admin, name = gateway.api, gateway.admin, gateway.definition
     db = tmp_path / "hooks.duckdb"
     definition = {
-        "name": "webhook-orders",
+        "name": name,
         "source": {"type": "event", "records_path": "data.orders"},
         "transforms": ORDER_STEPS,
         "destination": {"type": "duckdb", "path": str(db), "table": "orders"},
     }
-    assert httpx.put(
-        f"{api}/definitions/webhook-orders", json=definition, headers=admin, timeout=10
-    ).status_code in (
+    assert httpx.put(f"{api}/definitions/{name}", json=definition, headers=admin, timeout=10).status_code in (
         200,
         201,
     )
     wait_until(
-        lambda: httpx.get(f"{api}/definitions/webhook-orders", headers=admin, timeout=5).status_code == 200,
+        lambda: httpx.get(f"{api}/definitions/{name}", headers=admin, timeout=5).status_code == 200,
         30,
         message="definition visible",
     )
@@ -97,7 +114,7 @@ def test_signed_webhook_starts_its_pipeline_once_and_loads_the_records_it_carrie
         tampered = httpx.post(f"{api}/webhooks/billing", content=body + b" ", headers=headers, timeout=30)
         assert tampered.status_code == 401
     assert_completed(result)
-    assert result.pipeline == "webhook-orders"
+    assert result.pipeline == name
     assert duckdb_figures(db, "orders") == expected_orders(rows)
     wait_until(
         lambda: (
