@@ -1,5 +1,13 @@
 """Fault injection on the PostgreSQL destination: the load service's backends terminated in the middle of
-their transactions, and the server restarted mid-run (a private cluster, so nothing else is hit); both fast.
+their transactions, and the server restarted mid-run (a private cluster, so nothing else is hit).
+
+Slow (``make chaos`` only, like the soak's ``pg-terminate`` and ``postgres-restart`` faults): together they
+take about a minute of ``make test``, and each link of what they prove is checked there on its own, faster
+and more precisely: a backend terminated inside a batch's transaction leaves nothing, is a transient error
+and the retry applies the batch once after reconnecting, and an unreachable server is transient
+(``tests/integration/test_sinks_postgres.py``); a transient error is retried without duplicates
+(``tests/integration/test_runtime.py``); a load replica killed inside its transaction loses and duplicates
+nothing (``tests/faults/test_faults_fast.py``).
 
 The sink writes a batch and its ledger row in one transaction, so a cut connection rolls both back and
 the retried batch lands exactly once; the checks compare the table with the ledger of generated rows.
@@ -25,7 +33,7 @@ from tests.faults.harness import (
     with_application_name,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 2}
 
