@@ -56,7 +56,8 @@ from shared.settings import load_settings
 from shared.signals import GracefulShutdown
 from shared.spec import parse_spec
 from shared.startup import publish_writer_schemas
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
+from tests.e2e.conftest import running_system as system_of_its_own
 from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, write_orders
 from tests.helpers import make_state_dir, wait_until
 
@@ -76,20 +77,22 @@ RESULT_TIMEOUT = 180.0
 def running_system(
     kafka_bootstrap: str, postgres_dsn: str, replicas: Mapping[str, int] = REPLICAS
 ) -> Iterator[System]:
-    """Every service as processes on topics of their own; stopped, and its topics deleted, afterwards."""
-    system = start_system(kafka_bootstrap, postgres_dsn, dict(replicas))
+    """Every service as processes on topics of their own (``tests.e2e.conftest.running_system``); stopped,
+    and its topics deleted, afterwards. With ``AOETL_FAULTS_KEEP_LOGS`` a failed test keeps its logs."""
+    suffix: str | None = None
     try:
-        yield system
-    except BaseException:
-        if os.environ.get(KEEP_LOGS_ENV):
-            dump_stacks(system)
-            keep_logs(system.state_dir / "logs", "services")
-        raise
+        with system_of_its_own(kafka_bootstrap, postgres_dsn, dict(replicas)) as system:
+            suffix = system.suffix
+            try:
+                yield system
+            except BaseException:
+                if os.environ.get(KEEP_LOGS_ENV):
+                    dump_stacks(system)
+                    keep_logs(system.state_dir / "logs", "services")
+                raise
     finally:
-        system.client.close()
-        system.supervisor.stop()
-        delete_topics_of(kafka_bootstrap, system.suffix)
-        shutil.rmtree(system.state_dir, ignore_errors=True)
+        if suffix is not None:
+            delete_topics_of(kafka_bootstrap, suffix)
 
 
 def keep_logs(folder: Path, what: str) -> None:

@@ -20,7 +20,7 @@ from shared.contracts import Alert, AlertKind, DeadLetter, PipelineRequest, RunE
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import (
     ORDER_STEPS,
     assert_completed,
@@ -29,7 +29,7 @@ from tests.e2e.test_pipelines import (
     stage,
     write_orders,
 )
-from tests.faults.harness import pg_figures
+from tests.faults.harness import pg_figures, running_system
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults
@@ -40,12 +40,8 @@ REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
 @pytest.fixture
 def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     monkeypatch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
-    try:
+    with running_system(kafka_bootstrap, postgres_dsn, REPLICAS) as sys_:
         yield sys_
-    finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
 
 
 @pytest.mark.parametrize("victim", ["extract", "transform", "load", "orchestrator"])
