@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from confluent_kafka import TopicPartition
 
-from shared import metrics
 from shared.contracts import Contract, Stage
 from shared.errors import ConfigurationError
 from shared.health import HealthServer, ReadinessCheck, write_port_file
@@ -66,7 +65,7 @@ def default_serde(settings: ServiceSettings) -> Serde:
 
 
 class BaseService(ABC, Generic[S]):
-    name: ClassVar[str]  # "extract": logger field, metrics label, transactional id prefix
+    name: ClassVar[str]  # "extract": logger field, transactional id prefix
     stage: ClassVar[Stage]
     settings_class: ClassVar[type[ServiceSettings]]
 
@@ -189,7 +188,6 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
         level=settings.log_level,
         log_format=settings.log_format,
     )
-    metrics.SERVICE_INFO.info({"service": service_class.name, "instance": settings.instance_id})
     _log.info("starting with settings %s", settings.redacted())
     shutdown = install_signal_handlers()
     try:

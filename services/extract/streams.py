@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from prometheus_client import Counter, Gauge
 
+from services.extract import metrics
 from services.extract.worker import extracted_batch
 from shared import streaming
 from shared.connectors.errors import SourceReadError
@@ -40,17 +40,6 @@ from shared.policy.names import topic_problem
 from shared.policy.settings import load_policy
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaSource
-
-STREAM_RECORDS = Counter(
-    "aoetl_stream_records", "Source events read by continuous pipelines (committed)", ["pipeline"]
-)
-STREAM_BATCHES = Counter("aoetl_stream_batches", "Batches continuous pipelines produced", ["pipeline"])
-STREAM_DEAD_LETTERS = Counter(
-    "aoetl_stream_dead_letters", "Unreadable source events dead-lettered", ["pipeline"]
-)
-STREAM_LAG = Gauge(
-    "aoetl_stream_lag_records", "Source events not yet read, per partition", ["pipeline", "partition"]
-)
 
 
 def stream_group(pipeline: str, suffix: str) -> str:
@@ -111,7 +100,6 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
             transactional_id=transactional_id("extract-stream", config.instance_id, pipeline),
             topic=self.source.topic,
             dead_letter_topic=config.topic(Topics.DEAD_LETTERS),
-            label="extract",
             consumer_overrides={"session.timeout.ms": config.session_timeout_ms},
             producer_overrides={"transaction.timeout.ms": config.transaction_timeout_ms},
             timeout=config.kafka_timeout_s,
@@ -136,7 +124,7 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
             topic, partition = window.tp
             lag = _lag(reader.watermarks(topic, partition), window.last_offset + 1)
             if lag is not None:
-                STREAM_LAG.labels(self.stream.pipeline, str(partition)).set(lag)
+                metrics.stream_lag(self.stream.pipeline, partition, lag)
             outputs.extend(self._batch(window, lag))
         return outputs
 
@@ -145,10 +133,7 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
         return [self._progress(None, 0, StreamProgress(heartbeat=True))]
 
     def committed(self, closed: list[streaming.Window[dict[str, Any]]], dead_letters: int) -> None:
-        pipeline = self.stream.pipeline
-        STREAM_RECORDS.labels(pipeline).inc(sum(len(w.items) for w in closed))
-        STREAM_BATCHES.labels(pipeline).inc(len(closed))
-        STREAM_DEAD_LETTERS.labels(pipeline).inc(dead_letters)
+        metrics.stream_committed(self.stream.pipeline, sum(len(w.items) for w in closed), len(closed))
 
     def _batch(
         self, window: streaming.Window[dict[str, Any]], lag: int | None

@@ -39,7 +39,7 @@ from services.gateway.core import Gateway, RunAnswer, WebhookAnswer, api_run_id
 from services.gateway.exceptions import GatewayTransientError, PayloadError, ReplayRefusedError, unavailable
 from services.gateway.keys_api import add_auth_routes
 from services.gateway.limits import BodyLimit, RequestId, read_limited_body
-from services.gateway.metrics import WEBHOOKS
+from services.gateway.metrics import WEBHOOKS, HttpMetrics
 from services.gateway.state import RunStatusView
 from shared.auth.ratelimit import RateLimiter
 from shared.contracts import PipelineDefinition
@@ -108,7 +108,8 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         dependencies=[Depends(guard)],
     )
     app.add_middleware(BodyLimit, limit=s.api_max_body_bytes, exempt_prefixes=("/webhooks/",))
-    app.add_middleware(RequestId)  # outermost: even a 413 carries the request id
+    app.add_middleware(RequestId)  # even a 413 carries the request id
+    app.add_middleware(HttpMetrics)  # outermost: every answer counted and timed
     install_openapi_security(app, metrics_public=s.metrics_public)
 
     # Every object belongs to a tenant; another tenant's is answered as if it did not exist (404), so

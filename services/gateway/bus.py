@@ -65,7 +65,6 @@ from shared.kafka.types import Serde
 from shared.processing import RetryPolicy
 
 _log = logging.getLogger(__name__)
-SERVICE = "gateway"
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class KafkaBus:
             PUBLISH_FAILURES.labels(topic).inc()
             raise GatewayTransientError(f"Kafka did not acknowledge the record: {exc!r}") from exc
         PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
-        metrics.MESSAGES_PRODUCED.labels(SERVICE, topic).inc()
+        metrics.MESSAGES_PRODUCED.labels(topic).inc()
         return RecordPosition(topic, landed.partition, landed.offset)
 
     async def caught_up_to(self, position: RecordPosition) -> None:
@@ -308,7 +307,7 @@ class KafkaBus:
                     self._apply(tp.topic, record)
                 if records:
                     self._passed(tp, records[-1].offset + 1)
-                metrics.MESSAGES_CONSUMED.labels(SERVICE, tp.topic).inc(len(records))
+                metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
 
     def _apply(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         t = self.topics

@@ -34,7 +34,6 @@ import asyncio
 import logging
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -239,12 +238,12 @@ class MonitorApp:
         run_event = self._decode(event, RunEvent)
         if run_event is None:
             return
-        metrics.observe_event(run_event)
         with log_context(run_id=run_event.run_id):
             record = RunRecord.from_table(self.runs.get(run_event.run_id))
             updated, alerts = apply_event(
                 record, run_event, partition=event.message.partition, thresholds=self.thresholds
             )
+            metrics.observe_event(run_event, updated.pipeline)
             for alert in alerts:
                 await self.publish(alert)
             if updated != record:
@@ -334,12 +333,12 @@ class MonitorApp:
         standby copies of others), and send each a command to the partition of its run."""
         now = self.clock()
         active = self._active_partitions()
-        states: Counter[str] = Counter(active=0, finished=0)
+        tracked: list[RunRecord] = []
         for run_id, value in list(self.runs.items()):
             record = RunRecord.from_table(value)
             if record is None or record.partition not in active:
                 continue
-            states["finished" if record.finished else "active"] += 1
+            tracked.append(record)
             action = (
                 STUCK
                 if stuck_alert(record, now) is not None
@@ -353,8 +352,7 @@ class MonitorApp:
                     value={"run_id": run_id, "action": action},
                     partition=record.partition,
                 )
-        for state, count in states.items():
-            metrics.RUNS_TRACKED.labels(state).set(count)
+        metrics.observe_tracked_runs(tracked, now)
 
     async def check_lag(self) -> None:
         results = await self._lag.measure_all(self.settings.lag_groups)

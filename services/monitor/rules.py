@@ -185,13 +185,16 @@ def quality_alert(record: RunRecord, event: RunEvent, max_failed_fraction: float
     )
 
 
+def is_stuck(record: RunRecord, now: float) -> bool:
+    """An unfinished run without a progress event for longer than its threshold."""
+    return not record.finished and now - record.last_progress > record.stuck_after_s
+
+
 def stuck_alert(record: RunRecord, now: float) -> Alert | None:
-    """RUN_STUCK: an unfinished run without a progress event for longer than its threshold."""
-    if record.finished or AlertKind.RUN_STUCK in record.alerted:
+    """RUN_STUCK, once per run (``is_stuck``)."""
+    if not is_stuck(record, now) or AlertKind.RUN_STUCK in record.alerted:
         return None
     idle = now - record.last_progress
-    if idle <= record.stuck_after_s:
-        return None
     return _alert(
         record,
         AlertKind.RUN_STUCK,

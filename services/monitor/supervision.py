@@ -59,7 +59,7 @@ class Supervision:
         except FATAL:
             raise
         except Exception:
-            PROCESSING_ERRORS.labels("monitor", "unhandled", "false").inc()
+            PROCESSING_ERRORS.labels("unhandled", "false").inc()
             msg = event.message
             _log.exception("%s: skipping %s[%d]@%d", name, msg.topic, msg.partition, msg.offset)
 

@@ -79,7 +79,6 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
             ),
             topic=rule.topic,
             dead_letter_topic=Topics.DEAD_LETTERS + config.topic_suffix,
-            label="orchestrator",
             consumer_overrides={
                 "auto.offset.reset": rule.start_from.value,
                 "session.timeout.ms": config.session_timeout_ms,

@@ -90,12 +90,10 @@ class KafkaTransaction:
         *,
         stop: threading.Event,
         timeout: float = 30.0,
-        label: str = "",
         retry_delay: Callable[[int], float] = lambda attempt: min(0.5 * 2 ** (attempt - 1), 10.0),
         producer_overrides: Mapping[str, Any] | None = None,
     ):
         self.kafka, self.transactional_id = kafka, transactional_id
-        self.label = label or transactional_id  # the metrics label (the service name)
         self._stop, self._timeout, self._retry_delay = stop, timeout, retry_delay
         self._overrides = dict(producer_overrides or {})
         self._producer: TransactionalProducer | None = None
@@ -171,7 +169,7 @@ class KafkaTransaction:
                     raise
                 _log.warning("commit_transaction failed retriably (%s); retrying", error)
         self._failures = 0
-        metrics.TRANSACTIONS.labels(self.label, "committed").inc()
+        metrics.TRANSACTIONS.labels("committed").inc()
 
     def fail(self, exc: BaseException) -> None:
         """The commit (or a produce into the transaction) failed with ``exc``: abort, or replace the
@@ -186,7 +184,7 @@ class KafkaTransaction:
         ):
             # A hung call still holds the old producer, so abort_transaction would only conflict with it;
             # a producer failing again and again may be stuck on a dead connection. Both: start afresh.
-            metrics.TRANSACTIONS.labels(self.label, "aborted").inc()
+            metrics.TRANSACTIONS.labels("aborted").inc()
             self._failures = 0
             self._replace()
             return
@@ -195,7 +193,7 @@ class KafkaTransaction:
     def discard(self) -> None:
         """Take back the open transaction, nothing having gone wrong with Kafka (a handler failed mid-way,
         or there is nothing to commit); a producer that cannot abort is replaced."""
-        metrics.TRANSACTIONS.labels(self.label, "aborted").inc()
+        metrics.TRANSACTIONS.labels("aborted").inc()
         try:
             self.producer.abort_transaction(self._timeout)
         except KafkaException as exc:

@@ -70,7 +70,6 @@ class TransactionalCommit:
         *,
         stop: threading.Event,
         timeout: float,
-        label: str,
         retry_delay: Any,
         producer_overrides: Mapping[str, Any],
     ):
@@ -80,7 +79,6 @@ class TransactionalCommit:
             transactional_id,
             stop=stop,
             timeout=timeout,
-            label=label,
             retry_delay=retry_delay,
             producer_overrides=producer_overrides,
         )

@@ -82,7 +82,7 @@ class MessageHandling:
                 return (encoded if lazy else list(encoded)), attempt
         except Exception as exc:
             transient = is_transient(exc)
-            metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
+            metrics.PROCESSING_ERRORS.labels(type(exc).__name__, str(transient).lower()).inc()
             if transient and not self.config.retry.exhausted(attempt + 1):
                 raise RetryLater((topic, partition), offset, attempt + 1, exc) from exc
             letters = self._dead_letter(record, exc, value, attempt + 1 if transient else attempt)

@@ -78,7 +78,6 @@ def commit_mode_for(kafka: KafkaSettings, config: LoopConfig, stop: threading.Ev
         transactional_id(config.service, config.instance_id),
         stop=stop,
         timeout=config.kafka_timeout,
-        label=config.service,
         retry_delay=config.retry.delay,
         producer_overrides=config.producer_overrides,
     )
@@ -99,7 +98,6 @@ class _Pending:
 
     next_offsets: dict[TP, TopicPartition] = field(default_factory=dict)
     produced: Counter[str] = field(default_factory=Counter)
-    dead_letters: Counter[str] = field(default_factory=Counter)
 
 
 class ProcessingLoop:
@@ -222,7 +220,7 @@ class ProcessingLoop:
     # ----------------------------------------------------------------------------------- rebalances
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._assigned_once = True
-        metrics.ASSIGNED_PARTITIONS.labels(self.config.service).set(len(partitions))
+        metrics.ASSIGNED_PARTITIONS.set(len(partitions))
         _log.info("assigned %s", _describe(partitions))
         if self.on_assign is not None:
             self.on_assign(consumer, partitions)
@@ -233,15 +231,14 @@ class ProcessingLoop:
         paused = self._retries.forget({(tp.topic, tp.partition) for tp in partitions})
         if paused:
             consumer.resume([TopicPartition(*tp) for tp in paused])
-        metrics.ASSIGNED_PARTITIONS.labels(self.config.service).set(0)
+        metrics.ASSIGNED_PARTITIONS.set(0)
         _log.info("revoked %s", _describe(partitions))
 
     # ----------------------------------------------------------------------------------- one batch
     def _process(self, records: list[Any]) -> None:
         started = time.monotonic()
-        service = self.config.service
         for record in records:
-            metrics.MESSAGES_CONSUMED.labels(service, record.topic()).inc()
+            metrics.MESSAGES_CONSUMED.labels(record.topic()).inc()
         first = first_offsets(records)
         pending = _Pending()
         reports = DeliveryReports()
@@ -275,11 +272,9 @@ class ProcessingLoop:
         for failure in failing.values():
             self._schedule_retry(failure)
         for topic, count in pending.produced.items():
-            metrics.MESSAGES_PRODUCED.labels(service, topic).inc(count)
-        for topic, count in pending.dead_letters.items():
-            metrics.DEAD_LETTERS.labels(service, topic).inc(count)
+            metrics.MESSAGES_PRODUCED.labels(topic).inc(count)
         if pending.next_offsets:
-            metrics.BATCH_SECONDS.labels(service).observe(time.monotonic() - started)
+            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         for tp, position in pending.next_offsets.items():
             if tp not in failing:
                 self._retries.passed(tp, position.offset)
@@ -295,8 +290,6 @@ class ProcessingLoop:
                 for out_topic, key, value in outputs:
                     self._mode.produce(out_topic, value, key, reports)
                     produced_any = True
-                    if out_topic == self.config.dead_letter_topic and topic != out_topic:
-                        pending.dead_letters[topic] += 1
                     pending.produced[out_topic] += 1
             except Exception as exc:
                 if not produced_any or not self._mode.streams_outputs:
@@ -314,7 +307,7 @@ class ProcessingLoop:
         self._rolled_back()
         exc = failure.cause
         transient = is_transient(exc)
-        metrics.PROCESSING_ERRORS.labels(self.config.service, type(exc).__name__, str(transient)).inc()
+        metrics.PROCESSING_ERRORS.labels(type(exc).__name__, str(transient).lower()).inc()
         if transient and not self.config.retry.exhausted(failure.attempt + 1):
             self._schedule_retry(RetryLater(failure.tp, failure.offset, failure.attempt + 1, exc))
         else:
@@ -323,7 +316,7 @@ class ProcessingLoop:
     def _schedule_retry(self, retry: RetryLater) -> None:
         """Rewind the failed partition to the failed message and pause it for the backoff; the loop
         resumes it when the time is up, and the other partitions flow meanwhile."""
-        metrics.RETRIES.labels(self.config.service).inc()
+        metrics.RETRIES.inc()
         delay = self._retries.schedule(retry.tp, retry.offset, retry.attempts, time.monotonic())
         consumer = self._require_consumer()
         consumer.pause([TopicPartition(*retry.tp)])

@@ -49,7 +49,6 @@ class ReaderConfig:
     transactional_id: str
     topic: str
     dead_letter_topic: str
-    label: str  # the metrics label (the service)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 30.0  # for init/commit/abort/committed calls
@@ -78,7 +77,6 @@ class TransactionalReader:
             config.transactional_id,
             stop=stop,
             timeout=config.timeout,
-            label=config.label,
             retry_delay=retry_delay,
             producer_overrides=config.producer_overrides,
         )

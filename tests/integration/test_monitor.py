@@ -4,6 +4,7 @@ changelogs instead of alerting again."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -107,12 +108,21 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
 
         m = first.metric
         dead_letters = {"stage": "transform", "error_class": "QualityRuleViolation"}
-        first.wait(lambda: m("aoetl_dead_letters_seen_total", **dead_letters) == 3, "dead letters counted")
+        first.wait(lambda: m("aoetl_dead_letters_total", **dead_letters) == 3, "dead letters counted")
         assert m("aoetl_runs_finished_total", pipeline="orders", status="FAILED") == 1
         assert m("aoetl_runs_finished_total", pipeline="orders", status="COMPLETED") == 1
-        assert m("aoetl_stage_rows_total", stage="transform", direction="rejected") == 30
-        assert m("aoetl_stage_rows_total", stage="extract", direction="out") == 500
-        assert m("aoetl_stage_rows_total", stage="load", direction="out") == 500
+        # A pipeline's run counters exist from its first event, at 0, so a first failure is an increase.
+        assert m("aoetl_runs_finished_total", pipeline="slow", status="FAILED") == 0
+        # The results started 5 s before they finished.
+        assert m("aoetl_run_duration_seconds_count", pipeline="orders", status="FAILED") == 1
+        assert m("aoetl_run_duration_seconds_sum", pipeline="orders", status="COMPLETED") == 5
+        last_success = m("aoetl_pipeline_last_success_timestamp_seconds", pipeline="orders") or 0
+        assert time.time() - 600 < last_success <= time.time()
+        assert m("aoetl_pipeline_last_success_timestamp_seconds", pipeline="slow") is None
+        assert m("aoetl_rows_total", pipeline="orders", stage="transform", direction="rejected") == 30
+        assert m("aoetl_rows_total", pipeline="orders", stage="extract", direction="out") == 500
+        assert m("aoetl_rows_total", pipeline="orders", stage="load", direction="out") == 500
+        first.wait(lambda: m("aoetl_runs_stuck", pipeline="slow") == 1, "the stuck-runs gauge")
         assert m("aoetl_batch_latency_seconds_count", stage="transform") == 1
         assert m("aoetl_alerts_total", kind="RUN_FAILED", severity="CRITICAL") == 1
         # every event published so far is lag for a group that committed offset 0
@@ -146,7 +156,7 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
         )
         sentinels = {(AlertKind.RUN_STUCK, sentinel), (AlertKind.RUN_FAILED, failed_again)}
         second.wait(lambda: sentinels <= set(reader.counts()), "the sentinel alerts")
-        second.wait(lambda: m("aoetl_dead_letters_seen_total", **dead_letters) == 3, "dead letters counted")
+        second.wait(lambda: m("aoetl_dead_letters_total", **dead_letters) == 3, "dead letters counted")
         assert reader.counts() == Counter(
             {
                 (AlertKind.RUN_FAILED, failed): 1,

@@ -243,7 +243,7 @@ class CountingReader(WindowedTopicReader[dict[str, Any]]):
 
     def __init__(self) -> None:
         config = ReaderConfig(
-            kafka=KAFKA, group_id="g", transactional_id="r", topic="t", dead_letter_topic="dl", label="test"
+            kafka=KAFKA, group_id="g", transactional_id="r", topic="t", dead_letter_topic="dl"
         )
         super().__init__("counting", config, WindowLimits(items=2), StreamFormat.JSON, AvroSerde())
 
