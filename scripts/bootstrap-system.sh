@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system tools the local stack needs (JRE 17+, Maven, PostgreSQL server binaries), only when
-# missing. Installs happen only as root on Debian/Ubuntu; elsewhere it prints what to install and fails.
+# Installs the system tools the local stack needs (JRE 17+, Maven, PostgreSQL server binaries) and the
+# tests need (promtool and the Prometheus server, from Debian's prometheus package), only when missing.
+# Installs happen only as root on Debian/Ubuntu; elsewhere it prints what to install and fails.
 # Tools for a component are not needed when that component is external (KAFKA_BOOTSTRAP_SERVERS /
 # AOETL_POSTGRES_DSN), so those checks are skipped then.
 set -euo pipefail
@@ -16,11 +17,18 @@ if [[ -z "${AOETL_POSTGRES_DSN:-}" ]]; then
     || missing+=(postgresql)
 fi
 
+# The alert rules' tests (promtool check/test rules) and the test that scrapes a service with a real server.
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+
 if ((${#missing[@]})); then
   if [[ $EUID -eq 0 && -r /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]}"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Debian's package enables a system-wide Prometheus server; the tests start their own on loopback.
+    if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
   else
     echo "bootstrap: missing ${missing[*]}; install them (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
     exit 1
