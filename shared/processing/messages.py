@@ -52,7 +52,7 @@ RollbackHandler = Callable[[Any], None]
 
 @dataclass(frozen=True)
 class LoopConfig:
-    service: str  # names the transactional id and the metrics label
+    service: str  # names the transactional id and the log records
     stage: Stage  # written into dead letters
     instance_id: str
     group_id: str
