@@ -62,3 +62,17 @@ def exported_families() -> dict[str, Family]:
 def exported_series() -> set[str]:
     """Every series name a scrape of some service can show."""
     return {series for family in exported_families().values() for series in family.series}
+
+
+TARGET_LABELS = frozenset({"job", "instance"})  # added by the scrape to every series
+
+
+def series_labels() -> dict[str, frozenset[str]]:
+    """Every series name a scrape can show, with the label names a query can match on it (its own, the
+    target's, and ``le`` on a histogram's buckets); ``up``, which Prometheus writes itself, included."""
+    labels: dict[str, frozenset[str]] = {"up": TARGET_LABELS}
+    for family in exported_families().values():
+        for series in family.series:
+            extra = {"le"} if series.endswith("_bucket") else set()
+            labels[series] = frozenset(family.labels) | TARGET_LABELS | extra
+    return labels

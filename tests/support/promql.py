@@ -23,6 +23,21 @@ _KEYWORDS = frozenset(
 )
 
 
+_SELECTOR = re.compile(
+    r'(?<![A-Za-z0-9_:.$])(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)\s*\{(?P<matchers>(?:[^{}"]|"(?:[^"\\]|\\.)*")*)\}'
+)
+_MATCHER_LABEL = re.compile(r"(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def matched_labels(expression: str) -> dict[str, set[str]]:
+    """The label names each selector's matchers use (``metric{a="x", b=~"y"}`` -> {metric: {a, b}})."""
+    found: dict[str, set[str]] = {}
+    for selector in _SELECTOR.finditer(expression):
+        matchers = _STRINGS.sub('""', selector["matchers"])
+        found.setdefault(selector["name"], set()).update(_MATCHER_LABEL.findall(matchers))
+    return found
+
+
 def metric_names(expression: str) -> set[str]:
     text = _STRINGS.sub('""', expression)
     text = _MATCHERS.sub("", text)

@@ -15,13 +15,11 @@ import pytest
 import yaml
 
 from deploy.grafana import dashboards
-from tests.support.exported_metrics import exported_families, exported_series
-from tests.support.promql import metric_names
+from tests.support.exported_metrics import TARGET_LABELS, exported_families, series_labels
+from tests.support.promql import matched_labels, metric_names
 
 pytestmark = pytest.mark.unit
 
-SYNTHETIC = {"up"}  # written by Prometheus for every target
-TARGET_LABELS = {"job", "instance"}
 _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")
 # Grafana's variables, as a query would read once Grafana has put them in.
 _GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "6h", "$pipeline": "orders", "$job": "aoetl-load"}
@@ -49,14 +47,21 @@ def test_the_committed_dashboards_are_what_the_generator_builds() -> None:
     assert dashboards.main(["--check"]) == 0
 
 
-def test_every_query_names_only_metrics_the_services_export() -> None:
-    exported = exported_series() | SYNTHETIC
+def test_every_query_names_only_metrics_the_services_export_and_their_labels() -> None:
+    exported = series_labels()
     found = targets()
     assert len(found) >= 30
     empty = [(board, title) for board, title, expr in found if not metric_names(expr)]
     assert not empty, "a query that reads no metric"
-    unknown = [(board, title, sorted(metric_names(expr) - exported)) for board, title, expr in found]
+    unknown = [(board, title, sorted(metric_names(expr) - set(exported))) for board, title, expr in found]
     assert not [u for u in unknown if u[2]]
+    wrong_labels = [
+        (board, title, metric, sorted(labels - exported[metric]))
+        for board, title, expr in found
+        for metric, labels in matched_labels(expr).items()
+        if labels - exported[metric]
+    ]
+    assert not wrong_labels
 
 
 def test_every_variable_reads_a_label_of_an_exported_metric() -> None:

@@ -12,16 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.exported_metrics import exported_series
-from tests.support.promql import metric_names
+from tests.support.exported_metrics import series_labels
+from tests.support.promql import matched_labels, metric_names
 
 pytestmark = pytest.mark.unit
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULE_FILES = sorted(PROMETHEUS_DIR.glob("*.rules.yml"))
 TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
-# Series Prometheus writes itself for every target.
-SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
@@ -84,12 +82,19 @@ def test_every_alert_has_a_unit_test() -> None:
     assert alerts <= tested, f"alerts never seen firing in a test: {sorted(alerts - tested)}"
 
 
-def test_the_rules_name_only_metrics_the_services_export() -> None:
-    exported = exported_series() | SYNTHETIC
+def test_the_rules_name_only_metrics_the_services_export_and_their_labels() -> None:
+    exported = series_labels()
     named = {rule.get("alert") or rule["record"]: metric_names(rule["expr"]) for rule in rules()}
     assert all(named.values()), named
-    unknown = {rule: sorted(names - exported) for rule, names in named.items() if names - exported}
+    unknown = {rule: sorted(names - set(exported)) for rule, names in named.items() if names - set(exported)}
     assert not unknown
+    wrong_labels = {
+        (rule.get("alert") or rule["record"], metric): sorted(labels - exported[metric])
+        for rule in rules()
+        for metric, labels in matched_labels(rule["expr"]).items()
+        if labels - exported[metric]
+    }
+    assert not wrong_labels
 
 
 def test_metric_names_finds_selectors_and_nothing_else() -> None:
@@ -101,3 +106,7 @@ def test_metric_names_finds_selectors_and_nothing_else() -> None:
         ) / ignoring(le) histogram_quantile(0.95, sum(rate(h_bucket[5m:1m])) by (le)) and time() - m
     """
     assert metric_names(expression) == {"aoetl_x_total", "up", "aoetl_y_total", "h_bucket", "m"}
+    assert matched_labels(expression) == {
+        "aoetl_x_total": {"status"},
+        "aoetl_y_total": {"pipeline"},
+    }
