@@ -57,9 +57,9 @@ typecheck: $(STAMPS)/venv
 	$(VENV)/bin/mypy -p shared -p services -p aoetl
 
 ## dashboards: regenerate the Grafana dashboards (deploy/grafana/dashboards/*.json) from
-## deploy/grafana/dashboards.py; the unit tests fail while the committed JSON is out of date.
+## deploy/grafana/build_dashboards.py; the unit tests fail while the committed JSON is out of date.
 dashboards: $(STAMPS)/venv
-	$(PY) -m deploy.grafana.dashboards
+	$(PY) -m deploy.grafana.build_dashboards
 
 ## demo: the end-to-end demo (aoetl/demo.py).
 demo: bootstrap

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.grafana import dashboards
+from deploy.grafana import build_dashboards as dashboards
 from tests.support.exported_metrics import TARGET_LABELS, exported_families, series_labels
 from tests.support.promql import matched_labels, metric_names
 
@@ -43,7 +43,9 @@ def test_the_committed_dashboards_are_what_the_generator_builds() -> None:
     built = dashboards.build_all()
     committed = {path.name: path.read_text() for path in dashboards.OUT_DIR.glob("*.json")}
     assert set(built) == {"aoetl-overview.json", "aoetl-pipeline.json", "aoetl-service.json"}
-    assert committed == built, "out of date: run `make dashboards` (python -m deploy.grafana.dashboards)"
+    assert committed == built, (
+        "out of date: run `make dashboards` (python -m deploy.grafana.build_dashboards)"
+    )
     assert dashboards.main(["--check"]) == 0
 
 

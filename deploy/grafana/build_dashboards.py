@@ -1,4 +1,4 @@
-"""The Grafana dashboards of aoetl, built from code: ``python -m deploy.grafana.dashboards`` (``make
+"""The Grafana dashboards of aoetl, built from code: ``python -m deploy.grafana.build_dashboards`` (``make
 dashboards``) writes ``deploy/grafana/dashboards/*.json``; ``--check`` fails when the committed files
 differ from what this module builds (tests/unit/test_grafana_dashboards.py checks the same, and that every
 query names only metrics the services export).
