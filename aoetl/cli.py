@@ -1,28 +1,134 @@
-"""The ``aoetl`` command. A thin registry: each sub-command group lives in ``aoetl/commands/<name>.py`` and
-is registered here with one line."""
+"""The ``aoetl`` command. A thin registry: each sub-command (group) lives in ``aoetl/commands/<name>.py`` and
+is registered here with one line.
+
+Cold start: a command's module is imported only when that command runs or shows its own help. Importing
+them all to build the CLI cost ``aoetl --help`` seconds (LangChain through the agent planner, Arrow,
+Polars, DuckDB, the Kafka client, every schema's model), none of which a listing of commands needs. So the
+registry holds, per command, where it lives and the line ``aoetl --help`` shows for it
+(``tests/unit/test_cli_startup.py`` keeps that line equal to the command's own help, and checks what a
+listing imports). A command module in turn imports its heavy dependencies inside the commands that use
+them, so that ``aoetl submit --help`` imports no more than the submit command's signature needs.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from aoetl.commands import agent, auth, definitions, dev, dlq, pipelines, webhooks
-from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots_env
+if TYPE_CHECKING:  # typer vendors click as typer._click: its classes are named here for the type checker only
+    from typer._click import Command, Context
 
-# The CLI is the developer's tool: unless the operator says otherwise, it reads and checks files under the
-# development data roots (``shared.policy.settings``), as the services ``aoetl dev up`` starts do.
-os.environ.setdefault(DATA_ROOTS_ENV, dev_data_roots_env())
 
-app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True)
+@dataclass(frozen=True)
+class Entry:
+    """A command of the root: ``target`` is ``"module:attribute"``, a ``typer.Typer`` (a group of commands)
+    or a command function; ``summary`` is what ``aoetl --help`` shows for it."""
 
-app.add_typer(dev.app, name="dev")
-app.add_typer(definitions.app, name="definitions")
-app.add_typer(webhooks.app, name="webhook")
-app.add_typer(dlq.app, name="dlq")
-app.add_typer(auth.app, name="auth")
-pipelines.register(app)
-agent.register(app)
+    target: str
+    summary: str
+
+    def load(self, name: str) -> Command:
+        module, _, attribute = self.target.partition(":")
+        found = getattr(importlib.import_module(module), attribute)
+        if isinstance(found, typer.Typer):
+            command: Command = typer.main.get_group(found)
+        else:
+            single = typer.Typer(add_completion=False)
+            single.command(name=name)(found)
+            command = typer.main.get_command(single)
+        command.name = name
+        return command
+
+
+# In the order ``aoetl --help`` lists them; a summary is the first paragraph of the command's help, line
+# breaks included (typer's rich help keeps them).
+COMMANDS: dict[str, Entry] = {
+    "validate": Entry(
+        "aoetl.commands.pipelines:validate",
+        "Check a spec and the spec policy of this environment (the AOETL_POLICY_* variables the services\n"
+        "read: data roots, declared connections, egress allow list...); print every problem as field path +\n"
+        "reason; exit non-zero when invalid. The orchestrator checks again with its own settings when the "
+        "spec\n"
+        "is submitted.",
+    ),
+    "submit": Entry("aoetl.commands.pipelines:submit", "Publish a pipeline request; print the run id."),
+    "run": Entry(
+        "aoetl.commands.pipelines:run",
+        "Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status.",
+    ),
+    "status": Entry(
+        "aoetl.commands.pipelines:status", "A run's result, or its progress so far, read from Kafka."
+    ),
+    "stop": Entry(
+        "aoetl.commands.pipelines:stop",
+        "Stop a run. A continuous run's readers commit what they read and leave its topic (submit the\n"
+        "pipeline again to resume exactly there); a one-shot run still in progress is aborted. Ends "
+        "CANCELLED.",
+    ),
+    "results": Entry("aoetl.commands.pipelines:results", "Print pipeline results (JSON lines with --json)."),
+    "alerts": Entry("aoetl.commands.pipelines:alerts", "Print alerts (JSON lines with --json)."),
+    "profile": Entry(
+        "aoetl.commands.agent:profile", "Profile a sample of a source: types, nulls, keys, PII, ranges."
+    ),
+    "suggest": Entry(
+        "aoetl.commands.agent:suggest",
+        "Suggest a ready pipeline spec for a source, proven by a dry run on the sample.",
+    ),
+    "plan": Entry(
+        "aoetl.commands.agent:plan",
+        "Plan a pipeline from a sentence (needs AOETL_LLM_MODEL unless it is just a path), then submit it.",
+    ),
+    "dev": Entry(
+        "aoetl.commands.dev:app", "Run the local Kafka + PostgreSQL stack (and optionally the services)."
+    ),
+    "definitions": Entry("aoetl.commands.definitions:app", "Register and list pipeline definitions."),
+    "webhook": Entry("aoetl.commands.webhooks:app", "Webhook tools."),
+    "dlq": Entry("aoetl.commands.dlq:app", "Inspect and re-drive dead letters."),
+    "auth": Entry("aoetl.commands.auth:app", "Authentication: API keys, and the token this CLI sends."),
+}
+
+
+class LazyCommand(TyperCommand):
+    """Stands for a registered command in the root's listing (name and summary, nothing imported); the real
+    command is built the first time it is used: click makes every command's context through
+    ``make_context``, for running it, for its ``--help`` and for shell completion alike."""
+
+    def __init__(self, name: str, entry: Entry) -> None:
+        super().__init__(name, help=entry.summary)
+        self.entry = entry
+        self._loaded: Command | None = None
+
+    def loaded(self) -> Command:
+        if self._loaded is None:
+            self._loaded = self.entry.load(self.name or "")
+        return self._loaded
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        return self.loaded().make_context(info_name, args, parent=parent, **extra)
+
+
+class RootGroup(TyperGroup):
+    """The root group: every entry of ``COMMANDS``, as a ``LazyCommand``."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, entry in COMMANDS.items():
+            self.add_command(LazyCommand(name, entry))
+
+
+app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True, cls=RootGroup)
+
+
+@app.callback()
+def _root() -> None:
+    # a callback makes typer build the root as a group (RootGroup) although no command is registered on it
+    pass
 
 
 if __name__ == "__main__":

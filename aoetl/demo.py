@@ -18,7 +18,7 @@ from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.door import submit_audited
-from aoetl.commands.pipelines import EXIT_CODES, follow_run, print_result
+from aoetl.commands.run_display import EXIT_CODES, follow_run, print_result
 from aoetl.devstack import DevStack
 from examples.orders.generate import generate
 from shared.kafka.topics import Topics

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from aoetl.client import AoetlClient  # noqa: E402
-from aoetl.commands.pipelines import follow_run  # noqa: E402
+from aoetl.commands.run_display import follow_run  # noqa: E402
 from aoetl.devstack import DevStack  # noqa: E402
 from shared.contracts import RunStatus, Stage  # noqa: E402
 from shared.kafka.topics import Topics  # noqa: E402

@@ -1,24 +1,26 @@
-"""Agent commands: ``profile`` a source, ``suggest`` a spec for it, ``plan`` a pipeline from a sentence."""
+"""Agent commands: ``profile`` a source, ``suggest`` a spec for it, ``plan`` a pipeline from a sentence.
+
+Cold start (see ``aoetl.cli``): at its top this module imports only the standard library, typer and rich;
+each command imports the agent in its body: profiling and suggestions bring Polars, Arrow and DuckDB, and
+only ``plan`` brings the planner and LangChain.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
-from shared.agent.planner import IntentPlanner, PlanOutcome
-from shared.agent.profile import SourceProfile, profile_source
-from shared.agent.settings import AgentSettings
-from shared.agent.sources import source_from_argument
-from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
-from shared.errors import AoetlError
-from shared.settings import load_settings
+from aoetl.commands.data_roots import default_to_dev_data_roots
+
+if TYPE_CHECKING:
+    from shared.agent.planner import PlanOutcome
+    from shared.agent.profile import SourceProfile
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,6 +40,13 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _profile(source_arg: str, rows: int | None) -> SourceProfile:
+    from shared.agent.profile import profile_source
+    from shared.agent.settings import AgentSettings
+    from shared.agent.sources import source_from_argument
+    from shared.errors import AoetlError
+    from shared.settings import load_settings
+
+    default_to_dev_data_roots()
     try:
         source = source_from_argument(source_arg)
         return profile_source(source, sample_rows=rows or load_settings(AgentSettings).agent_sample_rows)
@@ -107,6 +116,9 @@ def suggest(
     rows: RowsOpt = None,
 ) -> None:
     """Suggest a ready pipeline spec for a source, proven by a dry run on the sample."""
+    from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
+    from shared.errors import AoetlError
+
     result = _profile(source, rows)
     try:
         suggestion = suggest_spec(result, parse_destination_uri(to), name=name)
@@ -147,6 +159,15 @@ def plan(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="also write the spec here")] = None,
 ) -> None:
     """Plan a pipeline from a sentence (needs AOETL_LLM_MODEL unless it is just a path), then submit it."""
+    from rich.syntax import Syntax  # brings pygments
+
+    from shared.agent.planner import IntentPlanner  # brings LangChain
+    from shared.agent.settings import AgentSettings
+    from shared.agent.suggest import spec_to_yaml
+    from shared.errors import AoetlError
+    from shared.settings import load_settings
+
+    default_to_dev_data_roots()
     try:
         # load_settings: a bad AOETL_LLM_* value is a readable ConfigurationError, not a traceback
         planner = IntentPlanner.from_settings(load_settings(AgentSettings))
@@ -173,9 +194,3 @@ def plan(
     finally:
         client.close()
     console.print(request.run_id)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(profile)
-    app.command()(suggest)
-    app.command()(plan)

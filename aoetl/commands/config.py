@@ -22,12 +22,14 @@ import stat
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import tomli_w
 
 from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
 DEFAULT_TENANT = "default"
@@ -111,6 +113,10 @@ def save_config(config: CliConfig, path: Path | None = None) -> Path:
 
 def gateway_client(url: str, config: CliConfig | None = None, *, timeout: float = 30.0) -> httpx.Client:
     """An HTTP client of the gateway's REST API that sends the configured token."""
+    # imported here: every Kafka-door command reads this module's config, few talk to a gateway, and httpx
+    # costs a tenth of a second at start (cold start, see ``aoetl.cli``)
+    import httpx
+
     config = config or load_config()
     return httpx.Client(base_url=url.rstrip("/"), headers=config.auth_headers(), timeout=timeout)
 

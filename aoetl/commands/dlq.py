@@ -20,7 +20,6 @@ from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
-from shared.batch import decode_table
 from shared.contracts import DeadLetter
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
@@ -89,6 +88,9 @@ def show(
     info["payload_bytes"] = len(letter.payload)
     console.print_json(json.dumps(info, default=str))
     if letter.payload_format == "arrow_ipc":
+        # Arrow is imported for quarantined rows only, not for every dlq command (cold start, aoetl.cli)
+        from shared.batch import decode_table
+
         rows = decode_table(letter.payload)
         console.print(f"{rows.num_rows} quarantined row(s); first ones:")
         console.print(rows.slice(0, 5).to_pylist())

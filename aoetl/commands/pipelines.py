@@ -1,38 +1,35 @@
-"""Pipeline commands: validate, submit, run --wait, status, results --follow, alerts --follow."""
+"""Pipeline commands: validate, submit, run --wait, status, results --follow, alerts --follow.
+
+Cold start (see ``aoetl.cli``): this module is imported to show any of these commands' help, so at its top
+it imports only the standard library, typer and rich; each command imports what it uses (the spec loader,
+the policy, the Kafka client, the contracts, ``run_display``) in its body.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from aoetl.client import AoetlClient
-from aoetl.commands.door import stop_audited, submit_audited
-from shared.contracts import Alert, PipelineResult, RunEvent, RunStatus, Stage, StageStats
-from shared.errors import ConfigurationError
-from shared.kafka.topics import Topics
-from shared.policy import DEFAULT_TENANT, check_spec, load_policy
-from shared.progress import FIGURE_STAGES, RunProgress, fold
-from shared.spec import SpecError, SpecIssue, load_spec
-from shared.spec.models import PipelineSpec
+from aoetl.commands.data_roots import default_to_dev_data_roots
+
+if TYPE_CHECKING:
+    from shared.contracts import Contract
+    from shared.spec import SpecIssue
+    from shared.spec.models import PipelineSpec
+
+# shared.contracts.DEFAULT_TENANT, written out here because this default is part of validate's signature,
+# which typer reads to build the command (tests/unit/test_cli_startup.py checks that the two agree)
+DEFAULT_TENANT = "default"
 
 console = Console()
 err_console = Console(stderr=True)
 
-EXIT_CODES = {
-    RunStatus.COMPLETED: 0,
-    RunStatus.FAILED: 1,
-    RunStatus.REJECTED: 2,
-    RunStatus.TIMED_OUT: 3,
-    RunStatus.CANCELLED: 4,
-}
 EXIT_INVALID_SPEC = 2
 
 FileArg = Annotated[Path, typer.Argument(help="pipeline spec, YAML or JSON")]
@@ -46,6 +43,8 @@ def _exit_invalid(path: Path, issues: list[SpecIssue], what: str = "invalid pipe
 
 
 def _load_or_exit(path: Path) -> PipelineSpec:
+    from shared.spec import SpecError, load_spec
+
     try:
         return load_spec(path)
     except SpecError as exc:
@@ -60,6 +59,10 @@ def validate(
     read: data roots, declared connections, egress allow list...); print every problem as field path +
     reason; exit non-zero when invalid. The orchestrator checks again with its own settings when the spec
     is submitted."""
+    from shared.errors import ConfigurationError
+    from shared.policy import check_spec, load_policy
+
+    default_to_dev_data_roots()
     spec = _load_or_exit(file)
     try:
         refused = check_spec(spec, load_policy(), tenant=tenant)
@@ -76,6 +79,9 @@ def validate(
 
 def submit(file: FileArg) -> None:
     """Publish a pipeline request; print the run id."""
+    from aoetl.client import AoetlClient
+    from aoetl.commands.door import submit_audited
+
     spec = _load_or_exit(file)
     client = AoetlClient()
     try:
@@ -85,60 +91,17 @@ def submit(file: FileArg) -> None:
     console.print(request.run_id)
 
 
-def print_result(result: PipelineResult) -> None:
-    colour = "green" if result.status is RunStatus.COMPLETED else "red"
-    took = (result.finished_at - result.started_at).total_seconds()
-    console.print(
-        f"run [bold]{result.run_id}[/] ({result.pipeline}): "
-        f"[bold {colour}]{result.status.value}[/] in {took:.1f}s"
-    )
-    if result.stages:
-        console.print(_stage_table(result.stages, busy=True))
-    for e in result.errors:
-        where = f"{e.path}: " if e.path else ""
-        console.print(f"  [red]✗[/] {escape(where + e.message)} [dim]({e.error_class})[/]")
-    for d in result.decisions:
-        console.print(f"  [cyan]→[/] {d}")
-
-
-def _stage_table(stages: list[StageStats], *, busy: bool) -> Table:
-    table = Table("stage", "rows in", "rows out", "rejected", "batches", *(["busy ms"] if busy else []))
-    for s in stages:
-        figures = [f"{s.rows_in:,}", f"{s.rows_out:,}", f"{s.rows_rejected:,}", str(s.batches)]
-        table.add_row(s.stage.value, *figures, *([str(s.duration_ms)] if busy else []))
-    return table
-
-
-def print_progress(progress: RunProgress, last: RunEvent, now: datetime) -> None:
-    """A run in progress (or finished, its result not found): the common fold of its events."""
-    state = progress.status.value if progress.status is not None else "RUNNING"
-    elapsed = progress.elapsed(now)
-    took = f" for {elapsed.total_seconds():.0f}s" if elapsed is not None else ""
-    splits = (
-        f"{progress.splits_extracted} of {progress.splits_planned} splits extracted, "
-        if progress.splits_planned is not None
-        else ""
-    )
-    load = progress.stage(Stage.LOAD).total
-    console.print(
-        f"run [bold]{progress.run_id}[/]: {state}{took}, {splits}{load.batches} batches "
-        f"({load.rows_out:,} rows) loaded; last event {last.kind.value} at {last.at:%H:%M:%S}"
-    )
-    console.print(_stage_table(progress.stage_stats(), busy=False))
-    for rule in progress.quality():
-        level = "red" if rule.failed else "yellow"
-        console.print(
-            f"  [{level}]![/] rule {escape(rule.rule)} ({rule.on_fail.value}): {rule.failed_rows:,} of "
-            f"{rule.checked_rows:,} checked rows failed ({rule.fraction:.1%})"
-        )
-
-
 def run(
     file: FileArg,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its result")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 3600.0,
 ) -> None:
     """Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status."""
+    from aoetl.client import AoetlClient
+    from aoetl.commands.door import submit_audited
+    from aoetl.commands.run_display import EXIT_CODES, follow_run, print_result
+    from shared.kafka.topics import Topics
+
     spec = _load_or_exit(file)
     client = AoetlClient()
     if not wait:
@@ -157,48 +120,12 @@ def run(
     raise typer.Exit(EXIT_CODES[result.status])
 
 
-def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> PipelineResult | None:
-    import time
-
-    types = {Topics.EVENTS: RunEvent, Topics.RESULTS: PipelineResult}
-    deadline = time.monotonic() + timeout
-    progress = RunProgress(run_id=run_id)
-    with Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rows]:>12} rows"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
-        tasks = {stage: bars.add_task(stage.value, total=None, rows="0") for stage in FIGURE_STAGES}
-        while time.monotonic() < deadline:
-            for _, value in reader.poll(types):
-                if value.run_id != run_id:
-                    continue
-                if isinstance(value, PipelineResult):
-                    return value
-                assert isinstance(value, RunEvent)
-                progress.apply(value)
-                _update_bars(bars, tasks, progress)
-    return None
-
-
-def _update_bars(bars: Progress, tasks: dict[Stage, TaskID], progress: RunProgress) -> None:
-    """Extract counts splits (a continuous run: batches read, no end), transform and load count batches
-    of the batches the extracted splits produced; every batch counted once, as in the result."""
-    for stage in FIGURE_STAGES:
-        figures = progress.stage(stage).total
-        if stage is Stage.EXTRACT and not progress.continuous:
-            total, done = progress.splits_planned, progress.splits_extracted
-        else:
-            total = None if progress.continuous else (progress.batches_expected or None)
-            done = figures.batches
-        bars.update(tasks[stage], total=total, completed=done, rows=f"{figures.rows_out:,}")
-
-
 def status(run_id: Annotated[str, typer.Argument(help="the run id printed by submit")]) -> None:
     """A run's result, or its progress so far, read from Kafka."""
+    from aoetl.client import AoetlClient
+    from aoetl.commands.run_display import EXIT_CODES, print_progress, print_result
+    from shared.progress import fold
+
     client = AoetlClient()
     result = client.find_result(run_id)
     if result is not None:
@@ -219,6 +146,12 @@ def stop(
     """Stop a run. A continuous run's readers commit what they read and leave its topic (submit the
     pipeline again to resume exactly there); a one-shot run still in progress is aborted. Ends CANCELLED."""
     import time
+
+    from aoetl.client import AoetlClient
+    from aoetl.commands.door import stop_audited
+    from aoetl.commands.run_display import print_result
+    from shared.contracts import PipelineResult
+    from shared.kafka.topics import Topics
 
     client = AoetlClient()
     try:
@@ -250,6 +183,9 @@ def results(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print pipeline results (JSON lines with --json)."""
+    from shared.contracts import PipelineResult
+    from shared.kafka.topics import Topics
+
     _stream(Topics.RESULTS, PipelineResult, follow, from_beginning or not follow, as_json)
 
 
@@ -259,10 +195,17 @@ def alerts(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print alerts (JSON lines with --json)."""
+    from shared.contracts import Alert
+    from shared.kafka.topics import Topics
+
     _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, as_json)
 
 
-def _stream(topic: str, model: type, follow: bool, from_beginning: bool, as_json: bool) -> None:
+def _stream(topic: str, model: type[Contract], follow: bool, from_beginning: bool, as_json: bool) -> None:
+    from aoetl.client import AoetlClient
+    from aoetl.commands.run_display import print_result
+    from shared.contracts import Alert, PipelineResult
+
     client = AoetlClient()
     with client.reader(topic, from_beginning=from_beginning) as reader:
         source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
@@ -279,8 +222,3 @@ def _stream(topic: str, model: type, follow: bool, from_beginning: bool, as_json
                     )
         except KeyboardInterrupt:
             pass
-
-
-def register(app: typer.Typer) -> None:
-    for command in (validate, submit, run, status, stop, results, alerts):
-        app.command()(command)

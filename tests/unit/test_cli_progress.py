@@ -12,8 +12,9 @@ import pytest
 from rich.progress import Progress
 from typer.testing import CliRunner
 
+import aoetl.client
 from aoetl.cli import app
-from aoetl.commands import pipelines
+from aoetl.commands import run_display
 from shared.contracts import (
     BatchLoaded,
     EventKind,
@@ -79,7 +80,8 @@ class FakeClient:
 
 
 def status(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> Any:
-    monkeypatch.setattr(pipelines, "AoetlClient", lambda: client)
+    # the commands import the client when they run (cold start, aoetl.cli): the fake replaces it there
+    monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: client)
     return CliRunner().invoke(app, ["status", "r1"], env={"COLUMNS": "160"})
 
 
@@ -124,13 +126,13 @@ class FakeReader:
 
 def test_progress_bars_count_splits_then_batches_each_once(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, tuple[float | None, float, str]]] = []
-    real_update = pipelines._update_bars
+    real_update = run_display._update_bars
 
     def spy(bars: Progress, tasks: dict[Stage, Any], progress: Any) -> None:
         real_update(bars, tasks, progress)
         seen.append({t.description: (t.total, t.completed, t.fields["rows"]) for t in bars.tasks})
 
-    monkeypatch.setattr(pipelines, "_update_bars", spy)
+    monkeypatch.setattr(run_display, "_update_bars", spy)
     result = PipelineResult(
         run_id="r1", request_id="q1", pipeline="p", status=RunStatus.COMPLETED, started_at=T0, finished_at=T0
     )
@@ -141,7 +143,7 @@ def test_progress_bars_count_splits_then_batches_each_once(monkeypatch: pytest.M
             [result],
         ]
     )
-    assert pipelines.follow_run(FakeClient(), reader, "r1", timeout=30) == result
+    assert run_display.follow_run(FakeClient(), reader, "r1", timeout=30) == result
     assert seen[-1] == {
         "extract": (2, 1, "8"),
         "transform": (2, 1, "7"),
