@@ -1,0 +1,133 @@
+"""Cold start of the ``aoetl`` command (``aoetl.cli``): the help of the CLI and of its commands imports none
+of the heavy libraries the commands use when they run, and the registry's summaries are the commands' own.
+
+What a help imports is read from ``sys.modules`` of a fresh interpreter that has shown it, so the test fails
+the day a module-level import brings one of them back; it asserts no duration (``bench/bench_startup.py``
+measures those).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aoetl.cli import COMMANDS, app
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What the commands bring when they run, and no help needs: the LLM stack, the data stack, the Kafka and
+# Avro clients, HTTP, PostgreSQL, SQL parsing, and our own modules that import those (the contracts are
+# the pydantic models of every schema).
+HEAVY = (
+    "langchain",
+    "langchain_core",
+    "langsmith",
+    "pyarrow",
+    "polars",
+    "duckdb",
+    "confluent_kafka",
+    "aiokafka",
+    "fastavro",
+    "httpx",
+    "psycopg",
+    "sqlglot",
+    "prometheus_client",
+    "shared.contracts",
+    "shared.spec",
+    "shared.policy",
+    "shared.agent",
+    "shared.kafka",
+    "shared.avro",
+    "aoetl.client",
+    "aoetl.devstack",
+)
+# Only the agent commands' bodies and the transforms bring these (never a command's signature).
+MODEL_AND_DATA = ("langchain", "langchain_core", "langsmith", "pyarrow", "polars", "duckdb")
+
+SHOW_MODULES = """
+import json, sys
+from aoetl.cli import COMMANDS, app
+{action}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+RUN_ARGV = """
+sys.argv = ["aoetl", *{argv!r}]
+try:
+    app()
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+"""
+
+
+def fresh_interpreter(action: str) -> tuple[str, set[str]]:
+    """What a fresh interpreter prints while it runs ``action`` (Python statements, after importing the
+    CLI), and the modules it holds then."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW_MODULES.format(action=action)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    shown, _, modules = done.stdout.rstrip().rpartition("\n")
+    return shown, set(json.loads(modules))
+
+
+def imported(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages))
+
+
+HELPS = [["--help"], ["submit", "--help"], ["validate", "--help"], ["run", "--help"]]
+
+
+@pytest.mark.parametrize("argv", HELPS)
+def test_help_imports_no_heavy_library(argv: list[str]) -> None:
+    shown, modules = fresh_interpreter(RUN_ARGV.format(argv=argv))
+    assert "Usage:" in shown
+    assert imported(modules, HEAVY) == []
+    if argv == ["--help"]:  # the listing comes from the registry: no command module at all
+        assert imported(modules, ("aoetl.commands",)) == []
+
+
+def test_no_command_signature_needs_the_model_or_data_libraries() -> None:
+    # building a command is what its --help and its registration need: typer reads the signature
+    _, modules = fresh_interpreter("for name, entry in COMMANDS.items():\n    entry.load(name)")
+    assert imported(modules, MODEL_AND_DATA) == []
+
+
+def test_each_summary_is_the_first_paragraph_of_the_commands_own_help() -> None:
+    for name, entry in COMMANDS.items():
+        command = entry.load(name)
+        assert command.help is not None, name
+        assert inspect.cleandoc(command.help).split("\n\n")[0] == entry.summary, name
+
+
+def test_every_registered_command_is_listed_and_runs_through_its_module() -> None:
+    from typer.testing import CliRunner
+
+    listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0
+    for name in COMMANDS:
+        assert f" {name} " in listing.output, name
+    # a command's own help is its loaded command's: its arguments are there
+    shown = CliRunner().invoke(app, ["submit", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "pipeline spec, YAML or JSON" in shown.output
+
+
+def test_the_default_tenant_written_out_for_validate_is_the_systems() -> None:
+    from aoetl.commands import pipelines
+    from shared.contracts import DEFAULT_TENANT
+
+    assert pipelines.DEFAULT_TENANT == DEFAULT_TENANT
+    assert inspect.signature(pipelines.validate).parameters["tenant"].default == DEFAULT_TENANT
