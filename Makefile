@@ -16,7 +16,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps test test-secure lint typecheck dashboards demo bench chaos dev-up dev-down clean
+.PHONY: bootstrap system-deps test test-secure lint typecheck dashboards demo bench bench-startup chaos dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars. Idempotent.
 bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS)
@@ -68,6 +68,11 @@ demo: bootstrap
 ## bench: throughput/latency benchmarks (bench/), results in bench/results/.
 bench: bootstrap
 	$(PY) -m bench
+
+## bench-startup: cold start of the aoetl command (no broker needed; BENCH_ARGS=--submit also times
+## `aoetl submit` against the broker in KAFKA_BOOTSTRAP_SERVERS), results in bench/results/bench_startup.json.
+bench-startup: bootstrap
+	$(PY) bench/bench_startup.py $(BENCH_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
 ## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.

@@ -22,6 +22,7 @@ BENCHES = [
     ("bench_webhook_latency", []),
     ("bench_pipeline", ["--rows", "1000000,5000000", "--repeats", "3"]),
     ("bench_continuous", []),
+    ("bench_startup", []),
 ]
 
 
