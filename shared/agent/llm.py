@@ -16,15 +16,20 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, messages_to_dict
-from langchain_core.runnables import Runnable
 from prometheus_client import Counter, Histogram
 
 from shared.agent.errors import ModelConfigurationError
 from shared.agent.settings import AgentSettings
+
+# LangChain is imported where a model is made or called, not here: the planner imports this module, and
+# without a model (deterministic mode, e.g. ``aoetl plan <path>``) nothing of LangChain is needed; it costs
+# the CLI seconds at start.
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, BaseMessage
+    from langchain_core.runnables import Runnable
 
 log = logging.getLogger("aoetl.agent")
 
@@ -88,12 +93,16 @@ def model_label(model: Any, configured: str | None = None) -> str:
 
 
 def prompt_hash(messages: Sequence[BaseMessage]) -> str:
+    from langchain_core.messages import messages_to_dict
+
     payload = json.dumps(messages_to_dict(list(messages)), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def call_model(runnable: Runnable[Any, Any], messages: Sequence[BaseMessage], *, label: str) -> AIMessage:
     """Invoke the (tool-bound) model once; log and count the call whatever happens."""
+    from langchain_core.messages import AIMessage
+
     digest = prompt_hash(messages)
     started = time.perf_counter()
     try:

@@ -23,10 +23,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from typing import TYPE_CHECKING, Any
 
 from shared.agent.catalog import check_connector, check_grounding, spec_vocabulary
 from shared.agent.errors import AgentError
@@ -42,11 +39,17 @@ from shared.agent.suggest import (
     pipeline_name_for,
     suggest_spec,
 )
-from shared.agent.tools import SYSTEM_PROMPT, TOOL_NAMES, TOOLS, profile_for_model, source_key
+from shared.agent.tools import SYSTEM_PROMPT, TOOL_NAMES, bound_tools, profile_for_model, source_key
 from shared.connectors.paths import resolve_files
 from shared.errors import AoetlError
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import Destination, PipelineSpec, Source
+
+# LangChain is imported by the session, which runs only with a model: the deterministic answers (a bare
+# source path, "an LLM is needed") need none of it, and it costs the CLI seconds at start.
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 NEEDS_LLM = "natural-language intents need an LLM: set AOETL_LLM_MODEL"
 _MAX_RECORDED_ARG = 2000
@@ -158,9 +161,11 @@ class _Session:
         }
 
     def run(self) -> PlanOutcome:
+        from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
+
         model = self.planner.model
         assert model is not None
-        runnable = model.bind_tools(TOOLS)
+        runnable = model.bind_tools(bound_tools())
         messages: list[BaseMessage] = [
             SystemMessage(SYSTEM_PROMPT.format(vocabulary=json.dumps(spec_vocabulary(), indent=1))),
             HumanMessage(self._request()),

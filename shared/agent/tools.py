@@ -3,23 +3,27 @@ in the form (and the few tokens) it is shown.
 
 The tools are declared to the model with ``bind_tools`` and never run through LangChain: the planner's
 session dispatches each call by name to its own handlers (``planner``), so the model's output is only ever
-data. The profile is shown to the model cut to what drafting a spec needs (names, types, formats, nulls,
+data. They are built on first use (``bound_tools``): LangChain is needed only when a model is. The
+profile is shown to the model cut to what drafting a spec needs (names, types, formats, nulls,
 ranges, the listed values of low-cardinality non-PII columns) with the deterministic suggestion.
 """
 
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from shared.agent.errors import AgentError
 from shared.agent.profile import SourceProfile
 from shared.agent.suggest import DEFAULT_OUTPUT_DIR, compact_dump, suggest_spec
 from shared.spec.models import JsonlDestination, Source
+
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
 
 TOOL_NAMES = ("list_connectors", "profile_source", "propose_spec")
 _MAX_TOP_VALUES = 10
@@ -38,25 +42,34 @@ class _ProposeArgs(BaseModel):
 
 
 def _tool(name: str, description: str, schema: type[BaseModel]) -> StructuredTool:
+    from langchain_core.tools import StructuredTool
+
     # The function is never called through LangChain: the planner's session dispatches to its handlers.
     return StructuredTool.from_function(
         func=lambda **_: None, name=name, description=description, args_schema=schema
     )
 
 
-TOOLS = [
-    _tool("list_connectors", "List source connectors, destinations, transform ops and rule kinds.", _NoArgs),
-    _tool(
-        "profile_source",
-        "Profile a data file: columns, inferred types, nulls, keys, PII, ranges, and a suggested spec.",
-        _ProfileArgs,
-    ),
-    _tool(
-        "propose_spec",
-        "Submit a complete pipeline spec as JSON. The answer is ACCEPTED or REJECTED with reasons to fix.",
-        _ProposeArgs,
-    ),
-]
+@cache
+def bound_tools() -> list[StructuredTool]:
+    """The tools as the model is told of them (``bind_tools``), in the order of ``TOOL_NAMES``."""
+    return [
+        _tool(
+            "list_connectors", "List source connectors, destinations, transform ops and rule kinds.", _NoArgs
+        ),
+        _tool(
+            "profile_source",
+            "Profile a data file: columns, inferred types, nulls, keys, PII, ranges, and a suggested spec.",
+            _ProfileArgs,
+        ),
+        _tool(
+            "propose_spec",
+            "Submit a complete pipeline spec as JSON. The answer is ACCEPTED or REJECTED with reasons to "
+            "fix.",
+            _ProposeArgs,
+        ),
+    ]
+
 
 SYSTEM_PROMPT = """You build data pipeline specs for aoetl by calling tools. You never write code.
 1. If you do not know the source's columns, call profile_source with the file path.

@@ -56,6 +56,7 @@ SHOW_MODULES = """
 import json, sys
 from aoetl.cli import COMMANDS, app
 {action}
+print()  # the list on a line of its own, whatever was printed before
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -68,20 +69,22 @@ except SystemExit as exit:
 """
 
 
-def fresh_interpreter(action: str) -> tuple[str, set[str]]:
-    """What a fresh interpreter prints while it runs ``action`` (Python statements, after importing the
-    CLI), and the modules it holds then."""
+def fresh_interpreter(action: str, stdin: str = "", **env: str) -> tuple[str, set[str]]:
+    """What a fresh interpreter prints (stdout and stderr) while it runs ``action`` (Python statements, after
+    importing the CLI), and the modules it holds then."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", **env}
     done = subprocess.run(
         [sys.executable, "-c", SHOW_MODULES.format(action=action)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"},
+        env={name: value for name, value in environment.items() if value},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
     shown, _, modules = done.stdout.rstrip().rpartition("\n")
-    return shown, set(json.loads(modules))
+    return shown + done.stderr, set(json.loads(modules))
 
 
 def imported(modules: set[str], packages: tuple[str, ...]) -> list[str]:
@@ -104,6 +107,16 @@ def test_no_command_signature_needs_the_model_or_data_libraries() -> None:
     # building a command is what its --help and its registration need: typer reads the signature
     _, modules = fresh_interpreter("for name, entry in COMMANDS.items():\n    entry.load(name)")
     assert imported(modules, MODEL_AND_DATA) == []
+
+
+def test_plan_without_a_model_imports_no_langchain(tmp_path: Path) -> None:
+    # a bare source path is answered by the deterministic suggestion: no model, so no LangChain
+    (tmp_path / "orders.csv").write_text("id,amount\n1,2.5\n2,3.0\n")
+    argv = ["plan", str(tmp_path / "orders.csv")]
+    shown, modules = fresh_interpreter(RUN_ARGV.format(argv=argv), stdin="n\n", AOETL_LLM_MODEL="")
+    assert "not submitted" in shown
+    assert imported(modules, ("langchain", "langchain_core", "langsmith")) == []
+    assert "shared.agent.planner" in modules  # the planner did answer
 
 
 def test_each_summary_is_the_first_paragraph_of_the_commands_own_help() -> None:
