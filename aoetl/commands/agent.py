@@ -2,7 +2,7 @@
 
 Cold start (see ``aoetl.cli``): at its top this module imports only the standard library, typer and rich;
 each command imports the agent in its body: profiling and suggestions bring Polars, Arrow and DuckDB, and
-only ``plan`` brings the planner and LangChain.
+only ``plan`` brings the planner (and LangChain, when a model is configured).
 """
 
 from __future__ import annotations
