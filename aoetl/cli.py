@@ -1,5 +1,5 @@
 """The ``aoetl`` command. A thin registry: each sub-command (group) lives in ``aoetl/commands/<name>.py`` and
-is registered here with one line.
+is registered here with one entry of ``COMMANDS``.
 
 Cold start: a command's module is imported only when that command runs or shows its own help. Importing
 them all to build the CLI cost ``aoetl --help`` seconds (LangChain through the agent planner, Arrow,
