@@ -2,9 +2,22 @@
 for single-object Avro, the writer schema's fingerprint), the stage, the error and the raw bytes, so it
 can be inspected and re-driven (``aoetl dlq``). Every consume path (the task loop, the continuous
 pipelines, the topic triggers) builds its dead letters here, so they all carry the same facts.
+
+**Whose dead letter (DeadLetter v2).** A dead letter carries its tenant when the stage that gave up
+knew it: a pipeline request's (the orchestrator), a topic trigger's definition's. Extract tasks and data
+batches carry no tenant, and giving them one would mean new versions of every message of the data plane,
+so the dead letters of extract, transform and load (and of continuous runs' readers) carry ``None`` and
+their tenant is **resolved through their run id when they are read** (``tenant_of_letter``): the run's
+tenant is its request's, which every reader that shows dead letters already follows (the gateway folds
+requests and RUN_ACCEPTED events, RunEvent v6, into its view of runs). A dead letter whose tenant is
+neither carried nor resolvable (no run id, or a run the reader no longer remembers) belongs to no tenant a
+reader can name: it is shown to none (fail closed), and the operator reads it on the Kafka door
+(``aoetl dlq``). Letters written before v2 decode with ``None`` and are resolved the same way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from shared.avro.framing import HEADER_LEN, MAGIC
 from shared.contracts import DeadLetter, ErrorInfo, Origin, Stage
@@ -19,8 +32,15 @@ def writer_fingerprint(raw: bytes) -> str | None:
 
 
 def dead_letter_for(
-    message: KafkaMessage, stage: Stage, exc: BaseException, *, run_id: str | None = None, attempt: int = 0
+    message: KafkaMessage,
+    stage: Stage,
+    exc: BaseException,
+    *,
+    run_id: str | None = None,
+    attempt: int = 0,
+    tenant: str | None = None,
 ) -> DeadLetter:
+    """``tenant``: the one the stage knows (a decoded request's), else ``None`` (see the module docstring)."""
     topic, partition, offset = coordinates(message)
     raw = message.value() or b""
     return DeadLetter(
@@ -34,6 +54,7 @@ def dead_letter_for(
         stage=stage,
         error=ErrorInfo.from_exception(exc, max_len=MAX_ERROR_TEXT),
         run_id=run_id,
+        tenant=tenant,
         payload=raw,
         attempt=attempt,
     )
@@ -43,3 +64,11 @@ def dead_letter_key(message: KafkaMessage, run_id: str | None) -> str | bytes | 
     """Dead letters of a run share its key (``aoetl dlq`` lists a run's letters from one partition);
     others keep the key of the message they hold."""
     return run_id if run_id is not None else message.key()
+
+
+def tenant_of_letter(letter: DeadLetter, run_tenant: Callable[[str], str | None]) -> str | None:
+    """The tenant a dead letter belongs to: the one it carries, else its run's (``run_tenant(run_id)``,
+    ``None`` when the reader does not know the run); ``None``: no tenant may see it."""
+    if letter.tenant is not None:
+        return letter.tenant
+    return run_tenant(letter.run_id) if letter.run_id is not None else None

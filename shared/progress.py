@@ -7,6 +7,10 @@ Pure: no I/O and no clock (events carry their times; what needs the time now tak
 Serialisable: the monitor keeps a run's progress as JSON in a faust table (``model_dump(mode="json")``
 and back with ``model_validate``).
 
+**Whose run.** RUN_ACCEPTED names the run's tenant (RunEvent v6; ``None`` for older events), and the fold
+keeps it, so a reader that learns about a run from its events (the monitor's alerts, the gateway) knows
+which tenant it belongs to.
+
 **Counted once.** Every stage's figures are counted once per *unit*: a batch id for transform, load and
 a continuous run's extract (STREAM_PROGRESS), a task id for a one-shot extract (SPLIT_EXTRACTED: a task's
 batches and that event leave in one Kafka transaction). An event without its unit's id counts once per
@@ -178,6 +182,7 @@ class RunProgress(BaseModel):
     run_id: str
     window: int | None = Field(default_factory=lambda: MAX_TRACKED_BATCHES)
     pipeline: str | None = None
+    tenant: str | None = Field(None, description="from RUN_ACCEPTED (RunEvent v6); None before it says")
     continuous: bool = False
     stuck_after_s: int | None = None
     accepted_at: datetime | None = None
@@ -253,6 +258,7 @@ class RunProgress(BaseModel):
         accepted = event.payload_as(RunAccepted)
         if accepted is not None:
             self.pipeline = accepted.pipeline or self.pipeline
+            self.tenant = accepted.tenant or self.tenant
             self.continuous = accepted.continuous
             self.stuck_after_s = accepted.stuck_after_s
 

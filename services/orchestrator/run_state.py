@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from shared.contracts import (
+    DEFAULT_TENANT,
     AgentDecision,
     CursorKind,
     ErrorInfo,
@@ -53,6 +54,7 @@ class RunState:
     started_at: datetime
     last_progress: datetime
     payload: bytes | None = None
+    tenant: str = DEFAULT_TENANT  # the request's: its result is that tenant's
     phase: Phase = Phase.RUNNING
     tasks: dict[str, TaskProgress] = field(default_factory=dict)
     errors: list[ErrorInfo] = field(default_factory=list)
@@ -109,6 +111,7 @@ class RunState:
             run_id=self.run_id,
             request_id=self.request_id,
             pipeline=self.spec.name,
+            tenant=self.tenant,
             status=status,
             started_at=self.started_at,
             finished_at=now,

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from services.orchestrator.run_state import Phase, RunState, TaskProgress
 from shared.contracts import (
+    DEFAULT_TENANT,
     AgentDecision,
     ControlAction,
     ErrorInfo,
@@ -97,9 +98,15 @@ class RunBook:
 
     # ------------------------------------------------------------------------------------ requests
     def reject(
-        self, run_id: str, request_id: str, pipeline: str | None, reasons: list[ErrorInfo], now: datetime
+        self,
+        run_id: str,
+        request_id: str,
+        pipeline: str | None,
+        reasons: list[ErrorInfo],
+        now: datetime,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[Output]:
-        """An invalid request: exactly one REJECTED result, with every reason."""
+        """An invalid request: exactly one REJECTED result (the request's tenant's), with every reason."""
         if run_id in self.finished or run_id in self.runs:
             return []
         self.finished.add(run_id)
@@ -107,6 +114,7 @@ class RunBook:
             run_id=run_id,
             request_id=request_id,
             pipeline=pipeline,
+            tenant=tenant,
             status=RunStatus.REJECTED,
             started_at=now,
             finished_at=now,
@@ -125,7 +133,9 @@ class RunBook:
         run_id = request.run_id
         if run_id in self.runs or run_id in self.finished:
             return []  # a redelivered request starts no second run
-        run = RunState(run_id, request.request_id, spec, now, now, payload=request.payload)
+        run = RunState(
+            run_id, request.request_id, spec, now, now, payload=request.payload, tenant=request.tenant
+        )
         self.runs[run_id] = run
         if replaying:
             return []
@@ -135,6 +145,7 @@ class RunBook:
             continuous=spec.continuous,
             # from a definition, an intent or a watermark: keep it for replay
             spec=spec if spec != request.spec else None,
+            tenant=request.tenant,  # readers of events (the monitor, the gateway) learn whose run it is
         )
         out = [self._event(run, EventKind.RUN_ACCEPTED, now, payload=accepted)]
         if spec.continuous:

@@ -30,6 +30,7 @@ from shared.avro import ModelValidationError
 from shared.avro.convert import from_datum
 from shared.connectors import plan_splits
 from shared.contracts import (
+    DEFAULT_TENANT,
     Contract,
     ErrorInfo,
     PipelineDefinition,
@@ -128,7 +129,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             spec = None if reasons else spec
         if spec is None:
             name = value.spec.name if value.spec else value.definition_name
-            return self.book.reject(value.run_id, value.request_id, name, reasons, now)
+            return self.book.reject(value.run_id, value.request_id, name, reasons, now, tenant_of(value))
         return self.book.on_request(value, self._after_watermark(spec), now)
 
     def _policy_reasons(self, request: PipelineRequest, spec: PipelineSpec) -> list[ErrorInfo]:
@@ -180,7 +181,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             return request.spec, []
         if request.definition_name is not None:
             definition = self.definitions.get(request.definition_name)
-            if definition is None:
+            if definition is None or definition.tenant != tenant_of(request):
+                # another tenant's definition is answered exactly as one that does not exist: the
+                # requester learns nothing of other tenants' names
                 msg = f"no pipeline definition named {request.definition_name!r}"
                 return None, [ErrorInfo(error_class="UnknownDefinition", message=msg, path="definition_name")]
             return definition.spec, []
@@ -216,7 +219,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 for i in err.issues
             ]
         name = spec.get("name") if isinstance(spec, dict) else None
-        return self.book.reject(run_id, request_id, name, reasons, utcnow())
+        tenant = datum.get("tenant")
+        tenant = tenant if isinstance(tenant, str) and tenant else DEFAULT_TENANT
+        return self.book.reject(run_id, request_id, name, reasons, utcnow(), tenant)
 
     def tick(self) -> Sequence[Output]:
         return self.book.tick(datetime.now(UTC))

@@ -93,6 +93,11 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
         super().__init__(f"trigger-{key.definition}-{key.index}", reader, limits, rule.format, serde)
         self.requests_published = 0
 
+    @property
+    def tenant(self) -> str | None:
+        """An unreadable event of the topic has no run: its dead letter is the definition's tenant's."""
+        return self.key.tenant
+
     def keep(self, event: dict[str, Any]) -> dict[str, Any] | None:
         return event if where_holds(self.rule.where, event) else None
 

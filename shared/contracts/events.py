@@ -55,6 +55,9 @@ class RunAccepted(Contract):
     spec: PipelineSpec | None = Field(
         None, description="the spec, when it is not the request's own (a definition, an intent, a watermark)"
     )
+    tenant: str | None = Field(
+        None, description="the request's; None in events written before RUN_ACCEPTED carried it"
+    )
 
 
 class RunPlanned(Contract):

@@ -126,6 +126,7 @@ class PipelineResult(Contract):
     run_id: str
     request_id: str
     pipeline: str | None
+    tenant: str = Field(DEFAULT_TENANT, description="its request's: only that tenant reads the result")
     status: RunStatus
     started_at: datetime
     finished_at: datetime
@@ -143,6 +144,9 @@ class Alert(Contract):
     at: datetime = Field(default_factory=utcnow)
     run_id: str | None = None
     pipeline: str | None = None
+    tenant: str = Field(
+        DEFAULT_TENANT, description="its run's; 'default' (the deployment's own) for the whole system's"
+    )
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -203,6 +207,9 @@ class DeadLetter(Contract):
     error: ErrorInfo
     at: datetime = Field(default_factory=utcnow)
     run_id: str | None = None
+    tenant: str | None = Field(
+        None, description="when the stage knew it; None: resolved through run_id (shared.dead_letters)"
+    )
     rule: str | None = Field(None, description="quality rule name for quarantined rows")
     payload: bytes = Field(description="the original message bytes, or an Arrow IPC batch of rows")
     payload_format: str = Field("raw", description="'raw' message bytes or 'arrow_ipc' rows")

@@ -109,7 +109,11 @@ class MessageHandling:
                 _log.error("dropping an unprocessable dead letter: %r", exc)
                 return []
             _log.warning("dead-lettering: %s: %s", type(exc).__name__, exc)
-        letter = dead_letter_for(record, self.config.stage, exc, run_id=run_id, attempt=attempt)
+        # a request knows its tenant; tasks and batches do not (resolved through run_id when read)
+        tenant = getattr(value, "tenant", None)
+        letter = dead_letter_for(
+            record, self.config.stage, exc, run_id=run_id, attempt=attempt, tenant=tenant
+        )
         key = dead_letter_key(record, run_id)
         return [(self.config.dead_letter_topic, key, self.serde.encode(letter))]
 

@@ -242,6 +242,11 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
         """The run the dead letters belong to, if the reader serves one."""
         return None
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant the dead letters belong to, if the reader knows it (else their run's decides)."""
+        return None
+
     def committed(self, closed: list[Window[T]], dead_letters: int) -> None:
         """After a successful commit (metrics, logs)."""
 
@@ -310,7 +315,7 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
 
     def _dead_letter(self, message: KafkaMessage, exc: Exception) -> Encoded:
         run_id = self.run_id
-        letter = dead_letter_for(message, self.dead_letter_stage, exc, run_id=run_id)
+        letter = dead_letter_for(message, self.dead_letter_stage, exc, run_id=run_id, tenant=self.tenant)
         return (
             self.reader_config.dead_letter_topic,
             dead_letter_key(message, run_id),
