@@ -7,6 +7,12 @@ every later event; whether an alert is really *sent* is decided by the alerts to
 (``services.monitor.alerts``), because a table change reaches its changelog only after the alert it
 records went out, and a crash in between must not send it twice.
 
+Every alert belongs to a tenant (Alert v2): a run's alerts to the run's, which RUN_ACCEPTED names and the
+fold keeps (RUN_STUCK, QUALITY_THRESHOLD; ``default`` for a run whose RUN_ACCEPTED did not say, written
+before RunEvent v6) or which its result names (RUN_FAILED). DEAD_LETTER_GROWTH is about the whole
+dead-letter topic, not one run: it belongs to ``default``, the deployment's own tenant, and its text names
+no run, pipeline or tenant.
+
 The figures are the common fold of the run's events (``shared.progress``, kept in the record as JSON):
 counted once per batch (faust is at-least-once here, a replayed event changes nothing) and bounded for a
 continuous run, whose record is rewritten on every event and restored from the changelog.
@@ -21,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
+    DEFAULT_TENANT,
     Alert,
     AlertKind,
     EventKind,
@@ -72,6 +79,10 @@ class RunRecord(BaseModel):
     @property
     def pipeline(self) -> str | None:
         return self.progress.pipeline
+
+    @property
+    def tenant(self) -> str:
+        return self.progress.tenant or DEFAULT_TENANT
 
     @property
     def checked_rows(self) -> int:
@@ -221,6 +232,7 @@ def result_alert(result: PipelineResult) -> Alert | None:
         message=f"run {result.run_id} of {pipeline} {result.status}: {errors}",
         run_id=result.run_id,
         pipeline=result.pipeline,
+        tenant=result.tenant,
         labels={"status": result.status.value, "errors": str(len(result.errors))},
     )
 
@@ -237,6 +249,7 @@ def dead_letter_growth_alert(
         kind=AlertKind.DEAD_LETTER_GROWTH,
         severity=Severity.WARNING,
         message=f"more than {limit} dead letters in the {window_s:g}s window starting {start}",
+        tenant=DEFAULT_TENANT,  # the whole topic's: the deployment's own alert
         labels={"window_start": start, "window_s": f"{window_s:g}", "limit": str(limit)},
     )
 
@@ -248,5 +261,6 @@ def _alert(record: RunRecord, kind: AlertKind, severity: Severity, message: str,
         message=message,
         run_id=record.run_id,
         pipeline=record.pipeline,
+        tenant=record.tenant,
         labels=labels,
     )
