@@ -16,7 +16,8 @@ Status codes, and what they promise:
   sender should retry (webhook senders do), and the retry is deduplicated.
 
 Tenants: a principal sees and changes its own tenant's definitions and runs only; another tenant's are 404
-(their existence is not revealed), and a definition name another tenant holds is 409.
+(their existence is not revealed), and a definition name another tenant holds is 409. The lists (runs,
+alerts, dead letters: ``records_api.py``) hold the caller's tenant's records only.
 
 Every rejection happens before anything is published. Every mutating call by a principal is audited
 (``audit.py``): its ALLOWED record is on Kafka before the action is taken, a refusal's before the answer.
@@ -40,6 +41,7 @@ from services.gateway.exceptions import GatewayTransientError, PayloadError, Rep
 from services.gateway.keys_api import add_auth_routes
 from services.gateway.limits import BodyLimit, RequestId, read_limited_body
 from services.gateway.metrics import WEBHOOKS, HttpMetrics
+from services.gateway.records_api import RUN_ID, add_record_routes
 from services.gateway.state import RunStatusView
 from shared.auth.ratelimit import RateLimiter
 from shared.contracts import PipelineDefinition
@@ -53,7 +55,6 @@ from shared.webhooks.signatures import SignatureError
 _log = logging.getLogger(__name__)
 
 SOURCE_NAME = r"^[A-Za-z0-9_\-]{1,64}$"
-RUN_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 
 class Issue(BaseModel):
@@ -372,6 +373,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         return JSONResponse(StopAnswer(run_id=run_id, request_id=stop.request_id).model_dump(), 202)
 
     add_auth_routes(app, gateway, auditor)
+    add_record_routes(app, gateway, require_ready)
     return app
 
 

@@ -22,7 +22,9 @@ watching must not commit anyone's offsets):
 * deliveries, from ``delivery_memory_s`` back: the replay memory of webhook deliveries
   (``services.gateway.deliveries``). ``caught_up_to`` lets a replica wait until it has read its own claim,
   which is how replicas agree on which copy of a delivery came first;
-* events and results, from ``history_s`` back: folded into the run status view.
+* events and results, from ``history_s`` back: folded into the run status view;
+* alerts and dead letters, from ``history_s`` back: the per-tenant view of ``GET /alerts`` and
+  ``GET /dead-letters`` (``services.gateway.records``).
 
 The bus is ready once the producer is connected and the consumer has read definitions, keys, requests and
 deliveries up to the end offsets they had at start-up (before that, a replay could be taken for a new
@@ -44,14 +46,18 @@ from aiokafka.errors import KafkaError
 from services.gateway.configuration import GatewaySettings
 from services.gateway.deliveries import DeliveryBook
 from services.gateway.exceptions import GatewayTransientError
+from services.gateway.freshness import KeysFreshness
 from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
+from services.gateway.records import RecordBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared import metrics
 from shared.auth.keys import KeyRing
 from shared.avro import AvroError
 from shared.contracts import (
+    Alert,
     ApiKey,
     Contract,
+    DeadLetter,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
@@ -100,6 +106,8 @@ class GatewayTopics:
     api_keys: str
     audit: str
     deliveries: str
+    alerts: str
+    dead_letters: str
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> GatewayTopics:
@@ -111,6 +119,8 @@ class GatewayTopics:
             api_keys=settings.topic(Topics.API_KEYS),
             audit=settings.topic(Topics.AUDIT),
             deliveries=settings.topic(Topics.DELIVERIES),
+            alerts=settings.topic(Topics.ALERTS),
+            dead_letters=settings.topic(Topics.DEAD_LETTERS),
         )
 
 
@@ -125,6 +135,7 @@ class KafkaBus:
         runs: RunView,
         keys: KeyRing,
         deliveries: DeliveryBook,
+        records: RecordBook | None = None,
     ):
         self.settings = settings
         self.serde = serde
@@ -135,6 +146,7 @@ class KafkaBus:
         self.runs = runs
         self.keys = keys
         self.deliveries = deliveries
+        self.records = records or RecordBook(settings.records_per_tenant)
         self._producer: AIOKafkaProducer | None = None
         self._caught_up = False
         # Next offset to apply, per partition, and callers waiting for the follower to pass an offset.
@@ -252,7 +264,8 @@ class KafkaBus:
         must be reached before the gateway is ready (definitions, keys, requests and deliveries)."""
         t = self.topics
         partitions: dict[str, list[TopicPartition]] = {}
-        for topic in (t.definitions, *self._key_topics(), t.requests, t.deliveries, t.events, t.results):
+        followed = (t.definitions, *self._key_topics(), t.requests, t.deliveries, *self._history_topics())
+        for topic in followed:
             numbers = await producer.partitions_for(topic)  # waits for metadata, unlike the consumer's
             partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
         everything = [tp for tps in partitions.values() for tp in tps]
@@ -264,7 +277,7 @@ class KafkaBus:
         await consumer.seek_to_beginning(*compacted)
         now = time.time()
         since_ms = dict.fromkeys(
-            (tp for topic in (t.requests, t.events, t.results) for tp in partitions[topic]),
+            (tp for topic in (t.requests, *self._history_topics()) for tp in partitions[topic]),
             int((now - self.settings.history_s) * 1000),
         )
         since_ms.update(
@@ -278,6 +291,11 @@ class KafkaBus:
         self._applied.clear()
         return {tp: ends[tp] for tp in (*compacted, *partitions[t.requests], *partitions[t.deliveries])}
 
+    def _history_topics(self) -> tuple[str, ...]:
+        """Followed from ``history_s`` back, for the views of runs, alerts and dead letters."""
+        t = self.topics
+        return (t.events, t.results, t.alerts, t.dead_letters)
+
     def _key_topics(self) -> tuple[str, ...]:
         return (self.topics.api_keys,) if self.settings.auth_api_keys else ()
 
@@ -286,7 +304,7 @@ class KafkaBus:
     ) -> None:
         pending = dict(ends)
         key_partitions = [tp for tp in ends if tp.topic in self._key_topics()]
-        freshness = _KeysFreshness(self.keys, key_partitions)
+        freshness = KeysFreshness(self.keys, key_partitions)
         while not stopped.is_set():
             await freshness.check(consumer)
             if not self._caught_up:
@@ -341,38 +359,16 @@ class KafkaBus:
                 self.runs.on_result(self.serde.decode(record.value, PipelineResult))
             elif topic == t.deliveries:
                 self.deliveries.apply(self.serde.decode(record.value, WebhookDelivery))
+            elif topic == t.alerts:
+                self.records.on_alert(self.serde.decode(record.value, Alert), self.runs.tenant_of)
+            elif topic == t.dead_letters:
+                letter = self.serde.decode(record.value, DeadLetter)
+                self.records.on_dead_letter(letter, self.runs.tenant_of)
         except (AvroError, UnicodeDecodeError) as exc:
             # Not ours to dead-letter (we only watch); skipping keeps the views going.
             _log.warning(
                 "skipping undecodable record %s[%d]@%d: %s", topic, record.partition, record.offset, exc
             )
-
-
-class _KeysFreshness:
-    """Confirms the key ring fresh as of a moment once everything written before it has been read."""
-
-    def __init__(self, keys: KeyRing, partitions: list[TopicPartition]):
-        self.keys = keys
-        self.partitions = partitions
-        self.every = keys.max_staleness_s / 4
-        self._next = 0.0
-        self._probe: tuple[float, dict[TopicPartition, int]] | None = None
-
-    async def check(self, consumer: AIOKafkaConsumer) -> None:
-        if not self.partitions:
-            return
-        now = self.keys.now()
-        if self._probe is None and now >= self._next:
-            # the time is taken before the end offsets: they include everything written before it
-            self._probe = (now, await consumer.end_offsets(self.partitions))
-            self._next = now + self.every
-        if self._probe is not None:
-            as_of, ends = self._probe
-            for tp, end in ends.items():
-                if await consumer.position(tp) < end:
-                    return
-            self.keys.confirm_fresh(as_of)
-            self._probe = None
 
 
 async def _wait(stopped: asyncio.Event, seconds: float) -> None:

@@ -60,8 +60,13 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
     send_timeout_s: float = Field(10.0, gt=0, description="Kafka acknowledgement wait before answering 503")
     dedupe_capacity: int = Field(100_000, ge=1, description="acknowledged run ids remembered for replays")
     runs_capacity: int = Field(10_000, ge=1, description="runs kept in the in-memory status view")
+    records_per_tenant: int = Field(
+        1000, ge=1, description="alerts and dead letters kept per tenant for GET /alerts and /dead-letters"
+    )
     history_s: int = Field(
-        24 * 3600, ge=0, description="start-up reads requests/events/results this far back (dedupe, runs)"
+        24 * 3600,
+        ge=0,
+        description="start-up reads requests, events, results, alerts and dead letters this far back",
     )
     delivery_memory_s: int = Field(
         DELIVERIES_RETENTION_MS // 1000,

@@ -23,6 +23,7 @@ from services.gateway.acceptance import DeliveryAcceptor, StartedRun, WebhookAns
 from services.gateway.bus import Bus, GatewayTopics
 from services.gateway.configuration import GatewaySettings
 from services.gateway.deliveries import DeliveryBook
+from services.gateway.records import RecordBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from services.gateway.webhooks import Delivery, read_delivery
 from shared.auth.keys import IssuedKey, KeyRing, revoke
@@ -65,6 +66,7 @@ class Gateway:
     deliveries: DeliveryBook
     keys: KeyRing = field(default_factory=lambda: KeyRing(10.0))
     oidc: OidcVerifier | None = None
+    records: RecordBook = field(default_factory=lambda: RecordBook(1000))  # alerts, dead letters
 
     @classmethod
     def in_memory(
@@ -84,6 +86,7 @@ class Gateway:
             DeliveryBook(settings.delivery_memory_s, settings.delivery_capacity),
             keys or KeyRing(settings.auth_keys_max_staleness_s),
             oidc,
+            RecordBook(settings.records_per_tenant),
         )
 
     @property

@@ -21,6 +21,7 @@ from services.gateway.bus import KafkaBus
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.deliveries import DeliveryBook
+from services.gateway.records import RecordBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared.auth.keys import KeyRing
 from shared.auth.oidc import OidcVerifier
@@ -56,6 +57,7 @@ class GatewayService(BaseService[GatewaySettings]):
             runs=RunView(settings.runs_capacity),
             deliveries=DeliveryBook(settings.delivery_memory_s, settings.delivery_capacity),
             keys=KeyRing(settings.auth_keys_max_staleness_s),
+            records=RecordBook(settings.records_per_tenant),
         )
         oidc = OidcVerifier(settings.oidc) if settings.oidc.enabled else None
         self.gateway = Gateway(
@@ -67,6 +69,7 @@ class GatewayService(BaseService[GatewaySettings]):
             self.bus.deliveries,
             self.bus.keys,
             oidc,
+            self.bus.records,
         )
         self.api_port: int | None = None
         if not settings.authenticates:

@@ -9,16 +9,24 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.contracts import PipelineDefinition, PipelineRequest, PipelineResult, RunEvent, RunFinished
+from shared.contracts import (
+    PipelineDefinition,
+    PipelineRequest,
+    PipelineResult,
+    RunAccepted,
+    RunEvent,
+    RunFinished,
+)
 from shared.progress import RunProgress
 
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class RunLedger:
@@ -156,6 +164,26 @@ class RunView:
             return None
         return run.view.model_copy(update=_figures(run.progress))
 
+    def tenant_of(self, run_id: str) -> str | None:
+        """Whose run it is, if known: its request's tenant (or its RUN_ACCEPTED's, RunEvent v6)."""
+        run = self._runs.get(run_id)
+        return run.view.tenant if run is not None else None
+
+    def recent(
+        self, tenant: str, *, pipeline: str | None = None, status: str | None = None
+    ) -> list[RunStatusView]:
+        """The tenant's runs kept here, most recently submitted first (a run known only from events, by its
+        latest event), filtered by pipeline and status."""
+        views = [
+            run.view
+            for run in self._runs.values()
+            if run.view.tenant == tenant
+            and (pipeline is None or run.view.pipeline == pipeline)
+            and (status is None or run.view.status == status)
+        ]
+        views.sort(key=lambda v: (v.submitted_at or v.last_event_at or _EPOCH, v.run_id), reverse=True)
+        return [self.get(v.run_id) or v for v in views]
+
     def _entry(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
@@ -182,6 +210,9 @@ class RunView:
         view.last_event = event.kind.value
         view.last_event_at = event.at
         run.progress.apply(event)
+        accepted = event.payload_as(RunAccepted)
+        if view.tenant is None and accepted is not None and accepted.tenant is not None:
+            view.tenant = accepted.tenant  # the request itself is older than what was read, or not read yet
         if view.result is not None:
             return  # the result is final
         finished = event.payload_as(RunFinished)

@@ -98,10 +98,12 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     Topics.DATA_TRANSFORMED: _access({TRF, CLI}, {LOAD}),
     Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
-    # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts)
-    Topics.ALERTS: _access({MON}, {MON, CLI}),
-    # every consume-process-produce stage dead-letters what it cannot handle
-    Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD}, {MON, CLI}),
+    # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts);
+    # the gateway follows it for GET /alerts
+    Topics.ALERTS: _access({MON}, {MON, GW, CLI}),
+    # every consume-process-produce stage dead-letters what it cannot handle; the gateway follows it for
+    # GET /dead-letters
+    Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD}, {MON, GW, CLI}),
     Topics.CONTROL: _access({ORCH, CLI}, {LOAD}),
     Topics.WATERMARKS: _access({ORCH}, {ORCH}),
     # every service publishes the writer schemas at start-up (and load the row schemas of a Kafka

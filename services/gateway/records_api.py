@@ -1,0 +1,125 @@
+"""Reading a tenant's records: ``GET /runs`` (its recent runs), ``GET /alerts`` and ``GET /dead-letters``
+(viewer and up, ``access.RULES``).
+
+Every answer holds the caller's tenant's records only, whatever the caller's role: an admin of one tenant
+sees nothing of another's, and a filter naming another tenant's run or pipeline simply matches nothing
+(its existence is not revealed). What is listed is what the gateway's views keep, newest first: the runs
+of its status view (``AOETL_RUNS_CAPACITY``, read ``AOETL_HISTORY_S`` back), the most recent alerts and
+dead letters of each tenant (``AOETL_RECORDS_PER_TENANT``; ``services.gateway.records`` says whose each
+record is). A list is answered 503 until the gateway has caught up with its topics, as definitions are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, Field
+
+from services.gateway.access import principal_of
+from services.gateway.core import Gateway
+from services.gateway.records import DeadLetterView
+from services.gateway.state import RUNNING, SUBMITTED, RunStatusView
+from shared.contracts import Alert, AlertKind, RunStatus
+from shared.spec.models import PIPELINE_NAME
+
+RUN_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
+MAX_PAGE = 500
+
+T = TypeVar("T")
+
+
+class ListedStatus(StrEnum):
+    """A run's status as ``GET /runs/{run_id}`` answers it: not finished yet, or its result's."""
+
+    SUBMITTED = SUBMITTED
+    RUNNING = RUNNING
+    COMPLETED = RunStatus.COMPLETED.value
+    FAILED = RunStatus.FAILED.value
+    REJECTED = RunStatus.REJECTED.value
+    TIMED_OUT = RunStatus.TIMED_OUT.value
+    CANCELLED = RunStatus.CANCELLED.value
+
+
+class Page(BaseModel):
+    total: int = Field(description="records matching, over every page")
+    limit: int
+    offset: int
+
+
+class RunPage(Page):
+    runs: list[RunStatusView]
+
+
+class AlertPage(Page):
+    alerts: list[Alert]
+
+
+class DeadLetterPage(Page):
+    dead_letters: list[DeadLetterView]
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="records per page")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="records to skip (newest first)")]
+RunFilter = Annotated[str | None, Query(pattern=RUN_ID, description="only this run's")]
+
+
+def _page(records: Sequence[T], limit: int, offset: int) -> dict[str, Any]:
+    return {
+        "total": len(records),
+        "limit": limit,
+        "offset": offset,
+        "items": records[offset : offset + limit],
+    }
+
+
+def add_record_routes(app: FastAPI, gateway: Gateway, require_ready: Callable[[], None]) -> None:
+    """On the app itself (like ``keys_api``), so the app-wide guard and the rule table see them."""
+
+    @app.get("/runs", tags=["runs"], response_model=RunPage)
+    async def list_runs(
+        request: Request,
+        pipeline: Annotated[
+            str | None, Query(pattern=PIPELINE_NAME, description="only this pipeline's")
+        ] = None,
+        status: Annotated[ListedStatus | None, Query(description="only runs in this status")] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> RunPage:
+        require_ready()
+        tenant = principal_of(request).tenant
+        runs = gateway.runs.recent(tenant, pipeline=pipeline, status=status.value if status else None)
+        page = _page(runs, limit, offset)
+        return RunPage(runs=page.pop("items"), **page)
+
+    @app.get("/alerts", tags=["records"], response_model=AlertPage)
+    async def list_alerts(
+        request: Request,
+        run_id: RunFilter = None,
+        kind: Annotated[AlertKind | None, Query(description="only alerts of this kind")] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> AlertPage:
+        require_ready()
+        alerts = [
+            a
+            for a in gateway.records.alerts(principal_of(request).tenant)
+            if (run_id is None or a.run_id == run_id) and (kind is None or a.kind is kind)
+        ]
+        page = _page(alerts, limit, offset)
+        return AlertPage(alerts=page.pop("items"), **page)
+
+    @app.get("/dead-letters", tags=["records"], response_model=DeadLetterPage)
+    async def list_dead_letters(
+        request: Request, run_id: RunFilter = None, limit: Limit = 50, offset: Offset = 0
+    ) -> DeadLetterPage:
+        require_ready()
+        letters = [
+            d
+            for d in gateway.records.dead_letters(principal_of(request).tenant, gateway.runs.tenant_of)
+            if run_id is None or d.run_id == run_id
+        ]
+        page = _page(letters, limit, offset)
+        return DeadLetterPage(dead_letters=page.pop("items"), **page)
