@@ -55,6 +55,8 @@ GATEWAY_TOPICS = (
     Topics.DEFINITIONS,
     Topics.EVENTS,
     Topics.RESULTS,
+    Topics.ALERTS,  # followed for GET /alerts
+    Topics.DEAD_LETTERS,  # followed for GET /dead-letters
     Topics.DELIVERIES,
     Topics.API_KEYS,
     Topics.AUDIT,
