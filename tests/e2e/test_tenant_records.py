@@ -5,12 +5,12 @@ from the run's RUN_ACCEPTED; the healer then quarantines those rows too and the 
 result, alert and dead letters are acme's: the records on Kafka name acme where their writer knows it (the
 orchestrator's result, the monitor's alert), and acme's viewer reads all of them through
 ``GET /runs/{id}``, ``GET /runs``, ``GET /alerts`` and ``GET /dead-letters``, while an admin of
-``globex`` finds none of them."""
+``globex`` finds none of them. On the package's shared system (its run, pipeline and tenants are this
+module's own), with a gateway of its own."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,28 +21,13 @@ import pytest
 from shared.auth.keys import IssuedKey
 from shared.contracts import Alert, AlertKind, PipelineResult, Role
 from shared.kafka.topics import Topics
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System
 from tests.helpers import wait_until
 from tests.integration.test_gateway import RunningGateway, seed_key, start_gateway
 
 pytestmark = pytest.mark.e2e
 
-REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 1, "monitor": 1}
 TENANT, OTHER = "acme", "globex"
-
-
-@pytest.fixture(scope="module")
-def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    sys_ = start_system(kafka_bootstrap, postgres_dsn, REPLICAS)
-    try:
-        yield sys_
-    finally:
-        sys_.client.close()
-        sys_.supervisor.stop()
-        shutil.rmtree(sys_.state_dir, ignore_errors=True)
-        mp.undo()
 
 
 @pytest.fixture
