@@ -1,5 +1,10 @@
 """A small client of a running aoetl system, for the CLI, the demo and the end-to-end tests: submit
-requests and read results, events and alerts, from Kafka only (there is no side database to ask)."""
+requests and read results, events and alerts, from Kafka only (there is no side database to ask).
+
+Which requests topic it writes follows from who it is to the broker: a tenant's own Kafka user
+(``tenant-<name>``, ``shared.kafka.acls.tenant_user``) may write nothing but its tenant's request topic,
+so such a client submits and stops there, for that tenant, whatever tenant its caller names; any other
+user (the operator's ``cli``, the plain broker) writes the shared requests topic with the tenant given."""
 
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from shared.contracts import (
     TriggerKind,
 )
 from shared.errors import ConfigurationError
+from shared.kafka.acls import tenant_of_user
 from shared.kafka.clients import KafkaClients, produce_sync
-from shared.kafka.topics import Topics
+from shared.kafka.topics import Topics, tenant_requests_topic
 from shared.settings import ServiceSettings, load_settings
 from shared.spec.models import PipelineSpec
 from shared.startup import service_serde
@@ -42,6 +48,23 @@ class AoetlClient:
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
+
+    @property
+    def door_tenant(self) -> str | None:
+        """The tenant the broker vouches for (this client is that tenant's Kafka user), else None."""
+        return tenant_of_user(self.settings.kafka.sasl_username)
+
+    def tenant_for(self, configured: str) -> str:
+        """The tenant this client's requests are for: its Kafka user's, else the ``configured`` one."""
+        return self.door_tenant or configured
+
+    def requests_topic(self) -> str:
+        """Where this client's requests go: its tenant's own topic for a tenant's Kafka user, else the
+        shared requests topic."""
+        tenant = self.door_tenant
+        if tenant is None:
+            return self.topic(Topics.REQUESTS)
+        return tenant_requests_topic(tenant, self.settings.topic_suffix)
 
     def submit(
         self,
@@ -61,10 +84,10 @@ class AoetlClient:
             definition_name=definition_name,
             parameters=parameters or {},
             requested_by=getpass.getuser(),
-            tenant=tenant,
+            tenant=self.tenant_for(tenant),
             trigger=Trigger(kind=trigger),
         )
-        self.publish(Topics.REQUESTS, request.run_id, request)
+        self._produce(self.requests_topic(), request.run_id, request)
         return request
 
     def stop(self, run_id: str, tenant: str = DEFAULT_TENANT) -> PipelineRequest:
@@ -73,14 +96,18 @@ class AoetlClient:
             run_id=run_id,
             action=RequestAction.STOP,
             requested_by=getpass.getuser(),
-            tenant=tenant,
+            tenant=self.tenant_for(tenant),
             trigger=Trigger(kind=TriggerKind.CLI),
         )
-        self.publish(Topics.REQUESTS, run_id, request)
+        self._produce(self.requests_topic(), run_id, request)
         return request
 
     def publish(self, topic: str, key: str, value: Contract) -> None:
-        produce_sync(self._producer, self.topic(topic), self.serde.encode(value), key=key)
+        """Write ``value`` to the system topic ``topic`` (a logical name, without the suffix)."""
+        self._produce(self.topic(topic), key, value)
+
+    def _produce(self, topic: str, key: str, value: Contract) -> None:
+        produce_sync(self._producer, topic, self.serde.encode(value), key=key)
 
     def reader(self, *topics: str, from_beginning: bool) -> TopicReader:
         return TopicReader(self, [self.topic(t) for t in topics], from_beginning=from_beginning)

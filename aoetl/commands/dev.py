@@ -4,6 +4,10 @@
 ``--secure`` those include the CLI user's TLS and SCRAM settings; its password is read from a file of the
 state folder by the printed line itself, so it never appears on the terminal (nor does ``status`` show
 any secret).
+
+``--tenant NAME`` (repeatable) adds a tenant of the Kafka door: its request topic and, with ``--secure``,
+its Kafka user ``tenant-<name>`` (password in a 0600 file beside the CLI's); ``up`` then also prints, as
+comments, how a shell becomes that tenant.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from aoetl.commands.config import DEFAULT_GATEWAY_URL, CliConfig, config_path, r
 from aoetl.devstack import SERVICE_NAMES, DevStack
 from aoetl.devstack.admin_key import LOCAL_TENANT, ensure_local_admin
 from shared.errors import ConfigurationError
+from shared.kafka.acls import tenant_user
+from shared.kafka.topics import checked_tenant
 from shared.settings import ServiceSettings, load_settings
 
 app = typer.Typer(
@@ -41,12 +47,25 @@ def up(
             "default). Unset: as the stack was last started.",
         ),
     ] = None,
+    tenants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            help="A tenant of the Kafka door (repeatable): its request topic, and with --secure its own "
+            "Kafka user tenant-NAME, which may submit as that tenant only.",
+        ),
+    ] = None,
 ) -> None:
     """Start Kafka and PostgreSQL (reusing running ones) and create all topics."""
     try:
+        tenant_names = [checked_tenant(tenant) for tenant in tenants or ()]
+    except ValueError as exc:
+        typer.echo(f"aoetl dev up: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
         stack = DevStack.from_env(secure=secure)
         with _console.status("starting the dev stack..."):
-            stack.up(timeout)
+            stack.up(timeout, tenants=tenant_names)
             if services:
                 stack.start_services(SERVICE_NAMES, replicas)
     except ConfigurationError as exc:  # a choice that cannot work (e.g. --secure with an external broker)
@@ -65,6 +84,12 @@ def up(
             if key not in endpoints:
                 print(f"export {key}={shlex.quote(value)}")
         print(f'export AOETL_KAFKA_SASL_PASSWORD="$(cat {shlex.quote(str(stack.cli_password_file))})"')
+        for tenant in stack.tenants():
+            password = shlex.quote(str(stack.tenant_password_file(tenant)))
+            print(
+                f"# as tenant {tenant}: export AOETL_KAFKA_SASL_USERNAME={tenant_user(tenant)}"
+                f' AOETL_KAFKA_SASL_PASSWORD="$(cat {password})"'
+            )
     # A comment line, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
     print(f"# {_hand_admin_key_to_cli(stack)}")
 

@@ -2,9 +2,10 @@
 
 The same rule as the gateway's (``shared.auth.audit``): the ALLOWED record is acknowledged by Kafka
 before the command publishes anything, and a command whose record cannot be written stops there (exit 3)
-with nothing done. The record's actor is the OS user and its tenant the configured one: on this door
-nothing verifies either (the broker's own authentication may, where it has any); see the README's
-"Security model". One request id per command run ties its records together.
+with nothing done. The record's actor is the OS user and its tenant the one the command speaks for: the
+tenant of the CLI's Kafka user when that is a tenant's own user (``tenant-<name>``, whose requests go to
+its tenant's topic, where the broker vouches for the tenant), else the configured one, which nothing
+verifies (see the README's "Security model"). One request id per command run ties its records together.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class DoorAudit:
         self.client = client
         self.config = config or load_config()
         self.request_id = uuid.uuid4().hex
+        self.tenant = client.tenant_for(self.config.tenant_or_default)
 
     def allowed(self, action: str, object: str) -> None:
         """Write the ALLOWED record, or exit 3 without doing anything."""
@@ -49,7 +51,7 @@ class DoorAudit:
             _err.print("[yellow]could not write the FAILED audit record either[/]")
 
     def _write(self, action: str, object: str, outcome: AuditOutcome, reason: str | None) -> None:
-        tenant = self.config.tenant_or_default
+        tenant = self.tenant
         record = cli_record(
             tenant=tenant,
             token=self.config.token,
@@ -68,7 +70,7 @@ def submit_audited(client: AoetlClient, spec: PipelineSpec) -> PipelineRequest:
     audit = DoorAudit(client)
     audit.allowed("runs.submit", f"run/{run_id}")
     try:
-        return client.submit(spec, run_id=run_id, tenant=audit.config.tenant_or_default)
+        return client.submit(spec, run_id=run_id, tenant=audit.tenant)
     except TransientError as exc:
         audit.failed("runs.submit", f"run/{run_id}", str(exc))
         raise
@@ -78,7 +80,7 @@ def stop_audited(client: AoetlClient, run_id: str) -> PipelineRequest:
     audit = DoorAudit(client)
     audit.allowed("runs.stop", f"run/{run_id}")
     try:
-        return client.stop(run_id, tenant=audit.config.tenant_or_default)
+        return client.stop(run_id, tenant=audit.tenant)
     except TransientError as exc:
         audit.failed("runs.stop", f"run/{run_id}", str(exc))
         raise

@@ -16,13 +16,17 @@ Listeners, all on 127.0.0.1 and all ``SASL_SSL``:
 Passwords are generated per stack (``secrets.token_urlsafe``) and kept in ``credentials.json`` under the
 broker's state folder, mode 0600, like ``server.properties`` which holds the broker's own; they are never
 printed. The certificate material is ``aoetl.devstack.tls``.
+
+Tenants of the Kafka door (``aoetl dev up --secure --tenant NAME``) get a SCRAM user ``tenant-<name>`` of
+their own, with the grants of ``shared.kafka.acls.tenant_grants``; a tenant once added is part of
+``credentials.json`` and so provisioned again at every ``up``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +86,21 @@ class BrokerSecurity:
             passwords.update({user: secrets.token_urlsafe(24) for user in missing})
             write_private(self.credentials_file, json.dumps(passwords, indent=2).encode())
         return self
+
+    def add_tenants(self, tenants: Iterable[str]) -> list[str]:
+        """Give each tenant's Kafka user a password, unless it has one; return every tenant of the stack.
+        A name that cannot be a tenant (``shared.kafka.topics.checked_tenant``) is a ``ValueError``."""
+        users = [acls.tenant_user(tenant) for tenant in tenants]
+        passwords = self._passwords()
+        missing = [user for user in users if user not in passwords]
+        if missing:
+            passwords.update({user: secrets.token_urlsafe(24) for user in missing})
+            write_private(self.credentials_file, json.dumps(passwords, indent=2).encode())
+        return self.tenants()
+
+    def tenants(self) -> list[str]:
+        """The tenants whose Kafka users this stack has."""
+        return sorted(t for t in map(acls.tenant_of_user, self._passwords()) if t is not None)
 
     def password(self, user: str) -> str:
         try:
@@ -152,24 +171,27 @@ class BrokerSecurity:
             client_id="aoetl-devstack",
         )
 
-    def client_settings(self, bootstrap: str, principal: Principal) -> KafkaSettings:
-        """How ``principal`` connects: its SCRAM user on the CLIENT listener."""
+    def client_settings(self, bootstrap: str, principal: Principal | str) -> KafkaSettings:
+        """How ``principal`` (a role, or a user such as a tenant's) connects: its SCRAM user on the
+        CLIENT listener."""
+        user = principal.value if isinstance(principal, Principal) else principal
         return KafkaSettings(
             bootstrap_servers=bootstrap,
             security_protocol="SASL_SSL",
             sasl_mechanism=SCRAM_MECHANISM,
-            sasl_username=principal.value,
-            sasl_password=self.password(principal.value),
+            sasl_username=user,
+            sasl_password=self.password(user),
             ssl_ca_location=self.tls.ca_file,
         )
 
-    def client_env(self, principal: Principal) -> dict[str, str]:
+    def client_env(self, principal: Principal | str) -> dict[str, str]:
         """The ``AOETL_KAFKA_*`` variables of a process that authenticates as ``principal``."""
+        user = principal.value if isinstance(principal, Principal) else principal
         return {
             "AOETL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "AOETL_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
-            "AOETL_KAFKA_SASL_USERNAME": principal.value,
-            "AOETL_KAFKA_SASL_PASSWORD": self.password(principal.value),
+            "AOETL_KAFKA_SASL_USERNAME": user,
+            "AOETL_KAFKA_SASL_PASSWORD": self.password(user),
             "AOETL_KAFKA_SSL_CA_LOCATION": str(self.tls.ca_file),
         }
 
@@ -178,10 +200,11 @@ class BrokerSecurity:
 def provision(
     admin: KafkaSettings, security: BrokerSecurity, suffix: str = "", timeout: float = 30.0
 ) -> None:
-    """Give every principal its SCRAM credential and its ACLs (``shared.kafka.acls``) for the deployment
-    whose topics carry ``suffix``. Idempotent: a credential is set to the stored password again (which
-    also repairs one a lost credentials file no longer matches), an ACL that exists is not duplicated.
-    Grants are only added, never removed, so deployments with other suffixes keep theirs."""
+    """Give every principal and every tenant of the stack (``BrokerSecurity.tenants``) its SCRAM
+    credential and its ACLs (``shared.kafka.acls``) for the deployment whose topics carry ``suffix``.
+    Idempotent: a credential is set to the stored password again (which also repairs one a lost
+    credentials file no longer matches), an ACL that exists is not duplicated. Grants are only added,
+    never removed, so deployments with other suffixes keep theirs."""
     from confluent_kafka.admin import (
         ScramCredentialInfo,
         ScramMechanism,
@@ -191,13 +214,16 @@ def provision(
 
     client = KafkaClients(admin).admin()
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+    tenants = security.tenants()
+    users = [*(p.value for p in Principal), *map(acls.tenant_user, tenants)]
     upserts: list[UserScramCredentialAlteration] = [
-        UserScramCredentialUpsertion(p.value, info, security.password(p.value).encode()) for p in Principal
+        UserScramCredentialUpsertion(user, info, security.password(user).encode()) for user in users
     ]
     _wait_all(client.alter_user_scram_credentials(upserts, request_timeout=timeout), "SCRAM user", timeout)
-    bindings = [grant.to_binding() for grant in acls.grants(suffix)]
+    grants = acls.grants(suffix) + acls.tenant_grants(tenants, suffix)
+    bindings = [grant.to_binding() for grant in grants]
     _wait_all(client.create_acls(bindings, request_timeout=timeout), "ACL", timeout)
-    _await_applied(client, {p.value for p in Principal}, set(bindings), timeout)
+    _await_applied(client, set(users), set(bindings), timeout)
 
 
 def _await_applied(client: AdminClient, users: set[str], bindings: set[AclBinding], timeout: float) -> None:

@@ -9,11 +9,17 @@ stopped by ``down``.
 least-privilege ACLs of ``shared.kafka.acls``; each service replica then gets its own credentials in its
 environment, and the CLI's are in a file of the state folder (mode 0600), never on the terminal. The
 choice is remembered in the state folder, so a later ``up`` or ``down`` treats the broker as it was started.
+
+``tenants`` (``aoetl dev up --tenant NAME``) are tenants of the Kafka door: each gets its own request topic
+(``shared.kafka.topics.tenant_request_topics``, created with the system's) and, when secure, its own SCRAM
+user ``tenant-<name>`` with the grants of ``shared.kafka.acls.tenant_grants``, its password in a file
+(0600) beside the CLI's. A secured stack remembers its tenants (their users are in its credentials).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +33,9 @@ from aoetl.devstack.processes import SERVICE_NAMES, ServiceProcess, ServiceSuper
 from aoetl.devstack.state import STATE_FILE, default_state_dir, read_json, write_json
 from aoetl.devstack.tls import write_private
 from shared.errors import ConfigurationError
-from shared.kafka.acls import Principal
+from shared.kafka.acls import Principal, tenant_user
 from shared.kafka.admin import ensure_topics
+from shared.kafka.topics import TOPICS, checked_tenant, tenant_request_topics
 from shared.redaction import redact
 from shared.settings import KafkaSettings, load_settings
 
@@ -130,14 +137,29 @@ class DevStack:
             del env["AOETL_KAFKA_SASL_PASSWORD"]
         return env
 
+    def tenants(self) -> list[str]:
+        """The tenants with a Kafka user of their own on this (secured) stack."""
+        return self.kafka.security.tenants() if self.secure else []
+
+    def tenant_password_file(self, tenant: str) -> Path:
+        return self.kafka.security.folder / f"{tenant_user(tenant)}.password"
+
+    def tenant_settings(self, tenant: str) -> KafkaSettings:
+        """How ``tenant``'s own Kafka user reaches the secured stack's broker."""
+        return self.kafka.security.client_settings(self.kafka.bootstrap, tenant_user(tenant))
+
     @property
     def supervisor(self) -> ServiceSupervisor:
         # the gateway takes the API keys of the keys topic (dev up hands the CLI a local admin key)
         return ServiceSupervisor(self.state_dir, env={**self.endpoints.env(), "AOETL_AUTH_API_KEYS": "true"})
 
-    def up(self, timeout: float = 120.0, *, create_topics: bool = True) -> StackEndpoints:
-        """Start what is not running yet (Kafka and PostgreSQL concurrently) and create the topics; when
-        secure, also the SCRAM users and the ACLs."""
+    def up(
+        self, timeout: float = 120.0, *, create_topics: bool = True, tenants: Iterable[str] = ()
+    ) -> StackEndpoints:
+        """Start what is not running yet (Kafka and PostgreSQL concurrently) and create the topics (with
+        the request topics of ``tenants``); when secure, also the SCRAM users and the ACLs (``tenants``'
+        included). A name that cannot be a tenant is a ``ValueError``, before anything starts."""
+        tenants = [checked_tenant(tenant) for tenant in tenants]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_dir / ".lock"):
             self._apply_requested_security()
@@ -154,10 +176,15 @@ class DevStack:
                     # Record whatever did start, so a failed `up` can still be cleaned by `down`.
                     self._save()
             if self.secure:
-                provision(self.kafka_settings, self.kafka.security)
-                write_private(self.cli_password_file, self.kafka.security.password(Principal.CLI).encode())
+                security = self.kafka.security
+                tenants = security.add_tenants(tenants)  # with the ones the stack already has
+                provision(self.kafka_settings, security)
+                write_private(self.cli_password_file, security.password(Principal.CLI).encode())
+                for tenant in tenants:
+                    password = security.password(tenant_user(tenant))
+                    write_private(self.tenant_password_file(tenant), password.encode())
             if create_topics:
-                ensure_topics(self.kafka_settings)
+                ensure_topics(self.kafka_settings, [*TOPICS, *tenant_request_topics(tenants)])
         return self.endpoints
 
     def _apply_requested_security(self) -> None:

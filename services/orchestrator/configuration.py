@@ -23,4 +23,7 @@ class OrchestratorSettings(ProcessorSettings):
     trigger_commit_interval_s: float = Field(
         5.0, gt=0, description="topic triggers: commit the offsets of non-matching events this often"
     )
+    tenant_topics_refresh_s: float = Field(
+        10.0, gt=0, description="how soon a new tenant's request topic is subscribed (metadata refresh)"
+    )
     agent: AgentSettings = Field(default_factory=AgentSettings, description="read from AOETL_LLM_* etc.")

@@ -4,6 +4,14 @@ progress, retries, times out and finishes every run with exactly one ``PipelineR
 Validation includes the spec policy (``shared.policy.check_spec``, for the request's tenant): a spec it
 refuses is REJECTED with every issue and its field path, and no task is ever made from it.
 
+Requests come from the shared requests topic (the gateway, the operator's CLI, topic triggers: principals
+trusted to name the tenant) and from every tenant's own request topic (a pattern subscription, so a new
+tenant's topic is picked up without a restart), which only that tenant's Kafka user may write. There the
+topic is the broker's word for the tenant: a request naming another tenant is REJECTED ("request on
+tenant a's topic claims tenant b") rather than run as the topic's tenant, because the writer asked for
+something it may not have (another tenant's definitions, connections), and silently running it otherwise
+would hide both the attempt and the mistake; a stop of another tenant's run is refused and logged.
+
 Requests and events are co-partitioned by run id (same partition count, same key, range assignment), so
 one instance sees all of a run. All decisions leave in the same Kafka transaction as the offsets of the
 messages that caused them; the run state itself is rebuilt from the input topics on every assignment
@@ -13,6 +21,7 @@ where the previous owner of the partitions stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,8 +55,9 @@ from shared.contracts import (
     utcnow,
 )
 from shared.kafka.compacted import CompactedView
-from shared.kafka.topics import Topics
+from shared.kafka.topics import Topics, tenant_of_topic, tenant_requests_pattern
 from shared.policy import check_run_id, check_spec, load_policy, tenant_of
+from shared.processing import LoopConfig
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
@@ -109,8 +119,20 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     def input_types(self) -> Mapping[str, type[Contract]]:
         return {
             self.settings.topic(Topics.REQUESTS): PipelineRequest,
+            tenant_requests_pattern(self.settings.topic_suffix): PipelineRequest,
             self.settings.topic(Topics.EVENTS): RunEvent,
         }
+
+    def loop_config(self) -> LoopConfig:
+        config = super().loop_config()
+        # a pattern subscription sees a new topic at the consumer's next metadata refresh (default 5 min)
+        refresh = {"topic.metadata.refresh.interval.ms": int(self.settings.tenant_topics_refresh_s * 1000)}
+        return dataclasses.replace(config, consumer_overrides={**config.consumer_overrides, **refresh})
+
+    def _request_topics(self, topics: set[str]) -> list[str]:
+        """The shared requests topic, then the tenants' among ``topics``."""
+        tenants = sorted(t for t in topics if tenant_of_topic(t, self.settings.topic_suffix) is not None)
+        return [self.settings.topic(Topics.REQUESTS), *tenants]
 
     # ------------------------------------------------------------------------------------ messages
     def handle(self, value: Contract, context: MessageContext) -> Sequence[Output]:
@@ -118,8 +140,17 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if isinstance(value, RunEvent):
             return self.book.on_event(value, now)
         assert isinstance(value, PipelineRequest)
+        refused = self._door_refusal(value, context.topic)
         if value.action is RequestAction.STOP:
+            if refused is not None:
+                _log.warning("stop of run %s refused: %s", value.run_id, refused.message)
+                return []
             return self.book.on_stop(value, now)
+        if refused is not None:
+            name = value.spec.name if value.spec else value.definition_name
+            # the topic's tenant's result: the broker vouches for who wrote it, not for whom it names
+            writer = tenant_of_topic(context.topic, self.settings.topic_suffix) or tenant_of(value)
+            return self.book.reject(value.run_id, value.request_id, name, [refused], now, writer)
         spec, reasons = self._spec_for(value)
         if spec is not None:  # every spec, inline, from a definition or from an intent
             reasons = self._policy_reasons(value, spec)
@@ -131,6 +162,21 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now, tenant_of(value))
         return self.book.on_request(value, self._after_watermark(spec), now)
+
+    def _door_refusal(self, request: PipelineRequest, topic: str) -> ErrorInfo | None:
+        """Why a request from a tenant's own topic may not go on (None: it may, as may every request of
+        the shared topic, whose writers are trusted to name the tenant)."""
+        tenant = tenant_of_topic(topic, self.settings.topic_suffix)
+        if tenant is None:
+            return None
+        if request.tenant != tenant:
+            message = f"request on tenant {tenant}'s topic claims tenant {request.tenant}"
+            return ErrorInfo(error_class="TenantMismatch", message=message, path="tenant")
+        run = self.book.runs.get(request.run_id)
+        if request.action is RequestAction.STOP and run is not None and run.tenant != tenant:
+            message = f"tenant {tenant} may not stop another tenant's run"
+            return ErrorInfo(error_class="TenantMismatch", message=message, path="run_id")
+        return None
 
     def _policy_reasons(self, request: PipelineRequest, spec: PipelineSpec) -> list[ErrorInfo]:
         """What the spec policy refuses in this run (``shared.policy``), for the request's tenant
@@ -200,7 +246,8 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
     ) -> Sequence[Output]:
         """A request that decodes but is not a valid pipeline: answer REJECTED with every reason (the
         message itself still goes to the dead-letter topic, for inspection)."""
-        if context.topic != self.settings.topic(Topics.REQUESTS) or not isinstance(exc, ModelValidationError):
+        is_request = context.topic in self._request_topics({context.topic})
+        if not is_request or not isinstance(exc, ModelValidationError):
             return []
         try:
             datum = from_datum(self.serde.decode_record(raw, PipelineRequest.avro_name))
@@ -221,6 +268,8 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         name = spec.get("name") if isinstance(spec, dict) else None
         tenant = datum.get("tenant")
         tenant = tenant if isinstance(tenant, str) and tenant else DEFAULT_TENANT
+        # on a tenant's own topic, the topic says whose request it was
+        tenant = tenant_of_topic(context.topic, self.settings.topic_suffix) or tenant
         return self.book.reject(run_id, request_id, name, reasons, utcnow(), tenant)
 
     def tick(self) -> Sequence[Output]:
@@ -231,13 +280,14 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         """Rebuild the runs of exactly the partitions now owned, from Kafka alone."""
         book = self._new_book()
         self._unresolved = {}
-        requests, events = self.settings.topic(Topics.REQUESTS), self.settings.topic(Topics.EVENTS)
+        requests = self._request_topics({tp.topic for tp in partitions})
+        events = self.settings.topic(Topics.EVENTS)
         counts = replay_partitions(
             self.settings.kafka,
             consumer,
             partitions,
             self.serde,
-            order=[(requests, PipelineRequest), (events, RunEvent)],
+            order=[*((topic, PipelineRequest) for topic in requests), (events, RunEvent)],
             apply=lambda value, at: self._fold(book, value, at),
         )
         self.book = book

@@ -24,22 +24,24 @@ Nothing creates topics but the operator (the dev stack's admin, a deployment's i
 monitor's faust app, which creates its own changelog topics under its app id.
 
 Tenants on the Kafka door (``tenant_grants``): a tenant's own principal (``User:tenant-<name>``) may write
-one topic, its request topic ``aoetl.requests<suffix>.tenant.<name>`` (LITERAL), and nothing else; the
-orchestrator reads every tenant's request topic (PREFIXED). The broker thus decides who submitted a
-request: the orchestrator is to take the tenant from the topic a request arrived on, never from the
-request itself. The wildcard grants above never reach these topics (``aoetl.requests`` is a reserved
-prefix). The orchestrator's subscription to them is not built yet (see the README's "Kafka security").
+its request topic ``aoetl.requests<suffix>.tenant.<name>`` (LITERAL, named in ``shared.kafka.topics``) and
+the audit topic (its CLI's records), and nothing else: it reads nothing, not even results, which hold
+every tenant's runs. The orchestrator reads every tenant's request topic (PREFIXED). The broker thus
+decides who submitted a request: the orchestrator takes the tenant from the topic a request arrived on
+(``shared.kafka.topics.tenant_of_topic``), and refuses a request whose own ``tenant`` says otherwise.
+The wildcard grants above never reach these topics (``aoetl.requests`` is a reserved prefix).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
-from shared.kafka.topics import TOPICS, Topics
+from shared.kafka.topics import TOPICS, Topics, checked_tenant
+from shared.kafka.topics import tenant_requests_prefix as tenant_requests_prefix  # re-exported: used
+from shared.kafka.topics import tenant_requests_topic as tenant_requests_topic  # with the tenants' ACLs
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AclBinding
@@ -308,44 +310,33 @@ def principal_of(service: str) -> Principal:
     return Principal(service)
 
 
-# A tenant name becomes part of a topic and a user name: Kafka's topic characters without the dot (so one
-# tenant's topic is never a prefix-sibling of another's), bounded well below Kafka's 249.
-_TENANT_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 TENANT_USER_PREFIX: Final = "tenant-"
-
-
-def _checked_tenant(tenant: str) -> str:
-    if not _TENANT_NAME.fullmatch(tenant):
-        raise ValueError(f"tenant {tenant!r} cannot name a Kafka topic and user (a-z 0-9 _ -, at most 64)")
-    return tenant
 
 
 def tenant_user(tenant: str) -> str:
     """The SCRAM user a tenant's own Kafka producer authenticates as."""
-    return TENANT_USER_PREFIX + _checked_tenant(tenant)
+    return TENANT_USER_PREFIX + checked_tenant(tenant)
 
 
-def tenant_requests_prefix(suffix: str = "") -> str:
-    return f"{Topics.REQUESTS}{suffix}.tenant."
-
-
-def tenant_requests_topic(tenant: str, suffix: str = "") -> str:
-    """Where ``tenant`` (and only it) submits requests on the Kafka door."""
-    return tenant_requests_prefix(suffix) + _checked_tenant(tenant)
+def tenant_of_user(user: str | None) -> str | None:
+    """The tenant whose own Kafka user ``user`` is (``tenant-<name>``), None for any other user."""
+    if not user or not user.startswith(TENANT_USER_PREFIX):
+        return None
+    tenant = user.removeprefix(TENANT_USER_PREFIX)
+    try:
+        return checked_tenant(tenant)
+    except ValueError:
+        return None
 
 
 def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
-    """The Kafka door's tenants' ACLs: each writes its request topic, the orchestrator reads them all."""
-    result = {
-        Grant(
-            f"User:{tenant_user(tenant)}",
-            Resource.TOPIC,
-            tenant_requests_topic(tenant, suffix),
-            Pattern.LITERAL,
-            Operation.WRITE,
-        )
-        for tenant in tenants
-    }
+    """The Kafka door's tenants' ACLs: each writes its request topic (and the audit record the CLI writes
+    before each request, ``aoetl.commands.door``), the orchestrator reads them all."""
+    result: set[Grant] = set()
+    for tenant in tenants:
+        user = f"User:{tenant_user(tenant)}"
+        for topic in (tenant_requests_topic(tenant, suffix), Topics.AUDIT + suffix):
+            result.add(Grant(user, Resource.TOPIC, topic, Pattern.LITERAL, Operation.WRITE))
     if result:
         prefix = tenant_requests_prefix(suffix)
         result.add(Grant(ORCH.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.READ))

@@ -1,10 +1,20 @@
 """The one declarative list of topics. The dev stack, the test fixtures, compose and k8s all create topics
 from here, so partitions, retention and compaction are decided once.
+
+Besides the system topics (``TOPICS``), each tenant of the Kafka door has its own request topic,
+``aoetl.requests<suffix>.tenant.<name>``, which only that tenant's Kafka user may write (the ACLs of
+``shared.kafka.acls``): the topic a request arrived on is the broker's word for who sent it. Its name is
+built and parsed here only (``tenant_requests_topic``, ``tenant_of_topic``, and the orchestrator's
+subscription pattern ``tenant_requests_pattern``), and its layout copies the shared requests topic's
+(``tenant_request_topics``): the orchestrator relies on a run's request and its events sharing a partition
+number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 DAY_MS: Final = 24 * 3600 * 1000
@@ -96,3 +106,63 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         "AuditRecord of every mutating REST and CLI call, key tenant (a tenant's records stay in order)",
     ),
 )
+
+
+# ------------------------------------------------------------------------ tenants on the Kafka door
+# A tenant name becomes part of a topic and a user name: Kafka's topic characters without the dot (so one
+# tenant's topic is never a prefix-sibling of another's), bounded well below Kafka's 249.
+TENANT_NAME: Final = "[a-z0-9][a-z0-9_-]{0,63}"
+_TENANT_NAME = re.compile(TENANT_NAME)
+
+
+def checked_tenant(tenant: str) -> str:
+    if not _TENANT_NAME.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} cannot name a Kafka topic and user (a-z 0-9 _ -, at most 64)")
+    return tenant
+
+
+def tenant_requests_prefix(suffix: str = "") -> str:
+    return f"{Topics.REQUESTS}{suffix}.tenant."
+
+
+def tenant_requests_topic(tenant: str, suffix: str = "") -> str:
+    """Where ``tenant`` (and only it) submits requests on the Kafka door."""
+    return tenant_requests_prefix(suffix) + checked_tenant(tenant)
+
+
+def tenant_requests_pattern(suffix: str = "") -> str:
+    """A subscription to every tenant's request topic of the deployment whose topics carry ``suffix``, the
+    ones created later included: librdkafka takes a topic starting with ``^`` as a regular expression and
+    re-evaluates it at each metadata refresh. It matches exactly the names ``tenant_of_topic`` accepts.
+
+    Kafka topic names hold only letters, digits, ``.``, ``_`` and ``-``, so escaping the dots is all the
+    literal part needs (and keeps the expression within what librdkafka's own regex engine reads)."""
+    prefix = tenant_requests_prefix(suffix)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):
+        raise ValueError(f"topic suffix {suffix!r} cannot be part of a Kafka topic name")
+    return "^" + prefix.replace(".", r"\.") + TENANT_NAME + "$"
+
+
+def tenant_of_topic(topic: str, suffix: str = "") -> str | None:
+    """The tenant whose request topic ``topic`` is, None for any other topic (the shared requests topic
+    included): the one place a topic name is read back into a tenant."""
+    prefix = tenant_requests_prefix(suffix)
+    if not topic.startswith(prefix):
+        return None
+    tenant = topic[len(prefix) :]
+    return tenant if _TENANT_NAME.fullmatch(tenant) else None
+
+
+def tenant_request_topics(tenants: Iterable[str], suffix: str = "") -> list[TopicSpec]:
+    """The tenants' request topics, laid out as the shared one (partitions: a run's request and its events
+    must share a partition number, see ``services.orchestrator.service``)."""
+    (shared,) = (spec for spec in TOPICS if spec.name == Topics.REQUESTS)
+    return [
+        replace(
+            shared,
+            name=tenant_requests_topic(tenant, suffix),
+            config=dict(shared.config),
+            doc=f"PipelineRequest of tenant {tenant} (written only by its Kafka user), key run id",
+        )
+        for tenant in sorted(set(tenants))
+    ]

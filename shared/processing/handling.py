@@ -70,7 +70,7 @@ class MessageHandling:
         )
         try:
             failed_before = self.fail_fast.pop((topic, partition, offset), None)
-            value = self.serde.decode(raw, self.config.input_types[topic])
+            value = self.serde.decode(raw, self.config.contract_of(topic))
             if failed_before is not None:
                 raise failed_before
             with log_context(run_id=getattr(value, "run_id", None)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -56,7 +57,9 @@ class LoopConfig:
     stage: Stage  # written into dead letters
     instance_id: str
     group_id: str
-    input_types: Mapping[str, type[Contract]]  # input topic -> the contract its messages carry
+    # input topic -> the contract its messages carry; a key starting with "^" is a regular expression
+    # (librdkafka's pattern subscription: every matching topic, the ones created later included)
+    input_types: Mapping[str, type[Contract]]
     dead_letter_topic: str = Topics.DEAD_LETTERS
     transactional: bool = True  # False: effects first, offsets after (see shared.processing.commit)
     max_batch: int = 100
@@ -65,6 +68,16 @@ class LoopConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def contract_of(self, topic: str) -> type[Contract]:
+        """The contract of a message from ``topic``: its own entry, or that of the pattern it matches."""
+        found = self.input_types.get(topic)
+        if found is not None:
+            return found
+        for pattern, contract in self.input_types.items():
+            if pattern.startswith("^") and re.match(pattern, topic):
+                return contract
+        raise KeyError(f"{topic} is not an input of {self.service}")
 
 
 class OutputTooLargeError(DataError):

@@ -36,7 +36,7 @@ from shared.kafka.acls import (
     tenant_requests_topic,
     tenant_user,
 )
-from shared.kafka.topics import TOPICS, Topics
+from shared.kafka.topics import TOPICS, Topics, tenant_requests_pattern
 from shared.kafka.transaction import transactional_id
 from shared.settings import load_settings
 
@@ -164,8 +164,8 @@ def test_each_consuming_service_may_read_its_input_topics_and_join_its_group(
     cls = SERVICE_CLASSES[principal]
     settings = load_settings(cls.settings_class, topic_suffix=suffix)
     service = cls(settings)  # type: ignore[arg-type]
-    acls = grants(suffix)
-    for topic in service.input_types():
+    acls = grants(suffix) + tenant_grants(["acme"], suffix)
+    for topic in map(lambda t: _an_input_topic(t, suffix), service.input_types()):
         assert allowed(acls, principal, Operation.READ, Resource.TOPIC, topic), topic
     assert allowed(acls, principal, Operation.READ, Resource.GROUP, settings.group_id + suffix)
     for other in set(SERVICE_CLASSES) - {principal}:
@@ -174,12 +174,23 @@ def test_each_consuming_service_may_read_its_input_topics_and_join_its_group(
 
 @pytest.mark.parametrize("principal", list(SERVICE_CLASSES))
 def test_the_cli_may_replay_a_dead_letter_into_every_stage_input(principal: Principal, suffix: str) -> None:
-    """`aoetl dlq replay` re-publishes a dead letter into the topic it failed on (its origin)."""
+    """`aoetl dlq replay` re-publishes a dead letter into the topic it failed on (its origin), except into
+    a tenant's own request topic: only that tenant writes it, not even the operator."""
     cls = SERVICE_CLASSES[principal]
     service = cls(load_settings(cls.settings_class, topic_suffix=suffix))  # type: ignore[arg-type]
-    acls = grants(suffix)
-    for topic in service.input_types():
-        assert allowed(acls, Principal.CLI, Operation.WRITE, Resource.TOPIC, topic), topic
+    acls = grants(suffix) + tenant_grants(["acme"], suffix)
+    for topic in map(lambda t: _an_input_topic(t, suffix), service.input_types()):
+        is_tenants = topic == tenant_requests_topic("acme", suffix)
+        assert allowed(acls, Principal.CLI, Operation.WRITE, Resource.TOPIC, topic) != is_tenants, topic
+
+
+def _an_input_topic(name_or_pattern: str, suffix: str) -> str:
+    """An input topic's name; for a pattern subscription (``^...``), a topic it matches: the only one is
+    the tenants' request topics' (then tenant acme's)."""
+    if not name_or_pattern.startswith("^"):
+        return name_or_pattern
+    assert name_or_pattern == tenant_requests_pattern(suffix)
+    return tenant_requests_topic("acme", suffix)
 
 
 @pytest.mark.parametrize(
