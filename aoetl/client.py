@@ -131,6 +131,10 @@ class AoetlClient:
         self._producer.flush(10)
 
 
+class TopicReadRefusedError(ConfigurationError):
+    """The broker does not let this client's user read a topic: reported, never read as an empty topic."""
+
+
 class TopicReader:
     """Reads topics without a consumer group (assign, never commit): watching must not disturb services.
 
@@ -149,7 +153,7 @@ class TopicReader:
             if meta.error is not None:
                 # without this a topic we may not describe has no partitions, and drain() "succeeds" empty
                 self._consumer.close()
-                raise _read_refused(topic, meta.error)
+                raise _read_refused(topic, meta.error, client.door_tenant)
             parts.extend(TopicPartition(topic, p, start) for p in meta.partitions)
         if not from_beginning:
             # resolve "end" to concrete offsets now, before anything is submitted
@@ -196,7 +200,7 @@ class TopicReader:
                 if err.code() == err._PARTITION_EOF:
                     self._eof.add((msg.topic() or "", msg.partition() or 0))
                 elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED or err.fatal():
-                    raise _read_refused(msg.topic() or "?", err)
+                    raise _read_refused(msg.topic() or "?", err, self._client.door_tenant)
                 continue
             topic = msg.topic() or ""
             self._eof.discard((topic, msg.partition() or 0))
@@ -217,11 +221,16 @@ class TopicReader:
             yield from self.poll(types)
 
 
-def _read_refused(topic: str, error: KafkaError) -> ConfigurationError:
-    """A topic the broker will not let us read is a configuration problem to report, not an empty topic."""
+def _read_refused(topic: str, error: KafkaError, tenant: str | None) -> ConfigurationError:
+    """A topic the broker will not let us read is a configuration problem to report, not an empty topic.
+    ``tenant``: the client is that tenant's own Kafka user, which by design reads nothing."""
     if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-        return ConfigurationError(
-            f"not authorized to read topic {topic!r}: the broker's ACLs give this user no read access "
-            "(use a user that may read it, or ask for a read ACL)"
+        hint = (
+            f"tenant {tenant}'s Kafka user submits requests only, as results and events hold every "
+            "tenant's runs: use --no-wait, and follow the run through the gateway"
+            if tenant
+            else "use a user that may read it, or ask for a read ACL"
         )
+        refusal = f"not authorized to read topic {topic!r}: the broker's ACLs give this user no read access"
+        return TopicReadRefusedError(f"{refusal} ({hint})")
     return ConfigurationError(f"cannot read topic {topic!r}: {error.str()}")

@@ -3,7 +3,9 @@ TLS only, each service authenticated as its own SCRAM-SHA-512 user, StandardAuth
 least-privilege ACLs of ``shared.kafka.acls``.
 
 Short, because it runs in ``make test``: one pipeline through every service with its result and a failed
-run's alert read back as the ``cli`` user; the broker refusing a service's writes outside its ACLs; a wrong
+run's alert read back as the ``cli`` user; the broker refusing a service's writes outside its ACLs; tenants
+of the Kafka door, each its own user that may write its own request topic only, whose requests run as
+that tenant (a request there claiming another tenant is REJECTED); a wrong
 password, and ACLs that do not cover a service's topics, stopping it at start-up with exit code 2 and a
 clear message (never the password); nothing printing a secret; and last, the broker's authorizer log
 showing no refusal but the ones provoked here, so the grants cover what the services did. The whole e2e
@@ -31,27 +33,42 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from typer.testing import CliRunner
 
 from aoetl.cli import app
-from aoetl.client import AoetlClient
+from aoetl.client import AoetlClient, TopicReadRefusedError
 from aoetl.devstack import DevStack, ServiceSupervisor
 from aoetl.devstack.errors import StackStartupError
 from aoetl.devstack.osproc import free_port, tail
-from shared.contracts import Alert, AlertKind, AuditRecord, RunStatus
+from shared.contracts import Alert, AlertKind, AuditRecord, PipelineRequest, RunStatus
 from shared.errors import ConfigurationError
 from shared.kafka.access import KafkaUnreachableError, check_access
-from shared.kafka.acls import Principal
+from shared.kafka.acls import Principal, tenant_user
 from shared.kafka.admin import ensure_topics
 from shared.kafka.clients import KafkaClients, KafkaDeliveryError, produce_sync
-from shared.kafka.topics import Topics, TopicSpec
+from shared.kafka.topics import Topics, TopicSpec, tenant_requests_topic
 from shared.settings import KafkaSettings, ServiceSettings, load_settings
 from tests.e2e.conftest import System
-from tests.e2e.test_pipelines import assert_completed, expected_orders, orders_spec, run_spec, write_orders
+from tests.e2e.test_pipelines import (
+    assert_completed,
+    await_result,
+    expected_orders,
+    orders_spec,
+    run_spec,
+    write_orders,
+)
 from tests.helpers import make_state_dir, wait_until
 from tests.support import secure_kafka
 
 pytestmark = [pytest.mark.e2e, pytest.mark.secure]
 
 SERVICES = ("orchestrator", "extract", "transform", "load", "monitor")
+TENANTS = ("acme", "globex")  # tenants of the Kafka door: `aoetl dev up --secure --tenant acme ...`
 E2E_ENV = {
+    # a connection only tenant acme may use: a run that uses it was checked as acme's
+    "AOETL_POLICY_CONNECTIONS": json.dumps(
+        {
+            "default": {"env": "AOETL_POSTGRES_DSN"},
+            "acme-pg": {"env": "AOETL_POSTGRES_DSN", "tenants": ["acme"]},
+        }
+    ),
     "AOETL_LOG_FORMAT": "text",
     "AOETL_SESSION_TIMEOUT_MS": "6000",
     "AOETL_TRANSACTION_TIMEOUT_MS": "10000",
@@ -84,7 +101,7 @@ def secure(request: pytest.FixtureRequest) -> Iterator[SecureSystem]:
     supervisor: ServiceSupervisor | None = None
     client: AoetlClient | None = None
     try:
-        stack.up()
+        stack.up(tenants=TENANTS)
         supervisor = ServiceSupervisor(services_state, stack.endpoints.env())  # the addresses it listens on
         # as every e2e system: one loopback port its http sources may reach (System.allowed_http_port)
         allowed_http_port = free_port()
@@ -255,6 +272,66 @@ def test_reading_a_topic_outside_the_users_acls_is_a_clear_error_not_an_empty_to
         list(reader.drain({Topics.AUDIT: AuditRecord}, timeout=30))
 
 
+# ------------------------------------------------------------------------- tenants on the Kafka door
+def test_a_tenants_user_may_write_its_own_request_topic_only(secure: SecureSystem) -> None:
+    """Neither another tenant's topic nor the shared requests topic, where the writer names the tenant."""
+    producer = KafkaClients(secure.stack.tenant_settings("acme")).producer()
+    for topic in (tenant_requests_topic("globex"), Topics.REQUESTS):
+        with pytest.raises(KafkaDeliveryError) as refused:
+            produce_sync(producer, topic, b"forged", key="run", timeout=15)
+        assert "Topic authorization failed" in str(refused.value), topic
+        assert topic in str(refused.value)
+
+
+def test_a_request_on_a_tenants_own_topic_runs_as_that_tenant(secure: SecureSystem, tmp_path: Path) -> None:
+    """`aoetl submit` as tenant acme's Kafka user (its request on acme's topic, its audit record first);
+    the run uses a connection only acme may use, and its result is read as the operator's `cli`."""
+    write_orders(tmp_path / "in", 200, files=1)
+    table = f"tenant_orders_{uuid.uuid4().hex[:8]}"
+    spec = orders_spec(
+        "tenant-orders",
+        {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
+        {"type": "postgres", "table": table, "connection": "acme-pg"},
+    )
+    spec_file = tmp_path / "pipeline.json"
+    spec_file.write_text(json.dumps(spec))
+    env = {
+        **secure.stack.endpoints.env(),
+        **secure.stack.kafka.security.client_env(tenant_user("acme")),
+        "AOETL_CONFIG": str(tmp_path / "no-config.toml"),
+    }
+    with secure.system.client.reader(Topics.RESULTS, from_beginning=False) as results:
+        submitted = CliRunner().invoke(app, ["submit", str(spec_file)], env=env)
+        assert submitted.exit_code == 0, submitted.output
+        run_id = submitted.output.strip().splitlines()[-1]
+        assert_completed(await_result(results, run_id))
+    with psycopg.connect(secure.dsn) as con:
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (200,)
+    # following a run reads events and results, which a tenant's user may not: said before submitting
+    waiting = CliRunner().invoke(app, ["run", str(spec_file)], env=env)
+    assert isinstance(waiting.exception, TopicReadRefusedError), waiting.output
+    assert "tenant acme's Kafka user submits requests only" in str(waiting.exception)
+
+
+def test_a_request_on_a_tenants_topic_claiming_another_tenant_is_rejected(secure: SecureSystem) -> None:
+    acme = AoetlClient(load_settings(ServiceSettings, kafka=secure.stack.tenant_settings("acme")))
+    request = PipelineRequest(definition_name="anything", tenant="globex", requested_by="e2e")
+    try:
+        with secure.system.client.reader(Topics.RESULTS, from_beginning=False) as results:
+            produce_sync(
+                acme._producer,
+                tenant_requests_topic("acme"),
+                acme.serde.encode(request),
+                key=request.run_id,
+                timeout=15,
+            )
+            result = await_result(results, request.run_id)
+    finally:
+        acme.close()
+    assert result.status is RunStatus.REJECTED
+    assert [e.message for e in result.errors] == ["request on tenant acme's topic claims tenant globex"]
+
+
 def _run_transform(secure: SecureSystem, **overrides: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -298,6 +375,9 @@ def test_no_secret_is_printed_and_every_secret_file_is_private(secure: SecureSys
     up = CliRunner().invoke(app, ["dev", "up"], env=env)  # adopts the running stack, prints the CLI's lines
     assert up.exit_code == 0, up.output
     assert "AOETL_KAFKA_SASL_USERNAME=cli" in up.output and "$(cat " in up.output
+    # the stack remembers its tenants and says how a shell becomes one (the password stays in its file)
+    assert "AOETL_KAFKA_SASL_USERNAME=tenant-acme" in up.output, up.output
+    assert (security.folder / "tenant-acme.password").read_text() == security.password("tenant-acme")
     assert status.exit_code == 0 and "SASL_SSL" in status.output, status.output
     secrets_ = json.loads(security.credentials_file.read_text()).values()
     for output in (status.output, up.output):
