@@ -286,3 +286,20 @@ def test_dev_up_refuses_a_tenant_name_that_cannot_name_a_topic_before_starting_a
     assert refused.exit_code == 2
     assert "tenant 'Bad.Name' cannot name a Kafka topic" in refused.output
     assert not (tmp_path / "state").exists()
+
+
+def test_aoetl_stop_no_wait_as_a_tenant_only_asks_on_its_tenants_topic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, Any]] = []
+    monkeypatch.setattr(AoetlClient, "_produce", lambda self, topic, key, value: sent.append((topic, value)))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "AOETL_KAFKA_SASL_USERNAME": "tenant-acme",
+        "AOETL_CONFIG": str(tmp_path / "none.toml"),
+    }
+    stopped = CliRunner().invoke(app, ["stop", "--no-wait", "run-1"], env=env)
+    assert stopped.exit_code == 0, stopped.output
+    assert "stop of run run-1 requested" in stopped.output
+    assert [topic for topic, _ in sent] == ["aoetl.audit", "aoetl.requests.tenant.acme"]
+    assert sent[1][1].action is RequestAction.STOP and sent[1][1].tenant == "acme"
