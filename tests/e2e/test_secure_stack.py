@@ -286,7 +286,7 @@ def test_a_tenants_user_may_write_its_own_request_topic_only(secure: SecureSyste
 def test_a_request_on_a_tenants_own_topic_runs_as_that_tenant(secure: SecureSystem, tmp_path: Path) -> None:
     """`aoetl submit` as tenant acme's Kafka user (its request on acme's topic, its audit record first);
     the run uses a connection only acme may use, and its result is read as the operator's `cli`."""
-    write_orders(tmp_path / "in", 200, files=1)
+    rows = write_orders(tmp_path / "in", 200, files=1)
     table = f"tenant_orders_{uuid.uuid4().hex[:8]}"
     spec = orders_spec(
         "tenant-orders",
@@ -306,7 +306,9 @@ def test_a_request_on_a_tenants_own_topic_runs_as_that_tenant(secure: SecureSyst
         run_id = submitted.output.strip().splitlines()[-1]
         assert_completed(await_result(results, run_id))
     with psycopg.connect(secure.dsn) as con:
-        assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (200,)
+        loaded = con.execute(f"SELECT count(*), sum(id) FROM {table}").fetchone()
+    want = expected_orders(rows)
+    assert loaded == (want["count"], want["sum_id"])
     # following a run reads events and results, which a tenant's user may not: said before submitting
     waiting = CliRunner().invoke(app, ["run", str(spec_file)], env=env)
     assert isinstance(waiting.exception, TopicReadRefusedError), waiting.output
