@@ -143,6 +143,11 @@ class TopicReader:
 
     def __init__(self, client: AoetlClient, topics: list[str], *, from_beginning: bool):
         self._client = client
+        if client.door_tenant is not None and topics:
+            # a tenant's own user may read nothing (shared.kafka.acls.tenant_grants): said here, before the
+            # broker refuses the reader's group as well as the topic
+            error = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+            raise _read_refused(topics[0], error, client.door_tenant)
         self._consumer: Consumer = client.clients.consumer(
             f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
         )

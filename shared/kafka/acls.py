@@ -331,7 +331,8 @@ def tenant_of_user(user: str | None) -> str | None:
 
 def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
     """The Kafka door's tenants' ACLs: each writes its request topic (and the audit record the CLI writes
-    before each request, ``aoetl.commands.door``), the orchestrator reads them all."""
+    before each request, ``aoetl.commands.door``), the orchestrator reads them all (and the monitor,
+    which reports its group's lag, describes them)."""
     result: set[Grant] = set()
     for tenant in tenants:
         user = f"User:{tenant_user(tenant)}"
@@ -340,4 +341,8 @@ def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
     if result:
         prefix = tenant_requests_prefix(suffix)
         result.add(Grant(ORCH.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.READ))
+        # the orchestrator's group consumes them: whoever reads that group's lag describes them too
+        for watcher, access in PRINCIPAL_ACCESS.items():
+            if ORCH in access.watches:
+                result.add(Grant(watcher.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.DESCRIBE))
     return sorted(result)

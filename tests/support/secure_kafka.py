@@ -136,8 +136,6 @@ PROVOKED: Final = frozenset(
         # a tenant's user writing another tenant's request topic, and the shared one
         ("User:tenant-acme", f"Topic:LITERAL:{Topics.REQUESTS}.tenant.globex"),
         ("User:tenant-acme", f"Topic:LITERAL:{Topics.REQUESTS}"),
-        # and reading the events (`aoetl run --wait` as a tenant: refused before anything is submitted)
-        ("User:tenant-acme", f"Topic:LITERAL:{Topics.EVENTS}"),
     }
 )
 _DENIED: Final = re.compile(

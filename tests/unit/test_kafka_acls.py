@@ -280,6 +280,9 @@ def test_a_tenant_submits_only_on_its_own_request_topic_and_only_the_orchestrato
         assert not allowed(acls, acme_user, Operation.WRITE, Resource.TOPIC, other), other
     for topic in (acme, globex, Topics.RESULTS + suffix):
         assert not allowed(acls, acme_user, Operation.READ, Resource.TOPIC, topic), topic
+    # the monitor reports the orchestrator's group lag, which includes them
+    assert allowed(acls, Principal.MONITOR, Operation.DESCRIBE, Resource.TOPIC, acme)
+    assert not allowed(grants(suffix), Principal.MONITOR, Operation.DESCRIBE, Resource.TOPIC, acme)
     for principal in Principal:
         for topic in (acme, globex):
             may_read = allowed(acls, principal, Operation.READ, Resource.TOPIC, topic)

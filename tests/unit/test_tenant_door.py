@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aoetl.cli import app
-from aoetl.client import AoetlClient
+from aoetl.client import AoetlClient, TopicReadRefusedError
 from aoetl.commands.config import CliConfig
 from aoetl.commands.door import DoorAudit, stop_audited, submit_audited
 from aoetl.devstack.kafka_security import BrokerSecurity
@@ -303,3 +303,8 @@ def test_aoetl_stop_no_wait_as_a_tenant_only_asks_on_its_tenants_topic(
     assert "stop of run run-1 requested" in stopped.output
     assert [topic for topic, _ in sent] == ["aoetl.audit", "aoetl.requests.tenant.acme"]
     assert sent[1][1].action is RequestAction.STOP and sent[1][1].tenant == "acme"
+
+
+def test_a_tenants_user_is_told_it_reads_nothing_before_the_broker_is_asked() -> None:
+    with pytest.raises(TopicReadRefusedError, match="tenant acme's Kafka user submits requests only"):
+        _client("tenant-acme").reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False)
