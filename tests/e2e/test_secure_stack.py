@@ -332,6 +332,7 @@ def test_a_request_on_a_tenants_topic_claiming_another_tenant_is_rejected(secure
         acme.close()
     assert result.status is RunStatus.REJECTED
     assert [e.message for e in result.errors] == ["request on tenant acme's topic claims tenant globex"]
+    assert result.tenant == "acme"  # the writer's, whom the broker vouches for
 
 
 def _run_transform(secure: SecureSystem, **overrides: str) -> subprocess.CompletedProcess[str]:

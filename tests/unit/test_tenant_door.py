@@ -192,6 +192,7 @@ def test_a_request_on_a_tenants_topic_claiming_another_tenant_is_rejected(
         ("TenantMismatch", "tenant", f"request on tenant acme's topic claims tenant {claimed}")
     ]
     assert request.run_id not in orchestrator.book.runs
+    assert result.tenant == "acme"  # the writer's, whom the broker vouches for, not the one it names
 
 
 def test_the_shared_topic_keeps_the_tenant_its_trusted_writers_name(
