@@ -19,6 +19,8 @@ Defaults, and why:
   skipped), read only committed transactional data, and use the *range* assignor, which gives one member
   the same partition numbers of every subscribed topic, so co-partitioned topics (requests and events,
   both keyed by run id) are processed together;
+* every producer, librdkafka or aiokafka, hashes keys with murmur2 as the Java client does, so a key goes
+  to the same partition whichever client sends it (co-partitioning holds across clients);
 * message size limits match the 16 MiB ``max.message.bytes`` of the data topics.
 
 ``make_producer`` / ``make_consumer`` / ``make_aio_producer`` / ``make_aio_consumer`` are the same
@@ -115,6 +117,10 @@ class KafkaClients:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.max.bytes": MAX_MESSAGE_BYTES,
+            # Java's (and aiokafka's, faust's) key hash: librdkafka's own default (CRC32) would put a run id
+            # the gateway sends with aiokafka on another partition than the same id sent from here, and
+            # requests and events would no longer be co-partitioned.
+            "partitioner": "murmur2_random",
         }
         if transactional_id is not None:
             tuning["transactional.id"] = transactional_id
