@@ -13,7 +13,7 @@ from confluent_kafka.admin import NewTopic
 
 from shared.errors import TransientError
 from shared.kafka.clients import KafkaClients
-from shared.kafka.topics import TOPICS, TopicSpec
+from shared.kafka.topics import TOPICS, TopicSpec, checked_tenant, tenant_request_topics
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -73,19 +73,28 @@ def ensure_topics(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m shared.kafka.admin [--bootstrap kafka:9092]``: create the declared topics (deploy init).
-    The connection and its security come from the ``AOETL_KAFKA_*`` environment, as for the services."""
+    """``python -m shared.kafka.admin [--bootstrap kafka:9092] [--tenant NAME ...]``: create the declared
+    topics (deploy init), and the request topic of each tenant named (its Kafka door). The connection and
+    its security come from the ``AOETL_KAFKA_*`` environment, as for the services."""
     import argparse
 
     from shared.settings import load_settings
 
+    def tenant(name: str) -> str:
+        try:
+            return checked_tenant(name)
+        except ValueError as exc:  # argparse's own "invalid tenant value" message and exit 2
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--bootstrap", help="instead of AOETL_KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument("--tenant", type=tenant, action="append", default=[], help="repeatable")
     args = parser.parse_args(argv)
     given = {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
     kafka = load_settings(KafkaSettings, **given)
-    created = ensure_topics(kafka, replication_factor=args.replication_factor)
+    specs = [*TOPICS, *tenant_request_topics(args.tenant)]
+    created = ensure_topics(kafka, specs, replication_factor=args.replication_factor)
     print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 
