@@ -26,22 +26,28 @@ Defaults, and why:
 ``make_producer`` / ``make_consumer`` / ``make_aio_producer`` / ``make_aio_consumer`` are the same
 factories as functions of the settings; delivery checking (``DeliveryReports``, ``flush_checked``,
 ``produce_sync``) lives in ``shared.kafka.delivery`` and is re-exported here.
+
+Cold start: aiokafka is imported when the first asyncio client is built, not with this module, so the CLI
+and the confluent-kafka services never pay for it (about 50 ms). Its classes are still attributes of this
+module (``AIOKafkaProducer``..., resolved on first use), so a test can replace them like the others.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from shared.errors import ConfigurationError
 from shared.kafka.delivery import DeliveryReports, KafkaDeliveryError, flush_checked, produce_sync
 from shared.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
 
 __all__ = [
     "DEFAULT_TRANSACTION_TIMEOUT_MS",
@@ -63,6 +69,30 @@ DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 _log = logging.getLogger("aoetl.kafka")
 
 T = TypeVar("T", Producer, Consumer, AdminClient)
+
+# cold start: the aiokafka names this module offers, and the module each is imported from at first use
+_AIOKAFKA_NAMES = {
+    "AIOKafkaProducer": "aiokafka",
+    "AIOKafkaConsumer": "aiokafka",
+    "AIOKafkaAdminClient": "aiokafka.admin",
+    "RangePartitionAssignor": "aiokafka.coordinator.assignors.range",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """An aiokafka class, imported the first time it is asked for (PEP 562), then a plain attribute."""
+    module = _AIOKAFKA_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _aiokafka(name: str) -> Any:
+    """What the asyncio builders construct with: this module's attribute ``name`` (a replacement a test
+    set, else the aiokafka class); a global lookup alone would not reach ``__getattr__``."""
+    return globals()[name] if name in globals() else __getattr__(name)
 
 
 def _log_client_error(error: KafkaError) -> None:
@@ -194,7 +224,9 @@ class KafkaClients:
     def aio_producer(self, *, transactional_id: str | None = None, **overrides: Any) -> AIOKafkaProducer:
         """Same guarantees as ``producer`` for asyncio code (the gateway). Create it inside the running loop
         and ``await producer.start()``; ``send_and_wait`` raises on a failed delivery."""
-        return AIOKafkaProducer(**self.aio_producer_config(transactional_id=transactional_id, **overrides))
+        return _aiokafka("AIOKafkaProducer")(
+            **self.aio_producer_config(transactional_id=transactional_id, **overrides)
+        )
 
     def aio_consumer_config(
         self, *, group_id: str | None, isolation_level: str = "read_committed", **overrides: Any
@@ -204,7 +236,7 @@ class KafkaClients:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "isolation_level": isolation_level,
-            "partition_assignment_strategy": (RangePartitionAssignor,),
+            "partition_assignment_strategy": (_aiokafka("RangePartitionAssignor"),),
             "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,
         }
         return _layer(self.aio_connection_config(), tuning, overrides)
@@ -219,14 +251,14 @@ class KafkaClients:
         """Same defaults as ``consumer``; ``group_id=None`` gives a group-less reader (the gateway's views,
         the monitor's end offsets)."""
         config = self.aio_consumer_config(group_id=group_id, isolation_level=isolation_level, **overrides)
-        return AIOKafkaConsumer(*topics, **config)
+        return _aiokafka("AIOKafkaConsumer")(*topics, **config)
 
     def aio_admin_config(self, **overrides: Any) -> dict[str, Any]:
         return _layer(self.aio_connection_config(), {}, overrides)
 
     def aio_admin(self, **overrides: Any) -> AIOKafkaAdminClient:
         """Create inside the running loop and ``await admin.start()``."""
-        return AIOKafkaAdminClient(**self.aio_admin_config(**overrides))
+        return _aiokafka("AIOKafkaAdminClient")(**self.aio_admin_config(**overrides))
 
     # ------------------------------------------------------------------------------------------ faust
     def faust_broker(self) -> dict[str, Any]:
