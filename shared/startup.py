@@ -20,11 +20,16 @@ topics. Publishing skips what the topic already holds (see ``shared.avro.schema_
 so a restart writes nothing; two replicas starting together may write the same key and value twice,
 which compaction folds away. With Schema Registry framing nothing on the wire names a fingerprint, so
 nothing is published (the registry is the schema source then).
+
+Cold start: the CLI builds its serde with ``service_serde`` too, so this module imports no more than that
+needs; the retry policy (``shared.processing``, which brings the task loop and prometheus) is imported by
+the two waiting functions, which only services call.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from shared.avro import AvroSerde, SerdeSettings, make_serde
 from shared.avro.framing import SingleObjectFraming
@@ -33,13 +38,20 @@ from shared.errors import TransientError
 from shared.kafka.access import check_access
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
-from shared.processing import RetryPolicy
 from shared.settings import ServiceSettings, load_settings
 from shared.signals import GracefulShutdown
 
+if TYPE_CHECKING:
+    from shared.processing import RetryPolicy
+
 _log = logging.getLogger(__name__)
 
-_PUBLISH_RETRY = RetryPolicy(initial_delay=0.5, max_delay=10.0, max_attempts=None)
+
+def _start_up_retry() -> RetryPolicy:
+    """How a service waits for the broker at start-up: from half a second up to ten, for ever."""
+    from shared.processing import RetryPolicy  # cold start: services only, not the CLI (see the docstring)
+
+    return RetryPolicy(initial_delay=0.5, max_delay=10.0, max_attempts=None)
 
 
 def service_serde(settings: ServiceSettings) -> AvroSerde:
@@ -56,6 +68,7 @@ def await_kafka_access(settings: ServiceSettings, shutdown: GracefulShutdown) ->
     """Wait until the cluster answers as this service's principal and lets it use the schemas topic; False
     if a stop was requested first. Refused credentials, an untrusted certificate or ACLs that do not cover
     the schemas topic raise ``KafkaAccessDeniedError`` (a ``ConfigurationError``)."""
+    retry = _start_up_retry()
     attempt = 0
     while not shutdown.requested:
         try:
@@ -63,7 +76,7 @@ def await_kafka_access(settings: ServiceSettings, shutdown: GracefulShutdown) ->
         except TransientError as exc:
             attempt += 1
             _log.warning("Kafka is not reachable yet (%s); retrying", exc)
-            shutdown.wait(_PUBLISH_RETRY.delay(attempt))
+            shutdown.wait(retry.delay(attempt))
             continue
         return True
     return False
@@ -76,6 +89,7 @@ def publish_writer_schemas(settings: ServiceSettings, serde: Serde, shutdown: Gr
     if not isinstance(serde, AvroSerde) or not isinstance(serde.framing, SingleObjectFraming):
         return True
     topic = settings.topic(Topics.SCHEMAS)
+    retry = _start_up_retry()
     attempt = 0
     while not shutdown.requested:
         try:
@@ -83,7 +97,7 @@ def publish_writer_schemas(settings: ServiceSettings, serde: Serde, shutdown: Gr
         except TransientError as exc:  # the broker is not reachable yet: a service waits for it
             attempt += 1
             _log.warning("cannot publish the schemas to %s yet (%s); retrying", topic, exc)
-            shutdown.wait(_PUBLISH_RETRY.delay(attempt))
+            shutdown.wait(retry.delay(attempt))
             continue
         _log.info("schemas on %s: %d published, the rest already there", topic, written)
         return True
