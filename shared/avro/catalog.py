@@ -8,6 +8,11 @@ versions so messages from old writers still resolve by fingerprint.
 
 Fingerprints are CRC-64-AVRO of the Parsing Canonical Form, as the 8 bytes that appear in the Avro
 single-object header (little-endian); their hex form (``bytes.hex()``) keys the schemas topic.
+
+Cold start: loading the catalog reads and expands the files, but parses, canonicalises and fingerprints a
+schema only when it is first used (fastavro's CRC-64 is pure Python: all ~110 schemas cost ~0.12 CPU-s,
+the two that ``aoetl submit`` writes a few ms). Looking a writer up by fingerprint, or listing every entry
+(publishing the catalog), fingerprints them all, once per process.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +50,35 @@ def fingerprint_of(canonical_form: str) -> bytes:
 
 @dataclass(frozen=True)
 class SchemaEntry:
-    """One complete (expanded) schema as a writer uses it."""
+    """One complete (expanded) schema as a writer uses it. ``SchemaEntry(name, json)`` parses and
+    fingerprints at first use (each derived value is computed once: immutable, so safe to share across
+    threads); ``from_json`` does it at once."""
 
     name: str
     json: dict[str, Any] = field(repr=False)
-    parsed: Schema = field(repr=False)
-    canonical_form: str = field(repr=False)
-    fingerprint: bytes
 
     @classmethod
     def from_json(cls, schema: dict[str, Any]) -> SchemaEntry:
-        parsed = parse_schema(schema)
-        canonical = to_parsing_canonical_form(parsed)
-        return cls(_fullname(schema, ""), schema, parsed, canonical, fingerprint_of(canonical))
+        """An entry for a schema from outside the catalog (the schemas topic, a registry), parsed and
+        fingerprinted now, so that a malformed one fails where it is read."""
+        entry = cls(_fullname(schema, ""), schema)
+        entry.fingerprint  # noqa: B018 (computed now for its check, and kept)
+        return entry
+
+    @cached_property
+    def parsed(self) -> Schema:
+        return parse_schema(self.json)
+
+    @cached_property
+    def canonical_form(self) -> str:
+        return to_parsing_canonical_form(self.parsed)
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        return fingerprint_of(self.canonical_form)
+
+    def __repr__(self) -> str:
+        return f"SchemaEntry(name={self.name!r}, fingerprint={self.fingerprint!r})"
 
 
 class SchemaCatalog:
@@ -68,8 +89,19 @@ class SchemaCatalog:
     ):
         self._current = {e.name: e for e in current}
         self._history = history or {}
-        self._by_fp = {e.fingerprint: e for versions in self._history.values() for e in versions}
-        self._by_fp.update((e.fingerprint, e) for e in self._current.values())
+        self._fingerprint_index: dict[bytes, SchemaEntry] | None = None
+
+    @property
+    def _by_fp(self) -> dict[bytes, SchemaEntry]:
+        """Every entry by fingerprint (a current schema wins over an equal historical one), built at the
+        first look-up by fingerprint: the one step that fingerprints every schema. Two threads may both
+        build it; they build the same index."""
+        index = self._fingerprint_index
+        if index is None:
+            index = {e.fingerprint: e for versions in self._history.values() for e in versions}
+            index.update((e.fingerprint, e) for e in self._current.values())
+            self._fingerprint_index = index
+        return index
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaCatalog:
@@ -77,11 +109,11 @@ class SchemaCatalog:
         named = {
             _fullname(s, ""): s for s in _read_schemas(sorted(directory.glob("*.avsc")), named_files=True)
         }
-        current = [SchemaEntry.from_json(expand(name, named)) for name in sorted(named)]
+        current = [SchemaEntry(name, expand(name, named)) for name in sorted(named)]
         history: dict[str, list[SchemaEntry]] = {}
         for folder in sorted(p for p in (directory / "history").glob("*") if p.is_dir()):
             files = sorted(folder.glob("v*.avsc"), key=_version_number)
-            history[folder.name] = [SchemaEntry.from_json(s) for s in _read_schemas(files)]
+            history[folder.name] = [SchemaEntry(_fullname(s, ""), s) for s in _read_schemas(files)]
         return cls(current, history)
 
     @classmethod

@@ -19,7 +19,6 @@ from fastavro.validation import ValidationError, validate
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.avro.catalog import SchemaCatalog, SchemaEntry
-from shared.avro.compat import incompatibilities
 from shared.avro.convert import from_datum, to_datum
 from shared.avro.errors import (
     AvroDecodeError,
@@ -129,6 +128,9 @@ class AvroSerde:
             return None
         key = (writer.fingerprint, reader_name)
         if key not in self._resolution:
+            # cold start: the check brings the avro library, which only a reader of an older writer needs
+            from shared.avro.compat import incompatibilities
+
             # checked per schema pair, once: fastavro alone would notice only when a bad branch is read
             self._resolution[key] = incompatibilities(reader.json, writer.json)
         problems = self._resolution[key]
