@@ -51,6 +51,21 @@ HEAVY = (
 )
 # Only the agent commands' bodies and the transforms bring these (never a command's signature).
 MODEL_AND_DATA = ("langchain", "langchain_core", "langsmith", "pyarrow", "polars", "duckdb")
+# What `aoetl submit` needs is the spec, the contracts, fastavro and confluent-kafka; never what only the
+# services use: aiokafka (the asyncio clients), the task loop and its prometheus metrics, the avro library
+# (a reader's evolution check), faust, HTTP, PostgreSQL, SQL parsing, the model and data stacks.
+NOT_FOR_SUBMIT = (
+    "aiokafka",
+    "prometheus_client",
+    "shared.processing",
+    "shared.metrics",
+    "avro",
+    "faust",
+    "httpx",
+    "psycopg",
+    "sqlglot",
+    *MODEL_AND_DATA,
+)
 
 SHOW_MODULES = """
 import json, sys
@@ -91,6 +106,20 @@ def imported(modules: set[str], packages: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages))
 
 
+# A real `aoetl submit` with only the broker write replaced: the spec is loaded, the audit record and the
+# request are built, validated and encoded as always, and the topics written to are printed.
+SUBMIT_WITHOUT_BROKER = """
+import aoetl.client
+sent = []
+aoetl.client.produce_sync = lambda producer, topic, value, key=None, **_: sent.append(topic)
+{run}
+from shared.avro.catalog import SchemaCatalog
+catalog = SchemaCatalog.default()
+print("sent", json.dumps(sent))
+fingerprinted = [name for name in catalog.names() if "fingerprint" in vars(catalog.entry(name))]
+print("fingerprinted", json.dumps(fingerprinted))
+"""
+
 HELPS = [["--help"], ["submit", "--help"], ["validate", "--help"], ["run", "--help"]]
 
 
@@ -101,6 +130,23 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     assert imported(modules, HEAVY) == []
     if argv == ["--help"]:  # the listing comes from the registry: no command module at all
         assert imported(modules, ("aoetl.commands",)) == []
+
+
+def test_submit_imports_only_what_it_sends_with(tmp_path: Path) -> None:
+    run = RUN_ARGV.format(argv=["submit", "examples/orders/pipeline.yaml"])
+    shown, modules = fresh_interpreter(
+        SUBMIT_WITHOUT_BROKER.format(run=run),
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",  # nothing listens there: nothing may be sent for real
+        AOETL_CONFIG=str(tmp_path / "config.toml"),
+        AOETL_TOPIC_SUFFIX="",
+    )
+    lines = dict(
+        line.split(" ", 1) for line in shown.splitlines() if line.startswith(("sent ", "fingerprinted "))
+    )
+    assert json.loads(lines["sent"]) == ["aoetl.audit", "aoetl.requests"]  # the command did run through
+    assert imported(modules, NOT_FOR_SUBMIT) == []
+    # the catalog parses and fingerprints only the two schemas the command writes
+    assert json.loads(lines["fingerprinted"]) == ["io.aoetl.AuditRecord", "io.aoetl.PipelineRequest"]
 
 
 def test_no_command_signature_needs_the_model_or_data_libraries() -> None:
