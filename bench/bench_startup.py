@@ -9,9 +9,13 @@ pays (typer, its vendored click, rich's help renderer; for a command with argume
 typer coerces them with). The commands run round-robin, one warm-up each first (bytecode compiled, files
 in the page cache), so load on the machine shifts all of them alike; each figure is the median of
 ``--runs``. The ``aoetl`` executable is the entry point installed beside this interpreter (as a user runs
-it), importing this checkout. Output is one JSON object, also written to bench/results/bench_startup.json.
+it), importing this checkout, with its bytecode cached as a user's Python caches it (the bench drops
+``PYTHONDONTWRITEBYTECODE``: without the cache every run would compile the project's modules again).
+``--against DIR`` also times the aoetl commands importing another checkout (e.g. ``git worktree add
+/tmp/before main``) in the same rounds, so a change is measured before and after in one run, on one load.
+Output is one JSON object, also written to bench/results/bench_startup.json.
 
-    .venv/bin/python bench/bench_startup.py [--runs 15] [--submit]
+    .venv/bin/python bench/bench_startup.py [--runs 15] [--submit] [--against DIR]
 """
 
 from __future__ import annotations
@@ -90,34 +94,45 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="measured runs per command (median)")
     parser.add_argument("--submit", action="store_true", help="also time `aoetl submit` (needs a broker)")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout whose aoetl commands are timed in the same rounds"
+    )
     args = parser.parse_args()
 
-    # this checkout's code, whichever checkout the virtualenv was installed from
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = {**os.environ}
     env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's runs reuse cached bytecode (see the docstring)
+
+    def importing(checkout: Path) -> dict[str, str]:
+        """The environment that runs ``checkout``'s code, whichever checkout the virtualenv came from."""
+        path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+        return {**env, "PYTHONPATH": path}
+
     aoetl = aoetl_command()
+    checkouts = {"": REPO}
+    if args.against:
+        checkouts[f" ({args.against})"] = args.against.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         floor = Path(tmp) / "typer_floor.py"
         floor.write_text(TYPER_FLOOR)
         commands = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "typer app --help": [sys.executable, str(floor), "--help"],
-            "typer app first --help": [sys.executable, str(floor), "first", "--help"],
-            "aoetl --help": [*aoetl, "--help"],
-            "aoetl submit --help": [*aoetl, "submit", "--help"],
-            f"aoetl validate {EXAMPLE}": [*aoetl, "validate", EXAMPLE],
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
+            "typer app --help": ([sys.executable, str(floor), "--help"], env),
+            "typer app first --help": ([sys.executable, str(floor), "first", "--help"], env),
         }
-        if args.submit:
-            commands[f"aoetl submit {EXAMPLE}"] = [*aoetl, "submit", EXAMPLE]
+        for label, checkout in checkouts.items():
+            code = importing(checkout)
+            commands[f"aoetl --help{label}"] = ([*aoetl, "--help"], code)
+            commands[f"aoetl submit --help{label}"] = ([*aoetl, "submit", "--help"], code)
+            commands[f"aoetl validate {EXAMPLE}{label}"] = ([*aoetl, "validate", EXAMPLE], code)
+            if args.submit:
+                commands[f"aoetl submit {EXAMPLE}{label}"] = ([*aoetl, "submit", EXAMPLE], code)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for argv in commands.values():
-            run_once(argv, env)  # warm-up: bytecode written, files cached
+        for argv, command_env in commands.values():
+            run_once(argv, command_env)  # warm-up: bytecode written, files cached
         for _ in range(args.runs):
-            for name, argv in commands.items():
-                samples[name].append(run_once(argv, env))
+            for name, (argv, command_env) in commands.items():
+                samples[name].append(run_once(argv, command_env))
     figures = {name: summary(s) for name, s in samples.items()}
     baseline = figures["python -c pass"]["median_s"]
     for figure in figures.values():
@@ -128,6 +143,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "aoetl": " ".join(aoetl),
+        "against": str(checkouts[f" ({args.against})"]) if args.against else None,
         "commands": figures,
         "targets_s": {"aoetl --help": 0.3, f"aoetl submit {EXAMPLE}": 0.5},
     }
