@@ -43,8 +43,12 @@ class AoetlClient:
         self.settings = settings or load_settings(ServiceSettings)
         # the same clients and serde as a service: security settings, and the system's schemas topic
         self.clients = KafkaClients(self.settings.kafka)
-        self.serde = serde or service_serde(self.settings)
+        # created before the serde, so it connects while the catalog loads: an idempotent producer sends
+        # nothing before it holds a producer id, and when its first record comes before its connection to
+        # the partition leader is up, librdkafka may wait for its 500 ms retry timer to ask for one
+        # (measured: half of `aoetl submit`'s wall time when the producer was created last)
         self._producer = self.clients.producer()
+        self.serde = serde or service_serde(self.settings)
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
