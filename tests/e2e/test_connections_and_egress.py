@@ -261,6 +261,18 @@ def test_no_planted_secret_reaches_any_output(secured: Secured, allowed: JsonSer
         view = httpx.get(f"{secured.api}/runs/{run_id}", headers=secured.auth, timeout=5)
         assert view.status_code == 200, view.text  # the run view itself is searched, not a refusal
         outputs[f"GET /runs/{run_id}"] = view.text
+    for path, field in (("/alerts", "alerts"), ("/dead-letters", "dead_letters"), ("/runs", "runs")):
+        seen: dict[str, str] = {}
+
+        def listed(path: str = path, field: str = field, seen: dict[str, str] = seen) -> bool:
+            # the gateway follows these topics: searched once it shows the failed runs' records
+            answer = httpx.get(f"{secured.api}{path}", params={"limit": 200}, headers=secured.auth, timeout=5)
+            assert answer.status_code == 200, answer.text
+            seen["text"] = answer.text
+            return bool({item["run_id"] for item in answer.json()[field]} & failed_ids)
+
+        wait_until(listed, timeout=60, message=f"GET {path} listing the failed runs' records")
+        outputs[f"GET {path}"] = seen["text"]
 
     assert len([k for k in outputs if k.startswith("log ")]) >= len(REPLICAS)
     assert "malformed" in outputs[f"aoetl status {results['bad-dsn-source'].run_id}"]  # real output
