@@ -41,6 +41,14 @@ costs a few numbers: a late duplicate, or a dead letter re-driven after the run 
 rule's fraction is its failed rows over the checked rows, exact under redelivery like the figures.
 Failures of batches never transformed (a rule that failed the batch) are no checked rows: at most
 ``4 * window`` batches' failures are kept, the oldest of those dropped first.
+
+**Per rule** (``rule_totals``, what a result's quality outcomes say): the rows a rule was evaluated on are
+those of the transformed batches, as the transform evaluates them: a ``quarantine`` rule every row the
+steps kept (the batch's ``rows_out + rows_rejected``), a ``warn`` or ``fail`` rule the rows no quarantine
+rule took (``rows_out``). A batch a ``fail`` rule stopped is never transformed: its failures count with
+the rows its violations say were checked (``rows_checked``, RunEvent v7), and not at all for an older
+event that does not say, so a fraction never exceeds one. A rule keeps its first ``MAX_SAMPLES`` distinct
+failing values (``values``, v7), each from a violation counted once.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import (
+    MAX_SAMPLES,
     BatchLoaded,
     EventKind,
     QualityViolation,
@@ -156,6 +165,7 @@ class RuleLedger(BaseModel):
     reason: str
     failed: bool = Field(False, description="violated at level fail: the run failed or was healed")
     failed_rows: int = Field(0, description="failed rows of transformed batches, counted once")
+    samples: list[str] = Field(default_factory=list, description="its first distinct failing values")
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,22 @@ class RuleQuality:
     @property
     def fraction(self) -> float:
         return self.failed_rows / self.checked_rows if self.checked_rows else 0.0
+
+
+@dataclass(frozen=True)
+class RuleTotals:
+    """A rule's rows checked and failed as the transform evaluated it (see "Per rule" above)."""
+
+    rule: str
+    on_fail: OnFail
+    failed: bool
+    rows_checked: int
+    rows_failed: int
+    samples: tuple[str, ...]
+
+    @property
+    def fraction(self) -> float:
+        return self.rows_failed / self.rows_checked if self.rows_checked else 0.0
 
 
 class RunProgress(BaseModel):
@@ -193,6 +219,9 @@ class RunProgress(BaseModel):
     rules: dict[str, RuleLedger] = Field(default_factory=dict)
     failures: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="batch id -> rule -> failed rows, until the batch is settled"
+    )
+    checked_of_failures: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="batch id -> rule -> rows it checked (v7), kept as failures"
     )
     finished: bool = False
     status: RunStatus | None = None
@@ -233,6 +262,24 @@ class RunProgress(BaseModel):
             RuleQuality(name, r.on_fail, r.failed, r.reason, r.failed_rows, checked)
             for name, r in self.rules.items()
         ]
+
+    def rows_checked_by(self, on_fail: OnFail) -> int:
+        """Rows of the transformed batches that a rule of this level was evaluated on."""
+        total = self.stages[Stage.TRANSFORM].total
+        return total.rows_out + (total.rows_rejected if on_fail is OnFail.QUARANTINE else 0)
+
+    def rule_totals(self) -> list[RuleTotals]:
+        transform = self.stages[Stage.TRANSFORM]
+        totals = []
+        for name, rule in self.rules.items():
+            checked = self.rows_checked_by(rule.on_fail)
+            failed = rule.failed_rows
+            for batch, of_batch in self.failures.items():
+                rows_checked = self.checked_of_failures.get(batch, {}).get(name)
+                if name in of_batch and rows_checked is not None and batch not in transform.seen:
+                    failed, checked = failed + of_batch[name], checked + rows_checked
+            totals.append(RuleTotals(name, rule.on_fail, rule.failed, checked, failed, tuple(rule.samples)))
+        return totals
 
     def elapsed(self, now: datetime) -> timedelta | None:
         """Time since the run was accepted: until now, or until it finished."""
@@ -284,6 +331,7 @@ class RunProgress(BaseModel):
                 self.rules[rule].failed_rows += rows
         for settled in self.stages[Stage.TRANSFORM].settle(self.window):
             self.failures.pop(settled, None)  # their failed rows are counted, nothing can change them
+            self.checked_of_failures.pop(settled, None)
 
     def _loaded(self, event: RunEvent) -> None:
         loaded = event.payload_as(BatchLoaded)
@@ -307,6 +355,11 @@ class RunProgress(BaseModel):
         if violation.rule in of_batch:
             return  # counted once
         of_batch[violation.rule] = violation.failed_rows
+        if violation.rows_checked is not None:
+            self.checked_of_failures.setdefault(batch, {})[violation.rule] = violation.rows_checked
+        for value in violation.values:
+            if len(rule.samples) < MAX_SAMPLES and value not in rule.samples:
+                rule.samples.append(value)
         if batch in self.stages[Stage.TRANSFORM].seen:
             rule.failed_rows += violation.failed_rows
         self._bound_orphans()
@@ -318,6 +371,7 @@ class RunProgress(BaseModel):
         for ledger in self.stages.values():
             ledger.forget()
         self.failures.clear()
+        self.checked_of_failures.clear()
 
     def _record(self, stage: Stage, key: str, figures: Figures) -> None:
         ledger = self.stages[stage]
@@ -333,6 +387,7 @@ class RunProgress(BaseModel):
         orphans = [batch for batch in self.failures if batch not in transformed]
         for batch in orphans[: len(self.failures) - ORPHAN_FACTOR * self.window]:
             del self.failures[batch]  # their rows were never checked rows: nothing to settle
+            self.checked_of_failures.pop(batch, None)
 
 
 _HANDLERS: dict[EventKind, Callable[[RunProgress, RunEvent], None]] = {

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from services.orchestrator.outcomes import quality_outcomes, write_outcomes
 from shared.contracts import (
     DEFAULT_TENANT,
     AgentDecision,
@@ -106,7 +107,7 @@ class RunState:
             self.spec = decision.spec
 
     def result(self, status: RunStatus, now: datetime) -> PipelineResult:
-        """The run's one result: its figures are the fold's."""
+        """The run's one result: its figures, quality outcomes and what was written are the fold's."""
         return PipelineResult(
             run_id=self.run_id,
             request_id=self.request_id,
@@ -118,6 +119,8 @@ class RunState:
             stages=self.progress.stage_stats(),
             errors=self.errors,
             decisions=self.decisions,
+            quality=quality_outcomes(self.spec, self.progress),
+            written=write_outcomes(self.spec, self.progress, status),
         )
 
     def watermark(self, now: datetime) -> PipelineWatermark | None:

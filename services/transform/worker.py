@@ -72,6 +72,8 @@ class TransformWorker:
                         reason=violation.reason,
                         failed_rows=violation.failed_rows,
                         sample=event_sample(violation.sample),
+                        rows_checked=violation.rows_checked,
+                        values=violation.values,
                     ),
                     instance=self._instance,
                 ),

@@ -63,6 +63,7 @@ from shared.contracts.messages import (
     StreamRun,
     WebhookDelivery,
 )
+from shared.contracts.outcomes import MAX_SAMPLE_CHARS, MAX_SAMPLES, RuleAction, RuleOutcome, WriteOutcome
 from shared.contracts.security import ApiKey, AuditChannel, AuditOutcome, AuditRecord, Role
 
 MESSAGE_TYPES: tuple[type[Contract], ...] = (
@@ -84,6 +85,8 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
 
 __all__ = [
     "DEFAULT_TENANT",
+    "MAX_SAMPLES",
+    "MAX_SAMPLE_CHARS",
     "MESSAGE_TYPES",
     "PAYLOAD_KINDS",
     "PAYLOAD_TYPES",
@@ -115,6 +118,8 @@ __all__ = [
     "QualityViolation",
     "RequestAction",
     "Role",
+    "RuleAction",
+    "RuleOutcome",
     "RunAccepted",
     "RunControl",
     "RunEvent",
@@ -137,6 +142,7 @@ __all__ = [
     "Trigger",
     "TriggerKind",
     "WebhookDelivery",
+    "WriteOutcome",
     "new_id",
     "utcnow",
 ]

@@ -36,6 +36,7 @@ from shared.contracts.base import (
     utcnow,
 )
 from shared.contracts.legacy import upcast_details
+from shared.contracts.outcomes import MAX_SAMPLES
 from shared.spec.models import OnFail, PipelineSpec
 
 _NS = "io.aoetl.event"
@@ -97,6 +98,10 @@ class QualityViolation(Contract):
     reason: str
     failed_rows: int
     sample: list[dict[str, SampleValue]] = Field(default_factory=list, description="a few failing rows")
+    rows_checked: int | None = Field(None, description="v7: rows of the batch the rule was evaluated on")
+    values: list[str] = Field(
+        default_factory=list, max_length=MAX_SAMPLES, description="v7: a few failing values of its columns"
+    )
 
 
 class AgentDecision(Contract):

@@ -30,6 +30,7 @@ from shared.contracts.base import (
     new_id,
     utcnow,
 )
+from shared.contracts.outcomes import RuleOutcome, WriteOutcome
 from shared.spec.models import PipelineSpec
 from shared.triggers import DefinitionTrigger
 
@@ -133,6 +134,8 @@ class PipelineResult(Contract):
     stages: list[StageStats] = Field(default_factory=list)
     errors: list[ErrorInfo] = Field(default_factory=list)
     decisions: list[str] = Field(default_factory=list, description="agent decisions, in order")
+    quality: list[RuleOutcome] = Field(default_factory=list, description="v3: per row-level quality rule")
+    written: list[WriteOutcome] = Field(default_factory=list, description="v3: what was written where")
 
 
 class Alert(Contract):

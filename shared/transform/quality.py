@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
+from shared.contracts.outcomes import MAX_SAMPLE_CHARS, MAX_SAMPLES
 from shared.spec.quality import (
     AcceptedValuesRule,
     NotNullRule,
@@ -53,6 +54,8 @@ class Violation:
     failed_rows: int
     reason: str
     sample: list[dict[str, object]] = field(default_factory=list)  # JSON-safe, at most SAMPLE_ROWS
+    rows_checked: int | None = None  # rows the rule was evaluated on (None: a run-level rule)
+    values: list[str] = field(default_factory=list)  # failing values of its columns, see sample_values
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class QualityChecker:
                 count = int(bucket.sum())
                 if count:
                     rows = table.filter(bucket.to_arrow())
-                    violation = _violation(rule, count, rows)
+                    violation = _violation(rule, count, rows, table.num_rows)
                     violations[index] = violation
                     quarantined.append((index, violation, rows))
                     caught = caught | bucket
@@ -100,7 +103,8 @@ class QualityChecker:
             for (index, rule), bad in zip(self._others, _bad_masks(self._others, kept), strict=True):
                 count = int(bad.sum())
                 if count:
-                    violations[index] = _violation(rule, count, kept.filter(bad.to_arrow()))
+                    failing = kept.filter(bad.to_arrow())
+                    violations[index] = _violation(rule, count, failing, kept.num_rows)
         ordered = [violations[i] for i in sorted(violations)]
         return QualityOutcome(
             kept=kept,
@@ -190,8 +194,43 @@ def _check_pattern(rule: RegexRule, where: str) -> None:
 
 
 # -------------------------------------------------------------------------------------- reporting
-def _violation(rule: RowRule, count: int, rows: pa.Table) -> Violation:
-    return Violation(rule_name(rule), rule.on_fail, count, _reason(rule, count), _sample(rows))
+def _violation(rule: RowRule, count: int, rows: pa.Table, checked: int) -> Violation:
+    return Violation(
+        rule_name(rule),
+        rule.on_fail,
+        count,
+        _reason(rule, count),
+        _sample(rows),
+        rows_checked=checked,
+        values=sample_values(rows, _columns_of(rule)),
+    )
+
+
+def rule_columns(rule: QualityRule) -> list[str]:
+    """The columns a rule reads (none for a run-level ``row_count``)."""
+    return [] if isinstance(rule, RowCountRule) else list(dict.fromkeys(_columns_of(rule)))
+
+
+def sample_values(rows: pa.Table, columns: Sequence[str]) -> list[str]:
+    """The first ``MAX_SAMPLES`` failing rows as text, only the rule's columns (one: the value, several:
+    ``a=1, b=null``), each cut to ``MAX_SAMPLE_CHARS``: they end in a run's result, a report whose size
+    must not depend on the data, and which need show nothing of a row but what broke the rule."""
+    columns = list(dict.fromkeys(columns))
+    shown: list[str] = []
+    for row in rows.select(columns).slice(0, MAX_SAMPLES).to_pylist():
+        texts = [_text(row[c]) for c in columns]
+        text = (
+            texts[0]
+            if len(columns) == 1
+            else ", ".join(f"{c}={t}" for c, t in zip(columns, texts, strict=True))
+        )
+        shown.append(text if len(text) <= MAX_SAMPLE_CHARS else text[: MAX_SAMPLE_CHARS - 3] + "...")
+    return shown
+
+
+def _text(value: object) -> str:
+    safe = _json_safe(value)
+    return "null" if safe is None else str(safe).lower() if isinstance(safe, bool) else str(safe)
 
 
 def _reason(rule: RowRule, count: int) -> str:

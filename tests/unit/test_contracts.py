@@ -45,6 +45,8 @@ from shared.contracts import (
     QualityViolation,
     RequestAction,
     Role,
+    RuleAction,
+    RuleOutcome,
     RunAccepted,
     RunControl,
     RunEvent,
@@ -66,6 +68,7 @@ from shared.contracts import (
     Trigger,
     TriggerKind,
     WebhookDelivery,
+    WriteOutcome,
 )
 from shared.spec.models import (
     CastStep,
@@ -217,6 +220,8 @@ def rich_events(spec: PipelineSpec) -> list[RunEvent]:
             reason="2 rows with null in id",
             failed_rows=2,
             sample=[{"id": None, "ok": True, "n": 7, "x": 1.5, "s": "text"}],
+            rows_checked=9,
+            values=["null", "null"],
         ),
         AgentDecision(
             decision_id="d1",
@@ -349,6 +354,17 @@ def rich_messages() -> list[Contract]:
             ],
             errors=[error],
             decisions=["retry", "give up"],
+            quality=[
+                RuleOutcome(
+                    rule="ids",
+                    columns=["id"],
+                    rows_checked=3,
+                    rows_failed=1,
+                    action=RuleAction.QUARANTINED,
+                    samples=["null"],
+                )
+            ],
+            written=[WriteOutcome(destination="duckdb", target="out.duckdb:orders", rows=2, bytes=120)],
         ),
         PipelineResult(
             run_id="r2",
