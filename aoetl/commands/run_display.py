@@ -1,6 +1,10 @@
 """How the CLI shows a run: its result, its progress so far, live bars per stage while it runs, and the exit
 code of each final status. Used by ``aoetl run|status|stop``, the demo and the pipeline benchmark.
 
+A result shows its quality outcomes (PipelineResult v3) right under the status line: a run whose ``warn``
+rules failed on most rows still COMPLETES, and must not look like a clean one. One line per rule (failed of
+checked rows, the fraction, the action, a few failing values) and one per destination written.
+
 A module of its own, imported by those commands when they run: it needs the contracts, the progress fold
 and rich's live display, which ``aoetl.commands.pipelines`` does not import at its top (cold start, see
 ``aoetl.cli``).
@@ -17,7 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from aoetl.client import AoetlClient
-from shared.contracts import PipelineResult, RunEvent, RunStatus, Stage, StageStats
+from shared.contracts import (
+    PipelineResult,
+    RuleAction,
+    RuleOutcome,
+    RunEvent,
+    RunStatus,
+    Stage,
+    StageStats,
+    WriteOutcome,
+)
 from shared.kafka.topics import Topics
 from shared.progress import FIGURE_STAGES, RunProgress
 
@@ -41,6 +54,10 @@ def print_result(result: PipelineResult) -> None:
     )
     if result.stages:
         console.print(_stage_table(result.stages, busy=True))
+    if result.quality:
+        console.print(quality_table(result.quality))
+    for written in result.written:
+        console.print(f"  [cyan]→[/] {escape(written_line(written))}")
     for e in result.errors:
         where = f"{e.path}: " if e.path else ""
         console.print(f"  [red]✗[/] {escape(where + e.message)} [dim]({e.error_class})[/]")
@@ -54,6 +71,33 @@ def _stage_table(stages: list[StageStats], *, busy: bool) -> Table:
         figures = [f"{s.rows_in:,}", f"{s.rows_out:,}", f"{s.rows_rejected:,}", str(s.batches)]
         table.add_row(s.stage.value, *figures, *([str(s.duration_ms)] if busy else []))
     return table
+
+
+_ACTION_STYLES = {
+    RuleAction.PASSED: "green",
+    RuleAction.WARNED: "yellow",
+    RuleAction.QUARANTINED: "yellow",
+    RuleAction.FAILED: "red",
+}
+
+
+def quality_table(outcomes: list[RuleOutcome]) -> Table:
+    table = Table("rule", "failed / checked", "%", "action", "failing values", title="quality")
+    for o in outcomes:
+        fraction = o.rows_failed / o.rows_checked if o.rows_checked else 0.0
+        table.add_row(
+            escape(o.rule),
+            f"{o.rows_failed:,} / {o.rows_checked:,}",
+            f"{fraction:.1%}",
+            f"[{_ACTION_STYLES[o.action]}]{o.action.value}[/]",
+            escape(", ".join(o.samples)),  # user data: shown as text, never as markup
+        )
+    return table
+
+
+def written_line(written: WriteOutcome) -> str:
+    size = f", {written.bytes:,} bytes" if written.bytes is not None else ""
+    return f"wrote {written.rows:,} rows to {written.destination} {written.target}{size}"
 
 
 def print_progress(progress: RunProgress, last: RunEvent, now: datetime) -> None:
@@ -72,11 +116,11 @@ def print_progress(progress: RunProgress, last: RunEvent, now: datetime) -> None
         f"({load.rows_out:,} rows) loaded; last event {last.kind.value} at {last.at:%H:%M:%S}"
     )
     console.print(_stage_table(progress.stage_stats(), busy=False))
-    for rule in progress.quality():
+    for rule in progress.rule_totals():
         level = "red" if rule.failed else "yellow"
         console.print(
-            f"  [{level}]![/] rule {escape(rule.rule)} ({rule.on_fail.value}): {rule.failed_rows:,} of "
-            f"{rule.checked_rows:,} checked rows failed ({rule.fraction:.1%})"
+            f"  [{level}]![/] rule {escape(rule.rule)} ({rule.on_fail.value}): {rule.rows_failed:,} of "
+            f"{rule.rows_checked:,} checked rows failed ({rule.fraction:.1%})"
         )
 
 
