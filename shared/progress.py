@@ -42,13 +42,12 @@ rule's fraction is its failed rows over the checked rows, exact under redelivery
 Failures of batches never transformed (a rule that failed the batch) are no checked rows: at most
 ``4 * window`` batches' failures are kept, the oldest of those dropped first.
 
-**Per rule** (``rule_totals``, what a result's quality outcomes say): the rows a rule was evaluated on are
-those of the transformed batches, as the transform evaluates them: a ``quarantine`` rule every row the
-steps kept (the batch's ``rows_out + rows_rejected``), a ``warn`` or ``fail`` rule the rows no quarantine
-rule took (``rows_out``). A batch a ``fail`` rule stopped is never transformed: its failures count with
-the rows its violations say were checked (``rows_checked``, RunEvent v7), and not at all for an older
-event that does not say, so a fraction never exceeds one. A rule keeps its first ``MAX_SAMPLES`` distinct
-failing values (``values``, v7), each from a violation counted once.
+**Per rule** (``rule_totals``: a result's quality outcomes): a rule's checked rows are those of transformed
+batches the transform evaluated it on: for ``quarantine`` every row the steps kept (``rows_out +
+rows_rejected``), for ``warn``/``fail`` the rows no quarantine rule took (``rows_out``). A batch a ``fail``
+rule stopped is never transformed: its failures count with the rows its violations say were checked
+(``rows_checked``, RunEvent v7), not at all for an older event, so a fraction never exceeds one. A rule
+keeps its first ``MAX_SAMPLES`` distinct failing values (``values``, v7).
 """
 
 from __future__ import annotations
