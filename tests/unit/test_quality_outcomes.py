@@ -15,6 +15,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from services.orchestrator.outcomes import quality_outcomes, write_outcomes
+from services.orchestrator.runs import RunBook
 from shared.avro.catalog import SchemaCatalog
 from shared.avro.convert import to_datum
 from shared.avro.serde import AvroSerde
@@ -22,15 +23,19 @@ from shared.contracts import (
     MAX_SAMPLE_CHARS,
     MAX_SAMPLES,
     EventKind,
+    PipelineRequest,
     PipelineResult,
     QualityViolation,
     RuleAction,
     RuleOutcome,
     RunEvent,
     RunStatus,
+    Split,
+    SplitKind,
     Stage,
     WriteOutcome,
 )
+from shared.kafka.topics import Topics
 from shared.progress import RunProgress, fold
 from shared.redaction import MASK, forget_all_secrets, register_secret
 from shared.spec.models import OnFail, PipelineSpec
@@ -315,3 +320,32 @@ def test_a_violation_of_a_v6_writer_decodes_without_checked_rows_or_values() -> 
     serde = AvroSerde()
     current = serde.decode(serde.encode(event), RunEvent).payload_as(QualityViolation)
     assert current is not None and (current.rows_checked, current.values) == (10, ["null"])
+
+
+# ------------------------------------------------------------------------- the result the orchestrator writes
+def test_the_orchestrators_result_carries_the_outcomes_each_redelivered_event_counted_once() -> None:
+    the_spec = spec(QUALITY[:2])
+    book = RunBook(lambda s, p: [Split(kind=SplitKind.WHOLE, index=0, count=1)], lambda s, rows: [])
+    book.on_request(PipelineRequest(run_id="r1", request_id="q1", spec=the_spec), the_spec, AT)
+    extracted = RunEvent(
+        run_id="r1", kind=EventKind.SPLIT_EXTRACTED, stage=Stage.EXTRACT, at=AT, task_id="r1:t0", batches=2
+    )
+    events = [extracted]
+    for n, failing in enumerate((90, 78)):
+        batch = f"r1:t0:{n}"
+        events += [
+            violation(batch, "range:amount", failing, checked=100, values=(f"-{n}",)),
+            transformed(batch, 100, 100),
+            loaded(batch, 100),
+        ]
+    outputs = []
+    for event in events + events:  # every event delivered twice
+        outputs += book.on_event(event, AT)
+    finalized = RunEvent(run_id="r1", kind=EventKind.RUN_FINALIZED, stage=Stage.LOAD, at=AT)
+    (result,) = [o.value for o in book.on_event(finalized, AT) if o.topic == Topics.RESULTS]
+    assert isinstance(result, PipelineResult) and result.status is RunStatus.COMPLETED
+    assert [(o.rule, o.rows_failed, o.rows_checked, o.action, o.samples) for o in result.quality] == [
+        ("not_null:id", 0, 200, RuleAction.PASSED, []),
+        ("range:amount", 168, 200, RuleAction.WARNED, ["-0", "-1"]),
+    ]
+    assert result.written == [WriteOutcome(destination="duckdb", target="out.duckdb:orders", rows=200)]
