@@ -8,16 +8,25 @@ registry holds, per command, where it lives and the line ``aoetl --help`` shows 
 (``tests/unit/test_cli_startup.py`` keeps that line equal to the command's own help, and checks what a
 listing imports). A command module in turn imports its heavy dependencies inside the commands that use
 them, so that ``aoetl submit --help`` imports no more than the submit command's signature needs.
+
+Failures: whatever exception a command lets escape, ``RootGroup.invoke`` hands it to ``aoetl.failures``,
+which prints one line naming the fix and gives the exit code of its kind (the table is in the epilog of
+``aoetl --help`` and in the README); ``--debug`` or ``AOETL_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+from typer.exceptions import TyperException
+
+from aoetl.failures import EXIT_CODES
 
 if TYPE_CHECKING:  # typer vendors click as typer._click: its classes are named here for the type checker only
     from typer._click import Command, Context
@@ -113,22 +122,91 @@ class LazyCommand(TyperCommand):
         return self.loaded().make_context(info_name, args, parent=parent, **extra)
 
 
+# click's own exceptions carry their exit code and message already (usage errors, typer.Exit, Ctrl-C)
+_CLICK_EXITS = (typer.Exit, typer.Abort, TyperException)
+
+
 class RootGroup(TyperGroup):
-    """The root group: every entry of ``COMMANDS``, as a ``LazyCommand``."""
+    """The root group: every entry of ``COMMANDS``, as a ``LazyCommand``; the one place where a failure
+    becomes a line and an exit code (``aoetl.failures``)."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         for name, entry in COMMANDS.items():
             self.add_command(LazyCommand(name, entry))
 
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CLICK_EXITS:
+            raise
+        except Exception as exc:
+            if debugging(ctx):
+                raise
+            from aoetl.failures import report
 
-app = typer.Typer(name="aoetl", help="Agent-Orchestrated ETL.", no_args_is_help=True, cls=RootGroup)
+            raise typer.Exit(report(exc)) from exc
+
+
+def debugging(ctx: Context | None = None) -> bool:
+    return bool(ctx is not None and ctx.meta.get("aoetl.debug")) or os.environ.get("AOETL_DEBUG", "") not in (
+        "",
+        "0",
+    )
+
+
+def _exit_code_table() -> str:
+    # typer's rich help keeps these line breaks in an epilog
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    return f"Exit codes:\n\n{rows}"
+
+
+app = typer.Typer(
+    name="aoetl",
+    help="Agent-Orchestrated ETL.",
+    epilog=_exit_code_table(),
+    no_args_is_help=True,
+    cls=RootGroup,
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aoetl")
+    except PackageNotFoundError:  # a source checkout run without installing the package
+        return "unknown (not installed)"
+
+
+def _print_version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"aoetl {_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    # a callback makes typer build the root as a group (RootGroup) although no command is registered on it
-    pass
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version of aoetl and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and client logs (also AOETL_DEBUG=1).")
+    ] = False,
+) -> None:
+    # the callback also makes typer build the root as a group (RootGroup)
+    ctx.meta["aoetl.debug"] = debug or debugging()
+    if ctx.meta["aoetl.debug"]:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # librdkafka's reconnect chatter ("Connect to ... failed", "1/1 brokers are down", one line per
+        # retry) would bury the one line of aoetl.failures: without --debug nothing of it is printed
+        logging.getLogger("aoetl.kafka").addHandler(logging.NullHandler())
+        logging.getLogger("aoetl.kafka").propagate = False
 
 
 if __name__ == "__main__":

@@ -9,13 +9,16 @@ user (the operator's ``cli``, the plain broker) writes the shared requests topic
 from __future__ import annotations
 
 import getpass
+import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from aoetl.failures import KafkaAuthenticationError, KafkaUnreachableError, NotAuthorizedError
 from shared.avro import AvroSerde
 from shared.contracts import (
     DEFAULT_TENANT,
@@ -37,6 +40,12 @@ from shared.startup import service_serde
 
 C = TypeVar("C", bound=Contract)
 
+# How long the CLI waits for a first broker to answer before it says it cannot reach Kafka: a healthy
+# broker answers metadata in milliseconds, and librdkafka's own waits (30 s for a delivery, 10 s for
+# metadata) would make a typo in the bootstrap address cost half a minute.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+_PROBE_SLICE_S = 0.25
+
 
 class AoetlClient:
     def __init__(self, settings: ServiceSettings | None = None, serde: AvroSerde | None = None):
@@ -47,8 +56,48 @@ class AoetlClient:
         # nothing before it holds a producer id, and when its first record comes before its connection to
         # the partition leader is up, librdkafka may wait for its 500 ms retry timer to ask for one
         # (measured: half of `aoetl submit`'s wall time when the producer was created last)
-        self._producer = self.clients.producer()
+        self._connection_errors: list[KafkaError] = []
+        self._producer = self.clients.producer(error_cb=self._note_connection_error)
+        self._reachable = False
         self.serde = serde or service_serde(self.settings)
+
+    def _note_connection_error(self, error: KafkaError) -> None:
+        # librdkafka reports "all brokers down", a refused SASL login, a failed TLS handshake only here
+        # (a blocking call just waits out its timeout), so the probe below reads them from this list
+        self._connection_errors.append(error)
+
+    def check_reachable(self, timeout: float | None = None) -> None:
+        """Fail fast, before the first read or write: a broker answers metadata within ``timeout``
+        (``AOETL_CONNECT_TIMEOUT_S``, default 5 s), else ``KafkaUnreachableError``; refused credentials are
+        ``KafkaAuthenticationError``. A refused connection or an unknown host is reported at once."""
+        if self._reachable:
+            return
+        if timeout is None:
+            timeout = float(os.environ.get("AOETL_CONNECT_TIMEOUT_S") or DEFAULT_CONNECT_TIMEOUT_S)
+        kafka = self.settings.kafka
+        deadline = time.monotonic() + timeout
+        reason = f"no answer within {timeout:g}s"
+        while True:
+            try:
+                self._producer.list_topics(
+                    timeout=max(0.01, min(_PROBE_SLICE_S, deadline - time.monotonic()))
+                )
+                self._reachable = True
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() != KafkaError._TRANSPORT:
+                    reason = error.str()
+            self._producer.poll(0)  # serves the error callback
+            for error in self._connection_errors:
+                if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+                    raise KafkaAuthenticationError(kafka.bootstrap_servers, kafka.sasl_username, error.str())
+                if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._SSL):
+                    raise KafkaUnreachableError(
+                        kafka.bootstrap_servers, _first_cause(self._connection_errors)
+                    )
+            if time.monotonic() >= deadline:
+                raise KafkaUnreachableError(kafka.bootstrap_servers, reason)
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
@@ -111,6 +160,7 @@ class AoetlClient:
         self._produce(self.topic(topic), key, value)
 
     def _produce(self, topic: str, key: str, value: Contract) -> None:
+        self.check_reachable()
         produce_sync(self._producer, topic, self.serde.encode(value), key=key)
 
     def reader(self, *topics: str, from_beginning: bool) -> TopicReader:
@@ -135,7 +185,21 @@ class AoetlClient:
         self._producer.flush(10)
 
 
-class TopicReadRefusedError(ConfigurationError):
+def _first_cause(errors: list[KafkaError]) -> str:
+    """The most telling error librdkafka reported: why a broker could not be talked to, rather than the
+    summary "1/1 brokers are down" that follows it."""
+    for error in errors:
+        if error.code() in (KafkaError._RESOLVE, KafkaError._SSL, KafkaError._TRANSPORT):
+            text = error.str()
+            if (
+                "/bootstrap: " in text
+            ):  # "host:port/bootstrap: Connect to ... failed: ..." names the host twice
+                text = text.split("/bootstrap: ", 1)[1]
+            return re.sub(r"\s*\(after \d+ms in state \w+\)", "", text)
+    return errors[0].str() if errors else "unknown"
+
+
+class TopicReadRefusedError(NotAuthorizedError):
     """The broker does not let this client's user read a topic: reported, never read as an empty topic."""
 
 
@@ -152,6 +216,7 @@ class TopicReader:
             # broker refuses the reader's group as well as the topic
             error = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
             raise _read_refused(topics[0], error, client.door_tenant)
+        client.check_reachable()
         self._consumer: Consumer = client.clients.consumer(
             f"aoetl-watch-{uuid.uuid4().hex}", partition_eof=True
         )

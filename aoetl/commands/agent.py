@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from aoetl.commands.data_roots import default_to_dev_data_roots
+from aoetl.output import CliConsole
 
 if TYPE_CHECKING:
     from shared.agent.planner import PlanOutcome
     from shared.agent.profile import SourceProfile
 
-console = Console()
-err_console = Console(stderr=True)
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 EXIT_FAILED = 2
 
 SourceArg = Annotated[

@@ -15,7 +15,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,6 +30,8 @@ from aoetl.commands.config import (
     save_config,
 )
 from aoetl.commands.door import EXIT_UNAVAILABLE, DoorAudit
+from aoetl.failures import EXIT_AUTHENTICATION, gateway_exit_code
+from aoetl.output import CliConsole
 from shared.auth.keys import KeysUnreadable, issue_key, revoke
 from shared.auth.keys import read_keys as read_key_records
 from shared.auth.roles import TENANT_PATTERN
@@ -41,8 +42,8 @@ from shared.kafka.topics import Topics
 app = typer.Typer(help="Authentication: API keys, and the token this CLI sends.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the gateway.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-console = Console()
-err_console = Console(stderr=True)
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -63,12 +64,13 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _answer(response: Any) -> Any:
     if response.status_code >= 300:
         detail = escape(response.text)
-        code = EXIT_UNAVAILABLE if response.status_code >= 500 else EXIT_REFUSED
+        code = gateway_exit_code(response.status_code, EXIT_REFUSED)
         raise _fail(f"{response.status_code} {detail}{refusal_hint(response.status_code)}", code)
     return response.json()
 
 
 def read_keys(client: AoetlClient, timeout: float = 30.0) -> dict[str, ApiKey]:
+    client.check_reachable()
     try:
         return read_key_records(
             client.settings.kafka, client.topic(Topics.API_KEYS), client.serde, timeout=timeout
@@ -182,7 +184,7 @@ def whoami(gateway: GatewayOption = None) -> None:
     """Who the configured token speaks for, as the gateway sees it."""
     config = load_config()
     if not config.token:
-        raise _fail("no token configured: set AOETL_TOKEN, or run `aoetl auth login`", EXIT_REFUSED)
+        raise _fail("no token configured: set AOETL_TOKEN, or run `aoetl auth login`", EXIT_AUTHENTICATION)
     with gateway_client(_gateway_url(gateway, config), config) as http:
         me = _answer(http.get("/auth/whoami"))
     console.print(f"{me['subject']} in tenant {me['tenant']}, role {me['role']} ({me['method']})")

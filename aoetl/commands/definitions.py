@@ -18,13 +18,14 @@ from typing import Annotated, Any
 import typer
 import yaml
 from confluent_kafka import TopicPartition
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.config import gateway_client, refusal_hint
 from aoetl.commands.door import DoorAudit
+from aoetl.failures import gateway_exit_code
+from aoetl.output import CliConsole
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
@@ -33,12 +34,11 @@ from shared.spec.models import PipelineSpec
 from shared.triggers import DefinitionTrigger, TopicTrigger, split_definition_document
 
 app = typer.Typer(help="Register and list pipeline definitions.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_INVALID = 2
-EXIT_UNAVAILABLE = 3
 
 GatewayOption = Annotated[
     str | None,
@@ -113,6 +113,7 @@ def load_all(paths: list[Path]) -> list[DefinitionFile]:
 def read_definitions(client: AoetlClient, timeout: float = 30.0) -> dict[str, PipelineDefinition]:
     """The topic's current content: every record up to the high watermarks, tombstones applied."""
     topic = client.topic(Topics.DEFINITIONS)
+    client.check_reachable()  # fail fast: the waits below are 30 s each
     consumer = make_consumer(client.settings.kafka, f"aoetl-cli-{uuid.uuid4().hex}")
     try:
         partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
@@ -163,7 +164,7 @@ def apply(
                     err_console.print(
                         f"[red]{spec.name}: {response.status_code} {escape(response.text)}{hint}[/]"
                     )
-                    raise typer.Exit(EXIT_INVALID if response.status_code < 500 else EXIT_UNAVAILABLE)
+                    raise typer.Exit(gateway_exit_code(response.status_code, EXIT_INVALID))
                 console.print(f"{spec.name} v{response.json()['version']}")
         return
     client = AoetlClient()
@@ -207,7 +208,7 @@ def list_definitions(gateway: GatewayOption = None) -> None:
         if response.status_code >= 300:
             hint = refusal_hint(response.status_code)
             err_console.print(f"[red]{response.status_code} {escape(response.text)}{hint}[/]")
-            raise typer.Exit(EXIT_INVALID if response.status_code < 500 else EXIT_UNAVAILABLE)
+            raise typer.Exit(gateway_exit_code(response.status_code, EXIT_INVALID))
         definitions = [PipelineDefinition.model_validate(row) for row in response.json()]
     else:
         client = AoetlClient()

@@ -17,12 +17,12 @@ import shlex
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from aoetl.commands.config import DEFAULT_GATEWAY_URL, CliConfig, config_path, read_config_file, save_config
 from aoetl.devstack import SERVICE_NAMES, DevStack
 from aoetl.devstack.admin_key import LOCAL_TENANT, ensure_local_admin
+from aoetl.output import CliConsole
 from shared.errors import ConfigurationError
 from shared.kafka.acls import tenant_user
 from shared.kafka.topics import checked_tenant
@@ -31,7 +31,7 @@ from shared.settings import ServiceSettings, load_settings
 app = typer.Typer(
     help="Run the local Kafka + PostgreSQL stack (and optionally the services).", no_args_is_help=True
 )
-_console = Console()
+_console = CliConsole()
 
 
 @app.command()

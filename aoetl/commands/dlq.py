@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
+from aoetl.output import CliConsole
 from shared.contracts import DeadLetter
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 
 app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
-console = Console()
+console = CliConsole()
 
 REDRIVE_HEADER = "aoetl-redrive"
 

@@ -1,11 +1,12 @@
 """The audit of CLI commands that change the system through Kafka directly (the Kafka door).
 
-The same rule as the gateway's (``shared.auth.audit``): the ALLOWED record is acknowledged by Kafka
-before the command publishes anything, and a command whose record cannot be written stops there (exit 3)
-with nothing done. The record's actor is the OS user and its tenant the one the command speaks for: the
-tenant of the CLI's Kafka user when that is a tenant's own user (``tenant-<name>``, whose requests go to
-its tenant's topic, where the broker vouches for the tenant), else the configured one, which nothing
-verifies (see the README's "Security model"). One request id per command run ties its records together.
+The same rule as the gateway's (``shared.auth.audit``): the ALLOWED record is acknowledged by Kafka before the
+command publishes anything, and a command whose record cannot be written stops there (exit 11,
+``aoetl.failures.EXIT_KAFKA_UNAVAILABLE``) with nothing done. The record's actor is the OS user and its tenant
+the one the command speaks for: the tenant of the CLI's Kafka user when that is a tenant's own user
+(``tenant-<name>``, whose requests go to its tenant's topic, where the broker vouches for the tenant), else
+the configured one, which nothing verifies (see the README's "Security model"). One request id per command run
+ties its records together.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from __future__ import annotations
 import uuid
 
 import typer
-from rich.console import Console
 
 from aoetl.client import AoetlClient
 from aoetl.commands.config import CliConfig, load_config
+from aoetl.failures import EXIT_KAFKA_UNAVAILABLE, CliFailure
+from aoetl.output import CliConsole
 from shared.auth.audit import cli_record
 from shared.contracts import AuditOutcome, PipelineRequest, new_id
 from shared.errors import TransientError
 from shared.kafka.topics import Topics
 from shared.spec.models import PipelineSpec
 
-EXIT_UNAVAILABLE = 3
+EXIT_UNAVAILABLE = EXIT_KAFKA_UNAVAILABLE  # not 3: that is a TIMED_OUT run's
 
-_err = Console(stderr=True)
+_err = CliConsole(stderr=True)
 
 
 class DoorAudit:
@@ -36,9 +38,11 @@ class DoorAudit:
         self.tenant = client.tenant_for(self.config.tenant_or_default)
 
     def allowed(self, action: str, object: str) -> None:
-        """Write the ALLOWED record, or exit 3 without doing anything."""
+        """Write the ALLOWED record, or exit without doing anything."""
         try:
             self._write(action, object, AuditOutcome.ALLOWED, None)
+        except CliFailure:
+            raise  # an unreachable broker: aoetl.failures says so, with its own line and code
         except TransientError as exc:
             _err.print(f"[red]could not write the audit record, nothing done: {exc}[/]")
             raise typer.Exit(EXIT_UNAVAILABLE) from exc

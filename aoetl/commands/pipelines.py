@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from aoetl.commands.data_roots import default_to_dev_data_roots
+from aoetl.output import CliConsole
 
 if TYPE_CHECKING:
     from shared.contracts import Contract
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 # which typer reads to build the command (tests/unit/test_cli_startup.py checks that the two agree)
 DEFAULT_TENANT = "default"
 
-console = Console()
-err_console = Console(stderr=True)
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 EXIT_INVALID_SPEC = 2
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aoetl.client import AoetlClient
+from aoetl.output import CliConsole
 from shared.contracts import (
     PipelineResult,
     RuleAction,
@@ -34,7 +34,7 @@ from shared.contracts import (
 from shared.kafka.topics import Topics
 from shared.progress import FIGURE_STAGES, RunProgress
 
-console = Console()
+console = CliConsole()
 
 EXIT_CODES = {
     RunStatus.COMPLETED: 0,

@@ -13,15 +13,15 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 
+from aoetl.output import CliConsole
 from shared.webhooks.headers import GITHUB_DELIVERY, GITHUB_EVENT
 from shared.webhooks.signatures import Scheme, sign_github, sign_hmac, sign_standard, sign_stripe
 from shared.webhooks.sources import WebhookSettings, WebhookSource
 
 app = typer.Typer(help="Webhook tools.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from aoetl.cli import app as cli
 from aoetl.commands.config import CliConfig, load_config, read_config_file, save_config
 from aoetl.devstack.osproc import free_port
+from aoetl.failures import EXIT_AUTHENTICATION, EXIT_NOT_AUTHORIZED
 from services.gateway.app import create_app
 from services.gateway.core import Gateway
 from shared.contracts import PipelineDefinition
@@ -96,7 +97,7 @@ def test_rest_commands_send_the_configured_token(
     url, gateway, _bus = served
     unauthenticated = run("definitions", "list", "--gateway", url)
     assert (
-        unauthenticated.exit_code != 0
+        unauthenticated.exit_code == EXIT_AUTHENTICATION
         and "401" in unauthenticated.output
         and "aoetl auth login" in unauthenticated.output
     )
@@ -107,7 +108,7 @@ def test_rest_commands_send_the_configured_token(
     spec = tmp_path / "a.json"
     spec.write_text(json.dumps({**SPEC, "description": "v2"}))
     as_viewer = run("definitions", "apply", str(spec), "--gateway", url)
-    assert as_viewer.exit_code == 2 and "403" in as_viewer.output
+    assert as_viewer.exit_code == EXIT_NOT_AUTHORIZED and "403" in as_viewer.output
     applied = run("definitions", "apply", str(spec), "--gateway", url, env={"AOETL_TOKEN": ADMIN.token})
     assert applied.exit_code == 0, applied.output
     assert gateway.catalog.get("repo-sync").updated_by == f"key:{ADMIN.key_id}@acme"  # type: ignore[union-attr]
@@ -134,14 +135,14 @@ def test_keys_through_the_gateway_and_the_new_key_is_the_last_line(
     elsewhere = run(
         "auth", "keys", "create", "--tenant", "globex", "--role", "admin", "--gateway", url, env=admin
     )
-    assert elsewhere.exit_code == 1 and "403" in elsewhere.output
+    assert elsewhere.exit_code == EXIT_NOT_AUTHORIZED and "403" in elsewhere.output
     bad = run(
         "auth", "keys", "create", "--tenant", "Bad Tenant", "--role", "admin", "--gateway", url, env=admin
     )
     assert bad.exit_code == 2
     revoked = run("auth", "keys", "revoke", key_id, "--gateway", url, env=admin)
     assert revoked.exit_code == 0, revoked.output
-    assert run("auth", "whoami", "--gateway", url, env={"AOETL_TOKEN": key}).exit_code == 1
+    assert run("auth", "whoami", "--gateway", url, env={"AOETL_TOKEN": key}).exit_code == EXIT_AUTHENTICATION
 
 
 def test_login_checks_the_token_and_keeps_it_private(
@@ -149,7 +150,7 @@ def test_login_checks_the_token_and_keeps_it_private(
 ) -> None:
     url, _, _ = served
     wrong = run("auth", "login", "--gateway", url, stdin="aoetl_0123456789abcdef_" + "x" * 43 + "\n")
-    assert wrong.exit_code == 1 and not private_config.exists()
+    assert wrong.exit_code == EXIT_AUTHENTICATION and not private_config.exists()
     logged = run("auth", "login", "--gateway", url, stdin=VIEWER.token + "\n")
     assert logged.exit_code == 0, logged.output
     assert VIEWER.token not in logged.output
