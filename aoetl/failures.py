@@ -29,6 +29,7 @@ EXIT_POSTGRES_UNAVAILABLE = 12
 EXIT_GATEWAY_UNAVAILABLE = 13
 EXIT_AUTHENTICATION = 14
 EXIT_NOT_AUTHORIZED = 15
+EXIT_STACK_STARTUP = 16
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug of ours, not something the user's settings can fix
 
 # Every exit code of the CLI, in the order ``aoetl --help`` and the README list them.
@@ -46,10 +47,13 @@ EXIT_CODES: dict[int, str] = {
     EXIT_GATEWAY_UNAVAILABLE: "the gateway cannot be reached, or answered 5xx",
     EXIT_AUTHENTICATION: "authentication refused (gateway 401, Kafka SASL)",
     EXIT_NOT_AUTHORIZED: "not authorized (gateway 403, a Kafka topic ACL)",
+    EXIT_STACK_STARTUP: "`aoetl dev up`: a component of the dev stack did not start",
     EXIT_INTERNAL: "unexpected error (a bug: rerun with --debug, report it)",
 }
 
 DEBUG_HINT = "rerun with --debug (or AOETL_DEBUG=1) for the traceback"
+# a message of more lines than this (a process's log tail) is cut to its first line on the one line
+MAX_JOINED_LINES = 3
 
 
 class CliFailure(Exception):
@@ -121,6 +125,12 @@ def classify(exc: BaseException) -> tuple[int, str]:
             f"cannot reach PostgreSQL ({first}) — is it running? `aoetl dev up` starts one; elsewhere "
             "check the DSN (AOETL_POSTGRES_DSN)"
         )
+    stack = _module("aoetl.devstack.errors")
+    if stack is not None and isinstance(exc, stack.StackStartupError):
+        return EXIT_STACK_STARTUP, (
+            "the dev stack did not start (`aoetl dev status` shows each component; `aoetl dev down` then "
+            f"`aoetl dev up` starts afresh): {exc}"
+        )
     if isinstance(exc, ConfigurationError):
         return EXIT_CONFIGURATION, f"configuration error: {exc}"
     if isinstance(exc, TransientError) and "deliver" in str(exc):
@@ -133,8 +143,11 @@ def report(exc: BaseException) -> int:
     """Print the one line for ``exc`` on stderr (redacted, on one line); return its exit code."""
     from shared.redaction import redact
 
-    code, line = classify(exc)
-    text = " ".join(redact(line).split())  # one line, whatever the library's message held
+    code, message = classify(exc)
+    lines = [line.strip() for line in redact(message).splitlines() if line.strip()]
+    if len(lines) > MAX_JOINED_LINES:  # a log tail: its first line, and where the rest is
+        lines = [lines[0], f"({len(lines) - 1} more lines: {DEBUG_HINT})"]
+    text = " ".join(" ".join(lines).split())  # one line, whatever the library's message held
     print(f"aoetl: error: {text}", file=sys.stderr, flush=True)
     return code
 

@@ -28,6 +28,7 @@ from aoetl.failures import (
     EXIT_KAFKA_UNAVAILABLE,
     EXIT_NOT_AUTHORIZED,
     EXIT_POSTGRES_UNAVAILABLE,
+    EXIT_STACK_STARTUP,
     KafkaUnreachableError,
     classify,
     report,
@@ -216,6 +217,16 @@ def test_report_prints_one_redacted_line(capsys: pytest.CaptureFixture[str]) -> 
     assert printed.count("\n") == 1 and "pg-secret-42" not in printed and "second line" in printed
 
 
+def test_a_log_tail_is_cut_to_its_first_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from aoetl.devstack.errors import StackStartupError
+
+    tail = "\n".join(f"log line {n}" for n in range(40))
+    assert report(StackStartupError(f"kafka did not start:\n{tail}")) == EXIT_STACK_STARTUP
+    printed = capsys.readouterr().err
+    assert printed.count("\n") == 1 and "kafka did not start" in printed and "40 more lines" in printed
+    assert "log line 39" not in printed and "`aoetl dev status`" in printed
+
+
 def test_a_configuration_error_is_one_line_and_exit_10(env: dict[str, str | None], tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[gateway]\ntoken = "aoetl_x"\n')
@@ -258,9 +269,10 @@ def test_exit_codes_are_distinct_from_a_runs_and_listed_in_help_and_readme() -> 
         EXIT_GATEWAY_UNAVAILABLE,
         EXIT_AUTHENTICATION,
         EXIT_NOT_AUTHORIZED,
+        EXIT_STACK_STARTUP,
         EXIT_INTERNAL,
     }
-    assert len(failures) == 7 and not failures & set(RUN_EXIT_CODES.values())
+    assert len(failures) == 8 and not failures & set(RUN_EXIT_CODES.values())
     assert set(RUN_EXIT_CODES.values()) | failures <= set(EXIT_CODES)
     shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     readme = (REPO / "README.md").read_text()
