@@ -31,7 +31,7 @@ from aoetl.commands.config import (
 )
 from aoetl.commands.door import EXIT_UNAVAILABLE, DoorAudit
 from aoetl.failures import EXIT_AUTHENTICATION, gateway_exit_code
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.auth.keys import KeysUnreadable, issue_key, revoke
 from shared.auth.keys import read_keys as read_key_records
 from shared.auth.roles import TENANT_PATTERN
@@ -116,6 +116,7 @@ def create(
 def list_keys(
     tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None,
     gateway: GatewayOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The keys (never their secrets): id, tenant, role, state, creation."""
     if gateway:
@@ -129,24 +130,32 @@ def list_keys(
             rows = list(read_keys(client).values())
         finally:
             client.close()
-    table = Table()
-    table.add_column("key id", no_wrap=True, min_width=16)  # ids are what revoke takes: never cut
-    for column in ("tenant", "role", "state", "created", "by", "description"):
-        table.add_column(column, overflow="fold")
-    for key in sorted(rows, key=lambda k: (k.tenant, k.created_at)):
-        if tenant is not None and key.tenant != tenant:
-            continue
-        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "valid"
-        table.add_row(
-            key.key_id,
-            key.tenant,
-            key.role.value,
-            state,
-            key.created_at.isoformat(timespec="seconds"),
-            escape(key.created_by),
-            escape(key.description or ""),
-        )
-    console.print(table)
+    keys = [
+        key
+        for key in sorted(rows, key=lambda k: (k.tenant, k.created_at))
+        if tenant is None or key.tenant == tenant
+    ]
+
+    def table() -> Table:
+        shown = Table()
+        shown.add_column("key id", no_wrap=True, min_width=16)  # ids are what revoke takes: never cut
+        for column in ("tenant", "role", "state", "created", "by", "description"):
+            shown.add_column(column, overflow="fold")
+        for key in keys:
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "valid"
+            shown.add_row(
+                key.key_id,
+                key.tenant,
+                key.role.value,
+                state,
+                key.created_at.isoformat(timespec="seconds"),
+                escape(key.created_by),
+                escape(key.description or ""),
+            )
+        return shown
+
+    # never the secret's hash either: a listing is for people, and the hash is the key's only stored form
+    emit(output, [key.model_dump(mode="json", exclude={"secret_sha256"}) for key in keys], table, console)
 
 
 @keys_app.command("revoke")

@@ -25,7 +25,7 @@ from aoetl.client import AoetlClient
 from aoetl.commands.config import gateway_client, refusal_hint
 from aoetl.commands.door import DoorAudit
 from aoetl.failures import gateway_exit_code
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
@@ -200,7 +200,7 @@ def apply(
 
 
 @app.command("list")
-def list_definitions(gateway: GatewayOption = None) -> None:
+def list_definitions(gateway: GatewayOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
     """The registered definitions: name, version, source -> destination, last change."""
     if gateway:
         with gateway_client(gateway) as http:
@@ -216,17 +216,21 @@ def list_definitions(gateway: GatewayOption = None) -> None:
             definitions = sorted(read_definitions(client).values(), key=lambda d: d.name)
         finally:
             client.close()
-    table = Table("name", "version", "source → destination", "triggers", "updated", "by")
-    for d in definitions:
-        table.add_row(
-            d.name,
-            str(d.version),
-            f"{d.spec.source.type} → {d.spec.destination.type}",
-            ", ".join(_describe(t) for t in d.triggers) or "-",
-            d.updated_at.isoformat(timespec="seconds"),
-            d.updated_by,
-        )
-    console.print(table)
+
+    def table() -> Table:
+        shown = Table("name", "version", "source → destination", "triggers", "updated", "by")
+        for d in definitions:
+            shown.add_row(
+                d.name,
+                str(d.version),
+                f"{d.spec.source.type} → {d.spec.destination.type}",
+                ", ".join(_describe(t) for t in d.triggers) or "-",
+                d.updated_at.isoformat(timespec="seconds"),
+                d.updated_by,
+            )
+        return shown
+
+    emit(output, [d.model_dump(mode="json") for d in definitions], table, console)
 
 
 def _describe(trigger: DefinitionTrigger) -> str:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import DeadLetter
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
@@ -52,25 +52,41 @@ ErrorOpt = Annotated[str | None, typer.Option("--error-class", help="e.g. CastEr
 
 
 @app.command("list")
-def list_(run: RunOpt = None, stage: StageOpt = None, error_class: ErrorOpt = None) -> None:
+def list_(
+    run: RunOpt = None,
+    stage: StageOpt = None,
+    error_class: ErrorOpt = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
     """Dead letters, oldest first."""
     client = AoetlClient()
-    table = Table("id", "at", "stage", "error", "rule", "run", "origin")
-    count = 0
-    for letter in _letters(client, run, stage, error_class):
-        count += 1
-        o = letter.origin
-        table.add_row(
-            letter.dead_letter_id,
-            f"{letter.at:%Y-%m-%d %H:%M:%S}",
-            letter.stage.value,
-            escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
-            letter.rule or "",
-            letter.run_id or "",
-            f"{o.topic}[{o.partition}]@{o.offset}",
-        )
-    console.print(table)
-    console.print(f"{count} dead letter(s)")
+    letters = list(_letters(client, run, stage, error_class))
+
+    def table() -> Table:
+        shown = Table("id", "at", "stage", "error", "rule", "run", "origin")
+        for letter in letters:
+            o = letter.origin
+            shown.add_row(
+                letter.dead_letter_id,
+                f"{letter.at:%Y-%m-%d %H:%M:%S}",
+                letter.stage.value,
+                escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
+                letter.rule or "",
+                letter.run_id or "",
+                f"{o.topic}[{o.partition}]@{o.offset}",
+            )
+        return shown
+
+    emit(output, [_described(letter) for letter in letters], table, console)
+    if output is OutputFormat.TABLE:
+        console.print(f"{len(letters)} dead letter(s)")
+
+
+def _described(letter: DeadLetter) -> dict[str, object]:
+    """A dead letter as a document: everything but its payload's bytes (``show --export`` has those)."""
+    info = letter.model_dump(mode="json", exclude={"payload"})
+    info["payload_bytes"] = len(letter.payload)
+    return info
 
 
 @app.command()
@@ -84,9 +100,7 @@ def show(
     if letter is None:
         console.print(f"[red]no dead letter {dead_letter_id}[/]")
         raise typer.Exit(1)
-    info = letter.model_dump(mode="json", exclude={"payload"})
-    info["payload_bytes"] = len(letter.payload)
-    console.print_json(json.dumps(info, default=str))
+    console.print_json(json.dumps(_described(letter), default=str))
     if letter.payload_format == "arrow_ipc":
         # Arrow is imported for quarantined rows only, not for every dlq command (cold start, aoetl.cli)
         from shared.batch import decode_table

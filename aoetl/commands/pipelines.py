@@ -16,10 +16,11 @@ import typer
 from rich.markup import escape
 
 from aoetl.commands.data_roots import default_to_dev_data_roots
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
-    from shared.contracts import Contract
+    from shared.contracts import Contract, RunEvent
+    from shared.progress import RunProgress
     from shared.spec import SpecIssue
     from shared.spec.models import PipelineSpec
 
@@ -120,7 +121,10 @@ def run(
     raise typer.Exit(EXIT_CODES[result.status])
 
 
-def status(run_id: Annotated[str, typer.Argument(help="the run id printed by submit")]) -> None:
+def status(
+    run_id: Annotated[str, typer.Argument(help="the run id printed by submit")],
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
     """A run's result, or its progress so far, read from Kafka."""
     from aoetl.client import AoetlClient
     from aoetl.commands.run_display import EXIT_CODES, print_progress, print_result
@@ -129,13 +133,36 @@ def status(run_id: Annotated[str, typer.Argument(help="the run id printed by sub
     client = AoetlClient()
     result = client.find_result(run_id)
     if result is not None:
-        print_result(result)
+        if output is OutputFormat.TABLE:
+            print_result(result)
+        else:
+            emit(output, result.model_dump(mode="json"))
         raise typer.Exit(EXIT_CODES[result.status])
     events = client.run_events(run_id)
     if not events:
         err_console.print(f"[red]unknown run {run_id}[/]")
         raise typer.Exit(6)
-    print_progress(fold(run_id, events), events[-1], datetime.now(UTC))
+    progress = fold(run_id, events)
+    if output is OutputFormat.TABLE:
+        print_progress(progress, events[-1], datetime.now(UTC))
+    else:
+        emit(output, _progress_document(progress, events[-1]))
+
+
+def _progress_document(progress: RunProgress, last: RunEvent) -> dict[str, object]:
+    """A run still in progress as ``-o json|yaml`` shows it: the figures ``print_progress`` shows."""
+    return {
+        "run_id": progress.run_id,
+        "status": progress.status.value if progress.status is not None else "RUNNING",
+        "splits_planned": progress.splits_planned,
+        "splits_extracted": progress.splits_extracted,
+        "stages": [stats.model_dump(mode="json") for stats in progress.stage_stats()],
+        "quality": [
+            {"rule": q.rule, "checked_rows": q.checked_rows, "failed_rows": q.failed_rows}
+            for q in progress.quality()
+        ],
+        "last_event": {"kind": last.kind.value, "at": last.at.isoformat()},
+    }
 
 
 def stop(

@@ -105,6 +105,8 @@ def test_rest_commands_send_the_configured_token(
     save_config(CliConfig(token=VIEWER.token))
     listed = run("definitions", "list", "--gateway", url)
     assert listed.exit_code == 0, listed.output and "repo-sync" in listed.output
+    as_json = run("definitions", "list", "--gateway", url, "-o", "json")
+    assert [d["name"] for d in json.loads(as_json.output)] == ["repo-sync"], as_json.output
     spec = tmp_path / "a.json"
     spec.write_text(json.dumps({**SPEC, "description": "v2"}))
     as_viewer = run("definitions", "apply", str(spec), "--gateway", url)
@@ -132,6 +134,9 @@ def test_keys_through_the_gateway_and_the_new_key_is_the_last_line(
     key_id = key.split("_")[1]
     listed = run("auth", "keys", "list", "--gateway", url, env=admin)
     assert key_id in listed.output and key not in listed.output
+    as_json = run("auth", "keys", "list", "--gateway", url, "-o", "json", env=admin)
+    assert key_id in [row["key_id"] for row in json.loads(as_json.output)]
+    assert key not in as_json.output and "secret_sha256" not in as_json.output
     elsewhere = run(
         "auth", "keys", "create", "--tenant", "globex", "--role", "admin", "--gateway", url, env=admin
     )
