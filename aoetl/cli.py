@@ -204,9 +204,11 @@ def _root(
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:
         # librdkafka's reconnect chatter ("Connect to ... failed", "1/1 brokers are down", one line per
-        # retry) would bury the one line of aoetl.failures: without --debug nothing of it is printed
-        logging.getLogger("aoetl.kafka").addHandler(logging.NullHandler())
-        logging.getLogger("aoetl.kafka").propagate = False
+        # retry) would bury the one line of aoetl.failures: a handler that drops it keeps Python's
+        # last-resort handler from printing it; it still propagates to any handler configured above
+        kafka_log = logging.getLogger("aoetl.kafka")
+        if not any(isinstance(handler, logging.NullHandler) for handler in kafka_log.handlers):
+            kafka_log.addHandler(logging.NullHandler())
 
 
 if __name__ == "__main__":

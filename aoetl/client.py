@@ -73,7 +73,7 @@ class AoetlClient:
         if self._reachable:
             return
         if timeout is None:
-            timeout = float(os.environ.get("AOETL_CONNECT_TIMEOUT_S") or DEFAULT_CONNECT_TIMEOUT_S)
+            timeout = connect_timeout()
         kafka = self.settings.kafka
         deadline = time.monotonic() + timeout
         reason = f"no answer within {timeout:g}s"
@@ -183,6 +183,22 @@ class AoetlClient:
 
     def close(self) -> None:
         self._producer.flush(10)
+
+
+def connect_timeout() -> float:
+    """``AOETL_CONNECT_TIMEOUT_S``, else ``DEFAULT_CONNECT_TIMEOUT_S``."""
+    given = os.environ.get("AOETL_CONNECT_TIMEOUT_S")
+    if not given:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 600:
+        raise ConfigurationError(
+            f"AOETL_CONNECT_TIMEOUT_S must be a number of seconds in (0, 600], not {given!r}"
+        )
+    return seconds
 
 
 def _first_cause(errors: list[KafkaError]) -> str:

@@ -237,6 +237,9 @@ def test_a_configuration_error_is_one_line_and_exit_10(env: dict[str, str | None
     bad_setting, _ = invoke(["status", "r"], env, AOETL_KAFKA_SECURITY_PROTOCOL="BOGUS")
     assert bad_setting.exit_code == EXIT_CONFIGURATION
     assert "AOETL_KAFKA_SECURITY_PROTOCOL" in one_line_error(bad_setting)
+    bad_timeout, _ = invoke(["status", "r"], env, AOETL_CONNECT_TIMEOUT_S="soon")
+    assert bad_timeout.exit_code == EXIT_CONFIGURATION
+    assert "AOETL_CONNECT_TIMEOUT_S must be a number of seconds" in one_line_error(bad_timeout)
 
 
 def test_an_unexpected_error_is_one_line_that_says_how_to_see_more(
