@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 
 from aoetl.cli import app
 from aoetl.devstack import DevStack
+from aoetl.failures import EXIT_AUTHENTICATION
 from shared.kafka.access import check_access
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import TOPICS, Topics
@@ -102,6 +105,16 @@ def test_dev_up_secure_prints_a_working_cli_environment_then_plaintext_again(sta
         for key, value in exported.items():
             mp.setenv(key, value)
         check_access(load_settings(KafkaSettings), [Topics.RESULTS], timeout=15)
+    # the CLI with a wrong password: one line naming the fix, the exit code of refused credentials, fast
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    refused = CliRunner().invoke(
+        app, ["status", "some-run"], env={**env, **exported, "AOETL_KAFKA_SASL_PASSWORD": wrong}
+    )
+    assert refused.exit_code == EXIT_AUTHENTICATION, refused.output
+    assert "refused the credentials of user 'cli'" in refused.output and "Traceback" not in refused.output
+    assert wrong not in refused.output and len(refused.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 10
     status = CliRunner().invoke(app, ["dev", "status"], env=env)
     assert status.exit_code == 0 and "SASL_SSL" in status.output, status.output
     switched = CliRunner().invoke(app, ["dev", "up", "--plaintext"], env=env)
