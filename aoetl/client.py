@@ -9,6 +9,7 @@ user (the operator's ``cli``, the plain broker) writes the shared requests topic
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import time
@@ -40,6 +41,8 @@ from shared.startup import service_serde
 
 C = TypeVar("C", bound=Contract)
 
+_log = logging.getLogger("aoetl.kafka")
+
 # How long the CLI waits for a first broker to answer before it says it cannot reach Kafka: a healthy
 # broker answers metadata in milliseconds, and librdkafka's own waits (30 s for a delivery, 10 s for
 # metadata) would make a typo in the bootstrap address cost half a minute.
@@ -57,14 +60,17 @@ class AoetlClient:
         # the partition leader is up, librdkafka may wait for its 500 ms retry timer to ask for one
         # (measured: half of `aoetl submit`'s wall time when the producer was created last)
         self._connection_errors: list[KafkaError] = []
-        self._producer = self.clients.producer(error_cb=self._note_connection_error)
         self._reachable = False
+        self._producer = self.clients.producer(error_cb=self._note_connection_error)
         self.serde = serde or service_serde(self.settings)
 
     def _note_connection_error(self, error: KafkaError) -> None:
         # librdkafka reports "all brokers down", a refused SASL login, a failed TLS handshake only here
-        # (a blocking call just waits out its timeout), so the probe below reads them from this list
-        self._connection_errors.append(error)
+        # (a blocking call just waits out its timeout), so the probe below reads them from this list;
+        # logged as every client's are (shared.kafka.clients), which `aoetl --debug` shows
+        _log.log(logging.ERROR if error.fatal() else logging.WARNING, "kafka client error: %s", error)
+        if not self._reachable:  # only the probe reads them: a long --follow keeps none
+            self._connection_errors.append(error)
 
     def check_reachable(self, timeout: float | None = None) -> None:
         """Fail fast, before the first read or write: a broker answers metadata within ``timeout``
@@ -76,28 +82,23 @@ class AoetlClient:
             timeout = connect_timeout()
         kafka = self.settings.kafka
         deadline = time.monotonic() + timeout
-        reason = f"no answer within {timeout:g}s"
         while True:
+            wait = max(0.01, min(_PROBE_SLICE_S, deadline - time.monotonic()))
             try:
-                self._producer.list_topics(
-                    timeout=max(0.01, min(_PROBE_SLICE_S, deadline - time.monotonic()))
-                )
+                self._producer.list_topics(timeout=wait)
                 self._reachable = True
                 return
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() != KafkaError._TRANSPORT:
-                    reason = error.str()
+            except KafkaException:
+                pass  # this slice's metadata timed out: what went wrong, if anything, is in the callback's
             self._producer.poll(0)  # serves the error callback
             for error in self._connection_errors:
                 if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
                     raise KafkaAuthenticationError(kafka.bootstrap_servers, kafka.sasl_username, error.str())
                 if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._SSL):
-                    raise KafkaUnreachableError(
-                        kafka.bootstrap_servers, _first_cause(self._connection_errors)
-                    )
+                    cause = _first_cause(self._connection_errors)
+                    raise KafkaUnreachableError(kafka.bootstrap_servers, cause)
             if time.monotonic() >= deadline:
-                raise KafkaUnreachableError(kafka.bootstrap_servers, reason)
+                raise KafkaUnreachableError(kafka.bootstrap_servers, f"no answer within {timeout:g}s")
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
@@ -207,9 +208,8 @@ def _first_cause(errors: list[KafkaError]) -> str:
     for error in errors:
         if error.code() in (KafkaError._RESOLVE, KafkaError._SSL, KafkaError._TRANSPORT):
             text = error.str()
-            if (
-                "/bootstrap: " in text
-            ):  # "host:port/bootstrap: Connect to ... failed: ..." names the host twice
+            # "host:port/bootstrap: Connect to ipv4#host:port failed: ..." names the address twice
+            if "/bootstrap: " in text:
                 text = text.split("/bootstrap: ", 1)[1]
             return re.sub(r"\s*\(after \d+ms in state \w+\)", "", text)
     return errors[0].str() if errors else "unknown"
