@@ -149,10 +149,10 @@ class RootGroup(TyperGroup):
 
 
 def debugging(ctx: Context | None = None) -> bool:
-    return bool(ctx is not None and ctx.meta.get("aoetl.debug")) or os.environ.get("AOETL_DEBUG", "") not in (
-        "",
-        "0",
-    )
+    """``--debug`` was given (to this invocation), or ``AOETL_DEBUG`` is set to anything but 0."""
+    if ctx is not None and ctx.meta.get("aoetl.debug"):
+        return True
+    return os.environ.get("AOETL_DEBUG", "0") not in ("", "0")
 
 
 def _exit_code_table() -> str:
