@@ -27,9 +27,12 @@ class CliConsole(Console):
     @property
     def size(self) -> ConsoleDimensions:
         size = super().size
-        if self._width is not None or self.is_terminal or (os.environ.get("COLUMNS") or "").isdigit():
+        if self._width is not None or self.is_terminal:
             return size
-        return ConsoleDimensions(PIPED_WIDTH, size.height)
+        # COLUMNS read now, not when the console was made: the commands' consoles are module-level, made
+        # at import time under whatever environment that was (rich reads COLUMNS only in __init__)
+        columns = os.environ.get("COLUMNS") or ""
+        return ConsoleDimensions(int(columns) if columns.isdigit() else PIPED_WIDTH, size.height)
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
