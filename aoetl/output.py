@@ -24,6 +24,11 @@ PIPED_WIDTH = 10_000
 
 
 class CliConsole(Console):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("width") is None:  # rich fixed COLUMNS of import time here: ``size`` reads it live
+            self._width = None
+
     @property
     def size(self) -> ConsoleDimensions:
         size = super().size
