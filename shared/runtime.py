@@ -144,6 +144,7 @@ class ProcessorService(BaseService[P]):
             group_id=s.group_id,
             input_types=self.input_types(),
             dead_letter_topic=s.dead_letter_topic,
+            topic_suffix=s.topic_suffix,
             transactional=self.transactional,
             max_batch=s.max_batch,
             poll_timeout=s.poll_timeout_s,

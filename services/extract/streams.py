@@ -97,7 +97,9 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
         reader = streaming.ReaderConfig(
             kafka=config.kafka,
             group_id=stream_group(pipeline, config.topic_suffix),
-            transactional_id=transactional_id("extract-stream", config.instance_id, pipeline),
+            transactional_id=transactional_id(
+                "extract-stream", config.instance_id, pipeline, suffix=config.topic_suffix
+            ),
             topic=self.source.topic,
             dead_letter_topic=config.topic(Topics.DEAD_LETTERS),
             consumer_overrides={"session.timeout.ms": config.session_timeout_ms},

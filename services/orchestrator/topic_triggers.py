@@ -75,7 +75,11 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
             kafka=config.kafka,
             group_id=key.group_id(config.topic_suffix),
             transactional_id=transactional_id(
-                "orchestrator-trigger", config.instance_id, key.definition, str(key.index)
+                "orchestrator-trigger",
+                config.instance_id,
+                key.definition,
+                str(key.index),
+                suffix=config.topic_suffix,
             ),
             topic=rule.topic,
             dead_letter_topic=Topics.DEAD_LETTERS + config.topic_suffix,

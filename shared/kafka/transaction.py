@@ -60,10 +60,12 @@ class TransactionCallHungError(KafkaCommitError):
     still blocks it) and a new one with the same transactional id fences it."""
 
 
-def transactional_id(*parts: str) -> str:
+def transactional_id(*parts: str, suffix: str = "") -> str:
     """A transactional id from its parts (service, instance, pipeline...), in the characters Kafka takes
-    everywhere (ids also name metrics and log lines)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
+    everywhere (ids also name metrics and log lines). ``suffix`` is the deployment's topic suffix: two
+    deployments sharing a broker may run instances of the same name (``transform-0``), and without it each
+    would fence the other's producers. It goes last, so the principals' prefixed grants still cover it."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts) + suffix)
 
 
 def kafka_error(exc: BaseException) -> KafkaError | None:

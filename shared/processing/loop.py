@@ -75,7 +75,7 @@ def commit_mode_for(kafka: KafkaSettings, config: LoopConfig, stop: threading.Ev
         )
     return TransactionalCommit(
         kafka,
-        transactional_id(config.service, config.instance_id),
+        transactional_id(config.service, config.instance_id, suffix=config.topic_suffix),
         stop=stop,
         timeout=config.kafka_timeout,
         retry_delay=config.retry.delay,

@@ -61,6 +61,7 @@ class LoopConfig:
     # (librdkafka's pattern subscription: every matching topic, the ones created later included)
     input_types: Mapping[str, type[Contract]]
     dead_letter_topic: str = Topics.DEAD_LETTERS
+    topic_suffix: str = ""  # the deployment's: part of the transactional id (shared.kafka.transaction)
     transactional: bool = True  # False: effects first, offsets after (see shared.processing.commit)
     max_batch: int = 100
     poll_timeout: float = 1.0

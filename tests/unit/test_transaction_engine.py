@@ -214,6 +214,28 @@ def test_transactional_ids_keep_to_the_characters_kafka_takes_everywhere() -> No
     assert transactional_id("extract-stream", "host:1", "orders/eu") == "extract-stream-host_1-orders_eu"
 
 
+def test_two_deployments_on_one_broker_never_share_a_transactional_id() -> None:
+    """Instances are named per deployment (``transform-0`` in each): without the topic suffix in the id,
+    starting a second deployment fenced the first's producers (seen as make test-secure's stall)."""
+    from shared.contracts import Stage
+    from shared.processing.commit import TransactionalCommit
+    from shared.processing.loop import commit_mode_for
+    from shared.processing.messages import LoopConfig
+
+    def loop_id(suffix: str) -> str:
+        config = LoopConfig("transform", Stage.TRANSFORM, "transform-0", "g", {}, topic_suffix=suffix)
+        mode = commit_mode_for(KAFKA, config, threading.Event())
+        assert isinstance(mode, TransactionalCommit)
+        return mode.transaction.transactional_id
+
+    assert loop_id("") == "transform-transform-0"  # a deployment without a suffix keeps its ids
+    assert loop_id(".e2e1") != loop_id(".e2e2")
+    assert loop_id(".e2e1").startswith("transform-")  # still inside the principal's prefixed grant
+    assert transactional_id("extract-stream", "extract-0", "p", suffix=".a") != transactional_id(
+        "extract-stream", "extract-0", "p", suffix=".b"
+    )
+
+
 # ------------------------------------------------------------------------------------ the reader
 class Record:
     def __init__(self, partition: int, offset: int, value: bytes | None):
