@@ -180,9 +180,9 @@ def _service_class(name: str) -> Any:
     return cls
 
 
-def _consumption(name: str) -> set[tuple[str, str]]:
+def _consumption(name: str, suffix: str = "") -> set[tuple[str, str]]:
     """(group id, topic) pairs the service consumes, from its own settings and input topics."""
-    settings = _settings_class(name)(topic_suffix="")
+    settings = _settings_class(name)(topic_suffix=suffix)
     topics = _service_class(name).input_types(SimpleNamespace(settings=settings))
     return {(settings.group_id, topic) for topic in topics}
 
@@ -209,6 +209,18 @@ def test_keda_scales_extract_transform_load_on_the_lag_of_what_they_consume() ->
             assert trigger["authenticationRef"]["name"] == "aoetl-kafka"
     (auth,) = _of_kind(docs, "TriggerAuthentication").values()
     assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"username", "password", "ca"}
+
+
+def test_with_a_topic_suffix_the_triggers_watch_the_suffixed_topics() -> None:
+    sets = ("keda.enabled=true", "topicSuffix=.blue", "topicInit.enabled=false")
+    docs = _rendered("", sets)
+    (config,) = _of_kind(docs, "ConfigMap").values()
+    assert config["data"]["AOETL_TOPIC_SUFFIX"] == ".blue"
+    for name, obj in _of_kind(docs, "ScaledObject").items():
+        watched = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in obj["spec"]["triggers"]}
+        assert watched == _consumption(name, ".blue"), name
+    with pytest.raises(render.HelmError, match="without a suffix"):  # it would create unsuffixed topics
+        render.template(sets=("topicSuffix=.blue",))
 
 
 def test_without_keda_a_cpu_hpa_scales_them_within_the_partitions() -> None:
@@ -321,6 +333,12 @@ def test_the_values_schema_refuses_a_literal_secret() -> None:
         "commonEnv.AOETL_KAFKA_SASL_PASSWORD=hunter2",
         "services.gateway.env.AOETL_WEBHOOKS={}",
     ):
+        with pytest.raises(render.HelmError, match="values don't meet the specifications"):
+            render.template(sets=(attempt,))
+
+
+def test_the_values_schema_refuses_variables_the_chart_sets_itself() -> None:
+    for attempt in ("commonEnv.AOETL_TOPIC_SUFFIX=.x", "services.extract.env.AOETL_INSTANCE_ID=fixed"):
         with pytest.raises(render.HelmError, match="values don't meet the specifications"):
             render.template(sets=(attempt,))
 
