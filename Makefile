@@ -16,10 +16,10 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps test test-secure lint typecheck dashboards demo bench bench-startup chaos dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos dev-up dev-down clean
 
-## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars. Idempotent.
-bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS)
+## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, Helm. Idempotent.
+bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS) helm
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -30,6 +30,10 @@ $(STAMPS)/venv: pyproject.toml
 # Cheap checks (a few ms); installs only what is missing.
 system-deps:
 	@scripts/bootstrap-system.sh
+
+# Helm for the chart's tests and k8s-render: built from its Go module into .state/bin, only when missing.
+helm:
+	@scripts/bootstrap-helm.sh
 
 $(KAFKA_JARS): | $(STAMPS)/venv system-deps
 	$(PY) -m aoetl.devstack.kafka
@@ -60,6 +64,11 @@ typecheck: $(STAMPS)/venv
 ## deploy/grafana/build_dashboards.py; the unit tests fail while the committed JSON is out of date.
 dashboards: $(STAMPS)/venv
 	$(PY) -m deploy.grafana.build_dashboards
+
+## k8s-render: regenerate the plain manifests k8s/services.yaml and k8s/network-policies.yaml from the Helm
+## chart k8s/helm/aoetl (k8s/render.py); the unit tests fail while the committed files are out of date.
+k8s-render: $(STAMPS)/venv helm
+	$(PY) -m k8s.render
 
 ## demo: the end-to-end demo (aoetl/demo.py).
 demo: bootstrap

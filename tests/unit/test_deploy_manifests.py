@@ -59,8 +59,19 @@ def test_compose_runs_kafka_kraft_postgres_topic_init_and_every_service() -> Non
     assert (ROOT / "compose" / "Dockerfile").exists()
 
 
+def _service_workloads() -> dict[str, dict[str, Any]]:
+    """The services' workloads: a Deployment each, or a StatefulSet where a stable pod name gives the
+    replica a stable transactional id (rendered from the Helm chart, tests/unit/test_helm_chart.py)."""
+    workloads = {**_by_kind("Deployment"), **_by_kind("StatefulSet")}
+    return {
+        name: doc
+        for name, doc in workloads.items()
+        if doc["metadata"]["labels"].get("aoetl.io/component") == "service"
+    }
+
+
 def test_k8s_deploys_every_service_with_probes_and_metrics_annotations() -> None:
-    deployments = _by_kind("Deployment")
+    deployments = _service_workloads()
     assert set(deployments) == set(SERVICE_NAMES)
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]
