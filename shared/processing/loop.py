@@ -127,6 +127,7 @@ class ProcessingLoop:
         self._retries = PartitionRetries(config.retry)
         self._handling = MessageHandling(config, handler, serde, self._retries, on_failure=on_failure)
         self._poll_failures = 0
+        self._runs = tracing.RunContexts()
 
     # ------------------------------------------------------------------------------------ lifecycle
     def is_ready(self) -> bool:
@@ -201,7 +202,8 @@ class ProcessingLoop:
         try:
             self._mode.begin()
             for o in outputs:
-                self._mode.produce(o.topic, self._handling.encode(o.value), o.key, reports)
+                headers = self._runs.headers_for(o.value)  # the run's trace, where a message of it was seen
+                self._mode.produce(o.topic, self._handling.encode(o.value), o.key, reports, headers)
             self._mode.commit([], reports)
         except (KafkaException, TransientError) as exc:
             # The tick's decisions are derived state: the next tick recomputes what still holds.
@@ -287,6 +289,7 @@ class ProcessingLoop:
             tracing.consuming(self.config.stage.value, topic, partition, offset, headers_of(record)) as span,
         ):
             outputs, attempt = self._handling.outputs_for(record, lazy=self._mode.streams_outputs, span=span)
+            self._runs.remember(span)
             produced_any = False
             try:
                 # Outputs are produced as the handler yields them, so a handler that streams a large

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter
@@ -66,8 +66,15 @@ def extract(headers: Headers | None) -> context.Context:
     return found
 
 
+def carries_trace(headers: Headers | None) -> bool:
+    return bool(headers) and any(name.lower() == "traceparent" for name, _ in headers or ())
+
+
 def inject(ctx: context.Context | None = None) -> Headers:
-    """Headers carrying ``ctx`` (default: the current context); [] when there is no trace to continue."""
+    """Headers carrying ``ctx`` (default: the current context); [] when there is no trace to continue
+    (baggage alone is not sent: it only describes a trace)."""
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        return []
     headers: Headers = []
     _PROPAGATOR.inject(headers, context=ctx, setter=_SETTER)
     return headers

@@ -19,6 +19,7 @@ passes its input's trace on to its outputs.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -89,16 +90,24 @@ class MessageSpan:
     """The span of one consumed message, current on this thread while the message is handled."""
 
     def __init__(self, span: Span, parent: context.Context):
-        self.span, self._parent = span, parent
+        self.span = span
+        self.run_id: str | None = None
+        self.context = trace.set_span_in_context(span, parent)  # with the run's baggage, once described
         self._tokens: list[object] = []
-        self._enter(trace.set_span_in_context(span, parent))
+        self._enter(self.context)
 
     def _enter(self, ctx: context.Context) -> None:
+        self.context = ctx
         self._tokens.append(context.attach(ctx))
 
     def describe(self, value: object, stage: str) -> None:
         """Name the span after the decoded message and set its attributes; a message that names its
-        tenant or pipeline (a request, a task) makes them the baggage of everything it causes."""
+        tenant or pipeline (a request, a task) makes them the baggage of everything it causes. A span
+        that records nothing (tracing off here) only passes its parent's context on."""
+        run_id = getattr(value, "run_id", None)
+        self.run_id = str(run_id) if run_id else None
+        if not self.span.is_recording():
+            return
         own = describe(value)
         found = dict(own)
         tenant = own.get("aoetl.tenant") or baggage.get_baggage(propagation.TENANT)
@@ -113,12 +122,15 @@ class MessageSpan:
             self._enter(propagation.with_run(context.get_current(), str(tenant or ""), str(pipeline or "")))
 
     def produced(self, value: object) -> None:
+        if not self.span.is_recording():
+            return
         found = outcome(value)
         if found:
             self.span.set_attributes(found)
 
     def failed(self, exc: BaseException) -> None:
-        record_error(self.span, exc)
+        if self.span.is_recording():
+            record_error(self.span, exc)
 
     def close(self) -> None:
         for token in reversed(self._tokens):
@@ -127,12 +139,56 @@ class MessageSpan:
         self.span.end()
 
 
+class RunContexts:
+    """The context of the last message handled per run id (the most recent ``limit`` runs), for what a
+    service produces about a run outside of any message (the orchestrator's timer: a retried task, a
+    timeout), so that it stays in the run's trace."""
+
+    def __init__(self, limit: int = 10_000):
+        self._limit = limit
+        self._by_run: OrderedDict[str, context.Context] = OrderedDict()
+
+    def remember(self, message: MessageSpan) -> None:
+        if message.run_id is None:
+            return
+        self._by_run[message.run_id] = message.context
+        self._by_run.move_to_end(message.run_id)
+        while len(self._by_run) > self._limit:
+            self._by_run.popitem(last=False)
+
+    def headers_for(self, value: object) -> Headers:
+        """The headers of an output about ``value``'s run: [] for a run not seen (or no run)."""
+        ctx = self._by_run.get(str(getattr(value, "run_id", "")))
+        return propagation.inject(ctx) if ctx is not None else []
+
+
+class _IdleSpan(MessageSpan):
+    """The message span of a message with no trace, in a process with tracing off: does nothing."""
+
+    def __init__(self) -> None:
+        self.span, self.run_id, self.context = trace.INVALID_SPAN, None, context.Context()
+
+    def describe(self, value: object, stage: str) -> None:
+        """Nothing to say: the run is not traced here."""
+
+    def close(self) -> None:
+        """Nothing was attached."""
+
+
+_IDLE = _IdleSpan()
+_NO_SDK = trace.ProxyTracerProvider
+
+
 @contextlib.contextmanager
 def consuming(
     stage: str, topic: str, partition: int, offset: int, headers: Headers | None
 ) -> Iterator[MessageSpan]:
     """A CONSUMER span continuing the trace of a record's headers; exceptions raised inside are recorded
-    (redacted) and re-raised."""
+    (redacted) and re-raised. With tracing off and no trace to pass on, nothing at all (the default path
+    of every message costs one look at its headers)."""
+    if not propagation.carries_trace(headers) and isinstance(trace.get_tracer_provider(), _NO_SDK):
+        yield _IDLE
+        return
     parent = propagation.extract(headers)
     span = _TRACER.start_span(
         f"{stage} {topic}",
