@@ -17,8 +17,9 @@ What is guaranteed:
 * **What a span says** (``spans``): one span per consumed message (so per stage, per task and per batch),
   named ``<stage> <contract>``, with the run id, pipeline, tenant, stage, task/split/batch ids and row
   counts as ``aoetl.*`` attributes and the Kafka coordinates as ``messaging.*``. The tenant and pipeline
-  travel as W3C baggage set from the trusted request by the orchestrator (tasks and batches do not carry
-  the tenant); baggage from outside (HTTP) is not taken.
+  travel as W3C baggage (tasks and batches do not carry the tenant), set from the request itself by
+  whoever writes it and again by the orchestrator; a caller's baggage (HTTP, a foreign header) is
+  dropped.
 * **No secrets.** An error on a span carries its type and the ``shared.redaction.redact``-ed message,
   never a traceback or the raw text; attributes are ids, names and counts only, never data values.
 

@@ -238,27 +238,34 @@ def producing(
     parent: context.Context | None = None,
 ) -> Iterator[Headers]:
     """A PRODUCER span for a record that starts or continues a run (a submission) to ``topic``, under
-    ``parent`` (default: the current context); yields the headers that carry it."""
+    ``parent`` (default: the current context); yields the headers that carry it. The baggage is the
+    record's own tenant and pipeline, whatever the caller's context held."""
+    own = describe(value)
     attributes = {
-        **describe(value),
+        **own,
         "aoetl.stage": stage,
         "messaging.system": "kafka",
         "messaging.operation.type": "send",
         "messaging.destination.name": topic,
     }
-    with _TRACER.start_as_current_span(
-        name,
-        context=parent,
-        kind=SpanKind.PRODUCER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield propagation.inject()
-        except BaseException as exc:
-            record_error(span, exc)
-            raise
+    start = parent if parent is not None else context.get_current()
+    tenant, pipeline = own.get("aoetl.tenant"), own.get("aoetl.pipeline")
+    token = context.attach(propagation.with_run(baggage.clear(start), str(tenant or ""), str(pipeline or "")))
+    try:
+        with _TRACER.start_as_current_span(
+            name,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield propagation.inject()
+            except BaseException as exc:
+                record_error(span, exc)
+                raise
+    finally:
+        context.detach(token)
 
 
 def current_headers() -> Headers:

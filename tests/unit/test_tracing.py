@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -28,6 +26,7 @@ from shared.processing.retries import PartitionRetries, RetryPolicy
 from shared.redaction import forget_all_secrets, register_secret
 from shared.spec import parse_spec
 from shared.tracing import propagation, setup, spans
+from tests.support.otel_memory import memory_exporter
 
 pytestmark = pytest.mark.unit
 
@@ -43,20 +42,9 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
-@pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
-    """The process's tracer provider, with an in-memory exporter (a provider is set once per process)."""
-    memory = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    return memory
-
-
 @pytest.fixture
-def finished(exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+def finished() -> Iterator[InMemorySpanExporter]:
+    exporter = memory_exporter()
     exporter.clear()
     yield exporter
 
