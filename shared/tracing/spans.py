@@ -8,6 +8,8 @@ from the stage's own report among its outputs (``SPLIT_EXTRACTED``, ``BATCH_TRAN
 ``BATCH_LOADED``) ``aoetl.rows_in`` / ``aoetl.rows_out`` / ``aoetl.rows_rejected`` / ``aoetl.batches``;
 a result adds ``aoetl.result.status``. Only ids, names, kinds and counts: never a data value.
 
+While a message is handled, its log lines carry ``trace_id`` and ``span_id`` (when the span records).
+
 An error is recorded as the span's status plus an ``exception`` event with the type and the redacted
 message (``shared.redaction.redact``), never the traceback: its frames quote the raw message.
 
@@ -27,6 +29,7 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared.kafka.types import Headers
+from shared.logging import log_context
 from shared.redaction import redact
 from shared.tracing import propagation
 
@@ -206,8 +209,12 @@ def consuming(
         set_status_on_exception=False,
     )
     message = MessageSpan(span, parent)
+    # log lines of the message name its trace, so a trace's logs can be found (and a log line's trace)
+    ids = span.get_span_context()
+    logged = {"trace_id": format(ids.trace_id, "032x"), "span_id": format(ids.span_id, "016x")}
     try:
-        yield message
+        with log_context(**(logged if span.is_recording() else {})):
+            yield message
     except BaseException as exc:
         message.failed(exc)
         raise

@@ -20,6 +20,7 @@ from shared.avro import AvroSerde
 from shared.contracts import DataBatch, EventKind, ExtractTask, PipelineRequest, RunEvent, Split, Stage
 from shared.errors import ConfigurationError
 from shared.kafka.topics import Topics
+from shared.logging import current_context
 from shared.processing import LoopConfig, MessageContext, Output
 from shared.processing.handling import MessageHandling
 from shared.processing.retries import PartitionRetries, RetryPolicy
@@ -270,3 +271,12 @@ def test_the_timer_outputs_of_a_run_continue_its_last_message_and_old_runs_are_f
 def test_baggage_alone_is_never_sent():
     ctx = propagation.with_run(context.Context(), "acme", "orders")
     assert propagation.inject(ctx) == []
+
+
+def test_the_log_lines_of_a_traced_message_name_its_trace(finished: InMemorySpanExporter):
+    with spans.consuming("load", "data", 0, 9, [("traceparent", PARENT.encode())]):
+        inside = dict(current_context())
+    assert inside["trace_id"] == TRACE_ID
+    (done,) = finished.get_finished_spans()
+    assert inside["span_id"] == format(done.context.span_id, "016x")
+    assert "trace_id" not in current_context()
