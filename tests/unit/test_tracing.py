@@ -27,7 +27,7 @@ from shared.processing.retries import PartitionRetries, RetryPolicy
 from shared.redaction import forget_all_secrets, register_secret
 from shared.spec import parse_spec
 from shared.tracing import propagation, setup, spans
-from tests.support.otel_memory import memory_exporter
+from tests.support.otel_memory import recording
 
 pytestmark = pytest.mark.unit
 
@@ -45,9 +45,8 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 @pytest.fixture
 def finished() -> Iterator[InMemorySpanExporter]:
-    exporter = memory_exporter()
-    exporter.clear()
-    yield exporter
+    with recording() as exporter:
+        yield exporter
 
 
 # ------------------------------------------------------------------------------------------ settings

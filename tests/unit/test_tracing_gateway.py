@@ -12,7 +12,7 @@ from services.gateway.app import create_app
 from services.gateway.bus import RecordPosition
 from shared.contracts import Contract, PipelineRequest
 from shared.tracing import propagation
-from tests.support.otel_memory import memory_exporter
+from tests.support.otel_memory import recording
 from tests.unit.gateway_support import ADMIN, FakeBus, bearer, make_gateway
 
 pytestmark = pytest.mark.unit
@@ -39,8 +39,6 @@ class HeaderBus(FakeBus):
 
 async def test_post_runs_continues_the_callers_trace_into_the_request_record(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # on; the spans go to this process's memory
-    exporter = memory_exporter()
-    exporter.clear()
     bus = HeaderBus()
     transport = httpx.ASGITransport(app=create_app(make_gateway(bus)))
     headers = {
@@ -48,8 +46,9 @@ async def test_post_runs_continues_the_callers_trace_into_the_request_record(mon
         "traceparent": f"00-{TRACE_ID}-{CALLER}-01",
         "baggage": "aoetl.tenant=someone-else",
     }
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-        answer = await client.post("/runs", json={"spec": SPEC}, headers=headers)
+    with recording() as exporter:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            answer = await client.post("/runs", json={"spec": SPEC}, headers=headers)
     assert answer.status_code == 202, answer.text
 
     spans = {s.name: s for s in exporter.get_finished_spans()}
