@@ -13,8 +13,7 @@ on reading, so a record's headers cannot grow hop after hop or carry a caller's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -92,10 +91,3 @@ def from_mapping(carrier: Mapping[str, str]) -> context.Context:
     """The context of a mapping carrier (HTTP headers; ``TRACEPARENT`` of a process environment, read by
     the CLI): trace context only, no baggage."""
     return TraceContextTextMapPropagator().extract({k.lower(): v for k, v in carrier.items()})
-
-
-def merge(headers: Iterable[tuple[str, Any]] | None, traced: Headers) -> Headers | None:
-    """A record's own headers with the trace headers replaced by ``traced`` (None when there are none)."""
-    kept = [(k, v) for k, v in headers or () if k.lower() not in TRACE_HEADERS]
-    merged = kept + traced
-    return merged or None
