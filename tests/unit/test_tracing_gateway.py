@@ -1,6 +1,7 @@
-"""The gateway with tracing on, in process: ``POST /runs`` is a SERVER span continuing the caller's
-``traceparent`` (and not its baggage), the request record is published inside the gateway's PRODUCER span
-for it, and what the bus would write into the record's headers is that span's context."""
+"""The gateway with tracing on, in process: ``POST /runs`` and a webhook delivery are SERVER spans
+continuing the caller's ``traceparent`` (and not its baggage), each request record is published inside
+the gateway's PRODUCER span for it, and what the bus would write into the record's headers is that span's
+context."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from shared.contracts import Contract, PipelineRequest
 from shared.tracing import propagation
 from tests.support.otel_memory import recording
 from tests.unit.gateway_support import ADMIN, FakeBus, bearer, make_gateway
+from tests.unit.test_gateway_app import PUSH, github
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +70,27 @@ async def test_post_runs_continues_the_callers_trace_into_the_request_record(mon
         b"aoetl.pipeline=traced-sync",
         f"aoetl.tenant={ADMIN.record.tenant}".encode(),
     ]
+
+
+async def test_a_webhook_continues_the_senders_trace_into_each_request(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    bus = HeaderBus()
+    transport = httpx.ASGITransport(app=create_app(make_gateway(bus)))
+    headers = {**github(PUSH), "traceparent": f"00-{TRACE_ID}-{CALLER}-01"}
+    with recording() as exporter:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            answer = await client.post("/webhooks/github", content=PUSH, headers=headers)
+    assert answer.status_code == 202, answer.text
+
+    finished = exporter.get_finished_spans()
+    (http,) = [s for s in finished if s.name == "POST /webhooks/{source}"]
+    assert format(http.parent.span_id, "016x") == CALLER
+    produced = {s.attributes["aoetl.run_id"]: s for s in finished if s.name == "gateway PipelineRequest"}
+    requests = [(value, h) for value, h in bus.headers if isinstance(value, PipelineRequest)]
+    assert len(requests) == len(answer.json()["runs"]) == len(produced) == 2  # one per matching definition
+    for request, sent in requests:
+        span = produced[request.run_id]
+        assert span.parent.span_id == http.context.span_id
+        assert sent["traceparent"] == f"00-{TRACE_ID}-{format(span.context.span_id, '016x')}-01".encode()
