@@ -38,6 +38,7 @@ from shared.kafka.topics import Topics, tenant_requests_topic
 from shared.settings import ServiceSettings, load_settings
 from shared.spec.models import PipelineSpec
 from shared.startup import service_serde
+from shared.tracing.ingress import cli_produce
 
 C = TypeVar("C", bound=Contract)
 
@@ -162,7 +163,9 @@ class AoetlClient:
 
     def _produce(self, topic: str, key: str, value: Contract) -> None:
         self.check_reachable()
-        produce_sync(self._producer, topic, self.serde.encode(value), key=key)
+        # with tracing on (OTEL_* variables), the record starts (or continues) the run's trace
+        with cli_produce(value, topic) as headers:
+            produce_sync(self._producer, topic, self.serde.encode(value), key=key, headers=headers)
 
     def reader(self, *topics: str, from_beginning: bool) -> TopicReader:
         return TopicReader(self, [self.topic(t) for t in topics], from_beginning=from_beginning)

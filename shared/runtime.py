@@ -35,6 +35,7 @@ from shared.redaction import register_secrets_of
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
 from shared.startup import await_kafka_access, publish_writer_schemas, service_serde
+from shared.tracing.setup import configure as configure_tracing
 
 __all__ = [
     "BaseService",
@@ -192,6 +193,8 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
     _log.info("starting with settings %s", settings.redacted())
     shutdown = install_signal_handlers()
     try:
+        # before the service is built, so every span it makes goes to the configured exporter
+        configure_tracing(service_class.name, settings.instance_id)
         service = service_class(settings)
     except ConfigurationError as exc:
         _log.error("cannot start: %s", exc)

@@ -40,6 +40,7 @@ from shared.policy.names import topic_problem
 from shared.policy.settings import load_policy
 from shared.settings import KafkaSettings
 from shared.spec.models import KafkaSource
+from shared.tracing import spans as tracing
 
 
 def stream_group(pipeline: str, suffix: str) -> str:
@@ -150,9 +151,14 @@ class StreamWorker(streaming.WindowedTopicReader[dict[str, Any]]):
         )
         # One key per source partition: its batches share a partition downstream and stay in order.
         key = f"{pipeline}:{topic}:{partition}"
+        # each batch of a continuous run is a trace of its own (a run that never ends is no one trace),
+        # which transform and load continue
+        attributes = {**tracing.describe(batch), "aoetl.stage": Stage.EXTRACT.value}
+        with tracing.child("extract stream batch", attributes):
+            headers = tracing.current_headers()
         return [
-            (self.config.topic(Topics.DATA_EXTRACTED), key, self.serde.encode(batch)),
-            self._progress(batch_id, table.num_rows, progress, task_id=batch.task_id),
+            (self.config.topic(Topics.DATA_EXTRACTED), key, self.serde.encode(batch), headers),
+            (*self._progress(batch_id, table.num_rows, progress, task_id=batch.task_id), headers),
         ]
 
     def _progress(

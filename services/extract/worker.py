@@ -32,6 +32,7 @@ from shared.contracts import (
 from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
 from shared.spec.models import PipelineSpec, PostgresSource
+from shared.tracing import spans as tracing
 
 
 def extracted_batch(
@@ -58,11 +59,15 @@ def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterato
     for table in read_split(spec.source, task.split, spec.run.batch_rows, payload=task.payload):
         cursor.update(table)
         batch_id = f"{task.task_id}:{seq}"
-        yield Output(
-            topics[Topics.DATA_EXTRACTED],
-            batch_id,
-            extracted_batch(task.run_id, task.task_id, batch_id, seq, table, spec),
-        )
+        # a span per batch, ended before the yield (a span open across it would stay current in the
+        # caller's code), whose context the batch carries on: transform and load continue it
+        with tracing.child(
+            "extract batch", {**tracing.describe(task), "aoetl.stage": Stage.EXTRACT.value}
+        ) as span:
+            batch = extracted_batch(task.run_id, task.task_id, batch_id, seq, table, spec)
+            span.set_attributes({"aoetl.batch_id": batch_id, "aoetl.batch.rows": table.num_rows})
+            headers = tracing.current_headers()
+        yield Output(topics[Topics.DATA_EXTRACTED], batch_id, batch, headers)
         seq += 1
         rows += table.num_rows
     yield Output(

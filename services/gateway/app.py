@@ -49,6 +49,7 @@ from shared.metrics import render
 from shared.policy import check_spec, check_triggers, load_policy
 from shared.spec import SpecError, parse_spec
 from shared.spec.models import PIPELINE_NAME
+from shared.tracing.ingress import instrument_app
 from shared.triggers import split_definition_document
 from shared.webhooks.signatures import SignatureError
 
@@ -111,6 +112,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
     app.add_middleware(BodyLimit, limit=s.api_max_body_bytes, exempt_prefixes=("/webhooks/",))
     app.add_middleware(RequestId)  # even a 413 carries the request id
     app.add_middleware(HttpMetrics)  # outermost: every answer counted and timed
+    instrument_app(app)  # with tracing on: a span per request, continuing the caller's traceparent
     install_openapi_security(app, metrics_public=s.metrics_public)
 
     # Every object belongs to a tenant; another tenant's is answered as if it did not exist (404), so

@@ -69,6 +69,7 @@ from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.processing import RetryPolicy
+from shared.tracing import propagation
 
 _log = logging.getLogger(__name__)
 
@@ -168,8 +169,10 @@ class KafkaBus:
         started = time.perf_counter()
         try:
             # send() itself may wait for metadata (a new topic, a broker down): bound it too.
+            # the current trace context (a request's span: shared.tracing) travels with the record
+            headers = propagation.inject() or None
             ack = await asyncio.wait_for(
-                producer.send(topic, payload, key=key.encode()), self.settings.send_timeout_s
+                producer.send(topic, payload, key=key.encode(), headers=headers), self.settings.send_timeout_s
             )
         except (TimeoutError, KafkaError) as exc:
             PUBLISH_FAILURES.labels(topic).inc()

@@ -38,6 +38,7 @@ from shared.contracts import (
     TriggerKind,
 )
 from shared.spec.models import PipelineSpec
+from shared.tracing import spans as tracing
 from shared.triggers import DefinitionTrigger, TriggerRule, webhook_rules_of
 from shared.webhooks.sources import WebhookSource
 
@@ -116,7 +117,10 @@ class Gateway:
 
     async def _publish_request(self, request: PipelineRequest) -> bool:
         async def send() -> None:
-            await self.bus.publish(self.topics.requests, request.run_id, request)
+            # the run's trace: the request record carries this span (under the HTTP request's, if traced)
+            topic = self.topics.requests
+            with tracing.producing("gateway PipelineRequest", request, stage="gateway", topic=topic):
+                await self.bus.publish(topic, request.run_id, request)
             self.runs.on_request(request)
 
         return await self.ledger.publish_once(request.run_id, send)

@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from shared import metrics
 from shared.errors import TerminalError, TransientError
 from shared.kafka.clients import make_producer
-from shared.kafka.types import DeliveryCallback, KafkaConsumer, TransactionalProducer
+from shared.kafka.types import DeliveryCallback, Headers, KafkaConsumer, TransactionalProducer
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -142,9 +142,14 @@ class KafkaTransaction:
         self.producer.begin_transaction()
 
     def produce(
-        self, topic: str, value: bytes, key: str | bytes | None, on_delivery: DeliveryCallback | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
     ) -> None:
-        self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery, headers=headers or None)
 
     def commit(self, offsets: Sequence[TopicPartition], consumer: KafkaConsumer | None) -> None:
         """Add ``offsets`` (next offset per partition, of ``consumer``'s group) and commit; raises on

@@ -22,7 +22,7 @@ from confluent_kafka import TopicPartition
 
 from shared.kafka.clients import DeliveryReports, flush_checked, make_producer
 from shared.kafka.transaction import KafkaCommitError, KafkaTransaction
-from shared.kafka.types import KafkaConsumer, KafkaProducer
+from shared.kafka.types import Headers, KafkaConsumer, KafkaProducer
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -43,7 +43,12 @@ class CommitMode(Protocol):
     def begin(self) -> None: ...
 
     def produce(
-        self, topic: str, value: bytes, key: str | bytes | None, reports: DeliveryReports
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        reports: DeliveryReports,
+        headers: Headers | None = None,
     ) -> None: ...
 
     def commit(self, offsets: Sequence[TopicPartition], reports: DeliveryReports) -> None: ...
@@ -95,8 +100,15 @@ class TransactionalCommit:
     def begin(self) -> None:
         self.transaction.begin()
 
-    def produce(self, topic: str, value: bytes, key: str | bytes | None, reports: DeliveryReports) -> None:
-        self.transaction.produce(topic, value, key, reports)
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        reports: DeliveryReports,
+        headers: Headers | None = None,
+    ) -> None:
+        self.transaction.produce(topic, value, key, reports, headers)
 
     def commit(self, offsets: Sequence[TopicPartition], reports: DeliveryReports) -> None:
         self.transaction.commit(offsets, self._consumer)
@@ -135,9 +147,16 @@ class SinkFirstCommit:
     def begin(self) -> None:
         """Nothing to open: each output is produced as is."""
 
-    def produce(self, topic: str, value: bytes, key: str | bytes | None, reports: DeliveryReports) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        reports: DeliveryReports,
+        headers: Headers | None = None,
+    ) -> None:
         assert self._producer is not None, "open() creates the producer"
-        self._producer.produce(topic, value=value, key=key, on_delivery=reports)
+        self._producer.produce(topic, value=value, key=key, on_delivery=reports, headers=headers or None)
 
     def commit(self, offsets: Sequence[TopicPartition], reports: DeliveryReports) -> None:
         assert self._producer is not None and self._consumer is not None, "open() first"

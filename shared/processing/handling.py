@@ -19,14 +19,23 @@ from shared.dead_letters import dead_letter_for, dead_letter_key
 from shared.errors import is_transient
 from shared.kafka.messages import KafkaMessage, coordinates, headers_of, timestamp_ms
 from shared.kafka.transaction import TP
-from shared.kafka.types import Serde
+from shared.kafka.types import Headers, Serde
 from shared.logging import log_context
-from shared.processing.messages import FailureHandler, Handler, LoopConfig, MessageContext, encode_checked
+from shared.processing.messages import (
+    FailureHandler,
+    Handler,
+    LoopConfig,
+    MessageContext,
+    Output,
+    encode_checked,
+)
 from shared.processing.retries import PartitionRetries
+from shared.tracing.spans import MessageSpan, current_headers
 
 _log = logging.getLogger(__name__)
 
-Encoded = tuple[str, str | bytes | None, bytes]
+# topic, key, value, headers (the trace context: shared.tracing)
+Encoded = tuple[str, str | bytes | None, bytes, Headers]
 
 
 class RetryLater(Exception):
@@ -53,11 +62,14 @@ class MessageHandling:
         # they come again they are dead-lettered at once rather than half-produced again.
         self.fail_fast: dict[tuple[str, int, int], BaseException] = {}
 
-    def outputs_for(self, record: KafkaMessage, *, lazy: bool) -> tuple[Iterable[Encoded], int]:
+    def outputs_for(
+        self, record: KafkaMessage, *, lazy: bool, span: MessageSpan | None = None
+    ) -> tuple[Iterable[Encoded], int]:
         """Decode, handle, encode. Returns the records to produce (``lazy``: as the handler yields them,
         when the commit mode can take them back) and the attempt number; raises ``RetryLater`` to retry.
         An error before the first output is handled here; one after it surfaces while the caller
-        iterates (the loop then takes the whole batch back)."""
+        iterates (the loop then takes the whole batch back). ``span``: the message's (current on this
+        thread), told what the message is, what its outputs report and how it failed."""
         topic, partition, offset = coordinates(record)
         raw = record.value()
         if raw is None:
@@ -71,6 +83,8 @@ class MessageHandling:
         try:
             failed_before = self.fail_fast.pop((topic, partition, offset), None)
             value = self.serde.decode(raw, self.config.contract_of(topic))
+            if span is not None:
+                span.describe(value, self.config.stage.value)
             if failed_before is not None:
                 raise failed_before
             with log_context(run_id=getattr(value, "run_id", None)):
@@ -78,9 +92,11 @@ class MessageHandling:
                 first = next(outputs, None)
                 if first is None:
                     return [], attempt
-                encoded = ((o.topic, o.key, self.encode(o.value)) for o in itertools.chain([first], outputs))
+                encoded = (self._encoded(o, span) for o in itertools.chain([first], outputs))
                 return (encoded if lazy else list(encoded)), attempt
         except Exception as exc:
+            if span is not None:
+                span.failed(exc)
             transient = is_transient(exc)
             metrics.PROCESSING_ERRORS.labels(type(exc).__name__, str(transient).lower()).inc()
             if transient and not self.config.retry.exhausted(attempt + 1):
@@ -94,7 +110,7 @@ class MessageHandling:
         if self.on_failure is None or context.topic == self.config.dead_letter_topic:
             return []
         try:
-            return [(o.topic, o.key, self.encode(o.value)) for o in self.on_failure(value, exc, context, raw)]
+            return [self._encoded(o) for o in self.on_failure(value, exc, context, raw)]
         except Exception:  # the dead letter alone still keeps the message; never lose the batch over it
             _log.exception("the failure handler failed")
             return []
@@ -115,7 +131,19 @@ class MessageHandling:
             record, self.config.stage, exc, run_id=run_id, attempt=attempt, tenant=tenant
         )
         key = dead_letter_key(record, run_id)
-        return [(self.config.dead_letter_topic, key, self.serde.encode(letter))]
+        return [(self.config.dead_letter_topic, key, self.serde.encode(letter), current_headers())]
 
     def encode(self, value: Contract) -> bytes:
         return encode_checked(self.serde, value)
+
+    def _encoded(self, output: Output, span: MessageSpan | None = None) -> Encoded:
+        data = self.encode(output.value)
+        if span is not None:
+            span.produced(output.value)
+        # the handling span's context (current here) unless the handler gave the output one of its own
+        return (
+            output.topic,
+            output.key,
+            data,
+            output.headers if output.headers is not None else current_headers(),
+        )

@@ -42,6 +42,7 @@ from shared.kafka.messages import (
     consume_available,
     coordinates,
     first_offsets,
+    headers_of,
 )
 from shared.kafka.transaction import TP, kafka_error, rewind_to_committed, transactional_id
 from shared.kafka.types import KafkaConsumer, Serde
@@ -59,10 +60,9 @@ from shared.processing.messages import (
 )
 from shared.processing.retries import PartitionRetries
 from shared.settings import KafkaSettings
+from shared.tracing import spans as tracing
 
 _log = logging.getLogger(__name__)
-
-_Encoded = tuple[str, str | bytes | None, bytes]
 
 __all__ = ["OutputTooLargeError", "ProcessingLoop", "commit_mode_for"]
 
@@ -127,6 +127,7 @@ class ProcessingLoop:
         self._retries = PartitionRetries(config.retry)
         self._handling = MessageHandling(config, handler, serde, self._retries, on_failure=on_failure)
         self._poll_failures = 0
+        self._runs = tracing.RunContexts()
 
     # ------------------------------------------------------------------------------------ lifecycle
     def is_ready(self) -> bool:
@@ -201,7 +202,8 @@ class ProcessingLoop:
         try:
             self._mode.begin()
             for o in outputs:
-                self._mode.produce(o.topic, self._handling.encode(o.value), o.key, reports)
+                headers = self._runs.headers_for(o.value)  # the run's trace, where a message of it was seen
+                self._mode.produce(o.topic, self._handling.encode(o.value), o.key, reports, headers)
             self._mode.commit([], reports)
         except (KafkaException, TransientError) as exc:
             # The tick's decisions are derived state: the next tick recomputes what still holds.
@@ -281,14 +283,19 @@ class ProcessingLoop:
 
     def _handle_record(self, record: KafkaMessage, reports: DeliveryReports, pending: _Pending) -> None:
         topic, partition, offset = coordinates(record)
-        with log_context(topic=topic, partition=partition, offset=offset):
-            outputs, attempt = self._handling.outputs_for(record, lazy=self._mode.streams_outputs)
+        with (
+            log_context(topic=topic, partition=partition, offset=offset),
+            # the message's span, current while it is handled and its outputs produced: they carry it
+            tracing.consuming(self.config.stage.value, topic, partition, offset, headers_of(record)) as span,
+        ):
+            outputs, attempt = self._handling.outputs_for(record, lazy=self._mode.streams_outputs, span=span)
+            self._runs.remember(span)
             produced_any = False
             try:
                 # Outputs are produced as the handler yields them, so a handler that streams a large
                 # split holds one batch in memory, not the split.
-                for out_topic, key, value in outputs:
-                    self._mode.produce(out_topic, value, key, reports)
+                for out_topic, key, value, headers in outputs:
+                    self._mode.produce(out_topic, value, key, reports, headers)
                     produced_any = True
                     pending.produced[out_topic] += 1
             except Exception as exc:

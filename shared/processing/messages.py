@@ -23,6 +23,9 @@ class Output(NamedTuple):
     topic: str
     key: str | bytes | None
     value: Contract
+    # The trace context this record carries (``shared.tracing``); None: the handling span's, which is
+    # what nearly every output wants. A handler that makes a span per output (extract's batches) sets it.
+    headers: Headers | None = None
 
 
 @dataclass(frozen=True)

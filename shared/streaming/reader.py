@@ -30,7 +30,7 @@ from shared.errors import TransientError
 from shared.kafka.clients import make_consumer
 from shared.kafka.messages import KafkaMessage, consume_available, coordinates
 from shared.kafka.transaction import TP, KafkaTransaction, ProducerFencedError, rewind_to_committed
-from shared.kafka.types import KafkaConsumer, Serde
+from shared.kafka.types import Headers, KafkaConsumer, Serde
 from shared.settings import KafkaSettings
 from shared.spec.models import StreamFormat
 from shared.streaming.decode import StreamDecodeError, decode_event
@@ -39,7 +39,8 @@ from shared.streaming.windows import OffsetWindows, Window, WindowLimits
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Encoded = tuple[str, str | bytes | None, bytes]  # topic, key, value
+# topic, key, value[, headers: the trace context the record carries (shared.tracing)]
+Encoded = tuple[str, str | bytes | None, bytes] | tuple[str, str | bytes | None, bytes, Headers]
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ class TransactionalReader:
         txn = self.transaction
         try:
             txn.begin()
-            for topic, key, value in outputs:
-                txn.produce(topic, value, key)
+            for output in outputs:
+                headers = output[3] if len(output) == 4 else None
+                txn.produce(output[0], output[2], output[1], headers=headers)
             txn.commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.consumer)
         except (KafkaException, TransientError) as exc:
             _log.warning("%s: transaction not committed (%s); rewinding", self.config.transactional_id, exc)

@@ -40,6 +40,7 @@ HEAVY = (
     "psycopg",
     "sqlglot",
     "prometheus_client",
+    "opentelemetry",
     "shared.contracts",
     "shared.spec",
     "shared.policy",
@@ -53,9 +54,11 @@ HEAVY = (
 MODEL_AND_DATA = ("langchain", "langchain_core", "langsmith", "pyarrow", "polars", "duckdb")
 # What `aoetl submit` needs is the spec, the contracts, fastavro and confluent-kafka; never what only the
 # services use: aiokafka (the asyncio clients), the task loop and its prometheus metrics, the avro library
-# (a reader's evolution check), faust, HTTP, PostgreSQL, SQL parsing, the model and data stacks.
+# (a reader's evolution check), faust, HTTP, PostgreSQL, SQL parsing, the model and data stacks, and
+# OpenTelemetry while tracing is off (shared.tracing.ingress).
 NOT_FOR_SUBMIT = (
     "aiokafka",
+    "opentelemetry",
     "prometheus_client",
     "shared.processing",
     "shared.metrics",
