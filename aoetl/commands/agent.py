@@ -116,6 +116,7 @@ def suggest(
     rows: RowsOpt = None,
 ) -> None:
     """Suggest a ready pipeline spec for a source, proven by a dry run on the sample."""
+    from aoetl.spec_paths import portable_spec_paths, resolve_spec_paths
     from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
     from shared.errors import AoetlError
 
@@ -124,7 +125,12 @@ def suggest(
         suggestion = suggest_spec(result, parse_destination_uri(to), name=name)
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
-    text = spec_to_yaml(suggestion.spec)
+    # the source and destination were named from the working directory; the spec says them as its own file
+    # reads them back (``aoetl.spec_paths``): relative to where it is written, absolute on stdout
+    if output is not None:
+        text = spec_to_yaml(portable_spec_paths(suggestion.spec, output.parent))
+    else:
+        text = spec_to_yaml(resolve_spec_paths(suggestion.spec, Path.cwd()))
     for note in suggestion.notes:
         err_console.print(f"  [cyan]→[/] {escape(note)}")
     report = suggestion.dry_run
@@ -177,10 +183,14 @@ def plan(
     print_outcome(outcome)
     if outcome.spec is None:
         raise _fail(f"no spec: rejected after {outcome.attempts} draft(s)")
-    text = spec_to_yaml(outcome.spec)
+    from aoetl.spec_paths import portable_spec_paths, resolve_spec_paths
+
+    # the sentence named its files from the working directory; what is submitted names them absolutely
+    spec = resolve_spec_paths(outcome.spec, Path.cwd())
+    text = spec_to_yaml(spec)
     console.print(Syntax(text, "yaml"))
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(spec_to_yaml(portable_spec_paths(spec, output.parent)), encoding="utf-8")
         err_console.print(f"[green]✓[/] wrote {output}")
     if not yes and not typer.confirm("Submit this pipeline?", default=False):
         err_console.print("not submitted")
@@ -190,7 +200,7 @@ def plan(
 
     client = AoetlClient()
     try:
-        request = submit_audited(client, outcome.spec)
+        request = submit_audited(client, spec)
     finally:
         client.close()
     console.print(request.run_id)

@@ -26,6 +26,7 @@ from aoetl.commands.config import gateway_client, refusal_hint
 from aoetl.commands.door import DoorAudit
 from aoetl.failures import gateway_exit_code
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
+from aoetl.spec_paths import resolve_spec_paths
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
@@ -72,7 +73,8 @@ class DefinitionFile:
 
 
 def load_definition(path: Path) -> DefinitionFile:
-    """A spec file, optionally with a top-level ``triggers:`` list (webhook and topic rules)."""
+    """A spec file, optionally with a top-level ``triggers:`` list (webhook and topic rules); its relative
+    paths resolved against the file's directory (``aoetl.spec_paths``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -83,7 +85,7 @@ def load_definition(path: Path) -> DefinitionFile:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError([SpecIssue("", f"not valid {fmt.upper()}: {exc}")]) from exc
     spec_part, triggers = split_definition_document(data)
-    return DefinitionFile(parse_spec(spec_part), triggers)
+    return DefinitionFile(resolve_spec_paths(parse_spec(spec_part), path.parent), triggers)
 
 
 def load_all(paths: list[Path]) -> list[DefinitionFile]:

@@ -44,10 +44,13 @@ def _exit_invalid(path: Path, issues: list[SpecIssue], what: str = "invalid pipe
 
 
 def _load_or_exit(path: Path) -> PipelineSpec:
+    """The spec of ``path``, its relative paths resolved against the file's directory (``aoetl.spec_paths``:
+    the services run elsewhere, the spec must name the same files there)."""
+    from aoetl.spec_paths import resolve_spec_paths
     from shared.spec import SpecError, load_spec
 
     try:
-        return load_spec(path)
+        return resolve_spec_paths(load_spec(path), path.parent)
     except SpecError as exc:
         raise _exit_invalid(path, exc.issues) from exc
 
