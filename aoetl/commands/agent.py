@@ -59,7 +59,7 @@ def _cell(value: Any) -> str:
 
 
 def print_profile(profile: SourceProfile) -> None:
-    table = Table(title=f"{profile.sampled_rows} sampled rows", title_justify="left")
+    table = Table(title=f"profile of {profile.sample_description()}", title_justify="left")
     table.add_column("column", no_wrap=True)
     for header in ("type", "nulls", "distinct", "key", "pii", "min", "max", "notes"):
         table.add_column(header)
