@@ -67,7 +67,7 @@ def up(
         with _console.status("starting the dev stack..."):
             stack.up(timeout, tenants=tenant_names)
             if services:
-                stack.start_services(SERVICE_NAMES, replicas)
+                stack.start_services(SERVICE_NAMES, replicas, timeout)
     except ConfigurationError as exc:  # a choice that cannot work (e.g. --secure with an external broker)
         typer.echo(f"aoetl dev up: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -90,7 +90,10 @@ def up(
                 f"# as tenant {tenant}: export AOETL_KAFKA_SASL_USERNAME={tenant_user(tenant)}"
                 f' AOETL_KAFKA_SASL_PASSWORD="$(cat {password})"'
             )
-    # A comment line, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
+    # Comment lines, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
+    for process in stack.supervisor.alive():
+        if process.api_url:
+            print(f"# {process.name}[{process.replica}] API on {process.api_url}")
     print(f"# {_hand_admin_key_to_cli(stack)}")
 
 
