@@ -94,7 +94,7 @@ COMMANDS: dict[str, Entry] = {
     "dev": Entry(
         "aoetl.commands.dev:app", "Run the local Kafka + PostgreSQL stack (and optionally the services)."
     ),
-    "definitions": Entry("aoetl.commands.definitions:app", "Register and list pipeline definitions."),
+    "definitions": Entry("aoetl.commands.definitions:app", "Register, list and delete pipeline definitions."),
     "webhook": Entry("aoetl.commands.webhooks:app", "Webhook tools."),
     "dlq": Entry("aoetl.commands.dlq:app", "Inspect and re-drive dead letters."),
     "auth": Entry("aoetl.commands.auth:app", "Authentication: API keys, and the token this CLI sends."),

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aoetl.commands.data_roots import default_to_dev_data_roots
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
     from shared.agent.planner import PlanOutcome
@@ -93,13 +93,16 @@ def print_profile(profile: SourceProfile) -> None:
 
 def profile(
     source: SourceArg,
-    as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON (as -o json)")] = False,
     rows: RowsOpt = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Profile a sample of a source: types, nulls, keys, PII, ranges."""
     result = _profile(source, rows)
-    if as_json:
+    if as_json or output is OutputFormat.JSON:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    elif output is OutputFormat.YAML:
+        emit(output, result.model_dump(mode="json"))
     else:
         print_profile(result)
 
