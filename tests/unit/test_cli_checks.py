@@ -35,7 +35,10 @@ def _write(tmp_path: Path, transforms: list[dict], **extra: object) -> Path:
 
 
 def test_a_definition_file_with_triggers_is_valid(tmp_path: Path, env: dict[str, str]) -> None:
-    triggers = [{"type": "webhook", "source": "github", "event": "push"}, {"type": "topic", "topic": "orders"}]
+    triggers = [
+        {"type": "webhook", "source": "github", "event": "push"},
+        {"type": "topic", "topic": "orders"},
+    ]
     file = _write(tmp_path, [{"op": "filter", "expr": "amount > 1"}], triggers=triggers)
     shown = CliRunner().invoke(app, ["validate", str(file)], env=env)
     assert shown.exit_code == 0, shown.output
