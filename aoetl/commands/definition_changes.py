@@ -83,9 +83,14 @@ def check_files(specs: list[DefinitionFile], tenant: str) -> None:
 
 
 def _document(spec: Any, triggers: list[Any]) -> str:
-    body = {"spec": spec.model_dump(mode="json", exclude_defaults=True)}
+    """A definition as the diff shows it: as ``aoetl suggest`` writes specs (fields left at their default
+    omitted, the ``op``/``type``/``rule`` of every step, rule and trigger kept), so the diff shows what
+    was decided."""
+    from shared.agent.suggest import compact_dump  # the spec writer's own dump (its imports: here only)
+
+    body: dict[str, Any] = {"spec": compact_dump(spec)}
     if triggers:
-        body["triggers"] = [t.model_dump(mode="json", exclude_defaults=True) for t in triggers]
+        body["triggers"] = [compact_dump(t) for t in triggers]
     return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
