@@ -94,10 +94,14 @@ COMMANDS: dict[str, Entry] = {
     "dev": Entry(
         "aoetl.commands.dev:app", "Run the local Kafka + PostgreSQL stack (and optionally the services)."
     ),
-    "definitions": Entry("aoetl.commands.definitions:app", "Register and list pipeline definitions."),
+    "definitions": Entry("aoetl.commands.definitions:app", "Register, list and delete pipeline definitions."),
     "webhook": Entry("aoetl.commands.webhooks:app", "Webhook tools."),
     "dlq": Entry("aoetl.commands.dlq:app", "Inspect and re-drive dead letters."),
     "auth": Entry("aoetl.commands.auth:app", "Authentication: API keys, and the token this CLI sends."),
+    "context": Entry(
+        "aoetl.commands.context:app",
+        "Named contexts of the config file: which broker, gateway and token a command uses.",
+    ),
 }
 
 
@@ -197,9 +201,28 @@ def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks and client logs (also AOETL_DEBUG=1).")
     ] = False,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Use this named context of the config file (also AOETL_CONTEXT; `aoetl context list`).",
+        ),
+    ] = None,
 ) -> None:
     # the callback also makes typer build the root as a group (RootGroup)
     ctx.meta["aoetl.debug"] = debug or debugging()
+    from aoetl.contexts import enter  # standard library only (cold start)
+
+    # a bad config file or an unknown context is a failure of the command: one line, exit 10
+    try:
+        command = ctx.invoked_subcommand
+        ctx.call_on_close(enter(context, ignored=command == "dev", apply=command != "context"))
+    except Exception as exc:
+        if ctx.meta["aoetl.debug"]:
+            raise
+        from aoetl.failures import report
+
+        raise typer.Exit(report(exc)) from exc
     if ctx.meta["aoetl.debug"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:

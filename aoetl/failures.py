@@ -35,7 +35,10 @@ EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug of ours, not something the us
 # Every exit code of the CLI, in the order ``aoetl --help`` and the README list them.
 EXIT_CODES: dict[int, str] = {
     0: "success; a run COMPLETED",
-    1: "the run FAILED; or a command's own refusal (`dev status`: unhealthy)",
+    1: (
+        "the run FAILED; or a command's own refusal (`dev status`: unhealthy; nothing to delete, show or "
+        "replay; a declined prompt)"
+    ),
     2: "the run was REJECTED; or invalid usage, spec or policy",
     3: "the run TIMED_OUT",
     4: "the run was CANCELLED",

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aoetl.commands.data_roots import default_to_dev_data_roots
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
     from shared.agent.planner import PlanOutcome
@@ -59,7 +59,7 @@ def _cell(value: Any) -> str:
 
 
 def print_profile(profile: SourceProfile) -> None:
-    table = Table(title=f"{profile.sampled_rows} sampled rows", title_justify="left")
+    table = Table(title=f"profile of {profile.sample_description()}", title_justify="left")
     table.add_column("column", no_wrap=True)
     for header in ("type", "nulls", "distinct", "key", "pii", "min", "max", "notes"):
         table.add_column(header)
@@ -93,13 +93,16 @@ def print_profile(profile: SourceProfile) -> None:
 
 def profile(
     source: SourceArg,
-    as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON (as -o json)")] = False,
     rows: RowsOpt = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Profile a sample of a source: types, nulls, keys, PII, ranges."""
     result = _profile(source, rows)
-    if as_json:
+    if as_json or output is OutputFormat.JSON:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    elif output is OutputFormat.YAML:
+        emit(output, result.model_dump(mode="json"))
     else:
         print_profile(result)
 
@@ -116,6 +119,7 @@ def suggest(
     rows: RowsOpt = None,
 ) -> None:
     """Suggest a ready pipeline spec for a source, proven by a dry run on the sample."""
+    from aoetl.spec_paths import portable_spec_paths, resolve_spec_paths
     from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
     from shared.errors import AoetlError
 
@@ -124,7 +128,12 @@ def suggest(
         suggestion = suggest_spec(result, parse_destination_uri(to), name=name)
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
-    text = spec_to_yaml(suggestion.spec)
+    # the source and destination were named from the working directory; the spec says them as its own file
+    # reads them back (``aoetl.spec_paths``): relative to where it is written, absolute on stdout
+    if output is not None:
+        text = spec_to_yaml(portable_spec_paths(suggestion.spec, output.parent))
+    else:
+        text = spec_to_yaml(resolve_spec_paths(suggestion.spec, Path.cwd()))
     for note in suggestion.notes:
         err_console.print(f"  [cyan]→[/] {escape(note)}")
     report = suggestion.dry_run
@@ -177,10 +186,14 @@ def plan(
     print_outcome(outcome)
     if outcome.spec is None:
         raise _fail(f"no spec: rejected after {outcome.attempts} draft(s)")
-    text = spec_to_yaml(outcome.spec)
+    from aoetl.spec_paths import portable_spec_paths, resolve_spec_paths
+
+    # the sentence named its files from the working directory; what is submitted names them absolutely
+    spec = resolve_spec_paths(outcome.spec, Path.cwd())
+    text = spec_to_yaml(spec)
     console.print(Syntax(text, "yaml"))
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(spec_to_yaml(portable_spec_paths(spec, output.parent)), encoding="utf-8")
         err_console.print(f"[green]✓[/] wrote {output}")
     if not yes and not typer.confirm("Submit this pipeline?", default=False):
         err_console.print("not submitted")
@@ -190,7 +203,7 @@ def plan(
 
     client = AoetlClient()
     try:
-        request = submit_audited(client, outcome.spec)
+        request = submit_audited(client, spec)
     finally:
         client.close()
     console.print(request.run_id)

@@ -189,13 +189,16 @@ def _gateway_url(option: str | None, config: CliConfig) -> str:
 
 
 @app.command()
-def whoami(gateway: GatewayOption = None) -> None:
+def whoami(gateway: GatewayOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
     """Who the configured token speaks for, as the gateway sees it."""
     config = load_config()
     if not config.token:
         raise _fail("no token configured: set AOETL_TOKEN, or run `aoetl auth login`", EXIT_AUTHENTICATION)
     with gateway_client(_gateway_url(gateway, config), config) as http:
         me = _answer(http.get("/auth/whoami"))
+    if output is not OutputFormat.TABLE:
+        emit(output, me)
+        return
     console.print(f"{me['subject']} in tenant {me['tenant']}, role {me['role']} ({me['method']})")
 
 

@@ -8,7 +8,9 @@ Read from ``$AOETL_CONFIG``, else ``$XDG_CONFIG_HOME/aoetl/config.toml``, else
     token = "aoetl_..."
     tenant = "local"
 
-``AOETL_TOKEN`` wins over the file's token, ``AOETL_GATEWAY_URL`` over its url. The file holds a
+A named context in use (``aoetl.contexts``: ``aoetl --context NAME``, ``aoetl context use NAME``) gives its
+``gateway_url``, ``token`` and ``tenant`` over the ``[gateway]`` table's. ``AOETL_TOKEN`` wins over the
+file's token, ``AOETL_GATEWAY_URL`` over its url. The file holds a
 credential, so it is written with mode 0600 (its folder 0700), and a file that others may read is refused,
 as ssh refuses such a key: the token in it must be considered leaked. The token is sent only to the
 gateway's REST API (never to its webhook endpoints, which authenticate by signature) and printed only
@@ -18,14 +20,12 @@ when a key is created.
 from __future__ import annotations
 
 import os
-import stat
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
+from aoetl.contexts import active_context, read_config_data, write_config_data
+from aoetl.contexts import config_path as config_path
 from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -49,36 +49,25 @@ class CliConfig:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def config_path() -> Path:
-    override = os.environ.get("AOETL_CONFIG")
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "aoetl" / "config.toml"
-
-
 def read_config_file(path: Path | None = None) -> CliConfig:
-    path = path or config_path()
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return CliConfig()
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"{path} can be read by other users (mode {stat.S_IMODE(mode):o}): consider its token leaked,"
-            f" revoke it, and `chmod 600 {path}`"
-        )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"{path} is not readable TOML: {exc}") from exc
+    """The ``[gateway]`` table, with the context in use over it."""
+    data = read_config_data(path)
     gateway = data.get("gateway", {})
+    path = path or config_path()
     if not isinstance(gateway, dict):
         raise ConfigurationError(f"{path}: [gateway] must be a table")
-    return CliConfig(
+    config = CliConfig(
         token=_str(gateway, "token", path),
         tenant=_str(gateway, "tenant", path),
         gateway_url=_str(gateway, "url", path),
+    )
+    context = active_context(data)
+    if context is None:
+        return config
+    return CliConfig(
+        token=context.token or config.token,
+        tenant=context.tenant or config.tenant,
+        gateway_url=context.gateway_url or config.gateway_url,
     )
 
 
@@ -91,24 +80,18 @@ def load_config() -> CliConfig:
 
 
 def save_config(config: CliConfig, path: Path | None = None) -> Path:
-    """Write atomically with mode 0600: the file is never readable by others, not even for a moment."""
+    """Write the ``[gateway]`` table (atomically, mode 0600), keeping the file's contexts."""
     path = path or config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    gateway = {
+    try:
+        data = read_config_data(path)
+    except ConfigurationError:
+        data = {}  # an unsafe or broken file is replaced (its token must be considered leaked anyway)
+    data["gateway"] = {
         k: v
         for k, v in (("url", config.gateway_url), ("token", config.token), ("tenant", config.tenant))
         if v is not None
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # O_EXCL below: the mode is the one given here, not a stale file's
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            tomli_w.dump({"gateway": gateway}, out)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_config_data(data, path)
 
 
 def gateway_client(url: str, config: CliConfig | None = None, *, timeout: float = 30.0) -> httpx.Client:

@@ -1,4 +1,4 @@
-"""``aoetl definitions apply|list``: registered pipelines, kept in the compacted definitions topic.
+"""``aoetl definitions apply|delete|list``: registered pipelines, kept in the compacted definitions topic.
 
 Both talk to Kafka directly by default (``apply`` audited there, ``aoetl.commands.door``); ``--gateway URL``
 (or ``AOETL_GATEWAY_URL``) goes through a running gateway's REST API instead (no broker access needed from
@@ -8,7 +8,6 @@ the operator's machine), with the configured token (``aoetl.commands.config``; `
 from __future__ import annotations
 
 import getpass
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from confluent_kafka import TopicPartition
 from rich.markup import escape
 from rich.table import Table
@@ -26,14 +24,15 @@ from aoetl.commands.config import gateway_client, refusal_hint
 from aoetl.commands.door import DoorAudit
 from aoetl.failures import gateway_exit_code
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
+from aoetl.spec_files import load_definition_file
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
-from shared.spec import SpecError, SpecIssue, parse_spec
+from shared.spec import SpecError
 from shared.spec.models import PipelineSpec
-from shared.triggers import DefinitionTrigger, TopicTrigger, split_definition_document
+from shared.triggers import DefinitionTrigger, TopicTrigger
 
-app = typer.Typer(help="Register and list pipeline definitions.", no_args_is_help=True)
+app = typer.Typer(help="Register, list and delete pipeline definitions.", no_args_is_help=True)
 console = CliConsole()
 err_console = CliConsole(stderr=True)
 
@@ -72,18 +71,9 @@ class DefinitionFile:
 
 
 def load_definition(path: Path) -> DefinitionFile:
-    """A spec file, optionally with a top-level ``triggers:`` list (webhook and topic rules)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([SpecIssue("", f"cannot read {path}: {exc.strerror}")]) from exc
-    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
-    try:
-        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError([SpecIssue("", f"not valid {fmt.upper()}: {exc}")]) from exc
-    spec_part, triggers = split_definition_document(data)
-    return DefinitionFile(parse_spec(spec_part), triggers)
+    """A spec file, optionally with a top-level ``triggers:`` list (webhook and topic rules); its relative
+    paths resolved against the file's directory (``aoetl.spec_files``)."""
+    return DefinitionFile(*load_definition_file(path))
 
 
 def load_all(paths: list[Path]) -> list[DefinitionFile]:
@@ -151,9 +141,21 @@ def apply(
         Path, typer.Argument(help="a spec file, or a directory of *.yaml / *.yml / *.json specs")
     ],
     gateway: GatewayOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="check the files and show what would change (a diff per definition); write nothing",
+        ),
+    ] = False,
 ) -> None:
     """Register (or update) each spec under its name; unchanged specs keep their version."""
     specs = load_all(spec_files(path))
+    if dry_run:
+        from aoetl.commands.definition_changes import dry_run as show_changes
+
+        show_changes(specs, gateway)
+        return
     user = getpass.getuser()
     if gateway:
         with gateway_client(gateway) as http:
@@ -197,6 +199,18 @@ def apply(
             console.print(f"{spec.name} v{version}")
     finally:
         client.close()
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="the definition's name")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    gateway: GatewayOption = None,
+) -> None:
+    """Delete a definition: a tombstone on the definitions topic, as the gateway's DELETE publishes."""
+    from aoetl.commands.definition_changes import delete as delete_definition
+
+    delete_definition(name, yes, gateway)
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -22,7 +23,7 @@ from rich.table import Table
 from aoetl.commands.config import DEFAULT_GATEWAY_URL, CliConfig, config_path, read_config_file, save_config
 from aoetl.devstack import SERVICE_NAMES, DevStack
 from aoetl.devstack.admin_key import LOCAL_TENANT, ensure_local_admin
-from aoetl.output import CliConsole
+from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.errors import ConfigurationError
 from shared.kafka.acls import tenant_user
 from shared.kafka.topics import checked_tenant
@@ -67,7 +68,7 @@ def up(
         with _console.status("starting the dev stack..."):
             stack.up(timeout, tenants=tenant_names)
             if services:
-                stack.start_services(SERVICE_NAMES, replicas)
+                stack.start_services(SERVICE_NAMES, replicas, timeout)
     except ConfigurationError as exc:  # a choice that cannot work (e.g. --secure with an external broker)
         typer.echo(f"aoetl dev up: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -90,7 +91,10 @@ def up(
                 f"# as tenant {tenant}: export AOETL_KAFKA_SASL_USERNAME={tenant_user(tenant)}"
                 f' AOETL_KAFKA_SASL_PASSWORD="$(cat {password})"'
             )
-    # A comment line, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
+    # Comment lines, printed plainly (rich wraps long lines): `eval "$(aoetl dev up)"` runs the others.
+    for process in stack.supervisor.alive():
+        if process.api_url:
+            print(f"# {process.name}[{process.replica}] API on {process.api_url}")
     print(f"# {_hand_admin_key_to_cli(stack)}")
 
 
@@ -118,16 +122,20 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(output: OutputOption = OutputFormat.TABLE) -> None:
     """Show every component: healthy, address, pid. Exits 1 when something is unhealthy."""
     rows = DevStack.from_env().status()
-    table = Table(title="aoetl dev stack")
-    for column in ("component", "healthy", "address", "pid"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        healthy = "[green]yes[/green]" if row.healthy else "[red]no[/red]"
-        pid = "external" if row.external else (str(row.pid) if row.pid else "-")
-        table.add_row(row.component, healthy, row.address, pid)
-    _console.print(table)
+
+    def table() -> Table:
+        shown = Table(title="aoetl dev stack")
+        for column in ("component", "healthy", "address", "pid"):
+            shown.add_column(column, overflow="fold")
+        for row in rows:
+            healthy = "[green]yes[/green]" if row.healthy else "[red]no[/red]"
+            pid = "external" if row.external else (str(row.pid) if row.pid else "-")
+            shown.add_row(row.component, healthy, row.address, pid)
+        return shown
+
+    emit(output, [asdict(row) for row in rows], table, _console)
     if not all(row.healthy for row in rows):
         raise typer.Exit(1)

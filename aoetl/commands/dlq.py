@@ -62,24 +62,25 @@ def list_(
     client = AoetlClient()
     letters = list(_letters(client, run, stage, error_class))
 
-    def table() -> Table:
-        shown = Table("id", "at", "stage", "error", "rule", "run", "origin")
-        for letter in letters:
-            o = letter.origin
-            shown.add_row(
-                letter.dead_letter_id,
-                f"{letter.at:%Y-%m-%d %H:%M:%S}",
-                letter.stage.value,
-                escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
-                letter.rule or "",
-                letter.run_id or "",
-                f"{o.topic}[{o.partition}]@{o.offset}",
-            )
-        return shown
-
-    emit(output, [_described(letter) for letter in letters], table, console)
+    emit(output, [_described(letter) for letter in letters], lambda: _table(letters), console)
     if output is OutputFormat.TABLE:
         console.print(f"{len(letters)} dead letter(s)")
+
+
+def _table(letters: list[DeadLetter]) -> Table:
+    shown = Table("id", "at", "stage", "error", "rule", "run", "origin")
+    for letter in letters:
+        o = letter.origin
+        shown.add_row(
+            letter.dead_letter_id,
+            f"{letter.at:%Y-%m-%d %H:%M:%S}",
+            letter.stage.value,
+            escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
+            letter.rule or "",
+            letter.run_id or "",
+            f"{o.topic}[{o.partition}]@{o.offset}",
+        )
+    return shown
 
 
 def _described(letter: DeadLetter) -> dict[str, object]:
@@ -93,6 +94,7 @@ def _described(letter: DeadLetter) -> dict[str, object]:
 def show(
     dead_letter_id: str,
     export: Annotated[Path | None, typer.Option(help="write quarantined rows to Parquet")] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """One dead letter in full; quarantined rows are decoded and previewed."""
     client = AoetlClient()
@@ -100,6 +102,11 @@ def show(
     if letter is None:
         console.print(f"[red]no dead letter {dead_letter_id}[/]")
         raise typer.Exit(1)
+    if output is not OutputFormat.TABLE:  # the document alone, for jq / yq (no preview lines around it)
+        emit(output, _described(letter))
+        if export is not None and letter.payload_format == "arrow_ipc":
+            _export(letter, export)
+        return
     console.print_json(json.dumps(_described(letter), default=str))
     if letter.payload_format == "arrow_ipc":
         # Arrow is imported for quarantined rows only, not for every dlq command (cold start, aoetl.cli)
@@ -109,10 +116,16 @@ def show(
         console.print(f"{rows.num_rows} quarantined row(s); first ones:")
         console.print(rows.slice(0, 5).to_pylist())
         if export is not None:
-            import pyarrow.parquet as pq
-
-            pq.write_table(rows, export)
+            _export(letter, export)
             console.print(f"written to {export}")
+
+
+def _export(letter: DeadLetter, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from shared.batch import decode_table
+
+    pq.write_table(decode_table(letter.payload), path)
 
 
 @app.command()
@@ -122,6 +135,10 @@ def replay(
     stage: StageOpt = None,
     error_class: ErrorOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list what would be replayed; publish nothing")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Re-publish dead letters (their original bytes) to the topic they failed on."""
     if not (dead_letter_id or run or stage or error_class):
@@ -136,6 +153,11 @@ def replay(
     if not chosen:
         console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")
         raise typer.Exit(1)
+    if dry_run:
+        emit(output, [_described(letter) for letter in chosen], lambda: _table(chosen), console)
+        if output is OutputFormat.TABLE:
+            console.print(f"dry run: {len(chosen)} dead letter(s) would be replayed; nothing was published")
+        return
     if not yes and not typer.confirm(f"replay {len(chosen)} dead letter(s) into their origin topics?"):
         raise typer.Exit(1)
     audit = DoorAudit(client)

@@ -44,10 +44,13 @@ def _exit_invalid(path: Path, issues: list[SpecIssue], what: str = "invalid pipe
 
 
 def _load_or_exit(path: Path) -> PipelineSpec:
+    """The spec of ``path``, its relative paths resolved against the file's directory (``aoetl.spec_paths``:
+    the services run elsewhere, the spec must name the same files there)."""
+    from aoetl.spec_paths import resolve_spec_paths
     from shared.spec import SpecError, load_spec
 
     try:
-        return load_spec(path)
+        return resolve_spec_paths(load_spec(path), path.parent)
     except SpecError as exc:
         raise _exit_invalid(path, exc.issues) from exc
 
@@ -60,21 +63,32 @@ def validate(
     read: data roots, declared connections, egress allow list...); print every problem as field path +
     reason; exit non-zero when invalid. The orchestrator checks again with its own settings when the spec
     is submitted."""
+    from aoetl.spec_files import load_definition_file, sql_issues
     from shared.errors import ConfigurationError
-    from shared.policy import check_spec, load_policy
+    from shared.policy import check_spec, check_triggers, load_policy
+    from shared.spec import SpecError
 
     default_to_dev_data_roots()
-    spec = _load_or_exit(file)
+    # a definition file (a spec with ``triggers:``) is checked whole, as `definitions apply` reads it
     try:
-        refused = check_spec(spec, load_policy(), tenant=tenant)
+        spec, triggers = load_definition_file(file)
+    except SpecError as exc:
+        raise _exit_invalid(file, exc.issues) from exc
+    invalid_sql = sql_issues(spec)
+    if invalid_sql:
+        raise _exit_invalid(file, invalid_sql)
+    try:
+        policy = load_policy()
+        refused = check_spec(spec, policy, tenant=tenant) + check_triggers(triggers, policy)
     except ConfigurationError as exc:
         err_console.print(f"[bold red]invalid spec policy settings:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_INVALID_SPEC) from exc
     if refused:
         raise _exit_invalid(file, refused, "refused by the spec policy")
+    with_triggers = f", {len(triggers)} trigger(s)" if triggers else ""
     console.print(
         f"[green]✓[/] {file}: pipeline [bold]{spec.name}[/] ({spec.source.type} → "
-        f"{len(spec.transforms)} steps, {len(spec.quality)} rules → {spec.destination.type})"
+        f"{len(spec.transforms)} steps, {len(spec.quality)} rules → {spec.destination.type}{with_triggers})"
     )
 
 
@@ -212,39 +226,57 @@ def stop(
 def results(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (as -o json with --follow)")] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Print pipeline results (JSON lines with --json)."""
     from shared.contracts import PipelineResult
     from shared.kafka.topics import Topics
 
-    _stream(Topics.RESULTS, PipelineResult, follow, from_beginning or not follow, as_json)
+    _stream(Topics.RESULTS, PipelineResult, follow, from_beginning or not follow, _lines(as_json, output))
 
 
 def alerts(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (as -o json with --follow)")] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Print alerts (JSON lines with --json)."""
     from shared.contracts import Alert
     from shared.kafka.topics import Topics
 
-    _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, as_json)
+    _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, _lines(as_json, output))
 
 
-def _stream(topic: str, model: type[Contract], follow: bool, from_beginning: bool, as_json: bool) -> None:
+def _lines(as_json: bool, output: OutputFormat) -> OutputFormat | None:
+    """``--json`` is JSON lines, kept as it was; else ``-o``. None: JSON lines."""
+    return None if as_json else output
+
+
+def _stream(
+    topic: str, model: type[Contract], follow: bool, from_beginning: bool, output: OutputFormat | None
+) -> None:
+    """Print the records of ``topic``: as ``-o`` says; a listing (not ``--follow``) as one JSON or YAML
+    document, a followed stream record by record (JSON lines; YAML documents separated by ``---``), since
+    it has no end to wait for; ``output`` None is JSON lines."""
     from aoetl.client import AoetlClient
     from aoetl.commands.run_display import print_result
     from shared.contracts import Alert, PipelineResult
 
     client = AoetlClient()
+    collected: list[dict[str, object]] = []
     with client.reader(topic, from_beginning=from_beginning) as reader:
         source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
         try:
             for _, value in source:
-                if as_json:
+                if output is None or (follow and output is OutputFormat.JSON):
                     print(json.dumps(value.model_dump(mode="json"), default=str), flush=True)
+                elif output is not OutputFormat.TABLE and not follow:
+                    collected.append(value.model_dump(mode="json"))
+                elif output is OutputFormat.YAML:
+                    typer.echo("---")
+                    emit(output, value.model_dump(mode="json"))
                 elif isinstance(value, PipelineResult):
                     print_result(value)
                 elif isinstance(value, Alert):
@@ -254,3 +286,5 @@ def _stream(topic: str, model: type[Contract], follow: bool, from_beginning: boo
                     )
         except KeyboardInterrupt:
             pass
+    if output not in (None, OutputFormat.TABLE) and not follow:
+        emit(output, collected)

@@ -5,6 +5,15 @@ Each replica gets the caller's environment plus its identity (``AOETL_SERVICE_NA
 /ready and /metrics, writes its output to ``<state>/logs/<name>-<index>.log``, and is recorded in
 ``<state>/services.json`` so a later process (``aoetl dev down``) can stop it.
 Stopping is graceful first: SIGTERM, a deadline, then SIGKILL.
+
+The gateway also listens for its API (``AOETL_API_PORT``, 8000 by default): one API port per replica.
+The first replica keeps the configured port (so ``http://127.0.0.1:8000``, the CLI's default gateway
+URL, still answers), every further replica gets a free port of its own, and each replica's API address is
+recorded (``ServiceProcess.api_url``, shown by ``aoetl dev status``). Two replicas on the configured port
+used to leave one dead with "address already in use". A port given explicitly to ``start`` (``env``) is
+used as given. One shared listener (``SO_REUSEPORT``) was the other way; it was not taken because it
+needs the gateway to build its own socket, balances connections only on Linux, and hides which replica
+answered, which is what a developer running replicas locally wants to see.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ from shared.policy.settings import DATA_ROOTS_ENV, dev_data_roots_env
 
 SERVICE_NAMES: Final = ("gateway", "orchestrator", "extract", "transform", "load", "monitor")
 SERVICES_FILE: Final = "services.json"
+API_PORT_ENV: Final = "AOETL_API_PORT"
+API_HOST_ENV: Final = "AOETL_API_HOST"
+DEFAULT_API_PORT: Final = "8000"  # services.gateway.configuration's default, which the CLI's URL assumes
+API_SERVICES: Final = frozenset({"gateway"})  # the services that listen for an API beside their probes
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class ServiceProcess:
     pid: int
     http_port: int
     log: str
+    api_url: str | None = None  # the API's address, for a service that has one (and a known port)
 
     def is_alive(self) -> bool:
         # The module name guards against PID reuse after the replica died.
@@ -85,10 +99,12 @@ class ServiceSupervisor:
             first_index = 1 + max((p.replica for p in existing if p.name == name), default=-1)
             for index in range(first_index, first_index + replicas):
                 http_port = free_port()
+                api = _api_env(name, index, {**os.environ, **self.env}, env or {})
                 child_env = {
                     **os.environ,
                     **self.env,
                     **(env or {}),
+                    **api,
                     "AOETL_SERVICE_NAME": name,
                     "AOETL_REPLICA_INDEX": str(index),
                     "AOETL_INSTANCE_ID": f"{name}-{index}",
@@ -109,7 +125,11 @@ class ServiceSupervisor:
                         start_new_session=True,  # a Ctrl-C in the terminal must not bypass graceful stop
                     )
                 self._children[proc.pid] = proc
-                started.append(ServiceProcess(name, index, module, proc.pid, http_port, str(log_path)))
+                started.append(
+                    ServiceProcess(
+                        name, index, module, proc.pid, http_port, str(log_path), _api_url(name, child_env)
+                    )
+                )
             self._record([*existing, *started])
         return started
 
@@ -155,6 +175,24 @@ class ServiceSupervisor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _api_env(name: str, index: int, inherited: Mapping[str, str], given: Mapping[str, str]) -> dict[str, str]:
+    """The API port of replica ``index`` of ``name`` (see the module docstring); {} for other services."""
+    if name not in API_SERVICES or API_PORT_ENV in given:
+        return {}
+    configured = inherited.get(API_PORT_ENV, DEFAULT_API_PORT)
+    if index == 0 and configured not in ("", "0"):
+        return {API_PORT_ENV: configured}
+    return {API_PORT_ENV: str(free_port())}
+
+
+def _api_url(name: str, env: Mapping[str, str]) -> str | None:
+    port = env.get(API_PORT_ENV, DEFAULT_API_PORT)
+    if name not in API_SERVICES or not port.isdigit() or int(port) == 0:
+        return None  # port 0: the replica picks one and writes it to its AOETL_API_PORT_FILE
+    host = env.get(API_HOST_ENV) or "127.0.0.1"
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 def _answers_ready(port: int) -> bool:

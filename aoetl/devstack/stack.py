@@ -222,7 +222,7 @@ class DevStack:
     def status(self) -> list[ComponentStatus]:
         rows = [self._kafka_status(), self._postgres_status()]
         rows += [
-            ComponentStatus(f"{p.name}[{p.replica}]", p.is_ready(), f"http://127.0.0.1:{p.http_port}", p.pid)
+            ComponentStatus(f"{p.name}[{p.replica}]", p.is_ready(), _service_address(p), p.pid)
             for p in self.supervisor.processes()
         ]
         return rows
@@ -265,3 +265,9 @@ class DevStack:
                 "external": {"kafka": self.external_kafka, "postgres": self.external_postgres},
             },
         )
+
+
+def _service_address(process: ServiceProcess) -> str:
+    """Where a replica answers: its API (the gateway's, what a user calls) before its probes' port."""
+    probes = f"http://127.0.0.1:{process.http_port}"
+    return f"API {process.api_url}, probes {probes}" if process.api_url else probes

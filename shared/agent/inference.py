@@ -40,6 +40,11 @@ TIMESTAMP_FORMATS = (
     "%Y/%m/%d %H:%M",
 )
 ISO_TIMESTAMPS = frozenset(TIMESTAMP_FORMATS[:6])
+# ISO-8601 / RFC 3339 with a zone: ``Z`` or an offset (``+02:00``, ``+0200``), ``T`` or space, optional
+# fraction. A column whose every value has one is a zoned timestamp: the cast step keeps it zoned (UTC),
+# so it lands as ``timestamptz`` (not as a local time with its zone dropped). Not in TIMESTAMP_FORMATS:
+# those are the naive forms the healing remedies and error descriptions try.
+ISO_ZONED_TIMESTAMP = "%+"
 _BOOLEAN_WORDS = ("true", "false", "t", "f", "yes", "no")  # 0/1 are left to int64
 _GROUPED_INT = r"^[+-]?\d{1,3}(,\d{3})+$"
 _GROUPED_FLOAT = r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"
@@ -79,6 +84,7 @@ def candidate_counts(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, dic
             candidates[f"d{j}"] = _ok(v.str.strptime(pl.Date, fmt, strict=False))
         for j, fmt in enumerate(TIMESTAMP_FORMATS):
             candidates[f"t{j}"] = _ok(v.str.strptime(pl.Datetime("us"), fmt, strict=False))
+        candidates["zoned"] = _ok(v.str.strptime(pl.Datetime("us"), ISO_ZONED_TIMESTAMP, strict=False))
         exprs.extend(e.alias(f"{i}:{key}") for key, e in candidates.items())
     if not exprs:
         return {}
@@ -107,6 +113,9 @@ def infer_text_type(
         return DataType.INT64, []
     if numeric_ok and counts["float"] == n:
         return DataType.FLOAT64, []
+    if counts.get("zoned", 0) == n:
+        notes.append("ISO-8601 with a zone (Z or an offset): kept zoned, as UTC")
+        return DataType.TIMESTAMP, [ISO_ZONED_TIMESTAMP]
     for prefix, kind, formats in (
         ("d", DataType.DATE, DATE_FORMATS),
         ("t", DataType.TIMESTAMP, TIMESTAMP_FORMATS),

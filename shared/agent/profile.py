@@ -26,6 +26,7 @@ from shared.agent.inference import (
     typed_values,
 )
 from shared.agent.pii import PiiKind, detect_pii
+from shared.agent.sampling import DEFAULT_SEED
 from shared.agent.sources import sample_source
 from shared.spec.models import DataType, Source
 
@@ -80,6 +81,8 @@ class SourceProfile(BaseModel):
 
     source: dict[str, Any] = Field(description="the profiled source spec")
     sampled_rows: int
+    total_rows: int | None = Field(None, description="rows of the whole input the sample was drawn from")
+    sample_method: str = Field("", description="how the sample was drawn, e.g. 'uniform ... seed 0'")
     columns: list[ColumnProfile]
     candidate_keys: list[str] = Field(description="unique non-null columns, key-like names first")
     key_duplicates: dict[str, int] = Field(
@@ -98,6 +101,14 @@ class SourceProfile(BaseModel):
             raise ValueError("this profile carries no sample rows (it was loaded from JSON)")
         return self._sample
 
+    def sample_description(self) -> str:
+        """Where the profile's figures (and any rule drawn from them) come from, as one phrase."""
+        if self.total_rows is None:
+            return f"{self.sampled_rows:,} rows"
+        if self.total_rows == self.sampled_rows:
+            return f"all {self.total_rows:,} rows of the input"
+        return f"{self.sampled_rows:,} rows sampled of {self.total_rows:,} ({self.sample_method})"
+
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
@@ -110,12 +121,20 @@ class SourceProfile(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- entry
-def profile_source(source: Source, *, sample_rows: int = 10_000) -> SourceProfile:
-    """Sample the source (first split, first rows) and profile the sample."""
-    return profile_table(sample_source(source, sample_rows), source=source)
+def profile_source(source: Source, *, sample_rows: int = 10_000, seed: int = DEFAULT_SEED) -> SourceProfile:
+    """Sample the whole source uniformly (``shared.agent.sampling``) and profile the sample."""
+    sample = sample_source(source, sample_rows, seed=seed)
+    method = f"{sample.method}, seed {sample.seed}"
+    return profile_table(sample.table, source=source, total_rows=sample.total_rows, sample_method=method)
 
 
-def profile_table(table: pa.Table, *, source: Source | None = None) -> SourceProfile:
+def profile_table(
+    table: pa.Table,
+    *,
+    source: Source | None = None,
+    total_rows: int | None = None,
+    sample_method: str = "",
+) -> SourceProfile:
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     text_columns = [n for n, t in zip(table.column_names, table.schema.types, strict=True) if is_text(t)]
@@ -141,6 +160,8 @@ def profile_table(table: pa.Table, *, source: Source | None = None) -> SourcePro
     profile = SourceProfile(
         source=source.model_dump(mode="json") if source is not None else {},
         sampled_rows=table.num_rows,
+        total_rows=total_rows,
+        sample_method=sample_method,
         columns=columns,
         candidate_keys=keys,
         key_duplicates=key_duplicates,

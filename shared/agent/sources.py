@@ -1,4 +1,5 @@
-"""Naming a source on the command line or in a tool call, and reading a sample of it.
+"""Naming a source on the command line or in a tool call, and reading a sample of it (spread over the
+whole input: ``shared.agent.sampling``).
 
 A source argument is either a data file path / glob (its type read off the suffix), a JSON/YAML file that
 holds a source spec, or an inline JSON/YAML mapping (``{"type": "postgres", "table": "public.orders"}``).
@@ -7,6 +8,7 @@ holds a source spec, or an inline JSON/YAML mapping (``{"type": "postgres", "tab
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from shared.agent.errors import UnprofilableSourceError
+from shared.agent.sampling import DEFAULT_SEED, Sample, reservoir_sample
 from shared.connectors import plan_splits, read_split
 from shared.spec.loader import issues_from_validation
 from shared.spec.models import CsvSource, JsonlSource, ParquetSource, Source
@@ -81,22 +84,29 @@ def source_from_argument(argument: str) -> Source:
     return source_from_path(text)
 
 
-def sample_source(source: Source, rows: int) -> pa.Table:
-    """The first ``rows`` rows of the source's first split: bounded I/O whatever the source size."""
+# rows per batch read while sampling: the memory bound is the sample plus one such batch
+SCAN_BATCH_ROWS = 65_536
+
+
+def sample_source(source: Source, rows: int, *, seed: int = DEFAULT_SEED) -> Sample:
+    """A uniform sample of ``rows`` rows of the whole source (every split read once, in order)."""
     if source.type in ("kafka", "event"):
         raise UnprofilableSourceError(
             f"a {source.type} source has no rows before the pipeline runs; profile a file or table instead"
         )
-    splits = plan_splits(source, None, batch_rows=rows)
+    splits = plan_splits(source, None, batch_rows=max(rows, SCAN_BATCH_ROWS))
     if not splits:
         raise UnprofilableSourceError("the source has no data to sample")
-    batches = read_split(source, splits[0], rows)
+
+    def every_batch() -> Iterator[pa.Table]:
+        for split in splits:
+            yield from read_split(source, split, SCAN_BATCH_ROWS)
+
     try:
-        first = next(batches, None)
-    finally:
-        close = getattr(batches, "close", None)  # stop the reader (and close its file) after one batch
-        if close is not None:
-            close()
-    if first is None or first.num_rows == 0:
+        sample = reservoir_sample(every_batch(), rows, seed=seed)
+    # splits whose schemas cannot be unified (jsonl files of other shapes)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UnprofilableSourceError(f"the source's files do not share one schema: {exc}") from exc
+    if sample.table.num_rows == 0:
         raise UnprofilableSourceError("the source has no rows to sample")
-    return first.slice(0, rows)
+    return sample

@@ -9,7 +9,11 @@ The heuristics (each one explained in the suggestion's notes):
 * PII is masked (emails hashed so joins still work, phone and card numbers keep their last 4 characters);
 * ``dedupe`` on a key-like column that has repeated values (or on all columns for repeated rows);
 * quality: ``not_null`` on the key with quarantine; ``accepted_values`` for low-cardinality text and
-  ``range`` from observed min/max, both ``warn`` since a sample cannot know every legitimate value;
+  ``range`` from observed min/max, both ``warn`` since a sample cannot know every legitimate value (the
+  sample is spread over the whole input, ``shared.agent.sampling``, and the spec's ``description`` says
+  which sample the rules come from);
+* ISO-8601 timestamps with a zone are cast with the ``%+`` format, which keeps them zoned (UTC): they
+  land as ``timestamptz``;
 * a table destination merges on the key when there is one, so a re-run does not duplicate rows.
 
 The spec is then checked by ``parse_spec`` and dry-run (``TransformEngine`` + ``QualityChecker``) on the
@@ -261,7 +265,11 @@ def _build(
 
     spec = PipelineSpec(
         name=name,
-        description=f"suggested from a profile of {profile.sampled_rows} sampled rows",
+        # a rule drawn from a sample is evidence of that sample: the spec says which one
+        description=(
+            f"suggested from a profile of {profile.sample_description()}; its quality rules hold on that "
+            "sample"
+        ),
         source=source,
         transforms=steps,
         quality=quality,

@@ -119,6 +119,7 @@ def profile_for_model(profile: SourceProfile) -> dict[str, Any]:
     out: dict[str, Any] = {
         "source": profile.source,
         "sampled_rows": profile.sampled_rows,
+        "sample": profile.sample_description(),
         "columns": columns,
         "candidate_keys": profile.candidate_keys,
         "key_duplicates": profile.key_duplicates,

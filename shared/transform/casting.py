@@ -8,7 +8,13 @@ Rules (explicit, so that a load never silently changes a value):
 * boolean: true/false/t/f/yes/no/1/0, any case;
 * date: ``formats[column]`` (strptime) or ISO ``%Y-%m-%d``;
 * timestamp: ``formats[column]`` or ISO-8601 (``T`` or space, optional fraction, optional ``Z``/``+hh:mm``);
-  a value with an offset is converted to UTC; the result is a naive ``timestamp[us]``;
+  a value with an offset is converted to UTC. Without a format the result is a naive ``timestamp[us]``
+  (UTC for the values that had an offset). With a format that reads a zone (``%z``, ``%:z``, ``%#z``, or
+  ``%+``: ISO-8601 with ``Z`` or an offset, which the profile suggests) the result is zoned,
+  ``timestamp[us, UTC]``: the spec says the column carries instants, and it lands as one
+  (``timestamptz`` in PostgreSQL and DuckDB, a UTC-adjusted timestamp in Parquet) instead of a local
+  time whose zone was dropped. The type is decided by the spec, never by the values of a batch, so every
+  batch of a run has the same schema;
 * from non-text columns: polars' cast, except that a float with a fraction does not become an int.
 
 Any value that cannot be converted raises ``CastError`` naming the column, the count and a description of
@@ -44,6 +50,7 @@ ARROW_TYPES: dict[DataType, pa.DataType] = {
     DataType.DATE: pa.date32(),
     DataType.TIMESTAMP: pa.timestamp("us"),
 }
+ZONED_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _POLARS_TYPES: dict[DataType, pl.DataType] = {
     DataType.INT64: pl.Int64(),
     DataType.FLOAT64: pl.Float64(),
@@ -77,7 +84,7 @@ _ISO_TIMESTAMPS = (
     "%Y-%m-%d",
 )
 _MAX_EXAMPLES = 5
-_OFFSET = re.compile(r"%[#:]*z")  # formats whose values carry a UTC offset
+_OFFSET = re.compile(r"%[#:]*z|%\+")  # formats whose values carry a UTC offset (%+: ISO-8601 with one)
 
 Parser = Callable[[pl.Series], pl.Series]
 
@@ -96,7 +103,8 @@ def cast_columns(
 ) -> pa.Table:
     """``table`` with ``targets`` columns converted; raises ``CastError`` on the first column that has a
     non-null value that does not convert."""
-    todo = {name: t for name, t in targets.items() if table.schema.field(name).type != ARROW_TYPES[t]}
+    wanted = {name: arrow_type(t, formats.get(name)) for name, t in targets.items()}
+    todo = {name: t for name, t in targets.items() if table.schema.field(name).type != wanted[name]}
     if not todo:
         return table
     frame = pl.from_arrow(table.select(list(todo)))
@@ -110,8 +118,15 @@ def cast_columns(
         converted = _complete(raw, first[name], plans[name].fallbacks)
         _raise_on_failures(raw, converted, where=where, column=name, target=target)
         position = table.schema.get_field_index(name)
-        table = table.set_column(position, name, converted.to_arrow().cast(ARROW_TYPES[target]))
+        table = table.set_column(position, name, converted.to_arrow().cast(wanted[name]))
     return table
+
+
+def arrow_type(target: DataType, fmt: str | None = None) -> pa.DataType:
+    """The Arrow type a cast to ``target`` with format ``fmt`` produces (zoned for a zone-reading format)."""
+    if target is DataType.TIMESTAMP and fmt is not None and _OFFSET.search(fmt):
+        return ZONED_TIMESTAMP
+    return ARROW_TYPES[target]
 
 
 def _plan(name: str, dtype: pl.DataType, target: DataType, fmt: str | None) -> _Plan:
@@ -143,8 +158,9 @@ def _plan(name: str, dtype: pl.DataType, target: DataType, fmt: str | None) -> _
     if target is DataType.DATE:
         date_format = fmt or "%Y-%m-%d"
         return _Plan(column.str.strptime(pl.Date, date_format, strict=False), (_date(date_format),))
-    formats = (fmt,) if fmt else _ISO_TIMESTAMPS
-    return _Plan(_timestamp_expr(column, formats[0]), tuple(_timestamp(f) for f in formats))
+    if fmt:  # the spec's format: a zone it reads is kept (module docstring)
+        return _Plan(_timestamp_expr(column, fmt, zoned=True), (_timestamp(fmt, zoned=True),))
+    return _Plan(_timestamp_expr(column, _ISO_TIMESTAMPS[0]), tuple(_timestamp(f) for f in _ISO_TIMESTAMPS))
 
 
 def _complete(raw: pl.Series, converted: pl.Series, fallbacks: tuple[Parser, ...]) -> pl.Series:
@@ -217,12 +233,14 @@ def _date(fmt: str) -> Parser:
     return lambda text: text.str.strptime(pl.Date, fmt, strict=False)
 
 
-def _timestamp_expr(column: pl.Expr, fmt: str) -> pl.Expr:
+def _timestamp_expr(column: pl.Expr, fmt: str, *, zoned: bool = False) -> pl.Expr:
     parsed = column.str.strptime(pl.Datetime("us"), fmt, strict=False)
     if _OFFSET.search(fmt):
-        parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        parsed = parsed.dt.convert_time_zone("UTC")
+        if not zoned:
+            parsed = parsed.dt.replace_time_zone(None)
     return parsed
 
 
-def _timestamp(fmt: str) -> Parser:
-    return lambda text: pl.select(_timestamp_expr(pl.lit(text), fmt)).to_series()
+def _timestamp(fmt: str, *, zoned: bool = False) -> Parser:
+    return lambda text: pl.select(_timestamp_expr(pl.lit(text), fmt, zoned=zoned)).to_series()

@@ -171,8 +171,9 @@ def test_cli_profile_json_and_suggest(orders: Path, tmp_path: Path) -> None:
     out = tmp_path / "spec.yaml"
     result = runner.invoke(app, ["suggest", str(orders), "--to", "duckdb:w.db#orders", "-o", str(out)])
     assert result.exit_code == 0, result.output
+    # named from the working directory, written so that the spec file (elsewhere) names the same file
     assert load_spec(out).destination == DuckDBDestination(
-        path="w.db", table="orders", mode=WriteMode.MERGE, keys=["order_id"]
+        path=str(Path.cwd() / "w.db"), table="orders", mode=WriteMode.MERGE, keys=["order_id"]
     )
     bad = runner.invoke(app, ["suggest", str(orders), "--to", "nowhere"])
     assert bad.exit_code == 2
