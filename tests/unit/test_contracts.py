@@ -16,7 +16,6 @@ from pydantic import BaseModel, TypeAdapter
 from shared.avro.catalog import schemas_dir
 from shared.avro.convert import avro_name_of, discriminator_of, variants
 from shared.avro.serde import AvroSerde
-from shared.spec.plugins import PLUGIN_BASES
 from shared.contracts import (
     MESSAGE_TYPES,
     AgentDecision,
@@ -101,6 +100,7 @@ from shared.spec.models import (
     StreamFormat,
     WriteMode,
 )
+from shared.spec.plugins import PLUGIN_BASES
 from shared.spec.quality import (
     AcceptedValuesRule,
     NotNullRule,
@@ -497,7 +497,10 @@ def check_type(annotation: Any, avro: Any, where: str, checked: set[str]) -> Non
         assert avro == avro_name_of(annotation), f"{where}: records are referenced by full name"
         envelope = raw_schema(avro)
         (field,) = annotation.model_fields
-        assert [(f["name"], f["type"]) for f in envelope["fields"]] == [(field, "string"), ("options", "string")]
+        assert [(f["name"], f["type"]) for f in envelope["fields"]] == [
+            (field, "string"),
+            ("options", "string"),
+        ]
         assert envelope.get("doc") and all(f.get("doc") for f in envelope["fields"]), where
         checked.add(avro)
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
