@@ -381,3 +381,27 @@ def test_the_gateway_openapi_document_describes_plugin_sections() -> None:
     schemas = json.dumps(document["components"]["schemas"])
     for tag in ("example_rows", "uppercase", "jsonl_runs"):
         assert f'"const": "{tag}"' in schemas
+
+
+def test_a_plugin_reads_a_secret_only_through_a_declared_connection_field(
+    with_plugins: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.policy.errors import PolicyViolation
+    from shared.policy.plugins import plugin_connection
+
+    monkeypatch.setenv("API_TOKEN", "Bearer s3cret-token")
+    api = Connection(kind=ConnectionKind.HTTP, env="API_TOKEN", hosts=["api.example.com"], tenants=["acme"])
+    policy = PolicySettings(connections={"api": api})
+    source = {"type": "guarded", "url": "https://api.example.com/v1", "connection": "api"}
+    section = parse_spec(
+        {"name": "p", "source": source, "destination": {"type": "jsonl", "path": "/t"}}
+    ).source
+    assert plugin_connection(section, "connection", policy=policy).secret() == "Bearer s3cret-token"
+    with pytest.raises(PolicyViolation, match="tenant 'other' may not use connection 'api'"):
+        plugin_connection(section, "connection", tenant="other", policy=policy)
+    with pytest.raises(PolicyViolation, match="not declared a connection"):
+        plugin_connection(section, "url", policy=policy)
+    moved = parse_spec({"name": "p", "source": {**source, "url": "https://elsewhere.example.org/"},
+                        "destination": {"type": "jsonl", "path": "/t"}}).source  # fmt: skip
+    with pytest.raises(PolicyViolation, match="may not send its credentials"):
+        plugin_connection(moved, "connection", policy=policy)
