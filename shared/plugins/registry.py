@@ -176,17 +176,25 @@ def _why(exc: BaseException) -> str:
     return f"cannot import it: {type(exc).__name__}: {text[0]}" if text else f"cannot import it: {exc!r}"
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _installed: InstalledPlugins | None = None
+_loading = False
 
 
 def installed() -> InstalledPlugins:
-    """This process's registry, loaded at the first call."""
-    global _installed
+    """This process's registry, loaded at the first call. A call made while it loads (a plugin module
+    that validates a spec at import time) sees no plugins rather than loading them again or deadlocking."""
+    global _installed, _loading
     if _installed is None:
         with _lock:
+            if _loading:
+                return InstalledPlugins()
             if _installed is None:
-                _installed = load_plugins()
+                _loading = True
+                try:
+                    _installed = load_plugins()
+                finally:
+                    _loading = False
     return _installed
 
 
