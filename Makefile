@@ -19,12 +19,15 @@ PYTEST_ARGS ?=
 .PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, Helm. Idempotent.
+## The example plugin is installed too: the tests load it through its entry points, like a real plugin.
+EXAMPLE_PLUGIN := examples/plugins/aoetl-example-plugin
 bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS) helm
 
-$(STAMPS)/venv: pyproject.toml
+$(STAMPS)/venv: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e $(EXAMPLE_PLUGIN)
 	@touch $@
 
 # Cheap checks (a few ms); installs only what is missing.

@@ -6,6 +6,8 @@ Every setting is read at start-up (the service's settings class, the spec policy
 its constructor reads), so a bad value exits with ``EXIT_BAD_CONFIGURATION`` before the first message,
 never at the first request that happens to need it. The secrets among them (every ``SecretStr`` of the
 settings, the declared connections' secrets) are registered for redaction before anything is logged.
+Installed plugins are loaded at start-up too (``shared.plugins``): one that cannot be loaded is one error
+line naming its entry point and why, and the service starts without it (its type is then unknown).
 
 ``BaseService`` is the contract (``run(shutdown)`` plus readiness checks); ``ProcessorService`` is the base
 of the five Kafka-consuming services, wiring a ``ProcessingLoop`` to a ``handle`` method; ``run_service``
@@ -28,6 +30,7 @@ from shared.errors import ConfigurationError
 from shared.health import HealthServer, ReadinessCheck, write_port_file
 from shared.kafka.types import Serde
 from shared.logging import configure_logging
+from shared.plugins import report_plugins
 from shared.policy import PolicySettings, load_policy
 from shared.policy.connections import register_declared_secrets
 from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
@@ -191,6 +194,7 @@ def run_service(service_class: type[BaseService[Any]]) -> int:
         log_format=settings.log_format,
     )
     _log.info("starting with settings %s", settings.redacted())
+    report_plugins(_log)  # a plugin that fails to load is one error line here, and the service carries on
     shutdown = install_signal_handlers()
     try:
         # before the service is built, so every span it makes goes to the configured exporter

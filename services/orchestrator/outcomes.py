@@ -17,6 +17,7 @@ stay, so those count. The sinks do not report bytes yet: ``bytes`` is null (unkn
 from __future__ import annotations
 
 from shared.contracts import RuleAction, RuleOutcome, RunStatus, Stage, WriteOutcome
+from shared.policy.plugins import plugin_target
 from shared.progress import RuleTotals, RunProgress
 from shared.spec.models import (
     Destination,
@@ -29,6 +30,7 @@ from shared.spec.models import (
     PostgresDestination,
     WriteMode,
 )
+from shared.spec.plugins import PluginDestination
 from shared.spec.quality import RowCountRule, rule_name
 from shared.transform.quality import rule_columns
 
@@ -86,6 +88,8 @@ def _target(destination: Destination) -> str:
         return f"{destination.path}:{destination.table}"
     if isinstance(destination, ParquetDestination | JsonlDestination):
         return destination.path
+    if isinstance(destination, PluginDestination):
+        return plugin_target(destination)
     assert isinstance(destination, KafkaDestination)
     return destination.topic
 

@@ -1,9 +1,10 @@
 """What a spec may say (the vocabulary shown to the model) and whether a draft keeps to it (grounding).
 
-The vocabulary is read off the spec models and the connector registry, so it cannot drift from what the
-services accept. Grounding is checked statically: connectors from ``connector_catalog()``, and columns that
-exist in the source profile, by running ``TransformEngine.output_columns`` on the sampled schema and then
-checking every rule's and every destination key's columns against the columns the steps produce.
+The vocabulary is read off the spec models and the connector registry, installed plugins included
+(``shared.plugins``), so it cannot drift from what the services accept. Grounding is checked statically:
+connectors from ``connector_catalog()``, and columns that exist in the source profile, by running
+``TransformEngine.output_columns`` on the sampled schema and then checking every rule's and every
+destination key's columns against the columns the steps produce.
 """
 
 from __future__ import annotations
@@ -17,14 +18,27 @@ from shared.agent.profile import SourceProfile
 from shared.connectors import connector_catalog
 from shared.errors import ConfigurationError
 from shared.spec.models import DataType, Destination, PipelineSpec, TransformStep
+from shared.spec.plugins import PLUGIN_BASES, PluginUnion
 from shared.spec.quality import NotNullRule, QualityRule, RowCountRule, UniqueRule
 from shared.transform.engine import TransformEngine
 
 
 def union_members(annotated: Any) -> list[type[BaseModel]]:
-    """The models of an ``Annotated[A | B | ..., Field(discriminator=...)]`` union."""
-    union = typing.get_args(annotated)[0]
-    return [m for m in typing.get_args(union) if isinstance(m, type) and issubclass(m, BaseModel)]
+    """The models of an ``Annotated[A | B | ..., Field(discriminator=...)]`` union; for a spec union that
+    installed plugins join (``shared.spec.plugins.PluginUnion``), the built-in models then the plugins'."""
+    union, *metadata = typing.get_args(annotated)
+    models: list[type[BaseModel]] = []
+    for member in typing.get_args(union):
+        if typing.get_origin(member) is typing.Annotated:
+            models.extend(union_members(member))  # the built-in union inside a plugin-aware one
+        elif (
+            isinstance(member, type) and issubclass(member, BaseModel) and member not in PLUGIN_BASES.values()
+        ):
+            models.append(member)
+    for marker in metadata:
+        if isinstance(marker, PluginUnion):
+            models.extend(model for _, model in sorted(marker.plugin_models().items()))
+    return models
 
 
 def _tag(model: type[BaseModel], discriminator: str) -> str:

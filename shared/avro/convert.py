@@ -6,10 +6,16 @@ repeated inside the record. On write a variant becomes fastavro's tuple notation
 which picks the union branch by name instead of by trying each branch's shape (two variants with the same
 fields, e.g. ``JsonlSource`` and ``ParquetSource``, would otherwise be ambiguous). On read
 (``return_record_name=True``) the tuple is turned back into fields plus the discriminator.
+
+A plugin's section (``shared.spec.plugins``) has no record of its own in the schemas, which only know the
+built-in types: it travels as the envelope ``io.aoetl.spec.Plugin{Source,Step,Destination}``, its type and
+its other fields as one JSON object, and on read becomes the plain section again, which the spec's
+validation hands to the installed plugin's model.
 """
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Iterator
 from enum import Enum
@@ -20,9 +26,14 @@ from pydantic import BaseModel
 
 from shared.contracts import MESSAGE_TYPES
 from shared.spec.models import PipelineSpec
+from shared.spec.plugins import DISCRIMINATOR, PLUGIN_BASES
 
 SPEC_NAMESPACE = "io.aoetl.spec"
 DISCRIMINATOR_FIELDS = ("type", "op", "rule")
+# envelope record name -> (plugin base, its discriminator field)
+PLUGIN_ENVELOPES = {
+    f"{SPEC_NAMESPACE}.{base.__name__}": (base, DISCRIMINATOR[kind]) for kind, base in PLUGIN_BASES.items()
+}
 
 
 def avro_name_of(model: type[BaseModel]) -> str:
@@ -44,6 +55,9 @@ def discriminator_of(model: type[BaseModel]) -> tuple[str, str] | None:
 def to_datum(value: Any) -> Any:
     """A fastavro datum for a model (or any value inside one)."""
     if isinstance(value, BaseModel):
+        envelope = _plugin_envelope(value)
+        if envelope is not None:
+            return envelope
         model = type(value)
         tag = discriminator_of(model)
         skip = tag[0] if tag else None
@@ -62,6 +76,9 @@ def from_datum(value: Any) -> Any:
     """Plain data ready for ``model_validate``: tagged union branches get their discriminator back."""
     if isinstance(value, tuple):
         name, record = value
+        if name in PLUGIN_ENVELOPES:
+            field = PLUGIN_ENVELOPES[name][1]
+            return {field: record[field], **json.loads(record["options"])}
         model = variants().get(name)
         if model is None:
             raise KeyError(f"record {name!r} is not a known union variant")
@@ -72,6 +89,14 @@ def from_datum(value: Any) -> Any:
     if isinstance(value, list):
         return [from_datum(v) for v in value]
     return value
+
+
+def _plugin_envelope(value: BaseModel) -> tuple[str, dict[str, str]] | None:
+    for name, (base, field) in PLUGIN_ENVELOPES.items():
+        if isinstance(value, base):
+            options = value.model_dump(mode="json", exclude={field})
+            return name, {field: getattr(value, field), "options": json.dumps(options, sort_keys=True)}
+    return None
 
 
 @cache

@@ -3,8 +3,10 @@
 The orchestrator calls :func:`plan_splits` (cheap metadata only: file sizes, Parquet footers, min/max of a
 key) and the extract service calls :func:`read_split` for one split at a time. Rows come out as
 ``pyarrow.Table`` batches of at most ``batch_rows`` rows (never empty), with one schema per run for file
-sources. Errors are :class:`SourceNotFoundError` / :class:`SourceReadError` (terminal) and
-:class:`SourceUnavailableError` (transient).
+sources. Installed plugins' sources (``shared.plugins``) are planned and read exactly like the built-in
+ones, through the same ``Connector`` protocol (``shared.connectors.base``). Errors are
+:class:`SourceNotFoundError` / :class:`SourceReadError` (terminal) and :class:`SourceUnavailableError`
+(transient).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from shared.connectors.errors import (
     SourceUnavailableError,
     UnsupportedSourceError,
 )
-from shared.connectors.registry import CONNECTORS, connector_for
+from shared.connectors.registry import connector_for, connectors
 from shared.contracts import Split
 from shared.spec.models import Source
 
@@ -60,5 +62,6 @@ def read_split(
 
 
 def connector_catalog() -> dict[str, ConnectorInfo]:
-    """Every source type the connectors can read, with a description and its options (for the agent)."""
-    return {name: connector.info for name, connector in CONNECTORS.items()}
+    """Every source type the connectors can read, built in or installed plugin, with a description and its
+    options (for the agent)."""
+    return {name: connector.info for name, connector in connectors().items()}

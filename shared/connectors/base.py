@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -41,8 +41,21 @@ def describe(model: type[BaseModel], description: str, split_kinds: tuple[SplitK
     return ConnectorInfo(type=type_name, description=description, split_kinds=split_kinds, options=options)
 
 
+@runtime_checkable
 class Connector(Protocol):
-    """One module per source type implements this; ``shared.connectors.registry`` dispatches on ``type``."""
+    """A source type. Each built-in is one module of ``shared.connectors``; a plugin is the object its
+    ``aoetl.sources`` entry point names. ``shared.connectors.registry`` dispatches on ``type``.
+
+    ``model`` validates the spec section (its ``type`` literal is the source type; a plugin's derives from
+    ``shared.spec.plugins.PluginSource``); ``info`` is the catalog entry (build it with :func:`describe`).
+    ``plan`` runs in the orchestrator and reads metadata only; ``read`` runs in the extract service, one
+    split at a time, and yields tables of at most ``batch_rows`` rows, never empty. Both receive the
+    validated section and raise ``SourceReadError``/``SourceNotFoundError`` (terminal) or
+    ``SourceUnavailableError`` (transient, retried). ``read`` must yield the same rows for the same split
+    every time it is called: a retried split is read again from its start."""
+
+    @property
+    def model(self) -> type[BaseModel]: ...  # read-only: an implementation narrows it
 
     info: ConnectorInfo
 

@@ -38,6 +38,7 @@ SAMPLE_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 1 << 20
 
+model = CsvSource  # the spec section it reads (``Connector.model``)
 info = describe(
     CsvSource,
     "Delimited text files (path, file:// URL or glob). All columns are read as strings; use a 'cast' "

@@ -14,6 +14,7 @@ from shared.connectors.records import records_at, records_to_tables
 from shared.contracts import Split, SplitKind
 from shared.spec.models import EventSource
 
+model = EventSource  # the spec section it reads (``Connector.model``)
 info = describe(
     EventSource,
     "The records in the triggering request's JSON payload (a list, an object = one record, or a list at "

@@ -46,6 +46,7 @@ BACKOFF_MAX_S = 60.0
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
+model = HttpSource  # the spec section it reads (``Connector.model``)
 info = describe(
     HttpSource,
     "A JSON HTTP API (GET). Pagination: none, page (?page=N until an empty page), cursor (next cursor "

@@ -33,6 +33,7 @@ from shared.spec.models import JsonlSource
 SAMPLE_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 20
 
+model = JsonlSource  # the spec section it reads (``Connector.model``)
 info = describe(
     JsonlSource,
     "JSON Lines files (path, file:// URL or glob), one object per line. Column types are inferred from "

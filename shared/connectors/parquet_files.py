@@ -24,6 +24,7 @@ from shared.spec.models import ParquetSource
 
 AUTO_SPLIT_BYTES = 64 << 20
 
+model = ParquetSource  # the spec section it reads (``Connector.model``)
 info = describe(
     ParquetSource,
     "Parquet files (path, file:// URL or glob). Types come from the files; all files must share a schema. "

@@ -59,6 +59,7 @@ from shared.sql import is_transient_database_error
 MAX_AUTO_SPLITS = 8
 CONNECT_TIMEOUT_S = 10
 
+model = PostgresSource  # the spec section it reads (``Connector.model``)
 info = describe(
     PostgresSource,
     "A PostgreSQL table or SELECT query. Incremental with cursor_column/cursor_start; split into integer "

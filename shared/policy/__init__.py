@@ -11,7 +11,9 @@ an invalid spec: REJECTED by the orchestrator, 422 by the gateway's ``PUT /defin
 * ``sql``: a postgres source query is exactly one read-only SELECT (sqlglot);
 * ``names``: no destination in the system's schema or tables, no internal topic read or written;
 * ``connections``: secrets only through named connections declared by the operator, per tenant;
-* ``egress``: ``http`` sources reach public addresses only (plus an allow list), on every redirect too.
+* ``egress``: ``http`` sources reach public addresses only (plus an allow list), on every redirect too;
+* ``plugins``: the fields a plugin section declares (paths, URLs, SQL, topics, connections) get the rule
+  of their kind above.
 
 Run ids are not part of a spec: ``check_run_id`` checks the one a request brings, and ``check_triggers``
 the topic triggers stored beside a definition. The same functions back the checks where connectors and
@@ -29,6 +31,7 @@ from shared.policy.egress import egress_issues
 from shared.policy.errors import PolicyViolation
 from shared.policy.files import check_files
 from shared.policy.names import check_names, run_id_problem, topic_problem
+from shared.policy.plugins import check_plugins
 from shared.policy.settings import PolicySettings, load_policy
 from shared.policy.sql import check_postgres_source
 from shared.policy.tenancy import DEFAULT_TENANT, tenant_of
@@ -46,6 +49,7 @@ RULES: tuple[Rule, ...] = (
     check_names,
     connection_issues,
     egress_issues,
+    check_plugins,
 )
 
 __all__ = [

@@ -3,7 +3,8 @@
 These pydantic models are the single source of truth for what a pipeline may say. The same shape travels
 on Kafka as typed Avro records (``schemas/io.aoetl.spec.*.avsc``); ``tests/unit/test_contracts.py`` proves
 the two agree. Every union is discriminated by one literal field (``type``, ``op`` or ``rule``) so that a
-validation error names the exact branch and field that is wrong. The quality rules are in
+validation error names the exact branch and field that is wrong. Installed plugins add their own types
+to the source, step and destination unions (``shared.spec.plugins``). The quality rules are in
 ``shared.spec.quality`` (``OnFail`` is importable from here too, as most of its users do).
 
 Secrets never travel in a spec: a connector names a *connection* (``connection``) that the operator
@@ -22,6 +23,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from shared.spec.base import StrictModel
+from shared.spec.plugins import PluginDestination, PluginSource, PluginStep, PluginUnion
 from shared.spec.quality import OnFail as OnFail  # re-exported: most of its users import it from here
 from shared.spec.quality import QualityRule, RowCountRule
 
@@ -162,10 +164,12 @@ class EventSource(StrictModel):
     records_path: str | None = Field(None, description="dotted path to the record list in the payload")
 
 
-Source = Annotated[
+BuiltinSource = Annotated[
     CsvSource | JsonlSource | ParquetSource | PostgresSource | HttpSource | KafkaSource | EventSource,
     Field(discriminator="type"),
 ]
+# Installed plugin sources join the union at validation time (``shared.spec.plugins``).
+Source = Annotated[BuiltinSource | PluginSource, PluginUnion.of("source", BuiltinSource)]
 
 
 # ---------------------------------------------------------------------------------------- transforms
@@ -229,10 +233,11 @@ class FillStep(StrictModel):
     values: dict[str, FillValue] = Field(min_length=1)
 
 
-TransformStep = Annotated[
+BuiltinStep = Annotated[
     SelectStep | RenameStep | CastStep | FilterStep | DeriveStep | SqlStep | DedupeStep | MaskStep | FillStep,
     Field(discriminator="op"),
 ]
+TransformStep = Annotated[BuiltinStep | PluginStep, PluginUnion.of("step", BuiltinStep)]
 
 
 # -------------------------------------------------------------------------------------- destinations
@@ -287,9 +292,12 @@ class KafkaDestination(StrictModel):
     topic: str = Field(min_length=1)
 
 
-Destination = Annotated[
+BuiltinDestination = Annotated[
     PostgresDestination | DuckDBDestination | ParquetDestination | JsonlDestination | KafkaDestination,
     Field(discriminator="type"),
+]
+Destination = Annotated[
+    BuiltinDestination | PluginDestination, PluginUnion.of("destination", BuiltinDestination)
 ]
 
 

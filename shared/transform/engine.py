@@ -2,7 +2,9 @@
 
 How steps run (all vectorized; no Python loop over rows anywhere):
 
-* ``select``, ``rename``, ``fill``: pyarrow, zero-copy or a single kernel per column, types untouched;
+* ``select``, ``rename``, ``fill``: pyarrow, zero-copy or a single kernel per column, types untouched
+  (these, ``cast``, ``dedupe`` and installed plugin steps are ``StepKind``s applied one at a time,
+  ``shared.transform.steps``);
 * ``cast``: polars (see ``casting.py`` for the exact conversion rules);
 * ``dedupe``: polars finds the first row of each key in the batch, pyarrow takes those rows. Duplicates
   *across* batches of a run are the sink's business (merge keys), not the engine's;
@@ -35,26 +37,18 @@ from types import TracebackType
 from typing import Self
 
 import duckdb
-import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from shared.policy.settings import load_policy
 from shared.spec.models import (
-    CastStep,
-    DedupeStep,
     DeriveStep,
-    FillStep,
     FilterStep,
     MaskStep,
-    RenameStep,
-    SelectStep,
     SqlStep,
     TransformStep,
 )
 from shared.sql import quote_ident
-from shared.transform.casting import cast_columns
-from shared.transform.errors import InvalidStepError, SandboxLimitError, UnknownColumnError
+from shared.transform.errors import SandboxLimitError
 from shared.transform.expressions import (
     BATCH,
     SandboxLimits,
@@ -64,6 +58,7 @@ from shared.transform.expressions import (
     open_sandbox,
     translate_error,
 )
+from shared.transform.steps import apply_step, reject_duplicates, require_columns
 
 # Only a fallback for tests and local runs: the service passes a secret salt from its settings, otherwise
 # hashed values could be reversed by hashing a dictionary of candidates with this public constant.
@@ -129,7 +124,8 @@ class TransformEngine:
             if isinstance(stage, _SqlGroup):
                 table = self._run_sql(position, stage, table)
             else:
-                table = _run_arrow_step(*stage, table)
+                index, step = stage
+                table = apply_step(step, table, step_location(index, step))
         return table
 
     def output_columns(self, input_columns: Sequence[str] | pa.Schema) -> list[str]:
@@ -142,7 +138,7 @@ class TransformEngine:
         if isinstance(input_columns, pa.Schema):
             schema = input_columns
         else:
-            _reject_duplicates(list(input_columns), "input columns")
+            reject_duplicates(list(input_columns), "input columns")
             schema = pa.schema([(name, pa.null()) for name in input_columns])
         return self.apply(schema.empty_table()).column_names
 
@@ -218,7 +214,7 @@ class TransformEngine:
                 return f"SELECT * REPLACE (({step.expr}) AS {target}) FROM ({inner})"
             return f"SELECT *, ({step.expr}) AS {target} FROM ({inner})"
         if isinstance(step, MaskStep):
-            _require_columns(step.columns, columns, where)
+            require_columns(step.columns, columns, where)
             masked = ", ".join(
                 f"{mask_sql(name, step.method, self._salt)} AS {quote_ident(name)}"
                 for name in dict.fromkeys(step.columns)
@@ -285,60 +281,6 @@ def _plan(steps: Sequence[TransformStep]) -> list[_Stage]:
     return stages
 
 
-# ------------------------------------------------------------------------------------ arrow steps
-def _run_arrow_step(index: int, step: TransformStep, table: pa.Table) -> pa.Table:
-    where = step_location(index, step)
-    if isinstance(step, SelectStep):
-        _require_columns(step.columns, table.column_names, where)
-        _reject_duplicates(step.columns, where)
-        return table.select(step.columns)
-    if isinstance(step, RenameStep):
-        _require_columns(list(step.mapping), table.column_names, where)
-        names = [step.mapping.get(name, name) for name in table.column_names]
-        _reject_duplicates(names, where)
-        return table.rename_columns(names)
-    if isinstance(step, CastStep):
-        _require_columns(list(step.columns), table.column_names, where)
-        return cast_columns(table, step.columns, step.formats, where=where)
-    if isinstance(step, FillStep):
-        _require_columns(list(step.values), table.column_names, where)
-        for name, value in step.values.items():
-            position = table.schema.get_field_index(name)
-            table = table.set_column(position, name, _fill(table.column(position), value, where, name))
-        return table
-    if isinstance(step, DedupeStep):
-        _require_columns(step.keys, table.column_names, where)
-        return _dedupe(table, step.keys)
-    raise AssertionError(f"not an Arrow step: {step.op}")
-
-
-def _fill(values: pa.ChunkedArray, value: object, where: str, name: str) -> pa.ChunkedArray:
-    if values.type == pa.null():
-        # A column with no type yet (all null) takes the fill value's type.
-        return pa.chunked_array([pa.repeat(pa.scalar(value), len(values))])
-    try:
-        scalar = pa.scalar(value).cast(values.type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise InvalidStepError(
-            where, f"fill value {value!r} does not fit column {name!r} ({values.type}): {exc}"
-        ) from exc
-    return pc.fill_null(values, scalar)
-
-
-def _dedupe(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Keep the first row of each key combination (nulls compare equal here, as in GROUP BY)."""
-    unique_keys = list(dict.fromkeys(keys))
-    row = "__row__"
-    while row in unique_keys:
-        row += "_"
-    frame = pl.from_arrow(table.select(unique_keys))
-    assert isinstance(frame, pl.DataFrame)
-    first_rows = frame.with_row_index(row).unique(subset=unique_keys, keep="first", maintain_order=True)[row]
-    if len(first_rows) == table.num_rows:
-        return table
-    return table.take(first_rows.to_arrow())
-
-
 def _restore_passthrough_types(result: pa.Table, before: pa.Schema) -> pa.Table:
     """DuckDB hands back ``string`` for ``large_string``/``string_view`` and timestamps in UTC; put back
     the input's exact type for columns that only differ that way, so a batch keeps its schema."""
@@ -365,18 +307,3 @@ def _same_family(a: pa.DataType, b: pa.DataType) -> bool:
         and a.tz is not None
         and b.tz is not None
     )
-
-
-def _require_columns(wanted: Sequence[str], available: Sequence[str], where: str) -> None:
-    present = set(available)
-    for name in wanted:
-        if name not in present:
-            raise UnknownColumnError(where, name, available)
-
-
-def _reject_duplicates(names: Sequence[str], where: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InvalidStepError(where, f"column {name!r} would appear twice")
-        seen.add(name)

@@ -16,6 +16,7 @@ from shared.connectors import (
 from shared.connectors.base import allocate, rebatch
 from shared.contracts import SplitKind
 from shared.errors import is_transient
+from shared.plugins import installed
 from shared.spec.models import EventSource, KafkaSource
 
 pytestmark = pytest.mark.unit
@@ -62,7 +63,8 @@ def test_unsupported_source_type() -> None:
 
 def test_catalog_lists_every_connector_with_options() -> None:
     catalog = connector_catalog()
-    assert set(catalog) == {"csv", "jsonl", "parquet", "postgres", "http", "event"}
+    builtin = {"csv", "jsonl", "parquet", "postgres", "http", "event"}
+    assert set(catalog) == builtin | set(installed().sources)  # plus the installed plugins' sources
     assert "path" in catalog["csv"].options
     assert "split_column" in catalog["postgres"].options
     assert all(info.description and info.split_kinds for info in catalog.values())

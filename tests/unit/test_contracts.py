@@ -100,6 +100,7 @@ from shared.spec.models import (
     StreamFormat,
     WriteMode,
 )
+from shared.spec.plugins import PLUGIN_BASES
 from shared.spec.quality import (
     AcceptedValuesRule,
     NotNullRule,
@@ -456,8 +457,16 @@ def check_type(annotation: Any, avro: Any, where: str, checked: set[str]) -> Non
             assert avro[0] == "null", f"{where}: nullable fields are ['null', T]"
             members.remove(type(None))
             avro = avro[1:]
-        if len(members) == 1 and get_origin(members[0]) in (Union, types.UnionType):
-            members = [_strip_annotated(a) for a in get_args(members[0])]  # an optional discriminated union
+        # an optional discriminated union, or the built-in union beside a plugin base (spec unions)
+        members = [
+            flat
+            for member in members
+            for flat in (
+                [_strip_annotated(a) for a in get_args(member)]
+                if get_origin(member) in (Union, types.UnionType)
+                else [member]
+            )
+        ]
         if len(members) == 1:
             assert len(avro) == 1, f"{where}: {avro!r}"
             check_type(members[0], avro[0], where, checked)
@@ -482,6 +491,17 @@ def check_type(annotation: Any, avro: Any, where: str, checked: set[str]) -> Non
         assert enum["type"] == "enum" and enum.get("doc"), f"{where}: {enum!r}"
         assert enum["name"] == annotation.__name__
         assert enum["symbols"] == [member.value for member in annotation], f"{where}: symbols"
+        checked.add(avro)
+    elif isinstance(annotation, type) and annotation in PLUGIN_BASES.values():
+        # a plugin section travels as an envelope: its discriminator and its other fields as JSON
+        assert avro == avro_name_of(annotation), f"{where}: records are referenced by full name"
+        envelope = raw_schema(avro)
+        (field,) = annotation.model_fields
+        assert [(f["name"], f["type"]) for f in envelope["fields"]] == [
+            (field, "string"),
+            ("options", "string"),
+        ]
+        assert envelope.get("doc") and all(f.get("doc") for f in envelope["fields"]), where
         checked.add(avro)
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         assert avro == avro_name_of(annotation), f"{where}: records are referenced by full name"
