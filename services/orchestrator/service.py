@@ -12,6 +12,10 @@ tenant a's topic claims tenant b") rather than run as the topic's tenant, becaus
 something it may not have (another tenant's definitions, connections), and silently running it otherwise
 would hide both the attempt and the mistake; a stop of another tenant's run is refused and logged.
 
+Schedule triggers are fired from the loop's tick (``services.orchestrator.schedules``): each tick's request,
+with a deterministic run id, and the schedule's new state leave in one transaction; the run-id dedupe of
+the book below makes a tick fired twice (two replicas during a rebalance, a restart) one run.
+
 Requests and events are co-partitioned by run id (same partition count, same key, range assignment), so
 one instance sees all of a run. All decisions leave in the same Kafka transaction as the offsets of the
 messages that caused them; the run state itself is rebuilt from the input topics on every assignment
@@ -24,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -33,6 +37,7 @@ from services.orchestrator.configuration import OrchestratorSettings
 from services.orchestrator.healing.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
+from services.orchestrator.schedules import Scheduler
 from services.orchestrator.topic_triggers import RunnerConfig, topic_rules, topic_triggers
 from shared.agent.planner import IntentPlanner
 from shared.avro import ModelValidationError
@@ -48,6 +53,7 @@ from shared.contracts import (
     RequestAction,
     RunAccepted,
     RunEvent,
+    ScheduleState,
     Split,
     Stage,
     StreamRun,
@@ -94,6 +100,17 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             settings.kafka, settings.topic(Topics.WATERMARKS), PipelineWatermark, self.serde
         )
         self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), StreamRun, self.serde)
+        self.schedule_states = CompactedView(
+            settings.kafka, settings.topic(Topics.SCHEDULES), ScheduleState, self.serde
+        )
+        offset = timedelta(seconds=settings.schedule_clock_offset_s)
+        self.scheduler = Scheduler(
+            self.definitions,
+            self.schedule_states,
+            lambda: datetime.now(UTC) + offset,
+            grace_s=settings.schedule_grace_s,
+            topic=settings.topic,
+        )
         self.topic_triggers = topic_triggers(
             lambda: topic_rules(self.definitions, self.policy),
             RunnerConfig(
@@ -273,7 +290,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         return self.book.reject(run_id, request_id, name, reasons, utcnow(), tenant)
 
     def tick(self) -> Sequence[Output]:
-        return self.book.tick(datetime.now(UTC))
+        return [*self.book.tick(datetime.now(UTC)), *self.scheduler.due()]
 
     # -------------------------------------------------------------------------------- rebalancing
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -292,6 +309,12 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         )
         self.book = book
         _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
+        shared_requests = self.settings.topic(Topics.REQUESTS)
+        metadata = consumer.list_topics(shared_requests, timeout=self.settings.kafka_timeout_s)
+        self.scheduler.assign(
+            {tp.partition for tp in partitions if tp.topic == shared_requests},
+            len(metadata.topics[shared_requests].partitions),
+        )
 
     def on_rollback(self, consumer: Any) -> None:
         """An aborted transaction took back outputs the book already counts as sent (a finalize, a result,
@@ -302,6 +325,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.definitions.start()
         self.watermarks.start()
         self.streams.start()
+        self.schedule_states.start()
         self.topic_triggers.start()
         try:
             super().run(shutdown)
@@ -310,6 +334,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             self.definitions.stop()
             self.watermarks.stop()
             self.streams.stop()
+            self.schedule_states.stop()
 
     def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
         """Replay one message. A request whose spec was not inline (a definition that may have changed

@@ -54,6 +54,7 @@ from shared.contracts import (
     RunFinished,
     RunPlanned,
     RunStatus,
+    ScheduleState,
     Severity,
     Split,
     SplitExtracted,
@@ -70,6 +71,7 @@ from shared.contracts import (
     WebhookDelivery,
     WriteOutcome,
 )
+from shared.schedules import MissedTicks
 from shared.spec.models import (
     CastStep,
     CsvSource,
@@ -109,7 +111,7 @@ from shared.spec.quality import (
     RowCountRule,
     UniqueRule,
 )
-from shared.triggers import TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
+from shared.triggers import ScheduleTrigger, TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
 
 pytestmark = pytest.mark.unit
 
@@ -186,7 +188,7 @@ def rich_specs() -> list[PipelineSpec]:
     ]
 
 
-def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
+def rich_triggers() -> list[WebhookTrigger | TopicTrigger | ScheduleTrigger]:
     return [
         WebhookTrigger(
             source="github",
@@ -201,6 +203,13 @@ def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
             parameters={"customer": "customer.id"},
             window=TriggerWindow(events=50, seconds=2.5),
             start_from=TriggerStart.EARLIEST,
+        ),
+        ScheduleTrigger(
+            cron="*/5 * * * *",
+            timezone="Europe/Paris",
+            missed=MissedTicks.ALL,
+            max_catch_up=3,
+            parameters={"region": "eu"},
         ),
     ]
 
@@ -276,6 +285,7 @@ def rich_messages() -> list[Contract]:
         ),
         PipelineDefinition(name="hooked", spec=spec, updated_at=T0, triggers=rich_triggers()),
         StreamRun(pipeline="orders", run_id="r9", state=StreamState.STOPPED, spec=spec, at=T0),
+        ScheduleState(definition="orders", rule=1, tick=T0, run_id="r10", fired_at=T0),
         WebhookDelivery(
             source="github",
             identity="sha256:" + "ab" * 32,
