@@ -1,8 +1,11 @@
 """The orchestrator service: validates requests, plans runs into extract tasks, folds run events into
 progress, retries, times out and finishes every run with exactly one ``PipelineResult``.
 
-Validation includes the spec policy (``shared.policy.check_spec``, for the request's tenant): a spec it
-refuses is REJECTED with every issue and its field path, and no task is ever made from it.
+Validation includes the request's parameters (``shared.spec.params``: the spec's ``${params.name}``
+placeholders filled, unknown or missing parameters REJECTED with their paths) and then the spec policy
+(``shared.policy.check_spec``, for the request's tenant) on the filled spec, so a parameter cannot take a
+spec where its author could not: a spec it refuses is REJECTED with every issue and its field path, and no
+task is ever made from it. The filled parameters travel in RUN_ACCEPTED and the result.
 
 Requests come from the shared requests topic (the gateway, the operator's CLI, topic triggers: principals
 trusted to name the tenant) and from every tenant's own request topic (a pattern subscription, so a new
@@ -67,6 +70,7 @@ from shared.processing import LoopConfig
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
+from shared.spec.params import fill_parameters, placeholders
 from shared.transform.quality import check_row_count
 
 _log = logging.getLogger(__name__)
@@ -169,6 +173,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             writer = tenant_of_topic(context.topic, self.settings.topic_suffix) or tenant_of(value)
             return self.book.reject(value.run_id, value.request_id, name, [refused], now, writer)
         spec, reasons = self._spec_for(value)
+        parameters = dict(value.parameters)
+        if spec is not None and value.intent is None:  # placeholders are the author's, not the agent's
+            spec, parameters, reasons = self._filled(spec, value.parameters)
         if spec is not None:  # every spec, inline, from a definition or from an intent
             reasons = self._policy_reasons(value, spec)
             spec = None if reasons else spec
@@ -178,7 +185,27 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if spec is None:
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now, tenant_of(value))
-        return self.book.on_request(value, self._after_watermark(spec), now)
+        return self.book.on_request(value, self._after_watermark(spec), now, parameters=parameters)
+
+    @staticmethod
+    def _filled(
+        spec: PipelineSpec, given: Mapping[str, str]
+    ) -> tuple[PipelineSpec | None, dict[str, str], list[ErrorInfo]]:
+        """The spec with the request's parameters in its placeholders (``shared.spec.params``); the policy
+        is checked after, on the filled spec. Unknown or missing parameters are REJECTED reasons."""
+        try:
+            filled = fill_parameters(spec, given)
+        except SpecError as err:
+            reasons = [
+                ErrorInfo(
+                    error_class="ParameterError",
+                    message=i.reason,
+                    path=i.path if i.path.startswith("parameters.") else f"spec.{i.path}",
+                )
+                for i in err.issues
+            ]
+            return None, dict(given), reasons
+        return filled.spec, filled.parameters, []
 
     def _door_refusal(self, request: PipelineRequest, topic: str) -> ErrorInfo | None:
         """Why a request from a tenant's own topic may not go on (None: it may, as may every request of
@@ -342,14 +369,14 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if isinstance(value, PipelineRequest):
             if value.action is RequestAction.STOP:
                 return  # what a stop did is in the stopped run's own events (RUN_FINISHED)
-            if value.spec is not None:
+            if value.spec is not None and not placeholders(value.spec):
                 book.on_request(value, value.spec, at, replaying=True)
-            else:
+            else:  # its spec (from a definition, or filled) is the one RUN_ACCEPTED recorded
                 self._unresolved[value.run_id] = value
             return
         assert isinstance(value, RunEvent)
         pending = self._unresolved.pop(value.run_id, None)
         accepted = value.payload_as(RunAccepted)
         if pending is not None and accepted is not None and accepted.spec is not None:
-            book.on_request(pending, accepted.spec, at, replaying=True)
+            book.on_request(pending, accepted.spec, at, replaying=True, parameters=accepted.parameters)
         book.on_event(value, at)

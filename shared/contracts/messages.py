@@ -157,6 +157,9 @@ class PipelineResult(Contract):
     decisions: list[str] = Field(default_factory=list, description="agent decisions, in order")
     quality: list[RuleOutcome] = Field(default_factory=list, description="v3: per row-level quality rule")
     written: list[WriteOutcome] = Field(default_factory=list, description="v3: what was written where")
+    parameters: dict[str, RedactedText] = Field(
+        default_factory=dict, description="v4: the run's parameters (the request's, plus defaults used)"
+    )
 
 
 class Alert(Contract):

@@ -218,7 +218,9 @@ def rich_events(spec: PipelineSpec) -> list[RunEvent]:
     """One event per payload record, every optional payload field set somewhere."""
     split = Split(kind=SplitKind.BYTE_RANGE, index=0, count=2, uri="/data/a.csv", start=0, end=99)
     payloads: list[EventPayload] = [
-        RunAccepted(pipeline="orders", stuck_after_s=30, continuous=True, spec=spec),
+        RunAccepted(
+            pipeline="orders", stuck_after_s=30, continuous=True, spec=spec, parameters={"day": "d1"}
+        ),
         RunAccepted(pipeline="orders"),
         RunPlanned(splits=[split, split.model_copy(update={"index": 1, "start": 99, "end": 200})]),
         SplitExtracted(attempt=1, split_index=3, cursor_max="2026-01-02", cursor_kind=CursorKind.NUMBER),
@@ -355,6 +357,7 @@ def rich_messages() -> list[Contract]:
             request_id="q1",
             pipeline="orders",
             status=RunStatus.TIMED_OUT,
+            parameters={"day": "2026-03-01"},
             started_at=T0,
             finished_at=T0,
             stages=[
