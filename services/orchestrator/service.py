@@ -270,7 +270,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if request.spec is not None:
             return request.spec, []
         if request.definition_name is not None:
-            definition = self.definitions.get(request.definition_name)
+            definition = self._definition(request.definition_name)
             if definition is None or definition.tenant != tenant_of(request):
                 # another tenant's definition is answered exactly as one that does not exist: the
                 # requester learns nothing of other tenants' names
@@ -284,6 +284,15 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 ErrorInfo(error_class="IntentRejected", message=r, path="intent") for r in outcome.reasons
             ]
         return outcome.spec, []
+
+    def _definition(self, name: str) -> PipelineDefinition | None:
+        """The definition named ``name``; on a miss, after reading the definitions topic to its end (a
+        definition applied just before its first request, or a schedule's, must be found)."""
+        definition = self.definitions.get(name)
+        if definition is None and isinstance(self.definitions, CompactedView):
+            self.definitions.catch_up()
+            definition = self.definitions.get(name)
+        return definition
 
     def on_failure(
         self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
