@@ -158,12 +158,15 @@ class Scheduler:
         self.grace_s, self.topic = grace_s, topic
         self._owned: frozenset[int] = frozenset()
         self._partitions = 0
+        self._count: Callable[[], int] | None = None
         self._fired_here: dict[str, datetime] = {}
 
-    def assign(self, owned: set[int], partitions: int) -> None:
-        """The shared requests topic's partitions now owned, of ``partitions``. What was fired but not
-        read back yet is forgotten: its transaction may have been the one rolled back."""
-        self._owned, self._partitions = frozenset(owned), partitions
+    def assign(self, owned: set[int], partitions: int | Callable[[], int]) -> None:
+        """The shared requests topic's partitions now owned, of ``partitions`` (or a call that counts them,
+        made at the first tick and again at the next while it fails). What was fired but not read back
+        yet is forgotten: its transaction may have been the one rolled back."""
+        self._owned = frozenset(owned)
+        self._partitions, self._count = (partitions, None) if isinstance(partitions, int) else (0, partitions)
         self._fired_here = {}
 
     def owns(self, definition: str) -> bool:
@@ -172,6 +175,12 @@ class Scheduler:
     def due(self) -> list[Output]:
         if not self._owned:
             return []
+        if self._count is not None:
+            try:
+                self._partitions, self._count = self._count(), None
+            except Exception as exc:  # the broker did not answer: no schedule fires until it does
+                _log.warning("schedules wait for the requests topic's partition count: %s", exc)
+                return []
         last = {key: state.tick for key, state in self.states.snapshot().items()}
         for key, tick in self._fired_here.items():
             if key not in last or tick > last[key]:

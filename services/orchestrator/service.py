@@ -346,11 +346,14 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.book = book
         _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
         shared_requests = self.settings.topic(Topics.REQUESTS)
-        metadata = consumer.list_topics(shared_requests, timeout=self.settings.kafka_timeout_s)
-        self.scheduler.assign(
-            {tp.partition for tp in partitions if tp.topic == shared_requests},
-            len(metadata.topics[shared_requests].partitions),
-        )
+        owned = {tp.partition for tp in partitions if tp.topic == shared_requests}
+        self.scheduler.assign(owned, lambda: self._partition_count(consumer, shared_requests))
+
+    def _partition_count(self, consumer: Any, topic: str) -> int:
+        """How many partitions ``topic`` has (the scheduler asks on the loop thread, and again at its next
+        tick if the broker did not answer)."""
+        metadata = consumer.list_topics(topic, timeout=self.settings.kafka_timeout_s)
+        return len(metadata.topics[topic].partitions)
 
     def on_rollback(self, consumer: Any) -> None:
         """An aborted transaction took back outputs the book already counts as sent (a finalize, a result,

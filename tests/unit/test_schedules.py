@@ -283,3 +283,19 @@ def test_definitions_list_shows_the_next_fire_time(monkeypatch: pytest.MonkeyPat
     table = CliRunner().invoke(command.app, ["list"], env={"COLUMNS": "200"})
     assert "next run" in table.output and expected.isoformat(timespec="seconds") in table.output
     assert "schedule 0 3 * * * (Europe/Paris)" in table.output
+
+
+def test_the_scheduler_counts_the_partitions_lazily_and_retries_when_the_broker_is_silent() -> None:
+    answers: list[int | Exception] = [TimeoutError("no answer"), 6]
+
+    def count() -> int:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    defs = Snapshot({"nightly": definition("nightly", EVERY_5)})
+    scheduler = Scheduler(defs, Snapshot({}), lambda: at("2026-03-02T10:05:01+00:00"), grace_s=60)
+    scheduler.assign(set(range(6)), count)
+    assert scheduler.due() == []  # no count yet: nothing fires, nothing is assumed
+    assert len(requests(scheduler.due())) == 1 and answers == []
