@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from shared.contracts import PipelineRequest, RunStatus, TriggerKind
+from shared.contracts import PipelineDefinition, PipelineRequest, RunStatus, TriggerKind
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
 from shared.schedules import schedule_run_id
+from shared.spec import parse_spec
+from shared.triggers import split_definition_document
 from tests.e2e.conftest import System, _group_env, running_system
 from tests.e2e.test_pipelines import assert_completed, await_result, open_duckdb_when_unlocked
 from tests.e2e.test_streaming import read_all, register, results_of
@@ -117,18 +119,18 @@ def test_a_schedule_fires_each_tick_once_across_replicas_and_a_restart(
     with running_system(kafka_bootstrap, postgres_dsn, replicas, ahead) as system:
         write_sales(tmp_path / "in.csv")
         name = f"minutely-{uuid.uuid4().hex[:6]}"
-        before = datetime.now(UTC)
-        register(
-            system,
+        spec_part, triggers = split_definition_document(
             {
                 "name": name,
                 "source": {"type": "csv", "path": str(tmp_path / "in.csv")},
                 "destination": {"type": "jsonl", "path": str(tmp_path / "out")},
                 "triggers": [{"type": "schedule", "cron": "* * * * *", "missed": "all", "max_catch_up": 10}],
-            },
+            }
         )
-        # defined at `before` or just after: its first tick is the next minute, due at once 60 s ahead
-        first_tick = _minute(before) + timedelta(minutes=1)
+        definition = PipelineDefinition(name=name, spec=parse_spec(spec_part), triggers=triggers)
+        system.client.publish(Topics.DEFINITIONS, name, definition)
+        # its first tick is the first minute after it was defined, due at once with the clock 60 s ahead
+        first_tick = _minute(definition.updated_at) + timedelta(minutes=1)
         first_run = schedule_run_id(name, 0, first_tick)
         with system.client.reader(Topics.RESULTS, from_beginning=True) as reader:
             assert_completed(await_result(reader, first_run))
