@@ -98,16 +98,20 @@ def fire(
         if not owns(rule.definition.name):
             continue
         trigger = rule.trigger
-        ticks = due_ticks(
-            trigger.cron,
-            trigger.timezone,
-            trigger.missed,
-            trigger.max_catch_up,
-            last_fired=last_ticks.get(rule.key),
-            defined_at=rule.definition.updated_at,
-            now=now,
-            grace_s=grace_s,
-        )
+        try:
+            ticks = due_ticks(
+                trigger.cron,
+                trigger.timezone,
+                trigger.missed,
+                trigger.max_catch_up,
+                last_fired=last_ticks.get(rule.key),
+                defined_at=rule.definition.updated_at,
+                now=now,
+                grace_s=grace_s,
+            )
+        except Exception as exc:  # validated when read; still, one bad rule must not stop every schedule
+            _log.warning("schedule %s skipped: %s", rule.key, exc)
+            continue
         for tick in ticks:
             request = tick_request(rule, tick, now)
             state = ScheduleState(

@@ -299,3 +299,13 @@ def test_the_scheduler_counts_the_partitions_lazily_and_retries_when_the_broker_
     scheduler.assign(set(range(6)), count)
     assert scheduler.due() == []  # no count yet: nothing fires, nothing is assumed
     assert len(requests(scheduler.due())) == 1 and answers == []
+
+
+def test_one_rule_the_cron_library_refuses_does_not_stop_the_others() -> None:
+    # built without validation, as a record from an older or foreign writer could be
+    broken = ScheduleTrigger.model_construct(
+        cron="0 0 31 2 *", timezone="UTC", missed=MissedTicks.LATEST, max_catch_up=10, parameters={}
+    )
+    defs = {"bad": definition("bad", broken), "good": definition("good", EVERY_5)}
+    fired = requests(fire(defs, {}, at("2026-03-02T10:05:01+00:00"), owns=lambda _: True, grace_s=60))
+    assert [r.definition_name for r in fired] == ["good"]
