@@ -141,16 +141,7 @@ class RunBook:
         if run_id in self.runs or run_id in self.finished:
             return []  # a redelivered request starts no second run
         given = dict(request.parameters if parameters is None else parameters)
-        run = RunState(
-            run_id,
-            request.request_id,
-            spec,
-            now,
-            now,
-            payload=request.payload,
-            tenant=request.tenant,
-            parameters=given,
-        )
+        run = RunState(run_id, request.request_id, spec, now, now, request.payload, request.tenant, given)
         self.runs[run_id] = run
         if replaying:
             return []
