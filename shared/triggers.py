@@ -1,6 +1,6 @@
 """Trigger rules: what starts a registered pipeline, and with which parameters.
 
-Two kinds, kept inside a ``PipelineDefinition`` (its ``triggers`` field) or, for webhooks, in the gateway's
+Three kinds, kept inside a ``PipelineDefinition`` (its ``triggers`` field) or, for webhooks, in the gateway's
 settings too:
 
 * ``WebhookTrigger``: a verified delivery to ``POST /webhooks/{source}`` of an event type (``*`` for any)
@@ -8,6 +8,11 @@ settings too:
 * ``TopicTrigger``: events on a Kafka topic (JSON or Avro) that satisfy ``where``, one run per event or per
   window of ``events`` events / ``seconds`` seconds, whichever comes first; the orchestrator's topic
   trigger runners publish the request, exactly once (see ``services.orchestrator.topic_triggers``).
+* ``ScheduleTrigger``: a cron expression in a time zone; the orchestrator fires each tick once, as the run
+  ``schedule_run_id(definition, rule, tick)``, with the rule's fixed ``parameters`` (see
+  ``shared.schedules`` for the tick arithmetic and missed-tick policies, ``services.orchestrator.schedules``
+  for who fires). The expression and the zone are checked when the definition is read, so a definition
+  with a bad one is refused with the field's path (``triggers[0].cron``).
 
 ``where`` maps dotted payload paths (``pull_request.number``; list items by index: ``commits.0.id``) to
 the value they must equal (all must hold); ``parameters`` maps request parameters to dotted paths. Both
@@ -23,8 +28,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from shared.schedules import MissedTicks, cron_problem, timezone_problem
 from shared.spec.loader import SpecError, SpecIssue
 from shared.spec.models import PIPELINE_NAME, StreamFormat
 
@@ -84,7 +90,33 @@ class TopicTrigger(_Rule):
     start_from: TriggerStart = Field(TriggerStart.LATEST, description="where a new trigger starts reading")
 
 
-DefinitionTrigger = Annotated[WebhookTrigger | TopicTrigger, Field(discriminator="type")]
+class ScheduleTrigger(_Rule):
+    avro_name: ClassVar[str] = "io.aoetl.ScheduleTrigger"
+    type: Literal["schedule"] = "schedule"
+    cron: str = Field(description="five-field cron expression, e.g. '*/5 * * * *'")
+    timezone: str = Field("UTC", description="IANA time zone the expression is read in")
+    missed: MissedTicks = Field(MissedTicks.LATEST, description="what happens to ticks nobody fired")
+    max_catch_up: int = Field(10, ge=1, le=1000, description="missed 'all': at most this many missed ticks")
+    parameters: dict[str, str] = Field(default_factory=dict, description="request parameters of each run")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        problem = timezone_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+DefinitionTrigger = Annotated[WebhookTrigger | TopicTrigger | ScheduleTrigger, Field(discriminator="type")]
 
 
 class TriggerRule(WebhookTrigger):

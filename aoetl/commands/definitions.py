@@ -11,6 +11,7 @@ import getpass
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,10 @@ from aoetl.spec_files import load_definition_file
 from shared.contracts import PipelineDefinition
 from shared.kafka.clients import make_consumer
 from shared.kafka.topics import Topics
+from shared.schedules import next_tick
 from shared.spec import SpecError
 from shared.spec.models import PipelineSpec
-from shared.triggers import DefinitionTrigger, TopicTrigger
+from shared.triggers import DefinitionTrigger, ScheduleTrigger, TopicTrigger
 
 app = typer.Typer(help="Register, list and delete pipeline definitions.", no_args_is_help=True)
 console = CliConsole()
@@ -215,7 +217,8 @@ def delete(
 
 @app.command("list")
 def list_definitions(gateway: GatewayOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
-    """The registered definitions: name, version, source -> destination, last change."""
+    """The registered definitions: name, version, source -> destination, triggers, next scheduled run, last
+    change."""
     if gateway:
         with gateway_client(gateway) as http:
             response = http.get("/definitions")
@@ -231,23 +234,43 @@ def list_definitions(gateway: GatewayOption = None, output: OutputOption = Outpu
         finally:
             client.close()
 
+    now = datetime.now(UTC)
+    next_fires = {d.name: next_fire(d, now) for d in definitions}
+
     def table() -> Table:
-        shown = Table("name", "version", "source → destination", "triggers", "updated", "by")
+        shown = Table("name", "version", "source → destination", "triggers", "next run", "updated", "by")
         for d in definitions:
+            fire = next_fires[d.name]
             shown.add_row(
                 d.name,
                 str(d.version),
                 f"{d.spec.source.type} → {d.spec.destination.type}",
                 ", ".join(_describe(t) for t in d.triggers) or "-",
+                fire.isoformat(timespec="seconds") if fire else "-",
                 d.updated_at.isoformat(timespec="seconds"),
                 d.updated_by,
             )
         return shown
 
-    emit(output, [d.model_dump(mode="json") for d in definitions], table, console)
+    rows = [{**d.model_dump(mode="json"), "next_fire": _iso(next_fires[d.name])} for d in definitions]
+    emit(output, rows, table, console)
+
+
+def next_fire(definition: PipelineDefinition, now: datetime) -> datetime | None:
+    """When the definition's schedules next start a run (UTC), or None when it has no schedule."""
+    ticks = [
+        next_tick(t.cron, t.timezone, now) for t in definition.triggers if isinstance(t, ScheduleTrigger)
+    ]
+    return min(ticks, default=None)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="seconds") if at else None
 
 
 def _describe(trigger: DefinitionTrigger) -> str:
     if isinstance(trigger, TopicTrigger):
         return f"topic {trigger.topic}"
+    if isinstance(trigger, ScheduleTrigger):
+        return f"schedule {trigger.cron} ({trigger.timezone})"
     return f"webhook {trigger.source}/{trigger.event}"

@@ -26,4 +26,10 @@ class OrchestratorSettings(ProcessorSettings):
     tenant_topics_refresh_s: float = Field(
         10.0, gt=0, description="how soon a new tenant's request topic is subscribed (metadata refresh)"
     )
+    schedule_grace_s: float = Field(
+        60.0, gt=0, description="schedules with missed 'skip': a tick fired later than this is dropped"
+    )
+    schedule_clock_offset_s: float = Field(
+        0.0, description="added to the clock schedules read (tests reach a tick without waiting for it)"
+    )
     agent: AgentSettings = Field(default_factory=AgentSettings, description="read from AOETL_LLM_* etc.")

@@ -56,6 +56,7 @@ class RunState:
     last_progress: datetime
     payload: bytes | None = None
     tenant: str = DEFAULT_TENANT  # the request's: its result is that tenant's
+    parameters: dict[str, str] = field(default_factory=dict)  # what its placeholders were filled with
     phase: Phase = Phase.RUNNING
     tasks: dict[str, TaskProgress] = field(default_factory=dict)
     errors: list[ErrorInfo] = field(default_factory=list)
@@ -121,6 +122,7 @@ class RunState:
             decisions=self.decisions,
             quality=quality_outcomes(self.spec, self.progress),
             written=write_outcomes(self.spec, self.progress, status),
+            parameters=self.parameters,
         )
 
     def watermark(self, now: datetime) -> PipelineWatermark | None:

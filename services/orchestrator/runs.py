@@ -11,7 +11,7 @@ the common fold of its events (``shared.progress``), fed here with every event b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -126,16 +126,22 @@ class RunBook:
         ]
 
     def on_request(
-        self, request: PipelineRequest, spec: PipelineSpec, now: datetime, *, replaying: bool = False
+        self,
+        request: PipelineRequest,
+        spec: PipelineSpec,
+        now: datetime,
+        *,
+        replaying: bool = False,
+        parameters: Mapping[str, str] | None = None,
     ) -> list[Output]:
         """Plan a new run. When ``replaying`` (state rebuild after a restart) nothing is planned again: the
-        run's own RUN_PLANNED event, replayed next, carries the splits it was given the first time."""
+        run's own RUN_PLANNED event, replayed next, carries the splits it was given the first time.
+        ``parameters``: what the spec's placeholders were filled with (default: the request's)."""
         run_id = request.run_id
         if run_id in self.runs or run_id in self.finished:
             return []  # a redelivered request starts no second run
-        run = RunState(
-            run_id, request.request_id, spec, now, now, payload=request.payload, tenant=request.tenant
-        )
+        given = dict(request.parameters if parameters is None else parameters)
+        run = RunState(run_id, request.request_id, spec, now, now, request.payload, request.tenant, given)
         self.runs[run_id] = run
         if replaying:
             return []
@@ -146,6 +152,7 @@ class RunBook:
             # from a definition, an intent or a watermark: keep it for replay
             spec=spec if spec != request.spec else None,
             tenant=request.tenant,  # readers of events (the monitor, the gateway) learn whose run it is
+            parameters=given,  # what `aoetl status` shows, and what replay restores
         )
         out = [self._event(run, EventKind.RUN_ACCEPTED, now, payload=accepted)]
         if spec.continuous:

@@ -1,8 +1,11 @@
 """The orchestrator service: validates requests, plans runs into extract tasks, folds run events into
 progress, retries, times out and finishes every run with exactly one ``PipelineResult``.
 
-Validation includes the spec policy (``shared.policy.check_spec``, for the request's tenant): a spec it
-refuses is REJECTED with every issue and its field path, and no task is ever made from it.
+Validation includes the request's parameters (``shared.spec.params``: the spec's ``${params.name}``
+placeholders filled, unknown or missing parameters REJECTED with their paths) and then the spec policy
+(``shared.policy.check_spec``, for the request's tenant) on the filled spec, so a parameter cannot take a
+spec where its author could not: a spec it refuses is REJECTED with every issue and its field path, and no
+task is ever made from it. The filled parameters travel in RUN_ACCEPTED and the result.
 
 Requests come from the shared requests topic (the gateway, the operator's CLI, topic triggers: principals
 trusted to name the tenant) and from every tenant's own request topic (a pattern subscription, so a new
@@ -11,6 +14,10 @@ topic is the broker's word for the tenant: a request naming another tenant is RE
 tenant a's topic claims tenant b") rather than run as the topic's tenant, because the writer asked for
 something it may not have (another tenant's definitions, connections), and silently running it otherwise
 would hide both the attempt and the mistake; a stop of another tenant's run is refused and logged.
+
+Schedule triggers are fired from the loop's tick (``services.orchestrator.schedules``): each tick's request,
+with a deterministic run id, and the schedule's new state leave in one transaction; the run-id dedupe of
+the book below makes a tick fired twice (two replicas during a rebalance, a restart) one run.
 
 Requests and events are co-partitioned by run id (same partition count, same key, range assignment), so
 one instance sees all of a run. All decisions leave in the same Kafka transaction as the offsets of the
@@ -24,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -33,6 +40,7 @@ from services.orchestrator.configuration import OrchestratorSettings
 from services.orchestrator.healing.healer import Healer
 from services.orchestrator.replay import replay_partitions
 from services.orchestrator.runs import RunBook
+from services.orchestrator.schedules import Scheduler
 from services.orchestrator.topic_triggers import RunnerConfig, topic_rules, topic_triggers
 from shared.agent.planner import IntentPlanner
 from shared.avro import ModelValidationError
@@ -48,6 +56,7 @@ from shared.contracts import (
     RequestAction,
     RunAccepted,
     RunEvent,
+    ScheduleState,
     Split,
     Stage,
     StreamRun,
@@ -61,6 +70,7 @@ from shared.processing import LoopConfig
 from shared.runtime import MessageContext, Output, ProcessorService
 from shared.spec import SpecError, SpecIssue, parse_spec
 from shared.spec.models import OnFail, PipelineSpec, PostgresSource
+from shared.spec.params import fill_parameters, placeholders
 from shared.transform.quality import check_row_count
 
 _log = logging.getLogger(__name__)
@@ -94,6 +104,17 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             settings.kafka, settings.topic(Topics.WATERMARKS), PipelineWatermark, self.serde
         )
         self.streams = CompactedView(settings.kafka, settings.topic(Topics.STREAMS), StreamRun, self.serde)
+        self.schedule_states = CompactedView(
+            settings.kafka, settings.topic(Topics.SCHEDULES), ScheduleState, self.serde
+        )
+        offset = timedelta(seconds=settings.schedule_clock_offset_s)
+        self.scheduler = Scheduler(
+            self.definitions,
+            self.schedule_states,
+            lambda: datetime.now(UTC) + offset,
+            grace_s=settings.schedule_grace_s,
+            topic=settings.topic,
+        )
         self.topic_triggers = topic_triggers(
             lambda: topic_rules(self.definitions, self.policy),
             RunnerConfig(
@@ -152,6 +173,9 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             writer = tenant_of_topic(context.topic, self.settings.topic_suffix) or tenant_of(value)
             return self.book.reject(value.run_id, value.request_id, name, [refused], now, writer)
         spec, reasons = self._spec_for(value)
+        parameters = dict(value.parameters)
+        if spec is not None and value.intent is None:  # placeholders are the author's, not the agent's
+            spec, parameters, reasons = self._filled(spec, value.parameters)
         if spec is not None:  # every spec, inline, from a definition or from an intent
             reasons = self._policy_reasons(value, spec)
             spec = None if reasons else spec
@@ -161,7 +185,27 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if spec is None:
             name = value.spec.name if value.spec else value.definition_name
             return self.book.reject(value.run_id, value.request_id, name, reasons, now, tenant_of(value))
-        return self.book.on_request(value, self._after_watermark(spec), now)
+        return self.book.on_request(value, self._after_watermark(spec), now, parameters=parameters)
+
+    @staticmethod
+    def _filled(
+        spec: PipelineSpec, given: Mapping[str, str]
+    ) -> tuple[PipelineSpec | None, dict[str, str], list[ErrorInfo]]:
+        """The spec with the request's parameters in its placeholders (``shared.spec.params``); the policy
+        is checked after, on the filled spec. Unknown or missing parameters are REJECTED reasons."""
+        try:
+            filled = fill_parameters(spec, given)
+        except SpecError as err:
+            reasons = [
+                ErrorInfo(
+                    error_class="ParameterError",
+                    message=i.reason,
+                    path=i.path if i.path.startswith("parameters.") else f"spec.{i.path}",
+                )
+                for i in err.issues
+            ]
+            return None, dict(given), reasons
+        return filled.spec, filled.parameters, []
 
     def _door_refusal(self, request: PipelineRequest, topic: str) -> ErrorInfo | None:
         """Why a request from a tenant's own topic may not go on (None: it may, as may every request of
@@ -226,7 +270,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if request.spec is not None:
             return request.spec, []
         if request.definition_name is not None:
-            definition = self.definitions.get(request.definition_name)
+            definition = self._definition(request.definition_name)
             if definition is None or definition.tenant != tenant_of(request):
                 # another tenant's definition is answered exactly as one that does not exist: the
                 # requester learns nothing of other tenants' names
@@ -240,6 +284,15 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
                 ErrorInfo(error_class="IntentRejected", message=r, path="intent") for r in outcome.reasons
             ]
         return outcome.spec, []
+
+    def _definition(self, name: str) -> PipelineDefinition | None:
+        """The definition named ``name``; on a miss, after reading the definitions topic to its end (a
+        definition applied just before its first request, or a schedule's, must be found)."""
+        definition = self.definitions.get(name)
+        if definition is None and isinstance(self.definitions, CompactedView):
+            self.definitions.catch_up()
+            definition = self.definitions.get(name)
+        return definition
 
     def on_failure(
         self, value: Contract | None, exc: BaseException, context: MessageContext, raw: bytes
@@ -273,7 +326,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         return self.book.reject(run_id, request_id, name, reasons, utcnow(), tenant)
 
     def tick(self) -> Sequence[Output]:
-        return self.book.tick(datetime.now(UTC))
+        return [*self.book.tick(datetime.now(UTC)), *self.scheduler.due()]
 
     # -------------------------------------------------------------------------------- rebalancing
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -292,6 +345,15 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         )
         self.book = book
         _log.info("rebuilt %d open runs from %s", len(book.runs), counts)
+        shared_requests = self.settings.topic(Topics.REQUESTS)
+        owned = {tp.partition for tp in partitions if tp.topic == shared_requests}
+        self.scheduler.assign(owned, lambda: self._partition_count(consumer, shared_requests))
+
+    def _partition_count(self, consumer: Any, topic: str) -> int:
+        """How many partitions ``topic`` has (the scheduler asks on the loop thread, and again at its next
+        tick if the broker did not answer)."""
+        metadata = consumer.list_topics(topic, timeout=self.settings.kafka_timeout_s)
+        return len(metadata.topics[topic].partitions)
 
     def on_rollback(self, consumer: Any) -> None:
         """An aborted transaction took back outputs the book already counts as sent (a finalize, a result,
@@ -302,6 +364,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         self.definitions.start()
         self.watermarks.start()
         self.streams.start()
+        self.schedule_states.start()
         self.topic_triggers.start()
         try:
             super().run(shutdown)
@@ -310,6 +373,7 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
             self.definitions.stop()
             self.watermarks.stop()
             self.streams.stop()
+            self.schedule_states.stop()
 
     def _fold(self, book: RunBook, value: Contract, at: datetime) -> None:
         """Replay one message. A request whose spec was not inline (a definition that may have changed
@@ -317,14 +381,14 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if isinstance(value, PipelineRequest):
             if value.action is RequestAction.STOP:
                 return  # what a stop did is in the stopped run's own events (RUN_FINISHED)
-            if value.spec is not None:
+            if value.spec is not None and not placeholders(value.spec):
                 book.on_request(value, value.spec, at, replaying=True)
-            else:
+            else:  # its spec (from a definition, or filled) is the one RUN_ACCEPTED recorded
                 self._unresolved[value.run_id] = value
             return
         assert isinstance(value, RunEvent)
         pending = self._unresolved.pop(value.run_id, None)
         accepted = value.payload_as(RunAccepted)
         if pending is not None and accepted is not None and accepted.spec is not None:
-            book.on_request(pending, accepted.spec, at, replaying=True)
+            book.on_request(pending, accepted.spec, at, replaying=True, parameters=accepted.parameters)
         book.on_event(value, at)

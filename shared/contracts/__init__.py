@@ -60,8 +60,10 @@ from shared.contracts.messages import (
     PipelineResult,
     PipelineWatermark,
     RunControl,
+    ScheduleState,
     StreamRun,
     WebhookDelivery,
+    schedule_state_key,
 )
 from shared.contracts.outcomes import MAX_SAMPLE_CHARS, MAX_SAMPLES, RuleAction, RuleOutcome, WriteOutcome
 from shared.contracts.security import ApiKey, AuditChannel, AuditOutcome, AuditRecord, Role
@@ -81,6 +83,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     WebhookDelivery,
     ApiKey,
     AuditRecord,
+    ScheduleState,
 )
 
 __all__ = [
@@ -128,6 +131,7 @@ __all__ = [
     "RunPlanned",
     "RunStatus",
     "SampleValue",
+    "ScheduleState",
     "Severity",
     "Split",
     "SplitExtracted",
@@ -144,5 +148,6 @@ __all__ = [
     "WebhookDelivery",
     "WriteOutcome",
     "new_id",
+    "schedule_state_key",
     "utcnow",
 ]

@@ -29,6 +29,7 @@ from shared.contracts.base import (
     ErrorInfo,
     EventKind,
     Origin,
+    RedactedText,
     RunStatus,
     Split,
     Stage,
@@ -58,6 +59,9 @@ class RunAccepted(Contract):
     )
     tenant: str | None = Field(
         None, description="the request's; None in events written before RUN_ACCEPTED carried it"
+    )
+    parameters: dict[str, RedactedText] = Field(
+        default_factory=dict, description="the run's parameters (the request's, plus defaults used)"
     )
 
 

@@ -65,8 +65,29 @@ class PipelineDefinition(Contract):
     updated_by: str = "unknown"
     tenant: str = Field(DEFAULT_TENANT, description="no other tenant sees, changes or triggers it")
     triggers: list[DefinitionTrigger] = Field(
-        default_factory=list, description="webhook and topic rules that start this pipeline"
+        default_factory=list, description="webhook, topic and schedule rules that start this pipeline"
     )
+
+
+class ScheduleState(Contract):
+    """The last tick a definition's schedule rule fired, in the compacted schedules topic keyed
+    ``<definition>#<rule>``; written in the same transaction as the tick's request, so after a restart the
+    orchestrator knows which ticks were fired (and which were missed) from Kafka alone."""
+
+    avro_name: ClassVar[str] = "io.aoetl.ScheduleState"
+    definition: str
+    rule: int = Field(description="place of the rule among the definition's schedule rules")
+    tick: datetime = Field(description="the last tick fired (UTC)")
+    run_id: str = Field(description="the run that tick started")
+    fired_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        return schedule_state_key(self.definition, self.rule)
+
+
+def schedule_state_key(definition: str, rule: int) -> str:
+    return f"{definition}#{rule}"
 
 
 class ExtractTask(Contract):
@@ -136,6 +157,9 @@ class PipelineResult(Contract):
     decisions: list[str] = Field(default_factory=list, description="agent decisions, in order")
     quality: list[RuleOutcome] = Field(default_factory=list, description="v3: per row-level quality rule")
     written: list[WriteOutcome] = Field(default_factory=list, description="v3: what was written where")
+    parameters: dict[str, RedactedText] = Field(
+        default_factory=dict, description="v4: the run's parameters (the request's, plus defaults used)"
+    )
 
 
 class Alert(Contract):

@@ -112,6 +112,8 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # destination); everything that decodes resolves unknown writers from it
     Topics.SCHEMAS: _access(SERVICES, (*SERVICES, CLI)),
     Topics.STREAMS: _access({ORCH}, {ORCH, EXT}),
+    # the last tick each schedule fired, written with the tick's request; only the orchestrator reads it
+    Topics.SCHEDULES: _access({ORCH}, {ORCH}),
     # the gateway's replay memory of webhook deliveries: every replica claims a delivery there and reads
     # the claims back (services.gateway.deliveries); nothing else touches it
     Topics.DELIVERIES: _access({GW}, {GW}),

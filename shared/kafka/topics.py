@@ -44,6 +44,7 @@ class Topics:
     WATERMARKS: Final = "aoetl.watermarks"
     SCHEMAS: Final = "aoetl.schemas"
     STREAMS: Final = "aoetl.streams"
+    SCHEDULES: Final = "aoetl.schedules"
     DELIVERIES: Final = "aoetl.deliveries"
     API_KEYS: Final = "aoetl.auth.keys"
     AUDIT: Final = "aoetl.audit"
@@ -85,6 +86,12 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(Topics.SCHEMAS, 1, _COMPACTED, "Avro schema JSON, key fingerprint (hex)"),
     TopicSpec(
         Topics.STREAMS, 1, _COMPACTED, "StreamRun (continuous pipelines' desired state), key pipeline name"
+    ),
+    TopicSpec(
+        Topics.SCHEDULES,
+        1,
+        _COMPACTED,
+        "ScheduleState (last tick fired per schedule), key <definition>#<rule>",
     ),
     # Not compacted: the *first* claim of a key is the delivery, and compaction would keep the last.
     TopicSpec(

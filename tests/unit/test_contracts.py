@@ -54,6 +54,7 @@ from shared.contracts import (
     RunFinished,
     RunPlanned,
     RunStatus,
+    ScheduleState,
     Severity,
     Split,
     SplitExtracted,
@@ -70,6 +71,7 @@ from shared.contracts import (
     WebhookDelivery,
     WriteOutcome,
 )
+from shared.schedules import MissedTicks
 from shared.spec.models import (
     CastStep,
     CsvSource,
@@ -110,7 +112,7 @@ from shared.spec.quality import (
     RowCountRule,
     UniqueRule,
 )
-from shared.triggers import TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
+from shared.triggers import ScheduleTrigger, TopicTrigger, TriggerStart, TriggerWindow, WebhookTrigger
 
 pytestmark = pytest.mark.unit
 
@@ -187,7 +189,7 @@ def rich_specs() -> list[PipelineSpec]:
     ]
 
 
-def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
+def rich_triggers() -> list[WebhookTrigger | TopicTrigger | ScheduleTrigger]:
     return [
         WebhookTrigger(
             source="github",
@@ -203,6 +205,13 @@ def rich_triggers() -> list[WebhookTrigger | TopicTrigger]:
             window=TriggerWindow(events=50, seconds=2.5),
             start_from=TriggerStart.EARLIEST,
         ),
+        ScheduleTrigger(
+            cron="*/5 * * * *",
+            timezone="Europe/Paris",
+            missed=MissedTicks.ALL,
+            max_catch_up=3,
+            parameters={"region": "eu"},
+        ),
     ]
 
 
@@ -210,7 +219,9 @@ def rich_events(spec: PipelineSpec) -> list[RunEvent]:
     """One event per payload record, every optional payload field set somewhere."""
     split = Split(kind=SplitKind.BYTE_RANGE, index=0, count=2, uri="/data/a.csv", start=0, end=99)
     payloads: list[EventPayload] = [
-        RunAccepted(pipeline="orders", stuck_after_s=30, continuous=True, spec=spec),
+        RunAccepted(
+            pipeline="orders", stuck_after_s=30, continuous=True, spec=spec, parameters={"day": "d1"}
+        ),
         RunAccepted(pipeline="orders"),
         RunPlanned(splits=[split, split.model_copy(update={"index": 1, "start": 99, "end": 200})]),
         SplitExtracted(attempt=1, split_index=3, cursor_max="2026-01-02", cursor_kind=CursorKind.NUMBER),
@@ -277,6 +288,7 @@ def rich_messages() -> list[Contract]:
         ),
         PipelineDefinition(name="hooked", spec=spec, updated_at=T0, triggers=rich_triggers()),
         StreamRun(pipeline="orders", run_id="r9", state=StreamState.STOPPED, spec=spec, at=T0),
+        ScheduleState(definition="orders", rule=1, tick=T0, run_id="r10", fired_at=T0),
         WebhookDelivery(
             source="github",
             identity="sha256:" + "ab" * 32,
@@ -346,6 +358,7 @@ def rich_messages() -> list[Contract]:
             request_id="q1",
             pipeline="orders",
             status=RunStatus.TIMED_OUT,
+            parameters={"day": "2026-03-01"},
             started_at=T0,
             finished_at=T0,
             stages=[
