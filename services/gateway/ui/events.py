@@ -4,9 +4,9 @@ events (``RunView.changed_since``: the tail of its change order, so a poll costs
 
 One stream per open page. It says *which* runs changed, never what they hold: the page fetches its live
 part again through the same authenticated, tenant-filtered route that rendered it, so an event cannot
-carry anything the page could not show. The stream ends after ``STREAM_S`` and the browser's EventSource
-reconnects by itself (``retry``; ``AOETL_CONSOLE_STREAM_S``): a gateway shutting down waits for no stream longer than that, and a
-revoked key stops getting events at the next reconnection at the latest.
+carry anything the page could not show. The stream ends after ``AOETL_CONSOLE_STREAM_S`` and the browser's
+EventSource reconnects by itself (``retry``): a gateway shutting down waits for no stream longer than that,
+and a revoked key stops getting events at the next reconnection at the latest.
 
 Polling the in-memory view (every ``POLL_S``) rather than waking on each change: a burst of batches of
 one run is one event, and the bus's follower, which applies the records, never waits for a slow browser.

@@ -9,6 +9,7 @@ hand. A tenant's records only: the lists filter on the principal's tenant exactl
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -228,7 +229,7 @@ def definitions(gateway: Gateway, tenant: str) -> list[DefinitionRow]:
     for d in gateway.catalog.of_tenant(tenant):
         triggers = [_describe(t.model_dump(mode="json")) for t in d.triggers]
         triggers += [
-            _describe({"type": "webhook (gateway rule)", **r.model_dump(mode="json", exclude={"definition"})})
+            _describe({**r.model_dump(mode="json", exclude={"definition"}), "type": "webhook (gateway rule)"})
             for r in gateway.settings.triggers
             if r.definition == d.name
         ]
@@ -241,7 +242,11 @@ def definitions(gateway: Gateway, tenant: str) -> list[DefinitionRow]:
 def _describe(trigger: dict[str, Any]) -> str:
     """A trigger as one line of ``key=value``, whatever its type (new trigger types show as they are)."""
     kind = trigger.pop("type", "?")
-    parts = [f"{k}={v}" for k, v in trigger.items() if v not in (None, {}, [], "")]
+    parts = [
+        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
+        for k, v in trigger.items()
+        if v not in (None, {}, [], "")
+    ]
     return f"{kind}: {' '.join(parts)}"
 
 
