@@ -116,12 +116,17 @@ class RunDetail:
 def runs_page(
     gateway: Gateway, tenant: str, *, pipeline: str | None, status: str | None, page: int
 ) -> tuple[Pager, list[RunStatusView]]:
-    """One page of the tenant's runs, newest first; only that page's figures are folded."""
-    total, _ = gateway.runs.recent_page(tenant, pipeline=pipeline, status=status, offset=0, limit=0)
-    pager = clamp_page(page, total)
-    _, runs = gateway.runs.recent_page(
-        tenant, pipeline=pipeline, status=status, offset=pager.offset, limit=pager.size
+    """One page of the tenant's runs, newest first (a page past the end: the last one); only that page's
+    figures are folded."""
+    offset = (max(page, 1) - 1) * PAGE_SIZE
+    total, runs = gateway.runs.recent_page(
+        tenant, pipeline=pipeline, status=status, offset=offset, limit=PAGE_SIZE
     )
+    pager = clamp_page(page, total)
+    if pager.offset != offset:
+        total, runs = gateway.runs.recent_page(
+            tenant, pipeline=pipeline, status=status, offset=pager.offset, limit=PAGE_SIZE
+        )
     return pager, runs
 
 
