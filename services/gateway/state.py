@@ -206,26 +206,13 @@ class RunView:
         run = self._runs.get(run_id)
         return run.view.tenant if run is not None else None
 
-    def recent(
-        self, tenant: str, *, pipeline: str | None = None, status: str | None = None
-    ) -> list[RunStatusView]:
-        """The tenant's runs kept here, most recently submitted first (a run known only from events, by its
-        latest event), filtered by pipeline and status."""
-        views = [
-            run.view
-            for run in self._runs.values()
-            if run.view.tenant == tenant
-            and (pipeline is None or run.view.pipeline == pipeline)
-            and (status is None or run.view.status == status)
-        ]
-        views.sort(key=_newest_first, reverse=True)
-        return [self.get(v.run_id) or v for v in views]
-
     def recent_page(
         self, tenant: str, *, pipeline: str | None, status: str | None, offset: int, limit: int
     ) -> tuple[int, list[RunStatusView]]:
-        """``recent``'s order, but only one page's figures are folded: (runs matching, the page). A page of
-        10,000 runs costs a sort of their views, not 10,000 copies."""
+        """The tenant's runs kept here, most recently submitted first (a run known only from events, by its
+        latest event), filtered by pipeline and status: (how many match, the page ``offset:offset+limit``).
+        Only the page's figures are folded: a page of 10,000 runs costs a sort of their views, not 10,000
+        copies."""
         views = [
             run.view
             for run in self._runs.values()
