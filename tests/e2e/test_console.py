@@ -34,7 +34,9 @@ TENANT = "console-e2e"
 PIPELINE = "console-orders"
 LIMIT = 100
 # amounts 1..160: the warn rule (amount <= 100) fails on the 60 above it, minus the quarantined rows
-ROWS = [{"id": n, "customer": None if n % 40 == 0 else f"c{n % 7}", "amount": n} for n in range(1, 161)]
+ROWS: list[dict[str, Any]] = [
+    {"id": n, "customer": None if n % 40 == 0 else f"c{n % 7}", "amount": n} for n in range(1, 161)
+]
 
 
 @pytest.fixture

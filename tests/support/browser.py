@@ -13,6 +13,7 @@ removed when it closes, so no cookie or cache outlives a test.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import shutil
 import tempfile
@@ -47,12 +48,12 @@ def executables() -> tuple[str, str]:
     """(chromium, chromedriver); an AssertionError naming what is missing and how to get it."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
-    assert browser and driver, "Chromium and its driver are missing: make system-deps (chromium chromium-driver)"
+    assert browser and driver, "no Chromium or no chromedriver: make system-deps (chromium chromium-driver)"
     return browser, driver
 
 
 @contextlib.contextmanager
-def chromium(width: int = 1440, height: int = 1000) -> Iterator[WebDriver]:
+def chromium(width: int = 1440, height: int = 1000) -> Iterator[webdriver.Chrome]:
     browser, driver_path = executables()
     profile = Path(tempfile.mkdtemp(prefix="aoetl-chromium-"))
     options = Options()
@@ -67,7 +68,9 @@ def chromium(width: int = 1440, height: int = 1000) -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = 30.0, what: str = "") -> T:
+def wait_for(
+    driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = 30.0, what: str = ""
+) -> T:
     """``condition(driver)`` once it is truthy (Selenium's WebDriverWait: polled, never a fixed sleep)."""
     # the live part of a page is replaced while it is read: an element may vanish between two calls
     ignored = (NoSuchElementException, StaleElementReferenceException)
@@ -84,13 +87,17 @@ def signed_in(driver: WebDriver, base_url: str, token: str) -> None:
     wait_for(driver, lambda d: d.current_url.endswith("/ui/runs"), what="the runs after signing in")
 
 
-def screenshot(driver: WebDriver, folder: Path | None, name: str) -> Path | None:
-    """The whole page as ``folder/name.png`` (nothing when ``folder`` is None)."""
+def screenshot(driver: webdriver.Chrome, folder: Path | None, name: str) -> Path | None:
+    """The whole page, below the window's fold too, as ``folder/name.png`` (nothing when ``folder`` is
+    None): Chromium's own capture through the DevTools protocol, clipped to the page's content."""
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(driver.get_window_size()["width"], max(int(height) + 40, 600))
+    content = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": content["width"], "height": content["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     path = folder / f"{name}.png"
-    assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
+    path.write_bytes(base64.b64decode(shot["data"]))
     return path
