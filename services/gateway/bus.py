@@ -206,7 +206,9 @@ class KafkaBus:
             raise GatewayTransientError("not connected to Kafka yet")
         try:
             landed = await asyncio.wait_for(
-                producer.send_and_wait(topic, value, key=key, headers=headers), self.settings.send_timeout_s
+                # with the request's trace context, as ``publish`` sends it
+                producer.send_and_wait(topic, value, key=key, headers=[*headers, *propagation.inject()]),
+                self.settings.send_timeout_s,
             )
         except (TimeoutError, KafkaError) as exc:
             PUBLISH_FAILURES.labels(topic).inc()
