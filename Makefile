@@ -16,7 +16,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos screenshots dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, Helm. Idempotent.
 ## The example plugin is installed too: the tests load it through its entry points, like a real plugin.
@@ -73,9 +73,9 @@ dashboards: $(STAMPS)/venv
 k8s-render: $(STAMPS)/venv helm
 	$(PY) -m k8s.render
 
-## demo: the end-to-end demo (aoetl/demo.py).
+## demo: the end-to-end demo (aoetl/demo.py); DEMO_ARGS=--keep leaves the stack and the web console running.
 demo: bootstrap
-	$(PY) -m aoetl.demo
+	$(PY) -m aoetl.demo $(DEMO_ARGS)
 
 ## bench: throughput/latency benchmarks (bench/), results in bench/results/.
 bench: bootstrap
@@ -85,6 +85,11 @@ bench: bootstrap
 ## `aoetl submit` against the broker in KAFKA_BOOTSTRAP_SERVERS), results in bench/results/bench_startup.json.
 bench-startup: bootstrap
 	$(PY) bench/bench_startup.py $(BENCH_ARGS)
+
+## screenshots: one PNG per page of the web console under bench/results/ui/, taken by the console's browser
+## test (tests/e2e/test_console.py: the real stack, a real run, headless Chromium) as it goes.
+screenshots: bootstrap
+	AOETL_UI_SCREENSHOTS=$(CURDIR)/bench/results/ui $(PY) -m pytest tests/e2e/test_console.py -q $(PYTEST_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
 ## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.

@@ -2,7 +2,8 @@
 
 Starts the local stack and every service as its own process, generates a messy orders export, submits
 ``examples/orders/pipeline.yaml``, follows the run live, prints the result and what landed in DuckDB,
-then stops everything (``--keep`` leaves the stack running for ``aoetl`` commands).
+then stops everything (``--keep`` leaves the stack running for ``aoetl`` commands and the web console,
+and prints the console's address and a viewer key to sign in with).
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from rich.console import Console
 from rich.table import Table
 
 from aoetl.client import AoetlClient
-from aoetl.commands.door import submit_audited
+from aoetl.commands.door import DoorAudit, submit_audited
 from aoetl.commands.run_display import EXIT_CODES, follow_run, print_result
 from aoetl.devstack import DevStack
 from examples.orders.generate import generate
+from shared.auth.keys import issue_key
+from shared.contracts import DEFAULT_TENANT, Role
 from shared.kafka.topics import Topics
 from shared.redaction import redact
 from shared.spec import load_spec
 from shared.spec.models import CsvSource, DuckDBDestination
 
 REPO = Path(__file__).resolve().parent.parent
-REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 1, "monitor": 1}
+REPLICAS = {"gateway": 1, "orchestrator": 1, "extract": 2, "transform": 2, "load": 1, "monitor": 1}
+CONSOLE_URL = "http://127.0.0.1:8000/ui"  # the gateway's default API address (AOETL_API_HOST/PORT)
 
 console = Console()
 
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             return 5
         print_result(result)
         show_warehouse(warehouse)
+        show_console(result.run_id, keep=args.keep)
         return EXIT_CODES[result.status]
     finally:
         if args.keep:
@@ -88,6 +93,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with console.status("stopping services and the stack…"):
                 stack.down()
+
+
+def show_console(run_id: str, *, keep: bool) -> None:
+    """Where the web console shows the run; with ``--keep``, a viewer key of the demo's tenant to sign in
+    with (made as ``aoetl auth keys create --tenant default --role viewer`` makes it: audited first)."""
+    if not keep:
+        console.print(f"web console: `make demo DEMO_ARGS=--keep` keeps the stack up, then {CONSOLE_URL}")
+        return
+    issued = issue_key(DEFAULT_TENANT, Role.VIEWER, created_by="aoetl demo", description="demo console")
+    client = AoetlClient()
+    try:
+        DoorAudit(client).allowed("keys.create", f"key/{issued.key_id}")
+        client.publish(Topics.API_KEYS, issued.key_id, issued.record)
+    finally:
+        client.close()
+    console.print(f"web console: [bold]{CONSOLE_URL}/runs/{run_id}[/]; sign in with this viewer key:")
+    print(issued.token)  # plain: to copy as it is
 
 
 def show_warehouse(path: Path) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools the local stack needs (JRE 17+, Maven, PostgreSQL server binaries) and the
-# tests need (promtool and the Prometheus server, from Debian's prometheus package), only when missing.
+# tests need (promtool and the Prometheus server, from Debian's prometheus package; Chromium and its
+# WebDriver for the console's browser tests), only when missing.
 # Installs happen only as root on Debian/Ubuntu; elsewhere it prints what to install and fails.
 # Tools for a component are not needed when that component is external (KAFKA_BOOTSTRAP_SERVERS /
 # AOETL_POSTGRES_DSN), so those checks are skipped then.
@@ -19,6 +20,9 @@ fi
 
 # The alert rules' tests (promtool check/test rules) and the test that scrapes a service with a real server.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+# The web console's browser tests and `make screenshots`: a headless Chromium driven by Selenium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
   if [[ $EUID -eq 0 && -r /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1; then

@@ -24,6 +24,10 @@ from shared.contracts import DeadLetter, ErrorInfo, Origin, Stage
 from shared.kafka.messages import KafkaMessage, coordinates
 
 MAX_ERROR_TEXT = 4000
+# A re-driven message carries the id of the dead letter it came from (``aoetl dlq replay``, the console).
+REDRIVE_HEADER = "aoetl-redrive"
+# Quarantined rows (``arrow_ipc``) are no message of any stage: only a ``raw`` payload can be re-driven.
+REPLAYABLE_FORMAT = "raw"
 
 
 def writer_fingerprint(raw: bytes) -> str | None:

@@ -21,13 +21,12 @@ from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import DeadLetter
+from shared.dead_letters import REDRIVE_HEADER, REPLAYABLE_FORMAT
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 
 app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
 console = CliConsole()
-
-REDRIVE_HEADER = "aoetl-redrive"
 
 
 def _letters(
@@ -148,7 +147,8 @@ def replay(
     chosen = [
         d
         for d in _letters(client, run, stage, error_class)
-        if (not dead_letter_id or d.dead_letter_id in dead_letter_id) and d.payload_format == "raw"
+        if (not dead_letter_id or d.dead_letter_id in dead_letter_id)
+        and d.payload_format == REPLAYABLE_FORMAT
     ]
     if not chosen:
         console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")

@@ -11,6 +11,10 @@ The order of checks: bearer token -> principal (401; 503 when it cannot be check
 that principal (429 with Retry-After) -> role (403; a DENIED audit record for a mutating endpoint).
 ``X-Aoetl-User`` and every other claim of identity in a request are ignored: the principal comes from the
 token alone.
+
+The web console's routes (``/ui``, ``services.gateway.ui``) are of kind ``session``: the token is the bearer
+header or, when there is none, the console's session cookie (``services.gateway.ui.session``), checked the
+same way; ``request.state.via_cookie`` says which, so a POST by cookie must also carry its CSRF token.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from services.gateway.metrics import API_AUTH
+from services.gateway.ui.session import session_token
 from shared.auth import AuthenticationError, CredentialsUnavailable, NotEntitled, Principal, Role
 from shared.auth.keys import KeyRing, looks_like_key
 from shared.auth.oidc import OidcVerifier
@@ -39,15 +44,19 @@ class Rule:
     role: Role | None = None  # None: no token (see ``kind``)
     action: str | None = None  # set for mutating endpoints: the audit records' action
     object: str = ""  # the audit records' object, a template over the path parameters
-    kind: str = "token"  # "token", "public" (probes, docs) or "signed" (webhooks)
+    kind: str = "token"  # "token", "session" (the console), "public" (probes, docs) or "signed" (webhooks)
 
     @property
     def needs_token(self) -> bool:
-        return self.kind == "token"
+        return self.kind in ("token", "session")
 
 
 def _public() -> Rule:
     return Rule(kind="public")
+
+
+def _console(role: Role, action: str | None = None, object: str = "") -> Rule:
+    return Rule(role, action, object, kind="session")
 
 
 RULES: Final[dict[tuple[str, str], Rule]] = {
@@ -69,6 +78,21 @@ RULES: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/auth/keys"): Rule(Role.ADMIN),
     ("POST", "/auth/keys"): Rule(Role.ADMIN, "keys.create", "keys"),
     ("DELETE", "/auth/keys/{key_id}"): Rule(Role.ADMIN, "keys.revoke", "key/{key_id}"),
+    # the web console (services.gateway.ui): its sign-in page and assets hold nothing of anyone's
+    ("GET", "/ui"): _public(),
+    ("GET", "/ui/login"): _public(),
+    ("POST", "/ui/login"): _public(),  # checks the token it is given itself
+    ("POST", "/ui/logout"): _public(),
+    ("GET", "/ui/static/{name}"): _public(),
+    ("GET", "/ui/runs"): _console(Role.VIEWER),
+    ("GET", "/ui/runs/{run_id}"): _console(Role.VIEWER),
+    ("GET", "/ui/events"): _console(Role.VIEWER),
+    ("GET", "/ui/definitions"): _console(Role.VIEWER),
+    ("GET", "/ui/streams"): _console(Role.VIEWER),
+    ("GET", "/ui/alerts"): _console(Role.VIEWER),
+    ("POST", "/ui/dead-letters/{dead_letter_id}/replay"): _console(
+        Role.OPERATOR, "dlq.replay", "dead-letter/{dead_letter_id}"
+    ),
 }
 # FastAPI's own documentation routes: the API's description is not a secret.
 DOCS_PATHS: Final = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -151,6 +175,10 @@ def make_guard(
         if not rule.needs_token or (metrics_public and request.url.path == "/metrics"):
             return
         authorization = request.headers.get("authorization")
+        cookie = session_token(request) if rule.kind == "session" and authorization is None else None
+        request.state.via_cookie = cookie is not None
+        if cookie is not None:
+            authorization = f"Bearer {cookie}"
         try:
             principal = await authenticator.authenticate(authorization)
         except AuthenticationError as exc:

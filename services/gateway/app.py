@@ -19,6 +19,8 @@ Tenants: a principal sees and changes its own tenant's definitions and runs only
 (their existence is not revealed), and a definition name another tenant holds is 409. The lists (runs,
 alerts, dead letters: ``records_api.py``) hold the caller's tenant's records only.
 
+The web console (``/ui``, ``services.gateway.ui``) is served by the same app, behind the same rules.
+
 Every rejection happens before anything is published. Every mutating call by a principal is audited
 (``audit.py``): its ALLOWED record is on Kafka before the action is taken, a refusal's before the answer.
 """
@@ -43,6 +45,7 @@ from services.gateway.limits import BodyLimit, RequestId, read_limited_body
 from services.gateway.metrics import WEBHOOKS, HttpMetrics
 from services.gateway.records_api import RUN_ID, add_record_routes
 from services.gateway.state import RunStatusView
+from services.gateway.ui.routes import add_console_routes
 from shared.auth.ratelimit import RateLimiter
 from shared.contracts import PipelineDefinition
 from shared.metrics import render
@@ -96,8 +99,9 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
     policy = load_policy()  # read at start-up: a bad AOETL_POLICY_* value stops the gateway there
     s = gateway.settings
     auditor = Auditor(gateway.bus, gateway.topics.audit)
+    authenticator = Authenticator(gateway.keys if s.auth_api_keys else None, gateway.oidc)
     guard = make_guard(
-        Authenticator(gateway.keys if s.auth_api_keys else None, gateway.oidc),
+        authenticator,
         RateLimiter(s.rate_limit_per_s, s.rate_limit_burst, clock=clock),
         metrics_public=s.metrics_public,
         on_denied=auditor.denied,
@@ -376,6 +380,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
 
     add_auth_routes(app, gateway, auditor)
     add_record_routes(app, gateway, require_ready)
+    add_console_routes(app, gateway, auditor, authenticator, require_ready)
     return app
 
 

@@ -38,7 +38,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -72,6 +72,7 @@ from shared.processing import RetryPolicy
 from shared.tracing import propagation
 
 _log = logging.getLogger(__name__)
+C = TypeVar("C", bound=Contract)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,15 @@ class Bus(Protocol):
     async def caught_up_to(self, position: RecordPosition) -> None:
         """Return once the follower has applied every record of the position's partition up to and
         including it (read-your-writes, in log order); ``GatewayTransientError`` after the send timeout."""
+
+    async def read_at(self, position: RecordPosition, contract: type[C]) -> C | None:
+        """The record at ``position``, decoded; ``None`` when it is gone (retention) or not a ``contract``;
+        ``GatewayTransientError`` when Kafka did not answer within the send timeout."""
+
+    async def publish_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> RecordPosition:
+        """``publish`` for bytes already encoded (a dead letter's payload re-driven as it was)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,46 @@ class KafkaBus:
         PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
         metrics.MESSAGES_PRODUCED.labels(topic).inc()
         return RecordPosition(topic, landed.partition, landed.offset)
+
+    async def publish_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> RecordPosition:
+        producer = self._producer
+        if producer is None:
+            raise GatewayTransientError("not connected to Kafka yet")
+        try:
+            landed = await asyncio.wait_for(
+                # with the request's trace context, as ``publish`` sends it
+                producer.send_and_wait(topic, value, key=key, headers=[*headers, *propagation.inject()]),
+                self.settings.send_timeout_s,
+            )
+        except (TimeoutError, KafkaError) as exc:
+            PUBLISH_FAILURES.labels(topic).inc()
+            raise GatewayTransientError(f"Kafka did not take the record: {exc!r}") from exc
+        metrics.MESSAGES_PRODUCED.labels(topic).inc()
+        return RecordPosition(topic, landed.partition, landed.offset)
+
+    async def read_at(self, position: RecordPosition, contract: type[C]) -> C | None:
+        # A reader of its own for the one record: the follower's position must not move.
+        reader = self.clients.aio_consumer(group_id=None)
+        tp = TopicPartition(position.topic, position.partition)
+        try:
+            await asyncio.wait_for(reader.start(), self.settings.send_timeout_s)
+            reader.assign([tp])
+            reader.seek(tp, position.offset)
+            wait_ms = int(self.settings.send_timeout_s * 1000)
+            batches = await reader.getmany(tp, timeout_ms=wait_ms, max_records=1)
+        except (TimeoutError, KafkaError) as exc:
+            raise GatewayTransientError(f"Kafka did not answer: {exc!r}") from exc
+        finally:
+            await reader.stop()
+        found = [r for r in batches.get(tp, []) if r.offset == position.offset and r.value is not None]
+        if not found:
+            return None
+        try:
+            return self.serde.decode(found[0].value, contract)
+        except AvroError:
+            return None
 
     async def caught_up_to(self, position: RecordPosition) -> None:
         tp = TopicPartition(position.topic, position.partition)
@@ -366,7 +416,8 @@ class KafkaBus:
                 self.records.on_alert(self.serde.decode(record.value, Alert), self.runs.tenant_of)
             elif topic == t.dead_letters:
                 letter = self.serde.decode(record.value, DeadLetter)
-                self.records.on_dead_letter(letter, self.runs.tenant_of)
+                position = (record.partition, record.offset)
+                self.records.on_dead_letter(letter, self.runs.tenant_of, position)
         except (AvroError, UnicodeDecodeError) as exc:
             # Not ours to dead-letter (we only watch); skipping keeps the views going.
             _log.warning(

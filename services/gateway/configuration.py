@@ -75,6 +75,9 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
         description="webhook deliveries are remembered this long (a copy within a source's replay window"
         " is a duplicate, after it is refused); at most the deliveries topic's retention",
     )
+    console_stream_s: float = Field(
+        30.0, ge=0, le=3600, description="the console's event streams end after this; browsers reconnect"
+    )
     delivery_capacity: int = Field(
         200_000, ge=1, description="most webhook deliveries remembered (the oldest are forgotten first)"
     )

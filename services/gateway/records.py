@@ -13,7 +13,9 @@ the letter, topics being followed side by side); one whose tenant never resolves
 **Bounded.** At most ``capacity`` records per tenant (the most recent; ``AOETL_RECORDS_PER_TENANT``), and
 as many unresolved letters, so one tenant's flood of dead letters cannot push another's out. A dead letter
 is kept without its payload (up to 16 MiB of rows each): the view has its size; the bytes stay on the
-topic, where ``aoetl dlq`` inspects and re-drives them.
+topic, where ``aoetl dlq`` inspects and re-drives them, and so does the console: the book remembers where
+on the dead-letters topic each letter it shows was read (``position_of``), so a replay reads that one
+record back (``services.gateway.redrive``).
 """
 
 from __future__ import annotations
@@ -111,12 +113,25 @@ class RecordBook:
         self._alerts: Shelves[Alert] = Shelves(capacity)
         self._letters: Shelves[DeadLetterView] = Shelves(capacity)
         self._unresolved: OrderedDict[str, DeadLetterView] = OrderedDict()  # run not known yet
+        # dead letter id -> (partition, offset) on the dead-letters topic; bounded like the letters
+        self._positions: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def position_of(self, dead_letter_id: str) -> tuple[int, int] | None:
+        return self._positions.get(dead_letter_id)
 
     def on_alert(self, alert: Alert, run_tenant: RunTenant) -> None:
         known = run_tenant(alert.run_id) if alert.run_id is not None else None
         self._alerts.add(known or alert.tenant, alert.alert_id, alert)
 
-    def on_dead_letter(self, letter: DeadLetter, run_tenant: RunTenant) -> None:
+    def on_dead_letter(
+        self, letter: DeadLetter, run_tenant: RunTenant, position: tuple[int, int] | None = None
+    ) -> None:
+        """``position``: (partition, offset) where the letter was read on the dead-letters topic."""
+        if position is not None:
+            self._positions[letter.dead_letter_id] = position
+            self._positions.move_to_end(letter.dead_letter_id)
+            while len(self._positions) > 4 * self.capacity:  # a few tenants' worth; the oldest first out
+                self._positions.popitem(last=False)
         tenant = tenant_of_letter(letter, run_tenant)
         if tenant is not None:
             self._letters.add(tenant, letter.dead_letter_id, DeadLetterView.of(letter, tenant))

@@ -8,25 +8,28 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from shared.contracts import (
+    AgentDecision,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
     RunAccepted,
     RunEvent,
     RunFinished,
+    StreamProgress,
 )
 from shared.progress import RunProgress
 
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
 _EPOCH = datetime.fromtimestamp(0, UTC)
+MAX_NOTES = 50  # agent decisions and errors kept per run while it is in progress (its result has them all)
 
 
 class RunLedger:
@@ -140,20 +143,54 @@ class RunStatusView(BaseModel):
 
 
 @dataclass
+class RunNotes:
+    """What the events of a run say beyond the figures of the fold, for the console while it runs: the
+    latest backlog each partition of a continuous run reported (STREAM_PROGRESS ``lag``), and its newest
+    agent decisions and errors (at most ``MAX_NOTES`` each; the result carries every one)."""
+
+    lag: dict[str, int] = field(default_factory=dict)  # "topic[partition]" -> records not read yet
+    lag_at: datetime | None = None
+    decisions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def note(self, event: RunEvent) -> None:
+        stream = event.payload_as(StreamProgress)
+        if stream is not None and stream.lag is not None and stream.topic is not None:
+            self.lag[f"{stream.topic}[{stream.partition}]"] = stream.lag
+            self.lag_at = event.at
+        decision = event.payload_as(AgentDecision)
+        if decision is not None:
+            _bounded(self.decisions, f"{decision.action} ({decision.category}): {decision.reason}")
+        if event.error is not None:
+            _bounded(self.errors, f"{event.kind.value}: {event.error.error_class}: {event.error.message}")
+
+
+def _bounded(notes: list[str], note: str) -> None:
+    notes.append(note)
+    del notes[:-MAX_NOTES]
+
+
+@dataclass
 class _Run:
     view: RunStatusView
     progress: RunProgress
+    notes: RunNotes = field(default_factory=RunNotes)
+    sequence: int = 0  # RunView.sequence when it last changed
 
 
 class RunView:
     """Recent runs folded from the requests, events and results topics; bounded (oldest touched first out).
     A run's figures are the common fold of its events (``shared.progress``): the same the orchestrator's
     result and the CLI report, a redelivered batch counted once; bounded while the run is in progress,
-    a few numbers once it finished."""
+    a few numbers once it finished.
+
+    Every change of a run moves it to the end and numbers it (``sequence``), so what changed since a
+    number is the tail of the order (``changed_since``: the console's live updates, without a scan)."""
 
     def __init__(self, capacity: int):
         self._capacity = capacity
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self.sequence = 0
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -169,11 +206,13 @@ class RunView:
         run = self._runs.get(run_id)
         return run.view.tenant if run is not None else None
 
-    def recent(
-        self, tenant: str, *, pipeline: str | None = None, status: str | None = None
-    ) -> list[RunStatusView]:
+    def recent_page(
+        self, tenant: str, *, pipeline: str | None, status: str | None, offset: int, limit: int
+    ) -> tuple[int, list[RunStatusView]]:
         """The tenant's runs kept here, most recently submitted first (a run known only from events, by its
-        latest event), filtered by pipeline and status."""
+        latest event), filtered by pipeline and status: (how many match, the page ``offset:offset+limit``).
+        Only the page's figures are folded: a page of 10,000 runs costs a sort of their views, not 10,000
+        copies."""
         views = [
             run.view
             for run in self._runs.values()
@@ -181,7 +220,35 @@ class RunView:
             and (pipeline is None or run.view.pipeline == pipeline)
             and (status is None or run.view.status == status)
         ]
-        views.sort(key=lambda v: (v.submitted_at or v.last_event_at or _EPOCH, v.run_id), reverse=True)
+        views.sort(key=_newest_first, reverse=True)
+        return len(views), [self.get(v.run_id) or v for v in views[offset : offset + limit]]
+
+    def changed_since(self, sequence: int, tenant: str) -> list[str]:
+        """The tenant's runs changed after ``sequence`` (as ``self.sequence`` was then), newest first."""
+        changed = []
+        for run_id in reversed(self._runs):
+            run = self._runs[run_id]
+            if run.sequence <= sequence:
+                break
+            if run.view.tenant == tenant:
+                changed.append(run_id)
+        return changed
+
+    def progress_of(self, run_id: str) -> RunProgress | None:
+        """The run's fold itself, to read (its rules' totals while it runs); never to change."""
+        run = self._runs.get(run_id)
+        return run.progress if run is not None else None
+
+    def notes_of(self, run_id: str) -> RunNotes | None:
+        run = self._runs.get(run_id)
+        return run.notes if run is not None else None
+
+    def continuous(self, tenant: str) -> list[RunStatusView]:
+        """The tenant's continuous runs kept here, newest first."""
+        views = [
+            run.view for run in self._runs.values() if run.view.tenant == tenant and run.progress.continuous
+        ]
+        views.sort(key=_newest_first, reverse=True)
         return [self.get(v.run_id) or v for v in views]
 
     def _entry(self, run_id: str) -> _Run:
@@ -191,6 +258,8 @@ class RunView:
                 RunStatusView(run_id=run_id, status=SUBMITTED), RunProgress(run_id=run_id)
             )
         self._runs.move_to_end(run_id)
+        self.sequence += 1
+        run.sequence = self.sequence
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
         return run
@@ -210,6 +279,7 @@ class RunView:
         view.last_event = event.kind.value
         view.last_event_at = event.at
         run.progress.apply(event)
+        run.notes.note(event)
         accepted = event.payload_as(RunAccepted)
         if view.tenant is None and accepted is not None and accepted.tenant is not None:
             view.tenant = accepted.tenant  # the request itself is older than what was read, or not read yet
@@ -227,6 +297,10 @@ class RunView:
         view.pipeline = result.pipeline or view.pipeline
         view.request_id = view.request_id or result.request_id
         view.result = result.model_dump(mode="json")
+
+
+def _newest_first(view: RunStatusView) -> tuple[datetime, str]:
+    return (view.submitted_at or view.last_event_at or _EPOCH, view.run_id)
 
 
 def _figures(progress: RunProgress) -> dict[str, Any]:

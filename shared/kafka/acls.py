@@ -89,15 +89,17 @@ def _access(producers: Iterable[Principal], consumers: Iterable[Principal]) -> T
 # Who produces and who consumes each system topic (a new topic in shared.kafka.topics needs its row here;
 # a unit test fails until it has one).
 # The CLI is the operator's tool: `aoetl dlq replay` re-publishes a dead letter into the topic it failed
-# on, so it writes every input topic of a consume-process-produce stage (a unit test holds it to that).
+# on, so it writes every input topic of a consume-process-produce stage (a unit test holds it to that);
+# the gateway writes the stage inputs after requests for the same reason: the web console's replay button
+# (services.gateway.redrive) re-drives a tenant's dead letters there.
 TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # submitted by the gateway and the CLI, re-submitted by the orchestrator's topic triggers; the
     # gateway follows it to answer GET /runs before the orchestrator has seen a run
     Topics.REQUESTS: _access({GW, ORCH, CLI}, {ORCH, GW}),
     Topics.DEFINITIONS: _access({GW, CLI}, {ORCH, GW, CLI}),
-    Topics.TASKS: _access({ORCH, CLI}, {EXT}),
-    Topics.DATA_EXTRACTED: _access({EXT, CLI}, {TRF}),
-    Topics.DATA_TRANSFORMED: _access({TRF, CLI}, {LOAD}),
+    Topics.TASKS: _access({ORCH, CLI, GW}, {EXT}),
+    Topics.DATA_EXTRACTED: _access({EXT, CLI, GW}, {TRF}),
+    Topics.DATA_TRANSFORMED: _access({TRF, CLI, GW}, {LOAD}),
     Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
     # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts);

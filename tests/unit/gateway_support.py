@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
@@ -14,6 +14,8 @@ from services.gateway.core import Gateway
 from services.gateway.exceptions import GatewayTransientError
 from shared.auth.keys import IssuedKey, KeyRing, issue_key
 from shared.contracts import AuditRecord, Contract, PipelineRequest, Role
+
+C = TypeVar("C", bound=Contract)
 
 GITHUB_SECRET = "gh-secret-of-16+bytes"
 STRIPE_SECRET = "whsec_stripe-secret-16+bytes"
@@ -43,6 +45,9 @@ class FakeBus:
         self.down = False
         self.audit_down = False
         self.published: list[tuple[str, str, Contract | None]] = []
+        # bytes published as they were (a re-driven dead letter): topic, key, value, headers
+        self.raw: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.stored: dict[RecordPosition, Contract] = {}  # what read_at finds (``store``)
         self.gate: asyncio.Event | None = None
         self.before_caught_up: Callable[[RecordPosition], Awaitable[None]] | None = None
 
@@ -54,6 +59,27 @@ class FakeBus:
         offset = sum(1 for t, _, _ in self.published if t == topic)
         self.published.append((topic, key, value))
         return RecordPosition(topic, 0, offset)
+
+    async def publish_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> RecordPosition:
+        if self.down:
+            raise GatewayTransientError("broker down")
+        self.raw.append((topic, key, value, headers))
+        return RecordPosition(topic, 0, sum(1 for t, *_ in self.raw if t == topic) - 1)
+
+    def store(self, topic: str, value: Contract, partition: int = 0) -> RecordPosition:
+        """Put a record on a topic as another writer would (not ``published``): ``read_at`` finds it."""
+        offset = sum(1 for p in self.stored if (p.topic, p.partition) == (topic, partition))
+        position = RecordPosition(topic, partition, offset)
+        self.stored[position] = value
+        return position
+
+    async def read_at(self, position: RecordPosition, contract: type[C]) -> C | None:
+        if self.down:
+            raise GatewayTransientError("broker down")
+        found = self.stored.get(position)
+        return found if isinstance(found, contract) else None
 
     async def caught_up_to(self, position: RecordPosition) -> None:
         if self.before_caught_up is not None:
@@ -81,6 +107,7 @@ def make_settings(**overrides: Any) -> GatewaySettings:
         "auth_api_keys": True,
         "rate_limit_per_s": 1000.0,
         "rate_limit_burst": 1000,
+        "console_stream_s": 0,  # the console's event streams end at once (tests read them to the end)
         "webhooks": {
             # the senders of the keys' tenant: its definitions' triggers match their deliveries
             "github": {"scheme": "github", "secrets": [GITHUB_SECRET], "tenant": TENANT},

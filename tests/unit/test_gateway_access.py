@@ -23,11 +23,16 @@ from shared.auth.roles import role_allows
 from shared.contracts import (
     AuditChannel,
     AuditOutcome,
+    DeadLetter,
+    ErrorInfo,
+    Origin,
     PipelineDefinition,
     PipelineRequest,
     RequestAction,
     Role,
+    Stage,
 )
+from shared.kafka.topics import Topics
 from shared.spec import parse_spec
 from tests.unit.gateway_support import (
     ADMIN,
@@ -49,6 +54,7 @@ SPEC: dict[str, Any] = {
     "destination": {"type": "jsonl", "path": "/tmp/out.jsonl"},
 }
 RUN_ID = "0123456789abcdef0123456789abcdef"
+LETTER_ID = "dead-letter-of-the-run"
 
 # One valid call per endpoint that needs a token: (path, JSON body or None). A new endpoint without an
 # example here fails ``test_every_endpoint_has_a_rule_and_an_example``.
@@ -68,6 +74,13 @@ EXAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/auth/keys"): ("/auth/keys", None),
     ("POST", "/auth/keys"): ("/auth/keys", {"role": "viewer"}),
     ("DELETE", "/auth/keys/{key_id}"): (f"/auth/keys/{VIEWER.key_id}", None),
+    ("GET", "/ui/runs"): ("/ui/runs?pipeline=repo-sync", None),
+    ("GET", "/ui/runs/{run_id}"): (f"/ui/runs/{RUN_ID}", None),
+    ("GET", "/ui/events"): (f"/ui/events?run={RUN_ID}", None),
+    ("GET", "/ui/definitions"): ("/ui/definitions", None),
+    ("GET", "/ui/streams"): ("/ui/streams", None),
+    ("GET", "/ui/alerts"): ("/ui/alerts", None),
+    ("POST", "/ui/dead-letters/{dead_letter_id}/replay"): (f"/ui/dead-letters/{LETTER_ID}/replay", None),
 }
 TOKEN_RULES = sorted(k for k, rule in RULES.items() if rule.needs_token)
 
@@ -101,6 +114,17 @@ def seed(gateway: Gateway) -> None:
         "repo-sync", PipelineDefinition(name="repo-sync", spec=parse_spec(SPEC), tenant=TENANT)
     )
     gateway.runs.on_request(PipelineRequest(run_id=RUN_ID, definition_name="repo-sync", tenant=TENANT))
+    letter = DeadLetter(
+        dead_letter_id=LETTER_ID,
+        origin=Origin(topic=gateway.settings.topic(Topics.DATA_TRANSFORMED), partition=0, offset=7),
+        stage=Stage.LOAD,
+        error=ErrorInfo(error_class="CastError", message="bad"),
+        run_id=RUN_ID,
+        payload=b"the batch",
+    )
+    assert isinstance(gateway.bus, FakeBus)
+    stored = gateway.bus.store(gateway.settings.topic(Topics.DEAD_LETTERS), letter)
+    gateway.records.on_dead_letter(letter, gateway.runs.tenant_of, (stored.partition, stored.offset))
 
 
 @pytest.fixture
