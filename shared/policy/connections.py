@@ -91,7 +91,10 @@ class Connection(BaseModel):
             if not self.roots:
                 raise ValueError("an s3 connection needs 'roots': the s3://bucket/prefix it may use")
             for root in self.roots:
-                parse_s3_url(root)
+                try:
+                    parse_s3_url(root)
+                except PolicyViolation as exc:  # pydantic reports ValueErrors as validation errors
+                    raise ValueError(str(exc)) from None
         return self
 
     @property
