@@ -35,9 +35,7 @@ from shared.spec.models import (
 if TYPE_CHECKING:
     from shared.policy.settings import PolicySettings
 
-FilePart = CsvSource | JsonlSource | ParquetSource
-# Object-storage destinations: what the load service can write to s3:// (DuckDB needs a local file).
-S3_DESTINATIONS = (ParquetDestination, JsonlDestination)
+FilePart = CsvSource | JsonlSource | ParquetSource | ParquetDestination | JsonlDestination
 
 
 def s3_use(

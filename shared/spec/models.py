@@ -288,12 +288,22 @@ class DuckDBDestination(StrictModel):
 
 class ParquetDestination(StrictModel):
     type: Literal["parquet"] = "parquet"
-    path: str = Field(description="a directory; one file per batch, written atomically")
+    path: str = Field(
+        description="a directory (or an s3://bucket/prefix); one file (object) per batch, written atomically"
+    )
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 class JsonlDestination(StrictModel):
     type: Literal["jsonl"] = "jsonl"
-    path: str = Field(description="a directory; one file per batch, written atomically")
+    path: str = Field(
+        description="a directory (or an s3://bucket/prefix); one file (object) per batch, written atomically"
+    )
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 class KafkaDestination(StrictModel):
