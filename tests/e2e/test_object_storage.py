@@ -14,9 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from services.load.sinks.object_files import ObjectFileSink
 from shared.contracts import RunStatus, Stage
 from tests.e2e.conftest import System, running_system
 from tests.e2e.test_pipelines import (
@@ -134,3 +136,33 @@ def test_an_object_outside_the_roots_is_rejected(
     assert result.status is RunStatus.REJECTED
     assert any("outside the roots of connection 'lake'" in e.message for e in result.errors)
     assert all(s3_server.secret_key not in e.message for e in result.errors)
+
+
+def test_a_csv_object_to_a_parquet_prefix_on_s3(
+    s3_system: System,
+    s3_server: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rows = write_orders(tmp_path, 6_000, files=1, seed=13)
+    url = upload(s3_server, "landing/orders/for-parquet.csv", (tmp_path / "orders-0.csv").read_bytes())
+    spec = orders_spec(
+        "s3-orders-to-s3",
+        {"type": "csv", "path": url, "connection": "lake"},
+        {"type": "parquet", "path": f"s3://{BUCKET}/landing/curated", "connection": "lake"},
+        parallelism=2,
+    )
+    result = run_spec(s3_system, spec)
+    assert_completed(result)
+    s3 = s3_server.filesystem()
+    destination = f"s3://{BUCKET}/landing/curated"
+    prefix = ObjectFileSink(destination, "lake", "parquet").run_prefix(result.run_id).fs_path
+    infos = s3.get_file_info(pafs.FileSelector(prefix, recursive=True))
+    parts = sorted(i.path for i in infos if i.base_name.startswith("part-"))
+    summary = json.loads(s3.open_input_file(f"{prefix}/_SUCCESS").read())
+    assert summary["files"] == [p.rsplit("/", 1)[1] for p in parts]
+    loaded = pa.concat_tables(pq.read_table(io.BytesIO(s3.open_input_file(p).read())) for p in parts)
+    want = expected_orders(rows)
+    assert loaded.num_rows == summary["rows"] == want["count"]
+    ids = loaded.column("id").to_pylist()
+    assert len(set(ids)) == len(ids)  # no batch landed twice
+    assert sum(ids) == want["sum_id"]
