@@ -14,14 +14,19 @@ ifeq ($(strip $(KAFKA_HOME)$(KAFKA_BOOTSTRAP_SERVERS)),)
 KAFKA_JARS := $(AOETL_CACHE_DIR)/kafka/$(KAFKA_VERSION)/libs/.complete
 endif
 
+# S3Proxy, the S3-compatible server of the object-storage tests (tests/support/s3_server.py), from Maven
+# Central into the same cache; the jar itself is the stamp.
+S3PROXY_VERSION := 3.1.0
+S3PROXY_JAR := $(AOETL_CACHE_DIR)/s3proxy/$(S3PROXY_VERSION)/s3proxy-$(S3PROXY_VERSION)-jar-with-dependencies.jar
+
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos screenshots dev-up dev-down clean
 
-## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, Helm. Idempotent.
-## The example plugin is installed too: the tests load it through its entry points, like a real plugin.
+## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, S3Proxy, Helm.
+## Idempotent. The example plugin is installed too: the tests load it through its entry points, like a real plugin.
 EXAMPLE_PLUGIN := examples/plugins/aoetl-example-plugin
-bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS) helm
+bootstrap: $(STAMPS)/venv system-deps $(KAFKA_JARS) $(S3PROXY_JAR) helm
 
 $(STAMPS)/venv: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -40,6 +45,9 @@ helm:
 
 $(KAFKA_JARS): | $(STAMPS)/venv system-deps
 	$(PY) -m aoetl.devstack.kafka
+
+$(S3PROXY_JAR): | $(STAMPS)/venv system-deps
+	$(PY) -m tests.support.s3_server
 
 ## test: everything but slow tests; fixtures start a private broker/PostgreSQL unless
 ## KAFKA_BOOTSTRAP_SERVERS / AOETL_POSTGRES_DSN are set. "No tests collected" (exit 5) fails loudly.

@@ -10,7 +10,8 @@ line start). The planner samples the head of each file; if it finds one, that fi
 split with ``newlines_in_values`` on. A quoted line break beyond the sample in a file that was split
 surfaces as a ``SourceReadError`` that says to run with ``parallelism: 1``.
 
-Files are opened only inside the policy's data roots (``paths.open_source``), and a read error names the
+Files are opened only inside the policy's data roots (``paths.open_source``; ``s3://`` objects only
+through their checked connection, ``object_store``), and a read error names the
 file, the line and what is wrong with it, never the line's content (``shared.redaction``).
 """
 
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -29,7 +28,7 @@ import pyarrow.csv as pacsv
 from shared.connectors.base import describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
-from shared.connectors.paths import open_source, resolve_files, split_path
+from shared.connectors.paths import SourceFile, source_files, split_file
 from shared.contracts import Split, SplitKind
 from shared.redaction import describe_text, scrub
 from shared.spec.models import CsvSource
@@ -41,8 +40,9 @@ MAX_HEADER_BYTES = 1 << 20
 model = CsvSource  # the spec section it reads (``Connector.model``)
 info = describe(
     CsvSource,
-    "Delimited text files (path, file:// URL or glob). All columns are read as strings; use a 'cast' "
-    "transform to type them. Files are split into byte ranges aligned to line starts.",
+    "Delimited text files (path, file:// URL, glob, or s3:// URL with a connection). All columns are "
+    "read as strings; use a 'cast' transform to type them. Files are split into byte ranges aligned to "
+    "line starts.",
     (SplitKind.BYTE_RANGE,),
 )
 
@@ -55,7 +55,7 @@ def _first_line(f: BinaryIO, size: int) -> tuple[bytes, int]:
     return head[:end], end
 
 
-def _column_names(path: Path, f: BinaryIO, size: int, source: CsvSource) -> tuple[list[str], int]:
+def _column_names(path: SourceFile, f: BinaryIO, size: int, source: CsvSource) -> tuple[list[str], int]:
     """Column names (the header, or ``f0..fN`` without one) and the offset where data starts."""
     line, header_end = _first_line(f, size)
     if not line.strip():
@@ -73,9 +73,9 @@ def _column_names(path: Path, f: BinaryIO, size: int, source: CsvSource) -> tupl
     return parsed.column_names, header_end if source.has_header else 0
 
 
-def has_quoted_newlines(path: Path, delimiter: str) -> bool:
+def has_quoted_newlines(path: SourceFile, delimiter: str) -> bool:
     """Whether a quoted field in the head of the file contains a line break."""
-    with open_source(path) as f:
+    with path.open() as f:
         sample = f.read(SAMPLE_BYTES)
     if b'"' not in sample:
         return False
@@ -93,27 +93,27 @@ def has_quoted_newlines(path: Path, delimiter: str) -> bool:
 def plan(
     source: CsvSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
 ) -> list[Split]:
-    files = resolve_files(source.path)
-    sizes = [p.stat().st_size for p in files]
+    files = source_files(source.path, source.connection)
+    sizes = [p.size for p in files]
     if source.has_header:
         _check_same_header(files, sizes, source)
     splittable = [not has_quoted_newlines(p, source.delimiter) for p in files]
     ranges = plan_byte_ranges(sizes, parallelism, splittable)
     planned: list[dict[str, Any]] = [
-        {"uri": path.as_uri(), "start": start, "end": end}
+        {"uri": path.uri, "start": start, "end": end}
         for path, file_ranges in zip(files, ranges, strict=True)
         for start, end in file_ranges
     ]
     return number_splits(planned, SplitKind.BYTE_RANGE)
 
 
-def _check_same_header(files: list[Path], sizes: list[int], source: CsvSource) -> None:
+def _check_same_header(files: list[SourceFile], sizes: list[int], source: CsvSource) -> None:
     """All files of one source must share the header, or batches of one run would disagree on columns."""
-    first: tuple[Path, list[str]] | None = None
+    first: tuple[SourceFile, list[str]] | None = None
     for path, size in zip(files, sizes, strict=True):
         if not size:
             continue
-        with open_source(path) as f:
+        with path.open() as f:
             names, _ = _column_names(path, f, size, source)
         if first is None:
             first = (path, names)
@@ -125,9 +125,9 @@ def _check_same_header(files: list[Path], sizes: list[int], source: CsvSource) -
 
 
 def read(source: CsvSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
-    path = split_path(split.uri)
-    with open_source(path) as f:
-        size = os.fstat(f.fileno()).st_size
+    path = split_file(split.uri, source.connection)
+    with path.open() as f:
+        size = path.size
         names, data_start = _column_names(path, f, size, source)
         start = next_line_start(f, max(split.start or 0, data_start), size)
         end = next_line_start(f, size if split.end is None else split.end, size)
@@ -168,12 +168,12 @@ def read(source: CsvSource, split: Split, batch_rows: int, *, payload: bytes | N
 
 
 def _read_error(
-    path: Path, start: int, whole_file: bool, bad_rows: list[pacsv.InvalidRow], exc: Exception
+    path: SourceFile, start: int, whole_file: bool, bad_rows: list[pacsv.InvalidRow], exc: Exception
 ) -> SourceReadError:
     if not bad_rows:
         return SourceReadError(f"{path}: bytes from offset {start}: {scrub(str(exc))}")
     row = bad_rows[0]
-    with open_source(path) as f:
+    with path.open() as f:
         line = count_newlines(f, start) + (row.number if row.number and row.number > 0 else 1)
     hint = "" if whole_file else " (if fields contain quoted line breaks, run with parallelism 1)"
     return SourceReadError(

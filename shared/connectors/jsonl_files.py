@@ -7,16 +7,15 @@ file of the sorted glob) and passes it to pyarrow as an explicit schema. Inferri
 split see a column as int64 and another as double or null, and all batches of a run are loaded into one
 table. A value or field that does not fit the sampled schema is a ``SourceReadError`` naming the line and
 what is wrong with it, never the line's content (``shared.redaction``). Files are opened only
-inside the policy's data roots (``paths.open_source``).
+inside the policy's data roots (``paths.open_source``; ``s3://`` objects only through their checked
+connection, ``object_store``).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +24,7 @@ import pyarrow.json as pajson
 from shared.connectors.base import describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
-from shared.connectors.paths import open_source, resolve_files, split_path
+from shared.connectors.paths import SourceFile, source_files, split_file
 from shared.contracts import Split, SplitKind
 from shared.redaction import describe_text, scrub
 from shared.spec.models import JsonlSource
@@ -36,8 +35,8 @@ BLOCK_BYTES = 1 << 20
 model = JsonlSource  # the spec section it reads (``Connector.model``)
 info = describe(
     JsonlSource,
-    "JSON Lines files (path, file:// URL or glob), one object per line. Column types are inferred from "
-    "the first 1 MiB of the first file and kept for the whole run.",
+    "JSON Lines files (path, file:// URL, glob, or s3:// URL with a connection), one object per line. "
+    "Column types are inferred from the first 1 MiB of the first file and kept for the whole run.",
     (SplitKind.BYTE_RANGE,),
 )
 
@@ -45,10 +44,10 @@ info = describe(
 def plan(
     source: JsonlSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
 ) -> list[Split]:
-    files = resolve_files(source.path)
-    ranges = plan_byte_ranges([p.stat().st_size for p in files], parallelism)
+    files = source_files(source.path, source.connection)
+    ranges = plan_byte_ranges([p.size for p in files], parallelism)
     planned: list[dict[str, Any]] = [
-        {"uri": path.as_uri(), "start": start, "end": end}
+        {"uri": path.uri, "start": start, "end": end}
         for path, file_ranges in zip(files, ranges, strict=True)
         for start, end in file_ranges
     ]
@@ -57,8 +56,8 @@ def plan(
 
 def sample_schema(source: JsonlSource) -> pa.Schema | None:
     """The run's schema, from whole lines in the head of the first non-empty file (None: no data)."""
-    for path in resolve_files(source.path):
-        with open_source(path) as f:
+    for path in source_files(source.path, source.connection):
+        with path.open() as f:
             sample = f.read(SAMPLE_BYTES)
         if len(sample) == SAMPLE_BYTES:
             sample = sample[: sample.rfind(b"\n") + 1]
@@ -74,9 +73,9 @@ def sample_schema(source: JsonlSource) -> pa.Schema | None:
 
 
 def read(source: JsonlSource, split: Split, batch_rows: int, *, payload: bytes | None) -> Iterator[pa.Table]:
-    path = split_path(split.uri)
-    with open_source(path) as f:
-        size = os.fstat(f.fileno()).st_size
+    path = split_file(split.uri, source.connection)
+    with path.open() as f:
+        size = path.size
         start = next_line_start(f, split.start or 0, size)
         end = next_line_start(f, size if split.end is None else split.end, size)
     if start >= end:
@@ -99,10 +98,10 @@ def read(source: JsonlSource, split: Split, batch_rows: int, *, payload: bytes |
 
 
 def _read_error(
-    path: Path, start: int, end: int, exc: Exception, schema: pa.Schema | None = None
+    path: SourceFile, start: int, end: int, exc: Exception, schema: pa.Schema | None = None
 ) -> SourceReadError:
     """Find the offending line (error path only: re-scans the split line by line) for a precise message."""
-    with open_source(path) as f:
+    with path.open() as f:
         first_line = count_newlines(f, start) + 1
         f.seek(start)
         pos, number = start, first_line

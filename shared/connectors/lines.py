@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import io
 import itertools
-from pathlib import Path
 from typing import BinaryIO
 
 from shared.connectors.base import MAX_AUTO_SPLITS, allocate
-from shared.connectors.paths import open_source
+from shared.connectors.paths import SourceFile
 
 SCAN_CHUNK = 1 << 20
 # A split is one extract task and one Kafka transaction: downstream stages see its batches only when it
@@ -58,12 +57,12 @@ def count_newlines(f: BinaryIO, end: int) -> int:
 
 class RangeReader(io.RawIOBase):
     """A read-only stream over ``[start, end)`` of a file, so a streaming parser stops at the split end
-    while reading the file in its own block size (memory stays bounded by that block size). The file is
-    opened only inside the policy's data roots."""
+    while reading the file in its own block size (memory stays bounded by that block size). A local file
+    is opened only inside the policy's data roots, an object only through its checked connection."""
 
-    def __init__(self, path: Path, start: int, end: int) -> None:
+    def __init__(self, file: SourceFile, start: int, end: int) -> None:
         super().__init__()
-        self._file = open_source(path)
+        self._file = file.open()
         self._file.seek(start)
         self._remaining = max(0, end - start)
 

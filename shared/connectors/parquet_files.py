@@ -1,7 +1,8 @@
 """Parquet files: splits are ranges of row groups, planned from the footers alone.
 
 Files are opened only inside the policy's data roots (``paths.open_source``: the descriptor pyarrow reads
-is the one that was checked); errors are scrubbed of any value a reader quotes.
+is the one that was checked; ``s3://`` objects only through their checked connection); errors are
+scrubbed of any value a reader quotes.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from shared.connectors.base import MAX_AUTO_SPLITS, allocate, describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
-from shared.connectors.paths import open_source, resolve_files, split_path
+from shared.connectors.paths import SourceFile, source_files, split_file
 from shared.contracts import Split, SplitKind
 from shared.redaction import scrub
 from shared.spec.models import ParquetSource
@@ -27,15 +27,16 @@ AUTO_SPLIT_BYTES = 64 << 20
 model = ParquetSource  # the spec section it reads (``Connector.model``)
 info = describe(
     ParquetSource,
-    "Parquet files (path, file:// URL or glob). Types come from the files; all files must share a schema. "
+    "Parquet files (path, file:// URL, glob, or s3:// URL with a connection). Types come from the "
+    "files; all files must share a schema. "
     "Split by row groups.",
     (SplitKind.ROW_GROUPS,),
 )
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[pq.ParquetFile]:
-    with open_source(path) as handle:
+def _open(path: SourceFile) -> Iterator[pq.ParquetFile]:
+    with path.open() as handle:
         try:
             parquet = pq.ParquetFile(handle)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -46,7 +47,7 @@ def _open(path: Path) -> Iterator[pq.ParquetFile]:
             parquet.close()
 
 
-def _metadata(path: Path) -> pq.FileMetaData:
+def _metadata(path: SourceFile) -> pq.FileMetaData:
     with _open(path) as parquet:
         return parquet.metadata
 
@@ -54,7 +55,7 @@ def _metadata(path: Path) -> pq.FileMetaData:
 def plan(
     source: ParquetSource, parallelism: int | None, *, payload: bytes | None, batch_rows: int
 ) -> list[Split]:
-    files = resolve_files(source.path)
+    files = source_files(source.path, source.connection)
     metas = [_metadata(p) for p in files]
     schema = metas[0].schema.to_arrow_schema()
     for path, meta in zip(files[1:], metas[1:], strict=True):
@@ -69,16 +70,14 @@ def plan(
     planned: list[dict[str, Any]] = []
     for path, groups, count in zip(files, group_counts, counts, strict=True):
         bounds = [groups * i // count for i in range(count + 1)]
-        planned.extend(
-            {"uri": path.as_uri(), "start": lo, "end": hi} for lo, hi in itertools.pairwise(bounds)
-        )
+        planned.extend({"uri": path.uri, "start": lo, "end": hi} for lo, hi in itertools.pairwise(bounds))
     return number_splits(planned, SplitKind.ROW_GROUPS)
 
 
 def read(
     source: ParquetSource, split: Split, batch_rows: int, *, payload: bytes | None
 ) -> Iterator[pa.Table]:
-    path = split_path(split.uri)
+    path = split_file(split.uri, source.connection)
     with _open(path) as parquet:
         start = split.start or 0
         end = parquet.num_row_groups if split.end is None else min(split.end, parquet.num_row_groups)

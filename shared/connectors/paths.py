@@ -1,5 +1,6 @@
 """Turn a source ``path`` (plain path, ``file://`` URL or glob) into a sorted list of files, and open them,
-only inside the data roots of the spec policy (``shared.policy.files``).
+only inside the data roots of the spec policy (``shared.policy.files``). ``s3://`` paths are objects
+(``shared.connectors.object_store``); connectors see both as ``SourceFile`` (``source_files``/``split_file``).
 
 The policy is checked again here, where the files are opened, whatever validation said: the request may
 not have been validated (produced straight to Kafka), and the file system may have changed since (a
@@ -13,11 +14,14 @@ from __future__ import annotations
 import glob
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from shared.connectors.errors import SourceNotFoundError
 from shared.policy.errors import PolicyViolation
 from shared.policy.files import confine, confine_glob, is_glob, is_under, local_path, open_confined, real_path
+from shared.policy.s3_urls import is_s3
 from shared.policy.settings import load_policy
 
 Roots = Sequence[Path]
@@ -74,3 +78,55 @@ def split_path(split_uri: str | None, roots: Roots | None = None) -> Path:
 def open_source(path: Path, roots: Roots | None = None) -> io.BufferedReader:
     """Open a source file for reading, checked against the roots once more as it is opened."""
     return open_confined(path, _roots(roots))
+
+
+class SourceFile(Protocol):
+    """One file a source reads, local or an object (``shared.connectors.object_store.S3Object``): its
+    split ``uri``, its size, a seekable binary stream; ``str()`` names it in errors."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> io.BufferedReader: ...
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local source file, opened only inside the data roots (``open_source``)."""
+
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return self.path.as_uri()
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def open(self) -> io.BufferedReader:
+        return open_source(self.path)
+
+
+def source_files(path_or_url: str, connection: str | None) -> list[SourceFile]:
+    """The files a source names, sorted: local paths or globs, or ``s3://`` objects through ``connection``."""
+    if is_s3(path_or_url):
+        from shared.connectors.object_store import resolve_objects  # pyarrow's S3 only when used
+
+        return list(resolve_objects(path_or_url, connection))
+    return [LocalFile(path) for path in resolve_files(path_or_url)]
+
+
+def split_file(split_uri: str | None, connection: str | None) -> SourceFile:
+    """The file a split reads (``file://`` or ``s3://`` URI written by the planner), checked again."""
+    if split_uri and is_s3(split_uri):
+        from shared.connectors.object_store import object_for
+
+        return object_for(split_uri, connection)
+    return LocalFile(split_path(split_uri))

@@ -11,6 +11,7 @@ an invalid spec: REJECTED by the orchestrator, 422 by the gateway's ``PUT /defin
 * ``sql``: a postgres source query is exactly one read-only SELECT (sqlglot);
 * ``names``: no destination in the system's schema or tables, no internal topic read or written;
 * ``connections``: secrets only through named connections declared by the operator, per tenant;
+* ``object_store``: ``s3://`` sources and destinations through a declared s3 connection, inside its roots;
 * ``egress``: ``http`` sources reach public addresses only (plus an allow list), on every redirect too;
 * ``plugins``: the fields a plugin section declares (paths, URLs, SQL, topics, connections) get the rule
   of their kind above.
@@ -31,6 +32,7 @@ from shared.policy.egress import egress_issues
 from shared.policy.errors import PolicyViolation
 from shared.policy.files import check_files
 from shared.policy.names import check_names, run_id_problem, topic_problem
+from shared.policy.object_store import check_object_store
 from shared.policy.plugins import check_plugins
 from shared.policy.settings import PolicySettings, load_policy
 from shared.policy.sql import check_postgres_source
@@ -50,6 +52,7 @@ RULES: tuple[Rule, ...] = (
     connection_issues,
     egress_issues,
     check_plugins,
+    check_object_store,
 )
 
 __all__ = [

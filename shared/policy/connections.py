@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.errors import ConfigurationError
 from shared.policy.egress import AllowEntry
 from shared.policy.errors import PolicyViolation
+from shared.policy.s3_urls import parse_s3_url
 from shared.policy.tenancy import DEFAULT_TENANT
 from shared.redaction import register_secret
 from shared.spec.loader import SpecIssue
@@ -59,6 +60,7 @@ ConnectionUser = PostgresSource | PostgresDestination | HttpSource
 class ConnectionKind(StrEnum):
     POSTGRES = "postgres"  # the secret is a libpq DSN
     HTTP = "http"  # the secret is the value of the Authorization header
+    S3 = "s3"  # the secret is "<access key id>:<secret access key>" (shared.connectors.object_store)
 
 
 class Connection(BaseModel):
@@ -71,6 +73,11 @@ class Connection(BaseModel):
     file: Path | None = Field(None, description="file holding the secret (surrounding whitespace ignored)")
     tenants: list[str] = Field(default_factory=lambda: [DEFAULT_TENANT], min_length=1)
     hosts: list[str] = Field(default_factory=list, description="http: where the header may be sent")
+    endpoint: str | None = Field(None, description="s3: an S3-compatible endpoint URL; unset: AWS")
+    region: str | None = Field(None, description="s3: the region (unset: us-east-1)")
+    roots: list[str] = Field(
+        default_factory=list, description="s3: the s3://bucket/prefix roots this connection may read/write"
+    )
 
     @model_validator(mode="after")
     def _well_formed(self) -> Connection:
@@ -80,6 +87,14 @@ class Connection(BaseModel):
             raise ValueError("an http connection needs 'hosts': where its Authorization header may be sent")
         for host in self.hosts:
             AllowEntry.parse(host)
+        if self.kind is ConnectionKind.S3:
+            if not self.roots:
+                raise ValueError("an s3 connection needs 'roots': the s3://bucket/prefix it may use")
+            for root in self.roots:
+                try:
+                    parse_s3_url(root)
+                except PolicyViolation as exc:  # pydantic reports ValueErrors as validation errors
+                    raise ValueError(str(exc)) from None
         return self
 
     @property

@@ -25,6 +25,7 @@ from pathlib import Path, PurePath
 from urllib.parse import unquote, urlparse
 
 from shared.policy.errors import PolicyViolation
+from shared.policy.s3_urls import is_s3
 from shared.policy.settings import DATA_ROOTS_ENV, PolicySettings
 from shared.policy.tenancy import DEFAULT_TENANT
 from shared.spec.loader import SpecIssue
@@ -182,11 +183,13 @@ def check_files(spec: PipelineSpec, policy: PolicySettings, tenant: str = DEFAUL
     """The policy rule: the spec's file source and file destination paths (the same for every tenant)."""
     issues: list[SpecIssue] = []
     source, destination = spec.source, spec.destination
-    if isinstance(source, CsvSource | JsonlSource | ParquetSource):
+    if isinstance(source, CsvSource | JsonlSource | ParquetSource) and not is_s3(source.path):
         reason = path_issue(source.path, policy.data_roots)
         if reason:
             issues.append(SpecIssue(f"source.{source.type}.path", reason))
-    if isinstance(destination, DuckDBDestination | ParquetDestination | JsonlDestination):
+    file_destination = DuckDBDestination | ParquetDestination | JsonlDestination
+    if isinstance(destination, file_destination) and not is_s3(destination.path):
+        # s3:// paths are the object-storage rule's (``shared.policy.object_store``).
         # A destination path is never expanded, so a wildcard in it is a literal character.
         try:
             confine(destination.path, policy.data_roots)

@@ -69,7 +69,10 @@ class StreamFormat(StrEnum):
 # ------------------------------------------------------------------------------------------- sources
 class CsvSource(StrictModel):
     type: Literal["csv"] = "csv"
-    path: str = Field(description="file path, file:// URL or glob")
+    path: str = Field(description="file path, file:// URL or glob; or s3://bucket/key (a glob in the key)")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
     delimiter: str = Field(",", min_length=1, max_length=1)
     has_header: bool = True
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "NULL"])
@@ -77,12 +80,18 @@ class CsvSource(StrictModel):
 
 class JsonlSource(StrictModel):
     type: Literal["jsonl"] = "jsonl"
-    path: str = Field(description="file path, file:// URL or glob")
+    path: str = Field(description="file path, file:// URL or glob; or s3://bucket/key (a glob in the key)")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 class ParquetSource(StrictModel):
     type: Literal["parquet"] = "parquet"
-    path: str = Field(description="file path, file:// URL or glob")
+    path: str = Field(description="file path, file:// URL or glob; or s3://bucket/key (a glob in the key)")
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 _DEPRECATED = "deprecated: use 'connection' (accepted only as the variable of a declared connection)"
@@ -279,12 +288,22 @@ class DuckDBDestination(StrictModel):
 
 class ParquetDestination(StrictModel):
     type: Literal["parquet"] = "parquet"
-    path: str = Field(description="a directory; one file per batch, written atomically")
+    path: str = Field(
+        description="a directory (or an s3://bucket/prefix); one file (object) per batch, written atomically"
+    )
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 class JsonlDestination(StrictModel):
     type: Literal["jsonl"] = "jsonl"
-    path: str = Field(description="a directory; one file per batch, written atomically")
+    path: str = Field(
+        description="a directory (or an s3://bucket/prefix); one file (object) per batch, written atomically"
+    )
+    connection: str | None = Field(
+        None, pattern=CONNECTION_NAME, description="s3:// paths only: the declared s3 connection"
+    )
 
 
 class KafkaDestination(StrictModel):

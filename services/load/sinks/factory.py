@@ -16,11 +16,13 @@ from services.load.sinks.base import Sink
 from services.load.sinks.duckdb_file import DuckDBSink
 from services.load.sinks.files import FileSink
 from services.load.sinks.kafka_topic import KafkaSink
+from services.load.sinks.object_files import ObjectFileSink
 from services.load.sinks.postgres import PostgresSink
 from shared.destinations import DestinationKind, SinkContext
 from shared.errors import ConfigurationError
 from shared.kafka.topics import Topics
 from shared.plugins import installed
+from shared.policy.s3_urls import is_s3
 from shared.settings import KafkaSettings
 from shared.spec.models import (
     Destination,
@@ -45,6 +47,13 @@ class _Builtin:
         return sink
 
 
+def _file_sink(destination: ParquetDestination | JsonlDestination) -> Sink:
+    """A local directory, or an ``s3://`` prefix through the destination's declared connection."""
+    if is_s3(destination.path):
+        return ObjectFileSink(destination.path, destination.connection, destination.type)
+    return FileSink(destination.path, destination.type)
+
+
 def _kafka_sink(destination: KafkaDestination, context: SinkContext) -> Sink:
     if context.kafka is None:
         raise ConfigurationError("a Kafka destination needs the Kafka settings of the load service")
@@ -57,10 +66,12 @@ BUILTIN_DESTINATIONS: dict[str, DestinationKind] = {
     ),
     "duckdb": _Builtin(DuckDBDestination, "a table in a DuckDB file", lambda d, _: DuckDBSink(d)),
     "parquet": _Builtin(
-        ParquetDestination, "a directory of Parquet parts per run", lambda d, _: FileSink(d.path, "parquet")
+        ParquetDestination,
+        "a directory (or s3:// prefix) of Parquet parts per run",
+        lambda d, _: _file_sink(d),
     ),
     "jsonl": _Builtin(
-        JsonlDestination, "a directory of JSONL parts per run", lambda d, _: FileSink(d.path, "jsonl")
+        JsonlDestination, "a directory (or s3:// prefix) of JSONL parts per run", lambda d, _: _file_sink(d)
     ),
     "kafka": _Builtin(KafkaDestination, "a Kafka topic (JSON rows)", _kafka_sink),
 }
