@@ -1,6 +1,8 @@
 """The monitor service: watches run events, results and dead letters, raises ``Alert``s on
 ``Topics.ALERTS`` and exports Prometheus metrics (runs, rows per stage, batch latency, dead letters,
-consumer lag per group).
+consumer lag per group). It also delivers the alerts to the configured HTTP endpoints (the alert router's
+threads, ``services.monitor.routing``) and, when configured, emits OpenLineage run events from its fold
+(``services.monitor.lineage``).
 
 The stream processing is a faust-streaming app (see ``services.monitor.app`` for why faust and the
 topology); this class only fits it into the shared service runtime: settings, JSON logs, the

@@ -105,15 +105,16 @@ def test_a_4xx_is_terminal_and_not_retried() -> None:
         assert (len(receiver.requests), sleeps) == (1, [])
 
 
-def test_429_is_retried_after_its_retry_after_capped_by_the_maximum_wait() -> None:
+def test_429_and_503_are_retried_after_their_retry_after_capped_by_the_maximum_wait() -> None:
     receiver = Receiver(
         lambda: httpx.Response(429, headers={"Retry-After": "3"}),
         lambda: httpx.Response(429, headers={"Retry-After": "3600"}),
+        lambda: httpx.Response(503, headers={"Retry-After": "5"}),
         200,
     )
     sender, sleeps = deliverer(receiver)
     assert sender.deliver(alert()) is Outcome.DELIVERED
-    assert sleeps == [3.0, 8.0]
+    assert sleeps == [3.0, 8.0, 5.0]
 
 
 def test_timeouts_and_connection_errors_are_retried_until_the_attempts_run_out() -> None:

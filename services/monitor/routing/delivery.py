@@ -11,8 +11,8 @@ Retries (tenacity): an attempt is *retryable* on a 5xx, a 429, a timeout or a co
 other answer is terminal: 2xx delivered, any other 4xx (and a 3xx, which is not followed: a redirect
 could lead anywhere) rejected. Waits grow exponentially from ``initial_backoff_s`` with full jitter (a
 random wait between 0 and the exponential bound, so receivers that come back are not hit by every
-sender at once), capped at ``max_backoff_s``; a 429's ``Retry-After`` (seconds or an HTTP date) is
-honoured, within the same cap. After ``max_attempts`` attempts or ``max_elapsed_s`` the alert is
+sender at once), capped at ``max_backoff_s``; a 429's or 5xx's ``Retry-After`` (seconds or an HTTP date)
+is honoured, within the same cap. After ``max_attempts`` attempts or ``max_elapsed_s`` the alert is
 ``exhausted``. A stop request ends the waits at once and returns ``interrupted``: not a terminal
 outcome, the router does not commit it and the next owner of the partition delivers it.
 
@@ -121,12 +121,10 @@ def classify(response: httpx.Response, now: float) -> Attempt:
     code = response.status_code
     if 200 <= code < 300:
         return Attempt(Outcome.DELIVERED, code)
-    if code == 429:
+    if code == 429 or code >= 500:  # Retry-After is defined for both (RFC 9110, 10.2.3)
         return Attempt(
             Outcome.RETRY_STATUS, code, retry_after_seconds(response.headers.get("retry-after"), now)
         )
-    if code >= 500:
-        return Attempt(Outcome.RETRY_STATUS, code)
     return Attempt(Outcome.REJECTED, code)
 
 

@@ -1,0 +1,163 @@
+"""Lineage from the monitor's fold: one OpenLineage START per accepted run and one COMPLETE, FAIL or
+ABORT when it finishes, emitted through ``openlineage-python`` to the transport its standard configuration
+names (``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or ``OPENLINEAGE__TRANSPORT__*``: HTTP, file, Kafka...).
+
+Off by default: the tracker runs only when ``AOETL_LINEAGE_ENABLED`` is true, or, left unset, when one of
+those OpenLineage variables is set (and ``OPENLINEAGE_DISABLED`` is not true). The library is an optional
+extra (``pip install 'aoetl[lineage]'``); enabled without it, the monitor refuses to start.
+
+Where: the ``events`` agent calls ``on_event`` for every run event, in the run's partition. A faust table
+``lineage`` (key run id, co-partitioned with the events topic, restored from its changelog after a
+restart) holds what the terminal event needs: the datasets, from the spec RUN_ACCEPTED carries.
+
+Once per transition, decided by run id + event type: RUN_ACCEPTED emits START unless the table says it
+was emitted; RUN_FINISHED emits the terminal event only if the run's entry is there, then deletes it; so a
+redelivered or replayed event of the run emits nothing. The window left is faust's at-least-once one: a
+crash after the emit and before the table change reaches its changelog emits that event once more, and
+it is then *identical* (same runId, eventType, eventTime, datasets), which backends that key on run id
+and event type (Marquez does) store once. A backend that refuses the event or cannot be reached (after
+the library's own retries) costs that event, logged and counted (``aoetl_lineage_events_total{event_type,
+outcome}``); monitoring does not wait for lineage.
+
+Runs never accepted (REJECTED) have no lineage: they never ran. A run whose request is no longer on Kafka
+(retention) gives a job without datasets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from services.monitor.lineage.datasets import Dataset, destination_dataset, source_dataset
+from services.monitor.lineage.events import TERMINAL, build_event, job_namespace
+from services.monitor.lineage.settings import LineageSettings
+from shared.contracts import EventKind, RunAccepted, RunEvent, RunFinished
+from shared.errors import ConfigurationError
+from shared.spec.models import PipelineSpec
+
+_log = logging.getLogger(__name__)
+
+LINEAGE_EVENTS = Counter(
+    "aoetl_lineage_events",
+    "OpenLineage run events the monitor emitted (outcome emitted) or could not (failed), by event type",
+    ["event_type", "outcome"],
+)
+
+
+class Emitter(Protocol):
+    def emit(self, event: Any) -> None: ...
+
+
+class SpecSource(Protocol):
+    """Where the spec of a run comes from when RUN_ACCEPTED does not carry it (``lineage.requests``)."""
+
+    def spec_of(
+        self, run_id: str, partition: int, at: datetime, tenant: str | None
+    ) -> PipelineSpec | None: ...
+
+
+def openlineage_client() -> Emitter:
+    """The library's client, configured the library's standard way."""
+    try:
+        from openlineage.client import OpenLineageClient
+    except ImportError as exc:
+        raise ConfigurationError(
+            "lineage is enabled but openlineage-python is not installed: pip install 'aoetl[lineage]'"
+        ) from exc
+    return OpenLineageClient()
+
+
+class LineageTracker:
+    """Folds run events into lineage events. ``table`` is the faust table (a dict in unit tests)."""
+
+    def __init__(
+        self,
+        settings: LineageSettings,
+        table: MutableMapping[str, Any],
+        *,
+        kafka_bootstrap: str,
+        emitter: Emitter,
+        specs: SpecSource | None = None,
+    ):
+        self.settings = settings
+        self.table = table
+        self._bootstrap = kafka_bootstrap
+        self._emitter = emitter
+        self._specs = specs
+
+    async def on_event(self, event: RunEvent, *, partition: int, rows_loaded: int | None = None) -> None:
+        if event.kind is EventKind.RUN_ACCEPTED:
+            await self._accepted(event, partition)
+        elif event.kind is EventKind.RUN_FINISHED:
+            await self._finished(event, rows_loaded)
+        elif event.error is not None:
+            # RUN_FINISHED carries no error: a FAIL event reports the run's latest failure seen here.
+            entry = self.table.get(event.run_id)
+            if entry is not None and entry.get("error") != event.error.message:
+                self.table[event.run_id] = {**entry, "error": event.error.message}
+
+    async def _accepted(self, event: RunEvent, partition: int) -> None:
+        entry = self.table.get(event.run_id)
+        if entry is not None and entry.get("started"):
+            return  # a redelivered RUN_ACCEPTED
+        accepted = event.payload_as(RunAccepted)
+        if accepted is None:
+            return
+        entry = {
+            "job": accepted.pipeline,
+            "namespace": job_namespace(self.settings.namespace, accepted.tenant),
+            "continuous": accepted.continuous,
+            "inputs": [],
+            "outputs": [],
+            "started": False,
+        }
+        spec = accepted.spec
+        if spec is None and self._specs is not None:  # the request's own spec: read it back from there
+            spec = await asyncio.to_thread(
+                self._specs.spec_of, event.run_id, partition, event.at, accepted.tenant
+            )
+        if spec is not None:
+            entry["inputs"] = [source_dataset(spec, self._bootstrap).to_table()]
+            entry["outputs"] = [destination_dataset(spec, self._bootstrap).to_table()]
+        await self._emit("START", event, entry)
+        self.table[event.run_id] = {**entry, "started": True}
+
+    async def _finished(self, event: RunEvent, rows_loaded: int | None) -> None:
+        entry = self.table.get(event.run_id)
+        finished = event.payload_as(RunFinished)
+        if entry is None or finished is None:
+            return  # never started here (rejected), or its terminal event was emitted already
+        event_type = TERMINAL.get(finished.status)
+        if event_type is not None:
+            error = None
+            if event_type == "FAIL":
+                error = entry.get("error") or f"the run ended {finished.status.value}"
+            await self._emit(event_type, event, entry, rows_loaded=rows_loaded, error=error)
+        del self.table[event.run_id]
+
+    async def _emit(self, event_type: str, event: RunEvent, entry: dict[str, Any], **extra: Any) -> None:
+        lineage_event = build_event(
+            event_type,
+            at=event.at,
+            run_id=event.run_id,
+            namespace=entry["namespace"],
+            job=entry["job"],
+            producer=self.settings.producer,
+            inputs=[Dataset.from_table(d) for d in entry["inputs"]],
+            outputs=[Dataset.from_table(d) for d in entry["outputs"]],
+            continuous=bool(entry.get("continuous")),
+            **extra,
+        )
+        try:
+            # The transports block (HTTP with retries): off the event loop, which serves every agent.
+            await asyncio.to_thread(self._emitter.emit, lineage_event)
+        except Exception as exc:  # a lineage backend must never stop monitoring
+            LINEAGE_EVENTS.labels(event_type, "failed").inc()
+            _log.warning("lineage %s of run %s not emitted: %s", event_type, event.run_id, type(exc).__name__)
+            return
+        LINEAGE_EVENTS.labels(event_type, "emitted").inc()
