@@ -64,7 +64,7 @@ class MonitorService(BaseService[MonitorSettings]):
             self.settings.alert_routing,
             kafka=self.settings.kafka,
             topic=self.settings.topic(Topics.ALERTS),
-            group_prefix=self.settings.app_id,
+            topic_suffix=self.settings.topic_suffix,
             serde=self.serde,
             on_failure=router_failed,
         )

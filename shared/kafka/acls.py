@@ -176,6 +176,7 @@ PRINCIPAL_ACCESS: Final[Mapping[Principal, PrincipalAccess]] = {
     LOAD: PrincipalAccess(groups=("aoetl-load",), writes_external=True),  # not transactional
     MON: PrincipalAccess(
         groups=(MONITOR_TOPIC_PREFIX,),
+        group_prefixes=("aoetl-alert-route.",),  # services.monitor.routing.router.route_group
         owns_topic_prefix=MONITOR_TOPIC_PREFIX,
         watches=(ORCH, EXT, TRF, LOAD),
     ),

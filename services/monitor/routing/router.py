@@ -1,9 +1,10 @@
 """The alert router: every alert on ``aoetl.alerts`` delivered to every configured endpoint that wants it.
 
 One consumer loop (a thread of the monitor process) per endpoint, each in a consumer group of its own,
-``<monitor app id>-route.<endpoint>``, reading the alerts topic ``read_committed`` (the monitor writes each
-alert exactly once, in a transaction: ``services.monitor.alerts``). Per endpoint, because endpoints fail
-independently: a receiver that is down for an hour holds back its own alerts, not the others'.
+``aoetl-alert-route.<endpoint><topic suffix>``, reading the alerts topic ``read_committed`` (the monitor
+writes each alert exactly once, in a transaction: ``services.monitor.alerts``). Per endpoint, because
+endpoints fail independently: a receiver that is down for an hour holds back its own alerts, not the
+others'.
 
 The guarantee, exactly: for each (alert, endpoint) the router makes HTTP attempts until a terminal
 outcome (delivered, rejected, refused, exhausted, misconfigured, stale), and only then commits the alert's
@@ -56,8 +57,9 @@ COMMIT_ATTEMPTS = 3
 OnFailure = Callable[[str, BaseException], None]
 
 
-def route_group(prefix: str, endpoint: str) -> str:
-    return f"{prefix}-route.{endpoint}"
+def route_group(prefix: str, endpoint: str, suffix: str) -> str:
+    """The endpoint's consumer group (the Kafka ACLs grant the monitor the ``aoetl-alert-route.`` prefix)."""
+    return f"{prefix}.{endpoint}{suffix}"
 
 
 class EndpointRoute:
@@ -175,12 +177,11 @@ class AlertRouter:
         *,
         kafka: KafkaSettings,
         topic: str,
-        group_prefix: str,
+        topic_suffix: str,
         serde: Serde,
         on_failure: OnFailure,
     ):
         self._stop = threading.Event()
-        prefix = settings.group_prefix or group_prefix
         self.routes = [
             EndpointRoute(
                 name,
@@ -188,7 +189,7 @@ class AlertRouter:
                 settings,
                 kafka=kafka,
                 topic=topic,
-                group=route_group(prefix, name),
+                group=route_group(settings.group_prefix, name, topic_suffix),
                 serde=serde,
                 stop=self._stop,
                 on_failure=on_failure,

@@ -147,7 +147,7 @@ class AlertRoutingSettings(BaseSettings):
         86_400.0, gt=0, description="older alerts are not delivered (a new endpoint is not flooded)"
     )
     group_prefix: str = Field(
-        "", description="consumer group prefix; default: the monitor's app id (plus '-route.<endpoint>')"
+        "aoetl-alert-route", min_length=1, description="consumer groups: <prefix>.<endpoint><topic suffix>"
     )
 
     @field_validator("egress_allow", mode="before")
