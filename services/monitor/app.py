@@ -48,8 +48,7 @@ from services.monitor.alerts import ExactlyOnceAlerts
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError, MonitorTransientError
 from services.monitor.lag import LagProbe
-from services.monitor.lineage.requests import RequestSpecs
-from services.monitor.lineage.tracker import LineageTracker, openlineage_client
+from services.monitor.lineage.tracker import configured_tracker
 from services.monitor.rules import (
     RunRecord,
     Thresholds,
@@ -179,18 +178,8 @@ class MonitorApp:
         )
 
         # OpenLineage events of the runs, from this fold (services.monitor.lineage), when configured.
-        self.lineage = (
-            LineageTracker(
-                settings.lineage,
-                app.Table("lineage", partitions=partitions.events),
-                kafka_bootstrap=settings.kafka.bootstrap_servers,
-                emitter=openlineage_client(),
-                specs=RequestSpecs(
-                    settings.kafka, serde, suffix=settings.topic_suffix, timeout_s=settings.kafka_timeout_s
-                ),
-            )
-            if settings.lineage.is_enabled()
-            else None
+        self.lineage = configured_tracker(
+            settings, serde, lambda: app.Table("lineage", partitions=partitions.events)
         )
 
         self._agent("events", self.events_topic, self._on_events)
@@ -212,6 +201,8 @@ class MonitorApp:
         are in memory, restored from the changelogs, so nothing in it outlives the process)."""
         await self._lag.close()
         await self._alerts.close()
+        if self.lineage is not None:
+            self.lineage.close()
         shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     def is_ready(self) -> bool:

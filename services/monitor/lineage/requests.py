@@ -36,30 +36,40 @@ WINDOWS_S = (120.0, 3600.0)  # how long before the event its request may have be
 
 
 class RequestSpecs:
+    """Looks up a run's inline spec in its request. Not thread-safe: one lookup at a time; ``close`` it."""
+
     def __init__(self, kafka: KafkaSettings, serde: Serde, *, suffix: str, timeout_s: float):
         self._clients = KafkaClients(kafka)
         self._serde = serde
         self._suffix = suffix
         self._timeout = timeout_s
+        self._reader: Consumer | None = None
 
     def spec_of(self, run_id: str, partition: int, at: datetime, tenant: str | None) -> PipelineSpec | None:
         topics = [f"{Topics.REQUESTS}{self._suffix}"]
         if tenant not in (None, DEFAULT_TENANT):
             topics.append(tenant_requests_topic(tenant, self._suffix))
-        consumer = self._clients.consumer(
-            f"aoetl-view-lineage-{uuid.uuid4().hex}"
-        )  # group-less: assign, never commit
-        try:
-            for window in WINDOWS_S:
-                for topic in topics:
-                    spec = self._scan(
-                        consumer, TopicPartition(topic, partition), run_id, at.timestamp() - window
-                    )
-                    if spec is not None:
-                        return spec
-        finally:
-            consumer.close()
+        consumer = self._consumer()
+        for window in WINDOWS_S:
+            for topic in topics:
+                since = at.timestamp() - window
+                spec = self._scan(consumer, TopicPartition(topic, partition), run_id, since)
+                if spec is not None:
+                    return spec
         return None
+
+    def _consumer(self) -> Consumer:
+        # One reader for every lookup (they come one at a time, from the events agent), kept for good:
+        # a new client per run would cost a connection and a metadata round trip each time.
+        if self._reader is None:
+            group = f"aoetl-view-lineage-{uuid.uuid4().hex}"  # group-less: assign, never commit
+            self._reader = self._clients.consumer(group)
+        return self._reader
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def _scan(self, consumer: Consumer, tp: TopicPartition, run_id: str, since: float) -> PipelineSpec | None:
         try:

@@ -27,18 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter
 
 from services.monitor.lineage.datasets import Dataset, destination_dataset, source_dataset
 from services.monitor.lineage.events import TERMINAL, build_event, job_namespace
+from services.monitor.lineage.requests import RequestSpecs
 from services.monitor.lineage.settings import LineageSettings
 from shared.contracts import EventKind, RunAccepted, RunEvent, RunFinished
 from shared.errors import ConfigurationError
+from shared.kafka.types import Serde
 from shared.spec.models import PipelineSpec
+
+if TYPE_CHECKING:
+    from services.monitor.configuration import MonitorSettings
 
 _log = logging.getLogger(__name__)
 
@@ -89,6 +94,10 @@ class LineageTracker:
         self._bootstrap = kafka_bootstrap
         self._emitter = emitter
         self._specs = specs
+
+    def close(self) -> None:
+        if isinstance(self._specs, RequestSpecs):
+            self._specs.close()
 
     async def on_event(self, event: RunEvent, *, partition: int, rows_loaded: int | None = None) -> None:
         if event.kind is EventKind.RUN_ACCEPTED:
@@ -161,3 +170,21 @@ class LineageTracker:
             _log.warning("lineage %s of run %s not emitted: %s", event_type, event.run_id, type(exc).__name__)
             return
         LINEAGE_EVENTS.labels(event_type, "emitted").inc()
+
+
+def configured_tracker(
+    settings: MonitorSettings, serde: Serde, make_table: Callable[[], MutableMapping[str, Any]]
+) -> LineageTracker | None:
+    """The monitor's tracker when lineage is enabled (``make_table`` creates its faust table), else None."""
+    if not settings.lineage.is_enabled():
+        return None
+    specs = RequestSpecs(
+        settings.kafka, serde, suffix=settings.topic_suffix, timeout_s=settings.kafka_timeout_s
+    )
+    return LineageTracker(
+        settings.lineage,
+        make_table(),
+        kafka_bootstrap=settings.kafka.bootstrap_servers,
+        emitter=openlineage_client(),
+        specs=specs,
+    )

@@ -249,6 +249,8 @@ class Deliverer:
             attempt = classify(response, self._clock())
         except EgressRefusedError as exc:
             attempt, detail = Attempt(Outcome.REFUSED), str(exc)
+        except httpx.InvalidURL:  # the configured value is not a URL httpx can send to: fix the secret
+            attempt = Attempt(Outcome.MISCONFIGURED)
         except httpx.TimeoutException as exc:
             attempt, detail = Attempt(Outcome.TIMEOUT), type(exc).__name__
         except httpx.TransportError as exc:  # connect, read, write, protocol: worth another try

@@ -47,6 +47,7 @@ from shared.avro import AvroDecodeError
 from shared.contracts import Alert
 from shared.kafka.clients import KafkaClients
 from shared.kafka.types import Serde
+from shared.metrics import PROCESSING_ERRORS
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -147,7 +148,16 @@ class EndpointRoute:
             return None
         if not self.endpoint.wants(alert):
             return None
-        return self._deliverer.deliver(alert)
+        try:
+            return self._deliverer.deliver(alert)
+        except Exception:
+            # As the monitor's agents do (services.monitor.supervision): a bug or an odd alert skips that
+            # one alert, loudly, rather than stopping every delivery or crash-looping on the same record.
+            PROCESSING_ERRORS.labels("alert_routing", "false").inc()
+            _log.exception(
+                "alert router %s: skipping alert %s after an unexpected error", self.name, alert.alert_id
+            )
+            return None
 
     def _commit(self, consumer: Any, msg: Message) -> None:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
