@@ -179,7 +179,7 @@ class MonitorApp:
 
         # OpenLineage events of the runs, from this fold (services.monitor.lineage), when configured.
         self.lineage = configured_tracker(
-            settings, serde, lambda: app.Table("lineage", partitions=partitions.events)
+            settings, serde, lambda: app.Table("lineage", partitions=partitions.events), partitions.events
         )
 
         self._agent("events", self.events_topic, self._on_events)

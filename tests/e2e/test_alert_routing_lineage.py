@@ -2,7 +2,7 @@
 PostgreSQL), on a system of its own: its monitor delivers RUN_FAILED alerts to a local HTTP receiver and
 writes OpenLineage events with the library's file transport.
 
-* A run that COMPLETES and a run that FAILS (a ``fail`` quality rule) each give exactly one START and one
+* A run that COMPLETES and a run that FAILS (its source matches no file) each give exactly one START and one
   COMPLETE or FAIL event, valid against the OpenLineage JSON Schemas, with the spec's datasets and their
   schema facets.
 * The failed run's RUN_FAILED alert reaches the receiver, which answers 503 twice, and is accepted exactly
@@ -13,9 +13,9 @@ writes OpenLineage events with the library's file transport.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -32,6 +32,7 @@ from tests.support.openlineage_schema import validate_run_event
 pytestmark = pytest.mark.e2e
 
 SECRET = "whsec_" + "ZTJlLWFsZXJ0LXJvdXRpbmctc2lnbmluZy1rZXk="
+T = TypeVar("T")
 REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 1, "load": 1, "monitor": 1}
 
 
@@ -80,6 +81,19 @@ def lineage_of(path: Path, run_id: str) -> list[dict[str, Any]]:
     return [e for e in events if e["run"]["runId"] == wanted]
 
 
+def monitor_log(system: System, lines: int = 60) -> str:
+    logs = sorted((system.state_dir / "logs").glob("monitor-*.log"))
+    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else "(no log)"
+
+
+def waited(system: System, predicate: Callable[[], T], message: str) -> T:
+    """``wait_until`` that shows the monitor's log when it times out."""
+    try:
+        return wait_until(predicate, timeout=60, message=message)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nmonitor log:\n{monitor_log(system)}") from None
+
+
 def test_a_completed_and_a_failed_run_give_valid_lineage_and_the_failure_one_signed_alert(
     routed_system: System, receiver: Receiver, lineage_file: Path, tmp_path: Path
 ) -> None:
@@ -89,25 +103,27 @@ def test_a_completed_and_a_failed_run_give_valid_lineage_and_the_failure_one_sig
         routed_system, orders_spec("lineage-ok-e2e", source, {"type": "jsonl", "path": str(tmp_path / "out")})
     )
     assert_completed(good)
-    failing = orders_spec("lineage-fail-e2e", source, {"type": "jsonl", "path": str(tmp_path / "out-2")})
-    failing["quality"] = [{"rule": "range", "column": "amount", "max": 10, "on_fail": "fail"}]
-    bad = run_spec(routed_system, failing)
+    missing = {"type": "csv", "path": str(tmp_path / "nope-*.csv")}  # fails at planning: nothing to heal
+    bad = run_spec(
+        routed_system,
+        orders_spec("lineage-fail-e2e", missing, {"type": "jsonl", "path": str(tmp_path / "out-2")}),
+    )
     assert bad.status is RunStatus.FAILED
 
-    for result, terminal in ((good, "COMPLETE"), (bad, "FAIL")):
-        events = wait_until(
+    for result, terminal, read in ((good, "COMPLETE", source), (bad, "FAIL", missing)):
+        events = waited(
+            routed_system,
             lambda r=result, t=terminal: (
                 (e := lineage_of(lineage_file, r.run_id)) and any(x["eventType"] == t for x in e) and e
             ),
-            timeout=60,
-            message=f"the lineage of run {result.run_id}",
+            f"the lineage of run {result.run_id}",
         )
         assert [e["eventType"] for e in events] == ["START", terminal]
         for event in events:
             validate_run_event(event)
             assert (event["job"]["namespace"], event["job"]["name"]) == ("aoetl", result.pipeline)
             (dataset,) = event["inputs"]
-            assert (dataset["namespace"], dataset["name"]) == ("file", source["path"])
+            assert (dataset["namespace"], dataset["name"]) == ("file", read["path"])
             (output,) = event["outputs"]
             assert output["namespace"] == "file" and output["name"].startswith(str(tmp_path / "out"))
             # the spec's columns: the leading cast's read, plus the derived one written
@@ -128,9 +144,9 @@ def test_a_completed_and_a_failed_run_give_valid_lineage_and_the_failure_one_sig
                 (a for a in alerts if a.run_id == bad.run_id and a.kind is AlertKind.RUN_FAILED), None
             )
 
-        alert = wait_until(failure_alert, timeout=60, message="the RUN_FAILED alert")
+        alert = waited(routed_system, failure_alert, "the RUN_FAILED alert")
     assert alert is not None
-    wait_until(lambda: receiver.accepted(), timeout=60, message="the accepted delivery")
+    waited(routed_system, lambda: receiver.accepted(), "the accepted delivery")
     attempts = receiver.of(alert.alert_id)
     assert [d.answered for d in attempts] == [503, 503, 200]
     for delivery in attempts:

@@ -27,18 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter
 
+from services.monitor.exceptions import MonitorTransientError
 from services.monitor.lineage.datasets import Dataset, destination_dataset, source_dataset
 from services.monitor.lineage.events import TERMINAL, build_event, job_namespace
 from services.monitor.lineage.requests import RequestSpecs
 from services.monitor.lineage.settings import LineageSettings
 from shared.contracts import EventKind, RunAccepted, RunEvent, RunFinished
 from shared.errors import ConfigurationError
+from shared.kafka.admin import ensure_topics
+from shared.kafka.clients import KafkaClients
+from shared.kafka.topics import TopicSpec
 from shared.kafka.types import Serde
 from shared.spec.models import PipelineSpec
 
@@ -173,18 +178,48 @@ class LineageTracker:
 
 
 def configured_tracker(
-    settings: MonitorSettings, serde: Serde, make_table: Callable[[], MutableMapping[str, Any]]
+    settings: MonitorSettings,
+    serde: Serde,
+    make_table: Callable[[], Any],
+    partitions: int,
 ) -> LineageTracker | None:
-    """The monitor's tracker when lineage is enabled (``make_table`` creates its faust table), else None."""
+    """The monitor's tracker when lineage is enabled, else None. ``make_table`` creates its faust table."""
     if not settings.lineage.is_enabled():
         return None
+    table = make_table()
+    _declare_changelog(settings, table.changelog_topic_name, partitions)
     specs = RequestSpecs(
         settings.kafka, serde, suffix=settings.topic_suffix, timeout_s=settings.kafka_timeout_s
     )
     return LineageTracker(
         settings.lineage,
-        make_table(),
+        table,
         kafka_bootstrap=settings.kafka.bootstrap_servers,
         emitter=openlineage_client(),
         specs=specs,
     )
+
+
+def _declare_changelog(settings: MonitorSettings, name: str, partitions: int) -> None:
+    """Create the table's changelog before faust starts, and wait until every partition has a leader.
+
+    faust would create it while starting, and a table added to a running deployment is created last: its
+    consumer could then cache the topic's metadata from before its partitions had leaders (0 partitions),
+    which fails every write to the table (``PartitionsMismatch``) until the metadata is refreshed minutes
+    later. Created and settled first, it is complete in faust's very first metadata.
+    """
+    ensure_topics(
+        settings.kafka,
+        [TopicSpec(name, partitions, {"cleanup.policy": "compact"}, "the monitor's lineage table")],
+        replication_factor=settings.replication_factor,
+        timeout=settings.kafka_timeout_s,
+    )
+    admin = KafkaClients(settings.kafka).admin()
+    deadline = time.monotonic() + settings.kafka_timeout_s
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=settings.kafka_timeout_s).topics.get(name)
+        found = topic.partitions if topic is not None and topic.error is None else {}
+        if len(found) == partitions and all(p.leader >= 0 and p.error is None for p in found.values()):
+            return
+        time.sleep(0.1)  # polling the broker's metadata: there is nothing to wait on
+    raise MonitorTransientError(f"the changelog {name} has no leader for every partition yet")
