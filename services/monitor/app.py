@@ -19,6 +19,8 @@ Topology (every table is co-partitioned with the one topic that writes it, as fa
 * ``results`` agent -> ``failed-runs`` table (key run id): RUN_FAILED once per run; runs finished metric.
 * ``dead-letters`` agent -> ``dead-letter-counts``, a tumbling windowed table keyed by source partition
   (one writer per key); the window's total over all partitions raises DEAD_LETTER_GROWTH.
+* ``events`` agent -> ``lineage`` table (key run id), when lineage is configured: OpenLineage START and
+  COMPLETE/FAIL/ABORT per run (``services.monitor.lineage.tracker``).
 * ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API, in a thread).
 
 Agents and timers fail loudly, never silently (``services.monitor.supervision``).
@@ -46,6 +48,7 @@ from services.monitor.alerts import ExactlyOnceAlerts
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError, MonitorTransientError
 from services.monitor.lag import LagProbe
+from services.monitor.lineage.tracker import configured_tracker
 from services.monitor.rules import (
     RunRecord,
     Thresholds,
@@ -58,7 +61,7 @@ from services.monitor.rules import (
 from services.monitor.supervision import Handler, Supervision
 from services.monitor.transport import ReadCommittedTransport
 from shared.avro import AvroDecodeError
-from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent
+from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent, Stage
 from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
@@ -174,6 +177,11 @@ class MonitorApp:
             .relative_to_stream()
         )
 
+        # OpenLineage events of the runs, from this fold (services.monitor.lineage), when configured.
+        self.lineage = configured_tracker(
+            settings, serde, lambda: app.Table("lineage", partitions=partitions.events), partitions.events
+        )
+
         self._agent("events", self.events_topic, self._on_events)
         self._agent("housekeeping", self.housekeeping_topic, self._on_housekeeping)
         self._agent("results", self.results_topic, self._on_results)
@@ -193,6 +201,8 @@ class MonitorApp:
         are in memory, restored from the changelogs, so nothing in it outlives the process)."""
         await self._lag.close()
         await self._alerts.close()
+        if self.lineage is not None:
+            self.lineage.close()
         shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     def is_ready(self) -> bool:
@@ -248,6 +258,10 @@ class MonitorApp:
                 await self.publish(alert)
             if updated != record:
                 self.runs[run_event.run_id] = updated.to_table()
+            if self.lineage is not None:
+                loaded = updated.progress.stages.get(Stage.LOAD)
+                rows = loaded.total.rows_out if loaded else None
+                await self.lineage.on_event(run_event, partition=event.message.partition, rows_loaded=rows)
 
     async def _on_housekeeping(self, event: faust.EventT) -> None:
         command = event.value

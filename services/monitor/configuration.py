@@ -1,5 +1,8 @@
-"""Settings of the monitor service (prefix ``AOETL_``): rule thresholds, timer intervals and the consumer
-groups whose lag it reports. Every interval is configurable so tests can run the rules in seconds."""
+"""Settings of the monitor service (prefix ``AOETL_``): rule thresholds, timer intervals, the consumer
+groups whose lag it reports, where alerts are delivered (``alert_routing``, prefix
+``AOETL_ALERT_ROUTING_``: ``services.monitor.routing``) and lineage (``lineage``, ``AOETL_LINEAGE_``:
+``services.monitor.lineage``). Every interval is configurable so tests can run
+the rules in seconds."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.monitor.lineage.settings import LineageSettings
+from services.monitor.routing.settings import AlertRoutingSettings
 from shared.settings import LogLevel, ServiceSettings
 
 DEFAULT_LAG_GROUPS = ("aoetl-extract", "aoetl-transform", "aoetl-load", "aoetl-orchestrator")
@@ -44,6 +49,11 @@ class MonitorSettings(ServiceSettings):
     data_dir: Path = Field(
         Path(tempfile.gettempdir()) / "aoetl-monitor", description="where faust keeps its app directory"
     )
+
+    alert_routing: AlertRoutingSettings = Field(
+        default_factory=AlertRoutingSettings, description="alert endpoints (AOETL_ALERT_ROUTING_*)"
+    )
+    lineage: LineageSettings = Field(default_factory=LineageSettings, description="AOETL_LINEAGE_*")
 
     @property
     def app_id(self) -> str:

@@ -1,6 +1,8 @@
 """The monitor service: watches run events, results and dead letters, raises ``Alert``s on
 ``Topics.ALERTS`` and exports Prometheus metrics (runs, rows per stage, batch latency, dead letters,
-consumer lag per group).
+consumer lag per group). It also delivers the alerts to the configured HTTP endpoints (the alert router's
+threads, ``services.monitor.routing``) and, when configured, emits OpenLineage run events from its fold
+(``services.monitor.lineage``).
 
 The stream processing is a faust-streaming app (see ``services.monitor.app`` for why faust and the
 topology); this class only fits it into the shared service runtime: settings, JSON logs, the
@@ -16,8 +18,10 @@ from collections.abc import Mapping
 from services.monitor.app import MonitorApp, input_partitions
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
+from services.monitor.routing.router import AlertRouter
 from shared.contracts import Stage
 from shared.health import ReadinessCheck
+from shared.kafka.topics import Topics
 from shared.runtime import BaseService
 from shared.signals import GracefulShutdown
 
@@ -30,9 +34,13 @@ class MonitorService(BaseService[MonitorSettings]):
     settings_class = MonitorSettings
 
     monitor: MonitorApp | None = None
+    router: AlertRouter | None = None
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"faust": lambda: self.monitor is not None and self.monitor.is_ready()}
+        return {
+            "faust": lambda: self.monitor is not None and self.monitor.is_ready(),
+            "alert-router": lambda: self.router is not None and self.router.is_ready(),
+        }
 
     def run(self, shutdown: GracefulShutdown) -> None:
         asyncio.run(self._run(shutdown))
@@ -46,6 +54,21 @@ class MonitorService(BaseService[MonitorSettings]):
         stop_requested = shutdown.asyncio_event()
         await monitor.app.start()
         _log.info("monitor app %s started (input partitions %s)", self.settings.app_id, partitions)
+        loop = asyncio.get_running_loop()
+
+        def router_failed(name: str, exc: BaseException) -> None:  # called from a router thread
+            loop.call_soon_threadsafe(monitor.supervision.fail, name, exc)
+
+        # Its own consumer threads (services.monitor.routing); a failure of one stops the monitor.
+        router = self.router = AlertRouter(
+            self.settings.alert_routing,
+            kafka=self.settings.kafka,
+            topic=self.settings.topic(Topics.ALERTS),
+            topic_suffix=self.settings.topic_suffix,
+            serde=self.serde,
+            on_failure=router_failed,
+        )
+        router.start()
         try:
             waits = {
                 asyncio.ensure_future(stop_requested.wait()),
@@ -55,6 +78,7 @@ class MonitorService(BaseService[MonitorSettings]):
             for task in pending:
                 task.cancel()
         finally:
+            await asyncio.to_thread(router.stop)  # in-flight deliveries finish and are committed
             # Commits the offsets of processed messages and flushes the changelogs.
             await monitor.app.stop()
             await monitor.close()

@@ -94,8 +94,9 @@ def _access(producers: Iterable[Principal], consumers: Iterable[Principal]) -> T
 # (services.gateway.redrive) re-drives a tenant's dead letters there.
 TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # submitted by the gateway and the CLI, re-submitted by the orchestrator's topic triggers; the
-    # gateway follows it to answer GET /runs before the orchestrator has seen a run
-    Topics.REQUESTS: _access({GW, ORCH, CLI}, {ORCH, GW}),
+    # gateway follows it to answer GET /runs before the orchestrator has seen a run; the monitor reads a
+    # run's request back for its lineage when RUN_ACCEPTED does not carry the spec (services.monitor.lineage)
+    Topics.REQUESTS: _access({GW, ORCH, CLI}, {ORCH, GW, MON}),
     Topics.DEFINITIONS: _access({GW, CLI}, {ORCH, GW, CLI}),
     Topics.TASKS: _access({ORCH, CLI, GW}, {EXT}),
     Topics.DATA_EXTRACTED: _access({EXT, CLI, GW}, {TRF}),
@@ -175,6 +176,7 @@ PRINCIPAL_ACCESS: Final[Mapping[Principal, PrincipalAccess]] = {
     LOAD: PrincipalAccess(groups=("aoetl-load",), writes_external=True),  # not transactional
     MON: PrincipalAccess(
         groups=(MONITOR_TOPIC_PREFIX,),
+        group_prefixes=("aoetl-alert-route.",),  # services.monitor.routing.router.route_group
         owns_topic_prefix=MONITOR_TOPIC_PREFIX,
         watches=(ORCH, EXT, TRF, LOAD),
     ),

@@ -1,0 +1,108 @@
+"""The alert router in the real monitor process, on the real broker, to a real HTTP receiver on loopback
+(allow-listed for the router's egress): a failed run's RUN_FAILED alert reaches the receiver exactly once
+accepted, signed so that the project's own Standard Webhooks verifier accepts it, after the receiver
+answered 503 twice; the monitor is restarted in the middle of those retries and once more after the
+delivery, and the alert is never delivered again."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.contracts import ErrorInfo, RunStatus
+from shared.kafka.topics import Topics
+from shared.webhooks.signatures import verify_standard
+from tests.support.alert_receiver import Receiver, alert_receiver
+from tests.support.monitor_stack import AlertReader, Stack, monitor_stack
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci1hbGVydHM="
+
+
+@pytest.fixture
+def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    with monitor_stack(kafka_bootstrap, tmp_path) as stack_:
+        yield stack_
+
+
+def routed(stack: Stack, receiver: Receiver) -> Stack:
+    stack.env.update(
+        {
+            "AOETL_ALERT_ROUTING_ENDPOINTS": json.dumps(
+                {
+                    "ops": {
+                        "url": {"env": "TEST_ALERT_URL"},
+                        "secret": {"env": "TEST_ALERT_SECRET"},
+                        "kinds": ["RUN_FAILED"],
+                        "timeout_s": 5,
+                    }
+                }
+            ),
+            "AOETL_ALERT_ROUTING_EGRESS_ALLOW": f"127.0.0.1:{receiver.port}",
+            "AOETL_ALERT_ROUTING_INITIAL_BACKOFF_S": "0.2",
+            "AOETL_ALERT_ROUTING_MAX_BACKOFF_S": "60",
+            "TEST_ALERT_URL": receiver.url,
+            "TEST_ALERT_SECRET": SECRET,
+        }
+    )
+    return stack
+
+
+def fail(stack: Stack, run_id: str) -> None:
+    stack.result(run_id, "orders", RunStatus.FAILED, [ErrorInfo(error_class="Boom", message="disk full")])
+
+
+def test_a_failed_runs_alert_is_delivered_once_signed_after_two_503s_across_restarts(stack: Stack) -> None:
+    # The first 503 asks for a minute's patience: the monitor is stopped during that wait.
+    with alert_receiver((503, {"Retry-After": "60"}), (503, {})) as receiver:
+        routed(stack, receiver)
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        reader = AlertReader(stack.bootstrap, stack.topic(Topics.ALERTS))
+        monitor = stack.monitor("monitor-1")
+        try:
+            fail(stack, first)
+            monitor.wait(lambda: receiver.deliveries, "the first (503) delivery")
+            assert monitor.stop() == 0  # SIGTERM during the wait: the alert is not committed
+        finally:
+            monitor.stop()
+        assert len(receiver.deliveries) == 1
+
+        monitor = stack.monitor("monitor-2")
+        try:
+            monitor.wait(lambda: receiver.accepted(), "the delivery after the restart")
+            (alert,) = [a for a in reader.read() if a.run_id == first]  # the topic holds the alert once
+            attempts = receiver.of(alert.alert_id)
+            assert [d.answered for d in attempts] == [503, 503, 200]
+            for delivery in attempts:
+                verify_standard(delivery.body, delivery.headers, [SECRET])
+            body = attempts[-1].json()
+            assert (body["type"], body["data"]["run_id"], body["data"]["kind"]) == (
+                "aoetl.alert.run_failed", first, "RUN_FAILED"
+            )  # fmt: skip
+            delivered = monitor.metric("aoetl_alert_deliveries_total", endpoint="ops", outcome="delivered")
+            assert delivered == 1.0
+            assert monitor.metric(
+                "aoetl_alert_delivery_attempts_total", endpoint="ops", outcome="retry_status"
+            )
+        finally:
+            assert monitor.stop() == 0
+
+        # Restarted after the delivery: the next failure is delivered, the first one never again.
+        monitor = stack.monitor("monitor-3")
+        try:
+            fail(stack, second)
+            monitor.wait(lambda: len(receiver.accepted()) == 2, "the second alert's delivery")
+            (later,) = [a for a in reader.read() if a.run_id == second]
+            assert [d.answered for d in receiver.of(later.alert_id)] == [200]
+            assert [d.answered for d in receiver.of(alert.alert_id)] == [503, 503, 200]
+            assert len(receiver.deliveries) == 4
+            log = (stack.logs / "monitor-3.log").read_text() + (stack.logs / "monitor-2.log").read_text()
+            assert receiver.url not in log and "c2VjcmV0" not in log  # neither the URL nor the secret
+        finally:
+            monitor.stop()
+            reader.close()
