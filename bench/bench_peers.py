@@ -56,6 +56,10 @@ CHECKSUM_SQL = (
     "md5(coalesce(string_agg(id::text, ',' ORDER BY id), '')) FROM {table}"
 )
 
+COLUMNS_SQL = (
+    "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
+    "FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = '{table}'"
+)
 
 # ---- pure parts (tests/unit/test_bench_peers.py) ----
 
@@ -139,11 +143,13 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(command: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> dict:
+def timed(
+    command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> dict:
     """Wall and CPU seconds of a whole process (its waited-for children included)."""
     cpu = children_cpu()
     started = time.perf_counter()
-    proc = subprocess.run(command, env=env, input=stdin, capture_output=True, text=True)
+    proc = subprocess.run(command, env=env, input=stdin, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(
@@ -216,7 +222,8 @@ def main() -> int:
         def run_dlt(mode: str) -> Callable[[str], tuple[dict, str]]:
             def run(table: str) -> tuple[dict, str]:
                 assert peers_python is not None
-                figures = timed(dlt_command(peers_python, mode, dsn, csv_path, table, table), env)
+                # run in the bench's state folder: dlt looks for a .dlt config folder in its working one
+                figures = timed(dlt_command(peers_python, mode, dsn, csv_path, table, table), env, cwd=STATE)
                 own = json.loads(figures["stdout"].strip().splitlines()[-1])
                 return {**figures, "own_seconds": round(own["seconds"], 3)}, f"{table}.{table}"
 
@@ -252,6 +259,7 @@ def main() -> int:
             figures["cpu_s"] = cpu_used(cpu_before, cpu_by_process(pids))  # postgres, kafka, services
             figures["checksum"] = checksum(dsn, qualified)
             schema = qualified.split(".")[0] if "." in qualified else None
+            figures["columns"] = sql(dsn, COLUMNS_SQL.format(schema=schema or "public", table=table))
             sql(dsn, f"DROP SCHEMA {schema} CASCADE" if schema else f"DROP TABLE {qualified}")
             del figures["stdout"]
             return figures
@@ -273,6 +281,7 @@ def main() -> int:
                 flush=True,
             )
         client.close()
+        machine = machine_info(dsn, peers_python)  # before the stack stops: it asks PostgreSQL its version
     finally:
         stack.down()
 
@@ -294,7 +303,7 @@ def main() -> int:
         "median": wall,
         "median_own_seconds": {t: v["median_s"] for t, v in summarise(rounds, "own_seconds").items()},
         "round_figures": rounds,
-        "machine": machine_info(dsn, peers_python),
+        "machine": machine,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

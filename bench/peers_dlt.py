@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 INT_COLUMNS = ("id", "qty")
 FLOAT_COLUMNS = ("amount", "price", "score")
@@ -76,6 +77,16 @@ def dict_rows(path: Path) -> Iterator[list[dict[str, object]]]:
             yield chunk
 
 
+def with_password(dsn: str) -> str:
+    """dlt's PostgreSQL credentials require a password; the dev stack's server trusts local connections and
+    ignores it, so a DSN without one gets a placeholder."""
+    parts = urlsplit(dsn)
+    if parts.password is not None or not parts.username:
+        return dsn
+    netloc = f"{parts.username}:unused@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("arrow", "dicts"), required=True)
@@ -101,7 +112,7 @@ def main() -> int:
     pipeline = dlt.pipeline(
         pipeline_name=f"bench_peers_{args.mode}_{args.table}",
         pipelines_dir=str(args.pipelines_dir),
-        destination=dlt.destinations.postgres(credentials=args.dsn),
+        destination=dlt.destinations.postgres(credentials=with_password(args.dsn)),
         dataset_name=args.dataset,
     )
     options = {"loader_file_format": "csv"} if args.mode == "arrow" else {}
