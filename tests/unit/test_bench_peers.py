@@ -1,4 +1,4 @@
-"""The pure parts of bench/bench_peers.py: the peers' commands, the checksum comparison, medians and ratios."""
+"""The pure parts of bench/bench_peers.py: the peers' commands, the checksum comparison, medians, ratios."""
 
 from __future__ import annotations
 
@@ -39,19 +39,24 @@ def test_dlt_and_aoetl_commands():
 def test_checksums_agree_names_the_tools_that_differ():
     reference = ["10", "45", "30", "123.45", "abc"]
     assert checksums_agree(reference, {"a": list(reference), "b": [10, 45, 30, "123.45", "abc"]}) == []
-    assert checksums_agree(reference, {"a": list(reference), "c": ["9", "45", "30", "123.45", "abc"]}) == ["c"]
+    other = ["9", "45", "30", "123.45", "abc"]
+    assert checksums_agree(reference, {"a": list(reference), "c": other}) == ["c"]
 
 
 def test_summarise_medians_and_ratios_against_both_baselines():
-    rounds = [
-        {"psql": {"seconds": 2.0}, "dlt-arrow": {"seconds": 12.0}, "aoetl": {"seconds": 4.0, "own_seconds": 3.0}},
-        {"psql": {"seconds": 1.0}, "dlt-arrow": {"seconds": 14.0}, "aoetl": {"seconds": 9.0, "own_seconds": 2.0}},
-        {"psql": {"seconds": 3.0}, "dlt-arrow": {"seconds": 13.0}, "aoetl": {"seconds": 5.0, "own_seconds": 1.0}},
-    ]
+    def round_of(psql: float, arrow: float, aoetl: float, own: float) -> dict[str, dict]:
+        return {
+            "psql": {"seconds": psql},
+            "dlt-arrow": {"seconds": arrow},
+            "aoetl": {"seconds": aoetl, "own_seconds": own},
+        }
+
+    rounds = [round_of(2.0, 12.0, 4.0, 3.0), round_of(1.0, 14.0, 9.0, 2.0), round_of(3.0, 13.0, 5.0, 1.0)]
     wall = summarise(rounds)
     assert wall["psql"] == {"median_s": 2.0, "vs_psql": 1.0, "vs_dlt-arrow": 6.5}
     assert wall["aoetl"] == {"median_s": 5.0, "vs_psql": 0.4, "vs_dlt-arrow": 2.6}
-    assert summarise(rounds, "own_seconds") == {"aoetl": {"median_s": 2.0, "vs_psql": None, "vs_dlt-arrow": None}}
+    own = summarise(rounds, "own_seconds")
+    assert own == {"aoetl": {"median_s": 2.0, "vs_psql": None, "vs_dlt-arrow": None}}
     assert "| aoetl | 5.00 | 2.0 | 0.40x | 2.60x |" in table_text(wall, {"aoetl": 2.0})
 
 
