@@ -21,7 +21,7 @@ S3PROXY_JAR := $(AOETL_CACHE_DIR)/s3proxy/$(S3PROXY_VERSION)/s3proxy-$(S3PROXY_V
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup chaos screenshots dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos screenshots dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, S3Proxy, Helm.
 ## Idempotent. The example plugin is installed too: the tests load it through its entry points, like a real plugin.
@@ -98,6 +98,18 @@ bench-startup: bootstrap
 ## test (tests/e2e/test_console.py: the real stack, a real run, headless Chromium) as it goes.
 screenshots: bootstrap
 	AOETL_UI_SCREENSHOTS=$(CURDIR)/bench/results/ui $(PY) -m pytest tests/e2e/test_console.py -q $(PYTEST_ARGS)
+
+## bench-peers: aoetl against psql \copy, dlt (pyarrow + csv loader) and dlt's default path on one batch load
+## (bench/bench_peers.py; BENCH_ARGS="--rows N --rounds R"), the peers in their own venv under .state/,
+## results in bench/results/bench_peers.json.
+PEERS_VENV := .state/peers-venv
+$(PEERS_VENV)/.installed: bench/peers-requirements.txt
+	@test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers-requirements.txt
+	@touch $@
+
+bench-peers: bootstrap $(PEERS_VENV)/.installed
+	$(PY) bench/bench_peers.py $(BENCH_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
 ## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.

@@ -1,0 +1,363 @@
+"""aoetl against its peers on one batch load: the same seeded N-row, 10-column CSV, the same transforms (cast
+id/qty/amount/price/score, keep ``status <> 'cancelled'``, derive ``total = amount * qty``), into the same
+dev-stack PostgreSQL, each tool as a whole process, in one run, round-robin (the order rotates each round),
+median of ``--rounds``:
+
+- ``psql``: one ``psql`` process: ``\\copy`` of the CSV into a temporary staging table of the CSV's
+  shape, then ``INSERT INTO final SELECT ..., amount * qty FROM staging WHERE status <> 'cancelled'``: the
+  transforms as SQL after the copy, into a table of the final shape;
+- ``dlt-arrow``: dlt with pyarrow batches (cast/filter/derive in pyarrow) and its csv loader;
+- ``dlt-dicts``: dlt's default path, the same rows as Python dicts through its default normalizer;
+- ``aoetl``: ``aoetl run spec.yaml`` against the services already running (orchestrator, extract, transform,
+  load); its wall time, and the run's own duration from its result.
+
+The dlt peers run from their own venv (``.state/peers-venv``, made by ``make bench-peers`` or, when missing,
+here, from bench/peers-requirements.txt), never the project's. After each load the row count and a checksum
+computed in SQL (sum of id, of qty, of total as numeric, md5 of the ordered ids) must equal the psql one.
+Writes bench/results/bench_peers.json: every round, the medians, CPU seconds of the tool's process (rusage of
+children) and of PostgreSQL, the broker and each aoetl service (/proc deltas), machine info, load average.
+
+    python bench/bench_peers.py --rows 1000000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TOOLS = ("psql", "dlt-arrow", "dlt-dicts", "aoetl")
+BASELINES = ("psql", "dlt-arrow")
+PEERS_VENV = REPO / ".state" / "peers-venv"
+PEERS_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
+STATE = REPO / ".state" / "bench" / "peers"
+SERVICES = ("orchestrator", "extract", "transform", "load")
+
+STAGING_DDL = (
+    "id bigint, customer text, status text, amount double precision, qty bigint, price double precision, "
+    "region text, score double precision, flag text, note text"
+)
+FINAL_DDL = STAGING_DDL + ", total double precision"
+CHECKSUM_SQL = (
+    "SELECT count(*), coalesce(sum(id), 0), coalesce(sum(qty), 0), coalesce(sum(total::numeric), 0), "
+    "md5(coalesce(string_agg(id::text, ',' ORDER BY id), '')) FROM {table}"
+)
+
+COLUMNS_SQL = (
+    "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
+    "FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = '{table}'"
+)
+
+# ---- pure parts (tests/unit/test_bench_peers.py) ----
+
+
+def psql_command(dsn: str, csv_path: Path, table: str) -> tuple[list[str], str]:
+    """One psql process doing the copy and the transforms (its script on stdin), stopping at the first
+    error: the argv and the script."""
+    script = "\n".join(
+        [
+            f"CREATE TABLE {table} ({FINAL_DDL});",
+            f"CREATE TEMP TABLE staging ({STAGING_DDL});",
+            f"\\copy staging FROM {shlex.quote(str(csv_path))} WITH (FORMAT csv, HEADER true)",
+            f"INSERT INTO {table} SELECT id, customer, status, amount, qty, price, region, score, flag, "
+            "note, amount * qty FROM staging WHERE status <> 'cancelled';",
+        ]
+    )
+    return ["psql", dsn, "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"], script + "\n"
+
+
+def dlt_command(python: Path, mode: str, dsn: str, csv_path: Path, dataset: str, table: str) -> list[str]:
+    return [
+        str(python),
+        str(REPO / "bench" / "peers_dlt.py"),
+        "--mode",
+        mode,
+        "--csv",
+        str(csv_path),
+        "--dsn",
+        dsn,
+        "--dataset",
+        dataset,
+        "--table",
+        table,
+        "--pipelines-dir",
+        str(STATE / "dlt-pipelines"),
+    ]
+
+
+def aoetl_command(python: str, spec_path: Path) -> list[str]:
+    """The ``aoetl`` console script beside the interpreter, as a user runs it."""
+    return [str(Path(python).parent / "aoetl"), "run", str(spec_path)]
+
+
+def checksums_agree(reference: Sequence[object], others: dict[str, Sequence[object]]) -> list[str]:
+    """The tools whose checksum differs from the reference one (empty: all agree)."""
+    want = [str(v) for v in reference]
+    return sorted(tool for tool, got in others.items() if [str(v) for v in got] != want)
+
+
+def summarise(rounds: list[dict[str, dict]], key: str = "seconds") -> dict[str, dict[str, float | None]]:
+    """Per tool: the median of ``key`` over the rounds, and its ratio against each baseline's median
+    (baseline seconds / tool seconds: above 1 means faster than the baseline)."""
+    medians = {
+        tool: statistics.median(r[tool][key] for r in rounds if r.get(tool, {}).get(key) is not None)
+        for tool in rounds[0]
+        if any(r.get(tool, {}).get(key) is not None for r in rounds)
+    }
+    return {
+        tool: {
+            "median_s": round(seconds, 3),
+            **{
+                f"vs_{base}": round(medians[base] / seconds, 3) if base in medians else None
+                for base in BASELINES
+            },
+        }
+        for tool, seconds in medians.items()
+    }
+
+
+def rotated(tools: Sequence[str], round_index: int) -> list[str]:
+    """Round-robin order: each tool goes first once every len(tools) rounds, so drift spreads evenly."""
+    shift = round_index % len(tools)
+    return [*tools[shift:], *tools[:shift]]
+
+
+# ---- measuring ----
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> dict:
+    """Wall and CPU seconds of a whole process (its waited-for children included)."""
+    cpu = children_cpu()
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, input=stdin, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{command[0]} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return {"seconds": wall, "process_cpu_s": round(children_cpu() - cpu, 2), "stdout": proc.stdout}
+
+
+def cpu_snapshot(services: dict[int, str]) -> dict[int, tuple[str, float]]:
+    """``bench_pipeline.cpu_by_process`` plus, under a negative key, the CPU of the PostgreSQL processes'
+    waited-for children: psql's and dlt's backends exit with their connection before the second snapshot,
+    and only the postmaster's children times still hold their CPU then."""
+    import psutil
+
+    from bench.bench_pipeline import cpu_by_process
+
+    found = cpu_by_process(services)
+    for pid, (group, _) in list(found.items()):
+        if group == "postgres":
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            found[-pid] = (group, times.children_user + times.children_system)
+    return found
+
+
+def sql(dsn: str, query: str) -> str:
+    return subprocess.run(
+        ["psql", dsn, "-tAc", query], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def checksum(dsn: str, table: str) -> list[str]:
+    return sql(dsn, CHECKSUM_SQL.format(table=table)).split("|")
+
+
+def ensure_peers_venv(venv: Path = PEERS_VENV) -> Path:
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)], check=True)
+        (venv / ".installed").touch()
+    return python
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=3, help="uncounted aoetl runs first (broker JIT)")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_peers.json")
+    args = parser.parse_args()
+    tools = [t for t in args.tools.split(",") if t]
+    assert tools and tools[0] in TOOLS and set(tools) <= set(TOOLS), tools
+
+    import yaml
+
+    from aoetl.client import AoetlClient
+    from aoetl.devstack import DevStack
+    from bench.bench_pipeline import cpu_used, generate_csv, spec_for
+
+    peers_python = ensure_peers_venv() if any(t.startswith("dlt") for t in tools) else None
+    STATE.mkdir(parents=True, exist_ok=True)
+    csv_path = STATE / f"peers-{args.rows}-seed{args.seed}.csv"
+    if not csv_path.exists():
+        generate_csv(csv_path, args.rows, seed=args.seed)
+
+    stack = DevStack.from_env(STATE / "stack")  # its own state: never stops a stack it did not start
+    endpoints = stack.up()
+    os.environ.update(endpoints.env())
+    dsn = endpoints.postgres_dsn
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RUNTIME__DLTHUB_TELEMETRY": "false", "NO_COLOR": "1"}
+    rounds: list[dict[str, dict]] = []
+    try:
+        supervisor = stack.supervisor
+        supervisor.stop()
+        started = [p for name in SERVICES for p in supervisor.start(name, 1)]
+        supervisor.wait_ready(started, timeout=120)
+        pids = {p.pid: p.name for p in started}
+        client = AoetlClient()
+
+        def run_psql(table: str) -> tuple[dict, str]:
+            command, script = psql_command(dsn, csv_path, table)
+            return timed(command, env, stdin=script), table
+
+        def run_dlt(mode: str) -> Callable[[str], tuple[dict, str]]:
+            def run(table: str) -> tuple[dict, str]:
+                assert peers_python is not None
+                # run in the bench's state folder: dlt looks for a .dlt config folder in its working one
+                figures = timed(dlt_command(peers_python, mode, dsn, csv_path, table, table), env, cwd=STATE)
+                own = json.loads(figures["stdout"].strip().splitlines()[-1])
+                return {**figures, "own_seconds": round(own["seconds"], 3)}, f"{table}.{table}"
+
+            return run
+
+        def run_aoetl(table: str) -> tuple[dict, str]:
+            spec_path = STATE / f"spec-{table}.yaml"
+            spec = spec_for(csv_path, table) | {"name": "bench-peers"}
+            spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+            figures = timed(aoetl_command(sys.executable, spec_path), env)
+            run_id = next(
+                line.split("submitted run ", 1)[1].split()[0]
+                for line in figures["stdout"].splitlines()
+                if "submitted run " in line
+            )
+            result = client.find_result(run_id)
+            assert result is not None and result.status.value == "COMPLETED", result
+            own = (result.finished_at - result.started_at).total_seconds()
+            spec_path.unlink()
+            return {**figures, "run_id": run_id, "own_seconds": round(own, 3)}, table
+
+        runners = {
+            "psql": run_psql,
+            "dlt-arrow": run_dlt("arrow"),
+            "dlt-dicts": run_dlt("dicts"),
+            "aoetl": run_aoetl,
+        }
+
+        def measure(tool: str) -> dict:
+            table = f"bench_peers_{tool.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+            cpu_before = cpu_snapshot(pids)
+            figures, qualified = runners[tool](table)
+            figures["cpu_s"] = cpu_used(cpu_before, cpu_snapshot(pids))  # postgres, kafka, services
+            figures["checksum"] = checksum(dsn, qualified)
+            schema = qualified.split(".")[0] if "." in qualified else None
+            figures["columns"] = sql(dsn, COLUMNS_SQL.format(schema=schema or "public", table=table))
+            sql(dsn, f"DROP SCHEMA {schema} CASCADE" if schema else f"DROP TABLE {qualified}")
+            del figures["stdout"]
+            return figures
+
+        warmups = [
+            round(measure("aoetl")["seconds"], 2) for _ in range(args.warmups if "aoetl" in tools else 0)
+        ]
+        for index in range(args.rounds):
+            figures = {tool: measure(tool) for tool in rotated(tools, index)}
+            reference = (
+                figures["psql"]["checksum"] if "psql" in figures else next(iter(figures.values()))["checksum"]
+            )
+            differ = checksums_agree(reference, {t: f["checksum"] for t, f in figures.items()})
+            if differ:
+                raise AssertionError(f"round {index}: checksums differ for {differ}: {figures}")
+            rounds.append(figures)
+            print(
+                json.dumps({"round": index, **{t: round(f["seconds"], 2) for t, f in figures.items()}}),
+                flush=True,
+            )
+        client.close()
+        machine = machine_info(dsn, peers_python)  # before the stack stops: it asks PostgreSQL its version
+    finally:
+        stack.down()
+
+    wall = summarise(rounds)
+    report = {
+        "benchmark": "batch load, csv -> cast + filter + derive -> postgres, whole processes",
+        "rows": args.rows,
+        "file_mib": round(csv_path.stat().st_size / 2**20, 1),
+        "rounds": args.rounds,
+        "psql_method": "one psql: \\copy into a temp staging table, INSERT ... SELECT with the transforms",
+        "checksum": dict(
+            zip(
+                ("rows", "sum_id", "sum_qty", "sum_total", "md5_ids"),
+                rounds[0][tools[0]]["checksum"],
+                strict=True,
+            )
+        ),
+        "aoetl_warmup_seconds": warmups,
+        "median": wall,
+        "median_own_seconds": {t: v["median_s"] for t, v in summarise(rounds, "own_seconds").items()},
+        "round_figures": rounds,
+        "machine": machine,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(table_text(wall, report["median_own_seconds"]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def table_text(wall: dict[str, dict], own: dict[str, float]) -> str:
+    lines = ["| tool | median wall s | own s | vs psql \\copy | vs dlt-arrow |", "|---|---|---|---|---|"]
+    for tool, figures in wall.items():
+        ratios = [f"{figures[f'vs_{b}']:.2f}x" if figures.get(f"vs_{b}") else "-" for b in BASELINES]
+        lines.append(f"| {tool} | {figures['median_s']:.2f} | {own.get(tool, '-')} | {' | '.join(ratios)} |")
+    return "\n".join(lines)
+
+
+def machine_info(dsn: str, peers_python: Path | None) -> dict:
+    import psutil
+
+    versions = {"postgres": sql(dsn, "SHOW server_version")}
+    if peers_python is not None:
+        probe = "import dlt, pyarrow; print(dlt.__version__, pyarrow.__version__)"
+        dlt_version, arrow_version = subprocess.run(
+            [str(peers_python), "-c", probe], check=True, capture_output=True, text=True
+        ).stdout.split()
+        versions |= {"dlt": dlt_version, "pyarrow": arrow_version}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
