@@ -6,6 +6,7 @@ summary's error is redacted and cut short. The real transactional sink is exerci
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -241,3 +242,17 @@ async def test_close_flushes_what_is_pending_and_closes_the_sink() -> None:
     await monitor.on(accepted(), transformed("b1", 5))
     await monitor.history.close()
     assert monitor.sink.written()[-1].rows_transformed == 5 and monitor.sink.closed
+
+
+def test_the_folds_times_and_error_survive_the_monitors_table_round_trip() -> None:
+    failed = ev(
+        EventKind.TASK_FAILED, Stage.EXTRACT, at_s=4, error=ErrorInfo(error_class="E", message="boom")
+    )
+    record, _ = apply_event(None, accepted(), partition=1, thresholds=THRESHOLDS)
+    for event in (ev(EventKind.RUN_PLANNED, at_s=1), failed):
+        record, _ = apply_event(record, event, partition=1, thresholds=THRESHOLDS)
+    restored = RunRecord.from_table(json.loads(json.dumps(record.to_table())))
+    assert restored is not None
+    assert restored.progress.started_at == T0 + timedelta(seconds=1)
+    assert restored.progress.last_error == failed.error
+    assert summary_of(restored.progress, T0) == summary_of(record.progress, T0)
