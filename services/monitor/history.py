@@ -105,6 +105,12 @@ def _short(error: ErrorInfo | None) -> ErrorInfo | None:
     return ErrorInfo.model_validate(error.model_dump() | {"message": cut})
 
 
+def summarised(progress: RunProgress) -> bool:
+    """Whether the run history writes this fold: it saw the run's RUN_ACCEPTED, or the run was rejected
+    (which has none); not an empty fold a late event of a forgotten run started (module docstring)."""
+    return progress.accepted_at is not None or progress.status is RunStatus.REJECTED
+
+
 def shows_the_same(a: RunSummary, b: RunSummary) -> bool:
     """Whether two summaries say the same of their run (when they were written aside)."""
     return a.model_dump(exclude={"as_of"}) == b.model_dump(exclude={"as_of"})
@@ -134,11 +140,11 @@ class RunHistory:
     async def offer(self, before: RunProgress | None, after: RunProgress, partition: int) -> bool:
         """Note the run's fold after an event (``before``: its fold before it, None for a new run); write
         it now when the run is new or its status changed. True when the summary changed."""
-        if after.accepted_at is None and after.status is not RunStatus.REJECTED:
-            return False  # not a run's beginning: a late event of a run the table forgot (see above)
+        if not summarised(after):
+            return False
         now = self._clock()
         summary = summary_of(after, now)
-        previous = summary_of(before, now) if before is not None else None
+        previous = summary_of(before, now) if before is not None and summarised(before) else None
         if previous is not None and shows_the_same(previous, summary):
             return False
         self._pending[summary.run_id] = (partition, summary)

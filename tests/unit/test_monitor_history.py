@@ -217,6 +217,14 @@ async def test_a_late_event_of_a_forgotten_run_does_not_replace_its_summary() ->
     assert monitor.sink.commits == [] and monitor.history.pending == {}
 
 
+async def test_a_run_whose_first_event_came_before_its_acceptance_is_written_once_accepted() -> None:
+    monitor = Monitor()
+    await monitor.on(transformed("b1", 5))
+    assert monitor.sink.commits == []
+    await monitor.on(accepted())
+    assert [s.rows_transformed for s in monitor.sink.written()] == [5], "at once, as a new run"
+
+
 async def test_a_rejected_run_without_acceptance_is_still_in_the_history() -> None:
     monitor = Monitor()
     await monitor.on(finished(RunStatus.REJECTED))
