@@ -3,9 +3,10 @@
 It reads the compacted runs topic (``Topics.RUNS``, one ``RunSummary`` per run id, written by the monitor:
 ``services.monitor.history``) to its end, and keeps the latest record of each key: a run's records share a
 partition (key run id), so the latest in log order is the latest written, and compaction only removes the
-older ones. It never reads the event history, which is bounded by retention and holds every batch of every
-run. ``aoetl status`` falls back on the same summary (``find_summary``, ``print_summary``) for a run whose
-events and result are past their retention.
+older ones; a summary without a final status never replaces a finished run's. It never reads the event
+history, which is bounded by retention and holds every batch of every run. ``aoetl status`` falls back on
+the same summary (``find_summary``, ``print_summary``) for a run whose events and result are past their
+retention.
 
 Who sees what is the broker's decision (``shared.kafka.acls``): the operator's ``cli`` user reads the runs
 topic; a tenant's own Kafka user reads nothing, and the reader says so in one line (``aoetl.failures``).
@@ -70,8 +71,14 @@ def latest_summaries(client: AoetlClient) -> dict[str, RunSummary]:
     latest: dict[str, RunSummary] = {}
     with client.reader(Topics.RUNS, from_beginning=True) as reader:
         for _, value in reader.drain({Topics.RUNS: RunSummary}):
-            if isinstance(value, RunSummary):
-                latest[value.run_id] = value  # log order within the key's partition: the later wins
+            if not isinstance(value, RunSummary):
+                continue
+            known = latest.get(value.run_id)
+            # log order within the key's partition: the later wins, except over a finished run's summary,
+            # which is final (a replica that lost the partition may still write an older one, see
+            # services.monitor.history)
+            if known is None or not known.finished or value.finished:
+                latest[value.run_id] = value
     return latest
 
 

@@ -34,6 +34,14 @@ redelivered event changes neither, so it writes no second record, and a record w
 window above) is the same record under the same key. A reader that keeps the latest record per key
 (``aoetl runs list``, and compaction itself) sees one entry per run with the fold's figures.
 
+**Fenced.** A writer fenced by the partition's new owner drops that partition's pending summaries (the
+new owner folds the uncommitted events again) and does not retry, which would fence the new owner in
+turn. Fencing narrows, but cannot close, the window of a replica that lost a partition and has not
+noticed yet: with no consumer-group metadata in the transaction (above) its next write takes the id back.
+What it could write then is an older summary of a run; so a reader never lets a summary without a final
+status replace one with it (``aoetl.commands.runs.latest_summaries``): a finished run's summary is final,
+as the fold's figures are once it finished.
+
 A flush that cannot commit keeps its summaries pending and is tried again at the next tick; an immediate
 write that cannot commit after ``ATTEMPTS`` raises ``MonitorTransientError`` (the monitor stops and its
 restart processes the event again).
@@ -49,7 +57,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from services.monitor.exceptions import MonitorTransientError
 from shared.contracts import DEFAULT_TENANT, ErrorInfo, RunStatus, RunSummary, Stage
@@ -116,10 +124,16 @@ def shows_the_same(a: RunSummary, b: RunSummary) -> bool:
     return a.model_dump(exclude={"as_of"}) == b.model_dump(exclude={"as_of"})
 
 
+class SummariesFenced(MonitorTransientError):
+    """Another replica holds the partition's transactional id now: the partition's summaries are its."""
+
+
 class SummarySink(Protocol):
     """Commits the summaries of one events partition, all or none (a fake in the unit tests)."""
 
-    async def commit(self, partition: int, summaries: Sequence[RunSummary]) -> None: ...
+    async def commit(self, partition: int, summaries: Sequence[RunSummary]) -> None:
+        """Raises ``SummariesFenced`` when another writer took the partition over, else
+        ``MonitorTransientError`` when the summaries could not be committed."""
 
     async def close(self) -> None: ...
 
@@ -163,17 +177,25 @@ class RunHistory:
             for partition, summaries in sorted(by_partition.items()):
                 try:
                     await self._sink.commit(partition, summaries)
+                except SummariesFenced as exc:
+                    # the partition moved: its new owner folds what this replica has not committed again
+                    _log.warning("%s; dropping %d pending summaries of it", exc, len(summaries))
+                    self._forget(summaries)
+                    continue
                 except MonitorTransientError as exc:
                     failure = exc
                     continue
-                for summary in summaries:
-                    # only if no newer summary of the run arrived while this one was being committed
-                    if self._pending.get(summary.run_id, (0, None))[1] is summary:
-                        del self._pending[summary.run_id]
+                self._forget(summaries)
             if failure is not None and strict:
                 raise failure
             if failure is not None:
                 _log.warning("run summaries not written yet (retrying at the next flush): %s", failure)
+
+    def _forget(self, summaries: Sequence[RunSummary]) -> None:
+        for summary in summaries:
+            # only if no newer summary of the run arrived while this one was being committed
+            if self._pending.get(summary.run_id, (0, None))[1] is summary:
+                del self._pending[summary.run_id]
 
     async def close(self) -> None:
         with contextlib.suppress(MonitorTransientError):
@@ -209,6 +231,12 @@ class TransactionalSummarySink:
                 producer = await asyncio.wait_for(self._producer(partition), self._timeout)
                 await asyncio.wait_for(self._send(producer, records), self._timeout)
                 return
+            except (ProducerFenced, InvalidProducerEpoch) as exc:
+                # not retried: a new producer would fence the partition's new owner in turn
+                await self._drop(partition)
+                raise SummariesFenced(
+                    f"partition {partition}'s run summaries are written elsewhere now"
+                ) from exc
             except (KafkaError, TimeoutError, OSError) as exc:
                 # fenced (another replica owns the partition now), or the outcome is unknown: the next
                 # producer's InitProducerId resolves the open transaction before it sends anything

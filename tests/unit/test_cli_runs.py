@@ -57,6 +57,16 @@ def test_runs_are_listed_newest_first_one_entry_per_run_with_its_latest_summary(
     assert (r1["status"], r1["rows_loaded"]) == ("COMPLETED", 42)
 
 
+def test_an_unfinished_summary_written_after_a_finished_one_does_not_replace_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stale = summary("r1", 0, rows_loaded=10)  # a replica that lost the partition, writing late
+    monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: FakeClient(history=[*HISTORY, stale]))
+    shown = CliRunner().invoke(app, ["runs", "list", "-o", "json"])
+    r1 = json.loads(shown.output)[-1]
+    assert (r1["run_id"], r1["status"], r1["rows_loaded"]) == ("r1", "COMPLETED", 42)
+
+
 def test_filters_and_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ids(runs(monkeypatch, "--pipeline", "users", "-o", "json")) == ["r2"]
     assert ids(runs(monkeypatch, "--status", "completed", "-o", "json")) == ["r4", "r1"]

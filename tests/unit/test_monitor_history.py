@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.monitor.exceptions import MonitorTransientError
-from services.monitor.history import MAX_ERROR_CHARS, RunHistory, summary_of
+from services.monitor.history import MAX_ERROR_CHARS, RunHistory, SummariesFenced, summary_of
 from services.monitor.rules import RunRecord, Thresholds, apply_event
 from shared.contracts import (
     BatchLoaded,
@@ -38,14 +38,18 @@ SECRET = "postgresql://etl:hunter2-very-secret@db.internal:5432/orders"
 
 
 class FakeSink:
-    """Records each commit as (partition, run ids, summaries); fails the next ``failures`` commits."""
+    """Records each commit as (partition, summaries); fails the next ``failures`` commits, and is fenced
+    (another replica took the partition) while ``fenced``."""
 
     def __init__(self) -> None:
         self.commits: list[tuple[int, list[RunSummary]]] = []
         self.failures = 0
+        self.fenced = False
         self.closed = False
 
     async def commit(self, partition: int, summaries: Sequence[RunSummary]) -> None:
+        if self.fenced:
+            raise SummariesFenced(f"partition {partition} moved")
         if self.failures:
             self.failures -= 1
             raise MonitorTransientError("broker away")
@@ -264,3 +268,13 @@ def test_the_folds_times_and_error_survive_the_monitors_table_round_trip() -> No
     assert restored.progress.started_at == T0 + timedelta(seconds=1)
     assert restored.progress.last_error == failed.error
     assert summary_of(restored.progress, T0) == summary_of(record.progress, T0)
+
+
+async def test_a_fenced_writer_drops_the_partitions_pending_summaries_and_does_not_raise() -> None:
+    monitor = Monitor()
+    await monitor.on(accepted(), transformed("b1", 5))
+    monitor.sink.fenced = True
+    await monitor.history.flush()
+    assert monitor.history.pending == {}, "the partition's new owner writes them"
+    await monitor.on(finished())  # a status change on a partition that moved: no failure of this monitor
+    assert monitor.history.pending == {} and len(monitor.sink.commits) == 1
