@@ -63,7 +63,7 @@ class FakeSink:
 
 
 def ev(kind: EventKind, stage: Stage = Stage.ORCHESTRATE, at_s: float = 0, **kw: object) -> RunEvent:
-    return RunEvent(run_id="r1", kind=kind, stage=stage, at=T0 + timedelta(seconds=at_s), **kw)  # type: ignore[arg-type]
+    return RunEvent(run_id="r1", kind=kind, stage=stage, at=T0 + timedelta(seconds=at_s), **kw)
 
 
 def accepted() -> RunEvent:
