@@ -70,7 +70,12 @@ COMMANDS: dict[str, Entry] = {
         "Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status.",
     ),
     "status": Entry(
-        "aoetl.commands.pipelines:status", "A run's result, or its progress so far, read from Kafka."
+        "aoetl.commands.pipelines:status",
+        "A run's result, or its progress so far, read from Kafka; a run whose events are past their "
+        "retention\nfrom its run history summary.",
+    ),
+    "runs": Entry(
+        "aoetl.commands.runs:app", "The run history: one summary per run, kept beyond the events' retention."
     ),
     "stop": Entry(
         "aoetl.commands.pipelines:stop",

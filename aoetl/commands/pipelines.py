@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,7 @@ from aoetl.commands.data_roots import default_to_dev_data_roots
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
+    from aoetl.client import AoetlClient
     from shared.contracts import Contract, RunEvent
     from shared.progress import RunProgress
     from shared.spec import SpecIssue
@@ -139,7 +140,8 @@ def status(
     run_id: Annotated[str, typer.Argument(help="the run id printed by submit")],
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """A run's result, or its progress so far, read from Kafka."""
+    """A run's result, or its progress so far, read from Kafka; a run whose events are past their retention
+    from its run history summary."""
     from aoetl.client import AoetlClient
     from aoetl.commands.run_display import EXIT_CODES, print_progress, print_result
     from shared.progress import fold
@@ -154,13 +156,28 @@ def status(
         raise typer.Exit(EXIT_CODES[result.status])
     events = client.run_events(run_id)
     if not events:
-        err_console.print(f"[red]unknown run {run_id}[/]")
-        raise typer.Exit(6)
+        _status_from_history(client, run_id, output)
     progress = fold(run_id, events)
     if output is OutputFormat.TABLE:
         print_progress(progress, events[-1], datetime.now(UTC))
     else:
         emit(output, _progress_document(progress, events[-1]))
+
+
+def _status_from_history(client: AoetlClient, run_id: str, output: OutputFormat) -> NoReturn:
+    """A run whose result and events are past their retention: its run history summary, said to be one."""
+    from aoetl.commands.run_display import EXIT_CODES
+    from aoetl.commands.runs import find_summary, print_summary, summary_document
+
+    summary = find_summary(client, run_id)
+    if summary is None:
+        err_console.print(f"[red]unknown run {run_id}[/]")
+        raise typer.Exit(6)
+    if output is OutputFormat.TABLE:
+        print_summary(summary, console)
+    else:
+        emit(output, summary_document(summary))
+    raise typer.Exit(EXIT_CODES[summary.status] if summary.status is not None else 0)
 
 
 def _progress_document(progress: RunProgress, last: RunEvent) -> dict[str, object]:

@@ -22,6 +22,9 @@ Topology (every table is co-partitioned with the one topic that writes it, as fa
 * ``events`` agent -> ``lineage`` table (key run id), when lineage is configured: OpenLineage START and
   COMPLETE/FAIL/ABORT per run (``services.monitor.lineage.tracker``).
 * ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API, in a thread).
+* the ``events`` agent also offers each run's fold to the run history (``services.monitor.history``),
+  which writes a new or changed run's summary at once and a run's moving counts at the ``run-history``
+  timer, to the compacted runs topic.
 
 Agents and timers fail loudly, never silently (``services.monitor.supervision``).
 
@@ -47,6 +50,7 @@ from services.monitor import metrics
 from services.monitor.alerts import ExactlyOnceAlerts
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError, MonitorTransientError
+from services.monitor.history import RunHistory, TransactionalSummarySink
 from services.monitor.lag import LagProbe
 from services.monitor.lineage.tracker import configured_tracker
 from services.monitor.rules import (
@@ -136,6 +140,15 @@ class MonitorApp:
             serde,
             timeout_s=settings.kafka_timeout_s,
         )
+        self.history = RunHistory(
+            TransactionalSummarySink(
+                settings.kafka,
+                settings.topic(Topics.RUNS),
+                f"{settings.app_id}-runs-",  # one per events partition: its owner fences earlier ones
+                serde,
+                timeout_s=settings.kafka_timeout_s,
+            )
+        )
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         app = self.app = faust.App(
@@ -192,6 +205,9 @@ class MonitorApp:
         app.timer(settings.lag_check_interval_s, name="consumer-lag")(
             self.supervision.timer("consumer-lag", self.check_lag)
         )
+        app.timer(settings.runs_flush_interval_s, name="run-history")(
+            self.supervision.timer("run-history", self.history.flush)
+        )
         app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
 
@@ -203,6 +219,7 @@ class MonitorApp:
         await self._alerts.close()
         if self.lineage is not None:
             self.lineage.close()
+        await self.history.close()
         shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     def is_ready(self) -> bool:
@@ -256,6 +273,9 @@ class MonitorApp:
             metrics.observe_event(run_event, updated.pipeline)
             for alert in alerts:
                 await self.publish(alert)
+            # before the table write, as an alert: a crash in between writes the summary again, never loses it
+            before = record.progress if record is not None else None
+            await self.history.offer(before, updated.progress, event.message.partition)
             if updated != record:
                 self.runs[run_event.run_id] = updated.to_table()
             if self.lineage is not None:

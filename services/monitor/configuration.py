@@ -34,6 +34,11 @@ class MonitorSettings(ServiceSettings):
     dead_letter_max_per_window: int = Field(100, ge=0, description="more dead letters in a window alert")
     lag_groups: list[str] = Field(default_factory=lambda: list(DEFAULT_LAG_GROUPS))
     lag_check_interval_s: float = Field(15.0, gt=0)
+    runs_flush_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often a run's changed counts reach the run history (services.monitor.history)",
+    )
     finished_retention_s: float = Field(
         3600.0, gt=0, description="how long a finished run stays in the table (late events stay silent)"
     )

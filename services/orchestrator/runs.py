@@ -120,9 +120,10 @@ class RunBook:
             finished_at=now,
             errors=reasons,
         )
+        finished, why = RunFinished(status=RunStatus.REJECTED), reasons[-1] if reasons else None
         return [
             self._out(Topics.RESULTS, run_id, result),
-            self._event(run_id, EventKind.RUN_FINISHED, now, payload=RunFinished(status=RunStatus.REJECTED)),
+            self._event(run_id, EventKind.RUN_FINISHED, now, payload=finished, error=why),
         ]
 
     def on_request(
@@ -369,9 +370,11 @@ class RunBook:
         run.phase = Phase.FINISHED
         self.runs.pop(run.run_id, None)
         self.finished.add(run.run_id)
+        # the end event says why a run did not complete, for readers of events (the run history)
+        why = run.errors[-1] if run.errors and status is not RunStatus.COMPLETED else None
         out = [
             self._out(Topics.RESULTS, run.run_id, run.result(status, now)),
-            self._event(run, EventKind.RUN_FINISHED, now, payload=RunFinished(status=status)),
+            self._event(run, EventKind.RUN_FINISHED, now, payload=RunFinished(status=status), error=why),
         ]
         if run.continuous:  # its readers stop, in the same transaction as the result
             out.append(self._stream(run, now, StreamState.STOPPED))

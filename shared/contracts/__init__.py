@@ -4,7 +4,7 @@
 Timestamps are UTC ``datetime`` (Avro ``timestamp-millis``). Ids are strings (UUID4 hex unless said).
 ``base`` holds the enums and small records, ``messages`` the messages, ``events`` the run events and their
 typed payloads (``legacy`` reads the payloads of RunEvent v1-v3), ``security`` the API keys and audit
-records; everything is importable from here.
+records, ``history`` the run history's summaries; everything is importable from here.
 """
 
 from shared.contracts.base import (
@@ -48,6 +48,7 @@ from shared.contracts.events import (
     TaskFailed,
     TaskRetried,
 )
+from shared.contracts.history import RunSummary
 from shared.contracts.messages import (
     Alert,
     DataBatch,
@@ -84,6 +85,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     ApiKey,
     AuditRecord,
     ScheduleState,
+    RunSummary,
 )
 
 __all__ = [
@@ -130,6 +132,7 @@ __all__ = [
     "RunFinished",
     "RunPlanned",
     "RunStatus",
+    "RunSummary",
     "SampleValue",
     "ScheduleState",
     "Severity",

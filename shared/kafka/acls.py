@@ -127,6 +127,9 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # one record per mutating call, from both doors; no service or command reads it back (an auditor's
     # tooling reads it as the operator)
     Topics.AUDIT: _access({GW, CLI}, set()),
+    # the run history (compacted, key run id): the monitor folds run events into one summary per run
+    # (services.monitor.history); `aoetl runs list` and `aoetl status` read it, and so may the gateway
+    Topics.RUNS: _access({MON}, {GW, CLI}),
 }
 
 # Group-less readers (assign, never commit) still need a group id for librdkafka; it is random, with one
@@ -294,7 +297,8 @@ def _grants_of(principal: Principal, suffix: str) -> Iterable[Grant]:
         own = access.owns_topic_prefix + suffix + "-"
         for operation in (Operation.CREATE, Operation.READ, Operation.WRITE):
             yield Grant(user, Resource.TOPIC, own, Pattern.PREFIXED, operation)
-        # its app id also names its alerts' transactional id (<app id>-alerts, services.monitor.app)
+        # its app id also names its transactional ids: its alerts' (<app id>-alerts, services.monitor.app)
+        # and its run summaries' (<app id>-runs-<partition>, services.monitor.history)
         yield Grant(user, Resource.TRANSACTIONAL_ID, own, Pattern.PREFIXED, Operation.WRITE)
     for watched in access.watches:
         for group in PRINCIPAL_ACCESS[watched].groups:

@@ -48,6 +48,7 @@ class Topics:
     DELIVERIES: Final = "aoetl.deliveries"
     API_KEYS: Final = "aoetl.auth.keys"
     AUDIT: Final = "aoetl.audit"
+    RUNS: Final = "aoetl.runs"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
@@ -111,6 +112,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         3,
         {"retention.ms": str(365 * DAY_MS)},
         "AuditRecord of every mutating REST and CLI call, key tenant (a tenant's records stay in order)",
+    ),
+    # The run history: compacted, never deleted by age, so a run's summary outlives its events (7 days).
+    TopicSpec(
+        Topics.RUNS,
+        3,
+        _COMPACTED,
+        "RunSummary (the latest summary of a run, written by the monitor), key run id",
     ),
 )
 

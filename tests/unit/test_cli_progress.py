@@ -4,6 +4,7 @@ same commands against the real system."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,12 +18,14 @@ from aoetl.cli import app
 from aoetl.commands import run_display
 from shared.contracts import (
     BatchLoaded,
+    ErrorInfo,
     EventKind,
     PipelineResult,
     QualityViolation,
     RunEvent,
     RunPlanned,
     RunStatus,
+    RunSummary,
     Split,
     SplitKind,
     Stage,
@@ -69,14 +72,45 @@ def events() -> list[RunEvent]:
 
 
 class FakeClient:
-    def __init__(self, result: PipelineResult | None = None, run: list[RunEvent] | None = None) -> None:
-        self.result, self.run = result, run or []
+    def __init__(
+        self,
+        result: PipelineResult | None = None,
+        run: list[RunEvent] | None = None,
+        history: list[RunSummary] | None = None,
+    ) -> None:
+        self.result, self.run, self.history = result, run or [], history or []
+        self.read: list[tuple[str, ...]] = []
+
+    def reader(self, *topics: str, from_beginning: bool) -> HistoryReader:
+        self.read.append(topics)
+        return HistoryReader(self.history)
+
+    def close(self) -> None:
+        pass
 
     def find_result(self, run_id: str) -> PipelineResult | None:
         return self.result
 
     def run_events(self, run_id: str) -> list[RunEvent]:
         return [e for e in self.run if e.run_id == run_id]
+
+
+class HistoryReader:
+    """The runs topic as ``aoetl.commands.runs`` reads it: every record of it, in log order."""
+
+    def __init__(self, records: list[RunSummary]) -> None:
+        self.records = records
+
+    def __enter__(self) -> HistoryReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def drain(self, types: dict[str, type]) -> Iterator[tuple[str, Any]]:
+        assert set(types) == {Topics.RUNS}
+        for record in self.records:
+            yield Topics.RUNS, record
 
 
 def status(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> Any:
@@ -112,7 +146,36 @@ def test_status_of_a_finished_run_is_its_result(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_of_an_unknown_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert status(monkeypatch, FakeClient()).exit_code == 6
+    client = FakeClient(history=[RunSummary(run_id="other", as_of=T0)])
+    assert status(monkeypatch, client).exit_code == 6
+    assert client.read == [(Topics.RUNS,)], "the run history was asked before giving up"
+
+
+def test_status_of_a_run_past_its_events_retention_is_its_run_history_summary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    older = RunSummary(run_id="r1", pipeline="orders", submitted_at=T0, as_of=T0)
+    summary = older.model_copy(
+        update={
+            "status": RunStatus.FAILED,
+            "finished_at": T0 + timedelta(seconds=3),
+            "rows_extracted": 1200,
+            "rows_loaded": 900,
+            "error": ErrorInfo(error_class="SinkError", message="table orders is read-only"),
+        }
+    )
+    shown = status(monkeypatch, FakeClient(history=[older, summary]))
+    assert shown.exit_code == 1, shown.output  # FAILED's exit code, as with a result
+    text = " ".join(shown.output.split())
+    assert "run r1 (orders): FAILED in 3.0s" in text
+    assert "a summary from the run history: the run's events are past their retention" in text
+    assert "1,200" in text and "900" in text and "SinkError: table orders is read-only" in text
+
+    monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: FakeClient(history=[older, summary]))
+    as_json = CliRunner().invoke(app, ["status", "r1", "-o", "json"])
+    document = json.loads(as_json.output)
+    assert document["source"] == "run history summary"
+    assert (document["status"], document["rows_loaded"]) == ("FAILED", 900)
 
 
 class FakeReader:

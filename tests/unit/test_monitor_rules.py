@@ -316,7 +316,7 @@ def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_th
 def test_a_long_continuous_run_keeps_a_bounded_record_and_exact_quality_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared import progress
+    from shared.progress import folding as progress  # where the fold reads its window
 
     monkeypatch.setattr(progress, "MAX_TRACKED_BATCHES", 50)  # the same folding, with fewer events
     MAX_TRACKED_BATCHES = progress.MAX_TRACKED_BATCHES

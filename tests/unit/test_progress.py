@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import progress as progress_module
 from shared.contracts import (
     BatchLoaded,
     EventKind,
@@ -27,6 +26,7 @@ from shared.contracts import (
     StreamProgress,
 )
 from shared.progress import RunProgress, fold
+from shared.progress import folding as progress_module
 from shared.spec.models import OnFail
 
 pytestmark = pytest.mark.unit

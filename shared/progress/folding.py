@@ -1,4 +1,4 @@
-"""One fold of a run's events into its progress, for every reader of run events: the orchestrator (the
+"""The one fold of a run's events into its progress, for every reader of run events: the orchestrator (the
 figures of its result, and when everything is loaded), the monitor (the quality fraction), the gateway
 (``GET /runs/{id}``) and the CLI (``aoetl run``'s progress bars, ``aoetl status``). They used to fold
 the events each their own way, and disagreed.
@@ -9,7 +9,12 @@ and back with ``model_validate``).
 
 **Whose run.** RUN_ACCEPTED names the run's tenant (RunEvent v6; ``None`` for older events), and the fold
 keeps it, so a reader that learns about a run from its events (the monitor's alerts, the gateway) knows
-which tenant it belongs to.
+which tenant it belongs to. **When and why**: ``accepted_at`` (RUN_ACCEPTED), ``started_at`` (the earliest
+event after it: planning or work), ``finished_at`` (RUN_FINISHED), and ``last_error``, the error of the
+latest event that carried one (by event time, so a redelivered older event does not replace it; already
+redacted, ``ErrorInfo.message`` is): what the run history shows (``services.monitor.history``).
+
+The ledgers that count (a stage's units, a rule's failures) are in ``shared.progress.ledgers``.
 
 **Counted once.** Every stage's figures are counted once per *unit*: a batch id for transform, load and
 a continuous run's extract (STREAM_PROGRESS), a task id for a one-shot extract (SPLIT_EXTRACTED: a task's
@@ -53,15 +58,14 @@ keeps its first ``MAX_SAMPLES`` distinct failing values (``values``, v7).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import (
     MAX_SAMPLES,
     BatchLoaded,
+    ErrorInfo,
     EventKind,
     QualityViolation,
     RunAccepted,
@@ -72,131 +76,12 @@ from shared.contracts import (
     Stage,
     StageStats,
 )
+from shared.progress.ledgers import Figures, RuleLedger, RuleQuality, RuleTotals, StageLedger
 from shared.spec.models import OnFail
 
 MAX_TRACKED_BATCHES = 1000  # per stage; read when a fold is created, so tests may lower it
 ORPHAN_FACTOR = 4  # failures are kept for at most ORPHAN_FACTOR * window batches
 FIGURE_STAGES = (Stage.EXTRACT, Stage.TRANSFORM, Stage.LOAD)
-
-
-class Figures(NamedTuple):
-    """A unit's figures, or a stage's totals (a JSON array in the stored form)."""
-
-    rows_in: int = 0
-    rows_out: int = 0
-    rows_rejected: int = 0
-    batches: int = 0
-    duration_ms: int = 0
-    applied: bool = True  # a unit's precedence: an applied delivery beats a non-applied one
-
-    def plus(self, other: Figures, sign: int = 1) -> Figures:
-        """The sum (``sign=-1``: the difference) of two figures, as a total (precedence does not add)."""
-        return Figures(
-            rows_in=self.rows_in + sign * other.rows_in,
-            rows_out=self.rows_out + sign * other.rows_out,
-            rows_rejected=self.rows_rejected + sign * other.rows_rejected,
-            batches=self.batches + sign * other.batches,
-            duration_ms=self.duration_ms + sign * other.duration_ms,
-        )
-
-
-class StageLedger(BaseModel):
-    """One stage: every unit counted once into ``total``; the newest units' keys remembered (oldest first)
-    to recognise their duplicates, with their batch count (what a one-shot task's split produced), and a
-    non-applied load unit's figures until an applied delivery may replace them."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    seen: dict[str, int] = Field(default_factory=dict, description="tracked unit -> its batches")
-    stand_ins: dict[str, Figures] = Field(default_factory=dict, description="tracked non-applied units")
-    total: Figures = Figures()
-    counted: int = Field(0, description="units counted, tracked or settled")
-
-    def record(self, key: str, figures: Figures) -> bool:
-        """Count a unit's figures; True if they count now (a new unit, or an applied delivery replacing
-        the non-applied stand-in)."""
-        if key not in self.seen:
-            self.seen[key] = figures.batches
-            self.total = self.total.plus(figures)
-            self.counted += 1
-            if not figures.applied:
-                self.stand_ins[key] = figures
-            return True
-        stand_in = self.stand_ins.get(key)
-        if figures.applied and stand_in is not None:
-            del self.stand_ins[key]
-            self.seen[key] = figures.batches
-            self.total = self.total.plus(figures).plus(stand_in, -1)
-            return True
-        return False
-
-    def settle(self, window: int | None) -> list[str]:
-        """Forget the oldest units beyond ``window`` (their figures stay in the total); their keys."""
-        excess = 0 if window is None else len(self.seen) - window
-        if excess <= 0:
-            return []
-        oldest = [key for key, _ in zip(self.seen, range(excess), strict=False)]
-        for key in oldest:
-            del self.seen[key]
-            self.stand_ins.pop(key, None)
-        return oldest
-
-    def forget(self) -> None:
-        self.seen.clear()
-        self.stand_ins.clear()
-
-    def stats(self, stage: Stage) -> StageStats:
-        t = self.total
-        return StageStats(
-            stage=stage,
-            rows_in=t.rows_in,
-            rows_out=t.rows_out,
-            rows_rejected=t.rows_rejected,
-            batches=t.batches,
-            duration_ms=t.duration_ms,
-        )
-
-
-class RuleLedger(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    on_fail: OnFail = Field(description="the level of its latest violation (healing may lower it)")
-    reason: str
-    failed: bool = Field(False, description="violated at level fail: the run failed or was healed")
-    failed_rows: int = Field(0, description="failed rows of transformed batches, counted once")
-    samples: list[str] = Field(default_factory=list, description="its first distinct failing values")
-
-
-@dataclass(frozen=True)
-class RuleQuality:
-    """A rule's outcome so far."""
-
-    rule: str
-    on_fail: OnFail
-    failed: bool
-    reason: str
-    failed_rows: int
-    checked_rows: int
-
-    @property
-    def fraction(self) -> float:
-        return self.failed_rows / self.checked_rows if self.checked_rows else 0.0
-
-
-@dataclass(frozen=True)
-class RuleTotals:
-    """A rule's rows checked and failed as the transform evaluated it (see "Per rule" above)."""
-
-    rule: str
-    on_fail: OnFail
-    failed: bool
-    rows_checked: int
-    rows_failed: int
-    samples: tuple[str, ...]
-
-    @property
-    def fraction(self) -> float:
-        return self.rows_failed / self.rows_checked if self.rows_checked else 0.0
 
 
 class RunProgress(BaseModel):
@@ -225,6 +110,9 @@ class RunProgress(BaseModel):
     finished: bool = False
     status: RunStatus | None = None
     finished_at: datetime | None = None
+    started_at: datetime | None = Field(None, description="the earliest event after acceptance: work began")
+    last_error: ErrorInfo | None = Field(None, description="the error of the latest event that carried one")
+    last_error_at: datetime | None = None
 
     # ------------------------------------------------------------------------------------ reading
     def stage(self, stage: Stage) -> StageLedger:
@@ -290,6 +178,10 @@ class RunProgress(BaseModel):
     def apply(self, event: RunEvent) -> None:
         if self.finished:
             return  # a finished run's figures are its result's
+        if event.kind is not EventKind.RUN_ACCEPTED and event.kind is not EventKind.RUN_FINISHED:
+            self.started_at = event.at if self.started_at is None else min(self.started_at, event.at)
+        if event.error is not None and (self.last_error_at is None or event.at >= self.last_error_at):
+            self.last_error, self.last_error_at = event.error, event.at
         handler = _HANDLERS.get(event.kind)
         if handler is not None:
             handler(self, event)
