@@ -54,8 +54,9 @@ def ensure_topics(
     if not missing:
         return []
     replication = (
-        # the brokers of the metadata answer: the live, registered ones (no ACL beyond a metadata request)
-        Replication.for_brokers(len(metadata.brokers))
+        # the brokers of the metadata answer: the live, registered ones (no ACL beyond a metadata request);
+        # an answer came from a broker, so one listing none counts the one that answered
+        Replication.for_brokers(max(len(metadata.brokers), 1))
         if replication_factor is None
         else Replication.for_factor(replication_factor)
     )
