@@ -28,6 +28,7 @@ from shared.contracts import EventKind, Stage
 from shared.kafka.topics import Topics
 from tests.faults.harness import (
     SHORT_KAFKA_CALLS,
+    OrdersRun,
     RunWatcher,
     assert_exactly_once,
     committed_keys,
@@ -132,3 +133,37 @@ def test_runs_complete_on_two_brokers_while_the_third_stays_down(
             assert_exactly_once(postgres_dsn, run, watcher.await_result(run.run_id))
         assert cluster.live_brokers() == BROKERS - 1, "the stopped broker came back on its own"
         assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with the broker"
+
+
+def test_rolling_restart_of_every_broker_under_a_stream_of_runs(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each broker in turn stopped (SIGTERM: a controlled shutdown hands its leaderships over) and started
+    again once the other two serve, while runs keep being submitted at a steady pace, one per broker
+    restart and one before: every run lands exactly once."""
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+    runs = [
+        orders_run(tmp_path / f"in-{n}", f"cluster-roll-{n}", 15_000, seed=80 + n, batch_rows=1_000)
+        for n in range(BROKERS + 1)
+    ]
+    with (
+        private_cluster() as cluster,
+        running_system(cluster.bootstrap, postgres_dsn, REPLICAS) as system,
+        RunWatcher(system) as watcher,
+    ):
+        replicas_everywhere(cluster.bootstrap, system.client.topic(Topics.DATA_EXTRACTED))
+        watcher.submit(runs[0])
+        for node, run in zip(cluster.nodes, runs[1:], strict=True):
+            watcher.wait_stage(watcher_last(runs, run), Stage.EXTRACT)
+            node.stop()
+            watcher.submit(run)  # submitted while the broker is down
+            cluster.restart_node(node.node_id)
+        for run in runs:
+            assert_exactly_once(postgres_dsn, run, watcher.await_result(run.run_id))
+        assert cluster.live_brokers() == BROKERS
+        assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with a broker"
+
+
+def watcher_last(runs: list[OrdersRun], run: OrdersRun) -> str:
+    """The run submitted just before ``run`` (the next restart waits until it is being extracted)."""
+    return runs[runs.index(run) - 1].run_id
