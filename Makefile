@@ -21,7 +21,7 @@ S3PROXY_JAR := $(AOETL_CACHE_DIR)/s3proxy/$(S3PROXY_VERSION)/s3proxy-$(S3PROXY_V
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos screenshots dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos chaos-cluster screenshots dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, S3Proxy, Helm.
 ## Idempotent. The example plugin is installed too: the tests load it through its entry points, like a real plugin.
@@ -118,6 +118,10 @@ chaos: bootstrap
 ifneq ($(strip $(SOAK_MINUTES)),)
 	$(PY) -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 endif
+
+## chaos-cluster: only the broker faults on a private three-broker KRaft cluster (part of `make chaos` too).
+chaos-cluster: bootstrap
+	$(PY) -m pytest tests/faults/test_faults_cluster.py -m faults $(PYTEST_ARGS)
 
 dev-up: bootstrap
 	$(VENV)/bin/aoetl dev up

@@ -5,7 +5,9 @@ once per session, only when a test asks for either), or use ``KAFKA_BOOTSTRAP_SE
 ``AOETL_POSTGRES_DSN`` when set. ``AOETL_STACK_BACKEND`` picks local processes or testcontainers (see
 ``aoetl/devstack/backend.py``). All topics of ``shared/kafka/topics.py`` exist before the first test runs.
 With ``AOETL_TEST_SECURE=1`` (``make test-secure``) the session's broker is the secured dev stack's
-(TLS, SCRAM users, ACLs; see ``tests/support/secure_kafka.py``).
+(TLS, SCRAM users, ACLs; see ``tests/support/secure_kafka.py``). With ``AOETL_TEST_BROKERS=3`` the
+session's Kafka is a three-broker KRaft cluster (``aoetl.devstack.cluster``; plaintext only), its topics
+with 3 replicas; unset, the one broker as always.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def stack_endpoints() -> Iterator[StackEndpoints]:
         with secured_stack(state_dir) as endpoints:
             yield endpoints
         return
+    brokers = int(os.environ.get("AOETL_TEST_BROKERS") or 1)
     try:
-        with running_stack(state_dir) as endpoints:
+        with running_stack(state_dir, brokers=brokers if brokers > 1 else None) as endpoints:
             yield endpoints
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

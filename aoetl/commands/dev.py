@@ -8,6 +8,9 @@ any secret).
 ``--tenant NAME`` (repeatable) adds a tenant of the Kafka door: its request topic and, with ``--secure``,
 its Kafka user ``tenant-<name>`` (password in a 0600 file beside the CLI's); ``up`` then also prints, as
 comments, how a shell becomes that tenant.
+
+``--brokers 3`` runs a three-node KRaft cluster (combined broker+controller nodes) instead of the one
+broker; topics then get 3 replicas and ``min.insync.replicas=2``. ``status`` shows a row per broker.
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ def up(
             "default). Unset: as the stack was last started.",
         ),
     ] = None,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            "--brokers",
+            min=1,
+            help="Kafka brokers: 1 (the default) or a KRaft cluster, e.g. 3 (topics then get 3 replicas, "
+            "min.insync.replicas=2; plaintext only). Unset: as the stack was last started.",
+        ),
+    ] = None,
     tenants: Annotated[
         list[str] | None,
         typer.Option(
@@ -64,7 +76,7 @@ def up(
         typer.echo(f"aoetl dev up: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        stack = DevStack.from_env(secure=secure)
+        stack = DevStack.from_env(secure=secure, brokers=brokers)
         with _console.status("starting the dev stack..."):
             stack.up(timeout, tenants=tenant_names)
             if services:

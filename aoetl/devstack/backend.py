@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from aoetl.devstack.errors import StackStartupError
-from aoetl.devstack.kafka import KAFKA_VERSION, kafka_ready, private_broker_settings
+from aoetl.devstack.kafka import kafka_ready, private_broker_settings
+from aoetl.devstack.kafka_jars import KAFKA_VERSION
 from aoetl.devstack.osproc import free_port, wait_for
 from aoetl.devstack.postgres import DATABASE, postgres_ready
 from aoetl.devstack.stack import DevStack, StackEndpoints
@@ -65,9 +66,10 @@ def choose_backend(requested: str | None = None) -> Backend:
 
 @contextmanager
 def running_stack(
-    state_dir: Path, backend: str | None = None, timeout: float = 120.0
+    state_dir: Path, backend: str | None = None, timeout: float = 120.0, *, brokers: int | None = None
 ) -> Iterator[StackEndpoints]:
-    """Yield endpoints of a ready stack with all topics created; stop what was started on exit."""
+    """Yield endpoints of a ready stack with all topics created; stop what was started on exit.
+    ``brokers`` > 1: the local backend runs a KRaft cluster of that many brokers."""
     kafka_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     postgres_env = os.environ.get("AOETL_POSTGRES_DSN") or None
     chosen = choose_backend(backend)
@@ -81,7 +83,7 @@ def running_stack(
         with _containers(kafka_env, postgres_env, timeout) as endpoints:
             yield endpoints
     else:
-        stack = DevStack(state_dir, external_kafka=kafka_env, external_postgres=postgres_env)
+        stack = DevStack(state_dir, external_kafka=kafka_env, external_postgres=postgres_env, brokers=brokers)
         try:
             yield stack.up(timeout)
         finally:

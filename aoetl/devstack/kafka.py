@@ -3,10 +3,10 @@
 Plaintext on localhost by default (what ``make test`` uses); with ``secure=True`` TLS, SCRAM users and
 ACLs (``aoetl.devstack.kafka_security``), and readiness is then asked as the stack's admin user.
 
-The jars come from Maven Central through ``mvn dependency:copy-dependencies`` on a generated pom, into a
-cache folder outside the repository (``~/.cache/aoetl/kafka/<version>/libs``, or ``$AOETL_CACHE_DIR``), or
-from ``$KAFKA_HOME/libs`` when an unpacked distribution exists. Readiness is a real metadata request, not
-a port check, because the broker accepts TCP connections before the controller quorum has elected itself.
+The jars are ``aoetl.devstack.kafka_jars``'s. A node may also be one voter of a multi-node quorum (its
+``node_id``, the quorum's ``voters`` and cluster id, laid out by ``aoetl.devstack.cluster``). Readiness is
+a real metadata request, not a port check, because the broker accepts TCP connections before the
+controller quorum has elected itself.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from aoetl.devstack.errors import MissingToolError, StackStartupError
+from aoetl.devstack.errors import StackStartupError
+from aoetl.devstack.kafka_jars import java_binary, resolve_kafka_libs
 from aoetl.devstack.kafka_security import AUTHORIZER_LOG, BrokerSecurity
 from aoetl.devstack.osproc import (
-    file_lock,
     free_port,
     pid_alive,
     port_accepts,
@@ -35,99 +34,10 @@ from aoetl.devstack.osproc import (
 )
 from aoetl.devstack.tls import write_private
 from shared.kafka.clients import KafkaClients
+from shared.kafka.replication import Replication
 from shared.settings import KafkaSettings
 
-KAFKA_VERSION: Final = "4.1.1"
-SCALA_VERSION: Final = "2.13"
-# Kafka 4.1 is compiled against slf4j 1.7, so the log4j2 binding must be the slf4j-1.x one
-# (``log4j-slf4j-impl``); the slf4j2 binding is silently ignored and the broker logs nothing.
-LOG4J_VERSION: Final = "2.24.3"
 MAX_MESSAGE_BYTES: Final = 20 * 1024 * 1024  # data topics allow 16 MiB records plus envelope overhead
-
-_log = logging.getLogger(__name__)
-_COMPLETE_MARKER: Final = ".complete"
-
-
-def cache_dir() -> Path:
-    """Root of downloaded artefacts; outside the repo so ``git clean`` never costs a re-download."""
-    override = os.environ.get("AOETL_CACHE_DIR")
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "aoetl"
-
-
-def _pom(version: str) -> str:
-    deps = [
-        ("org.apache.kafka", f"kafka_{SCALA_VERSION}", version),
-        ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
-        ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
-    ]
-    dep_xml = "\n".join(
-        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
-        f"<version>{v}</version></dependency>"
-        for g, a, v in deps
-    )
-    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>aoetl</groupId><artifactId>kafka-runtime</artifactId><version>{version}</version>
-  <dependencies>
-{dep_xml}
-  </dependencies>
-</project>
-"""
-
-
-def resolve_kafka_libs(version: str = KAFKA_VERSION) -> Path:
-    """The folder of broker jars, resolving them with Maven once (idempotent, safe under concurrency)."""
-    kafka_home = os.environ.get("KAFKA_HOME")
-    if kafka_home:
-        libs = Path(kafka_home).expanduser() / "libs"
-        if not any(libs.glob("kafka_*.jar")):
-            raise MissingToolError(f"KAFKA_HOME={kafka_home} has no libs/kafka_*.jar")
-        return libs
-    root = cache_dir() / "kafka" / version
-    libs = root / "libs"
-    if (libs / _COMPLETE_MARKER).exists():
-        return libs
-    with file_lock(root / ".lock"):
-        if (libs / _COMPLETE_MARKER).exists():  # another process finished while we waited
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise MissingToolError("mvn (Maven) is required to fetch the Kafka jars; run `make bootstrap`")
-        (root / "pom.xml").write_text(_pom(version))
-        staging = root / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        _log.info("resolving Kafka %s jars with Maven into %s", version, libs)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(root / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackStartupError(
-                f"mvn failed resolving Kafka jars:\n{result.stdout[-3000:]}{result.stderr}"
-            )
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
-        (libs / _COMPLETE_MARKER).write_text(version)
-    return libs
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if not candidate or not Path(candidate).exists():
-        raise MissingToolError("java (JRE 17+) is required for the local Kafka broker; run `make bootstrap`")
-    return candidate
 
 
 def new_cluster_id() -> str:
@@ -199,6 +109,14 @@ class KafkaNode:
     pid: int | None = None
     secure: bool = False
     internal_port: int = 0  # secure only: the super users' listener (inter-broker, the stack's admin)
+    # One voter of a cluster (``aoetl.devstack.cluster``): its id, every voter's ``id@host:port``, the id
+    # all its nodes are formatted with, and how many brokers hold the internal topics. The defaults are the
+    # single node the stack always ran.
+    node_id: int = 1
+    voters: str = ""
+    cluster_id: str = ""
+    cluster_size: int = 1
+    heap: str = "512m"
 
     @property
     def bootstrap(self) -> str:
@@ -265,16 +183,29 @@ class KafkaNode:
         if self.is_running():
             self.wait_ready(timeout)
             return
-        java, libs = _java(), resolve_kafka_libs()
-        self.home.mkdir(parents=True, exist_ok=True)
-        if self.secure:
-            self.security.ensure()
-        # Keep the previous ports when still free so clients configured earlier keep working.
-        taken: set[int] = set()
+        self.pick_ports(set())
+        self.launch()
+        self.wait_ready(timeout)
+
+    def pick_ports(self, taken: set[int]) -> None:
+        """Keep the previous ports when still free (so clients configured earlier keep working), never one
+        of ``taken`` (the other nodes' of a cluster, which must all be known before any config is written)."""
         self.port = self._keep_or_pick(self.port, taken)
         self.controller_port = self._keep_or_pick(self.controller_port, taken)
         if self.secure:
             self.internal_port = self._keep_or_pick(self.internal_port, taken)
+
+    @property
+    def quorum_voters(self) -> str:
+        return self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"
+
+    def launch(self) -> None:
+        """Write the config, format the storage the first time, and start the JVM without waiting: a
+        cluster's nodes are ready only together, once their quorum has a leader."""
+        java, libs = java_binary(), resolve_kafka_libs()
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            self.security.ensure()
         self._write_config()
         classpath = f"{libs}/*"
         if not (self.home / "data" / "meta.properties").exists():
@@ -284,7 +215,7 @@ class KafkaNode:
             [
                 java,
                 "-Xms128m",
-                "-Xmx512m",
+                f"-Xmx{self.heap}",
                 "-XX:+UseG1GC",
                 *os.environ.get("AOETL_KAFKA_JVM_OPTS", "").split(),
                 "-Djava.awt.headless=true",
@@ -303,7 +234,6 @@ class KafkaNode:
         )
         stdout.close()
         self.pid = proc.pid
-        self.wait_ready(timeout)
 
     @staticmethod
     def _keep_or_pick(port: int, taken: set[int]) -> int:
@@ -330,10 +260,11 @@ class KafkaNode:
         self.pid = None
 
     def _write_config(self) -> None:
+        internal = Replication.for_brokers(self.cluster_size)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -343,20 +274,27 @@ class KafkaNode:
             "num.partitions": "1",
             "num.network.threads": "2",
             "num.io.threads": "4",
-            # Single node: every internal topic must accept one replica.
-            "offsets.topic.replication.factor": "1",
+            # The internal topics follow the one replication rule: 1 replica on a single node, 3 with 2 in
+            # sync on a cluster (a group's offsets and a transaction's state survive one broker's loss).
+            "offsets.topic.replication.factor": str(internal.factor),
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(internal.factor),
+            "transaction.state.log.min.isr": str(internal.min_insync),
             "transaction.state.log.num.partitions": "8",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(internal.factor),
+            "share.coordinator.state.topic.min.isr": str(internal.min_insync),
             # Tests start consumers constantly; the 3 s default delay would dominate their runtime.
             "group.initial.rebalance.delay.ms": "0",
             "message.max.bytes": str(MAX_MESSAGE_BYTES),
             "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
             "auto.create.topics.enable": "true",
         }
+        if self.cluster_size > 1:
+            # topics created by the broker itself follow the rule too
+            settings |= {
+                "default.replication.factor": str(internal.factor),
+                "min.insync.replicas": str(internal.min_insync),
+            }
         appenders = loggers = ""
         if self.secure:
             # replaces the PLAINTEXT listeners; the file then holds passwords, hence mode 0600
@@ -385,7 +323,7 @@ class KafkaNode:
                 "format",
                 # One argument: an id may start with "-" (URL-safe base64), which argparse would take
                 # for an option (a 1-in-64 start-up failure, seen in make test).
-                f"--cluster-id={new_cluster_id()}",
+                f"--cluster-id={self.cluster_id or new_cluster_id()}",
                 "-c",
                 str(self.config_path),
             ],

@@ -14,6 +14,11 @@ choice is remembered in the state folder, so a later ``up`` or ``down`` treats t
 (``shared.kafka.topics.tenant_request_topics``, created with the system's) and, when secure, its own SCRAM
 user ``tenant-<name>`` with the grants of ``shared.kafka.acls.tenant_grants``, its password in a file
 (0600) beside the CLI's. A secured stack remembers its tenants (their users are in its credentials).
+
+``brokers`` (``aoetl dev up --brokers 3``) runs a KRaft cluster of that many combined broker+controller
+nodes instead of the one broker (``aoetl.devstack.cluster``); its topics then get 3 replicas and
+``min.insync.replicas=2`` (``shared.kafka.replication``). The count is remembered like the security choice;
+a cluster is plaintext only (``--secure`` with more than one broker is refused before anything starts).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aoetl.devstack.cluster import KafkaCluster
 from aoetl.devstack.kafka import KafkaNode, kafka_ready
 from aoetl.devstack.kafka_security import provision
 from aoetl.devstack.osproc import file_lock
@@ -69,39 +75,62 @@ class DevStack:
         external_kafka: str | None = None,
         external_postgres: str | None = None,
         secure: bool | None = None,
+        brokers: int | None = None,
     ) -> None:
         """``secure``: True/False asks for a secured/plaintext broker at the next ``up``; None keeps what
-        the state folder records (plaintext for a new stack)."""
+        the state folder records (plaintext for a new stack). ``brokers``: likewise, how many brokers
+        (one for a new stack)."""
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.external_kafka = external_kafka
         self.external_postgres = external_postgres
-        self.kafka = KafkaNode.from_state(self.state_dir / "kafka", self._state().get("kafka"))
-        self.postgres = PostgresNode.from_state(self.state_dir / "postgres", self._state().get("postgres"))
+        state = self._state()
+        self.kafka = KafkaNode.from_state(self.state_dir / "kafka", state.get("kafka"))
+        self.postgres = PostgresNode.from_state(self.state_dir / "postgres", state.get("postgres"))
         if secure and external_kafka:
             raise ConfigurationError(
                 "--secure secures the stack's own broker, but KAFKA_BOOTSTRAP_SERVERS names an external one"
             )
+        if brokers is not None and brokers < 1:
+            raise ConfigurationError(f"a Kafka cluster has at least one broker, not {brokers}")
+        if secure and brokers and brokers > 1:
+            raise ConfigurationError(
+                "--secure runs a single broker; a cluster of several brokers is plaintext only"
+            )
+        recorded = state.get("kafka_cluster") or None
+        self.cluster = (
+            KafkaCluster(self.state_dir / "kafka-cluster", recorded["brokers"], recorded)
+            if recorded
+            else None
+        )
         self._requested_secure = secure
+        self._requested_brokers = brokers
 
     @classmethod
-    def from_env(cls, state_dir: Path | None = None, *, secure: bool | None = None) -> DevStack:
+    def from_env(
+        cls, state_dir: Path | None = None, *, secure: bool | None = None, brokers: int | None = None
+    ) -> DevStack:
         """Honour ``KAFKA_BOOTSTRAP_SERVERS`` and ``AOETL_POSTGRES_DSN`` as existing servers."""
         return cls(
             state_dir,
             external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             external_postgres=os.environ.get("AOETL_POSTGRES_DSN") or None,
             secure=secure,
+            brokers=brokers,
         )
 
     @property
     def secure(self) -> bool:
-        return not self.external_kafka and self.kafka.secure
+        return not self.external_kafka and not self.cluster and self.kafka.secure
+
+    @property
+    def brokers(self) -> int:
+        """How many brokers the stack's own Kafka has (or will have at the next ``up``)."""
+        return self.cluster.size if self.cluster else 1
 
     @property
     def endpoints(self) -> StackEndpoints:
-        return StackEndpoints(
-            self.external_kafka or self.kafka.bootstrap, self.external_postgres or self.postgres.dsn
-        )
+        own = self.cluster.bootstrap if self.cluster else self.kafka.bootstrap
+        return StackEndpoints(self.external_kafka or own, self.external_postgres or self.postgres.dsn)
 
     @property
     def kafka_settings(self) -> KafkaSettings:
@@ -109,7 +138,7 @@ class DevStack:
         super user when secure: topics, users and ACLs are created with it)."""
         if self.external_kafka:
             return load_settings(KafkaSettings, bootstrap_servers=self.external_kafka)
-        return self.kafka.admin_settings
+        return self.cluster.admin_settings if self.cluster else self.kafka.admin_settings
 
     def client_settings(self, principal: Principal) -> KafkaSettings:
         """How ``principal`` reaches the stack's broker (its own SCRAM user when secure)."""
@@ -162,11 +191,13 @@ class DevStack:
         tenants = [checked_tenant(tenant) for tenant in tenants]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_dir / ".lock"):
+            self._apply_requested_brokers()
             self._apply_requested_security()
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devstack") as pool:
                 futures = []
                 if not self.external_kafka:
-                    futures.append(pool.submit(self.kafka.start, timeout))
+                    kafka = self.cluster or self.kafka
+                    futures.append(pool.submit(kafka.start, timeout))
                 if not self.external_postgres:
                     futures.append(pool.submit(self.postgres.start, timeout))
                 try:
@@ -187,7 +218,25 @@ class DevStack:
                 ensure_topics(self.kafka_settings, [*TOPICS, *tenant_request_topics(tenants)])
         return self.endpoints
 
+    def _apply_requested_brokers(self) -> None:
+        wanted = self._requested_brokers
+        if wanted is None or self.external_kafka or wanted == self.brokers:
+            return
+        running = self.cluster.is_running() if self.cluster else self.kafka.is_running()
+        if running:
+            raise ConfigurationError(
+                f"the dev stack's Kafka in {self.state_dir} runs {self.brokers} broker(s); stop it first "
+                "(aoetl dev down)"
+            )
+        # a cluster has folders of its own: switching back and forth keeps both layouts' data
+        self.cluster = KafkaCluster(self.state_dir / "kafka-cluster", wanted) if wanted > 1 else None
+
     def _apply_requested_security(self) -> None:
+        if self.cluster and self._requested_secure:
+            # The TLS material and SCRAM users are laid out for one node; say so rather than half-secure.
+            raise ConfigurationError(
+                "--secure runs a single broker; a cluster of several brokers is plaintext only"
+            )
         wanted = self._requested_secure
         if wanted is None or self.external_kafka or wanted == self.kafka.secure:
             return
@@ -215,28 +264,51 @@ class DevStack:
         """Stop services first (they hold connections), then the servers we own. External ones stay."""
         with file_lock(self.state_dir / ".lock"):
             self.supervisor.stop(timeout=timeout)
+            if self.cluster:
+                self.cluster.stop(timeout)
             self.kafka.stop(timeout)
             self.postgres.stop(timeout)
             self._save()
 
     def status(self) -> list[ComponentStatus]:
-        rows = [self._kafka_status(), self._postgres_status()]
+        rows = [*self._kafka_status(), self._postgres_status()]
         rows += [
             ComponentStatus(f"{p.name}[{p.replica}]", p.is_ready(), _service_address(p), p.pid)
             for p in self.supervisor.processes()
         ]
         return rows
 
-    def _kafka_status(self) -> ComponentStatus:
+    def _kafka_status(self) -> list[ComponentStatus]:
         if self.external_kafka:
             healthy = kafka_ready(self.kafka_settings)
-            return ComponentStatus("kafka", healthy, self.external_kafka, None, True)
+            return [ComponentStatus("kafka", healthy, self.external_kafka, None, True)]
+        if self.cluster:
+            return self._cluster_status(self.cluster)
         running = self.kafka.is_running()
         # the address and how it is secured, never a password or a file's content
         address = f"{self.kafka.bootstrap} (SASL_SSL, SCRAM)" if self.secure else self.kafka.bootstrap
-        return ComponentStatus(
-            "kafka", running and self.kafka.is_ready(), address, self.kafka.pid if running else None
-        )
+        return [
+            ComponentStatus(
+                "kafka", running and self.kafka.is_ready(), address, self.kafka.pid if running else None
+            )
+        ]
+
+    @staticmethod
+    def _cluster_status(cluster: KafkaCluster) -> list[ComponentStatus]:
+        """One row per broker: healthy when it is alive and the cluster's metadata lists it."""
+        listed = cluster.listed_brokers()
+        rows = []
+        for node in cluster.nodes:
+            running = node.is_running()
+            rows.append(
+                ComponentStatus(
+                    f"kafka[{node.node_id}]",
+                    running and node.node_id in listed,
+                    f"{node.bootstrap} (controller {node.controller_port})",
+                    node.pid if running else None,
+                )
+            )
+        return rows
 
     def _postgres_status(self) -> ComponentStatus:
         # The address is shown to people: a DSN's password is masked (``shared.redaction``).
@@ -261,6 +333,7 @@ class DevStack:
             self.state_dir / STATE_FILE,
             {
                 "kafka": self.kafka.to_state(),
+                "kafka_cluster": self.cluster.to_state() if self.cluster else None,
                 "postgres": self.postgres.to_state(),
                 "external": {"kafka": self.external_kafka, "postgres": self.external_postgres},
             },

@@ -1,6 +1,9 @@
 """Topic administration: make the declared topics exist. Idempotent, so the dev stack, the test fixtures and
 the deployment init job can all call it on every start. The admin client comes from ``KafkaClients``, so
 it carries the same security settings as every other client.
+
+New topics follow ``shared.kafka.replication``: unless a replication factor is given, it is derived from
+the number of brokers the cluster's metadata reports (3 replicas, ``min.insync.replicas=2`` from 3 on).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from confluent_kafka.admin import NewTopic
 
 from shared.errors import TransientError
 from shared.kafka.clients import KafkaClients
+from shared.kafka.replication import Replication
 from shared.kafka.topics import TOPICS, TopicSpec, checked_tenant, tenant_request_topics
 from shared.settings import KafkaSettings
 
@@ -27,10 +31,14 @@ def ensure_topics(
     kafka: KafkaSettings,
     topics: Iterable[TopicSpec] = TOPICS,
     *,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
     timeout: float = 30.0,
 ) -> list[str]:
     """Create every topic in ``topics`` that does not exist yet; return the names actually created.
+
+    ``replication_factor`` None: the cluster's broker count decides (``Replication.for_brokers``);
+    ``min_insync_replicas`` None: the rule's for that factor (a ``ValueError`` when it exceeds the factor).
 
     Existing topics are left untouched (their partitions and configs are not altered): changing a live
     topic's layout is a migration decision, not something a start-up hook should do silently.
@@ -39,18 +47,28 @@ def ensure_topics(
     bootstrap = kafka.bootstrap_servers
     admin = KafkaClients(kafka).admin()
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise TopicAdminError(f"cannot list topics on {bootstrap}: {exc}") from exc
-    missing = [spec for spec in specs if spec.name not in existing]
+    missing = [spec for spec in specs if spec.name not in metadata.topics]
     if not missing:
         return []
+    replication = (
+        # the brokers of the metadata answer: the live, registered ones (no ACL beyond a metadata request);
+        # an answer came from a broker, so one listing none counts the one that answered
+        Replication.for_brokers(max(len(metadata.brokers), 1))
+        if replication_factor is None
+        else Replication.for_factor(replication_factor)
+    )
+    if min_insync_replicas is not None:
+        replication = Replication(replication.factor, min_insync_replicas)
     new_topics = [
         NewTopic(
             spec.name,
             num_partitions=spec.partitions,
-            replication_factor=replication_factor,
-            config=dict(spec.config),
+            replication_factor=replication.factor,
+            # the topic's own settings win: a topic that needs another min.insync says so in its spec
+            config=replication.topic_config() | dict(spec.config),
         )
         for spec in missing
     ]
@@ -88,13 +106,28 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--bootstrap", help="instead of AOETL_KAFKA_BOOTSTRAP_SERVERS")
-    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        help="default: 3 on a cluster of three brokers or more, else 1; min.insync.replicas follows "
+        "(factor - 1 from 3 on) unless --min-insync-replicas is given",
+    )
+    parser.add_argument("--min-insync-replicas", type=int, default=None)
     parser.add_argument("--tenant", type=tenant, action="append", default=[], help="repeatable")
     args = parser.parse_args(argv)
     given = {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
     kafka = load_settings(KafkaSettings, **given)
     specs = [*TOPICS, *tenant_request_topics(args.tenant)]
-    created = ensure_topics(kafka, specs, replication_factor=args.replication_factor)
+    try:
+        created = ensure_topics(
+            kafka,
+            specs,
+            replication_factor=args.replication_factor,
+            min_insync_replicas=args.min_insync_replicas,
+        )
+    except ValueError as exc:  # a factor and a min.insync that do not fit together
+        parser.error(str(exc))
     print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 

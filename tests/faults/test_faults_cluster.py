@@ -1,0 +1,169 @@
+"""Broker faults on a three-broker KRaft cluster (slow: ``make chaos`` only): a private cluster of our own
+(``aoetl.devstack.cluster``), never the session's broker, with the system's topics created by the one
+replication rule (3 replicas, ``min.insync.replicas=2``) and the producers' ``acks=all``.
+
+* the leader of the busiest partitions is SIGKILLed mid-run: its partitions' leadership moves to a follower
+  in sync, and every transactional stage must finish or abort its open transaction and go on;
+* a broker kept down while runs complete on the other two (2 of 3 replicas in sync is what min.insync asks).
+
+Each ends with the exactly-once verdict of ``tests.faults.harness`` against the ledger of generated rows
+(count, distinct ids, sums in PostgreSQL, exactly one result per run), and every batch transformed into
+committed output exactly as often as it was extracted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from aoetl.devstack.cluster import KafkaCluster
+from shared.contracts import EventKind, Stage
+from shared.kafka.topics import Topics
+from tests.faults.harness import (
+    SHORT_KAFKA_CALLS,
+    OrdersRun,
+    RunWatcher,
+    assert_exactly_once,
+    committed_keys,
+    keep_logs,
+    orders_run,
+    running_system,
+)
+from tests.helpers import make_state_dir
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 2, "load": 2}
+BROKERS = 3
+
+
+@contextlib.contextmanager
+def private_cluster() -> Iterator[KafkaCluster]:
+    """Three brokers of our own, for the faults that kill them; stopped and deleted afterwards."""
+    state = make_state_dir("aoetl-faults-cluster-")
+    cluster = KafkaCluster(state / "kafka-cluster", BROKERS)
+    try:
+        cluster.start(timeout=240)
+        yield cluster
+    except BaseException:
+        for node in cluster.nodes:
+            keep_logs(node.home, f"kafka-{node.node_id}")
+        raise
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def busiest_leader(bootstrap: str, topics: list[str]) -> int:
+    """The broker leading the partitions that hold the most records of ``topics`` (their end offsets
+    summed per leader): the one whose death moves the most traffic at once."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    metadata = admin.list_topics(timeout=10)
+    load: Counter[int] = Counter()
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "faults-cluster-offsets"})
+    try:
+        for topic in topics:
+            for number, partition in metadata.topics[topic].partitions.items():
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=10)
+                load[partition.leader] += high + 1  # +1: an empty partition still counts for its leader
+    finally:
+        consumer.close()
+    leader, _ = load.most_common(1)[0]
+    return leader
+
+
+def replicas_everywhere(bootstrap: str, topic: str) -> None:
+    """The system's topics really are replicated as the rule says (else the faults prove nothing)."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {BROKERS}
+
+
+def test_sigkill_of_the_busiest_leader_mid_run_loses_and_duplicates_nothing(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+    run = orders_run(tmp_path / "in", "cluster-kill", 60_000, seed=61, batch_rows=1_000)
+    with (
+        private_cluster() as cluster,
+        running_system(cluster.bootstrap, postgres_dsn, REPLICAS) as system,
+        RunWatcher(system) as watcher,
+    ):
+        data_topics = [system.client.topic(t) for t in (Topics.DATA_EXTRACTED, Topics.DATA_TRANSFORMED)]
+        replicas_everywhere(cluster.bootstrap, data_topics[0])
+        watcher.submit(run)
+        watcher.wait_stage(run.run_id, Stage.TRANSFORM, EventKind.BATCH_TRANSFORMED)
+        victim = busiest_leader(cluster.bootstrap, data_topics)
+        cluster.kill_node(victim)
+        result = watcher.await_result(run.run_id)
+        assert_exactly_once(postgres_dsn, run, result)
+        extracted = committed_keys(cluster.bootstrap, data_topics[0])
+        transformed = committed_keys(cluster.bootstrap, data_topics[1])
+        assert transformed == extracted
+        assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with the broker"
+        cluster.restart_node(victim)  # the killed node rejoins the cluster from its data folder
+
+
+def test_runs_complete_on_two_brokers_while_the_third_stays_down(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+    runs = [
+        orders_run(tmp_path / f"in-{n}", f"cluster-down-{n}", 20_000, seed=70 + n, batch_rows=1_000)
+        for n in range(2)
+    ]
+    with (
+        private_cluster() as cluster,
+        running_system(cluster.bootstrap, postgres_dsn, REPLICAS) as system,
+        RunWatcher(system) as watcher,
+    ):
+        replicas_everywhere(cluster.bootstrap, system.client.topic(Topics.DATA_EXTRACTED))
+        down = busiest_leader(cluster.bootstrap, [system.client.topic(Topics.REQUESTS)])
+        cluster.kill_node(down)
+        for run in runs:
+            watcher.submit(run)
+        for run in runs:
+            assert_exactly_once(postgres_dsn, run, watcher.await_result(run.run_id))
+        assert cluster.live_brokers() == BROKERS - 1, "the stopped broker came back on its own"
+        assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with the broker"
+
+
+def test_rolling_restart_of_every_broker_under_a_stream_of_runs(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each broker in turn stopped (SIGTERM: a controlled shutdown hands its leaderships over) and started
+    again once the other two serve, while runs keep being submitted at a steady pace, one per broker
+    restart and one before: every run lands exactly once."""
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+    runs = [
+        orders_run(tmp_path / f"in-{n}", f"cluster-roll-{n}", 15_000, seed=80 + n, batch_rows=1_000)
+        for n in range(BROKERS + 1)
+    ]
+    with (
+        private_cluster() as cluster,
+        running_system(cluster.bootstrap, postgres_dsn, REPLICAS) as system,
+        RunWatcher(system) as watcher,
+    ):
+        replicas_everywhere(cluster.bootstrap, system.client.topic(Topics.DATA_EXTRACTED))
+        watcher.submit(runs[0])
+        for node, run in zip(cluster.nodes, runs[1:], strict=True):
+            watcher.wait_stage(watcher_last(runs, run), Stage.EXTRACT)
+            node.stop()
+            watcher.submit(run)  # submitted while the broker is down
+            cluster.restart_node(node.node_id)
+        for run in runs:
+            assert_exactly_once(postgres_dsn, run, watcher.await_result(run.run_id))
+        assert cluster.live_brokers() == BROKERS
+        assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with a broker"
+
+
+def watcher_last(runs: list[OrdersRun], run: OrdersRun) -> str:
+    """The run submitted just before ``run`` (the next restart waits until it is being extracted)."""
+    return runs[runs.index(run) - 1].run_id
