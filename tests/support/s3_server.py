@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from aoetl.devstack.errors import MissingToolError, StackStartupError
-from aoetl.devstack.kafka import _java, cache_dir
+from aoetl.devstack.kafka_jars import cache_dir, java_binary
 from aoetl.devstack.osproc import file_lock, free_port, port_accepts, tail, terminate
 from tests.helpers import wait_until
 
@@ -120,7 +120,7 @@ def running_s3_server(workdir: Path) -> Iterator[S3Server]:
         log = workdir / "s3proxy.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [_java(), "-jar", str(resolve_s3proxy_jar()), "--properties", str(properties)],
+                [java_binary(), "-jar", str(resolve_s3proxy_jar()), "--properties", str(properties)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
