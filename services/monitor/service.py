@@ -37,10 +37,12 @@ class MonitorService(BaseService[MonitorSettings]):
     router: AlertRouter | None = None
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {
+        checks: dict[str, ReadinessCheck] = {
             "faust": lambda: self.monitor is not None and self.monitor.is_ready(),
-            "alert-router": lambda: self.router is not None and self.router.is_ready(),
         }
+        if self.settings.alert_routing.endpoints:  # no endpoints: no router threads, nothing to wait for
+            checks["alert-router"] = lambda: self.router is not None and self.router.is_ready()
+        return checks
 
     def run(self, shutdown: GracefulShutdown) -> None:
         asyncio.run(self._run(shutdown))
