@@ -21,7 +21,7 @@ S3PROXY_JAR := $(AOETL_CACHE_DIR)/s3proxy/$(S3PROXY_VERSION)/s3proxy-$(S3PROXY_V
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps helm test test-secure lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos chaos-cluster screenshots dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure test-slow lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos chaos-cluster screenshots dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, S3Proxy, Helm.
 ## Idempotent. The example plugin is installed too: the tests load it through its entry points, like a real plugin.
@@ -61,6 +61,11 @@ test: bootstrap
 ## makes the session's broker that stack (its own: KAFKA_BOOTSTRAP_SERVERS must be unset).
 test-secure: bootstrap
 	AOETL_TEST_SECURE=1 $(PY) -m pytest -m "(e2e and not slow) or secure" $(PYTEST_ARGS)
+
+## test-slow: the slow tests that are not fault tests (those are `make chaos`): stacks started from scratch,
+## e.g. `aoetl dev up --services --replicas 2` as the README shows it.
+test-slow: bootstrap
+	$(PY) -m pytest -m "slow and not faults" $(PYTEST_ARGS)
 
 ## lint: ruff, then the import contracts of pyproject.toml [tool.importlinter] (the layering).
 lint: $(STAMPS)/venv

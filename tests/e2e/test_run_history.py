@@ -16,14 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import TopicPartition
 from typer.testing import CliRunner
 
 from aoetl.cli import app
-from shared.contracts import EventKind, PipelineResult, RunStatus, RunSummary, Stage
+from shared.contracts import (
+    EventKind,
+    PipelineResult,
+    RunAccepted,
+    RunEvent,
+    RunFinished,
+    RunStatus,
+    RunSummary,
+    Stage,
+)
 from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
-from tests.e2e.conftest import System, _group_env
+from tests.e2e.conftest import System
 from tests.e2e.test_pipelines import assert_completed, orders_spec, run_spec, stage, write_orders
 from tests.helpers import wait_until
 from tests.support import secure_kafka
@@ -148,11 +157,6 @@ def test_runs_list_shows_each_run_once_with_its_results_status_and_counts(
     assert table.exit_code == 0 and failed.run_id in table.output and "FAILED" in table.output
 
 
-def _monitor_group(system: System, kafka_bootstrap: str) -> str:
-    # the monitor's app id: its AOETL_GROUP_ID plus the topic suffix (services.monitor.configuration)
-    return _group_env(kafka_bootstrap, "monitor", system.suffix)["AOETL_GROUP_ID"] + system.suffix
-
-
 def _ends(clients: KafkaClients, topic: str) -> dict[int, int]:
     consumer = clients.consumer(f"aoetl-watch-{uuid.uuid4().hex}")
     try:
@@ -162,12 +166,6 @@ def _ends(clients: KafkaClients, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
-
-
-def _committed(clients: KafkaClients, group: str, topic: str) -> dict[int, int]:
-    admin = clients.admin()
-    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
-    return {tp.partition: tp.offset for tp in future.result(timeout=10).topic_partitions if tp.topic == topic}
 
 
 def test_a_redelivered_event_adds_no_entry_and_status_answers_from_the_summary_once_events_are_gone(
@@ -197,28 +195,37 @@ def test_a_redelivered_event_adds_no_entry_and_status_answers_from_the_summary_o
         if e.stage is not Stage.ORCHESTRATE or e.kind is EventKind.RUN_FINISHED
     ]
     assert any(e.kind is EventKind.BATCH_LOADED for e in again)
-    # Published with our own producer to learn each record's offset: the monitor is done with them once
-    # its group committed past the last one. (Not "past the partition's end": other runs' transactional
-    # writers may leave a commit marker there, an offset no consumer ever commits past on its own.)
-    last_offsets: dict[int, int] = {}
+    # Behind them, on the same partition, a sentinel: a run the monitor has not seen. Its RUN_ACCEPTED is
+    # summarised at once, in one transaction with everything then pending on that partition (RunHistory
+    # flushes all pending summaries on a new run), and the monitor reads a partition in order: once the
+    # sentinel's summary is on the runs topic, whatever the redelivered events changed is there too.
+    # (Not "the monitor's group committed past them": faust commits its offsets on its own schedule.)
+    partitions: set[int] = set()
 
     def delivered(error: Any, message: Any) -> None:
         assert error is None, error
-        last_offsets[message.partition()] = max(last_offsets.get(message.partition(), -1), message.offset())
+        partitions.add(message.partition())
 
     producer = operator.producer()
     for event in again:
         producer.produce(
             events_topic, system.client.serde.encode(event), key=result.run_id, on_delivery=delivered
         )
-    assert producer.flush(30) == 0 and last_offsets, "the events were published again"
-    group = _monitor_group(system, kafka_bootstrap)
+    assert producer.flush(30) == 0 and len(partitions) == 1, "the events were published again"
+    sentinel = uuid.uuid4().hex
+    for kind, payload in (
+        (EventKind.RUN_ACCEPTED, RunAccepted(pipeline=f"{name}-sentinel", stuck_after_s=3600)),
+        (EventKind.RUN_FINISHED, RunFinished(status=RunStatus.COMPLETED)),
+    ):
+        marker = RunEvent(run_id=sentinel, kind=kind, stage=Stage.ORCHESTRATE, payload=payload)
+        producer.produce(
+            events_topic, system.client.serde.encode(marker), key=sentinel, partition=next(iter(partitions))
+        )
+    assert producer.flush(30) == 0
     wait_until(
-        lambda: all(
-            _committed(operator, group, events_topic).get(p, -1) > at for p, at in last_offsets.items()
-        ),
-        timeout=SUMMARY_TIMEOUT,
-        message="the monitor consumed the redelivered events",
+        lambda: summary_records(system, kafka_bootstrap, sentinel),
+        timeout=2 * SUMMARY_TIMEOUT,
+        message="the monitor summarised the sentinel behind the redelivered events",
     )
     assert summary_records(system, kafka_bootstrap, result.run_id) == records, "no new record"
     assert listed(system, kafka_bootstrap, "--pipeline", name) == [entry]

@@ -8,6 +8,9 @@ The engine must give the hung producer up after its bounded wait, fence it with 
 transactional id, rewind to what the group committed and go on, while the hung call is still blocked: the
 test releases it only after it has seen every event arrive, exactly once in PostgreSQL, and (for the
 trigger) exactly one run per window.
+
+In `make chaos`, not `make test` (a minute of the suite for two cases): the engine's guard itself is in
+`make test` through tests/integration/test_processing_aborts.py (a hung send_offsets abandoned, exactly once).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from tests.faults.topic_readers import READERS, TopicReader
 from tests.helpers import wait_until
 from tests.support.hung_calls import READER_PRODUCERS, hung_send_offsets
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 # The bound on the recovery: the engine's bounded call (its Kafka timeout, 30 s unless the shorter one of
 # SHORT_KAFKA_CALLS reaches the readers, plus the shortened grace), the fencing, and the catch-up after it.

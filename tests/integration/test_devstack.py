@@ -130,6 +130,7 @@ def test_dev_up_secure_prints_a_working_cli_environment_then_plaintext_again(sta
     assert {spec.name for spec in TOPICS} <= set(topics)
 
 
+@pytest.mark.slow  # a broker, PostgreSQL and 12 service processes more: in `make test-slow`
 def test_dev_up_with_services_and_two_replicas_starts_healthy_with_an_api_port_per_gateway(
     state_dir: Path, tmp_path: Path
 ) -> None:
