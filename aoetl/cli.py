@@ -102,6 +102,10 @@ COMMANDS: dict[str, Entry] = {
     "definitions": Entry("aoetl.commands.definitions:app", "Register, list and delete pipeline definitions."),
     "webhook": Entry("aoetl.commands.webhooks:app", "Webhook tools."),
     "dlq": Entry("aoetl.commands.dlq:app", "Inspect and re-drive dead letters."),
+    "schema": Entry(
+        "aoetl.commands.schema:app",
+        "The Avro records of the wire contracts and their versions; the spec's JSON Schema.",
+    ),
     "auth": Entry("aoetl.commands.auth:app", "Authentication: API keys, and the token this CLI sends."),
     "context": Entry(
         "aoetl.commands.context:app",

@@ -1,7 +1,8 @@
 """The one way a consumed message becomes a ``DeadLetter``: its origin (topic, partition, offset, key and,
 for single-object Avro, the writer schema's fingerprint), the stage, the error and the raw bytes, so it
 can be inspected and re-driven (``aoetl dlq``). Every consume path (the task loop, the continuous
-pipelines, the topic triggers) builds its dead letters here, so they all carry the same facts.
+pipelines, the topic triggers, the monitor's alert router for an alert whose delivery exhausted its
+retries) builds its dead letters here, so they all carry the same facts.
 
 **Whose dead letter (DeadLetter v2).** A dead letter carries its tenant when the stage that gave up
 knew it: a pipeline request's (the orchestrator), a topic trigger's definition's. Extract tasks and data
@@ -43,11 +44,15 @@ def dead_letter_for(
     run_id: str | None = None,
     attempt: int = 0,
     tenant: str | None = None,
+    dead_letter_id: str | None = None,
 ) -> DeadLetter:
-    """``tenant``: the one the stage knows (a decoded request's), else ``None`` (see the module docstring)."""
+    """``tenant``: the one the stage knows (a decoded request's), else ``None`` (see the module docstring).
+    ``dead_letter_id``: a deterministic id, for a writer outside a Kafka transaction whose letter may be
+    written twice (the alert router's); a random one by default."""
     topic, partition, offset = coordinates(message)
     raw = message.value() or b""
     return DeadLetter(
+        **({"dead_letter_id": dead_letter_id} if dead_letter_id is not None else {}),
         origin=Origin(
             topic=topic,
             partition=partition,

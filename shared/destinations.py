@@ -30,6 +30,9 @@ class WriteResult:
     # rows_written: on a duplicate, what the first delivery wrote (from the ledger), so totals stay exact
     rows_written: int
     rows_deduplicated: int  # rows dropped because their dedupe key was already seen in this run
+    # bytes_written: what the batch put in the destination (a file's size, the produced record values);
+    # None when the sink cannot know it. On a duplicate, the first delivery's when the sink still knows it.
+    bytes_written: int | None = None
 
 
 @runtime_checkable

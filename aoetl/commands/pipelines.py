@@ -182,12 +182,15 @@ def _status_from_history(client: AoetlClient, run_id: str, output: OutputFormat)
 
 def _progress_document(progress: RunProgress, last: RunEvent) -> dict[str, object]:
     """A run still in progress as ``-o json|yaml`` shows it: the figures ``print_progress`` shows."""
+    from shared.contracts import Stage  # loaded already by the command that got the progress
+
     return {
         "run_id": progress.run_id,
         "status": progress.status.value if progress.status is not None else "RUNNING",
         "splits_planned": progress.splits_planned,
         "splits_extracted": progress.splits_extracted,
         "stages": [stats.model_dump(mode="json") for stats in progress.stage_stats()],
+        "bytes_loaded": progress.stage(Stage.LOAD).total.bytes,  # None: a sink that does not know
         "quality": [
             {"rule": q.rule, "checked_rows": q.checked_rows, "failed_rows": q.failed_rows}
             for q in progress.quality()

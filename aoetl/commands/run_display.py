@@ -111,9 +111,10 @@ def print_progress(progress: RunProgress, last: RunEvent, now: datetime) -> None
         else ""
     )
     load = progress.stage(Stage.LOAD).total
+    size = f", {load.bytes:,} bytes" if load.bytes is not None and load.batches else ""
     console.print(
         f"run [bold]{progress.run_id}[/]: {state}{took}, {splits}{load.batches} batches "
-        f"({load.rows_out:,} rows) loaded; last event {last.kind.value} at {last.at:%H:%M:%S}"
+        f"({load.rows_out:,} rows{size}) loaded; last event {last.kind.value} at {last.at:%H:%M:%S}"
     )
     console.print(_stage_table(progress.stage_stats(), busy=False))
     for rule in progress.rule_totals():

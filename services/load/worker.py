@@ -91,7 +91,7 @@ class LoadWorker:
             rows_out=result.rows_written,
             rows_rejected=result.rows_deduplicated,
             duration_ms=int((time.monotonic() - started) * 1000),
-            payload=BatchLoaded(applied=result.applied),
+            payload=BatchLoaded(applied=result.applied, bytes=result.bytes_written),
         )
 
     def control(self, control: RunControl) -> Iterator[Output]:

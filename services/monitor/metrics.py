@@ -51,7 +51,8 @@ BATCH_LATENCY = Histogram(
 DEAD_LETTERS = Counter(
     "aoetl_dead_letters",
     "Dead letters on the dead-letter topic, by the stage that wrote them and error class: every path that"
-    " dead-letters (task loops, continuous pipelines, topic triggers) is counted here, once",
+    " dead-letters (task loops, continuous pipelines, topic triggers, alert deliveries that exhausted their"
+    " retries) is counted here, once",
     ["stage", "error_class"],
 )
 ALERTS = Counter("aoetl_alerts", "Alerts published by the monitor", ["kind", "severity"])

@@ -69,6 +69,7 @@ class MonitorService(BaseService[MonitorSettings]):
             topic_suffix=self.settings.topic_suffix,
             serde=self.serde,
             on_failure=router_failed,
+            dead_letter_topic=self.settings.topic(Topics.DEAD_LETTERS),
         )
         router.start()
         try:

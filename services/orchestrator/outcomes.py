@@ -9,9 +9,11 @@ replaced the spec) follows. Run-level ``row_count`` rules have no rows of their 
 failure is one of the result's errors.
 
 What was written: the destination's table, path or topic (never its connection: the DSN is a secret) and
-the rows loaded. A run that did not complete was aborted, and abort drops what it staged: a replace-mode
-table, a file destination's run directory. Appended or merged database rows and produced Kafka records
-stay, so those count. The sinks do not report bytes yet: ``bytes`` is null (unknown).
+the rows and bytes loaded. A run that did not complete was aborted, and abort drops what it staged: a
+replace-mode table, a file destination's run directory (0 rows, 0 bytes). Appended or merged database
+rows and produced Kafka records stay, so those count. ``bytes`` is the sum of the loaded batches' bytes
+(file parts' sizes, produced record values), null (unknown) when a batch's sink did not know them: the
+SQL sinks never do (``services.load.sinks.ledger`` says why), and events before RunEvent v11 did not say.
 """
 
 from __future__ import annotations
@@ -75,10 +77,11 @@ def _outcome(totals: RuleTotals, columns: list[str]) -> RuleOutcome:
 
 def write_outcomes(spec: PipelineSpec, progress: RunProgress, status: RunStatus) -> list[WriteOutcome]:
     destination = spec.destination
-    rows = progress.stage(Stage.LOAD).total.rows_out
+    loaded = progress.stage(Stage.LOAD).total
+    rows, size = loaded.rows_out, loaded.bytes
     if status is not RunStatus.COMPLETED and not spec.continuous and not _kept_after_abort(destination):
-        rows = 0
-    return [WriteOutcome(destination=destination.type, target=_target(destination), rows=rows)]
+        rows, size = 0, 0
+    return [WriteOutcome(destination=destination.type, target=_target(destination), rows=rows, bytes=size)]
 
 
 def _target(destination: Destination) -> str:

@@ -90,6 +90,9 @@ class BatchLoaded(Contract):
     avro_name: ClassVar[str] = f"{_NS}.BatchLoaded"
     type: Literal["BATCH_LOADED"] = "BATCH_LOADED"
     applied: bool = Field(description="False: an earlier delivery applied the batch, nothing was written")
+    bytes: int | None = Field(
+        None, description="v11: bytes the batch put in the destination; None when the sink does not know"
+    )
 
 
 class QualityViolation(Contract):

@@ -106,9 +106,10 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts);
     # the gateway follows it for GET /alerts
     Topics.ALERTS: _access({MON}, {MON, GW, CLI}),
-    # every consume-process-produce stage dead-letters what it cannot handle; the gateway follows it for
-    # GET /dead-letters
-    Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD}, {MON, GW, CLI}),
+    # every consume-process-produce stage dead-letters what it cannot handle, and the monitor's alert
+    # router an alert whose delivery exhausted its retries (services.monitor.routing.dead_letters); the
+    # gateway follows it for GET /dead-letters
+    Topics.DEAD_LETTERS: _access({ORCH, EXT, TRF, LOAD, MON}, {MON, GW, CLI}),
     Topics.CONTROL: _access({ORCH, CLI}, {LOAD}),
     Topics.WATERMARKS: _access({ORCH}, {ORCH}),
     # every service publishes the writer schemas at start-up (and load the row schemas of a Kafka

@@ -41,6 +41,10 @@ must be exact whatever arrives, and whose units are bounded by their plan. A fin
 settles everything and counts nothing more, so its figures are those of its result and a finished run
 costs a few numbers: a late duplicate, or a dead letter re-driven after the run failed, changes nothing.
 
+**Bytes.** A load unit's bytes (BatchLoaded ``bytes``, RunEvent v11) count like its rows, the applied
+delivery's winning; the load total's ``bytes`` is None as soon as one counted unit did not say (its sink
+does not know them, or its event predates v11): a partial sum would pass for the whole.
+
 **Quality.** A rule's failed rows are kept per (batch, rule) and count once the batch's BATCH_TRANSFORMED
 (which follows its violations) is in; the checked rows are the ``rows_in`` of transformed batches; a
 rule's fraction is its failed rows over the checked rows, exact under redelivery like the figures.
@@ -227,8 +231,16 @@ class RunProgress(BaseModel):
     def _loaded(self, event: RunEvent) -> None:
         loaded = event.payload_as(BatchLoaded)
         applied = loaded.applied if loaded is not None else True  # v1-v3 readers' default
+        written = loaded.bytes if loaded is not None else None
         figures = Figures(
-            event.rows_in, event.rows_out, event.rows_rejected, 1, event.duration_ms, applied=applied
+            event.rows_in,
+            event.rows_out,
+            event.rows_rejected,
+            1,
+            event.duration_ms,
+            applied=applied,
+            bytes_written=written or 0,
+            bytes_unknown=int(written is None),
         )
         self._record(Stage.LOAD, event.batch_id or event.event_id, figures)
 

@@ -31,6 +31,15 @@ class Figures(NamedTuple):
     batches: int = 0
     duration_ms: int = 0
     applied: bool = True  # a unit's precedence: an applied delivery beats a non-applied one
+    # Load only: the bytes the units put in the destination, and how many units did not say (their sink
+    # does not know, or an event before RunEvent v11). Two sums, so a stand-in's share can be taken back.
+    bytes_written: int = 0
+    bytes_unknown: int = 0
+
+    @property
+    def bytes(self) -> int | None:
+        """The bytes of all the units, None if any of them is unknown."""
+        return None if self.bytes_unknown else self.bytes_written
 
     def plus(self, other: Figures, sign: int = 1) -> Figures:
         """The sum (``sign=-1``: the difference) of two figures, as a total (precedence does not add)."""
@@ -40,6 +49,8 @@ class Figures(NamedTuple):
             rows_rejected=self.rows_rejected + sign * other.rows_rejected,
             batches=self.batches + sign * other.batches,
             duration_ms=self.duration_ms + sign * other.duration_ms,
+            bytes_written=self.bytes_written + sign * other.bytes_written,
+            bytes_unknown=self.bytes_unknown + sign * other.bytes_unknown,
         )
 
 

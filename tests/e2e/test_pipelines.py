@@ -264,6 +264,11 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
         "SELECT count(*), sum(id), sum(qty), sum(CAST(round(amount * 100) AS BIGINT)), "
         "count(DISTINCT nullif(customer, '')) FROM {src}"
     )
+    (written,) = result.written
+    assert (written.destination, written.rows) == (kind, want["count"])
+    if kind in ("postgres", "duckdb"):  # the SQL sinks cannot know (services.load.sinks.ledger)
+        assert written.bytes is None
+    value_sizes: list[int] = []
     if kind == "postgres":
         with psycopg.connect(postgres_dsn) as con:
             got = con.execute(
@@ -278,14 +283,17 @@ def test_every_destination_type_end_to_end(system: System, tmp_path: Path, postg
         assert (run_dir / "_SUCCESS").exists()
         reader = "read_parquet" if kind == "parquet" else "read_json_auto"
         got = duckdb.connect().execute(query.format(src=f"{reader}('{run_dir}/part-*.{kind}')")).fetchone()
+        # the result's bytes are the parts' sizes on disk (the _SUCCESS marker is not data)
+        assert written.bytes == sum(p.stat().st_size for p in run_dir.glob(f"part-*.{kind}")) > 0
     else:
         from services.load.sinks.avro_rows import decode_row  # noqa: F401  (format documented there)
 
-        got = _kafka_rows_figures(system, destination["topic"], want["count"])
+        got = _kafka_rows_figures(system, destination["topic"], want["count"], value_sizes)
+        assert written.bytes == sum(value_sizes) > 0  # the produced record values
     assert dict(zip(want, got, strict=True)) == want
 
 
-def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
+def _kafka_rows_figures(system: System, topic: str, count: int, value_sizes: list[int]) -> tuple:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     # the system's own serde: row schemas are resolved from its schemas topic (with its topic suffix)
@@ -303,6 +311,7 @@ def _kafka_rows_figures(system: System, topic: str, count: int) -> tuple:
         for msg in consumer.consume(500, 0.5):
             if msg.error() is None:
                 rows.append(serde.decode_record(msg.value()))
+                value_sizes.append(len(msg.value()))
         return len(rows) >= count
 
     wait_until(all_read, timeout=30, message=f"{count} rows on {topic}")

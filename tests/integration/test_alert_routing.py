@@ -2,7 +2,8 @@
 (allow-listed for the router's egress): a failed run's RUN_FAILED alert reaches the receiver exactly once
 accepted, signed so that the project's own Standard Webhooks verifier accepts it, after the receiver
 answered 503 twice; the monitor is restarted in the middle of those retries and once more after the
-delivery, and the alert is never delivered again."""
+delivery, and the alert is never delivered again. An alert whose attempts run out is not dropped: it is a
+dead letter on the dead-letters topic, counted by the monitor, and not delivered again after a restart."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from shared.contracts import ErrorInfo, RunStatus
+from shared.avro import AvroSerde
+from shared.contracts import Alert, DeadLetter, ErrorInfo, RunStatus, Stage
 from shared.kafka.topics import Topics
 from shared.webhooks.signatures import verify_standard
+from tests.helpers import wait_until
 from tests.support.alert_receiver import Receiver, alert_receiver
 from tests.support.monitor_stack import AlertReader, Stack, monitor_stack
 
@@ -103,6 +107,63 @@ def test_a_failed_runs_alert_is_delivered_once_signed_after_two_503s_across_rest
             assert len(receiver.deliveries) == 4
             log = (stack.logs / "monitor-3.log").read_text() + (stack.logs / "monitor-2.log").read_text()
             assert receiver.url not in log and "c2VjcmV0" not in log  # neither the URL nor the secret
+        finally:
+            monitor.stop()
+            reader.close()
+
+
+def dead_letters(stack: Stack) -> list[DeadLetter]:
+    """Everything on the dead-letters topic (every partition), from the beginning."""
+    topic = stack.topic(Topics.DEAD_LETTERS)
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"dl-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        letters = []
+        while (msg := consumer.poll(1.0)) is not None:
+            assert msg.error() is None, msg.error()
+            letters.append(AvroSerde().decode(msg.value() or b"", DeadLetter))
+        return letters
+    finally:
+        consumer.close()
+
+
+def test_an_alert_that_exhausts_its_retries_is_a_dead_letter_counted_and_not_retried_after_a_restart(
+    stack: Stack,
+) -> None:
+    with alert_receiver((503, {}), (503, {})) as receiver:  # then 200 for whatever comes next
+        routed(stack, receiver)
+        stack.env["AOETL_ALERT_ROUTING_MAX_ATTEMPTS"] = "2"
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        reader = AlertReader(stack.bootstrap, stack.topic(Topics.ALERTS))
+        monitor = stack.monitor("monitor-1")
+        try:
+            fail(stack, first)
+            labels = {"stage": "monitor", "error_class": "AlertDeliveryExhausted"}
+            # the monitor reads its own dead letter back and counts it with every other stage's
+            monitor.wait(lambda: monitor.metric("aoetl_dead_letters_total", **labels) == 1.0, "the count")
+            (alert,) = [a for a in reader.read() if a.run_id == first]
+            assert [d.answered for d in receiver.of(alert.alert_id)] == [503, 503]
+            assert monitor.metric("aoetl_alert_deliveries_total", endpoint="ops", outcome="exhausted") == 1.0
+            (letter,) = wait_until(lambda: dead_letters(stack) or None, timeout=30, message="the dead letter")
+            assert (letter.stage, letter.run_id, letter.error.error_class) == (
+                Stage.MONITOR, first, "AlertDeliveryExhausted"
+            )  # fmt: skip
+            assert letter.origin.topic == stack.topic(Topics.ALERTS)
+            assert AvroSerde().decode(letter.payload, Alert) == alert  # the alert itself, from its record
+            assert "2 attempts, the last one got retry_status (HTTP 503)" in letter.error.message
+            assert receiver.url not in letter.model_dump_json(exclude={"payload"})
+            assert receiver.url.encode() not in letter.payload
+        finally:
+            assert monitor.stop() == 0
+
+        # Committed after its dead letter: a restarted monitor delivers the next alert, never this one.
+        monitor = stack.monitor("monitor-2")
+        try:
+            fail(stack, second)
+            monitor.wait(lambda: len(receiver.accepted()) == 1, "the second alert's delivery")
+            assert [d.answered for d in receiver.of(alert.alert_id)] == [503, 503]
+            assert [letter.run_id for letter in dead_letters(stack)] == [first]
         finally:
             monitor.stop()
             reader.close()

@@ -73,10 +73,10 @@ def test_rows_are_avro_records_keyed_by_batch_and_row(kafka_bootstrap: str):
         schemas_topic=schemas_topic,
     )
     try:
-        assert sink.write("run-k", "task-1:0", batch) == WriteResult(True, 3, 0)
-        assert sink.write("run-k", "task-1:0", batch) == WriteResult(False, 0, 0)
-        assert sink.write("run-k", "task-1:1", batch, dedupe_keys=["id"]) == WriteResult(True, 2, 1)
-        assert sink.write("run-k", "task-1:2", batch, dedupe_keys=["id"]) == WriteResult(True, 0, 3)
+        first = sink.write("run-k", "task-1:0", batch)
+        assert sink.write("run-k", "task-1:0", batch) == WriteResult(False, 0, 0)  # bytes: unknown
+        second = sink.write("run-k", "task-1:1", batch, dedupe_keys=["id"])
+        assert sink.write("run-k", "task-1:2", batch, dedupe_keys=["id"]) == WriteResult(True, 0, 3, 0)
         sink.finalize("run-k")
     finally:
         sink.close()
@@ -90,6 +90,13 @@ def test_rows_are_avro_records_keyed_by_batch_and_row(kafka_bootstrap: str):
     keys = ["task-1:0:0", "task-1:0:1", "task-1:0:2", "task-1:1:0", "task-1:1:1"]
     assert sorted(key for key, _, _ in records) == keys
     by_key = {key: (value, headers) for key, value, headers in records}
+    # the bytes reported are the produced record values of each batch
+    sizes = {
+        batch_id: sum(len(by_key[k][0]) for k in keys if k.startswith(f"{batch_id}:"))
+        for batch_id in ("task-1:0", "task-1:1")
+    }
+    assert first == WriteResult(True, 3, 0, sizes["task-1:0"])
+    assert second == WriteResult(True, 2, 1, sizes["task-1:1"])
     value, headers = by_key["task-1:0:2"]
     assert value[:2] == MAGIC and value[2:10].hex() == fingerprint_hex
     assert headers == {"aoetl.run_id": b"run-k", "aoetl.batch_id": b"task-1:0"}

@@ -62,8 +62,9 @@ def test_parquet_parts_exactly_once_with_a_redelivered_batch(s3_server: S3Server
     part_0, part_1 = (sink.part_url("run-1", b).fs_path for b in ("task-a:0", "task-a:1"))
     assert part_0.startswith(f"{bucket}/out/orders/run-1/part-task-a_0")  # deterministic per batch
     before = s3_server.filesystem().open_input_file(part_0).read()
+    assert first.bytes_written == len(before) > 0  # the object's size
     again = sink.write("run-1", "task-a:0", batch(0, 1000))  # the redelivery
-    assert (again.applied, again.rows_written) == (False, 1000)
+    assert (again.applied, again.rows_written, again.bytes_written) == (False, 1000, len(before))
     sink.finalize("run-1")
     sink.finalize("run-1")  # idempotent
     listed = keys(s3_server, f"{bucket}/out/orders/run-1")

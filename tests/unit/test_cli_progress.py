@@ -132,6 +132,24 @@ def test_status_of_a_run_in_progress_counts_a_redelivered_batch_once(monkeypatch
     assert [cell.strip() for cell in load_row.split("│")[1:6]] == ["load", "7", "7", "0", "1"]
 
 
+def test_status_of_a_run_in_progress_shows_the_bytes_loaded_when_its_sink_knows_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with_bytes = [
+        e.model_copy(update={"payload": BatchLoaded(applied=e.payload.applied, bytes=4096)})
+        if isinstance(e.payload, BatchLoaded)
+        else e
+        for e in events()
+    ]
+    shown = status(monkeypatch, FakeClient(run=with_bytes))
+    assert "1 batches (7 rows, 4,096 bytes) loaded" in shown.output, shown.output
+    as_json = CliRunner().invoke(app, ["status", "r1", "-o", "json"], env={"COLUMNS": "160"})
+    assert json.loads(as_json.output)["bytes_loaded"] == 4096
+    monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: FakeClient(run=events()))
+    as_json = CliRunner().invoke(app, ["status", "r1", "-o", "json"], env={"COLUMNS": "160"})
+    assert json.loads(as_json.output)["bytes_loaded"] is None  # the sink did not say: not made up
+
+
 def test_status_of_a_finished_run_is_its_result(monkeypatch: pytest.MonkeyPatch) -> None:
     result = PipelineResult(
         run_id="r1",

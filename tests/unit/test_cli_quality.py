@@ -3,6 +3,7 @@ run whose warn rule failed on 84% of its rows says so, right under its status li
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -79,6 +80,20 @@ def test_status_shows_each_rules_failed_of_checked_rows_and_what_was_written(
     assert "bytes" not in shown.output  # unknown: not made up
 
 
+def test_status_shows_the_bytes_written_and_json_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    written = WriteOutcome(destination="jsonl", target="out/orders", rows=1000, bytes=1_234_567)
+    monkeypatch.setattr(
+        aoetl.client, "AoetlClient", lambda: FakeClient(result().model_copy(update={"written": [written]}))
+    )
+    shown = CliRunner().invoke(app, ["status", "r1"], env={"COLUMNS": "160"})
+    assert "→ wrote 1,000 rows to jsonl out/orders, 1,234,567 bytes" in shown.output
+    as_json = CliRunner().invoke(app, ["status", "r1", "-o", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["written"] == [
+        {"destination": "jsonl", "target": "out/orders", "rows": 1000, "bytes": 1_234_567}
+    ]
+
+
 def test_a_result_without_outcomes_shows_no_quality_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         aoetl.client,
@@ -93,7 +108,7 @@ def test_the_result_aoetl_run_waited_for_prints_its_outcomes(monkeypatch: pytest
     """``aoetl run --wait`` prints the result it followed with ``print_result``: the same lines."""
     console = Console(width=160, record=True)
     monkeypatch.setattr(run_display, "console", console)
-    written = WriteOutcome(destination="postgres", target="public.orders", rows=5, bytes=2048)
+    written = WriteOutcome(destination="parquet", target="out/orders", rows=5, bytes=2048)
     run_display.print_result(result().model_copy(update={"status": RunStatus.FAILED, "written": [written]}))
     text = console.export_text()
     assert "FAILED in 3.0s" in text and rows_of(text)["range:amount"][1:4] == [
@@ -101,4 +116,4 @@ def test_the_result_aoetl_run_waited_for_prints_its_outcomes(monkeypatch: pytest
         "84.0%",
         "WARNED",
     ]
-    assert "→ wrote 5 rows to postgres public.orders, 2,048 bytes" in text
+    assert "→ wrote 5 rows to parquet out/orders, 2,048 bytes" in text

@@ -125,7 +125,15 @@ fingerprinted = [name for name in catalog.names() if "fingerprint" in vars(catal
 print("fingerprinted", json.dumps(fingerprinted))
 """
 
-HELPS = [["--help"], ["--version"], ["submit", "--help"], ["validate", "--help"], ["run", "--help"]]
+HELPS = [
+    ["--help"],
+    ["--version"],
+    ["submit", "--help"],
+    ["validate", "--help"],
+    ["run", "--help"],
+    ["schema", "--help"],
+    ["schema", "show", "--help"],
+]
 
 
 @pytest.mark.parametrize("argv", HELPS)

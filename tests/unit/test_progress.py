@@ -64,7 +64,9 @@ def transformed(
     )
 
 
-def loaded(batch: str, rows: int, *, applied: bool = True, dedup: int = 0, ms: int = 0) -> RunEvent:
+def loaded(
+    batch: str, rows: int, *, applied: bool = True, dedup: int = 0, ms: int = 0, size: int | None = None
+) -> RunEvent:
     return ev(
         EventKind.BATCH_LOADED,
         Stage.LOAD,
@@ -73,7 +75,7 @@ def loaded(batch: str, rows: int, *, applied: bool = True, dedup: int = 0, ms: i
         rows_out=rows,
         rows_rejected=dedup,
         duration_ms=ms,
-        payload=BatchLoaded(applied=applied),
+        payload=BatchLoaded(applied=applied, bytes=size),
     )
 
 
@@ -322,6 +324,38 @@ def test_elapsed_takes_the_clock_from_the_caller() -> None:
     progress = fold("r1", one_shot_run())
     assert progress.elapsed(T0 + timedelta(seconds=12)) == timedelta(seconds=12)
     assert RunProgress(run_id="r1").elapsed(T0) is None
+
+
+# ---------------------------------------------------------------------------------------------- bytes
+def test_loaded_bytes_are_summed_once_per_batch_the_applied_delivery_winning() -> None:
+    events = [
+        loaded("b0", 5, size=100),
+        loaded("b0", 5, size=100),  # redelivered, applied again (Kafka sink after a crash): counted once
+        loaded("b1", 5, applied=False),  # a stand-in that does not know its bytes...
+        loaded("b1", 5, size=40),  # ...replaced by the applied delivery, which does
+    ]
+    for order in itertools.permutations(events):
+        total = fold("r1", order).stage(Stage.LOAD).total
+        assert (total.bytes, total.batches, total.rows_out) == (140, 2, 10), order
+
+
+def test_loaded_bytes_are_unknown_when_one_counted_batch_did_not_say() -> None:
+    # A partial sum would pass for the whole: one batch of a sink that does not know makes the total None.
+    legacy = ev(EventKind.BATCH_LOADED, Stage.LOAD, batch_id="b1", rows_out=3)  # no payload: before v4
+    for unknown in (loaded("b1", 3), legacy):
+        total = fold("r1", [loaded("b0", 5, size=100), unknown]).stage(Stage.LOAD).total
+        assert (total.bytes, total.bytes_written, total.rows_out) == (None, 100, 8)
+    assert fold("r1", []).stage(Stage.LOAD).total.bytes == 0  # nothing loaded: nothing written
+
+
+def test_a_stored_fold_of_before_bytes_reads_as_unknown_only_where_unknown() -> None:
+    stored = fold("r1", [loaded("b0", 5, size=100)]).model_dump(mode="json")
+    assert stored["stages"]["load"]["total"][-2:] == [100, 0]
+    stored["stages"]["load"]["total"] = stored["stages"]["load"]["total"][:6]  # as stored before
+    restored = RunProgress.model_validate(stored)
+    assert restored.stage(Stage.LOAD).total.bytes == 0  # no byte counted yet, none unknown
+    restored.apply(loaded("b1", 1, size=7))
+    assert restored.stage(Stage.LOAD).total.bytes == 7
 
 
 # -------------------------------------------------------------------------------------------- storage

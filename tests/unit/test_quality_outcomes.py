@@ -22,6 +22,7 @@ from shared.avro.serde import AvroSerde
 from shared.contracts import (
     MAX_SAMPLE_CHARS,
     MAX_SAMPLES,
+    BatchLoaded,
     EventKind,
     PipelineRequest,
     PipelineResult,
@@ -80,9 +81,16 @@ def violation(
     return ev(EventKind.QUALITY_VIOLATION, batch_id=batch, payload=payload)
 
 
-def loaded(batch: str, rows: int) -> RunEvent:
+def loaded(batch: str, rows: int, size: int | None = None) -> RunEvent:
+    payload = BatchLoaded(applied=True, bytes=size) if size is not None else None
     return RunEvent(
-        run_id="r1", kind=EventKind.BATCH_LOADED, stage=Stage.LOAD, at=AT, batch_id=batch, rows_out=rows
+        run_id="r1",
+        kind=EventKind.BATCH_LOADED,
+        stage=Stage.LOAD,
+        at=AT,
+        batch_id=batch,
+        rows_out=rows,
+        payload=payload,
     )
 
 
@@ -247,6 +255,33 @@ def test_written_names_the_target_never_the_connection_and_what_an_abort_kept(
     assert "warehouse" not in aborted.model_dump_json()
 
 
+@pytest.mark.parametrize(
+    ("destination", "bytes_if_aborted"),
+    [
+        ({"type": "parquet", "path": "out/orders"}, 0),  # abort removes the run's parts
+        ({"type": "jsonl", "path": "out/orders"}, 0),
+        ({"type": "kafka", "topic": "orders.clean"}, 300),  # produced records stay
+    ],
+)
+def test_written_bytes_are_the_batches_bytes_and_what_an_abort_kept(
+    destination: dict[str, Any], bytes_if_aborted: int
+) -> None:
+    progress = fold("r1", [loaded("b1", 5, size=120), loaded("b2", 5, size=180)])
+    the_spec = spec([], destination)
+    ((completed,), (aborted,)) = (
+        write_outcomes(the_spec, progress, status) for status in (RunStatus.COMPLETED, RunStatus.FAILED)
+    )
+    assert (completed.rows, completed.bytes) == (10, 300)
+    assert aborted.bytes == bytes_if_aborted
+
+
+def test_written_bytes_are_null_when_a_batch_did_not_say() -> None:
+    # the SQL sinks never know (services.load.sinks.ledger), nor did events before RunEvent v11
+    progress = fold("r1", [loaded("b1", 5, size=120), loaded("b2", 5)])
+    (written,) = write_outcomes(spec([]), progress, RunStatus.COMPLETED)
+    assert (written.rows, written.bytes) == (10, None)
+
+
 # ---------------------------------------------------------------------------------- bounds and secrets
 @pytest.fixture
 def no_known_secrets() -> Iterator[None]:
@@ -336,7 +371,7 @@ def test_the_orchestrators_result_carries_the_outcomes_each_redelivered_event_co
         events += [
             violation(batch, "range:amount", failing, checked=100, values=(f"-{n}",)),
             transformed(batch, 100, 100),
-            loaded(batch, 100),
+            loaded(batch, 100, size=1000 + n),  # the fold sums what any sink said, once per batch
         ]
     outputs = []
     for event in events + events:  # every event delivered twice
@@ -348,4 +383,6 @@ def test_the_orchestrators_result_carries_the_outcomes_each_redelivered_event_co
         ("not_null:id", 0, 200, RuleAction.PASSED, []),
         ("range:amount", 168, 200, RuleAction.WARNED, ["-0", "-1"]),
     ]
-    assert result.written == [WriteOutcome(destination="duckdb", target="out.duckdb:orders", rows=200)]
+    assert result.written == [
+        WriteOutcome(destination="duckdb", target="out.duckdb:orders", rows=200, bytes=2001)
+    ]

@@ -44,12 +44,18 @@ def read_back(sink: FileSink, run_id: str, fmt: FileFormat) -> dict[str, object]
 def test_each_batch_is_one_file_written_once(tmp_path: Path, fmt: FileFormat):
     sink = FileSink(tmp_path, fmt)
     first, second = sample_table(1500, seed=1), sample_table(500, seed=2, start_id=1500)
-    assert sink.write("run/1", "task:0", first) == WriteResult(True, 1500, 0)
-    assert sink.write("run/1", "task:1", second) == WriteResult(True, 500, 0)
+    wrote_first = sink.write("run/1", "task:0", first)
+    wrote_second = sink.write("run/1", "task:1", second)
     part = sink.part_path("run/1", "task:0")
+    size = part.stat().st_size  # the bytes reported are the part's, as on disk
+    assert wrote_first == WriteResult(True, 1500, 0, bytes_written=size) and size > 0
+    assert wrote_second == WriteResult(True, 500, 0, sink.part_path("run/1", "task:1").stat().st_size)
     written_at = part.stat().st_mtime_ns
-    assert sink.write("run/1", "task:0", first) == WriteResult(False, 1500, 0)  # reports the first write
-    assert FileSink(tmp_path, fmt).write("run/1", "task:1", second).applied is False
+    # a duplicate reports the first write, its size included
+    assert sink.write("run/1", "task:0", first) == WriteResult(False, 1500, 0, bytes_written=size)
+    assert FileSink(tmp_path, fmt).write("run/1", "task:1", second) == WriteResult(
+        False, 500, 0, wrote_second.bytes_written
+    )
     assert part.stat().st_mtime_ns == written_at
 
     run_dir = sink.run_directory("run/1")
@@ -92,17 +98,20 @@ def test_abort_drops_an_unfinished_run_but_not_a_finished_one(tmp_path: Path, fm
 def test_dedupe_keys_hold_across_batches_and_sink_restarts(tmp_path: Path, fmt: FileFormat):
     one = pa.table({"k": [1, 2, 2], "day": pa.array([0, 1, 1], pa.date32()), "tag": ["a", "b", "b-dup"]})
     two = pa.table({"k": [2, 3], "day": pa.array([1, 1], pa.date32()), "tag": ["b-again", "c"]})
-    assert FileSink(tmp_path, fmt).write("run-d", "t:0", one, dedupe_keys=["k", "day"]) == WriteResult(
-        True, 2, 1
-    )
+    wrote = FileSink(tmp_path, fmt).write("run-d", "t:0", one, dedupe_keys=["k", "day"])
+    assert (wrote.applied, wrote.rows_written, wrote.rows_deduplicated) == (True, 2, 1)
     # A new sink object (a restarted load service) learns the run's keys from the files.
-    assert FileSink(tmp_path, fmt).write("run-d", "t:1", two, dedupe_keys=["k", "day"]) == WriteResult(
-        True, 1, 1
-    )
+    wrote = FileSink(tmp_path, fmt).write("run-d", "t:1", two, dedupe_keys=["k", "day"])
+    assert (wrote.applied, wrote.rows_written, wrote.rows_deduplicated) == (True, 1, 1)
     pattern = str(tmp_path / "run-d" / f"part-*.{fmt}")
     reader = f"read_parquet('{pattern}')" if fmt == "parquet" else f"read_json('{pattern}')"
     with duckdb.connect() as con:
         assert con.execute(f"SELECT tag FROM {reader} ORDER BY tag").fetchall() == [("a",), ("b",), ("c",)]
+
+
+def test_an_atomic_write_returns_the_size_of_the_file(tmp_path: Path):
+    assert write_atomically(tmp_path / "part.bin", lambda handle: handle.write(b"12345")) == 5
+    assert (tmp_path / "part.bin").read_bytes() == b"12345"
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path: Path):
@@ -121,6 +130,10 @@ def test_open_sink_builds_file_sinks(tmp_path: Path):
     parquet = open_sink(ParquetDestination(path=str(tmp_path / "p")))
     jsonl = open_sink(JsonlDestination(path=str(tmp_path / "j")))
     batch = pa.table({"id": [1, 2]})
-    assert parquet.write("r", "t:0", batch) == jsonl.write("r", "t:0", batch) == WriteResult(True, 2, 0)
+    wrote_parquet, wrote_jsonl = parquet.write("r", "t:0", batch), jsonl.write("r", "t:0", batch)
     assert [p.suffix for p in (tmp_path / "p" / "r").iterdir()] == [".parquet"]
     assert [p.suffix for p in (tmp_path / "j" / "r").iterdir()] == [".jsonl"]
+    assert wrote_parquet == WriteResult(True, 2, 0, next((tmp_path / "p" / "r").iterdir()).stat().st_size)
+    jsonl_part = next((tmp_path / "j" / "r").iterdir())
+    assert wrote_jsonl == WriteResult(True, 2, 0, len(b'{"id":1}\n{"id":2}\n'))
+    assert jsonl_part.read_bytes() == b'{"id":1}\n{"id":2}\n'  # the size counted is the part's content

@@ -3,7 +3,9 @@
 Each batch is one DuckDB transaction: the ledger claim (``ledger``, the protocol the PostgreSQL sink
 keeps too), create/evolve the table, then an ``INSERT ... BY NAME`` / ``MERGE INTO`` that reads the Arrow
 batch in place (DuckDB scans a registered ``pyarrow.Table`` without copying it). Replace mode loads
-``<table>__aoetl_<short run id>`` and ``finalize`` drops/renames in one transaction.
+``<table>__aoetl_<short run id>`` and ``finalize`` drops/renames in one transaction. A batch's bytes are
+not reported (``WriteResult.bytes_written`` is None): the file's blocks are shared by every table and the
+ledger and written at checkpoints, so no byte count belongs to one batch.
 
 Single writer: DuckDB lets one *process* open a file for writing. This sink opens the file for each
 operation and closes it after, so several load replicas can take turns; a replica that finds the file

@@ -47,9 +47,9 @@ SUCCESS_MARKER = "_SUCCESS"
 Roots = Sequence[Path]
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object], roots: Roots | None = None) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], roots: Roots | None = None) -> int:
     """``path`` appears complete and durable, or not at all (a crash leaves at most a hidden temp file).
-    The temp file is created inside ``roots`` only (default: this process's policy)."""
+    The temp file is created inside ``roots`` only (default: this process's policy). Returns its size."""
     allowed = load_policy().data_roots if roots is None else roots
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -57,10 +57,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], roots: Roo
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+            size = os.fstat(handle.fileno()).st_size
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_directory(path.parent)  # makes the rename itself durable
+    return size
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -101,19 +103,27 @@ class FileSink:
         path = self.part_path(run_id, batch_id)
         if path.exists():
             # Already applied: report what the first delivery wrote, so run totals stay exact.
-            return WriteResult(applied=False, rows_written=self._count_rows(path), rows_deduplicated=0)
+            return WriteResult(
+                applied=False,
+                rows_written=self._count_rows(path),
+                rows_deduplicated=0,
+                bytes_written=self._size(path),
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept, new_keys = table, set[Hashable]()
             if dedupe_keys:
                 kept, new_keys = self._drop_seen_keys(run_id, tuple(dedupe_keys), table)
-            write_atomically(path, lambda handle: self._encode(kept, handle), self.roots)
+            size = write_atomically(path, lambda handle: self._encode(kept, handle), self.roots)
         except OSError as exc:  # full disk, unmounted volume...: may clear up
             raise DestinationUnavailableError(f"cannot write {path}: {exc}") from exc
         if dedupe_keys:
             self._seen[(run_id, tuple(dedupe_keys))].update(new_keys)
         return WriteResult(
-            applied=True, rows_written=kept.num_rows, rows_deduplicated=table.num_rows - kept.num_rows
+            applied=True,
+            rows_written=kept.num_rows,
+            rows_deduplicated=table.num_rows - kept.num_rows,
+            bytes_written=size,
         )
 
     def finalize(self, run_id: str) -> None:
@@ -150,6 +160,11 @@ class FileSink:
             pq.write_table(table, handle, compression="zstd")
         else:  # polars writes NDJSON in Rust, with ISO dates/timestamps and exact decimals
             pl.from_arrow(table).write_ndjson(handle)  # type: ignore[union-attr]
+
+    def _size(self, path: Path) -> int:
+        """The part's size on disk: the bytes its batch wrote (the ``_SUCCESS`` marker is not counted)."""
+        with open_confined(path, self.roots) as handle:
+            return os.fstat(handle.fileno()).st_size
 
     def _count_rows(self, path: Path) -> int:
         with open_confined(path, self.roots) as handle:

@@ -96,8 +96,10 @@ class KafkaSink:
                 self._schemas_topic, encoder.fingerprint.hex(), encoder.schema_text.encode(), on_delivery
             )
         headers: Headers = [("aoetl.run_id", run_id.encode()), ("aoetl.batch_id", batch_id.encode())]
+        produced = 0  # bytes of the record values (keys, headers and the schema record not counted)
         for index, value in enumerate(encoder.encode_rows(kept)):
             self._produce(self._topic, f"{batch_id}:{index}", value, on_delivery, headers)
+            produced += len(value)
         remaining = self._producer.flush(_FLUSH_TIMEOUT_S)
         if remaining:
             raise DestinationUnavailableError(
@@ -109,7 +111,10 @@ class KafkaSink:
         self._applied.add((run_id, batch_id))
         seen.update(new_keys)
         return WriteResult(
-            applied=True, rows_written=kept.num_rows, rows_deduplicated=table.num_rows - kept.num_rows
+            applied=True,
+            rows_written=kept.num_rows,
+            rows_deduplicated=table.num_rows - kept.num_rows,
+            bytes_written=produced,
         )
 
     def finalize(self, run_id: str) -> None:

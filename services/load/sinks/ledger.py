@@ -179,6 +179,12 @@ class SqlLedgerSink(ABC, Generic[CursorT, TableT]):
             written, kept = self._write_rows(cur, run_id, target, table, dedupe_keys)
             if written != table.num_rows:
                 self._ledger.record_rows(cur, batch_id, written)
+            # bytes_written stays None (unknown) for both SQL sinks, deliberately. PostgreSQL: ADBC encodes
+            # the binary COPY in C++ and reports rows only; the payload size is not exposed, and computing
+            # it here would re-implement the driver's per-type encoding (numeric, text...), silently wrong
+            # whenever it changes; a merge or dedupe writes other rows than the COPY carried anyway.
+            # DuckDB scans the Arrow batch in place and writes blocks of a file shared by every table and
+            # its own ledger, checkpointed later: no byte count belongs to one batch.
             return WriteResult(applied=True, rows_written=written, rows_deduplicated=table.num_rows - kept)
 
     def finalize(self, run_id: str) -> None:

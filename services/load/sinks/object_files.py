@@ -75,12 +75,15 @@ class ObjectFileSink:
         url = self.part_url(run_id, batch_id)
         s3 = self._fs(url)
         try:
-            if s3.get_file_info(url.fs_path).type == pafs.FileType.File:
-                return WriteResult(applied=False, rows_written=self._count_rows(s3, url), rows_deduplicated=0)
-            self._put(s3, url, self._encode(table))
+            info = s3.get_file_info(url.fs_path)
+            if info.type == pafs.FileType.File:  # the first delivery's part: its rows and size
+                rows = self._count_rows(s3, url)
+                return WriteResult(False, rows_written=rows, rows_deduplicated=0, bytes_written=info.size)
+            data = self._encode(table)
+            self._put(s3, url, data)
         except OSError as exc:  # network, throttling, endpoint down: nothing visible was written
             raise DestinationUnavailableError(f"cannot write {url}: {scrub(str(exc))}") from None
-        return WriteResult(applied=True, rows_written=table.num_rows, rows_deduplicated=0)
+        return WriteResult(True, rows_written=table.num_rows, rows_deduplicated=0, bytes_written=len(data))
 
     def finalize(self, run_id: str) -> None:
         prefix = self.run_prefix(run_id)

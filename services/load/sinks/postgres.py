@@ -5,7 +5,8 @@ PostgreSQL 15 on this project's 2-core machine: psycopg 3 ``COPY ... FROM STDIN 
 ``pyarrow.csv.write_csv`` bytes took 3.9-4.1 s (1.8 s of it just formatting CSV), ADBC ``adbc_ingest``
 (binary COPY encoded from Arrow in C++) took 2.1-2.4 s. ADBC is ~1.8x faster, and since every statement
 below runs on the one ADBC connection, the COPY shares its transaction with the ledger insert. So this sink
-talks to PostgreSQL through ADBC only.
+talks to PostgreSQL through ADBC only. ADBC reports the rows of a COPY, not its payload's size, so a
+batch's bytes are not reported (``WriteResult.bytes_written`` is None; see ``ledger``).
 
 Per batch, in ONE transaction: claim the batch in the ledger (``ledger``: no claim means the batch was
 already applied, or is being applied by another replica which we wait for); create or evolve the table;

@@ -24,7 +24,8 @@ Observability, per attempt: ``aoetl_alert_delivery_attempts_total{endpoint,outco
 ``aoetl_alert_delivery_attempt_seconds{endpoint,outcome}``, and one structured log line (endpoint, alert
 id, attempt, outcome, HTTP status, duration); per alert, the terminal outcome in
 ``aoetl_alert_deliveries_total{endpoint,outcome}``. Labels are bounded: endpoint names come from the
-operator's configuration, outcomes from this module.
+operator's configuration, outcomes from this module. An ``exhausted`` alert is also dead-lettered by the
+router (``services.monitor.routing.dead_letters``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,12 @@ class Deliverer:
             self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
         self._egress = EgressPolicy(settings.egress_allow)
         self._attempt_number = 0  # per alert
+        self.last_attempt: Attempt | None = None  # of the latest alert: what an exhausted one last got
+
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts made for the latest alert."""
+        return self._attempt_number
 
     def close(self) -> None:
         self._client.close()
@@ -191,6 +198,7 @@ class Deliverer:
         return outcome
 
     def _deliver(self, alert: Alert) -> Outcome:
+        self._attempt_number, self.last_attempt = 0, None
         age = self._clock() - alert.at.timestamp()
         if age > self.settings.max_alert_age_s:
             _log.info(
@@ -213,7 +221,6 @@ class Deliverer:
             self._record(alert, 1, Attempt(Outcome.REFUSED), 0.0, detail=why)
             return Outcome.REFUSED
         body = render(alert, self.endpoint.format)
-        self._attempt_number = 0
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_attempts)
             | stop_after_delay(self.settings.max_elapsed_s)
@@ -223,7 +230,7 @@ class Deliverer:
             sleep=self._sleep,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        last = retrying(self._attempt, alert, url, secret, body)
+        last = self.last_attempt = retrying(self._attempt, alert, url, secret, body)
         if last.outcome in RETRYABLE:
             return Outcome.INTERRUPTED if self._stop.is_set() else Outcome.EXHAUSTED
         return last.outcome

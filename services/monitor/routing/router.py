@@ -25,6 +25,10 @@ offset for that endpoint's group, synchronously, before it reads the next alert.
 So: at-least-once per (alert, endpoint), and exactly-once for every stop, restart and rebalance short of a
 crash inside that window; effectively-once at receivers that dedupe by ``webhook-id``.
 
+An ``exhausted`` alert is not dropped: before its offset is committed it becomes a dead letter on the
+dead-letters topic (``services.monitor.routing.dead_letters``, the stages' one path), acknowledged first;
+if it cannot be written the route fails and the alert stays uncommitted.
+
 Replicas: every monitor replica runs the same loops in the same groups; the alerts topic has one
 partition, so one replica delivers each endpoint's alerts and the others stand by (a failover, not a
 speed-up: alerts are rare). ``max.poll.interval.ms`` is set above the longest a delivery can take (its
@@ -41,6 +45,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from services.monitor.routing.dead_letters import DeadLetters, KafkaDeadLetters, exhausted
 from services.monitor.routing.delivery import Deliverer, Outcome
 from services.monitor.routing.settings import AlertEndpoint, AlertRoutingSettings
 from shared.avro import AvroDecodeError
@@ -78,6 +83,7 @@ class EndpointRoute:
         serde: Serde,
         stop: threading.Event,
         on_failure: OnFailure,
+        dead_letters: DeadLetters,
         deliverer: Deliverer | None = None,
     ):
         self.name = name
@@ -89,6 +95,7 @@ class EndpointRoute:
         self._stop = stop
         self._on_failure = on_failure
         self._deliverer = deliverer or Deliverer(name, endpoint, settings, stop)
+        self._dead_letters = dead_letters
         longest_delivery_s = settings.max_elapsed_s + settings.max_backoff_s + endpoint.timeout_s
         self._max_poll_interval_ms = int((longest_delivery_s + 60) * 1000)
         self.joined = threading.Event()  # the group gave us an assignment (possibly empty: a standby)
@@ -113,6 +120,7 @@ class EndpointRoute:
             finally:
                 consumer.close()  # leaves the group now: a standby replica takes over at once
                 self._deliverer.close()
+                self._dead_letters.close()
         except Exception as exc:
             self._on_failure(f"alert-route-{self.name}", exc)
 
@@ -149,7 +157,7 @@ class EndpointRoute:
         if not self.endpoint.wants(alert):
             return None
         try:
-            return self._deliverer.deliver(alert)
+            outcome = self._deliverer.deliver(alert)
         except Exception:
             # As the monitor's agents do (services.monitor.supervision): a bug or an odd alert skips that
             # one alert, loudly, rather than stopping every delivery or crash-looping on the same record.
@@ -158,6 +166,12 @@ class EndpointRoute:
                 "alert router %s: skipping alert %s after an unexpected error", self.name, alert.alert_id
             )
             return None
+        if outcome is Outcome.EXHAUSTED:
+            # Not dropped: a dead letter, acknowledged before the commit. A letter that cannot be written
+            # raises here, outside the skip above: the alert stays uncommitted and the route fails.
+            error = exhausted(alert, self.name, self._deliverer.attempts, self._deliverer.last_attempt)
+            self._dead_letters.write(msg, alert, error, self.name)
+        return outcome
 
     def _commit(self, consumer: Any, msg: Message) -> None:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -190,6 +204,7 @@ class AlertRouter:
         topic_suffix: str,
         serde: Serde,
         on_failure: OnFailure,
+        dead_letter_topic: str,
     ):
         self._stop = threading.Event()
         self.routes = [
@@ -203,6 +218,7 @@ class AlertRouter:
                 serde=serde,
                 stop=self._stop,
                 on_failure=on_failure,
+                dead_letters=KafkaDeadLetters(kafka, dead_letter_topic, serde),
             )
             for name, endpoint in sorted(settings.endpoints.items())
         ]
