@@ -16,7 +16,8 @@ from aoetl.cli import app
 from aoetl.commands.definitions import read_definitions
 from shared.contracts import DeadLetter, ErrorInfo, Origin, Stage
 from shared.kafka.admin import ensure_topics
-from shared.kafka.clients import make_consumer
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.delivery import produce_sync
 from shared.kafka.topics import Topics, TopicSpec
 from tests.e2e.conftest import System
 from tests.support import secure_kafka
@@ -89,9 +90,10 @@ def test_apply_dry_run_shows_the_change_and_delete_removes_the_definition(
 def test_dlq_replay_dry_run_lists_the_letters_and_publishes_nothing(system: System, tmp_path: Path) -> None:
     run_id = f"cli-dlq-{uuid.uuid4().hex[:8]}"
     origin = f"cli-dlq-origin-{uuid.uuid4().hex[:8]}{system.suffix}"
-    ensure_topics(
-        secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"]), [TopicSpec(origin, 1, {}, "")]
-    )
+    # the test's own setup is the operator's: the origin topic, and the dead letter (the data stages write
+    # dead letters; on a secured broker the cli user may only read them)
+    operator = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
+    ensure_topics(operator, [TopicSpec(origin, 1, {}, "")])
     letter = DeadLetter(
         origin=Origin(topic=origin, partition=0, offset=0, key=b"k"),
         stage=Stage.LOAD,
@@ -99,7 +101,8 @@ def test_dlq_replay_dry_run_lists_the_letters_and_publishes_nothing(system: Syst
         run_id=run_id,
         payload=b"original bytes",
     )
-    system.client.publish(Topics.DEAD_LETTERS, run_id, letter)
+    dead_letters = system.client.topic(Topics.DEAD_LETTERS)
+    produce_sync(make_producer(operator), dead_letters, system.client.serde.encode(letter), run_id)
 
     shown = CliRunner().invoke(
         app, ["dlq", "replay", "--run", run_id, "--dry-run", "-o", "json"], env=_env(system, tmp_path)
@@ -111,7 +114,7 @@ def test_dlq_replay_dry_run_lists_the_letters_and_publishes_nothing(system: Syst
         app, ["dlq", "replay", "--run", run_id, "--dry-run"], env=_env(system, tmp_path)
     )
     assert table.exit_code == 0 and "1 dead letter(s) would be replayed" in table.output, table.output
-    consumer = make_consumer(system.client.settings.kafka, f"cli-dlq-{uuid.uuid4().hex}")
+    consumer = make_consumer(operator, f"cli-dlq-{uuid.uuid4().hex}")  # the origin topic is not the cli's
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(origin, 0), timeout=15)
     finally:
