@@ -1,6 +1,7 @@
 """The one transaction engine (``shared.kafka.transaction``) and the topic-reader template built on it
 (``shared.streaming.reader``), with fake clients behind the client Protocols: every protection of the
-transaction (bounded calls, commit retry, abort-or-replace, fencing, rewind to committed) and the
+transaction (bounded calls, commit retry, abort-or-replace, fences: transient until they recur, rewind
+to committed) and the
 reader's commit/rollback bookkeeping. The same code runs against the real broker in the integration,
 e2e and fault tests."""
 
@@ -16,7 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 import shared.kafka.transaction as transaction_module
 import shared.streaming.reader as reader_module
 from shared.avro.serde import AvroSerde
+from shared.errors import is_transient
 from shared.kafka.transaction import (
+    FenceCount,
     KafkaTransaction,
     ProducerFencedError,
     TransactionCallHungError,
@@ -193,15 +196,88 @@ def test_the_second_failure_in_a_row_replaces_the_producer_a_success_resets_the_
     assert len(producers) == 2, "two failures in a row: the producer may be stuck, replace it"
 
 
-def test_a_producer_that_cannot_abort_is_replaced_and_a_fenced_one_stops(
-    producers: list[FakeProducer],
-) -> None:
+def test_a_producer_that_cannot_abort_is_replaced(producers: list[FakeProducer]) -> None:
     txn = opened()
     producers[0].failures["abort"] = [kafka_failure()]
     txn.discard()
-    assert len(producers) == 2
+    assert len(producers) == 2 and producers[1].calls == ["init"] and txn.ready
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fenced_commit(txn: KafkaTransaction, producer: FakeProducer) -> KafkaException:
+    """A commit failing as librdkafka fails it after a coordinator failover: fatal ``_FENCED``."""
+    producer.failures["commit"] = [kafka_failure(KafkaError._FENCED, fatal=True)]
+    txn.begin()
+    with pytest.raises(KafkaException) as failed:
+        txn.commit(OFFSETS, FakeConsumer())
+    return failed.value
+
+
+def test_a_fence_replaces_the_producer_and_only_a_recurring_one_stops(producers: list[FakeProducer]) -> None:
+    """A fence may be spurious (a coordinator failover): the batch is taken back and a new producer goes
+    on; the third fence within the window means another live producer has our id, and stops us."""
+    clock = Clock()
+    txn = opened(fences=FenceCount("svc-i1", limit=3, window_s=60, clock=clock))
+    txn.fail(fenced_commit(txn, producers[0]))
+    assert len(producers) == 2 and producers[1].calls == ["init"] and txn.ready
+    assert "abort" not in producers[0].calls, "a fenced producer accepts nothing more: never called again"
+    txn.begin()
+    txn.commit(OFFSETS, FakeConsumer())
+    assert producers[1].calls[-1] == "commit", "the new producer commits the redone batch"
+    clock.now += 30
+    txn.fail(fenced_commit(txn, producers[1]))
+    assert len(producers) == 3, "a second fence within the window: still replaced"
+    clock.now += 31  # the first fence is out of the window now
+    txn.fail(fenced_commit(txn, producers[2]))
+    assert len(producers) == 4, "two fences within the window: replaced"
+    clock.now += 1
+    with pytest.raises(ProducerFencedError) as stopped:
+        txn.fail(fenced_commit(txn, producers[3]))
+    assert not is_transient(stopped.value), "recurring fences are terminal: the instance stops"
+    assert len(producers) == 4
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH]
+)
+def test_a_fenced_abort_or_init_replaces_the_producer_and_counts_as_a_fence(
+    producers: list[FakeProducer], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    fenced_inits = [kafka_failure(code, fatal=True)]
+
+    def factory(settings: KafkaSettings, **overrides: Any) -> FakeProducer:
+        producers.append(FakeProducer())
+        if fenced_inits:
+            producers[-1].failures["init"] = [fenced_inits.pop()]
+        return producers[-1]
+
+    txn = opened(fences=FenceCount("svc-i1", limit=3, window_s=60, clock=Clock()))
+    monkeypatch.setattr(transaction_module, "make_producer", factory)
+    producers[0].failures["abort"] = [kafka_failure(code, fatal=True)]
+    txn.discard()  # fence 1: the abort finds the producer fenced; its replacement is fenced at init (2)
+    assert [p.calls for p in producers[1:]] == [["init"], ["init"]] and txn.ready
     with pytest.raises(ProducerFencedError):
-        txn.fail(kafka_failure(KafkaError._FENCED))
+        txn.fail(kafka_failure(code))  # fence 3 within the window
+    assert len(producers) == 3
+
+
+def test_a_fatal_error_other_than_a_fence_at_init_is_raised(
+    producers: list[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    txn = opened()
+    broken = FakeProducer()
+    broken.failures["init"] = [kafka_failure(KafkaError._FATAL, fatal=True)]
+    monkeypatch.setattr(transaction_module, "make_producer", lambda settings, **kw: broken)
+    with pytest.raises(KafkaException):
+        txn.fail(kafka_failure(KafkaError._FATAL, fatal=True))
+    assert not txn.ready
 
 
 def test_rewind_goes_to_the_committed_offset_or_else_to_the_first_uncommitted() -> None:
