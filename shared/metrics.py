@@ -88,6 +88,10 @@ BATCH_SECONDS = Histogram(
 TRANSACTIONS = Counter(
     "aoetl_transactions", "Kafka transactions ended, by outcome (committed|aborted)", ["outcome"]
 )
+PRODUCER_FENCES = Counter(
+    "aoetl_producer_fences",
+    "Times a transactional producer found itself fenced (replaced, or stopped when it recurs)",
+)
 RETRIES = Counter("aoetl_retries", "Batches re-run after a transient failure")
 ASSIGNED_PARTITIONS = Gauge(
     "aoetl_assigned_partitions", "Input partitions currently assigned to this instance"

@@ -5,14 +5,20 @@ protection below holds on every consume path.
 
 * **Fencing.** ``init_transactions`` with our transactional id bumps its epoch, which fences any older
   producer with that id (a zombie from before a rebalance or a restart) and aborts what it left open. A
-  producer that finds itself fenced raises ``ProducerFencedError``: another live instance owns the work.
+  fence is not proof of a zombie, though: after a transaction-coordinator failover librdkafka can report
+  one (fatal ``_FENCED``) although no other producer has our id (a coordinator that bumped the epoch and
+  died before answering; KAFKA-9666, KAFKA-20357). So a fence counts as transient, like a fatal producer:
+  the batch is taken back (its offsets were not committed either) and a new producer carries on. Only
+  ``FENCE_LIMIT`` fences within ``FENCE_WINDOW_S`` raise ``ProducerFencedError`` (terminal): a real zombie
+  keeps being fenced, by its twin's epochs or, having lost its partitions, by the group generation the
+  offsets are sent with (KIP-447), so going on never commits a zombie's work.
 * **Bounded calls.** librdkafka's ``send_offsets_to_transaction`` can block past its own timeout, forever,
   when the group coordinator it cached went away (a broker restart: librdkafka #5456, #5511). It runs on
   a helper thread; past its timeout plus a grace the producer is abandoned (the call still holds it).
 * **Commit retry.** A retriable ``commit_transaction`` error may be retried as is (librdkafka's rule);
   anything else, or the third failure, aborts.
-* **Abort or replace.** A failed transaction is aborted; when abort fails, the producer is fatal, a call
-  hung, or commits failed twice in a row, a new producer with the same id is made instead (librdkafka
+* **Abort or replace.** A failed transaction is aborted; when abort fails, the producer is fatal or fenced,
+  a call hung, or commits failed twice in a row, a new producer with the same id is made instead (librdkafka
   lacks KIP-890, so a fresh epoch is the only sure way to end a half-finished transaction; after a
   broker restart a client can keep a coordinator request queued and never sent, which the soak found).
 * **Rewind to committed.** After a failure the consumer is sought back to what the group has committed,
@@ -24,6 +30,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,12 +51,16 @@ FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaE
 HUNG_CALL_GRACE_S = 5.0
 # Consecutive failed commits after which the producer is replaced rather than aborted and reused.
 REPLACE_AFTER_FAILURES = 2
+# Fences within a window after which this instance takes itself for the zombie and stops.
+FENCE_LIMIT = 3
+FENCE_WINDOW_S = 60.0
 _COMMIT_ATTEMPTS = 3
 _INIT_MAX_DELAY_S = 10.0
 
 
 class ProducerFencedError(TerminalError):
-    """Another live producer owns our transactional id: this instance is the zombie and must stop."""
+    """Fenced again and again (``FENCE_LIMIT`` times within ``FENCE_WINDOW_S``): another live producer owns
+    our transactional id, this instance is the zombie and must stop."""
 
 
 class KafkaCommitError(TransientError):
@@ -74,10 +86,45 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return None
 
 
-def raise_if_fenced(exc: BaseException, who: str) -> None:
+def is_fence(exc: BaseException) -> bool:
+    """Kafka says a newer producer has our transactional id (true, or spurious: see the module docstring)."""
     error = kafka_error(exc)
-    if error is not None and error.code() in FENCED_CODES:
-        raise ProducerFencedError(f"transactional id {who} is used by a newer producer: {error}") from exc
+    return error is not None and error.code() in FENCED_CODES
+
+
+class FenceCount:
+    """The fences of one transactional id in the last ``window_s``: transient until the ``limit``-th, which
+    raises ``ProducerFencedError``."""
+
+    def __init__(
+        self,
+        who: str,
+        limit: int = FENCE_LIMIT,
+        window_s: float = FENCE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.who, self.limit, self.window_s, self._clock = who, limit, window_s, clock
+        self._times: deque[float] = deque()
+
+    def fenced(self, exc: BaseException) -> None:
+        now = self._clock()
+        self._times.append(now)
+        while now - self._times[0] > self.window_s:
+            self._times.popleft()
+        metrics.PRODUCER_FENCES.inc()
+        if len(self._times) >= self.limit:
+            raise ProducerFencedError(
+                f"transactional id {self.who} fenced {len(self._times)} times within {self.window_s:.0f}s:"
+                f" a newer producer has it ({exc})"
+            ) from exc
+        _log.warning(
+            "transactional id %s fenced (%s), %d of %d within %.0fs; replacing the producer",
+            self.who,
+            exc,
+            len(self._times),
+            self.limit,
+            self.window_s,
+        )
 
 
 class KafkaTransaction:
@@ -94,12 +141,14 @@ class KafkaTransaction:
         timeout: float = 30.0,
         retry_delay: Callable[[int], float] = lambda attempt: min(0.5 * 2 ** (attempt - 1), 10.0),
         producer_overrides: Mapping[str, Any] | None = None,
+        fences: FenceCount | None = None,
     ):
         self.kafka, self.transactional_id = kafka, transactional_id
         self._stop, self._timeout, self._retry_delay = stop, timeout, retry_delay
         self._overrides = dict(producer_overrides or {})
         self._producer: TransactionalProducer | None = None
         self._failures = 0  # consecutive failed commits
+        self._fences = fences or FenceCount(transactional_id)
         self.ready = False  # initialised: our epoch fences every older producer with this id
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -114,9 +163,7 @@ class KafkaTransaction:
 
     def _new_producer(self) -> TransactionalProducer:
         self.ready = False
-        producer: TransactionalProducer = make_producer(
-            self.kafka, transactional_id=self.transactional_id, **self._overrides
-        )
+        producer = self._make_producer()
         attempt = 0
         while True:
             try:
@@ -125,12 +172,21 @@ class KafkaTransaction:
                 return producer
             except KafkaException as exc:
                 error = kafka_error(exc)
-                if error is not None and error.fatal():
+                if is_fence(exc):
+                    self._fences.fenced(exc)  # raises when it recurs
+                    producer = self._make_producer()  # a fenced instance stays fenced
+                elif error is not None and error.fatal():
                     raise
                 attempt += 1
                 _log.warning("init_transactions for %s failed (%s); retrying", self.transactional_id, exc)
                 if self._stop.wait(self._retry_delay(attempt)):
                     return producer  # stopping: the caller exits before using it
+
+    def _make_producer(self) -> TransactionalProducer:
+        producer: TransactionalProducer = make_producer(
+            self.kafka, transactional_id=self.transactional_id, **self._overrides
+        )
+        return producer
 
     @property
     def producer(self) -> TransactionalProducer:
@@ -180,17 +236,22 @@ class KafkaTransaction:
 
     def fail(self, exc: BaseException) -> None:
         """The commit (or a produce into the transaction) failed with ``exc``: abort, or replace the
-        producer (see the module docstring). Raises ``ProducerFencedError`` when we are the zombie."""
-        raise_if_fenced(exc, self.transactional_id)
+        producer (see the module docstring). Raises ``ProducerFencedError`` when fences recur: we are the
+        zombie."""
+        fenced = is_fence(exc)
+        if fenced:
+            self._fences.fenced(exc)
         self._failures += 1
         error = kafka_error(exc)
         if (
-            isinstance(exc, TransactionCallHungError)
+            fenced
+            or isinstance(exc, TransactionCallHungError)
             or self._failures >= REPLACE_AFTER_FAILURES
             or (error is not None and error.fatal())
         ):
             # A hung call still holds the old producer, so abort_transaction would only conflict with it;
-            # a producer failing again and again may be stuck on a dead connection. Both: start afresh.
+            # a producer failing again and again may be stuck on a dead connection; a fatal or fenced one
+            # accepts nothing more. All: start afresh (the new epoch ends whatever the old one left open).
             metrics.TRANSACTIONS.labels("aborted").inc()
             self._failures = 0
             self._replace()
@@ -204,7 +265,8 @@ class KafkaTransaction:
         try:
             self.producer.abort_transaction(self._timeout)
         except KafkaException as exc:
-            raise_if_fenced(exc, self.transactional_id)
+            if is_fence(exc):
+                self._fences.fenced(exc)
             _log.warning("abort_transaction failed (%s); replacing the producer", exc)
             self._replace()
 

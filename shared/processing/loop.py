@@ -17,8 +17,9 @@ Error policy, decided only by ``shared.errors.is_transient`` (per message: ``sha
   attempt cap the message is dead-lettered as transient (re-drivable);
 * a failure after a handler's first output was produced -> the whole batch is taken back, and the
   message is retried later or dead-lettered at once when it comes again;
-* a failed commit -> the mode ends what is open, the consumer is rewound to the committed offsets, and
-  a stateful handler rebuilds what it derived from the lost batch (``on_rollback``);
+* a failed commit (a producer failing mid-batch included) -> the mode ends what is open, the consumer is
+  rewound to the committed offsets, and a stateful handler rebuilds what it derived from the lost batch
+  (``on_rollback``); a fenced producer is replaced, and fences that recur stop the service;
 * a broker error while polling -> log and back off; librdkafka reconnects by itself.
 """
 
@@ -290,17 +291,20 @@ class ProcessingLoop:
         ):
             outputs, attempt = self._handling.outputs_for(record, lazy=self._mode.streams_outputs, span=span)
             self._runs.remember(span)
-            produced_any = False
+            produced_any = producing = False
             try:
                 # Outputs are produced as the handler yields them, so a handler that streams a large
                 # split holds one batch in memory, not the split.
                 for out_topic, key, value, headers in outputs:
+                    producing = True
                     self._mode.produce(out_topic, value, key, reports, headers)
-                    produced_any = True
+                    producing, produced_any = False, True
                     pending.produced[out_topic] += 1
             except Exception as exc:
-                if not produced_any or not self._mode.streams_outputs:
-                    raise  # nothing of this batch can be taken back: a commit failure, rewound
+                # The producer failing (fenced, fatal) is the batch's commit failing, never the message's
+                # fault; so is a failure before anything of the batch can be taken back: both rewound.
+                if producing or not produced_any or not self._mode.streams_outputs:
+                    raise
                 raise _MidStreamFailure((topic, partition), offset, attempt, exc) from exc
         pending.next_offsets[(topic, partition)] = TopicPartition(
             topic, partition, offset + 1, leader_epoch=record.leader_epoch()

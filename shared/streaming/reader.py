@@ -143,8 +143,8 @@ class TransactionalReader:
         """Produce ``outputs`` and commit the group at ``offsets`` (next offset per partition) in one
         transaction. ``held``: the first offset of everything consumed and not committed, per partition.
         On failure the transaction is ended, those partitions are rewound to what the group has committed
-        (the caller drops what it holds), and False is returned after a backoff; a fenced producer raises
-        ``ProducerFencedError`` (another instance owns this work now)."""
+        (the caller drops what it holds), and False is returned after a backoff (a fenced producer is replaced
+        meanwhile); fences that recur raise ``ProducerFencedError`` (another instance owns this work)."""
         txn = self.transaction
         try:
             txn.begin()
@@ -167,7 +167,7 @@ class TransactionalReader:
 
 
 class RestartingWorker:
-    """A daemon thread running ``_serve`` until ``stop``. A failure (a fenced producer included) is logged,
+    """A daemon thread running ``_serve`` until ``stop``. A failure (recurring fences included) is logged,
     ``_reset`` drops what was consumed but not committed, and ``_serve`` starts over after
     ``restart_delay_s``: the group's committed offsets say where to resume, so nothing is lost or
     produced twice."""

@@ -4,6 +4,9 @@ replication rule (3 replicas, ``min.insync.replicas=2``) and the producers' ``ac
 
 * the leader of the busiest partitions is SIGKILLed mid-run: its partitions' leadership moves to a follower
   in sync, and every transactional stage must finish or abort its open transaction and go on;
+* the transaction coordinator of the transactional stages is SIGKILLed mid-run: librdkafka may then
+  report its producer fenced although no other producer has its id (a spurious fence), which the
+  transaction engine answers with a new producer; the stages go on, none exits;
 * a broker kept down while runs complete on the other two (2 of 3 replicas in sync is what min.insync asks).
 
 Each ends with the exactly-once verdict of ``tests.faults.harness`` against the ledger of generated rows
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,8 @@ from confluent_kafka.admin import AdminClient
 from aoetl.devstack.cluster import KafkaCluster
 from shared.contracts import EventKind, Stage
 from shared.kafka.topics import Topics
+from shared.kafka.transaction import transactional_id
+from tests.e2e.conftest import System
 from tests.faults.harness import (
     SHORT_KAFKA_CALLS,
     OrdersRun,
@@ -80,17 +85,40 @@ def busiest_leader(bootstrap: str, topics: list[str]) -> int:
     return leader
 
 
+def java_hash(text: str) -> int:
+    """Java's ``String.hashCode`` (of text in the Basic Multilingual Plane), as a signed 32-bit int."""
+    h = 0
+    for char in text:
+        h = (31 * h + ord(char)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def transaction_coordinator(bootstrap: str, transactional_ids: list[str]) -> int:
+    """The broker coordinating the most of ``transactional_ids``: the leader of the ``__transaction_state``
+    partition each id belongs to (the broker's rule: ``abs(id.hashCode()) % partitions``)."""
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    state = topics["__transaction_state"]
+    count = len(state.partitions)
+    coordinators = Counter(
+        state.partitions[(0 if h == -(1 << 31) else abs(h)) % count].leader
+        for h in map(java_hash, transactional_ids)
+    )
+    coordinator, _ = coordinators.most_common(1)[0]
+    return coordinator
+
+
 def replicas_everywhere(bootstrap: str, topic: str) -> None:
     """The system's topics really are replicated as the rule says (else the faults prove nothing)."""
     metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {BROKERS}
 
 
-def test_sigkill_of_the_busiest_leader_mid_run_loses_and_duplicates_nothing(
-    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def sigkill_mid_run(
+    postgres_dsn: str, tmp_path: Path, name: str, seed: int, victim_of: Callable[[KafkaCluster, System], int]
 ) -> None:
-    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
-    run = orders_run(tmp_path / "in", "cluster-kill", 60_000, seed=61, batch_rows=1_000)
+    """A run of 60 000 rows; once transform is at work, the broker ``victim_of`` names is SIGKILLed. The
+    run lands exactly once, transform committed every extracted batch once, and no service died."""
+    run = orders_run(tmp_path / "in", name, 60_000, seed=seed, batch_rows=1_000)
     with (
         private_cluster() as cluster,
         running_system(cluster.bootstrap, postgres_dsn, REPLICAS) as system,
@@ -100,7 +128,7 @@ def test_sigkill_of_the_busiest_leader_mid_run_loses_and_duplicates_nothing(
         replicas_everywhere(cluster.bootstrap, data_topics[0])
         watcher.submit(run)
         watcher.wait_stage(run.run_id, Stage.TRANSFORM, EventKind.BATCH_TRANSFORMED)
-        victim = busiest_leader(cluster.bootstrap, data_topics)
+        victim = victim_of(cluster, system)
         cluster.kill_node(victim)
         result = watcher.await_result(run.run_id)
         assert_exactly_once(postgres_dsn, run, result)
@@ -109,6 +137,35 @@ def test_sigkill_of_the_busiest_leader_mid_run_loses_and_duplicates_nothing(
         assert transformed == extracted
         assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with the broker"
         cluster.restart_node(victim)  # the killed node rejoins the cluster from its data folder
+
+
+def test_sigkill_of_the_busiest_leader_mid_run_loses_and_duplicates_nothing(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+
+    def busiest(cluster: KafkaCluster, system: System) -> int:
+        topics = [system.client.topic(t) for t in (Topics.DATA_EXTRACTED, Topics.DATA_TRANSFORMED)]
+        return busiest_leader(cluster.bootstrap, topics)
+
+    sigkill_mid_run(postgres_dsn, tmp_path, "cluster-kill", 61, busiest)
+
+
+def test_sigkill_of_the_transaction_coordinator_mid_run_loses_and_duplicates_nothing(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: a commit failing as fenced when the coordinator died made the stage exit."""
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+
+    def coordinator(cluster: KafkaCluster, system: System) -> int:
+        ids = [
+            transactional_id(service, f"{service}-{n}", suffix=system.suffix)
+            for service in ("orchestrator", "extract", "transform")
+            for n in range(REPLICAS[service])
+        ]
+        return transaction_coordinator(cluster.bootstrap, ids)
+
+    sigkill_mid_run(postgres_dsn, tmp_path, "cluster-coordinator", 62, coordinator)
 
 
 def test_runs_complete_on_two_brokers_while_the_third_stays_down(

@@ -10,6 +10,10 @@
 3. A stateful handler (the orchestrator's run book) remembers what it answered; when the transaction
    holding those answers is aborted, that memory must be rebuilt from what is committed, or the answers
    are never sent again (a run left without its finalize or its result). The loop calls ``on_rollback``.
+4. After a transaction-coordinator failover librdkafka can report the loop's producer fenced although no
+   other producer with its transactional id does any work (issue 14: the stage exited). A fence alone
+   must replace the producer and redo the batch; here a real one, from a producer of the same id that
+   initialises once and stays idle.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 import pytest
 
 from shared.contracts import Contract, RunEvent, Stage
+from shared.kafka.clients import make_producer
+from shared.kafka.transaction import transactional_id
 from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import KafkaSettings
 from tests.helpers import wait_until
@@ -125,3 +131,21 @@ def test_a_producer_whose_commits_keep_failing_is_replaced(
     assert not topology.errors
     assert made[0].failures >= 1 and len(made) >= 2, "the stuck producer was never replaced"
     assert ids(copied) == Counter(e.event_id for e in events)
+
+
+def test_a_fence_with_no_working_twin_replaces_the_producer_and_work_goes_on_exactly_once(
+    topology: Topology,
+) -> None:
+    before = produce_events(topology.bootstrap, topology.source, 30)
+    loop = topology.loop(topology.copy(), max_batch=10, kafka_timeout=10.0)
+    stop = topology.start(loop)
+    read(topology.bootstrap, topology.sink, len(before))
+    settings = KafkaSettings(bootstrap_servers=topology.bootstrap)
+    twin = make_producer(settings, transactional_id=transactional_id(topology.name, "i1"))
+    twin.init_transactions(30)  # a newer epoch: the loop's producer is fenced at its next transaction
+    after = produce_events(topology.bootstrap, topology.source, 30)
+    copied = read(topology.bootstrap, topology.sink, len(before) + len(after))
+    topology.stop(stop)
+    assert not topology.errors, "a lone fence stopped the loop"
+    assert topology.metric("aoetl_producer_fences_total") >= 1, "the loop's producer was never fenced"
+    assert ids(copied) == Counter(e.event_id for e in before + after)

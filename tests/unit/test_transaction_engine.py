@@ -1,6 +1,7 @@
 """The one transaction engine (``shared.kafka.transaction``) and the topic-reader template built on it
 (``shared.streaming.reader``), with fake clients behind the client Protocols: every protection of the
-transaction (bounded calls, commit retry, abort-or-replace, fencing, rewind to committed) and the
+transaction (bounded calls, commit retry, abort-or-replace, fences: transient until they recur, rewind
+to committed) and the
 reader's commit/rollback bookkeeping. The same code runs against the real broker in the integration,
 e2e and fault tests."""
 
@@ -16,7 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 import shared.kafka.transaction as transaction_module
 import shared.streaming.reader as reader_module
 from shared.avro.serde import AvroSerde
+from shared.errors import is_transient
 from shared.kafka.transaction import (
+    FenceCount,
     KafkaTransaction,
     ProducerFencedError,
     TransactionCallHungError,
@@ -27,92 +30,11 @@ from shared.settings import KafkaSettings
 from shared.spec.models import StreamFormat
 from shared.streaming import ReaderConfig, TransactionalReader, Window, WindowedTopicReader, WindowLimits
 from shared.streaming.supervisor import WorkerSupervisor
+from tests.unit.kafka_fakes import FakeConsumer, FakeProducer, kafka_failure
 
 pytestmark = pytest.mark.unit
 
 KAFKA = KafkaSettings(bootstrap_servers="unused:9092")
-
-
-def kafka_failure(code: int = KafkaError._TIMED_OUT, **flags: bool) -> KafkaException:
-    return KafkaException(KafkaError(code, "injected", **flags))
-
-
-class FakeProducer:
-    """Records every call; ``failures`` maps a method name to the exceptions its next calls raise."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.produced: list[tuple[str, Any, bytes]] = []
-        self.failures: dict[str, list[BaseException]] = {}
-        self.hang: threading.Event | None = None  # send_offsets blocks until set
-
-    def _call(self, name: str) -> None:
-        self.calls.append(name)
-        pending = self.failures.get(name)
-        if pending:
-            raise pending.pop(0)
-
-    def init_transactions(self, timeout: float = -1) -> None:
-        self._call("init")
-
-    def begin_transaction(self) -> None:
-        self._call("begin")
-
-    def produce(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> None:
-        self._call("produce")
-        self.produced.append((topic, key, value))
-
-    def send_offsets_to_transaction(self, positions: Any, metadata: Any, timeout: float = -1) -> None:
-        self._call("send_offsets")
-        if self.hang is not None:
-            self.hang.wait()
-
-    def commit_transaction(self, timeout: float = -1) -> None:
-        self._call("commit")
-
-    def abort_transaction(self, timeout: float = -1) -> None:
-        self._call("abort")
-
-    def flush(self, timeout: float = -1) -> int:
-        return 0
-
-
-class FakeConsumer:
-    def __init__(self, committed: dict[tuple[str, int], int] | None = None) -> None:
-        self.committed_offsets = committed or {}
-        self.seeks: list[tuple[str, int, int]] = []
-        self.messages: list[Any] = []
-        self.assign_cb: Any = None
-
-    def consumer_group_metadata(self) -> object:
-        return object()
-
-    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
-        return [
-            TopicPartition(
-                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
-            )
-            for tp in partitions
-        ]
-
-    def seek(self, tp: TopicPartition) -> None:
-        self.seeks.append((tp.topic, tp.partition, tp.offset))
-
-    def subscribe(self, topics: list[str], on_assign: Any = None, **kw: Any) -> None:
-        self.assign_cb = on_assign
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        if self.assign_cb is not None:
-            self.assign_cb(self, [TopicPartition("t", 0), TopicPartition("t", 1)])
-            self.assign_cb = None
-        taken, self.messages = self.messages[:num_messages], self.messages[num_messages:]
-        return taken
-
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = -1, cached: bool = False) -> Any:
-        return (0, 100)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -193,15 +115,88 @@ def test_the_second_failure_in_a_row_replaces_the_producer_a_success_resets_the_
     assert len(producers) == 2, "two failures in a row: the producer may be stuck, replace it"
 
 
-def test_a_producer_that_cannot_abort_is_replaced_and_a_fenced_one_stops(
-    producers: list[FakeProducer],
-) -> None:
+def test_a_producer_that_cannot_abort_is_replaced(producers: list[FakeProducer]) -> None:
     txn = opened()
     producers[0].failures["abort"] = [kafka_failure()]
     txn.discard()
-    assert len(producers) == 2
+    assert len(producers) == 2 and producers[1].calls == ["init"] and txn.ready
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fenced_commit(txn: KafkaTransaction, producer: FakeProducer) -> KafkaException:
+    """A commit failing as librdkafka fails it after a coordinator failover: fatal ``_FENCED``."""
+    producer.failures["commit"] = [kafka_failure(KafkaError._FENCED, fatal=True)]
+    txn.begin()
+    with pytest.raises(KafkaException) as failed:
+        txn.commit(OFFSETS, FakeConsumer())
+    return failed.value
+
+
+def test_a_fence_replaces_the_producer_and_only_a_recurring_one_stops(producers: list[FakeProducer]) -> None:
+    """A fence may be spurious (a coordinator failover): the batch is taken back and a new producer goes
+    on; the third fence within the window means another live producer has our id, and stops us."""
+    clock = Clock()
+    txn = opened(fences=FenceCount("svc-i1", limit=3, window_s=60, clock=clock))
+    txn.fail(fenced_commit(txn, producers[0]))
+    assert len(producers) == 2 and producers[1].calls == ["init"] and txn.ready
+    assert "abort" not in producers[0].calls, "a fenced producer accepts nothing more: never called again"
+    txn.begin()
+    txn.commit(OFFSETS, FakeConsumer())
+    assert producers[1].calls[-1] == "commit", "the new producer commits the redone batch"
+    clock.now += 30
+    txn.fail(fenced_commit(txn, producers[1]))
+    assert len(producers) == 3, "a second fence within the window: still replaced"
+    clock.now += 31  # the first fence is out of the window now
+    txn.fail(fenced_commit(txn, producers[2]))
+    assert len(producers) == 4, "two fences within the window: replaced"
+    clock.now += 1
+    with pytest.raises(ProducerFencedError) as stopped:
+        txn.fail(fenced_commit(txn, producers[3]))
+    assert not is_transient(stopped.value), "recurring fences are terminal: the instance stops"
+    assert len(producers) == 4
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH]
+)
+def test_a_fenced_abort_or_init_replaces_the_producer_and_counts_as_a_fence(
+    producers: list[FakeProducer], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    fenced_inits = [kafka_failure(code, fatal=True)]
+
+    def factory(settings: KafkaSettings, **overrides: Any) -> FakeProducer:
+        producers.append(FakeProducer())
+        if fenced_inits:
+            producers[-1].failures["init"] = [fenced_inits.pop()]
+        return producers[-1]
+
+    txn = opened(fences=FenceCount("svc-i1", limit=3, window_s=60, clock=Clock()))
+    monkeypatch.setattr(transaction_module, "make_producer", factory)
+    producers[0].failures["abort"] = [kafka_failure(code, fatal=True)]
+    txn.discard()  # fence 1: the abort finds the producer fenced; its replacement is fenced at init (2)
+    assert [p.calls for p in producers[1:]] == [["init"], ["init"]] and txn.ready
     with pytest.raises(ProducerFencedError):
-        txn.fail(kafka_failure(KafkaError._FENCED))
+        txn.fail(kafka_failure(code))  # fence 3 within the window
+    assert len(producers) == 3
+
+
+def test_a_fatal_error_other_than_a_fence_at_init_is_raised(
+    producers: list[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    txn = opened()
+    broken = FakeProducer()
+    broken.failures["init"] = [kafka_failure(KafkaError._FATAL, fatal=True)]
+    monkeypatch.setattr(transaction_module, "make_producer", lambda settings, **kw: broken)
+    with pytest.raises(KafkaException):
+        txn.fail(kafka_failure(KafkaError._FATAL, fatal=True))
+    assert not txn.ready
 
 
 def test_rewind_goes_to_the_committed_offset_or_else_to_the_first_uncommitted() -> None:

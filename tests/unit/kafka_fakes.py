@@ -1,0 +1,95 @@
+"""Fake Kafka clients behind the client Protocols (``shared.kafka.types``), for the transaction engine and
+the loops built on it: a producer that records its calls and fails the ones it is told to, a consumer
+that hands out given records and remembers its seeks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+
+def kafka_failure(code: int = KafkaError._TIMED_OUT, **flags: bool) -> KafkaException:
+    return KafkaException(KafkaError(code, "injected", **flags))
+
+
+class FakeProducer:
+    """Records every call; ``failures`` maps a method name to what its next calls raise (None: that call
+    succeeds)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.produced: list[tuple[str, Any, bytes]] = []
+        self.failures: dict[str, list[BaseException | None]] = {}
+        self.hang: threading.Event | None = None  # send_offsets blocks until set
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        pending = self.failures.get(name)
+        if pending:
+            failure = pending.pop(0)
+            if failure is not None:
+                raise failure
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def produce(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> None:
+        self._call("produce")
+        self.produced.append((topic, key, value))
+
+    def send_offsets_to_transaction(self, positions: Any, metadata: Any, timeout: float = -1) -> None:
+        self._call("send_offsets")
+        if self.hang is not None:
+            self.hang.wait()
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._call("abort")
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self, committed: dict[tuple[str, int], int] | None = None) -> None:
+        self.committed_offsets = committed or {}
+        self.seeks: list[tuple[str, int, int]] = []
+        self.messages: list[Any] = []
+        self.assign_cb: Any = None
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, **kw: Any) -> None:
+        self.assign_cb = on_assign
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if self.assign_cb is not None:
+            self.assign_cb(self, [TopicPartition("t", 0), TopicPartition("t", 1)])
+            self.assign_cb = None
+        taken, self.messages = self.messages[:num_messages], self.messages[num_messages:]
+        return taken
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = -1, cached: bool = False) -> Any:
+        return (0, 100)
+
+    def close(self) -> None:
+        pass
