@@ -105,8 +105,10 @@ screenshots: bootstrap
 	AOETL_UI_SCREENSHOTS=$(CURDIR)/bench/results/ui $(PY) -m pytest tests/e2e/test_console.py -q $(PYTEST_ARGS)
 
 ## bench-peers: aoetl against psql \copy, dlt (pyarrow + csv loader) and dlt's default path on one batch load
-## (bench/bench_peers.py; BENCH_ARGS="--rows N --rounds R"), the peers in their own venv under .state/,
-## results in bench/results/bench_peers.json.
+## (bench/bench_peers.py; BENCH_ARGS="--rows N --rounds R"), then an aoetl continuous pipeline against
+## quix-streams draining one pre-produced topic of JSON events (bench/bench_peers_stream.py;
+## STREAM_BENCH_ARGS="--events N --rounds R"), the peers in their own venv under .state/, results in
+## bench/results/bench_peers.json and bench/results/bench_peers_stream.json.
 PEERS_VENV := .state/peers-venv
 $(PEERS_VENV)/.installed: bench/peers-requirements.txt
 	@test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
@@ -115,6 +117,7 @@ $(PEERS_VENV)/.installed: bench/peers-requirements.txt
 
 bench-peers: bootstrap $(PEERS_VENV)/.installed
 	$(PY) bench/bench_peers.py $(BENCH_ARGS)
+	$(PY) bench/bench_peers_stream.py $(STREAM_BENCH_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
 ## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.

@@ -25,13 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,12 +35,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.peers_common import (  # noqa: E402
+    SERVICES,
+    cpu_snapshot,
+    ensure_peers_venv,
+    machine_info,
+    peer_versions,
+    sql,
+    timed,
+)
+
 TOOLS = ("psql", "dlt-arrow", "dlt-dicts", "aoetl")
 BASELINES = ("psql", "dlt-arrow")
-PEERS_VENV = REPO / ".state" / "peers-venv"
-PEERS_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
 STATE = REPO / ".state" / "bench" / "peers"
-SERVICES = ("orchestrator", "extract", "transform", "load")
 
 STAGING_DDL = (
     "id bigint, customer text, status text, amount double precision, qty bigint, price double precision, "
@@ -135,65 +138,8 @@ def rotated(tools: Sequence[str], round_index: int) -> list[str]:
     return [*tools[shift:], *tools[:shift]]
 
 
-# ---- measuring ----
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(
-    command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
-) -> dict:
-    """Wall and CPU seconds of a whole process (its waited-for children included)."""
-    cpu = children_cpu()
-    started = time.perf_counter()
-    proc = subprocess.run(command, env=env, input=stdin, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{command[0]} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        )
-    return {"seconds": wall, "process_cpu_s": round(children_cpu() - cpu, 2), "stdout": proc.stdout}
-
-
-def cpu_snapshot(services: dict[int, str]) -> dict[int, tuple[str, float]]:
-    """``bench_pipeline.cpu_by_process`` plus, under a negative key, the CPU of the PostgreSQL processes'
-    waited-for children: psql's and dlt's backends exit with their connection before the second snapshot,
-    and only the postmaster's children times still hold their CPU then."""
-    import psutil
-
-    from bench.bench_pipeline import cpu_by_process
-
-    found = cpu_by_process(services)
-    for pid, (group, _) in list(found.items()):
-        if group == "postgres":
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            found[-pid] = (group, times.children_user + times.children_system)
-    return found
-
-
-def sql(dsn: str, query: str) -> str:
-    return subprocess.run(
-        ["psql", dsn, "-tAc", query], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def checksum(dsn: str, table: str) -> list[str]:
     return sql(dsn, CHECKSUM_SQL.format(table=table)).split("|")
-
-
-def ensure_peers_venv(venv: Path = PEERS_VENV) -> Path:
-    python = venv / "bin" / "python"
-    if not (venv / ".installed").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)], check=True)
-        (venv / ".installed").touch()
-    return python
 
 
 def main() -> int:
@@ -300,7 +246,8 @@ def main() -> int:
                 flush=True,
             )
         client.close()
-        machine = machine_info(dsn, peers_python)  # before the stack stops: it asks PostgreSQL its version
+        versions = peer_versions(peers_python, {"dlt": "dlt", "pyarrow": "pyarrow"}) if peers_python else {}
+        machine = machine_info(dsn, versions)  # before the stack stops: it asks PostgreSQL its version
     finally:
         stack.down()
 
@@ -337,26 +284,6 @@ def table_text(wall: dict[str, dict], own: dict[str, float]) -> str:
         ratios = [f"{figures[f'vs_{b}']:.2f}x" if figures.get(f"vs_{b}") else "-" for b in BASELINES]
         lines.append(f"| {tool} | {figures['median_s']:.2f} | {own.get(tool, '-')} | {' | '.join(ratios)} |")
     return "\n".join(lines)
-
-
-def machine_info(dsn: str, peers_python: Path | None) -> dict:
-    import psutil
-
-    versions = {"postgres": sql(dsn, "SHOW server_version")}
-    if peers_python is not None:
-        probe = "import dlt, pyarrow; print(dlt.__version__, pyarrow.__version__)"
-        dlt_version, arrow_version = subprocess.run(
-            [str(peers_python), "-c", probe], check=True, capture_output=True, text=True
-        ).stdout.split()
-        versions |= {"dlt": dlt_version, "pyarrow": arrow_version}
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "versions": versions,
-    }
 
 
 if __name__ == "__main__":

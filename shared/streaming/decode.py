@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from shared.errors import DataError
 from shared.kafka.types import Serde
 from shared.spec.models import StreamFormat
@@ -28,10 +30,7 @@ def decode_event(raw: bytes | None, fmt: StreamFormat, serde: Serde) -> dict[str
     if raw is None:
         raise StreamDecodeError("a tombstone (null value) is not an event")
     if fmt is StreamFormat.JSON:
-        try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StreamDecodeError(f"not valid JSON: {exc}") from exc
+        value = _json_loads(raw)
         if not isinstance(value, dict):
             raise StreamDecodeError(f"a JSON event must be an object, got {type(value).__name__}")
         return value
@@ -41,6 +40,20 @@ def decode_event(raw: bytes | None, fmt: StreamFormat, serde: Serde) -> dict[str
         raise StreamDecodeError(f"not a readable Avro record: {exc}") from exc
     unwrapped: dict[str, Any] = _unwrap(record)
     return unwrapped
+
+
+def _json_loads(raw: bytes) -> Any:
+    """orjson first (a fifth of ``json.loads``' CPU on small events: the continuous drain's hot path);
+    what it refuses and ``json`` reads (NaN, Infinity, integers past 64 bits, lone surrogates) is read by
+    ``json``, so an event decodes exactly as before and only what both refuse is poison."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StreamDecodeError(f"not valid JSON: {exc}") from exc
 
 
 def _unwrap(value: Any) -> Any:

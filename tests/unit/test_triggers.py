@@ -110,6 +110,23 @@ def test_events_decode_as_json_objects_or_avro_records_and_poison_is_typed():
         decode_event(b"\xc3\x01garbage", StreamFormat.AVRO, serde)
 
 
+def test_json_events_decode_exactly_as_the_json_module_reads_them():
+    serde = AvroSerde()
+    # what the fast parser refuses but json reads (non-standard numbers, huge ints, lone surrogates)
+    for raw in (
+        b'{"id": 1, "amount": 2.5, "user": "u\\u00e9", "tags": [1, null, true], "n": {"x": -0.0}}',
+        b'{"a": NaN, "b": Infinity, "c": -Infinity}',
+        b'{"big": 123456789012345678901234567890, "tiny": 1e-400, "huge": 1e400}',
+        b'{"s": "\\ud800"}',
+        b'{"dup": 1, "dup": 2}',
+    ):
+        got = decode_event(raw, StreamFormat.JSON, serde)
+        assert repr(got) == repr(json.loads(raw)), raw  # repr: NaN != NaN
+    for bad in (b'{"a": 1', b'\xff{"a": 1}', b"", b'"text"', b"1"):
+        with pytest.raises(StreamDecodeError):
+            decode_event(bad, StreamFormat.JSON, serde)
+
+
 # ----------------------------------------------------------------------------------------- gateway
 async def test_the_gateway_registers_triggers_and_matches_webhooks_by_definition_rules() -> None:
     bus = FakeBus()

@@ -1,0 +1,96 @@
+"""What the peer benchmarks share (``bench/bench_peers.py``, the batch load, and
+``bench/bench_peers_stream.py``, the continuous drain): the peers' own venv, whole-process timing, CPU seconds
+of PostgreSQL, the broker and the aoetl services, ``psql`` queries and machine info."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_VENV = REPO / ".state" / "peers-venv"
+PEERS_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
+SERVICES = ("orchestrator", "extract", "transform", "load")
+
+
+def ensure_peers_venv(venv: Path = PEERS_VENV) -> Path:
+    """The peers' interpreter, the venv made and installed from bench/peers-requirements.txt when it is not
+    (``make bench-peers`` does the same, and again when the requirements change)."""
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)], check=True)
+        (venv / ".installed").touch()
+    return python
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> dict:
+    """Wall and CPU seconds of a whole process (its waited-for children included)."""
+    cpu = children_cpu()
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, input=stdin, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{command[0]} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return {"seconds": wall, "process_cpu_s": round(children_cpu() - cpu, 2), "stdout": proc.stdout}
+
+
+def cpu_snapshot(services: dict[int, str]) -> dict[int, tuple[str, float]]:
+    """``bench_pipeline.cpu_by_process`` plus, under a negative key, the CPU of the PostgreSQL processes'
+    waited-for children: psql's and dlt's backends exit with their connection before the second snapshot,
+    and only the postmaster's children times still hold their CPU then."""
+    import psutil
+
+    from bench.bench_pipeline import cpu_by_process
+
+    found = cpu_by_process(services)
+    for pid, (group, _) in list(found.items()):
+        if group == "postgres":
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            found[-pid] = (group, times.children_user + times.children_system)
+    return found
+
+
+def sql(dsn: str, query: str) -> str:
+    return subprocess.run(
+        ["psql", dsn, "-tAc", query], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def peer_versions(peers_python: Path, modules: dict[str, str]) -> dict[str, str]:
+    """The installed version of each peer distribution (name -> its import name), asked of the peers' venv."""
+    probe = "import sys, importlib.metadata as m; print(*(m.version(d) for d in sys.argv[1:]))"
+    found = subprocess.run(
+        [str(peers_python), "-c", probe, *modules.values()], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return dict(zip(modules, found, strict=True))
+
+
+def machine_info(dsn: str, versions: dict[str, str]) -> dict:
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "versions": {"postgres": sql(dsn, "SHOW server_version"), **versions},
+    }
