@@ -21,7 +21,7 @@ S3PROXY_JAR := $(AOETL_CACHE_DIR)/s3proxy/$(S3PROXY_VERSION)/s3proxy-$(S3PROXY_V
 
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap system-deps helm test test-secure test-slow lint typecheck dashboards k8s-render demo bench bench-startup bench-peers chaos chaos-cluster screenshots dev-up dev-down clean
+.PHONY: bootstrap system-deps helm test test-secure test-slow lint typecheck dashboards k8s-render demo bench bench-startup bench-peers bench-concurrent chaos chaos-cluster screenshots dev-up dev-down clean
 
 ## bootstrap: venv + editable install, system tools (JRE, Maven, PostgreSQL), Kafka jars, S3Proxy, Helm.
 ## Idempotent. The example plugin is installed too: the tests load it through its entry points, like a real plugin.
@@ -118,6 +118,12 @@ $(PEERS_VENV)/.installed: bench/peers-requirements.txt
 bench-peers: bootstrap $(PEERS_VENV)/.installed
 	$(PY) bench/bench_peers.py $(BENCH_ARGS)
 	$(PY) bench/bench_peers_stream.py $(STREAM_BENCH_ARGS)
+
+## bench-concurrent: many small runs (3-row CSV -> PostgreSQL) submitted at once through the requests topic,
+## exactly one result per run, with 1 then 2 orchestrator replicas (bench/bench_concurrent.py;
+## BENCH_ARGS="--runs 10000 --rounds 1 --replicas 1,2" are the defaults), in bench/results/bench_concurrent.json.
+bench-concurrent: bootstrap
+	$(PY) bench/bench_concurrent.py $(BENCH_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
 ## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.
