@@ -36,11 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.peers_common import (  # noqa: E402
-    SERVICES,
     cpu_snapshot,
     ensure_peers_venv,
     machine_info,
     peer_versions,
+    restart_services,
     sql,
     timed,
 )
@@ -173,11 +173,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUNTIME__DLTHUB_TELEMETRY": "false", "NO_COLOR": "1"}
     rounds: list[dict[str, dict]] = []
     try:
-        supervisor = stack.supervisor
-        supervisor.stop()
-        started = [p for name in SERVICES for p in supervisor.start(name, 1)]
-        supervisor.wait_ready(started, timeout=120)
-        pids = {p.pid: p.name for p in started}
+        pids = restart_services(stack.supervisor)
         client = AoetlClient()
 
         def run_psql(table: str) -> tuple[dict, str]:

@@ -40,12 +40,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.peers_common import (  # noqa: E402
-    SERVICES,
     children_cpu,
     cpu_snapshot,
     ensure_peers_venv,
     machine_info,
     peer_versions,
+    restart_services,
 )
 
 TOOLS = ("quix", "aoetl")
@@ -259,11 +259,7 @@ def main() -> int:
             "events": produce(bootstrap, topics["events"], args.events),
         }
         print(json.dumps({"produced": args.events, "seconds": round(produced_s["events"], 2)}), flush=True)
-        supervisor = stack.supervisor
-        supervisor.stop()
-        started = [p for name in SERVICES for p in supervisor.start(name, 1)]
-        supervisor.wait_ready(started, timeout=120)
-        pids = {p.pid: p.name for p in started}
+        pids = restart_services(stack.supervisor)
         client = AoetlClient()
         con = psycopg.connect(dsn, autocommit=True)
 

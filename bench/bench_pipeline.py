@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 from aoetl.client import AoetlClient  # noqa: E402
 from aoetl.commands.run_display import follow_run  # noqa: E402
 from aoetl.devstack import DevStack  # noqa: E402
+from bench.peers_common import restart_services  # noqa: E402
 from shared.contracts import RunStatus, Stage  # noqa: E402
 from shared.kafka.topics import Topics  # noqa: E402
 from shared.spec import parse_spec  # noqa: E402
 
-SERVICES = ("orchestrator", "extract", "transform", "load")
 COLUMNS = ["id", "customer", "status", "amount", "qty", "price", "region", "score", "flag", "note"]
 COPY_DDL = (
     "id bigint, customer text, status text, amount double precision, qty bigint, price double precision, "
@@ -200,11 +200,7 @@ def main() -> int:
             path = state / f"bench-{rows}.csv"
             if not path.exists():
                 generate_csv(path, rows)
-            supervisor = stack.supervisor
-            supervisor.stop()
-            started = [p for name in SERVICES for p in supervisor.start(name, 1)]
-            supervisor.wait_ready(started, timeout=120)
-            pids = {p.pid: p.name for p in started}
+            pids = restart_services(stack.supervisor)
             client = AoetlClient()
             # Warm-up (not counted): first imports and connections in every (restarted) service, and for
             # the first size the broker's JIT. A freshly started broker spent 1.4-2.3 CPU-s per 1M-row run
@@ -219,7 +215,7 @@ def main() -> int:
                 copies.append(psql_copy(dsn, path))
                 runs.append(run_pipeline(client, spec_for(path, f"bench_{uuid.uuid4().hex[:8]}"), dsn, pids))
             client.close()
-            rss = {f"{p.name}": round(peak_rss_mib(p.pid), 1) for p in started}
+            rss = {name: round(peak_rss_mib(pid), 1) for pid, name in pids.items()}
             e2e = statistics.median(r["seconds"] for r in runs)
             median_run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
             copy = statistics.median(copies)

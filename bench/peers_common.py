@@ -11,11 +11,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_VENV = REPO / ".state" / "peers-venv"
 PEERS_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
 SERVICES = ("orchestrator", "extract", "transform", "load")
+
+
+def restart_services(supervisor: Any) -> dict[int, str]:
+    """Stop the stack's services and start one replica of each (``SERVICES``), ready: a bench measures
+    services that start fresh from its own state. Their pids by name, for the CPU accounting."""
+    supervisor.stop()
+    started = [p for name in SERVICES for p in supervisor.start(name, 1)]
+    supervisor.wait_ready(started, timeout=120)
+    return {p.pid: p.name for p in started}
 
 
 def ensure_peers_venv(venv: Path = PEERS_VENV) -> Path:
