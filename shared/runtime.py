@@ -34,6 +34,7 @@ from shared.plugins import report_plugins
 from shared.policy import PolicySettings, load_policy
 from shared.policy.connections import register_declared_secrets
 from shared.processing import Handler, LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
+from shared.processing.budget import TransactionBudget
 from shared.redaction import register_secrets_of
 from shared.settings import ProcessorSettings, ServiceSettings, load_settings
 from shared.signals import GracefulShutdown, install_signal_handlers
@@ -151,6 +152,7 @@ class ProcessorService(BaseService[P]):
             topic_suffix=s.topic_suffix,
             transactional=self.transactional,
             max_batch=s.max_batch,
+            budget=TransactionBudget(max_bytes=s.transaction_max_bytes, max_seconds=s.transaction_max_s),
             poll_timeout=s.poll_timeout_s,
             kafka_timeout=s.kafka_timeout_s,
             consumer_overrides={

@@ -9,8 +9,6 @@ from shared.settings import KafkaCompression, ProcessorSettings
 
 class ExtractSettings(ProcessorSettings):
     group_id: str = Field("aoetl-extract", min_length=1)
-    # one task can yield many MiB of batches: one task per transaction keeps transactions short
-    max_batch: int = Field(1, ge=1)
     # Batches are Arrow IPC streams already LZ4-compressed per buffer: compressing them again in the
     # producer costs CPU here, in the broker (it decompresses to validate) and in the consumer.
     producer_compression: KafkaCompression = "none"

@@ -1,7 +1,8 @@
 """The extract service: one task reads one split of the source.
 
 Consumes ``Topics.TASKS``; produces ``DataBatch``es on ``Topics.DATA_EXTRACTED`` and a SPLIT_EXTRACTED
-event, all in one Kafka transaction per task (``max_batch`` = 1), so a split is all-or-nothing downstream.
+event in the same Kafka transaction, so a split is all-or-nothing downstream; a large split commits alone
+(``shared.processing.budget``), small tasks share a transaction.
 A source that fails terminally (missing file, malformed data) becomes a TASK_FAILED event that fails the
 run, plus the task in the dead-letter topic for redrive; transient failures are retried locally with
 backoff, then reported as TASK_FAILED(transient) so the orchestrator can reschedule the task.

@@ -9,5 +9,3 @@ from shared.settings import ProcessorSettings
 
 class LoadSettings(ProcessorSettings):
     group_id: str = Field("aoetl-load", min_length=1)
-    # batches carry up to a few MiB each
-    max_batch: int = Field(10, ge=1)

@@ -9,8 +9,6 @@ from shared.settings import KafkaCompression, ProcessorSettings
 
 class TransformSettings(ProcessorSettings):
     group_id: str = Field("aoetl-transform", min_length=1)
-    # batches carry up to a few MiB each; few per transaction, so load sees each one soon
-    max_batch: int = Field(2, ge=1)
     mask_salt: SecretStr = Field(
         SecretStr("aoetl-default-salt"),
         description="salt of mask(method=hash); set a secret one in production so hashes cannot be reversed",

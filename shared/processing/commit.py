@@ -21,8 +21,9 @@ from typing import Any, Protocol
 from confluent_kafka import TopicPartition
 
 from shared.kafka.clients import DeliveryReports, flush_checked, make_producer
-from shared.kafka.transaction import KafkaCommitError, KafkaTransaction
+from shared.kafka.transaction import KafkaCommitError, KafkaTransaction, transactional_id
 from shared.kafka.types import Headers, KafkaConsumer, KafkaProducer
+from shared.processing.messages import LoopConfig
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -181,3 +182,19 @@ class SinkFirstCommit:
         if self._producer is not None:
             self._producer.flush(self._timeout)
             self._producer = None
+
+
+def commit_mode_for(kafka: KafkaSettings, config: LoopConfig, stop: threading.Event) -> CommitMode:
+    """The loop's one decision about its mode, taken once."""
+    if not config.transactional:
+        return SinkFirstCommit(
+            kafka, timeout=config.kafka_timeout, producer_overrides=config.producer_overrides
+        )
+    return TransactionalCommit(
+        kafka,
+        transactional_id(config.service, config.instance_id, suffix=config.topic_suffix),
+        stop=stop,
+        timeout=config.kafka_timeout,
+        retry_delay=config.retry.delay,
+        producer_overrides=config.producer_overrides,
+    )

@@ -2,8 +2,9 @@
 handle, produce, commit - exactly once per hop.
 
 What makes a batch stick is the loop's ``CommitMode`` (``shared.processing.commit``): one Kafka
-transaction per polled batch holding every output, every dead letter and the consumed offsets, or, for
-the load stage, effects first and offsets after. The transaction's protections (fencing, bounded calls,
+transaction per batch holding every output, every dead letter and the consumed offsets, or, for the load
+stage, effects first and offsets after. A batch is as much of one poll as the transaction budget allows
+(``shared.processing.budget``): small messages share a transaction, a large split gets its own. The transaction's protections (fencing, bounded calls,
 commit retry, abort-or-replace, rewind to committed) live in ``shared.kafka.transaction``, shared with
 the topic readers of ``shared.streaming``.
 
@@ -45,10 +46,10 @@ from shared.kafka.messages import (
     first_offsets,
     headers_of,
 )
-from shared.kafka.transaction import TP, kafka_error, rewind_to_committed, transactional_id
+from shared.kafka.transaction import TP, kafka_error, rewind_to_committed
 from shared.kafka.types import KafkaConsumer, Serde
 from shared.logging import log_context
-from shared.processing.commit import CommitMode, SinkFirstCommit, TransactionalCommit
+from shared.processing.commit import CommitMode, commit_mode_for
 from shared.processing.handling import MessageHandling, RetryLater
 from shared.processing.messages import (
     AssignHandler,
@@ -65,23 +66,7 @@ from shared.tracing import spans as tracing
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["OutputTooLargeError", "ProcessingLoop", "commit_mode_for"]
-
-
-def commit_mode_for(kafka: KafkaSettings, config: LoopConfig, stop: threading.Event) -> CommitMode:
-    """The loop's one decision about its mode, taken once."""
-    if not config.transactional:
-        return SinkFirstCommit(
-            kafka, timeout=config.kafka_timeout, producer_overrides=config.producer_overrides
-        )
-    return TransactionalCommit(
-        kafka,
-        transactional_id(config.service, config.instance_id, suffix=config.topic_suffix),
-        stop=stop,
-        timeout=config.kafka_timeout,
-        retry_delay=config.retry.delay,
-        producer_overrides=config.producer_overrides,
-    )
+__all__ = ["OutputTooLargeError", "ProcessingLoop"]
 
 
 class _MidStreamFailure(Exception):
@@ -99,6 +84,7 @@ class _Pending:
 
     next_offsets: dict[TP, TopicPartition] = field(default_factory=dict)
     produced: Counter[str] = field(default_factory=Counter)
+    produced_bytes: int = 0
 
 
 class ProcessingLoop:
@@ -239,48 +225,82 @@ class ProcessingLoop:
 
     # ----------------------------------------------------------------------------------- one batch
     def _process(self, records: list[Any]) -> None:
-        started = time.monotonic()
+        """One poll, in as many transactions as its budget says (``shared.processing.budget``)."""
+        polled_at = time.monotonic()
         for record in records:
             metrics.MESSAGES_CONSUMED.labels(record.topic()).inc()
-        first = first_offsets(records)
+        retrying: set[TP] = set()  # partitions rewound for a retry: their later messages come again
+        rest = records
+        while rest:
+            done = self._process_segment(rest, retrying)
+            if done is None:
+                return  # taken back or not committed: everything from this segment on was rewound
+            rest = rest[done:]
+            now = time.monotonic()
+            if rest and (self._stop.is_set() or self.config.budget.poll_expired(polled_at, now)):
+                self._give_back(rest, retrying)
+                return
+
+    def _process_segment(self, records: list[Any], retrying: set[TP]) -> int | None:
+        """Handle records into one transaction until the budget is spent; commit; how many were taken.
+        None when the segment failed: the consumer was rewound to the committed offsets."""
+        opened_at = time.monotonic()
+        first = first_offsets(records)  # what a failure rewinds: this segment and the rest of the poll
         pending = _Pending()
         reports = DeliveryReports()
         failing: dict[TP, RetryLater] = {}
+        taken = 0
         try:
             self._mode.begin()
             for record in records:
+                taken += 1
                 tp = coordinates(record)[:2]
-                if tp in failing:
+                if tp in failing or tp in retrying:
                     continue  # a partition's order holds: its later messages wait for the retry
                 try:
                     self._handle_record(record, reports, pending)
                 except _MidStreamFailure as broken:
                     self._take_back(broken, first)
-                    return
+                    return None
                 except RetryLater as retry:
                     # Nothing of the failed message was produced (outputs are returned, not sent), so the
                     # batch stays valid for everything else: only this partition goes back.
                     failing[retry.tp] = retry
+                if self.config.budget.spent(pending.produced_bytes, opened_at, time.monotonic()):
+                    break
             if pending.next_offsets:
                 self._mode.commit(list(pending.next_offsets.values()), reports)
             else:
-                self._mode.discard()  # every message failed: nothing to commit
+                self._mode.discard()  # every message failed or was skipped: nothing to commit
         except (KafkaException, TransientError) as exc:
             self._on_commit_failure(exc, first)
-            return
+            return None
         except BaseException:
             # A bug or a shutdown signal inside the batch: never leave the transaction open behind us.
             self._mode.abort_quietly()
             raise
         for failure in failing.values():
             self._schedule_retry(failure)
+            retrying.add(failure.tp)
         for topic, count in pending.produced.items():
             metrics.MESSAGES_PRODUCED.labels(topic).inc(count)
         if pending.next_offsets:
-            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+            metrics.BATCH_SECONDS.observe(time.monotonic() - opened_at)
         for tp, position in pending.next_offsets.items():
             if tp not in failing:
                 self._retries.passed(tp, position.offset)
+        return taken
+
+    def _give_back(self, records: list[Any], retrying: set[TP]) -> None:
+        """Hand the unprocessed rest of a poll back to the consumer: it is fetched again next poll."""
+        consumer = self._require_consumer()
+        for (topic, partition), offset in first_offsets(records).items():
+            if (topic, partition) in retrying:
+                continue  # already rewound to its failed message and paused
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: the next owner starts from the committed one
+                _log.info("not rewinding %s[%d]: %s", topic, partition, exc)
 
     def _handle_record(self, record: KafkaMessage, reports: DeliveryReports, pending: _Pending) -> None:
         topic, partition, offset = coordinates(record)
@@ -300,6 +320,7 @@ class ProcessingLoop:
                     self._mode.produce(out_topic, value, key, reports, headers)
                     producing, produced_any = False, True
                     pending.produced[out_topic] += 1
+                    pending.produced_bytes += len(value)
             except Exception as exc:
                 # The producer failing (fenced, fatal) is the batch's commit failing, never the message's
                 # fault; so is a failure before anything of the batch can be taken back: both rewound.

@@ -14,6 +14,7 @@ from shared.errors import DataError
 from shared.kafka.clients import MAX_MESSAGE_BYTES
 from shared.kafka.topics import Topics
 from shared.kafka.types import Headers, Serde
+from shared.processing.budget import TransactionBudget
 from shared.processing.retries import RetryPolicy
 
 
@@ -66,7 +67,8 @@ class LoopConfig:
     dead_letter_topic: str = Topics.DEAD_LETTERS
     topic_suffix: str = ""  # the deployment's: part of the transactional id (shared.kafka.transaction)
     transactional: bool = True  # False: effects first, offsets after (see shared.processing.commit)
-    max_batch: int = 100
+    max_batch: int = 100  # messages per poll; how many share a transaction is the budget's call
+    budget: TransactionBudget = field(default_factory=TransactionBudget)
     poll_timeout: float = 1.0
     kafka_timeout: float = 30.0  # for init/commit/abort/committed calls
     retry: RetryPolicy = field(default_factory=RetryPolicy)

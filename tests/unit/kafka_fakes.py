@@ -21,6 +21,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.produced: list[tuple[str, Any, bytes]] = []
+        self.offsets_sent: list[list[tuple[str, int, int]]] = []  # per send_offsets: (topic, partition, next)
         self.failures: dict[str, list[BaseException | None]] = {}
         self.hang: threading.Event | None = None  # send_offsets blocks until set
 
@@ -44,6 +45,7 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, positions: Any, metadata: Any, timeout: float = -1) -> None:
         self._call("send_offsets")
+        self.offsets_sent.append([(tp.topic, tp.partition, tp.offset) for tp in positions])
         if self.hang is not None:
             self.hang.wait()
 
@@ -57,12 +59,47 @@ class FakeProducer:
         return 0
 
 
+class FakeRecord:
+    """A consumed record (``shared.kafka.messages.KafkaMessage``)."""
+
+    def __init__(self, offset: int, value: bytes, topic: str = "in", partition: int = 0):
+        self._offset, self._value, self._topic, self._partition = offset, value, topic, partition
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def headers(self) -> None:
+        return None
+
+    def leader_epoch(self) -> int:
+        return 3
+
+
 class FakeConsumer:
     def __init__(self, committed: dict[tuple[str, int], int] | None = None) -> None:
         self.committed_offsets = committed or {}
         self.seeks: list[tuple[str, int, int]] = []
         self.messages: list[Any] = []
         self.assign_cb: Any = None
+        self.paused: set[tuple[str, int]] = set()
 
     def consumer_group_metadata(self) -> object:
         return object()
@@ -77,6 +114,12 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def subscribe(self, topics: list[str], on_assign: Any = None, **kw: Any) -> None:
         self.assign_cb = on_assign
@@ -93,3 +136,21 @@ class FakeConsumer:
 
     def close(self) -> None:
         pass
+
+
+def run_polls(loop: Any, consumer: FakeConsumer, polls: list[list[Any]]) -> None:
+    """Run a ``ProcessingLoop`` on one consumer poll per entry of ``polls`` (the records fetched by then);
+    it stops at the next poll."""
+    stop = threading.Event()
+    real_consume, pending = consumer.consume, list(polls)
+
+    def consume(num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if num_messages == 1:  # the first call of a poll (``consume_available``)
+            if not pending:
+                stop.set()
+                return []
+            consumer.messages = pending.pop(0)
+        return real_consume(num_messages, timeout)
+
+    consumer.consume = consume  # type: ignore[method-assign]
+    loop.run(stop)

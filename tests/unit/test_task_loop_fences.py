@@ -5,7 +5,6 @@ the client Protocols (``tests.unit.kafka_fakes``), the real transaction engine."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,44 +18,12 @@ from shared.contracts import EventKind, RunEvent, Stage
 from shared.kafka.transaction import ProducerFencedError
 from shared.processing import LoopConfig, MessageContext, Output, ProcessingLoop, RetryPolicy
 from shared.settings import KafkaSettings
-from tests.unit.kafka_fakes import FakeConsumer, FakeProducer, kafka_failure
+from tests.unit.kafka_fakes import FakeConsumer, FakeProducer, FakeRecord, kafka_failure, run_polls
 
 pytestmark = pytest.mark.unit
 
 SERDE = AvroSerde()
 FENCED = KafkaError._FENCED
-
-
-class Record:
-    def __init__(self, offset: int, value: bytes):
-        self._offset, self._value = offset, value
-
-    def topic(self) -> str:
-        return "in"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def headers(self) -> None:
-        return None
-
-    def leader_epoch(self) -> int:
-        return 3
 
 
 def event(run_id: str) -> RunEvent:
@@ -104,26 +71,8 @@ def loop_on(consumer: FakeConsumer, monkeypatch: pytest.MonkeyPatch) -> Processi
     return ProcessingLoop(KafkaSettings(bootstrap_servers="unused:9092"), config, two_outputs, SERDE)
 
 
-def run_batches(loop: ProcessingLoop, consumer: FakeConsumer, batches: list[list[Record]]) -> None:
-    """Run the loop on one consumer poll per entry of ``batches`` (the records fetched by then); it stops
-    at the next poll."""
-    stop = threading.Event()
-    real_consume, pending = consumer.consume, list(batches)
-
-    def consume(num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        if num_messages == 1:  # the first call of a poll (``consume_available``)
-            if not pending:
-                stop.set()
-                return []
-            consumer.messages = pending.pop(0)
-        return real_consume(num_messages, timeout)
-
-    consumer.consume = consume  # type: ignore[method-assign]
-    loop.run(stop)
-
-
-def records(*offsets: int) -> list[Record]:
-    return [Record(o, SERDE.encode(event(f"r{o}"))) for o in offsets]
+def records(*offsets: int) -> list[FakeRecord]:
+    return [FakeRecord(o, SERDE.encode(event(f"r{o}"))) for o in offsets]
 
 
 def test_a_fence_after_the_first_output_takes_the_batch_back_and_a_new_producer_redoes_it(
@@ -136,7 +85,7 @@ def test_a_fence_after_the_first_output_takes_the_batch_back_and_a_new_producer_
     consumer = FakeConsumer(committed={("in", 0): 10})
     loop = loop_on(consumer, monkeypatch)
     # the second poll: the batch again, from the committed offset the consumer was rewound to
-    run_batches(loop, consumer, [records(10, 11), records(10, 11)])
+    run_polls(loop, consumer, [records(10, 11), records(10, 11)])
     assert consumer.seeks == [("in", 0, 10)], "rewound to the committed offset"
     assert len(factory.made) == 2, "one new producer"
     redone = factory.made[1]
@@ -148,5 +97,5 @@ def test_fences_that_recur_stop_the_loop(factory: ProducerFactory, monkeypatch: 
     factory.plans = [{"commit": [kafka_failure(FENCED, fatal=True)]} for _ in range(3)]
     consumer = FakeConsumer()
     with pytest.raises(ProducerFencedError):
-        run_batches(loop_on(consumer, monkeypatch), consumer, [records(0)] * 4)
+        run_polls(loop_on(consumer, monkeypatch), consumer, [records(0)] * 4)
     assert len(factory.made) == 3, "the first two fences replaced the producer, the third stopped"
