@@ -4,9 +4,9 @@ handle, produce, commit - exactly once per hop.
 What makes a batch stick is the loop's ``CommitMode`` (``shared.processing.commit``): one Kafka
 transaction per batch holding every output, every dead letter and the consumed offsets, or, for the load
 stage, effects first and offsets after. A batch is as much of one poll as the transaction budget allows
-(``shared.processing.budget``): small messages share a transaction, a large split gets its own. The transaction's protections (fencing, bounded calls,
-commit retry, abort-or-replace, rewind to committed) live in ``shared.kafka.transaction``, shared with
-the topic readers of ``shared.streaming``.
+(``shared.processing.budget``): small messages share a transaction, a large split gets its own. The
+transaction's protections (fencing, bounded calls, commit retry, abort-or-replace, rewind to committed)
+live in ``shared.kafka.transaction``, shared with the topic readers of ``shared.streaming``.
 
 Error policy, decided only by ``shared.errors.is_transient`` (per message: ``shared.processing.handling``):
 

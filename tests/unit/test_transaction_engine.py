@@ -213,8 +213,7 @@ def test_two_deployments_on_one_broker_never_share_a_transactional_id() -> None:
     """Instances are named per deployment (``transform-0`` in each): without the topic suffix in the id,
     starting a second deployment fenced the first's producers (seen as make test-secure's stall)."""
     from shared.contracts import Stage
-    from shared.processing.commit import TransactionalCommit
-    from shared.processing.commit import commit_mode_for
+    from shared.processing.commit import TransactionalCommit, commit_mode_for
     from shared.processing.messages import LoopConfig
 
     def loop_id(suffix: str) -> str:
