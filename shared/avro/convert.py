@@ -42,6 +42,7 @@ def avro_name_of(model: type[BaseModel]) -> str:
     return name if isinstance(name, str) else f"{SPEC_NAMESPACE}.{model.__name__}"
 
 
+@cache  # per model class: called for every model in every record encoded or decoded (the hot path)
 def discriminator_of(model: type[BaseModel]) -> tuple[str, str] | None:
     """``(field, value)`` of a union variant's literal tag, or None for an ordinary record."""
     for name in DISCRIMINATOR_FIELDS:
@@ -59,10 +60,9 @@ def to_datum(value: Any) -> Any:
         if envelope is not None:
             return envelope
         model = type(value)
-        tag = discriminator_of(model)
-        skip = tag[0] if tag else None
-        record = {name: to_datum(getattr(value, name)) for name in model.model_fields if name != skip}
-        return (avro_name_of(model), record) if tag else record
+        names, avro_name = _record_plan(model)
+        record = {name: to_datum(getattr(value, name)) for name in names}
+        return (avro_name, record) if avro_name is not None else record
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, list | tuple):
@@ -89,6 +89,14 @@ def from_datum(value: Any) -> Any:
     if isinstance(value, list):
         return [from_datum(v) for v in value]
     return value
+
+
+@cache
+def _record_plan(model: type[BaseModel]) -> tuple[tuple[str, ...], str | None]:
+    """A model's Avro fields (its discriminator left out) and, for a union variant, its record name."""
+    tag = discriminator_of(model)
+    skip = tag[0] if tag else None
+    return tuple(n for n in model.model_fields if n != skip), avro_name_of(model) if tag else None
 
 
 def _plugin_envelope(value: BaseModel) -> tuple[str, dict[str, str]] | None:

@@ -169,3 +169,26 @@ def read_all_raw(source: CsvSource, parallelism: int) -> list[dict[str, object]]
     return [
         r for s in plan_splits(source, parallelism) for t in read_split(source, s, 3) for r in t.to_pylist()
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['id,"full name","say ""hi""",x\n', "a;b;c\r\n", '"",b,\n', "only\n", "é,ü\n"],
+)
+def test_header_names_are_the_ones_arrow_reads(tmp_path: Path, header: str) -> None:
+    # The header is parsed with the csv module (fast) and the data with Arrow: they must agree.
+    import pyarrow.csv as pacsv
+
+    delimiter = ";" if ";" in header else ","
+    path = write(tmp_path / "h.csv", header + header.replace("\r\n", "\n").replace("\n", "") + "\n")
+    arrow = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
+    source = CsvSource(path=str(path), delimiter=delimiter)
+    (split,) = plan_splits(source, None)
+    (table,) = read_split(source, split, 10)
+    assert table.column_names == arrow
+
+
+def test_an_unterminated_quote_in_the_header_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.csv", 'id,"name\n1,a\n')
+    with pytest.raises(SourceReadError, match="line 1"):
+        plan_splits(CsvSource(path=str(path)), None)

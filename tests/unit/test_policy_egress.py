@@ -202,6 +202,16 @@ def test_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
         load_policy()
 
 
+def test_the_policy_is_shared_until_an_aoetl_variable_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", "127.0.0.1:8080")
+    first = load_policy()
+    assert load_policy() is first, "built once for one environment"
+    monkeypatch.setenv("AOETL_POSTGRES_DSN", "postgresql://elsewhere/db")  # feeds the default connection
+    assert load_policy() is not first
+    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", "10.0.0.1:80")
+    assert load_policy().http_egress_allow == ["10.0.0.1:80"]
+
+
 # ------------------------------------------------------------------------------------------ the rule
 def _http_spec(url: str) -> Any:
     return parse_spec(
