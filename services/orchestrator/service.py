@@ -36,6 +36,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from services.orchestrator import metrics
 from services.orchestrator.configuration import OrchestratorSettings
 from services.orchestrator.healing.healer import Healer
 from services.orchestrator.replay import replay_partitions
@@ -161,6 +162,10 @@ class OrchestratorService(ProcessorService[OrchestratorSettings]):
         if isinstance(value, RunEvent):
             return self.book.on_event(value, now)
         assert isinstance(value, PipelineRequest)
+        with metrics.PLANNING_SECONDS.time():
+            return self._on_request(value, context, now)
+
+    def _on_request(self, value: PipelineRequest, context: MessageContext, now: datetime) -> Sequence[Output]:
         refused = self._door_refusal(value, context.topic)
         if value.action is RequestAction.STOP:
             if refused is not None:

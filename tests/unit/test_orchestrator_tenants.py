@@ -109,3 +109,15 @@ def test_a_run_of_its_own_tenants_definition_starts_and_names_its_tenant(
     assert payload is not None and payload.tenant == "acme" and payload.spec == SPEC
     run = orchestrator.book.runs[accepted.run_id]
     assert run.result(RunStatus.COMPLETED, datetime.now(UTC)).tenant == "acme"
+
+
+def test_each_request_planned_or_rejected_is_timed_once(orchestrator: OrchestratorService) -> None:
+    from prometheus_client import REGISTRY
+
+    def planned() -> float:
+        return REGISTRY.get_sample_value("aoetl_planning_seconds_count") or 0.0
+
+    before = planned()
+    handle(orchestrator, request(SPEC.name, "acme"))
+    handle(orchestrator, request("no-such-pipeline", "acme"))
+    assert planned() == before + 2
