@@ -154,3 +154,24 @@ def run_polls(loop: Any, consumer: FakeConsumer, polls: list[list[Any]]) -> None
 
     consumer.consume = consume  # type: ignore[method-assign]
     loop.run(stop)
+
+
+def fake_loop(monkeypatch: Any, consumer: FakeConsumer, handler: Any, **config: Any) -> Any:
+    """A transform ``ProcessingLoop`` on ``consumer`` (topic ``in``, RunEvent records), with ``config``
+    overriding ``LoopConfig``'s fields; its producers are whatever the test patched in."""
+    import shared.processing.loop as loop_module
+    from shared.avro.serde import AvroSerde
+    from shared.contracts import RunEvent, Stage
+    from shared.processing import LoopConfig, ProcessingLoop
+    from shared.settings import KafkaSettings
+
+    monkeypatch.setattr(loop_module, "make_consumer", lambda *a, **kw: consumer)
+    loop_config = LoopConfig(
+        "transform",
+        Stage.TRANSFORM,
+        "transform-0",
+        "g",
+        {"in": RunEvent},
+        **{"kafka_timeout": 0.05, **config},
+    )
+    return ProcessingLoop(KafkaSettings(bootstrap_servers="unused:9092"), loop_config, handler, AvroSerde())
