@@ -153,6 +153,10 @@ def _took(summary: RunSummary) -> str:
     return f"{(summary.finished_at - summary.submitted_at).total_seconds():.1f}s"
 
 
+def _bytes(size: int | None) -> str:
+    return "" if size is None else f"{size:,}"  # None: a sink that cannot say, or a v1 summary
+
+
 def _error_line(summary: RunSummary, width: int = 60) -> str:
     error = summary.error
     return "" if error is None else f"{error.error_class}: {error.message[:width]}"
@@ -203,7 +207,9 @@ def print_summary(summary: RunSummary, out: CliConsole | None = None) -> None:
         "  a summary from the run history: the run's events are past their retention, so only its totals "
         "are left"
     )
-    figures = Table("submitted", "started", "finished", "extracted", "transformed", "loaded", "rejected")
+    figures = Table(
+        "submitted", "started", "finished", "extracted", "transformed", "loaded", "bytes", "rejected"
+    )
     figures.add_row(
         _when(summary.submitted_at),
         _when(summary.started_at),
@@ -211,6 +217,7 @@ def print_summary(summary: RunSummary, out: CliConsole | None = None) -> None:
         f"{summary.rows_extracted:,}",
         f"{summary.rows_transformed:,}",
         f"{summary.rows_loaded:,}",
+        _bytes(summary.bytes_loaded),
         f"{summary.rows_rejected:,}",
     )
     shown.print(figures)

@@ -22,6 +22,7 @@ from shared.contracts import (
     RunAccepted,
     RunEvent,
     RunFinished,
+    Stage,
     StreamProgress,
 )
 from shared.progress import RunProgress
@@ -139,6 +140,9 @@ class RunStatusView(BaseModel):
     )
     splits_planned: int | None = None
     splits_extracted: int = 0
+    bytes_loaded: int | None = Field(
+        None, description="bytes the destination took, every batch counted once; None if a sink cannot say"
+    )
     result: dict[str, Any] | None = Field(None, description="the PipelineResult, once published")
 
 
@@ -318,4 +322,5 @@ def _figures(progress: RunProgress) -> dict[str, Any]:
         "stages": stages,
         "splits_planned": progress.splits_planned,
         "splits_extracted": progress.splits_extracted,
+        "bytes_loaded": progress.stage(Stage.LOAD).total.bytes,
     }

@@ -97,6 +97,7 @@ def summary_of(progress: RunProgress, as_of: datetime) -> RunSummary:
         rows_loaded=load.rows_out,
         rows_rejected=transform.rows_rejected + load.rows_rejected,
         batches_loaded=load.batches,
+        bytes_loaded=load.bytes,
         rules_violated=sum(1 for rule in rules if rule.rows_failed > 0 or rule.failed),
         rows_failed_quality=sum(rule.rows_failed for rule in rules),
         error=_short(progress.last_error),

@@ -4,7 +4,8 @@ key run id), the latest replacing the earlier ones, kept beyond the events' rete
 It is written by the monitor (``services.monitor.history``) from the one fold of the run's events
 (``shared.progress``) and read by ``aoetl runs list`` and by ``aoetl status`` once a run's events are gone.
 A summary says what a listing needs and no more: who, which pipeline, when, how it ended, how many rows,
-the latest error (its message redacted again here, as every ``ErrorInfo`` is, and cut short).
+the bytes loaded (v2; None when a sink cannot say), the latest error (its message redacted again here, as
+every ``ErrorInfo`` is, and cut short).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RunSummary(Contract):
     rows_loaded: int = 0
     rows_rejected: int = 0
     batches_loaded: int = 0
+    bytes_loaded: int | None = Field(None, description="None when a batch could not say (v2)")
     rules_violated: int = 0
     rows_failed_quality: int = 0
     error: ErrorInfo | None = None

@@ -125,6 +125,9 @@ def test_the_console_follows_a_run_to_completed_and_shows_its_quality_numbers(
         assert shown["has-customer"] == (len(ROWS), len(ROWS) - len(kept), "QUARANTINED")
         written = browser.find_element(By.ID, "written").text
         assert f"{len(kept):,} rows to jsonl" in written
+        (outcome,) = result.written
+        shown_bytes = browser.find_element(By.ID, "run-bytes").get_attribute("data-value")
+        assert int(str(shown_bytes)) == outcome.bytes == api.get(f"/runs/{run_id}").json()["bytes_loaded"] > 0
         screenshot(browser, shots, "run")
 
         browser.get(f"{gateway.url}/ui/runs?pipeline={PIPELINE}")

@@ -80,11 +80,14 @@ def expected(result: PipelineResult) -> dict[str, Any]:
         "rows_loaded": load.rows_out,
         "rows_rejected": transform.rows_rejected + load.rows_rejected,
         "batches_loaded": load.batches,
+        # the JSONL sink knows its parts' sizes; the summary's bytes are the result's (a run without
+        # batches: 0)
+        "bytes_loaded": sum(w.bytes or 0 for w in result.written),
     }
 
 
 SHOWN = ("run_id", "pipeline", "tenant", "status", "rows_extracted", "rows_transformed", "rows_loaded")
-SHOWN_TOO = ("rows_rejected", "batches_loaded")
+SHOWN_TOO = ("rows_rejected", "batches_loaded", "bytes_loaded")
 
 
 def shown_as(entry: dict[str, Any]) -> dict[str, Any]:

@@ -179,6 +179,7 @@ def test_status_of_a_run_past_its_events_retention_is_its_run_history_summary(
             "finished_at": T0 + timedelta(seconds=3),
             "rows_extracted": 1200,
             "rows_loaded": 900,
+            "bytes_loaded": 54321,
             "error": ErrorInfo(error_class="SinkError", message="table orders is read-only"),
         }
     )
@@ -187,7 +188,8 @@ def test_status_of_a_run_past_its_events_retention_is_its_run_history_summary(
     text = " ".join(shown.output.split())
     assert "run r1 (orders): FAILED in 3.0s" in text
     assert "a summary from the run history: the run's events are past their retention" in text
-    assert "1,200" in text and "900" in text and "SinkError: table orders is read-only" in text
+    assert "1,200" in text and "900" in text and "54,321" in text
+    assert "SinkError: table orders is read-only" in text
 
     monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: FakeClient(history=[older, summary]))
     as_json = CliRunner().invoke(app, ["status", "r1", "-o", "json"])

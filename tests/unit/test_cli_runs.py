@@ -32,7 +32,7 @@ def summary(run_id: str, minutes: int, pipeline: str = "orders", **kw: Any) -> R
 HISTORY = [
     summary("r1", 0),
     summary("r2", 10, "users", status=RunStatus.FAILED),
-    summary("r1", 0, status=RunStatus.COMPLETED, rows_loaded=42),
+    summary("r1", 0, status=RunStatus.COMPLETED, rows_loaded=42, bytes_loaded=4096),
     summary("r3", 20),
     summary("r4", 30, status=RunStatus.COMPLETED, rows_loaded=7),
 ]
@@ -53,8 +53,9 @@ def test_runs_are_listed_newest_first_one_entry_per_run_with_its_latest_summary(
 ) -> None:
     shown = runs(monkeypatch, "-o", "json")
     assert ids(shown) == ["r4", "r3", "r2", "r1"]
-    r1 = json.loads(shown.output)[-1]
-    assert (r1["status"], r1["rows_loaded"]) == ("COMPLETED", 42)
+    r1, r4 = json.loads(shown.output)[-1], json.loads(shown.output)[0]
+    assert (r1["status"], r1["rows_loaded"], r1["bytes_loaded"]) == ("COMPLETED", 42, 4096)
+    assert r4["bytes_loaded"] is None  # its sink could not say (or a v1 summary)
 
 
 def test_an_unfinished_summary_written_after_a_finished_one_does_not_replace_it(

@@ -431,7 +431,7 @@ async def test_run_status_counts_a_redelivered_batch_once(
         rows_in=5,
         rows_out=5,
         duration_ms=9,
-        payload=BatchLoaded(applied=True),
+        payload=BatchLoaded(applied=True, bytes=321),
     )
     gateway.runs.on_event(loaded)
     # load's redelivery of the same batch: the sink had applied it, and says so
@@ -450,6 +450,7 @@ async def test_run_status_counts_a_redelivered_batch_once(
     }
     assert view["stages"]["extract"]["batches"] == 1 and view["stages"]["transform"]["rows_out"] == 5
     assert (view["splits_planned"], view["splits_extracted"]) == (1, 1)
+    assert view["bytes_loaded"] == 321  # the redelivery counted once
     gateway.runs.on_event(
         event(EventKind.RUN_FINISHED, Stage.ORCHESTRATE, payload=RunFinished(status=RunStatus.COMPLETED))
     )

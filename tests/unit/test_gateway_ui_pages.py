@@ -19,6 +19,7 @@ from services.gateway.ui.events import run_changes
 from shared.contracts import (
     Alert,
     AlertKind,
+    BatchLoaded,
     ErrorInfo,
     EventKind,
     PipelineDefinition,
@@ -163,6 +164,7 @@ async def test_the_run_page_shows_the_result_s_quality_outcomes_per_rule(
     assert "250.0, 499.5" in row
     assert "3,100 rows to duckdb /tmp/w.duckdb:orders" in page
     assert "1,550/s" in page  # transform: 3,100 rows out in 2 s of busy time
+    assert 'id="run-bytes" data-value=""' in page and "not reported (the sink cannot say)" in page  # DuckDB
 
 
 async def test_a_running_run_shows_the_fold_s_quality_so_far(
@@ -181,8 +183,13 @@ async def test_a_running_run_shows_the_fold_s_quality_so_far(
     violation = QualityViolation(rule="small-amount", on_fail=OnFail.WARN, reason="too big", failed_rows=7)
     gateway.runs.on_event(event(EventKind.QUALITY_VIOLATION, batch_id="b1", payload=violation))
     gateway.runs.on_event(event(EventKind.BATCH_TRANSFORMED, batch_id="b1", rows_in=10, rows_out=10))
+    loaded = BatchLoaded(applied=True, bytes=2048)
+    gateway.runs.on_event(
+        event(EventKind.BATCH_LOADED, stage=Stage.LOAD, batch_id="b1", rows_out=10, payload=loaded)
+    )
     await sign_in(browser, VIEWER)
     page = (await browser.get(f"/ui/runs/{RUN_ID}")).text
+    assert 'id="run-bytes" data-value="2048">2,048</dd>' in page
     assert "(so far)" in page and 'data-final="false"' in page and 'data-status="RUNNING"' in page
     row = page.split('data-rule="small-amount"')[1].split("</tr>")[0]
     assert 'data-value="10"' in row and 'data-value="7"' in row and "WARNED" in row

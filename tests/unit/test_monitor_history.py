@@ -15,6 +15,7 @@ import pytest
 from services.monitor.exceptions import MonitorTransientError
 from services.monitor.history import MAX_ERROR_CHARS, RunHistory, SummariesFenced, summary_of
 from services.monitor.rules import RunRecord, Thresholds, apply_event
+from shared.avro import AvroSerde, SchemaCatalog
 from shared.contracts import (
     BatchLoaded,
     ErrorInfo,
@@ -82,7 +83,7 @@ def transformed(batch: str, rows: int, rejected: int = 0) -> RunEvent:
     )
 
 
-def loaded(batch: str, rows: int) -> RunEvent:
+def loaded(batch: str, rows: int, size: int | None = None) -> RunEvent:
     return ev(
         EventKind.BATCH_LOADED,
         Stage.LOAD,
@@ -90,7 +91,7 @@ def loaded(batch: str, rows: int) -> RunEvent:
         batch_id=batch,
         rows_in=rows,
         rows_out=rows,
-        payload=BatchLoaded(applied=True),
+        payload=BatchLoaded(applied=True, bytes=size),
     )
 
 
@@ -131,8 +132,8 @@ def test_a_summary_says_who_when_how_it_ended_and_how_many_rows() -> None:
             ),
             transformed("b1", 4, rejected=2),
             transformed("b2", 6),
-            loaded("b1", 4),
-            loaded("b2", 6),
+            loaded("b1", 4, size=100),
+            loaded("b2", 6, size=150),
             finished(),
         ]
     )
@@ -150,10 +151,22 @@ def test_a_summary_says_who_when_how_it_ended_and_how_many_rows() -> None:
         rows_loaded=10,
         rows_rejected=2,
         batches_loaded=2,
+        bytes_loaded=250,
         rules_violated=1,
         rows_failed_quality=2,
         as_of=T0,
     )
+
+
+def test_bytes_are_unknown_once_one_batch_could_not_say_and_a_v1_summary_still_reads() -> None:
+    progress = RunProgress(run_id="r1").apply_all([accepted(), loaded("b1", 4, size=100), loaded("b2", 6)])
+    assert summary_of(progress, as_of=T0).bytes_loaded is None  # b2's sink (say DuckDB) cannot know
+    v1 = SchemaCatalog.default().history(RunSummary.avro_name)[0]
+    assert all(f["name"] != "bytes_loaded" for f in v1.json["fields"])
+    datum = {f["name"]: f.get("default") for f in v1.json["fields"]} | {"run_id": "r0", "as_of": T0}
+    old = AvroSerde(SchemaCatalog([v1])).encode_record(RunSummary.avro_name, datum | {"rows_loaded": 7})
+    decoded = AvroSerde().decode(old, RunSummary)
+    assert (decoded.run_id, decoded.rows_loaded, decoded.bytes_loaded) == ("r0", 7, None)
 
 
 def test_the_error_is_the_latest_events_redacted_and_cut_short() -> None:

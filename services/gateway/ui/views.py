@@ -106,6 +106,7 @@ class RunDetail:
     errors: list[str]
     letters: list[LetterRow]
     alerts: list[Alert]
+    bytes_loaded: int | None = None  # None: a sink that cannot say (PostgreSQL, DuckDB)
     lag: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -169,6 +170,7 @@ def run_detail(gateway: Gateway, tenant: str, view: RunStatusView) -> RunDetail:
         errors=[_error(e.path, e.message, e.error_class) for e in result.errors] if result else _notes(notes),
         letters=letters,
         alerts=alerts,
+        bytes_loaded=view.bytes_loaded if result is None else _bytes_written(result.written),
         lag=dict(notes.lag),
     )
 
@@ -207,6 +209,12 @@ _LEVEL_ACTIONS = {"fail": RuleAction.FAILED, "quarantine": RuleAction.QUARANTINE
 def _written(written: WriteOutcome) -> str:
     size = f", {written.bytes:,} bytes" if written.bytes is not None else ""
     return f"{written.rows:,} rows to {written.destination} {redact(written.target)}{size}"
+
+
+def _bytes_written(written: list[WriteOutcome]) -> int | None:
+    """The result's bytes (the fold's, final): None if a destination could not say."""
+    sizes = [w.bytes for w in written]
+    return None if None in sizes else sum(s for s in sizes if s is not None)
 
 
 def _error(path: str | None, message: str, error_class: str) -> str:
