@@ -21,7 +21,7 @@ from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import DeadLetter
-from shared.dead_letters import REDRIVE_HEADER, REPLAYABLE_FORMAT
+from shared.dead_letters import REPLAYABLE_FORMAT, redrive_headers
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 
@@ -174,6 +174,6 @@ def replay_letters(client: AoetlClient, letters: list[DeadLetter]) -> int:
             letter.origin.topic,
             letter.payload,
             key=letter.origin.key,
-            headers=[(REDRIVE_HEADER, letter.dead_letter_id.encode())],
+            headers=[*redrive_headers(letter)],
         )
     return len(letters)

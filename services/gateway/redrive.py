@@ -20,7 +20,7 @@ from services.gateway.bus import Bus, RecordPosition
 from services.gateway.configuration import GatewaySettings
 from services.gateway.records import DeadLetterView, RecordBook
 from shared.contracts import DeadLetter
-from shared.dead_letters import REDRIVE_HEADER, REPLAYABLE_FORMAT
+from shared.dead_letters import REPLAYABLE_FORMAT, redrive_headers
 from shared.kafka.topics import Topics
 
 STAGE_INPUTS = (Topics.REQUESTS, Topics.TASKS, Topics.DATA_EXTRACTED, Topics.DATA_TRANSFORMED)
@@ -70,6 +70,6 @@ async def redrive_letter(bus: Bus, letter: DeadLetter) -> Redriven:
         letter.origin.topic,
         letter.origin.key,
         letter.payload,
-        [(REDRIVE_HEADER, letter.dead_letter_id.encode())],
+        redrive_headers(letter),
     )
     return Redriven(letter.dead_letter_id, letter.origin.topic, landed)

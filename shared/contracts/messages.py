@@ -241,3 +241,6 @@ class DeadLetter(Contract):
     payload: bytes = Field(description="the original message bytes, or an Arrow IPC batch of rows")
     payload_format: str = Field("raw", description="'raw' message bytes or 'arrow_ipc' rows")
     attempt: int = 0
+    recipient: str | None = Field(
+        None, description="v3: the one consumer that gave up (an alert endpoint); None: every consumer"
+    )

@@ -104,8 +104,9 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
     # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts);
-    # the gateway follows it for GET /alerts
-    Topics.ALERTS: _access({MON}, {MON, GW, CLI}),
+    # the gateway follows it for GET /alerts; the CLI replays an exhausted delivery's dead letter there, for
+    # its endpoint only (services.monitor.routing.dead_letters)
+    Topics.ALERTS: _access({MON, CLI}, {MON, GW, CLI}),
     # every consume-process-produce stage dead-letters what it cannot handle, and the monitor's alert
     # router an alert whose delivery exhausted its retries (services.monitor.routing.dead_letters); the
     # gateway follows it for GET /dead-letters

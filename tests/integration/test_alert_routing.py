@@ -3,7 +3,8 @@
 accepted, signed so that the project's own Standard Webhooks verifier accepts it, after the receiver
 answered 503 twice; the monitor is restarted in the middle of those retries and once more after the
 delivery, and the alert is never delivered again. An alert whose attempts run out is not dropped: it is a
-dead letter on the dead-letters topic, counted by the monitor, and not delivered again after a restart."""
+dead letter on the dead-letters topic, counted by the monitor, and not delivered again after a restart;
+its replay (``aoetl dlq replay``) reaches that endpoint, under the letter's id, and not the other one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from typer.testing import CliRunner
 
+from aoetl.cli import app
 from shared.avro import AvroSerde
 from shared.contracts import Alert, DeadLetter, ErrorInfo, RunStatus, Stage
 from shared.kafka.topics import Topics
@@ -34,25 +37,27 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         yield stack_
 
 
-def routed(stack: Stack, receiver: Receiver) -> Stack:
+def routed(stack: Stack, receiver: Receiver, audit: Receiver | None = None) -> Stack:
+    """Endpoint ``ops`` at ``receiver``, and ``audit`` (the same filters) at ``audit`` if given."""
+    receivers = {"ops": receiver} | ({"audit": audit} if audit is not None else {})
+    endpoints = {
+        name: {
+            "url": {"env": f"TEST_ALERT_URL_{name.upper()}"},
+            "secret": {"env": "TEST_ALERT_SECRET"},
+            "kinds": ["RUN_FAILED"],
+            "timeout_s": 5,
+        }
+        for name in receivers
+    }
     stack.env.update(
         {
-            "AOETL_ALERT_ROUTING_ENDPOINTS": json.dumps(
-                {
-                    "ops": {
-                        "url": {"env": "TEST_ALERT_URL"},
-                        "secret": {"env": "TEST_ALERT_SECRET"},
-                        "kinds": ["RUN_FAILED"],
-                        "timeout_s": 5,
-                    }
-                }
-            ),
-            "AOETL_ALERT_ROUTING_EGRESS_ALLOW": f"127.0.0.1:{receiver.port}",
+            "AOETL_ALERT_ROUTING_ENDPOINTS": json.dumps(endpoints),
+            "AOETL_ALERT_ROUTING_EGRESS_ALLOW": ",".join(f"127.0.0.1:{r.port}" for r in receivers.values()),
             "AOETL_ALERT_ROUTING_INITIAL_BACKOFF_S": "0.2",
             "AOETL_ALERT_ROUTING_MAX_BACKOFF_S": "60",
-            "TEST_ALERT_URL": receiver.url,
             "TEST_ALERT_SECRET": SECRET,
         }
+        | {f"TEST_ALERT_URL_{name.upper()}": r.url for name, r in receivers.items()}
     )
     return stack
 
@@ -128,11 +133,14 @@ def dead_letters(stack: Stack) -> list[DeadLetter]:
         consumer.close()
 
 
-def test_an_alert_that_exhausts_its_retries_is_a_dead_letter_counted_and_not_retried_after_a_restart(
+def test_an_alert_that_exhausts_its_retries_is_a_dead_letter_not_retried_after_a_restart_and_replayable(
     stack: Stack,
 ) -> None:
-    with alert_receiver((503, {}), (503, {})) as receiver:  # then 200 for whatever comes next
-        routed(stack, receiver)
+    with (
+        alert_receiver((503, {}), (503, {})) as receiver,  # then 200 for whatever comes next
+        alert_receiver() as audit,  # another endpoint, that takes everything at once
+    ):
+        routed(stack, receiver, audit)
         stack.env["AOETL_ALERT_ROUTING_MAX_ATTEMPTS"] = "2"
         first, second = uuid.uuid4().hex, uuid.uuid4().hex
         reader = AlertReader(stack.bootstrap, stack.topic(Topics.ALERTS))
@@ -154,15 +162,28 @@ def test_an_alert_that_exhausts_its_retries_is_a_dead_letter_counted_and_not_ret
             assert "2 attempts, the last one got retry_status (HTTP 503)" in letter.error.message
             assert receiver.url not in letter.model_dump_json(exclude={"payload"})
             assert receiver.url.encode() not in letter.payload
+            assert letter.recipient == "ops"
+            assert [d.answered for d in audit.of(alert.alert_id)] == [200]  # the other endpoint's
         finally:
             assert monitor.stop() == 0
 
         # Committed after its dead letter: a restarted monitor delivers the next alert, never this one.
+        # Its replay goes to "ops" alone, before the next alert (one partition: each route reads in order).
         monitor = stack.monitor("monitor-2")
         try:
+            env = {k: v for k, v in stack.env.items() if k.startswith(("KAFKA_", "AOETL_TOPIC"))}
+            replayed = CliRunner().invoke(
+                app, ["dlq", "replay", "--id", letter.dead_letter_id, "-y"], env=env
+            )
+            assert replayed.exit_code == 0, replayed.output
             fail(stack, second)
-            monitor.wait(lambda: len(receiver.accepted()) == 1, "the second alert's delivery")
+            monitor.wait(lambda: len(receiver.accepted()) == 2, "the replay's and the second alert's")
+            monitor.wait(lambda: len(audit.accepted()) == 2, "the second alert's delivery to audit")
             assert [d.answered for d in receiver.of(alert.alert_id)] == [503, 503]
+            (again,) = receiver.of(letter.dead_letter_id)  # the replay, under the letter's id
+            verify_standard(again.body, again.headers, [SECRET])
+            assert again.json()["data"]["alert_id"] == alert.alert_id
+            assert audit.of(letter.dead_letter_id) == [] and len(audit.deliveries) == 2
             assert [letter.run_id for letter in dead_letters(stack)] == [first]
         finally:
             monitor.stop()

@@ -43,10 +43,19 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Record:
-    """A consumed alert record (the ``KafkaMessage`` calls)."""
+    """A consumed alert record (the ``KafkaMessage`` calls); ``headers``: a replay's, ``at_ms`` its time."""
 
-    def __init__(self, value: Alert, offset: int) -> None:
+    def __init__(
+        self, value: Alert, offset: int, headers: list[tuple[str, bytes]] | None = None, at_ms: int = 0
+    ) -> None:
         self._value, self._offset = SERDE.encode(value), offset
+        self._headers, self._at_ms = headers, at_ms
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._at_ms) if self._at_ms else (0, -1)
 
     def topic(self) -> str:
         return ALERTS
@@ -90,21 +99,30 @@ class Letters:
     def __init__(self, log: list[str], fail: bool = False) -> None:
         self.log, self.fail = log, fail
         self.written: list[tuple[Any, Alert, AlertDeliveryExhausted, str]] = []
+        self.replays_of: list[str | None] = []
 
-    def write(self, message: Any, alert: Alert, error: AlertDeliveryExhausted, endpoint: str) -> None:
+    def write(
+        self,
+        message: Any,
+        alert: Alert,
+        error: AlertDeliveryExhausted,
+        endpoint: str,
+        replay_of: str | None = None,
+    ) -> None:
         if self.fail:
             raise DeadLetterNotWrittenError("not acknowledged")
         self.written.append((message, alert, error, endpoint))
+        self.replays_of.append(replay_of)
         self.log.append(f"dead letter {message.offset()}")
 
     def close(self) -> None:
         self.log.append("closed")
 
 
-def route(receiver: Receiver, letters: Letters, stop: threading.Event) -> EndpointRoute:
-    sender, _ = deliverer(receiver, routing(max_attempts=3))
+def route(receiver: Receiver, letters: Letters, stop: threading.Event, name: str = "ops") -> EndpointRoute:
+    sender, _ = deliverer(receiver, routing(max_attempts=3), name=name)
     return EndpointRoute(
-        "ops",
+        name,
         endpoint(),
         routing(max_attempts=3),
         kafka=KafkaSettings(),
@@ -192,6 +210,7 @@ def test_the_dead_letter_is_the_stages_one_record_with_the_alerts_origin_and_a_s
     assert (topic, key) == (LETTERS, "r1")  # the run's key: `aoetl dlq` lists a run from one partition
     letter, second = SERDE.decode(value, DeadLetter), SERDE.decode(again, DeadLetter)
     assert letter.dead_letter_id == second.dead_letter_id == letter_id(sent, "ops")
+    assert letter.recipient == "ops"  # DeadLetter v3: its replay is this endpoint's only
     assert letter_id(sent, "ops") != letter_id(sent, "pager")
     assert (letter.origin.topic, letter.origin.partition, letter.origin.offset, letter.origin.key) == (
         ALERTS, 0, 41, b"r1"

@@ -74,7 +74,7 @@ class Receiver:
 def deliverer(receiver: Receiver, settings: AlertRoutingSettings | None = None, **kw: object):
     sleeps: list[float] = []
     made = Deliverer(
-        "ops",
+        str(kw.pop("name", "ops")),
         kw.pop("ep", None) or endpoint(),  # type: ignore[arg-type]
         settings or routing(),
         threading.Event(),

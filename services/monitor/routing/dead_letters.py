@@ -14,9 +14,17 @@ again: nothing is lost. The router is no Kafka transaction (its other outcomes e
 between the acknowledgement and the commit writes the letter a second time: its id is deterministic
 (``letter_id``: the alert and the endpoint), so the two are recognisably one.
 
-Replaying such a letter (``aoetl dlq replay``) would put the alert back on the alerts topic, where every
-endpoint's route would read it again: the ACLs let only the monitor write there, so on a secured broker
-the CLI's replay is refused; ``aoetl dlq show`` shows it.
+**Replayed to its endpoint only.** The letter names its endpoint as its ``recipient`` (DeadLetter v3).
+``aoetl dlq replay`` puts the alert back on the alerts topic with the letter's id and recipient in its
+headers (``shared.dead_letters.redrive_headers``; the ACLs let the CLI write there for this), and every
+endpoint's route reads it: the recipient's delivers it, the others commit it and deliver nothing
+(``services.monitor.routing.router``). A letter written before v3 names its endpoint in its id only: a
+route acts on its replay when ``letter_id(alert, its name)`` is the replayed id. The replay's
+``webhook-id`` is the letter's id, not the alert's: a receiver that dedupes by ``webhook-id`` and
+recorded the original (say it answered 503 after storing it) still takes the replay, while a second
+replay of the same letter (or the replay's own redelivery) is the same message to it. A replay that is
+exhausted again is a new letter (``letter_id`` of the alert, endpoint and replayed letter), replayable in
+turn. The console does not replay these (the alerts topic is no stage input: ``services.gateway.redrive``).
 """
 
 from __future__ import annotations
@@ -49,9 +57,11 @@ class DeadLetterNotWrittenError(TransientError):
     """The dead letter of an exhausted alert was not acknowledged: the alert must not be committed."""
 
 
-def letter_id(alert: Alert, endpoint: str) -> str:
-    """The same (alert, endpoint) always gives the same dead-letter id."""
-    return uuid.uuid5(_LETTER_IDS, f"{alert.alert_id}\x00{endpoint}").hex
+def letter_id(alert: Alert, endpoint: str, replay_of: str | None = None) -> str:
+    """The same (alert, endpoint) always gives the same dead-letter id; a replay's (``replay_of``: the
+    replayed letter's id) another one, the same for every redelivery of that replay."""
+    tail = f"\x00{replay_of}" if replay_of is not None else ""
+    return uuid.uuid5(_LETTER_IDS, f"{alert.alert_id}\x00{endpoint}{tail}").hex
 
 
 def exhausted(alert: Alert, endpoint: str, attempts: int, last: Attempt | None) -> AlertDeliveryExhausted:
@@ -67,7 +77,14 @@ def exhausted(alert: Alert, endpoint: str, attempts: int, last: Attempt | None) 
 class DeadLetters(Protocol):
     """Where a route writes the dead letter of an exhausted alert; returns once it is durable."""
 
-    def write(self, message: Message, alert: Alert, error: AlertDeliveryExhausted, endpoint: str) -> None: ...
+    def write(
+        self,
+        message: Message,
+        alert: Alert,
+        error: AlertDeliveryExhausted,
+        endpoint: str,
+        replay_of: str | None = None,
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -82,14 +99,22 @@ class KafkaDeadLetters:
         self._serde = serde
         self._producer: Producer | None = None
 
-    def write(self, message: Message, alert: Alert, error: AlertDeliveryExhausted, endpoint: str) -> None:
+    def write(
+        self,
+        message: Message,
+        alert: Alert,
+        error: AlertDeliveryExhausted,
+        endpoint: str,
+        replay_of: str | None = None,
+    ) -> None:
         letter = dead_letter_for(
             message,
             Stage.MONITOR,
             error,
             run_id=alert.run_id,
             tenant=alert.tenant,
-            dead_letter_id=letter_id(alert, endpoint),
+            dead_letter_id=letter_id(alert, endpoint, replay_of),
+            recipient=endpoint,
         )
         if self._producer is None:
             self._producer = KafkaClients(self._kafka).producer()

@@ -1,11 +1,12 @@
 """One alert to one endpoint: signed, retried, observed.
 
 Signing (Standard Webhooks): ``webhook-id`` is the alert's id, so a receiver that dedupes by it (as the
-specification asks receivers to) sees every redelivery of an alert as the same message; ``webhook-timestamp``
-is the attempt's time and ``webhook-signature`` the ``v1`` HMAC over ``"{id}.{timestamp}.{body}"``, made
-by ``shared.webhooks.signatures.sign_standard``, the primitive the gateway verifies its own inbound
-webhooks with. An endpoint without a secret gets the id and no signature (Slack incoming webhooks verify
-nothing).
+specification asks receivers to) sees every redelivery of an alert as the same message (a replay of an
+exhausted delivery has the dead letter's id instead: ``services.monitor.routing.dead_letters``);
+``webhook-timestamp`` is the attempt's time and ``webhook-signature`` the ``v1`` HMAC over
+``"{id}.{timestamp}.{body}"``, made by ``shared.webhooks.signatures.sign_standard``, the primitive the
+gateway verifies its own inbound webhooks with. An endpoint without a secret gets the id and no signature
+(Slack incoming webhooks verify nothing).
 
 Retries (tenacity): an attempt is *retryable* on a 5xx, a 429, a timeout or a connection error; every
 other answer is terminal: 2xx delivered, any other 4xx (and a 3xx, which is not followed: a redirect
@@ -191,15 +192,19 @@ class Deliverer:
     def close(self) -> None:
         self._client.close()
 
-    def deliver(self, alert: Alert) -> Outcome:
-        """Deliver ``alert`` until a terminal outcome (or a stop request: ``INTERRUPTED``)."""
-        outcome = self._deliver(alert)
+    def deliver(
+        self, alert: Alert, *, webhook_id: str | None = None, sent_at: float | None = None
+    ) -> Outcome:
+        """Deliver ``alert`` until a terminal outcome (or a stop request: ``INTERRUPTED``). A replay
+        (``services.monitor.routing.dead_letters``) has its own ``webhook_id`` (default: the alert's id)
+        and is as old as its record (``sent_at``, epoch seconds; default: the alert's time)."""
+        outcome = self._deliver(alert, webhook_id or alert.alert_id, sent_at)
         DELIVERIES.labels(self.name, outcome.value).inc()
         return outcome
 
-    def _deliver(self, alert: Alert) -> Outcome:
+    def _deliver(self, alert: Alert, webhook_id: str, sent_at: float | None) -> Outcome:
         self._attempt_number, self.last_attempt = 0, None
-        age = self._clock() - alert.at.timestamp()
+        age = self._clock() - (sent_at if sent_at is not None else alert.at.timestamp())
         if age > self.settings.max_alert_age_s:
             _log.info(
                 "alert %s not delivered to %s: %.0f s old",
@@ -230,7 +235,7 @@ class Deliverer:
             sleep=self._sleep,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        last = self.last_attempt = retrying(self._attempt, alert, url, secret, body)
+        last = self.last_attempt = retrying(self._attempt, alert, webhook_id, url, secret, body)
         if last.outcome in RETRYABLE:
             return Outcome.INTERRUPTED if self._stop.is_set() else Outcome.EXHAUSTED
         return last.outcome
@@ -238,7 +243,7 @@ class Deliverer:
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)  # a stop request ends the wait; the stop condition then ends the retries
 
-    def _attempt(self, alert: Alert, url: str, secret: str | None, body: bytes) -> Attempt:
+    def _attempt(self, alert: Alert, webhook_id: str, url: str, secret: str | None, body: bytes) -> Attempt:
         if self._attempt_number > 0 and self._stop.is_set():
             return Attempt(Outcome.INTERRUPTED)  # asked to stop during the wait: no further attempt
         self._attempt_number += 1
@@ -246,9 +251,9 @@ class Deliverer:
         now = self._clock()
         headers = {"content-type": "application/json", "user-agent": "aoetl-alert-router"}
         if secret is not None:
-            headers.update(sign_standard(body, secret, msg_id=alert.alert_id, timestamp=int(now)))
+            headers.update(sign_standard(body, secret, msg_id=webhook_id, timestamp=int(now)))
         else:
-            headers[STANDARD_ID] = alert.alert_id
+            headers[STANDARD_ID] = webhook_id
         started = time.monotonic()
         detail = ""
         try:

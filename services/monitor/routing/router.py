@@ -27,7 +27,10 @@ crash inside that window; effectively-once at receivers that dedupe by ``webhook
 
 An ``exhausted`` alert is not dropped: before its offset is committed it becomes a dead letter on the
 dead-letters topic (``services.monitor.routing.dead_letters``, the stages' one path), acknowledged first;
-if it cannot be written the route fails and the alert stays uncommitted.
+if it cannot be written the route fails and the alert stays uncommitted. Its replay (``aoetl dlq replay``)
+is a record like any alert's, with the letter's id and endpoint in its headers: that endpoint's route
+delivers it (as old as the replay, under the letter's id as ``webhook-id``), every other route commits it
+and delivers nothing (``services.monitor.routing.dead_letters`` says why).
 
 Replicas: every monitor replica runs the same loops in the same groups; the alerts topic has one
 partition, so one replica delivers each endpoint's alerts and the others stand by (a failover, not a
@@ -45,12 +48,14 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from services.monitor.routing.dead_letters import DeadLetters, KafkaDeadLetters, exhausted
+from services.monitor.routing.dead_letters import DeadLetters, KafkaDeadLetters, exhausted, letter_id
 from services.monitor.routing.delivery import Deliverer, Outcome
 from services.monitor.routing.settings import AlertEndpoint, AlertRoutingSettings
 from shared.avro import AvroDecodeError
 from shared.contracts import Alert
+from shared.dead_letters import Redrive
 from shared.kafka.clients import KafkaClients
+from shared.kafka.messages import timestamp_ms
 from shared.kafka.types import Serde
 from shared.metrics import PROCESSING_ERRORS
 from shared.settings import KafkaSettings
@@ -154,10 +159,15 @@ class EndpointRoute:
                 exc,
             )
             return None
-        if not self.endpoint.wants(alert):
+        redrive = Redrive.of(msg)
+        if not self._acts_on(alert, redrive) or not self.endpoint.wants(alert):
             return None
+        replay_of = redrive.letter_id
+        sent_ms = timestamp_ms(msg) if replay_of is not None else None
         try:
-            outcome = self._deliverer.deliver(alert)
+            outcome = self._deliverer.deliver(
+                alert, webhook_id=replay_of, sent_at=sent_ms / 1000 if sent_ms is not None else None
+            )
         except Exception:
             # As the monitor's agents do (services.monitor.supervision): a bug or an odd alert skips that
             # one alert, loudly, rather than stopping every delivery or crash-looping on the same record.
@@ -170,8 +180,23 @@ class EndpointRoute:
             # Not dropped: a dead letter, acknowledged before the commit. A letter that cannot be written
             # raises here, outside the skip above: the alert stays uncommitted and the route fails.
             error = exhausted(alert, self.name, self._deliverer.attempts, self._deliverer.last_attempt)
-            self._dead_letters.write(msg, alert, error, self.name)
+            self._dead_letters.write(msg, alert, error, self.name, replay_of)
         return outcome
+
+    def _acts_on(self, alert: Alert, redrive: Redrive) -> bool:
+        """A new alert: every route. A replay: its letter's endpoint's route only (named in the header,
+        or, for a letter written before DeadLetter v3, only in the letter's deterministic id)."""
+        if redrive.letter_id is None:
+            return True
+        mine = (
+            redrive.meant_for(self.name)
+            if redrive.recipient is not None
+            else redrive.letter_id == letter_id(alert, self.name)
+        )
+        if not mine:
+            _log.debug("alert router %s: a replay of dead letter %s is another endpoint's", self.name,
+                       redrive.letter_id)  # fmt: skip
+        return mine
 
     def _commit(self, consumer: Any, msg: Message) -> None:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
