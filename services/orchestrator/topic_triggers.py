@@ -14,6 +14,14 @@ produced in ONE Kafka transaction with the group's offsets. The committed offset
 first offset of its still-open window (or the next offset when none is open), so after a crash the window
 is formed again from its first event and a committed one never is. A deterministic run id also makes the
 orchestrator answer a zombie's duplicate as the same run.
+
+Traced: a run continues the W3C trace of the event that started it (the ``traceparent`` / ``tracestate``
+Kafka headers of the window's first event that carries them: ``shared.streaming.windows``), so the run's
+spans are children of the producer's. The request is made in a PRODUCER span under that context (with
+tracing off in this process, a no-op span that passes the producer's context on, as every hop does) whose
+context its headers carry, in the same transaction; a window with no traced event starts a trace of its
+own there. Only the trace context and our own baggage (the request's tenant and pipeline) are taken from
+the event: a producer's baggage is dropped (``shared.tracing.propagation``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from shared.kafka.types import Serde
 from shared.policy.names import topic_problem
 from shared.policy.settings import PolicySettings
 from shared.settings import KafkaSettings
+from shared.tracing import propagation, spans
 from shared.triggers import TopicTrigger, parameters_from, topic_run_id, where_holds
 
 _log = logging.getLogger(__name__)
@@ -68,6 +77,7 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
     before the request outgrows ``MAX_WINDOW_BYTES``."""
 
     dead_letter_stage = Stage.ORCHESTRATE
+    continues_trace = True
 
     def __init__(self, key: RuleKey, rule: TopicTrigger, config: RunnerConfig, serde: Serde):
         self.key, self.rule, self.config = key, rule, config
@@ -138,7 +148,12 @@ class TriggerRunner(streaming.WindowedTopicReader[dict[str, Any]]):
             parameters=parameters_from(self.rule.parameters, window.items[0]),
             payload=json.dumps(window.items, default=streaming.json_default, separators=(",", ":")).encode(),
         )
-        return (Topics.REQUESTS + self.config.topic_suffix, run_id, self.serde.encode(request))
+        requests = Topics.REQUESTS + self.config.topic_suffix
+        parent = propagation.extract(window.trace) if window.trace else None
+        with spans.producing(
+            "orchestrate topic trigger", request, stage=Stage.ORCHESTRATE.value, topic=requests, parent=parent
+        ) as headers:
+            return (requests, run_id, self.serde.encode(request), headers)
 
 
 def topic_rules(

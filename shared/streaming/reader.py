@@ -28,13 +28,14 @@ from shared.contracts import Stage
 from shared.dead_letters import dead_letter_for, dead_letter_key
 from shared.errors import TransientError
 from shared.kafka.clients import make_consumer
-from shared.kafka.messages import KafkaMessage, consume_available, coordinates
+from shared.kafka.messages import KafkaMessage, consume_available, coordinates, headers_of
 from shared.kafka.transaction import TP, KafkaTransaction, ProducerFencedError, rewind_to_committed
 from shared.kafka.types import Headers, KafkaConsumer, Serde
 from shared.settings import KafkaSettings
 from shared.spec.models import StreamFormat
 from shared.streaming.decode import StreamDecodeError, decode_event
 from shared.streaming.windows import OffsetWindows, Window, WindowLimits
+from shared.tracing.propagation import carries_trace
 
 _log = logging.getLogger(__name__)
 
@@ -218,6 +219,9 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
     # formed again by the next owner.
     close_on_stop = False
     dead_letter_stage = Stage.EXTRACT
+    # Keep the trace headers of each window's first traced event (``Window.trace``): a topic trigger's run
+    # continues the trace of the event that started it.
+    continues_trace = False
 
     def __init__(
         self, name: str, config: ReaderConfig, limits: WindowLimits, fmt: StreamFormat, serde: Serde
@@ -296,7 +300,11 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
         except StreamDecodeError as exc:
             self._dead_letters.append(((topic, partition), self._dead_letter(message, exc)))
             item = None
-        self.windows.add((topic, partition), offset, item, len(raw or b""), time.monotonic())
+        trace = None
+        if self.continues_trace and item is not None:
+            headers = headers_of(message)
+            trace = headers if carries_trace(headers) else None
+        self.windows.add((topic, partition), offset, item, len(raw or b""), time.monotonic(), trace)
 
     def _commit(self, reader: TransactionalReader, *, idle: bool = False) -> None:
         self._forget({tp for tp in self.windows.partitions() if tp not in reader.assigned})

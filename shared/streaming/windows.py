@@ -10,12 +10,17 @@ produced from it. What may be committed for a partition is the first offset of i
 position when none is open: after a crash an open window is formed again from its first item, and a
 committed one never is. Offsets of items not accepted (unmatched or unreadable events) just advance the
 position, so they are committed with the next commit.
+
+A window also keeps the trace headers of its first item that carried a trace (``trace``), when its reader
+passes them: a topic trigger's run continues the trace of the event that started it (``shared.tracing``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from shared.kafka.types import Headers
 
 T = TypeVar("T")
 TP = tuple[str, int]
@@ -36,6 +41,7 @@ class Window(Generic[T]):
     last_offset: int = -1
     items: list[T] = field(default_factory=list)
     size: int = 0
+    trace: Headers | None = None  # the headers of the first item that carried a trace context
 
     @property
     def partition(self) -> int:
@@ -56,8 +62,11 @@ class OffsetWindows(Generic[T]):
         self.closed: list[Window[T]] = []
 
     # --------------------------------------------------------------------------------- consuming
-    def add(self, tp: TP, offset: int, item: T | None, size: int, now: float) -> None:
-        """One consumed record; ``item`` None for one that is not kept (it only advances the position)."""
+    def add(
+        self, tp: TP, offset: int, item: T | None, size: int, now: float, trace: Headers | None = None
+    ) -> None:
+        """One consumed record; ``item`` None for one that is not kept (it only advances the position);
+        ``trace``: the record's headers when they carry a trace context."""
         part = self._parts.setdefault(tp, _Partition(base=offset, position=offset))
         part.position = offset + 1
         if item is None:
@@ -68,6 +77,8 @@ class OffsetWindows(Generic[T]):
         window.items.append(item)
         window.size += size
         window.last_offset = offset
+        if window.trace is None and trace:
+            window.trace = trace
         full = len(window.items) >= self.limits.items
         if full or (self.limits.max_bytes is not None and window.size >= self.limits.max_bytes):
             self._close(part)

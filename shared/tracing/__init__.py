@@ -12,8 +12,10 @@ What is guaranteed:
   record a run causes (``propagation``): the task loop (``shared.processing``) continues the trace of the
   record it consumes and writes the handling span's context into every record it produces, in the same
   transaction; the gateway continues an incoming HTTP ``traceparent`` (``POST /runs``, webhooks); the
-  CLI starts the trace (or continues ``TRACEPARENT`` of its environment). A service with tracing off still
-  passes the context on, so one untraced replica does not cut a trace in two.
+  CLI starts the trace (or continues ``TRACEPARENT`` of its environment); a topic trigger continues the
+  ``traceparent`` header of the event that started the run (``services.orchestrator.topic_triggers``).
+  A service with tracing off still passes the context on, so one untraced replica does not cut a trace
+  in two.
 * **What a span says** (``spans``): one span per consumed message (so per stage, per task and per batch),
   named ``<stage> <contract>``, with the run id, pipeline, tenant, stage, task/split/batch ids and row
   counts as ``aoetl.*`` attributes and the Kafka coordinates as ``messaging.*``. The tenant and pipeline
