@@ -24,7 +24,9 @@ watching must not commit anyone's offsets):
   which is how replicas agree on which copy of a delivery came first;
 * events and results, from ``history_s`` back: folded into the run status view;
 * alerts and dead letters, from ``history_s`` back: the per-tenant view of ``GET /alerts`` and
-  ``GET /dead-letters`` (``services.gateway.records``).
+  ``GET /dead-letters`` (``services.gateway.records``);
+* consumer lag, from the beginning (compacted, one record per group: the monitor's measurements), for the
+  console's stage backlog. Not waited for: a page without it says so.
 
 The bus is ready once the producer is connected and the consumer has read definitions, keys, requests and
 deliveries up to the end offsets they had at start-up (before that, a replay could be taken for a new
@@ -56,6 +58,7 @@ from shared.avro import AvroError
 from shared.contracts import (
     Alert,
     ApiKey,
+    ConsumerLag,
     Contract,
     DeadLetter,
     PipelineDefinition,
@@ -119,6 +122,7 @@ class GatewayTopics:
     deliveries: str
     alerts: str
     dead_letters: str
+    lag: str
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> GatewayTopics:
@@ -132,6 +136,7 @@ class GatewayTopics:
             deliveries=settings.topic(Topics.DELIVERIES),
             alerts=settings.topic(Topics.ALERTS),
             dead_letters=settings.topic(Topics.DEAD_LETTERS),
+            lag=settings.topic(Topics.LAG),
         )
 
 
@@ -317,7 +322,14 @@ class KafkaBus:
         must be reached before the gateway is ready (definitions, keys, requests and deliveries)."""
         t = self.topics
         partitions: dict[str, list[TopicPartition]] = {}
-        followed = (t.definitions, *self._key_topics(), t.requests, t.deliveries, *self._history_topics())
+        followed = (
+            t.definitions,
+            *self._key_topics(),
+            t.requests,
+            t.deliveries,
+            *self._history_topics(),
+            t.lag,
+        )
         for topic in followed:
             numbers = await producer.partitions_for(topic)  # waits for metadata, unlike the consumer's
             partitions[topic] = [TopicPartition(topic, p) for p in sorted(numbers)]
@@ -327,7 +339,7 @@ class KafkaBus:
         self.catalog.clear()
         self.keys.clear()  # also forgets freshness: a valid key gets 503, not 401, until re-read
         compacted = [tp for topic in (t.definitions, *self._key_topics()) for tp in partitions[topic]]
-        await consumer.seek_to_beginning(*compacted)
+        await consumer.seek_to_beginning(*compacted, *partitions[t.lag])
         now = time.time()
         since_ms = dict.fromkeys(
             (tp for topic in (t.requests, *self._history_topics()) for tp in partitions[topic]),
@@ -414,6 +426,8 @@ class KafkaBus:
                 self.deliveries.apply(self.serde.decode(record.value, WebhookDelivery))
             elif topic == t.alerts:
                 self.records.on_alert(self.serde.decode(record.value, Alert), self.runs.tenant_of)
+            elif topic == t.lag:
+                self.records.on_lag(self.serde.decode(record.value, ConsumerLag))
             elif topic == t.dead_letters:
                 letter = self.serde.decode(record.value, DeadLetter)
                 position = (record.partition, record.offset)

@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared.contracts import Alert, DeadLetter, ErrorInfo, Stage
+from shared.contracts import Alert, ConsumerLag, DeadLetter, ErrorInfo, Stage
 from shared.dead_letters import tenant_of_letter
 
 T = TypeVar("T")
@@ -115,6 +115,15 @@ class RecordBook:
         self._unresolved: OrderedDict[str, DeadLetterView] = OrderedDict()  # run not known yet
         # dead letter id -> (partition, offset) on the dead-letters topic; bounded like the letters
         self._positions: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # consumer group -> its latest backlog as the monitor measured it (the lag topic: a few groups,
+        # the system's, shown to every tenant: they say how busy each stage is, nothing of anyone's data)
+        self._lag: dict[str, ConsumerLag] = {}
+
+    def on_lag(self, lag: ConsumerLag) -> None:
+        self._lag[lag.group] = lag
+
+    def consumer_lag(self, group: str) -> ConsumerLag | None:
+        return self._lag.get(group)
 
     def position_of(self, dead_letter_id: str) -> tuple[int, int] | None:
         return self._positions.get(dead_letter_id)

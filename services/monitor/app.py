@@ -21,7 +21,8 @@ Topology (every table is co-partitioned with the one topic that writes it, as fa
   (one writer per key); the window's total over all partitions raises DEAD_LETTER_GROWTH.
 * ``events`` agent -> ``lineage`` table (key run id), when lineage is configured: OpenLineage START and
   COMPLETE/FAIL/ABORT per run (``services.monitor.lineage.tracker``).
-* ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API, in a thread).
+* ``consumer-lag`` timer -> lag gauges of the watched consumer groups (admin API), and one ``ConsumerLag``
+  record per group on the lag topic, for the console.
 * the ``events`` agent also offers each run's fold to the run history (``services.monitor.history``),
   which writes a new or changed run's summary at once and a run's moving counts at the ``run-history``
   timer, to the compacted runs topic.
@@ -51,7 +52,7 @@ from services.monitor.alerts import ExactlyOnceAlerts
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError, MonitorTransientError
 from services.monitor.history import RunHistory, TransactionalSummarySink
-from services.monitor.lag import LagProbe
+from services.monitor.lag import LagProbe, LagPublisher
 from services.monitor.lineage.tracker import configured_tracker
 from services.monitor.rules import (
     RunRecord,
@@ -133,6 +134,9 @@ class MonitorApp:
         self.supervision = Supervision()
         self._assigned = False
         self._lag = LagProbe(settings.kafka, settings.kafka_timeout_s)
+        self._lag_records = LagPublisher(
+            settings.kafka, settings.topic(Topics.LAG), serde, settings.kafka_timeout_s
+        )
         self._alerts = ExactlyOnceAlerts(
             settings.kafka,
             settings.topic(Topics.ALERTS),
@@ -216,6 +220,7 @@ class MonitorApp:
         """After ``app.stop()``: the clients the app does not own, and faust's app directory (its tables
         are in memory, restored from the changelogs, so nothing in it outlives the process)."""
         await self._lag.close()
+        await self._lag_records.close()
         await self._alerts.close()
         if self.lineage is not None:
             self.lineage.close()
@@ -397,3 +402,5 @@ class MonitorApp:
                 continue
             for topic, value in lag.items():
                 metrics.CONSUMER_LAG.labels(group, topic).set(value)
+        # the console's view of the stages' backlog (services.gateway.ui): what was measured, on Kafka
+        await self._lag_records.publish({g: lag for g, lag in results.items() if isinstance(lag, dict)})

@@ -11,6 +11,11 @@ transactional consumer whose producer wrote to the same partition can show a lag
 Read with aiokafka, not librdkafka: librdkafka's admin client aborts the whole process (assertion in
 ``rd_kafka_enq_once_del_source_return``) when a ListConsumerGroupOffsets request meets a broker restart
 (confluentinc/librdkafka#3663, #4605); the fault soak saw it take the monitor down.
+
+What is measured is also published (``LagPublisher``): one ``ConsumerLag`` per group on the compacted lag
+topic, for the gateway's console (services share nothing but Kafka). A plain idempotent producer, not a
+transaction: a record is a measurement that the next check replaces, so a duplicate or a lost one costs
+nothing but its age, which the record states. Every replica measures and publishes; the latest wins.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.monitor.exceptions import MonitorTransientError
+from shared.contracts import ConsumerLag
 from shared.kafka.clients import KafkaClients
+from shared.kafka.types import Serde
 from shared.settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
@@ -110,3 +117,47 @@ class LagProbe:
                 await admin.close()
             except Exception:  # it is being discarded; the original error is what matters
                 _log.debug("closing a failed admin client", exc_info=True)
+
+
+class LagPublisher:
+    """Publishes each measured group's ``ConsumerLag`` on ``topic`` (key group). Create it inside the
+    running loop; ``close`` it. A failed send is logged and left to the next check."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, serde: Serde, timeout_s: float = 10.0):
+        self._clients = KafkaClients(kafka)
+        self._topic = topic
+        self._serde = serde
+        self._timeout = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+
+    async def publish(self, measured: Mapping[str, Mapping[str, int]]) -> bool:
+        """One record per group; True when all were acknowledged."""
+        if not measured:
+            return True
+        try:
+            if self._producer is None:
+                producer = self._clients.aio_producer(request_timeout_ms=int(self._timeout * 1000))
+                self._producer = producer  # first: a start that fails half-way is dropped below
+                await asyncio.wait_for(producer.start(), self._timeout)
+            sends = [
+                await self._producer.send(
+                    self._topic,
+                    self._serde.encode(ConsumerLag(group=group, topics=dict(topics))),
+                    key=group.encode(),
+                )
+                for group, topics in measured.items()
+            ]
+            await asyncio.wait_for(asyncio.gather(*sends), self._timeout)
+            return True
+        except (KafkaError, TimeoutError, OSError) as exc:
+            _log.warning("consumer lag not published (next check tries again): %r", exc)
+            await self.close()
+            return False
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), self._timeout)
+            except Exception:  # discarded; the error that made us drop it is what matters
+                _log.debug("closing the lag producer", exc_info=True)

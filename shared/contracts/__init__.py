@@ -4,9 +4,11 @@
 Timestamps are UTC ``datetime`` (Avro ``timestamp-millis``). Ids are strings (UUID4 hex unless said).
 ``base`` holds the enums and small records, ``messages`` the messages, ``events`` the run events and their
 typed payloads (``legacy`` reads the payloads of RunEvent v1-v3), ``security`` the API keys and audit
-records, ``history`` the run history's summaries; everything is importable from here.
+records, ``history`` the run history's summaries, ``backlog`` the stages' consumer lag; everything is
+importable from here.
 """
 
+from shared.contracts.backlog import ConsumerLag
 from shared.contracts.base import (
     DEFAULT_TENANT,
     AlertKind,
@@ -86,6 +88,7 @@ MESSAGE_TYPES: tuple[type[Contract], ...] = (
     AuditRecord,
     ScheduleState,
     RunSummary,
+    ConsumerLag,
 )
 
 __all__ = [
@@ -104,6 +107,7 @@ __all__ = [
     "AuditRecord",
     "BatchFormat",
     "BatchLoaded",
+    "ConsumerLag",
     "Contract",
     "ControlAction",
     "CursorKind",

@@ -132,6 +132,9 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     # the run history (compacted, key run id): the monitor folds run events into one summary per run
     # (services.monitor.history); `aoetl runs list` and `aoetl status` read it, and so may the gateway
     Topics.RUNS: _access({MON}, {GW, CLI}),
+    # the stages' backlog (compacted, key group): the monitor writes what it measured of the services'
+    # groups (services.monitor.lag), the gateway follows it for the console
+    Topics.LAG: _access({MON}, {GW, CLI}),
 }
 
 # Group-less readers (assign, never commit) still need a group id for librdkafka; it is random, with one

@@ -49,6 +49,7 @@ class Topics:
     API_KEYS: Final = "aoetl.auth.keys"
     AUDIT: Final = "aoetl.audit"
     RUNS: Final = "aoetl.runs"
+    LAG: Final = "aoetl.lag"
 
 
 # Data topics carry Arrow IPC batches of up to a few MiB inside an Avro envelope.
@@ -119,6 +120,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         3,
         _COMPACTED,
         "RunSummary (the latest summary of a run, written by the monitor), key run id",
+    ),
+    # The stages' backlog for the console: compacted, one small record per consumer group.
+    TopicSpec(
+        Topics.LAG,
+        1,
+        _COMPACTED,
+        "ConsumerLag (a consumer group's backlog per topic, measured by the monitor), key group",
     ),
 )
 

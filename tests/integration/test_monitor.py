@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from shared.avro import AvroSerde
 from shared.contracts import (
     AlertKind,
+    ConsumerLag,
     ErrorInfo,
     EventKind,
     QualityViolation,
@@ -25,6 +27,7 @@ from shared.contracts import (
 )
 from shared.kafka.topics import TOPICS, Topics
 from shared.spec.models import OnFail
+from tests.helpers import wait_until
 from tests.support.monitor_stack import AlertReader, Stack, monitor_stack
 
 pytestmark = pytest.mark.integration
@@ -129,6 +132,13 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
         events_published = 11
         lag = {"group": f"lag-probe{stack.suffix}", "topic": stack.topic(Topics.EVENTS)}
         first.wait(lambda: m("aoetl_consumer_lag", **lag) == events_published, "the consumer lag gauge")
+        # ...and what it measured is on the lag topic, for the gateway's console (ConsumerLag, key group)
+        measured = wait_until(
+            lambda: [c for c in lag_records(stack) if c.group == lag["group"]] or None,
+            timeout=30,
+            message="the group's ConsumerLag record",
+        )
+        assert measured[-1].topics == {stack.topic(Topics.EVENTS): events_published}
         first.wait(
             lambda: m("aoetl_monitor_runs_tracked", state="active") == 2, "runs tracked"
         )  # quality, stuck
@@ -171,3 +181,22 @@ def test_alerts_once_metrics_lag_and_restart_restores_state(stack: Stack) -> Non
     finally:
         second.stop()
         reader.close()
+
+
+def lag_records(stack: Stack) -> list[ConsumerLag]:
+    """The records on the lag topic (one partition), from the beginning to its end as of now (the monitor
+    keeps writing: every check)."""
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"lag-{uuid.uuid4().hex}"})
+    try:
+        tp = TopicPartition(stack.topic(Topics.LAG), 0, OFFSET_BEGINNING)
+        end = consumer.get_watermark_offsets(tp, timeout=10)[1]
+        consumer.assign([tp])
+        found: list[ConsumerLag] = []
+        while end > 0 and (msg := consumer.poll(1.0)) is not None:
+            assert msg.error() is None, msg.error()
+            found.append(AvroSerde().decode(msg.value() or b"", ConsumerLag))
+            if msg.offset() >= end - 1:
+                break
+        return found
+    finally:
+        consumer.close()

@@ -26,6 +26,7 @@ from shared.contracts import (
     AuditOutcome,
     AuditRecord,
     BatchLoaded,
+    ConsumerLag,
     Contract,
     ControlAction,
     CursorKind,
@@ -408,6 +409,7 @@ def rich_messages() -> list[Contract]:
             payload=b"\xc3\x01garbage",
             payload_format="arrow_ipc",
             attempt=3,
+            recipient="ops",
         ),
         ApiKey(
             key_id="0123456789abcdef",
@@ -460,12 +462,14 @@ def rich_messages() -> list[Contract]:
             rows_loaded=8,
             rows_rejected=1,
             batches_loaded=2,
+            bytes_loaded=4096,
             rules_violated=1,
             rows_failed_quality=3,
             error=error,
             as_of=T0,
         ),
         RunSummary(run_id="r2", as_of=T0),
+        ConsumerLag(group="aoetl-load", topics={"aoetl.data.transformed": 12}, at=T0),
     ]
 
 

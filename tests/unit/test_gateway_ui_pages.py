@@ -20,6 +20,7 @@ from shared.contracts import (
     Alert,
     AlertKind,
     BatchLoaded,
+    ConsumerLag,
     ErrorInfo,
     EventKind,
     PipelineDefinition,
@@ -37,6 +38,7 @@ from shared.contracts import (
     StreamProgress,
     WriteOutcome,
 )
+from shared.kafka.topics import Topics
 from shared.redaction import forget_all_secrets, register_secret
 from shared.spec import parse_spec
 from shared.spec.models import OnFail
@@ -320,5 +322,25 @@ async def test_definitions_show_their_triggers_and_streams_their_backlog(
     streams = (await browser.get("/ui/streams")).text
     row = streams.split('data-run-id="stream-1"')[1].split("</tr>")[0]
     assert ">125" in row and "clicks[0] 120" in row and "clicks[1] 5" in row and ">20<" in row
+    assert "not measured" in row  # the monitor does not watch the stream's group (yet)
+    assert streams.count("not measured") == 4  # nor any stage's
+    # the monitor's measurements, as the lag topic brings them (ConsumerLag, key group)
+    topic = gateway.settings.topic
+    for group, topics in (
+        ("aoetl-stream.clicks", {"clicks": 130}),
+        ("aoetl-transform", {topic(Topics.DATA_EXTRACTED): 7}),
+        ("aoetl-load", {topic(Topics.DATA_TRANSFORMED): 0, "elsewhere": 99}),
+    ):
+        gateway.records.on_lag(ConsumerLag(group=topic(group), topics=topics, at=T0))
+    streams = (await browser.get("/ui/streams")).text
+    row = streams.split('data-run-id="stream-1"')[1].split("</tr>")[0]
+    assert '<td class="n measured-lag">130' in row
+    stages = {
+        stage: streams.split(f'<tr data-stage="{stage}">')[1].split("</tr>")[0]
+        for stage in ("extract", "transform", "load")
+    }
+    assert "not measured" in stages["extract"] and topic(Topics.TASKS) in stages["extract"]
+    assert 'data-value="7"' in stages["transform"] and topic("aoetl-transform") in stages["transform"]
+    assert 'data-value="0"' in stages["load"]  # its own input only, not the group's other topics
     other = await browser.get("/ui/streams", headers={"Authorization": f"Bearer {OTHER_ADMIN.token}"})
     assert "stream-1" not in other.text

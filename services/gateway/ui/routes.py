@@ -260,7 +260,8 @@ def add_console_routes(
     async def streams_page(request: Request) -> Response:
         require_ready()
         rows = views.streams(gateway, principal_of(request).tenant)
-        return render(request, "streams.html", title="Continuous pipelines", streams=rows)
+        backlog = views.stage_backlog(gateway)
+        return render(request, "streams.html", title="Continuous pipelines", streams=rows, backlog=backlog)
 
     @app.get("/ui/alerts", include_in_schema=False)
     async def alerts_page(request: Request, page: Page = 1) -> Response:

@@ -21,7 +21,15 @@ from services.gateway.core import Gateway
 from services.gateway.records import DeadLetterView
 from services.gateway.redrive import replay_refusal
 from services.gateway.state import RunNotes, RunStatusView
-from shared.contracts import Alert, PipelineDefinition, PipelineResult, RuleAction, WriteOutcome
+from shared.contracts import (
+    Alert,
+    ConsumerLag,
+    PipelineDefinition,
+    PipelineResult,
+    RuleAction,
+    WriteOutcome,
+)
+from shared.kafka.topics import Topics
 from shared.progress import RunProgress
 from shared.redaction import redact
 
@@ -270,18 +278,44 @@ class StreamRow:
     lag_at: datetime | None
     rows_read: int
     batches_read: int
+    measured: ConsumerLag | None = None  # its readers' group, as the monitor measured it on the broker
 
     @property
     def total_lag(self) -> int | None:
         return sum(self.lag.values()) if self.lag else None
 
+    @property
+    def measured_lag(self) -> int | None:
+        return sum(self.measured.topics.values()) if self.measured is not None else None
+
+
+# Each stage's input and the group that consumes it (services' own groups; the suffix is appended).
+STAGE_INPUTS = (
+    ("extract", "aoetl-extract", Topics.TASKS),
+    ("transform", "aoetl-transform", Topics.DATA_EXTRACTED),
+    ("load", "aoetl-load", Topics.DATA_TRANSFORMED),
+)
+
+
+@dataclass(frozen=True)
+class StageBacklog:
+    stage: str
+    group: str
+    topic: str
+    lag: int | None  # None: not measured (the monitor does not watch the group, or has not said yet)
+    at: datetime | None
+
 
 def streams(gateway: Gateway, tenant: str) -> list[StreamRow]:
-    """The tenant's continuous runs the gateway keeps, with the backlog their readers last reported."""
+    """The tenant's continuous runs the gateway keeps, with the backlog their readers last reported and,
+    when the monitor measures their group (``AOETL_LAG_GROUPS``), the broker's."""
     rows = []
     for view in gateway.runs.continuous(tenant):
         notes = gateway.runs.notes_of(view.run_id) or RunNotes()
         extract = view.stages.get("extract")
+        progress = gateway.runs.progress_of(view.run_id)
+        pipeline = view.pipeline or (progress.pipeline if progress is not None else None)
+        group = gateway.settings.topic(f"aoetl-stream.{pipeline}")  # services.extract.streams
         rows.append(
             StreamRow(
                 view,
@@ -289,8 +323,20 @@ def streams(gateway: Gateway, tenant: str) -> list[StreamRow]:
                 notes.lag_at,
                 extract.rows_out if extract else 0,
                 extract.batches if extract else 0,
+                gateway.records.consumer_lag(group) if pipeline else None,
             )
         )
+    return rows
+
+
+def stage_backlog(gateway: Gateway) -> list[StageBacklog]:
+    """Each stage's backlog on its input topic, as the monitor last measured it (``ConsumerLag``)."""
+    rows = []
+    for stage, name, topic in STAGE_INPUTS:
+        group, actual = gateway.settings.topic(name), gateway.settings.topic(topic)
+        lag = gateway.records.consumer_lag(group)
+        found = lag.topics.get(actual) if lag is not None else None
+        rows.append(StageBacklog(stage, group, actual, found, lag.at if lag is not None else None))
     return rows
 
 
