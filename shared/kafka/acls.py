@@ -344,10 +344,17 @@ def tenant_of_user(user: str | None) -> str | None:
         return None
 
 
+# Who reads the tenants' request topics: the orchestrator runs them, the monitor's lineage reads a run's
+# request back (as it reads the shared requests topic: TOPIC_ACCESS).
+TENANT_REQUEST_READERS: Final = (ORCH, MON)
+
+
 def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
     """The Kafka door's tenants' ACLs: each writes its request topic (and the audit record the CLI writes
-    before each request, ``aoetl.commands.door``), the orchestrator reads them all (and the monitor,
-    which reports its group's lag, describes them)."""
+    before each request, ``aoetl.commands.door``), the orchestrator reads them all, and so does the
+    monitor: a run's inline spec is on its request only, which the lineage reads back
+    (``services.monitor.lineage.requests``; without it a tenant's run had no datasets); whoever reports
+    the orchestrator group's lag describes them."""
     result: set[Grant] = set()
     for tenant in tenants:
         user = f"User:{tenant_user(tenant)}"
@@ -355,7 +362,8 @@ def tenant_grants(tenants: Iterable[str], suffix: str = "") -> list[Grant]:
             result.add(Grant(user, Resource.TOPIC, topic, Pattern.LITERAL, Operation.WRITE))
     if result:
         prefix = tenant_requests_prefix(suffix)
-        result.add(Grant(ORCH.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.READ))
+        for reader in TENANT_REQUEST_READERS:
+            result.add(Grant(reader.user, Resource.TOPIC, prefix, Pattern.PREFIXED, Operation.READ))
         # the orchestrator's group consumes them: whoever reads that group's lag describes them too
         for watcher, access in PRINCIPAL_ACCESS.items():
             if ORCH in access.watches:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,21 @@ def test_compose_runs_kafka_kraft_postgres_topic_init_and_every_service() -> Non
         assert service["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
     assert _topics_in_script(services["topic-init"]["command"][0]) == EXPECTED_TOPICS
     assert (ROOT / "compose" / "Dockerfile").exists()
+
+
+def test_the_image_installs_the_extras_of_every_service_it_runs() -> None:
+    """One image (compose, and the Helm chart's `image`) runs every service: it installs each service's
+    optional extra; the monitor's holds its lineage (openlineage-python, the `lineage` extra)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    per_service = {name for name in extras if name in SERVICE_NAMES}
+    assert extras["monitor"] == extras["lineage"] and extras["monitor"][0].startswith("openlineage-python")
+    dockerfile = (ROOT / "compose" / "Dockerfile").read_text()
+    (arg,) = re.findall(r"^ARG AOETL_EXTRAS=(\S+)$", dockerfile, re.M)
+    assert set(arg.split(",")) == per_service
+    (install,) = re.findall(r"^RUN pip install (\S+)", dockerfile, re.M)
+    assert install == '".[${AOETL_EXTRAS}]"'
+    args = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())["x-service"]["build"]
+    assert args.get("args", {}).get("AOETL_EXTRAS", arg) == arg  # compose builds it as the default says
 
 
 def _service_workloads() -> dict[str, dict[str, Any]]:

@@ -269,7 +269,7 @@ def test_grants_render_to_broker_acl_bindings() -> None:
 
 
 # ------------------------------------------------------------------------ tenants on the Kafka door
-def test_a_tenant_submits_only_on_its_own_request_topic_and_only_the_orchestrator_reads_them(
+def test_a_tenant_submits_only_on_its_own_request_topic_and_only_the_orchestrator_and_monitor_read_them(
     suffix: str,
 ) -> None:
     acls = grants(suffix) + tenant_grants(["acme", "globex"], suffix)
@@ -286,7 +286,9 @@ def test_a_tenant_submits_only_on_its_own_request_topic_and_only_the_orchestrato
     for principal in Principal:
         for topic in (acme, globex):
             may_read = allowed(acls, principal, Operation.READ, Resource.TOPIC, topic)
-            assert may_read == (principal is Principal.ORCHESTRATOR), (principal, topic)
+            # the orchestrator runs them; the monitor's lineage reads a run's inline spec back (issue 12)
+            readers = (Principal.ORCHESTRATOR, Principal.MONITOR)
+            assert may_read == (principal in readers), (principal, topic)
             # not even the roles with the wildcard write reach them (aoetl.requests is reserved)
             assert not allowed(acls, principal, Operation.WRITE, Resource.TOPIC, topic), (principal, topic)
 
