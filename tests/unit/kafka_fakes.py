@@ -60,10 +60,22 @@ class FakeProducer:
 
 
 class FakeRecord:
-    """A consumed record (``shared.kafka.messages.KafkaMessage``)."""
+    """A consumed record (``shared.kafka.messages.KafkaMessage``); ``at_ms`` its create time (0: none)."""
 
-    def __init__(self, offset: int, value: bytes, topic: str = "in", partition: int = 0):
+    def __init__(
+        self,
+        offset: int,
+        value: bytes,
+        topic: str = "in",
+        partition: int = 0,
+        *,
+        key: bytes | None = b"k",
+        headers: list[tuple[str, bytes]] | None = None,
+        at_ms: int = 0,
+        leader_epoch: int | None = 3,
+    ):
         self._offset, self._value, self._topic, self._partition = offset, value, topic, partition
+        self._key, self._headers, self._at_ms, self._epoch = key, headers, at_ms, leader_epoch
 
     def topic(self) -> str:
         return self._topic
@@ -74,8 +86,8 @@ class FakeRecord:
     def offset(self) -> int:
         return self._offset
 
-    def key(self) -> bytes:
-        return b"k"
+    def key(self) -> bytes | None:
+        return self._key
 
     def value(self) -> bytes:
         return self._value
@@ -84,13 +96,13 @@ class FakeRecord:
         return None
 
     def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
+        return (1, self._at_ms) if self._at_ms else (0, -1)
 
-    def headers(self) -> None:
-        return None
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
-    def leader_epoch(self) -> int:
-        return 3
+    def leader_epoch(self) -> int | None:
+        return self._epoch
 
 
 class FakeConsumer:

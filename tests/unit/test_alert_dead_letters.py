@@ -27,6 +27,7 @@ from shared.avro import AvroSerde
 from shared.contracts import Alert, DeadLetter, Stage
 from shared.kafka.clients import KafkaClients
 from shared.settings import KafkaSettings
+from tests.unit.kafka_fakes import FakeRecord
 from tests.unit.test_alert_routing import SECRET, URL, Receiver, alert, deliverer, endpoint, routing
 
 pytestmark = pytest.mark.unit
@@ -42,53 +43,26 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERT_SECRET", SECRET)
 
 
-class Record:
-    """A consumed alert record (the ``KafkaMessage`` calls); ``headers``: a replay's, ``at_ms`` its time."""
-
-    def __init__(
-        self, value: Alert, offset: int, headers: list[tuple[str, bytes]] | None = None, at_ms: int = 0
-    ) -> None:
-        self._value, self._offset = SERDE.encode(value), offset
-        self._headers, self._at_ms = headers, at_ms
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._at_ms) if self._at_ms else (0, -1)
-
-    def topic(self) -> str:
-        return ALERTS
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"r1"
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
+def alert_record(
+    value: Alert, offset: int, headers: list[tuple[str, bytes]] | None = None, at_ms: int = 0
+) -> FakeRecord:
+    """A consumed alert record; ``headers``: a replay's, ``at_ms`` its time."""
+    return FakeRecord(offset, SERDE.encode(value), ALERTS, key=b"r1", headers=headers, at_ms=at_ms)
 
 
 class Consumer:
     """Hands out its records, then asks the route to stop; records every commit, in order with writes."""
 
-    def __init__(self, records: list[Record], stop: threading.Event, log: list[str]) -> None:
+    def __init__(self, records: list[FakeRecord], stop: threading.Event, log: list[str]) -> None:
         self.records, self.stop, self.log = list(records), stop, log
 
-    def poll(self, timeout: float) -> Record | None:
+    def poll(self, timeout: float) -> FakeRecord | None:
         if not self.records:
             self.stop.set()
             return None
         return self.records.pop(0)
 
-    def commit(self, message: Record, asynchronous: bool) -> None:
+    def commit(self, message: FakeRecord, asynchronous: bool) -> None:
         self.log.append(f"commit {message.offset()}")
 
 
@@ -143,7 +117,9 @@ def test_an_exhausted_alert_is_dead_lettered_before_its_offset_is_committed() ->
     # the first alert exhausts its three attempts, the second is delivered at once
     receiver = Receiver(503, 502, 503, 200)
     first, second = alert(), alert(run_id="r2")
-    route(receiver, letters, stop)._loop(Consumer([Record(first, 7), Record(second, 8)], stop, log))
+    route(receiver, letters, stop)._loop(
+        Consumer([alert_record(first, 7), alert_record(second, 8)], stop, log)
+    )
     assert log == ["dead letter 7", "commit 7", "commit 8"]  # only the exhausted one, written first
     ((message, dead, error, name),) = letters.written
     assert (message.offset(), dead, name) == (7, first, "ops")
@@ -159,7 +135,7 @@ def test_a_dead_letter_that_cannot_be_written_leaves_the_alert_uncommitted_and_f
     stop = threading.Event()
     with pytest.raises(DeadLetterNotWrittenError):
         route(Receiver(503, 503, 503), Letters(log, fail=True), stop)._loop(
-            Consumer([Record(alert(), 7)], stop, log)
+            Consumer([alert_record(alert(), 7)], stop, log)
         )
     assert log == []  # no commit: the next owner of the partition delivers the alert again
 
@@ -168,7 +144,7 @@ def test_other_terminal_outcomes_are_not_dead_lettered() -> None:
     log: list[str] = []
     stop = threading.Event()
     letters = Letters(log)
-    route(Receiver(400), letters, stop)._loop(Consumer([Record(alert(), 3)], stop, log))
+    route(Receiver(400), letters, stop)._loop(Consumer([alert_record(alert(), 3)], stop, log))
     assert letters.written == [] and log == ["commit 3"]
 
 
@@ -202,7 +178,7 @@ def test_the_dead_letter_is_the_stages_one_record_with_the_alerts_origin_and_a_s
     producer = Producer()
     letters = kafka_letters(monkeypatch, producer)
     sent = alert()
-    record = Record(sent, 41)
+    record = alert_record(sent, 41)
     error = dead_letters_module.exhausted(sent, "ops", 5, None)
     letters.write(record, sent, error, "ops")
     letters.write(record, sent, error, "ops")  # a crash before the commit: written again, the same id
@@ -234,14 +210,14 @@ def test_a_letter_the_broker_did_not_acknowledge_raises(
     letters = kafka_letters(monkeypatch, producer)
     sent = alert()
     with pytest.raises(DeadLetterNotWrittenError, match=sent.alert_id):
-        letters.write(Record(sent, 1), sent, dead_letters_module.exhausted(sent, "ops", 1, None), "ops")
+        letters.write(alert_record(sent, 1), sent, dead_letters_module.exhausted(sent, "ops", 1, None), "ops")
 
 
 def test_the_monitor_counts_it_in_the_one_dead_letter_family(monkeypatch: pytest.MonkeyPatch) -> None:
     producer = Producer()
     sent = alert()
     error = dead_letters_module.exhausted(sent, "ops", 3, None)
-    kafka_letters(monkeypatch, producer).write(Record(sent, 2), sent, error, "ops")
+    kafka_letters(monkeypatch, producer).write(alert_record(sent, 2), sent, error, "ops")
     labels = {"stage": "monitor", "error_class": "AlertDeliveryExhausted"}
     before = REGISTRY.get_sample_value("aoetl_dead_letters_total", labels) or 0.0
     metrics.observe_dead_letter(SERDE.decode(producer.produced[0][2], DeadLetter))

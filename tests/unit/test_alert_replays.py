@@ -19,12 +19,13 @@ from services.monitor.routing.dead_letters import letter_id
 from shared.contracts import DeadLetter, ErrorInfo, Origin, Stage, utcnow
 from shared.dead_letters import REDRIVE_HEADER, REDRIVE_RECIPIENT_HEADER, Redrive, redrive_headers
 from shared.webhooks.signatures import verify_standard
+from tests.unit.kafka_fakes import FakeRecord
 from tests.unit.test_alert_dead_letters import (
     SERDE,
     Consumer,
     Letters,
     Producer,
-    Record,
+    alert_record,
     kafka_letters,
     route,
 )
@@ -41,7 +42,7 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERT_SECRET", SECRET)
 
 
-def routes_read(record: Record, *answers: int) -> tuple[dict[str, Receiver], list[str], Letters]:
+def routes_read(record: FakeRecord, *answers: int) -> tuple[dict[str, Receiver], list[str], Letters]:
     """Two endpoints' routes (``ops`` answered with ``answers``, ``audit`` with 200s) read one record."""
     log: list[str] = []
     letters = Letters(log)
@@ -52,16 +53,16 @@ def routes_read(record: Record, *answers: int) -> tuple[dict[str, Receiver], lis
     return receivers, log, letters
 
 
-def replay(letter: str, recipient: str | None, at_ms: int = NOW_MS, **kw: object) -> Record:
+def replay(letter: str, recipient: str | None, at_ms: int = NOW_MS, **kw: object) -> FakeRecord:
     headers = [(REDRIVE_HEADER, letter.encode())]
     if recipient is not None:
         headers.append((REDRIVE_RECIPIENT_HEADER, recipient.encode()))
     # the alert is older than the router's max age (a day): a replay is as old as its record
-    return Record(alert(at=utcnow() - timedelta(days=3), **kw), 9, headers, at_ms)
+    return alert_record(alert(at=utcnow() - timedelta(days=3), **kw), 9, headers, at_ms)
 
 
 def test_a_new_alert_goes_to_every_endpoint() -> None:
-    receivers, log, _ = routes_read(Record(alert(), 5), 200)
+    receivers, log, _ = routes_read(alert_record(alert(), 5), 200)
     assert [len(r.requests) for r in receivers.values()] == [1, 1]
     assert log == ["commit 5", "commit 5"]
 
@@ -127,7 +128,7 @@ def test_the_cli_replay_carries_the_letter_s_id_and_recipient(monkeypatch: pytes
 
     assert dlq.replay_letters(Client(), [letter]) == 1  # type: ignore[arg-type]
     (call,) = sent
-    redrive = Redrive.of(Record(alert(), 0, call["headers"]))  # type: ignore[arg-type]
+    redrive = Redrive.of(alert_record(alert(), 0, call["headers"]))  # type: ignore[arg-type]
     assert (redrive.letter_id, redrive.recipient) == (letter.dead_letter_id, "ops")
     assert redrive.meant_for("ops") and not redrive.meant_for("audit")
     for_everyone = letter.model_copy(update={"recipient": None})

@@ -28,6 +28,7 @@ from shared.redaction import forget_all_secrets, register_secret
 from shared.spec import parse_spec
 from shared.tracing import propagation, setup, spans
 from tests.support.otel_memory import recording
+from tests.unit.kafka_fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
 
@@ -105,36 +106,10 @@ def handling(handler: Any) -> MessageHandling:
     return MessageHandling(config, handler, AvroSerde(), PartitionRetries(config.retry))
 
 
-class Record:
-    def __init__(self, value: bytes, headers: list[tuple[str, bytes]]):
-        self._value, self._headers = value, headers
-
-    def topic(self) -> str:
-        return "tasks"
-
-    def partition(self) -> int:
-        return 3
-
-    def offset(self) -> int:
-        return 42
-
-    def key(self) -> bytes:
-        return b"r1"
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._headers
-
-    def leader_epoch(self) -> None:
-        return None
+def task_record(value: bytes, headers: list[tuple[str, bytes]]) -> FakeRecord:
+    return FakeRecord(
+        42, value, "tasks", 3, key=b"r1", headers=headers, at_ms=1_700_000_000_000, leader_epoch=None
+    )
 
 
 def task() -> ExtractTask:
@@ -167,7 +142,7 @@ def test_a_message_span_continues_the_record_and_every_output_carries_it(finishe
         )
 
     work = handling(handler)
-    record = Record(AvroSerde().encode(task()), [("traceparent", PARENT.encode())])
+    record = task_record(AvroSerde().encode(task()), [("traceparent", PARENT.encode())])
     with spans.consuming("extract", "tasks", 3, 42, record.headers()) as span:
         outputs, _ = work.outputs_for(record, lazy=False, span=span)
         encoded = list(outputs)
@@ -209,7 +184,7 @@ def test_a_failed_message_is_an_error_span_with_the_redacted_message_only(finish
         def handler(value: Any, ctx: MessageContext) -> Iterator[Output]:
             raise ValueError("cannot connect to postgresql://u:s3cr3t-pass@db/x")
 
-        record = Record(AvroSerde().encode(task()), [])
+        record = task_record(AvroSerde().encode(task()), [])
         with spans.consuming("extract", "tasks", 3, 42, []) as span:
             outputs, _ = handling(handler).outputs_for(record, lazy=False, span=span)
         dead_letter = next(iter(outputs))

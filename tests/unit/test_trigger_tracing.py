@@ -20,6 +20,7 @@ from shared.kafka.types import Headers
 from shared.settings import KafkaSettings
 from shared.triggers import TopicTrigger
 from tests.support.otel_memory import recording
+from tests.unit.kafka_fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
 
@@ -29,29 +30,9 @@ PARENT = f"00-{TRACE_ID}-{PRODUCER_SPAN}-01"
 SERDE = AvroSerde()
 
 
-class Event:
-    """A consumed record of the trigger topic (the ``KafkaMessage`` calls the reader makes)."""
-
-    def __init__(self, offset: int, body: dict[str, object], headers: Headers | None = None) -> None:
-        self._offset, self._value, self._headers = offset, json.dumps(body).encode(), headers
-
-    def topic(self) -> str:
-        return "orders"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> None:
-        return None
-
-    def headers(self) -> Headers | None:
-        return self._headers
+def event(offset: int, body: dict[str, object], headers: Headers | None = None) -> FakeRecord:
+    """A consumed record of the trigger topic."""
+    return FakeRecord(offset, json.dumps(body).encode(), "orders", key=None, headers=headers)
 
 
 @pytest.fixture
@@ -68,7 +49,7 @@ def runner() -> TriggerRunner:
     return TriggerRunner(RuleKey("orders-pipeline", 0, "acme"), rule, config, SERDE)
 
 
-def request_of(*events: Event) -> tuple[PipelineRequest, dict[str, str]]:
+def request_of(*events: FakeRecord) -> tuple[PipelineRequest, dict[str, str]]:
     """The one request the trigger makes of ``events`` (one window), and its trace headers."""
     reader = runner()
     for event in events:
@@ -83,8 +64,8 @@ def request_of(*events: Event) -> tuple[PipelineRequest, dict[str, str]]:
 
 
 def test_the_run_continues_the_trace_of_the_event_that_started_it(finished: InMemorySpanExporter) -> None:
-    untraced, traced = Event(4, {"id": 1}), Event(5, {"id": 2}, [("traceparent", PARENT.encode())])
-    request, headers = request_of(untraced, traced, Event(6, {"id": 3}, [("traceparent", b"00-x")]))
+    untraced, traced = event(4, {"id": 1}), event(5, {"id": 2}, [("traceparent", PARENT.encode())])
+    request, headers = request_of(untraced, traced, event(6, {"id": 3}, [("traceparent", b"00-x")]))
     assert request.requested_by == "trigger:orders" and request.tenant == "acme"
     (span,) = [s for s in finished.get_finished_spans() if s.name == "orchestrate topic trigger"]
     assert span.kind is SpanKind.PRODUCER
@@ -97,11 +78,11 @@ def test_the_run_continues_the_trace_of_the_event_that_started_it(finished: InMe
 
 
 def test_a_window_without_a_traced_event_starts_a_trace_of_its_own(finished: InMemorySpanExporter) -> None:
-    _, headers = request_of(Event(1, {"id": 1}), Event(2, {"id": 2}), Event(3, {"id": 3}))
+    _, headers = request_of(event(1, {"id": 1}), event(2, {"id": 2}), event(3, {"id": 3}))
     (span,) = [s for s in finished.get_finished_spans() if s.name == "orchestrate topic trigger"]
     assert span.parent is None and TRACE_ID not in headers["traceparent"]
 
 
 def test_with_tracing_off_the_producers_context_is_passed_on() -> None:
-    _, headers = request_of(Event(1, {"id": 1}, [("traceparent", PARENT.encode())]))
+    _, headers = request_of(event(1, {"id": 1}, [("traceparent", PARENT.encode())]))
     assert headers["traceparent"].split("-")[1] == TRACE_ID  # no span here: the trace goes on unbroken
