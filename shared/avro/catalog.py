@@ -10,9 +10,11 @@ Fingerprints are CRC-64-AVRO of the Parsing Canonical Form, as the 8 bytes that 
 single-object header (little-endian); their hex form (``bytes.hex()``) keys the schemas topic.
 
 Cold start: loading the catalog reads and expands the files, but parses, canonicalises and fingerprints a
-schema only when it is first used (fastavro's CRC-64 is pure Python: all ~110 schemas cost ~0.12 CPU-s,
-the two that ``aoetl submit`` writes a few ms). Looking a writer up by fingerprint, or listing every entry
-(publishing the catalog), fingerprints them all, once per process.
+schema only when it is first used (fastavro's CRC-64 is pure Python: all ~150 schemas cost ~0.3 CPU-s,
+the two that ``aoetl submit`` writes a few ms). Looking a writer up by fingerprint with the name the reader
+expects fingerprints that name's versions first (``aoetl run`` reads events and results: a few schemas);
+only a writer of another name, a look-up without one, or listing every entry (publishing the catalog)
+fingerprints them all, once per process.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class SchemaCatalog:
         self._current = {e.name: e for e in current}
         self._history = history or {}
         self._fingerprint_index: dict[bytes, SchemaEntry] | None = None
+        self._named_indexes: dict[str, dict[bytes, SchemaEntry]] = {}
 
     @property
     def _by_fp(self) -> dict[bytes, SchemaEntry]:
@@ -144,8 +147,26 @@ class SchemaCatalog:
         entry = self._by_fp.get(fp)
         return entry.parsed if entry else None
 
-    def entry_by_fingerprint(self, fp: bytes) -> SchemaEntry | None:
+    def entry_by_fingerprint(self, fp: bytes, expected: str | None = None) -> SchemaEntry | None:
+        """The entry of a writer's fingerprint. ``expected``: the name the reader expects, whose versions
+        are looked at first, so a process that reads a few types fingerprints only those."""
+        if expected is not None and self._fingerprint_index is None:
+            entry = self._versions_by_fp(expected).get(fp)
+            if entry is not None:
+                return entry
         return self._by_fp.get(fp)
+
+    def _versions_by_fp(self, name: str) -> dict[bytes, SchemaEntry]:
+        """One name's historical and current entries by fingerprint (the current one wins, as in
+        ``_by_fp``), built at its first look-up."""
+        index = self._named_indexes.get(name)
+        if index is None:
+            index = {e.fingerprint: e for e in self._history.get(name, ())}
+            current = self._current.get(name)
+            if current is not None:
+                index[current.fingerprint] = current
+            self._named_indexes[name] = index
+        return index
 
     def history(self, name: str) -> list[SchemaEntry]:
         """Earlier versions of a top-level schema, oldest first (the last one equals the current)."""

@@ -22,8 +22,9 @@ class Framing(Protocol):
         """Bytes to put before a body written with ``entry``."""
         ...
 
-    def writer_of(self, data: bytes) -> tuple[SchemaEntry, int]:
-        """The writer schema named by the header of ``data`` and where the body starts."""
+    def writer_of(self, data: bytes, expected: str | None = None) -> tuple[SchemaEntry, int]:
+        """The writer schema named by the header of ``data`` and where the body starts; ``expected`` is
+        the name the reader expects, a hint for the look-up (never a check)."""
         ...
 
 
@@ -43,7 +44,7 @@ class SingleObjectFraming:
     def header(self, entry: SchemaEntry) -> bytes:
         return MAGIC + entry.fingerprint
 
-    def writer_of(self, data: bytes) -> tuple[SchemaEntry, int]:
+    def writer_of(self, data: bytes, expected: str | None = None) -> tuple[SchemaEntry, int]:
         if not data or data[:2] != MAGIC[: len(data[:2])]:
             raise NotSingleObjectError(
                 f"not an Avro single-object message (starts {bytes(data[:2]).hex()!r})"
@@ -51,7 +52,7 @@ class SingleObjectFraming:
         if len(data) < HEADER_LEN:
             raise TruncatedMessageError(f"{len(data)} bytes, shorter than the {HEADER_LEN}-byte header")
         fingerprint = bytes(data[2:HEADER_LEN])
-        entry = self._catalog.entry_by_fingerprint(fingerprint) or self._remote(fingerprint)
+        entry = self._catalog.entry_by_fingerprint(fingerprint, expected) or self._remote(fingerprint)
         if entry is None:
             raise UnknownFingerprintError(f"unknown writer schema fingerprint {fingerprint.hex()}")
         return entry, HEADER_LEN

@@ -54,7 +54,7 @@ class RegistryFraming:
                 self._by_id.setdefault(schema_id, entry)
         return MAGIC + schema_id.to_bytes(4, "big")
 
-    def writer_of(self, data: bytes) -> tuple[SchemaEntry, int]:
+    def writer_of(self, data: bytes, expected: str | None = None) -> tuple[SchemaEntry, int]:
         if not data or data[:1] != MAGIC:
             raise NotSingleObjectError(
                 f"not a Schema Registry framed message (starts {bytes(data[:1]).hex()!r})"

@@ -90,7 +90,7 @@ class AvroSerde:
     def decode_record(self, data: bytes, reader_name: str | None = None) -> dict[str, Any]:
         """The record as a fastavro datum (variants as ``(full name, fields)``), read with the writer
         schema resolved to ``reader_name``'s current schema; without a reader, as the writer wrote it."""
-        writer, start = self.framing.writer_of(data)
+        writer, start = self.framing.writer_of(data, reader_name)
         reader = self._reader_for(writer, reader_name)
         body = io.BytesIO(data)
         body.seek(start)
