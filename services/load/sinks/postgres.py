@@ -51,6 +51,11 @@ from shared.spec.models import PostgresDestination, WriteMode
 from shared.sql import is_transient_database_error, quote_ident
 
 _TEMP_BATCH = "aoetl_batch"
+# Rows per Arrow record batch handed to ADBC's COPY. The driver encodes and sends one record batch at a
+# time, so with the batch in small chunks PostgreSQL parses one chunk while the driver encodes the next;
+# as one 75k-row chunk the two ran one after the other (measured, 75k rows x 10 columns: 155 ms per COPY
+# as one chunk, 85 ms in 8k-row chunks, 63 ms in 2k-row chunks, the client's CPU the same).
+COPY_CHUNK_ROWS = 4096
 _ORDINAL = "__aoetl_ord"  # arrival order inside a batch: the first of duplicates is kept, the last merged
 _KEY_HASH = "__aoetl_h"
 
@@ -114,7 +119,7 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
         columns = self._ensure_table(cur, target, table)
         batch = self._conform(target, columns, table)
         if self._mode is not WriteMode.MERGE and not dedupe_keys:
-            cur.adbc_ingest(target.name, batch, mode="append", db_schema_name=target.schema)
+            cur.adbc_ingest(target.name, _chunked(batch), mode="append", db_schema_name=target.schema)
             return batch.num_rows, batch.num_rows
         return self._apply_via_temp_table(cur, run_id, target, columns, batch, dedupe_keys)
 
@@ -253,7 +258,8 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
         defs = ", ".join(f"{quote_ident(n)} {columns[n]}" for n in batch.column_names)
         cur.execute(f"CREATE TEMP TABLE {_TEMP_BATCH} ({defs}, {_ORDINAL} bigint) ON COMMIT DROP")
         ordinal = pa.array(range(batch.num_rows), pa.int64())
-        cur.adbc_ingest(_TEMP_BATCH, batch.append_column(_ORDINAL, ordinal), mode="append", temporary=True)
+        staged = _chunked(batch.append_column(_ORDINAL, ordinal))
+        cur.adbc_ingest(_TEMP_BATCH, staged, mode="append", temporary=True)
 
         names = [quote_ident(n) for n in batch.column_names]
         ctes: list[str] = []
@@ -319,6 +325,11 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
             cur.execute(f"DROP TABLE {quote_ident(self._target.schema)}.{quote_ident(retired)}")
         else:
             cur.execute(f"ALTER TABLE {staging.sql} RENAME TO {quote_ident(self._target.name)}")
+
+
+def _chunked(table: pa.Table) -> pa.Table:
+    """The same rows as record batches of at most ``COPY_CHUNK_ROWS`` (slices: no copy)."""
+    return pa.Table.from_batches(table.to_batches(max_chunksize=COPY_CHUNK_ROWS), table.schema)
 
 
 def _first_line(exc: BaseException) -> str:
