@@ -147,7 +147,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmups", type=int, default=3, help="uncounted aoetl runs first (broker JIT)")
-    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--tools", "--only", default=",".join(TOOLS), help="comma-separated, e.g. --only psql,aoetl"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_peers.json")
     args = parser.parse_args()
@@ -264,14 +266,32 @@ def main() -> int:
         "aoetl_warmup_seconds": warmups,
         "median": wall,
         "median_own_seconds": {t: v["median_s"] for t, v in summarise(rounds, "own_seconds").items()},
+        "median_cpu_s": median_cpu(rounds),
         "round_figures": rounds,
         "machine": machine,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(table_text(wall, report["median_own_seconds"]))
+    print(json.dumps({"median_cpu_s": report["median_cpu_s"]}))
     print(f"wrote {args.out}")
     return 0
+
+
+def median_cpu(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """Per tool, the median CPU seconds of each process group over the rounds (``tool`` is the tool's own
+    process: psql, dlt's Python, the aoetl CLI)."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for figures in rounds:
+        for tool, f in figures.items():
+            groups = found.setdefault(tool, {})
+            groups.setdefault("tool", []).append(f["process_cpu_s"])
+            for group, seconds in f.get("cpu_s", {}).items():
+                groups.setdefault(group, []).append(seconds)
+    return {
+        tool: {group: round(statistics.median(v), 2) for group, v in groups.items()}
+        for tool, groups in found.items()
+    }
 
 
 def table_text(wall: dict[str, dict], own: dict[str, float]) -> str:

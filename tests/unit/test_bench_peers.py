@@ -10,6 +10,7 @@ from bench.bench_peers import (
     aoetl_command,
     checksums_agree,
     dlt_command,
+    median_cpu,
     psql_command,
     rotated,
     summarise,
@@ -64,3 +65,12 @@ def test_rotated_puts_each_tool_first_once_per_cycle():
     tools = ("a", "b", "c")
     assert [rotated(tools, i)[0] for i in range(4)] == ["a", "b", "c", "a"]
     assert sorted(rotated(tools, 2)) == ["a", "b", "c"]
+
+
+def test_median_cpu_per_tool_and_process_group():
+    rounds = [
+        {"aoetl": {"process_cpu_s": 1.0, "cpu_s": {"kafka": 2.0, "load": 0.5}}},
+        {"aoetl": {"process_cpu_s": 3.0, "cpu_s": {"kafka": 1.0, "load": 0.7}}},
+        {"aoetl": {"process_cpu_s": 2.0, "cpu_s": {"kafka": 4.0, "load": 0.6}}},
+    ]
+    assert median_cpu(rounds) == {"aoetl": {"tool": 2.0, "kafka": 2.0, "load": 0.6}}
