@@ -102,10 +102,24 @@ def test_the_spec_is_valid_and_the_table_lists_each_replica_count():
                     "results_per_s": 166.7,
                     "planning.p50_ms": 3.0,
                     "planning.p99_ms": 9.0,
+                    "planning_own.p50_ms": 1.0,
+                    "planning_own.p99_ms": 2.5,
                 },
                 "orchestrator_peak_rss_mib": {"orchestrator-0": 200.0},
                 "rounds": [{"ok": True}],
             }
         }
     }
-    assert table_text(report).splitlines()[-1] == "| 1 | 1.5 | 60.0 | 166.7 | 3.0 / 9.0 | 200.0 | True |"
+    assert (
+        table_text(report).splitlines()[-1]
+        == "| 1 | 1.5 | 60.0 | 166.7 | 3.0 / 9.0 | 1.0 / 2.5 | 200.0 | True |"
+    )
+
+
+def test_own_planning_quantiles_are_the_bucket_bounds_of_the_rounds_counts():
+    from bench.bench_concurrent import own_planning_quantiles
+
+    before = {0.001: 10.0, 0.005: 10.0, 0.01: 10.0, float("inf"): 10.0}
+    after = {0.001: 50.0, 0.005: 109.0, 0.01: 110.0, float("inf"): 110.0}  # 100 more: 40, 59, 1 per bucket
+    assert own_planning_quantiles(before, after) == {"n": 100, "p50_ms": 5.0, "p99_ms": 5.0}
+    assert own_planning_quantiles({}, {}) == {"n": 0, "p50_ms": None, "p99_ms": None}
