@@ -168,16 +168,27 @@ class TransactionalReader:
 
 
 class RestartingWorker:
-    """A daemon thread running ``_serve`` until ``stop``. A failure (recurring fences included) is logged,
-    ``_reset`` drops what was consumed but not committed, and ``_serve`` starts over after
-    ``restart_delay_s``: the group's committed offsets say where to resume, so nothing is lost or
-    produced twice."""
+    """A daemon thread running ``_serve`` until ``stop``. A failure is logged, ``_reset`` drops what was
+    consumed but not committed, and ``_serve`` starts over after ``restart_delay_s``: the group's committed
+    offsets say where to resume, so nothing is lost or produced twice.
+
+    A terminal fence (``ProducerFencedError``: ``FENCE_LIMIT`` fences within ``FENCE_WINDOW_S``) restarts
+    the worker too, with a fresh fence count (``WindowedTopicReader._serve`` makes a new reader, so a new
+    ``KafkaTransaction`` and ``FenceCount``). Dying instead would leave the pipeline or the trigger unread
+    until the supervisor's next look, and spurious fences (a coordinator failover, see
+    ``shared.kafka.transaction``) would kill healthy workers. A real twin with our transactional id is
+    no danger to exactness (KIP-447: offsets carry the group generation), only to throughput: the two
+    fence each other at every restart, so restarts after fences with no commit in between back off,
+    doubling up to ``fenced_restart_max_s``."""
 
     restart_delay_s = 1.0
+    fenced_restart_max_s = 30.0
 
     def __init__(self, name: str) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.restarts = 0  # how often ``_serve`` failed and started over (for tests and logs)
+        self._fenced_in_a_row = 0  # terminal fences with no commit between them
 
     def start(self) -> None:
         self._thread.start()
@@ -197,17 +208,26 @@ class RestartingWorker:
     def _reset(self) -> None:
         """Forget the state built from uncommitted input (the next ``_serve`` reads it again)."""
 
+    def _progressed(self) -> None:
+        """A commit succeeded: the next terminal fence restarts without backoff."""
+        self._fenced_in_a_row = 0
+
     def _run(self) -> None:
         name = self._thread.name
         while not self._stop.is_set():
+            delay = self.restart_delay_s
             try:
                 self._serve()
             except ProducerFencedError as exc:
-                _log.warning("%s fenced (%s); starting over", name, exc)
+                self._fenced_in_a_row += 1
+                delay = min(delay * 2 ** (self._fenced_in_a_row - 1), self.fenced_restart_max_s)
+                _log.warning("%s fenced (%s); restarting in %.0fs, fence count fresh", name, exc, delay)
+                self.restarts += 1
             except Exception:
                 _log.exception("%s failed; starting over", name)
+                self.restarts += 1
             self._reset()
-            self._stop.wait(self.restart_delay_s)
+            self._stop.wait(delay)
 
 
 class WindowedTopicReader(RestartingWorker, Generic[T]):
@@ -317,6 +337,7 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
             return
         offsets = self.windows.offsets()
         if reader.commit(outputs + letters, offsets, self.windows.held()):
+            self._progressed()
             self.committed(closed, len(letters))
             self.windows.committed(offsets)
         else:
