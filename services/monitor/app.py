@@ -67,7 +67,9 @@ from services.monitor.supervision import Handler, Supervision
 from services.monitor.transport import ReadCommittedTransport
 from shared.avro import AvroDecodeError
 from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent, Stage
+from shared.kafka.admin import TopicAdminError, cluster_replication
 from shared.kafka.clients import KafkaClients
+from shared.kafka.replication import Replication
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
 from shared.logging import log_context
@@ -77,6 +79,7 @@ _log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Contract)
 Clock = Callable[[], float]
 
+SINGLE_BROKER = Replication.for_brokers(1)
 STUCK = "stuck"
 FORGET = "forget"
 
@@ -106,6 +109,16 @@ def input_partitions(settings: MonitorSettings) -> InputPartitions:
     return InputPartitions(counts[Topics.EVENTS], counts[Topics.RESULTS], counts[Topics.DEAD_LETTERS])
 
 
+def monitor_replication(settings: MonitorSettings) -> Replication:
+    """The replication rule of the faust topics: the settings' factor, else the cluster's broker count."""
+    try:
+        return cluster_replication(
+            settings.kafka, replication_factor=settings.replication_factor, timeout=settings.kafka_timeout_s
+        )
+    except TopicAdminError as exc:
+        raise MonitorTransientError(str(exc)) from exc
+
+
 def _faust_broker(settings: MonitorSettings) -> dict[str, Any]:
     """faust's broker URLs and credentials, from the one client factory (SASL and TLS included)."""
     return KafkaClients(settings.kafka).faust_broker()
@@ -120,6 +133,7 @@ class MonitorApp:
         serde: Serde,
         partitions: InputPartitions,
         *,
+        replication: Replication = SINGLE_BROKER,
         clock: Clock = time.time,
     ):
         self.settings = settings
@@ -161,7 +175,7 @@ class MonitorApp:
             store="memory://",
             web_enabled=False,
             autodiscover=False,
-            topic_replication_factor=settings.replication_factor,
+            topic_replication_factor=replication.factor,  # the transport applies the whole rule
             topic_partitions=partitions.events,
             consumer_auto_offset_reset="earliest",
             broker_client_id=f"aoetl-monitor-{settings.instance_id}",
@@ -170,7 +184,7 @@ class MonitorApp:
             broker_heartbeat_interval=settings.session_timeout_ms / 3000,
             datadir=settings.data_dir / f"{settings.app_id}-{settings.instance_id}",
         )
-        app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
+        app.transport = ReadCommittedTransport(app.conf.broker_consumer, app, replication)
 
         def raw_topic(name: str) -> Any:
             return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")

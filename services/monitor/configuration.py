@@ -24,7 +24,12 @@ class MonitorSettings(ServiceSettings):
         min_length=1,
         description="the faust app id (plus topic_suffix): consumer group and changelog topic prefix",
     )
-    replication_factor: int = Field(1, ge=1, description="of the changelog and internal topics faust creates")
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="of the changelog and internal topics faust creates (min.insync.replicas follows:"
+        " shared.kafka.replication); unset, the cluster's broker count decides, as for every other topic",
+    )
     stuck_after_s: float = Field(300.0, gt=0, description="when RUN_ACCEPTED does not carry the run's own")
     stuck_check_interval_s: float = Field(5.0, gt=0)
     quality_max_failed_fraction: float = Field(

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from services.monitor.app import MonitorApp, input_partitions
+from services.monitor.app import MonitorApp, input_partitions, monitor_replication
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
 from services.monitor.routing.router import AlertRouter
@@ -51,8 +51,9 @@ class MonitorService(BaseService[MonitorSettings]):
         for library in ("faust", "mode", "aiokafka", "services.monitor.transport"):
             logging.getLogger(library).setLevel(self.settings.faust_log_level)
         partitions = await asyncio.to_thread(input_partitions, self.settings)
+        replication = await asyncio.to_thread(monitor_replication, self.settings)
         # Built inside the running loop: faust binds its services to the loop current at creation.
-        monitor = self.monitor = MonitorApp(self.settings, self.serde, partitions)
+        monitor = self.monitor = MonitorApp(self.settings, self.serde, partitions, replication=replication)
         stop_requested = shutdown.asyncio_event()
         await monitor.app.start()
         _log.info("monitor app %s started (input partitions %s)", self.settings.app_id, partitions)

@@ -27,6 +27,28 @@ class TopicAdminError(TransientError):
     """The broker refused or did not answer a topic operation; retrying later may succeed."""
 
 
+def cluster_replication(
+    kafka: KafkaSettings, *, replication_factor: int | None = None, timeout: float = 30.0
+) -> Replication:
+    """The rule for the topics a client creates outside ``ensure_topics`` (the monitor's faust topics):
+    ``replication_factor`` when given, else the broker count of the cluster's metadata, as here."""
+    if replication_factor is not None:
+        return Replication.for_factor(replication_factor)
+    try:
+        metadata = KafkaClients(kafka).admin().list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot read the metadata of {kafka.bootstrap_servers}: {exc}") from exc
+    return _rule(len(metadata.brokers), None)
+
+
+def _rule(brokers: int, replication_factor: int | None) -> Replication:
+    if replication_factor is not None:
+        return Replication.for_factor(replication_factor)
+    # the brokers of the metadata answer: the live, registered ones (no ACL beyond a metadata request); an
+    # answer came from a broker, so one listing none counts the one that answered
+    return Replication.for_brokers(max(brokers, 1))
+
+
 def ensure_topics(
     kafka: KafkaSettings,
     topics: Iterable[TopicSpec] = TOPICS,
@@ -53,13 +75,7 @@ def ensure_topics(
     missing = [spec for spec in specs if spec.name not in metadata.topics]
     if not missing:
         return []
-    replication = (
-        # the brokers of the metadata answer: the live, registered ones (no ACL beyond a metadata request);
-        # an answer came from a broker, so one listing none counts the one that answered
-        Replication.for_brokers(max(len(metadata.brokers), 1))
-        if replication_factor is None
-        else Replication.for_factor(replication_factor)
-    )
+    replication = _rule(len(metadata.brokers), replication_factor)
     if min_insync_replicas is not None:
         replication = Replication(replication.factor, min_insync_replicas)
     new_topics = [
