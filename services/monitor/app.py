@@ -165,7 +165,8 @@ class MonitorApp:
                 f"{settings.app_id}-runs-",  # one per events partition: its owner fences earlier ones
                 serde,
                 timeout_s=settings.kafka_timeout_s,
-            )
+            ),
+            owns=self._owns_events_partition,
         )
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
@@ -244,6 +245,17 @@ class MonitorApp:
     def is_ready(self) -> bool:
         """Assigned, tables recovered, not rebalancing (read from the HTTP thread: plain attribute reads)."""
         return self._assigned and not self.app.rebalancing and self.failure is None
+
+    def _owns_events_partition(self, partition: int) -> bool:
+        """Whether this replica's consumer is assigned ``partition`` of the events topic now (the run
+        history's test of a fence: a move or a spurious one)."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # no consumer (yet, or any more): nothing is ours
+            return False
+        return any(
+            tp.topic == self.events_topic.get_topic_name() and tp.partition == partition for tp in assignment
+        )
 
     # Signal receivers (mode calls them with the sender, the signal and the signal's arguments).
     def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:

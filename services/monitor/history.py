@@ -34,13 +34,32 @@ redelivered event changes neither, so it writes no second record, and a record w
 window above) is the same record under the same key. A reader that keeps the latest record per key
 (``aoetl runs list``, and compaction itself) sees one entry per run with the fold's figures.
 
-**Fenced.** A writer fenced by the partition's new owner drops that partition's pending summaries (the
-new owner folds the uncommitted events again) and does not retry, which would fence the new owner in
-turn. Fencing narrows, but cannot close, the window of a replica that lost a partition and has not
-noticed yet: with no consumer-group metadata in the transaction (above) its next write takes the id back.
+**Fenced.** A writer fenced while the partition is no longer among its consumer's assignment (``owns``)
+drops that partition's pending summaries (the new owner folds the uncommitted events again) and does not
+retry, which would fence the new owner in turn. Fenced while it still owns the partition, the fence is
+taken for a spurious one (a transaction the coordinator timed out, bumping the epoch; a coordinator
+failover): the summaries stay pending and the next attempt's new producer takes the id back, so a
+finished run's final summary is not lost to it. Fencing narrows, but cannot close, the window of a
+replica that lost a partition and has not noticed yet (its assignment still says ``owns``): with no
+consumer-group metadata in the transaction (above) its next write takes the id back.
 What it could write then is an older summary of a run; so a reader never lets a summary without a final
 status replace one with it (``aoetl.commands.runs.latest_summaries``): a finished run's summary is final,
 as the fold's figures are once it finished.
+
+**Why not the one transaction engine** (``shared.kafka.transaction``, which every other transaction of
+aoetl goes through). Three of its rules do not hold here. (1) It answers a fence with a new producer of the
+same id, until the third fence within a minute; that is safe there because its transactions carry the
+consumer group's metadata (KIP-447), which stops a real zombie by the group generation however often it
+takes the id back. These transactions cannot carry faust's offsets (above), so the id is the only fence
+there is: the engine's retry would take it back from the partition's new owner and let a zombie go on
+writing. Whether to retry must be decided by the assignment (``owns``), which the engine does not know.
+(2) Its rewind-to-committed and redo of a batch has no counterpart: the input here is faust's, and what is
+redone after a failure is the next flush of the pending summaries. (3) It is a blocking librdkafka client
+for one thread; this writer runs inside faust's event loop beside its aiokafka clients (as
+``services.monitor.alerts`` does), where a blocking commit would stall every agent and timer. What it
+keeps of the engine's rules: every call bounded (``timeout_s``), a producer that failed in any way
+replaced rather than reused (a new ``InitProducerId`` ends whatever the old one left open), and the
+records of a commit all or none to ``read_committed`` readers.
 
 A flush that cannot commit keeps its summaries pending and is tried again at the next tick; an immediate
 write that cannot commit after ``ATTEMPTS`` raises ``MonitorTransientError`` (the monitor stops and its
@@ -142,8 +161,12 @@ class SummarySink(Protocol):
 class RunHistory:
     """The monitor's writer of run summaries (see the module docstring). Not thread-safe; one event loop."""
 
-    def __init__(self, sink: SummarySink, *, clock: Clock = _now):
+    def __init__(
+        self, sink: SummarySink, *, owns: Callable[[int], bool] = lambda partition: False, clock: Clock = _now
+    ):
+        """``owns(partition)``: whether this replica's consumer is assigned that events partition now."""
         self._sink = sink
+        self._owns = owns
         self._clock = clock
         self._pending: dict[str, tuple[int, RunSummary]] = {}
         self._lock = asyncio.Lock()
@@ -179,6 +202,11 @@ class RunHistory:
                 try:
                     await self._sink.commit(partition, summaries)
                 except SummariesFenced as exc:
+                    if self._owns(partition):
+                        # still ours: a spurious fence; the sink's next producer takes the id back
+                        _log.warning("%s although it is still ours; retrying", exc)
+                        failure = exc
+                        continue
                     # the partition moved: its new owner folds what this replica has not committed again
                     _log.warning("%s; dropping %d pending summaries of it", exc, len(summaries))
                     self._forget(summaries)

@@ -104,7 +104,8 @@ class Monitor:
 
     def __init__(self) -> None:
         self.sink = FakeSink()
-        self.history = RunHistory(self.sink, clock=lambda: T0)
+        self.owned: set[int] = set()  # the events partitions the consumer is assigned
+        self.history = RunHistory(self.sink, owns=self.owned.__contains__, clock=lambda: T0)
         self.record: RunRecord | None = None
 
     async def on(self, *events: RunEvent) -> None:
@@ -291,3 +292,22 @@ async def test_a_fenced_writer_drops_the_partitions_pending_summaries_and_does_n
     assert monitor.history.pending == {}, "the partition's new owner writes them"
     await monitor.on(finished())  # a status change on a partition that moved: no failure of this monitor
     assert monitor.history.pending == {} and len(monitor.sink.commits) == 1
+
+
+async def test_a_writer_fenced_on_a_partition_it_still_owns_keeps_its_summaries_and_writes_them_later() -> (
+    None
+):
+    """A spurious fence (the coordinator timed the transaction out, or failed over) must not lose a
+    finished run's final summary: the partition is still this replica's, so the next attempt's new
+    producer takes the id back."""
+    monitor = Monitor()
+    monitor.owned.add(4)
+    await monitor.on(accepted(), transformed("b1", 5))
+    monitor.sink.fenced = True
+    with pytest.raises(MonitorTransientError):
+        await monitor.on(finished())  # a status change is written at once: the failure is the event's
+    assert [s.status for s in monitor.history.pending.values()] == [RunStatus.COMPLETED]
+    await monitor.history.flush()  # a timer's flush does not raise
+    monitor.sink.fenced = False
+    await monitor.history.flush()
+    assert monitor.history.pending == {} and monitor.sink.written()[-1].status is RunStatus.COMPLETED
