@@ -7,11 +7,14 @@ replication rule (3 replicas, ``min.insync.replicas=2``) and the producers' ``ac
 * the transaction coordinator of the transactional stages is SIGKILLed mid-run: librdkafka may then
   report its producer fenced although no other producer has its id (a spurious fence), which the
   transaction engine answers with a new producer; the stages go on, none exits;
-* a broker kept down while runs complete on the other two (2 of 3 replicas in sync is what min.insync asks).
+* a broker kept down while runs complete on the other two (2 of 3 replicas in sync is what min.insync asks);
+* a rolling restart of every broker, under a stream of runs and under a continuous pipeline fed at a steady
+  event rate (the topic readers' transactions and fences, the monitor's faust topics on the cluster).
 
 Each ends with the exactly-once verdict of ``tests.faults.harness`` against the ledger of generated rows
 (count, distinct ids, sums in PostgreSQL, exactly one result per run), and every batch transformed into
-committed output exactly as often as it was extracted.
+committed output exactly as often as it was extracted; the continuous pipeline's against the ledger of
+generated events (``tests.faults.topic_readers``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from aoetl.devstack.cluster import KafkaCluster
 from shared.contracts import EventKind, Stage
@@ -41,7 +44,8 @@ from tests.faults.harness import (
     orders_run,
     running_system,
 )
-from tests.helpers import make_state_dir
+from tests.faults.topic_readers import continuous_run
+from tests.helpers import make_state_dir, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -224,3 +228,54 @@ def test_rolling_restart_of_every_broker_under_a_stream_of_runs(
 def watcher_last(runs: list[OrdersRun], run: OrdersRun) -> str:
     """The run submitted just before ``run`` (the next restart waits until it is being extracted)."""
     return runs[runs.index(run) - 1].run_id
+
+
+def test_rolling_restart_of_every_broker_under_a_continuous_pipeline(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each broker in turn stopped (SIGTERM) and started again once the other two serve, while a continuous
+    pipeline (two extract replicas sharing its source group) is fed 200 events/s: rows keep landing while
+    each broker is down, every event lands exactly once (count, distinct ids, sums against the ledger of
+    generated events), the run's one result is CANCELLED when it is stopped, and no service died. The
+    monitor runs too: its faust topics follow the cluster's rule (3 replicas, 2 in sync)."""
+    monkeypatch.setenv(*SHORT_KAFKA_CALLS)
+    replicas = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1, "monitor": 1}
+    with (
+        private_cluster() as cluster,
+        running_system(cluster.bootstrap, postgres_dsn, replicas) as system,
+        continuous_run(
+            system, cluster.bootstrap, postgres_dsn, "cluster-stream-roll", total=30_000, partitions=4
+        ) as run,
+    ):
+        run.stream.per_tick = 20  # 200 events/s: ~150 s of stream, longer than the three restarts
+        run.wait_loading(timeout=120)
+        for node in cluster.nodes:
+            assert run.stream.produced < run.total, "each restart must land while events still arrive"
+            before, _ = run.loaded()
+            node.stop()
+
+            def landing(before: int = before) -> bool:
+                return run.loaded()[0] > before
+
+            wait_until(
+                landing, timeout=120, interval=0.5, message=f"rows loaded while broker {node.node_id} is down"
+            )
+            cluster.restart_node(node.node_id)
+        run.wait_delivered(timeout=300)
+        run.assert_exactly_once()
+        assert cluster.live_brokers() == BROKERS
+        assert all(p.is_alive() for p in system.supervisor.processes()), "a service died with a broker"
+        faust_topics_follow_the_rule(cluster.bootstrap, system.suffix)
+
+
+def faust_topics_follow_the_rule(bootstrap: str, suffix: str) -> None:
+    """The monitor's changelogs and internal topics (named after its app id, which holds the suffix)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    faust = [name for name in topics if suffix in name and ("changelog" in name or "-__assignor" in name)]
+    assert faust, "the monitor declared no topics"
+    for name in faust:
+        assert {len(p.replicas) for p in topics[name].partitions.values()} == {BROKERS}, name
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in faust]
+    for resource, future in admin.describe_configs(resources).items():
+        assert future.result(timeout=30)["min.insync.replicas"].value == "2", resource
