@@ -29,7 +29,12 @@ from tests.e2e.test_pipelines import (
     stage,
     write_orders,
 )
-from tests.support.s3_server import S3Server, s3_server  # noqa: F401 - the session fixture
+from tests.support.s3_server import (  # noqa: F401 - s3_server: the session fixture
+    S3Server,
+    policy_env,
+    s3_connection,
+    s3_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,26 +51,15 @@ def s3_system(
     s3_server.create_bucket(BUCKET)
     connections = {
         "default": {"env": "AOETL_POSTGRES_DSN"},
-        "lake": {
-            "kind": "s3",
-            "env": "AOETL_TEST_LAKE_SECRET",
-            "endpoint": s3_server.endpoint,
-            "roots": [f"s3://{BUCKET}/landing"],
-        },
+        "lake": s3_connection(s3_server, f"s3://{BUCKET}/landing"),
     }
-    env = {
-        "AOETL_TEST_LAKE_SECRET": s3_server.secret,
-        "AOETL_POLICY_CONNECTIONS": json.dumps(connections),
-        "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{s3_server.port}",
-    }
+    env = policy_env(s3_server, connections)
     with running_system(kafka_bootstrap, postgres_dsn, REPLICAS, env) as system:
         yield system
 
 
 def upload(server: S3Server, key: str, data: bytes) -> str:
-    with server.filesystem().open_output_stream(f"{BUCKET}/{key}") as out:
-        out.write(data)
-    return f"s3://{BUCKET}/{key}"
+    return server.put(f"{BUCKET}/{key}", data)
 
 
 def figures(postgres_dsn: str, table: str) -> dict[str, object]:
