@@ -17,6 +17,7 @@ from services.load.sinks.object_files import ObjectFileSink
 from shared.errors import DataError
 from shared.policy.errors import PolicyViolation
 from shared.spec.models import JsonlDestination, ParquetDestination
+from tests.support.file_sink_dedupe import RUN, check_dedupe_across_replicas
 from tests.support.s3_server import (  # noqa: F401 - s3_server: the session fixture
     S3Server,
     declare_connections,
@@ -81,11 +82,33 @@ def test_jsonl_parts_and_an_aborted_run(s3_server: S3Server, bucket: str) -> Non
     assert s3_server.keys(f"{bucket}/out/events/run-2") == []
 
 
-def test_the_sink_checks_the_policy_and_refuses_dedupe(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+def test_the_sink_checks_the_policy(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
     outside = open_sink(ParquetDestination(path=f"s3://{bucket}/elsewhere", connection="lake"))
     with pytest.raises(PolicyViolation, match="outside the roots"):
         outside.write("run-3", "t:0", batch(0, 1))
     assert s3_server.keys(f"{bucket}/elsewhere") == []
     inside = open_sink(ParquetDestination(path=f"s3://{bucket}/out/x", connection="lake"))
-    with pytest.raises(DataError, match="dedupe keys"):
-        inside.write("run-3", "t:0", batch(0, 1), dedupe_keys=["id"])
+    with pytest.raises(DataError, match="dedupe keys"):  # a key column the batch lacks
+        inside.write("run-3", "t:0", batch(0, 1), dedupe_keys=["nope"])
+
+
+@pytest.mark.parametrize("destination", [ParquetDestination, JsonlDestination])
+def test_dedupe_keys_hold_across_replicas_writing_in_turn(
+    s3_server: S3Server,  # noqa: F811
+    bucket: str,
+    destination: type[ParquetDestination] | type[JsonlDestination],
+) -> None:
+    spec = destination(path=f"s3://{bucket}/out/deduped", connection="lake")
+
+    def read_keys() -> list[int]:
+        prefix = f"{bucket}/out/deduped/{RUN}"
+        keys: list[int] = []
+        for key in s3_server.keys(prefix):
+            body = s3_server.get(f"{bucket}/{key}")
+            if key.endswith(".parquet"):
+                keys += pq.read_table(io.BytesIO(body)).column("k").to_pylist()
+            elif key.endswith(".jsonl"):
+                keys += [json.loads(line)["k"] for line in body.splitlines()]
+        return keys
+
+    check_dedupe_across_replicas(lambda: open_sink(spec), read_keys)
