@@ -102,8 +102,8 @@ def profile(
     output: OutputOption = OutputFormat.TABLE,
     connection: ConnectionOpt = None,
 ) -> None:
-    """Profile a sample of a source (a file, a glob, an s3:// object or glob, a source spec): types, nulls,
-    keys, PII, ranges."""
+    """Profile a sample of a source (a file, glob, s3:// object or source spec): types, nulls, keys, PII,
+    ranges."""
     result = _profile(source, rows, connection)
     if as_json or output is OutputFormat.JSON:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
