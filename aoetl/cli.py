@@ -86,7 +86,9 @@ COMMANDS: dict[str, Entry] = {
     "results": Entry("aoetl.commands.pipelines:results", "Print pipeline results (JSON lines with --json)."),
     "alerts": Entry("aoetl.commands.pipelines:alerts", "Print alerts (JSON lines with --json)."),
     "profile": Entry(
-        "aoetl.commands.agent:profile", "Profile a sample of a source: types, nulls, keys, PII, ranges."
+        "aoetl.commands.agent:profile",
+        "Profile a sample of a source (a file, glob, s3:// object or source spec): types, nulls, keys, PII,\n"
+        "ranges.",
     ),
     "suggest": Entry(
         "aoetl.commands.agent:suggest",

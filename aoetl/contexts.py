@@ -12,6 +12,7 @@ The CLI's config file (``$AOETL_CONFIG``, else ``$XDG_CONFIG_HOME/aoetl/config.t
     gateway_url = "https://aoetl.staging.example.com"
     token = "aoetl_..."
     tenant = "acme"
+    via = "gateway"   # commands go through the gateway's REST API (aoetl.transport); default "kafka"
 
 The context used is ``aoetl --context NAME``, else ``$AOETL_CONTEXT``, else ``current_context`` (``aoetl
 context use NAME`` sets it); none is used when none is named. Environment variables still win: a context
@@ -45,6 +46,7 @@ from shared.errors import ConfigurationError
 CONTEXT_ENV = "AOETL_CONTEXT"
 CURRENT_KEY = "current_context"
 CONTEXTS_KEY = "contexts"
+VIA = ("kafka", "gateway")
 
 # a context field -> the environment variables that set it (the first is the one a context fills)
 KAFKA_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -78,6 +80,7 @@ class Context:
     gateway_url: str | None = None
     token: str | None = None
     tenant: str | None = None
+    via: str | None = None  # "kafka" (the default) or "gateway": how commands reach it (aoetl.transport)
 
     def shown(self) -> dict[str, str | None]:
         """The fields as they may be printed: the token only as set or not."""
@@ -152,6 +155,10 @@ def contexts(data: Mapping[str, Any]) -> dict[str, Context]:
         for key, value in values.items():
             if not isinstance(value, str):
                 raise ConfigurationError(f"{config_path()}: {CONTEXTS_KEY}.{name}.{key} must be a string")
+        if values.get("via") not in (None, *VIA):
+            raise ConfigurationError(
+                f"{config_path()}: {CONTEXTS_KEY}.{name}.via must be one of {', '.join(VIA)}"
+            )
         found[name] = Context(name, **values)
     return found
 
@@ -164,6 +171,11 @@ def selected_name(data: Mapping[str, Any]) -> str | None:
     if _selection.ignored:
         return None
     return _selection.chosen or os.environ.get(CONTEXT_ENV) or current or None
+
+
+def asked_by_name() -> bool:
+    """Whether this command names a context (``--context`` or ``$AOETL_CONTEXT``), not only the file."""
+    return bool(_selection.chosen or os.environ.get(CONTEXT_ENV))
 
 
 def active_context(data: Mapping[str, Any] | None = None) -> Context | None:
@@ -199,7 +211,7 @@ def enter(chosen: str | None, *, ignored: bool = False, apply: bool = True) -> C
         try:
             data = read_config_data()
         except ConfigurationError:
-            if chosen or os.environ.get(CONTEXT_ENV):
+            if asked_by_name():
                 raise
             # no context asked for by name: a command that needs the file (a token) says why it is
             # refused; one that does not (a Kafka command) runs as it did before contexts

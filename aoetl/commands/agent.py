@@ -32,6 +32,10 @@ SourceArg = Annotated[
 RowsOpt = Annotated[
     int | None, typer.Option("--rows", help="rows to sample (default AOETL_AGENT_SAMPLE_ROWS)")
 ]
+ConnectionOpt = Annotated[
+    str | None,
+    typer.Option("--connection", help="the declared s3 connection an s3:// source is read through"),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -39,7 +43,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_FAILED)
 
 
-def _profile(source_arg: str, rows: int | None) -> SourceProfile:
+def _profile(source_arg: str, rows: int | None, connection: str | None = None) -> SourceProfile:
     from shared.agent.profile import profile_source
     from shared.agent.settings import AgentSettings
     from shared.agent.sources import source_from_argument
@@ -48,7 +52,7 @@ def _profile(source_arg: str, rows: int | None) -> SourceProfile:
 
     default_to_dev_data_roots()
     try:
-        source = source_from_argument(source_arg)
+        source = source_from_argument(source_arg, connection)
         return profile_source(source, sample_rows=rows or load_settings(AgentSettings).agent_sample_rows)
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
@@ -96,9 +100,11 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="print the profile as JSON (as -o json)")] = False,
     rows: RowsOpt = None,
     output: OutputOption = OutputFormat.TABLE,
+    connection: ConnectionOpt = None,
 ) -> None:
-    """Profile a sample of a source: types, nulls, keys, PII, ranges."""
-    result = _profile(source, rows)
+    """Profile a sample of a source (a file, glob, s3:// object or source spec): types, nulls, keys, PII,
+    ranges."""
+    result = _profile(source, rows, connection)
     if as_json or output is OutputFormat.JSON:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     elif output is OutputFormat.YAML:
@@ -117,15 +123,23 @@ def suggest(
     ] = None,
     name: Annotated[str | None, typer.Option(help="pipeline name (default: from the source)")] = None,
     rows: RowsOpt = None,
+    connection: ConnectionOpt = None,
+    to_connection: Annotated[
+        str | None,
+        typer.Option(
+            "--to-connection", help="the s3 connection of an s3:// destination (default: --connection)"
+        ),
+    ] = None,
 ) -> None:
     """Suggest a ready pipeline spec for a source, proven by a dry run on the sample."""
     from aoetl.spec_paths import portable_spec_paths, resolve_spec_paths
     from shared.agent.suggest import parse_destination_uri, spec_to_yaml, suggest_spec
     from shared.errors import AoetlError
 
-    result = _profile(source, rows)
+    result = _profile(source, rows, connection)
     try:
-        suggestion = suggest_spec(result, parse_destination_uri(to), name=name)
+        destination = parse_destination_uri(to, connection=to_connection or connection)
+        suggestion = suggest_spec(result, destination, name=name)
     except AoetlError as exc:
         raise _fail(str(exc)) from exc
     # the source and destination were named from the working directory; the spec says them as its own file

@@ -219,20 +219,13 @@ def delete(
 def list_definitions(gateway: GatewayOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
     """The registered definitions: name, version, source -> destination, triggers, next scheduled run, last
     change."""
-    if gateway:
-        with gateway_client(gateway) as http:
-            response = http.get("/definitions")
-        if response.status_code >= 300:
-            hint = refusal_hint(response.status_code)
-            err_console.print(f"[red]{response.status_code} {escape(response.text)}{hint}[/]")
-            raise typer.Exit(gateway_exit_code(response.status_code, EXIT_INVALID))
-        definitions = [PipelineDefinition.model_validate(row) for row in response.json()]
-    else:
-        client = AoetlClient()
-        try:
-            definitions = sorted(read_definitions(client).values(), key=lambda d: d.name)
-        finally:
-            client.close()
+    from aoetl.transport import open_transport
+
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
+    try:
+        definitions = transport.definitions()
+    finally:
+        transport.close()
 
     now = datetime.now(UTC)
     next_fires = {d.name: next_fire(d, now) for d in definitions}

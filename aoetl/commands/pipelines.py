@@ -93,18 +93,27 @@ def validate(
     )
 
 
-def submit(file: FileArg) -> None:
+GatewayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway",
+        envvar="AOETL_GATEWAY_URL",
+        help='go through this gateway\'s REST API instead of Kafka (also: a context with via = "gateway")',
+    ),
+]
+
+
+def submit(file: FileArg, gateway: GatewayOpt = None) -> None:
     """Publish a pipeline request; print the run id."""
-    from aoetl.client import AoetlClient
-    from aoetl.commands.door import submit_audited
+    from aoetl.transport import open_transport
 
     spec = _load_or_exit(file)
-    client = AoetlClient()
+    transport = open_transport(gateway)
     try:
-        request = submit_audited(client, spec)
+        run_id = transport.submit(spec)
     finally:
-        client.close()
-    console.print(request.run_id)
+        transport.close()
+    console.print(run_id)
 
 
 def run(
@@ -139,9 +148,15 @@ def run(
 def status(
     run_id: Annotated[str, typer.Argument(help="the run id printed by submit")],
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
     """A run's result, or its progress so far, read from Kafka; a run whose events are past their retention
     from its run history summary."""
+    from aoetl.transport import gateway_in_use
+
+    url = gateway_in_use(gateway)
+    if url is not None:
+        _status_through(url, run_id, output)
     from aoetl.client import AoetlClient
     from aoetl.commands.run_display import EXIT_CODES, print_progress, print_result
     from shared.progress import fold
@@ -162,6 +177,29 @@ def status(
         print_progress(progress, events[-1], datetime.now(UTC))
     else:
         emit(output, _progress_document(progress, events[-1]))
+
+
+def _status_through(url: str, run_id: str, output: OutputFormat) -> NoReturn:
+    """``status`` through the gateway: its view of the run (``GET /runs/{id}``), exit code by status."""
+    from aoetl.commands.run_display import EXIT_CODES
+    from aoetl.transport import RestTransport
+    from shared.contracts import RunStatus
+
+    transport = RestTransport(url)
+    try:
+        state = transport.run_state(run_id)
+    finally:
+        transport.close()
+    if state is None:
+        err_console.print(f"[red]unknown run {run_id}[/] (the gateway keeps recent runs only)")
+        raise typer.Exit(6)
+    if output is OutputFormat.TABLE:
+        console.print(f"run [bold]{run_id}[/]: {state.status}")
+        for stage, figures in (state.document.get("stages") or {}).items():
+            console.print(f"  {stage}: {escape(json.dumps(figures, default=str))}")
+    else:
+        emit(output, state.document)
+    raise typer.Exit(EXIT_CODES[RunStatus(state.status)] if state.final else 0)
 
 
 def _status_from_history(client: AoetlClient, run_id: str, output: OutputFormat) -> NoReturn:

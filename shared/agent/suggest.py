@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from shared.agent.errors import SuggestionError
 from shared.agent.pii import PiiKind
 from shared.agent.profile import ColumnProfile, SourceProfile
+from shared.policy.s3_urls import is_s3
 from shared.spec import parse_spec
 from shared.spec.models import (
     CastStep,
@@ -87,10 +88,14 @@ class Suggestion:
 
 
 # -------------------------------------------------------------------------------------- destinations
-def parse_destination_uri(uri: str) -> Destination:
+def parse_destination_uri(uri: str, *, connection: str | None = None) -> Destination:
     """A destination from ``postgres://[schema.]table``, ``duckdb:PATH#table``, ``parquet:DIR``,
-    ``jsonl:DIR`` or ``kafka:TOPIC``."""
+    ``jsonl:DIR`` or ``kafka:TOPIC``; a parquet or jsonl ``DIR`` that is an ``s3://`` prefix writes
+    through ``connection`` (an s3 connection; given for another destination, it is ignored)."""
     scheme, sep, rest = uri.partition(":")
+    on_s3 = is_s3(rest)
+    if on_s3 and connection is None:
+        raise SuggestionError(f"destination {uri!r} is on object storage: give its s3 connection")
     scheme = scheme.lower()
     if not sep or not rest:
         raise SuggestionError(f"destination {uri!r}: expected SCHEME:TARGET, e.g. postgres://orders")
@@ -103,9 +108,9 @@ def parse_destination_uri(uri: str) -> Destination:
                 raise SuggestionError(f"destination {uri!r}: expected duckdb:PATH#table")
             return DuckDBDestination(path=path, table=table)
         if scheme == "parquet":
-            return ParquetDestination(path=rest)
+            return ParquetDestination(path=rest, connection=connection if on_s3 else None)
         if scheme == "jsonl":
-            return JsonlDestination(path=rest)
+            return JsonlDestination(path=rest, connection=connection if on_s3 else None)
         if scheme == "kafka":
             return KafkaDestination(topic=rest.removeprefix("//"))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError

@@ -31,9 +31,8 @@ import pyarrow.fs as pafs
 from shared.connectors.errors import SourceNotFoundError, SourceUnavailableError
 from shared.errors import ConfigurationError
 from shared.policy.connections import ConnectionUse
-from shared.policy.egress import EgressPolicy
 from shared.policy.errors import PolicyViolation
-from shared.policy.object_store import endpoint_refusal, s3_use
+from shared.policy.object_store import endpoint_egress, endpoint_refusal, s3_use
 from shared.policy.s3_urls import S3Url, parse_s3_url, under_roots
 from shared.policy.settings import PolicySettings, load_policy
 from shared.redaction import register_secret, scrub
@@ -75,9 +74,9 @@ def filesystem(path: str, connection: str | None, policy: PolicySettings | None 
     """The checked file system for a part at ``path`` using ``connection`` (raises ``PolicyViolation``)."""
     policy = policy or load_policy()
     use = s3_use(path, connection, policy.connections, tenant=None)
-    why = endpoint_refusal(use.connection, EgressPolicy.from_settings(policy), resolve=True)
+    why = endpoint_refusal(use, endpoint_egress(policy), resolve=True)
     if why:
-        raise PolicyViolation(f"endpoint of s3 connection {use.name!r}: {why}")
+        raise PolicyViolation(why)
     conn = use.connection
     return _filesystem(conn.endpoint, conn.region, *_credentials(use))
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+ALLOW_ENV = "AOETL_POLICY_HTTP_EGRESS_ALLOW"
 ALLOWED_SCHEMES = ("http", "https")
 LOCALHOST_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 METADATA_ADDRESSES = frozenset(
@@ -185,24 +186,40 @@ def _normal_name(host: str) -> str:
     return host.strip().strip("[]").lower().rstrip(".")
 
 
+def allow_entry_for(host: str, port: int) -> str:
+    """The allow-list entry naming exactly ``host`` (as written) on ``port``."""
+    name = _normal_name(host)
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
 # ------------------------------------------------------------------------------------------ the policy
 class EgressPolicy:
     """Decides, from the allow list, whether a host, port and address may be reached."""
 
-    def __init__(self, allow: Iterable[str] = ()):
+    def __init__(
+        self, allow: Iterable[str] = (), *, subject: str = "http sources", allow_env: str = ALLOW_ENV
+    ):
         self.allow = tuple(AllowEntry.parse(entry) for entry in allow)
+        # what a refusal says: who is refused ("s3 connection endpoints"...) and the variable opening it
+        self.subject = subject
+        self.allow_env = allow_env
 
     @classmethod
-    def from_settings(cls, policy: PolicySettings) -> EgressPolicy:
-        return cls(policy.http_egress_allow)
+    def from_settings(cls, policy: PolicySettings, *, subject: str = "http sources") -> EgressPolicy:
+        return cls(policy.http_egress_allow, subject=subject)
 
     def refusal(self, host: str, port: int, address: IPAddress) -> str | None:
-        """Why connecting to ``host`` at ``address`` on ``port`` is refused; None when it is allowed."""
+        """Why connecting to ``host`` at ``address`` on ``port`` is refused, with the fix (the allow-list
+        entry that would open exactly this host and port); None when it is allowed."""
         why = forbidden_reason(address)
         if why is None or any(entry.matches(host, port, address) for entry in self.allow):
             return None
         named = f"{host} ({address})" if _normal_name(host) != str(address) else str(address)
-        return f"{named} is a {why} address; http sources reach public addresses only unless allow-listed"
+        fix = f"add '{allow_entry_for(host, port)}' to {self.allow_env} in the services' environment"
+        return (
+            f"{named} is a {why} address; {self.subject} reach public addresses only unless allow-listed:"
+            f" to allow it, {fix}"
+        )
 
     def check_url(self, url: str) -> str | None:
         """The checks that need no DNS: scheme, no userinfo, and an address-literal or localhost host."""

@@ -56,30 +56,38 @@ def s3_use(
     return ConnectionUse(connection, declared, "connection")
 
 
-def endpoint_refusal(connection: Connection, policy: EgressPolicy, *, resolve: bool = False) -> str | None:
-    """Why the connection's endpoint may not be reached (None: it may). ``resolve`` also checks every
-    address its name resolves to (where the connector acts; not at validation, the answer may change)."""
-    if connection.endpoint is None:
+def endpoint_egress(policy: PolicySettings) -> EgressPolicy:
+    """The egress policy as it speaks of object-storage endpoints."""
+    return EgressPolicy.from_settings(policy, subject="s3 connection endpoints")
+
+
+def endpoint_refusal(use: ConnectionUse, policy: EgressPolicy, *, resolve: bool = False) -> str | None:
+    """Why the connection's endpoint may not be reached, naming the connection, its endpoint and the fix
+    (None: it may). ``resolve`` also checks every address its name resolves to (where the connector acts;
+    not at validation, the answer may change)."""
+    endpoint = use.connection.endpoint
+    if endpoint is None:
         return None
-    why = policy.check_url(connection.endpoint)
-    if why or not resolve:
-        return why
-    parts = urlsplit(connection.endpoint)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        policy.checked_addresses(parts.hostname or "", port)
-    except PolicyViolation as exc:
-        return str(exc)
-    except socket.gaierror as exc:
-        return f"cannot resolve the endpoint's host: {exc.strerror}"
-    return None
+    why = policy.check_url(endpoint)
+    if not why and resolve:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            policy.checked_addresses(parts.hostname or "", port)
+        except PolicyViolation as exc:
+            why = str(exc)
+        except socket.gaierror as exc:
+            why = f"cannot resolve its host: {exc.strerror}; check the connection's endpoint"
+    if not why:
+        return None
+    return f"the endpoint {endpoint} of s3 connection {use.name!r} is refused: {why}"
 
 
 def check_object_store(
     spec: PipelineSpec, policy: PolicySettings, tenant: str = DEFAULT_TENANT
 ) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
-    egress = EgressPolicy.from_settings(policy)
+    egress = endpoint_egress(policy)
     for where, part in (("source", spec.source), ("destination", spec.destination)):
         if isinstance(part, DuckDBDestination) and is_s3(part.path):
             issues.append(
@@ -100,7 +108,7 @@ def check_object_store(
         except PolicyViolation as exc:
             issues.append(SpecIssue(f"{prefix}.path", str(exc)))
             continue
-        why = endpoint_refusal(use.connection, egress)
+        why = endpoint_refusal(use, egress)
         if why:
-            issues.append(SpecIssue(f"{prefix}.connection", f"endpoint of {use.name!r}: {why}"))
+            issues.append(SpecIssue(f"{prefix}.connection", why))
     return issues

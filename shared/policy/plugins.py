@@ -67,7 +67,7 @@ def _problem(
             return str(exc)
         return None
     if kind is Checked.URL:
-        return EgressPolicy.from_settings(policy).check_url(value)
+        return EgressPolicy.from_settings(policy, subject="plugin URLs").check_url(value)
     if kind is Checked.SQL:
         try:
             normalize_select(value)

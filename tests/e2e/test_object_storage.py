@@ -29,7 +29,12 @@ from tests.e2e.test_pipelines import (
     stage,
     write_orders,
 )
-from tests.support.s3_server import S3Server, s3_server  # noqa: F401 - the session fixture
+from tests.support.s3_server import (  # noqa: F401 - s3_server: the session fixture
+    S3Server,
+    policy_env,
+    s3_connection,
+    s3_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,26 +51,15 @@ def s3_system(
     s3_server.create_bucket(BUCKET)
     connections = {
         "default": {"env": "AOETL_POSTGRES_DSN"},
-        "lake": {
-            "kind": "s3",
-            "env": "AOETL_TEST_LAKE_SECRET",
-            "endpoint": s3_server.endpoint,
-            "roots": [f"s3://{BUCKET}/landing"],
-        },
+        "lake": s3_connection(s3_server, f"s3://{BUCKET}/landing"),
     }
-    env = {
-        "AOETL_TEST_LAKE_SECRET": s3_server.secret,
-        "AOETL_POLICY_CONNECTIONS": json.dumps(connections),
-        "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{s3_server.port}",
-    }
+    env = policy_env(s3_server, connections)
     with running_system(kafka_bootstrap, postgres_dsn, REPLICAS, env) as system:
         yield system
 
 
 def upload(server: S3Server, key: str, data: bytes) -> str:
-    with server.filesystem().open_output_stream(f"{BUCKET}/{key}") as out:
-        out.write(data)
-    return f"s3://{BUCKET}/{key}"
+    return server.put(f"{BUCKET}/{key}", data)
 
 
 def figures(postgres_dsn: str, table: str) -> dict[str, object]:
@@ -166,3 +160,33 @@ def test_a_csv_object_to_a_parquet_prefix_on_s3(
     ids = loaded.column("id").to_pylist()
     assert len(set(ids)) == len(ids)  # no batch landed twice
     assert sum(ids) == want["sum_id"]
+
+
+def test_a_dedupe_step_holds_across_batches_on_an_s3_prefix(
+    s3_system: System,
+    s3_server: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rows = write_orders(tmp_path, 4_000, files=1, seed=14)
+    text = (tmp_path / "orders-0.csv").read_text()
+    # every 7th order again at the end of the object: its copy is in another split and another batch
+    repeated = "".join(line + "\n" for line in text.splitlines()[1:][::7])
+    url = upload(s3_server, "landing/orders/with-repeats.csv", (text + repeated).encode())
+    destination = f"s3://{BUCKET}/landing/deduped"
+    spec = orders_spec(
+        "s3-orders-dedupe",
+        {"type": "csv", "path": url, "connection": "lake"},
+        {"type": "jsonl", "path": destination, "connection": "lake"},
+        parallelism=3,
+    )
+    spec["transforms"] = [*spec["transforms"], {"op": "dedupe", "keys": ["id"]}]
+    result = run_spec(s3_system, spec)
+    assert_completed(result)
+    want = expected_orders(rows)
+    prefix = ObjectFileSink(destination, "lake", "jsonl").run_prefix(result.run_id).fs_path
+    parts = [key for key in s3_server.keys(prefix) if key.rsplit("/", 1)[1].startswith("part-")]
+    assert len(parts) > 1  # several batches, so the repeats were dropped across batches, by the sink
+    ids = [json.loads(line)["id"] for key in parts for line in s3_server.get(f"{BUCKET}/{key}").splitlines()]
+    assert len(ids) == len(set(ids)) == want["count"]
+    assert sum(ids) == want["sum_id"]
+    assert stage(result, Stage.LOAD).rows_out == want["count"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +17,13 @@ from shared.connectors import SourceNotFoundError, plan_splits, read_split
 from shared.contracts import SplitKind
 from shared.policy.errors import PolicyViolation
 from shared.spec.models import CsvSource, JsonlSource, ParquetSource, Source
-from tests.support.s3_server import S3Server, s3_server  # noqa: F401 - the session fixture
+from tests.support.s3_server import (  # noqa: F401 - s3_server: the session fixture
+    S3Server,
+    declare_connections,
+    new_bucket,
+    s3_connection,
+    s3_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,38 +33,15 @@ ROWS = 30_000
 @pytest.fixture
 def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
     """A bucket of this test's own and an ``s3`` connection ``lake`` whose roots are its ``in/`` prefix."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    s3_server.create_bucket(name)
-    monkeypatch.setenv("AOETL_TEST_S3_SECRET", s3_server.secret)
+    name = new_bucket(s3_server)
     connections = {
-        "lake": {
-            "kind": "s3",
-            "env": "AOETL_TEST_S3_SECRET",
-            "endpoint": s3_server.endpoint,
-            "roots": [f"s3://{name}/in"],
-        },
-        "wrong-key": {
-            "kind": "s3",
-            "env": "AOETL_TEST_S3_WRONG",
-            "endpoint": s3_server.endpoint,
-            "roots": [f"s3://{name}"],
-        },
-        "metadata": {
-            "kind": "s3",
-            "env": "AOETL_TEST_S3_SECRET",
-            "endpoint": "http://169.254.169.254",
-            "roots": [f"s3://{name}"],
-        },
+        "lake": s3_connection(s3_server, f"s3://{name}/in"),
+        "wrong-key": s3_connection(s3_server, f"s3://{name}", env="AOETL_TEST_S3_WRONG"),
+        "metadata": s3_connection(s3_server, f"s3://{name}", endpoint="http://169.254.169.254"),
     }
+    declare_connections(monkeypatch, s3_server, connections)
     monkeypatch.setenv("AOETL_TEST_S3_WRONG", f"{s3_server.access_key}:Wrong-Planted-Secret-9z")
-    monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps(connections))
-    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", f"127.0.0.1:{s3_server.port}")
     return name
-
-
-def put(server: S3Server, url_path: str, data: bytes) -> None:
-    with server.filesystem().open_output_stream(url_path) as out:
-        out.write(data)
 
 
 def orders_csv(rows: int) -> bytes:
@@ -82,7 +64,7 @@ def ids(tables: list[pa.Table]) -> list[int]:
 
 
 def test_csv_object_in_several_byte_range_splits(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
-    put(s3_server, f"{bucket}/in/orders.csv", orders_csv(ROWS))
+    s3_server.put(f"{bucket}/in/orders.csv", orders_csv(ROWS))
     source = CsvSource(path=f"s3://{bucket}/in/orders.csv", connection="lake")
     splits = plan_splits(source, 5)
     assert [s.kind for s in splits] == [SplitKind.BYTE_RANGE] * 5
@@ -99,8 +81,8 @@ def test_csv_object_in_several_byte_range_splits(s3_server: S3Server, bucket: st
 def test_jsonl_glob_over_a_prefix(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
     for part in range(3):
         lines = "".join(json.dumps({"id": part * 1000 + i, "v": i % 7}) + "\n" for i in range(1000))
-        put(s3_server, f"{bucket}/in/events/part-{part}.jsonl", lines.encode())
-    put(s3_server, f"{bucket}/in/events/readme.txt", b"not a match")
+        s3_server.put(f"{bucket}/in/events/part-{part}.jsonl", lines.encode())
+    s3_server.put(f"{bucket}/in/events/readme.txt", b"not a match")
     source = JsonlSource(path=f"s3://{bucket}/in/events/*.jsonl", connection="lake")
     splits = plan_splits(source, None)
     assert sorted({s.uri for s in splits}) == [f"s3://{bucket}/in/events/part-{p}.jsonl" for p in range(3)]
@@ -112,7 +94,7 @@ def test_parquet_object_split_by_row_groups(s3_server: S3Server, bucket: str) ->
     table = pa.table({"id": list(range(ROWS)), "x": [i * 2 for i in range(ROWS)]})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, row_group_size=5_000)
-    put(s3_server, f"{bucket}/in/t.parquet", buffer.getvalue())
+    s3_server.put(f"{bucket}/in/t.parquet", buffer.getvalue())
     source = ParquetSource(path=f"s3://{bucket}/in/t.parquet", connection="lake")
     count, tables = read_all(source, 3)
     assert count == 3
@@ -121,8 +103,8 @@ def test_parquet_object_split_by_row_groups(s3_server: S3Server, bucket: str) ->
 
 
 def test_the_policy_where_the_connector_acts(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
-    put(s3_server, f"{bucket}/outside.csv", b"id\n1\n")
-    put(s3_server, f"{bucket}/in/a.csv", b"id\n1\n")
+    s3_server.put(f"{bucket}/outside.csv", b"id\n1\n")
+    s3_server.put(f"{bucket}/in/a.csv", b"id\n1\n")
     with pytest.raises(PolicyViolation, match="outside the roots"):
         plan_splits(CsvSource(path=f"s3://{bucket}/outside.csv", connection="lake"), 1)
     with pytest.raises(PolicyViolation, match=r"169\.254\.169\.254"):

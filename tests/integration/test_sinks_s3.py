@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,32 +17,23 @@ from services.load.sinks.object_files import ObjectFileSink
 from shared.errors import DataError
 from shared.policy.errors import PolicyViolation
 from shared.spec.models import JsonlDestination, ParquetDestination
-from tests.support.s3_server import S3Server, s3_server  # noqa: F401 - the session fixture
+from tests.support.file_sink_dedupe import RUN, check_dedupe_across_replicas
+from tests.support.s3_server import (  # noqa: F401 - s3_server: the session fixture
+    S3Server,
+    declare_connections,
+    new_bucket,
+    s3_connection,
+    s3_server,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    s3_server.create_bucket(name)
-    monkeypatch.setenv("AOETL_TEST_S3_SECRET", s3_server.secret)
-    connections = {
-        "lake": {
-            "kind": "s3",
-            "env": "AOETL_TEST_S3_SECRET",
-            "endpoint": s3_server.endpoint,
-            "roots": [f"s3://{name}/out"],
-        }
-    }
-    monkeypatch.setenv("AOETL_POLICY_CONNECTIONS", json.dumps(connections))
-    monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", f"127.0.0.1:{s3_server.port}")
+    name = new_bucket(s3_server)
+    declare_connections(monkeypatch, s3_server, {"lake": s3_connection(s3_server, f"s3://{name}/out")})
     return name
-
-
-def keys(server: S3Server, prefix: str) -> list[str]:
-    infos = server.filesystem().get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
-    return sorted(i.path.split("/", 1)[1] for i in infos if i.type == pafs.FileType.File)
 
 
 def batch(start: int, rows: int) -> pa.Table:
@@ -67,7 +56,7 @@ def test_parquet_parts_exactly_once_with_a_redelivered_batch(s3_server: S3Server
     assert (again.applied, again.rows_written, again.bytes_written) == (False, 1000, len(before))
     sink.finalize("run-1")
     sink.finalize("run-1")  # idempotent
-    listed = keys(s3_server, f"{bucket}/out/orders/run-1")
+    listed = s3_server.keys(f"{bucket}/out/orders/run-1")
     assert [f"{bucket}/{key}" for key in listed] == [f"{bucket}/out/orders/run-1/_SUCCESS", part_0, part_1]
     s3 = s3_server.filesystem()
     assert s3.open_input_file(part_0).read() == before  # the same bytes: nothing rewritten
@@ -90,14 +79,36 @@ def test_jsonl_parts_and_an_aborted_run(s3_server: S3Server, bucket: str) -> Non
     body = s3_server.filesystem().open_input_file(sink.part_url("run-2", "t:0").fs_path).read()
     assert [json.loads(line)["id"] for line in body.splitlines()] == list(range(10))
     sink.abort("run-2")
-    assert keys(s3_server, f"{bucket}/out/events/run-2") == []
+    assert s3_server.keys(f"{bucket}/out/events/run-2") == []
 
 
-def test_the_sink_checks_the_policy_and_refuses_dedupe(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+def test_the_sink_checks_the_policy(s3_server: S3Server, bucket: str) -> None:  # noqa: F811
     outside = open_sink(ParquetDestination(path=f"s3://{bucket}/elsewhere", connection="lake"))
     with pytest.raises(PolicyViolation, match="outside the roots"):
         outside.write("run-3", "t:0", batch(0, 1))
-    assert keys(s3_server, f"{bucket}/elsewhere") == []
+    assert s3_server.keys(f"{bucket}/elsewhere") == []
     inside = open_sink(ParquetDestination(path=f"s3://{bucket}/out/x", connection="lake"))
-    with pytest.raises(DataError, match="dedupe keys"):
-        inside.write("run-3", "t:0", batch(0, 1), dedupe_keys=["id"])
+    with pytest.raises(DataError, match="dedupe keys"):  # a key column the batch lacks
+        inside.write("run-3", "t:0", batch(0, 1), dedupe_keys=["nope"])
+
+
+@pytest.mark.parametrize("destination", [ParquetDestination, JsonlDestination])
+def test_dedupe_keys_hold_across_replicas_writing_in_turn(
+    s3_server: S3Server,  # noqa: F811
+    bucket: str,
+    destination: type[ParquetDestination] | type[JsonlDestination],
+) -> None:
+    spec = destination(path=f"s3://{bucket}/out/deduped", connection="lake")
+
+    def read_keys() -> list[int]:
+        prefix = f"{bucket}/out/deduped/{RUN}"
+        keys: list[int] = []
+        for key in s3_server.keys(prefix):
+            body = s3_server.get(f"{bucket}/{key}")
+            if key.endswith(".parquet"):
+                keys += pq.read_table(io.BytesIO(body)).column("k").to_pylist()
+            elif key.endswith(".jsonl"):
+                keys += [json.loads(line)["k"] for line in body.splitlines()]
+        return keys
+
+    check_dedupe_across_replicas(lambda: open_sink(spec), read_keys)

@@ -5,17 +5,24 @@ identity and credential the test chooses, on a free loopback port.
 The jar is resolved with Maven once into the artefact cache (``~/.cache/aoetl/s3proxy/<version>``, or
 ``$AOETL_CACHE_DIR``), as the Kafka jars are; ``python -m tests.support.s3_server`` does it (``make
 bootstrap``). ``s3_server`` is a session fixture: one server per pytest session, each test using buckets
-of its own. Version 3.x: 2.x rejects the chunked upload headers pyarrow's AWS SDK sends.
+of its own (``new_bucket``). Version 3.x: 2.x rejects the chunked upload headers pyarrow's AWS SDK sends.
+
+``s3_connection`` and ``policy_env`` are the one way tests declare ``s3`` connections to the server: the
+secret in ``SECRET_ENV``, the connections in ``AOETL_POLICY_CONNECTIONS``, the server's loopback address
+allow-listed by the egress policy (set in the test's process with ``monkeypatch``, or given to the
+services' environment).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from aoetl.devstack.osproc import file_lock, free_port, port_accepts, tail, term
 from tests.helpers import wait_until
 
 S3PROXY_VERSION = "3.1.0"
+SECRET_ENV = "AOETL_TEST_S3_SECRET"  # the variable holding the secret of the test connections
 _ARTIFACT = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
 
 
@@ -84,6 +92,53 @@ class S3Server:
 
     def create_bucket(self, name: str) -> None:
         self.filesystem().create_dir(name)
+
+    def put(self, fs_path: str, data: bytes) -> str:
+        """Write an object at ``bucket/key``; its ``s3://`` URL."""
+        with self.filesystem().open_output_stream(fs_path) as out:
+            out.write(data)
+        return f"s3://{fs_path}"
+
+    def get(self, fs_path: str) -> bytes:
+        return bytes(self.filesystem().open_input_file(fs_path).read())
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the objects under ``bucket/prefix``, sorted."""
+        infos = self.filesystem().get_file_info(
+            pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
+        )
+        return sorted(i.path.split("/", 1)[1] for i in infos if i.type == pafs.FileType.File)
+
+
+def new_bucket(server: S3Server, prefix: str = "t") -> str:
+    """A bucket of the caller's own on the session's server."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    return name
+
+
+def s3_connection(
+    server: S3Server, *roots: str, env: str = SECRET_ENV, endpoint: str | None = None
+) -> dict[str, object]:
+    """An ``s3`` connection declaration to ``server`` (or another ``endpoint``) covering ``roots``."""
+    return {"kind": "s3", "env": env, "endpoint": endpoint or server.endpoint, "roots": list(roots)}
+
+
+def policy_env(server: S3Server, connections: Mapping[str, object]) -> dict[str, str]:
+    """The environment declaring ``connections``, the server's secret and its endpoint allowed."""
+    return {
+        SECRET_ENV: server.secret,
+        "AOETL_POLICY_CONNECTIONS": json.dumps(connections),
+        "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{server.port}",
+    }
+
+
+def declare_connections(
+    monkeypatch: pytest.MonkeyPatch, server: S3Server, connections: Mapping[str, object]
+) -> None:
+    """``policy_env`` in this process, for the test only."""
+    for name, value in policy_env(server, connections).items():
+        monkeypatch.setenv(name, value)
 
 
 @contextlib.contextmanager

@@ -145,3 +145,37 @@ def test_a_context_named_in_a_file_others_may_read_is_refused(config: Path) -> N
     refused = CliRunner().invoke(app, ["--context", "staging", "status", "x"])
     assert refused.exit_code == EXIT_CONFIGURATION and "can be read by other users" in refused.output
     assert SECRET not in refused.output
+
+
+def test_a_context_with_via_gateway_chooses_the_rest_strategy(config: Path) -> None:
+    from aoetl.transport import KafkaTransport, RestTransport, gateway_in_use, open_transport
+
+    data = _data(config)
+    data["contexts"]["remote"] = {
+        "gateway_url": "https://remote.example.com",
+        "token": SECRET,
+        "via": "gateway",
+    }
+    write_config_data(data, config)
+    leave = enter("remote")
+    try:
+        assert gateway_in_use(None) == "https://remote.example.com"
+        assert gateway_in_use("http://flag.example.com") == "http://flag.example.com"  # the flag wins
+        transport = open_transport()
+        assert (
+            isinstance(transport, RestTransport)
+            and transport.where == "the gateway at https://remote.example.com"
+        )
+        transport.close()
+    finally:
+        leave()
+    leave = enter("staging")  # no via: Kafka
+    try:
+        assert gateway_in_use(None) is None
+        assert KafkaTransport.where == "Kafka"
+    finally:
+        leave()
+    data["contexts"]["bad"] = {"via": "carrier-pigeon"}
+    write_config_data(data, config)
+    refused = CliRunner().invoke(app, ["--context", "bad", "status", "r1"])
+    assert refused.exit_code == EXIT_CONFIGURATION and "via must be one of kafka, gateway" in refused.output

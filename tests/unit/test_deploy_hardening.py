@@ -202,11 +202,13 @@ def test_each_workload_reaches_what_it_needs() -> None:
     model, pods = _network()
     for name, pod in pods.items():
         assert model.allowed(pod, KUBE_DNS, 53, "UDP") and model.allowed(pod, KUBE_DNS, 53, "TCP"), name
-        if name not in ("kafka", "postgres"):
+        if name not in ("kafka", "postgres", "s3"):
             assert model.allowed(pod, pods["kafka"], 9092), f"{name} cannot reach Kafka"
     assert model.allowed(pods["kafka"], pods["kafka"], 9093)  # the KRaft controller
     for name in ("orchestrator", "extract", "load"):
         assert model.allowed(pods[name], pods["postgres"], 5432), f"{name} cannot reach PostgreSQL"
+    for name in ("orchestrator", "extract", "load"):  # s3:// sources (planned, read) and destinations
+        assert model.allowed(pods[name], pods["s3"], 9000), f"{name} cannot reach the object store"
     for name in ("orchestrator", "extract"):  # http sources, the LLM endpoint
         assert model.allowed(pods[name], Peer(INTERNET), 443)
         assert model.allowed(pods[name], Peer("2606:2800:220:1::1"), 443)
@@ -242,3 +244,9 @@ def test_nothing_else_gets_through() -> None:
         ):
             assert not model.allowed(pods[name], Peer(private), 80), f"{name} reaches {private}"
     assert not model.allowed(pods["postgres"], pods["kafka"], 9092)
+    for name in ("gateway", "transform", "monitor", "kafka", "postgres", "topic-init"):
+        assert not model.allowed(pods[name], pods["s3"], 9000), f"{name} reaches the object store"
+    for target in ("kafka", "postgres"):  # the store reaches nothing
+        assert not model.allowed(pods["s3"], pods[target], 9092 if target == "kafka" else 5432)
+    assert not model.allowed(pods["s3"], Peer(INTERNET), 443)
+    assert not model.allowed(Peer(INTERNET), pods["s3"], 9000)

@@ -283,18 +283,22 @@ def _env_names(cls: type[BaseSettings]) -> set[str]:
     return names
 
 
-def _known_env(name: str) -> set[str]:
+def _known_env(name: str, declared: dict[str, Any] | None = None) -> set[str]:
     """What the service reads: its settings, plus what every service's shared code reads (the serde, the
-    spec policy and the secrets of the policy's default named connections)."""
+    spec policy and the secrets of the policy's connections: the default ones, or those ``declared`` by
+    the rendered AOETL_POLICY_CONNECTIONS)."""
     shared = _env_names(SerdeSettings) | _env_names(PolicySettings)
     connections = {connection.env for connection in default_connections().values() if connection.env}
+    connections |= {c["env"] for c in (declared or {}).values() if c.get("env")}
     return _env_names(_settings_class(name)) | shared | connections
 
 
 def _unknown_env(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
     found = {}
     for name, workload in _of_kind(docs, *WORKLOADS).items():
-        unknown = set(_env(docs, workload)) - _known_env(name)
+        env = _env(docs, workload)
+        declared = json.loads(env.get("AOETL_POLICY_CONNECTIONS", {}).get("value") or "{}")
+        unknown = set(env) - _known_env(name, declared)
         if unknown:
             found[name] = unknown
     return found
@@ -372,3 +376,47 @@ def test_the_plain_manifests_are_the_charts_rendering() -> None:
         assert (ROOT / "k8s" / name).read_text() == text, (
             f"k8s/{name} is out of date: run `make k8s-render` (python -m k8s.render)"
         )
+
+
+# ------------------------------------------------------------------------------------ object storage
+def test_the_object_store_is_one_declared_connection_its_secret_a_reference() -> None:
+    """The plain values point the services at k8s/object-store.yaml: every service declares the s3
+    connection (validation), those that read or write objects get its secret from the Secret, the endpoint
+    is allow-listed for the egress policy and reachable through the NetworkPolicies, and the bundled
+    example's s3 spec passes the policy the services read."""
+    docs = _rendered("k8s/helm/values-plain.yaml")
+    workloads = _of_kind(docs, *WORKLOADS)
+    for name in ("gateway", "orchestrator", "extract", "transform", "load", "monitor"):
+        env = _env(docs, workloads[name])
+        connections = json.loads(env["AOETL_POLICY_CONNECTIONS"]["value"])
+        assert connections["lake"]["endpoint"] == "http://s3.aoetl.svc.cluster.local:9000"
+        assert env["AOETL_POLICY_HTTP_EGRESS_ALLOW"]["value"] == "s3.aoetl.svc.cluster.local:9000"
+        secret = env.get("AOETL_OBJECT_STORE_CREDENTIALS")
+        if name in ("orchestrator", "extract", "load"):
+            assert secret is not None
+            assert secret["valueFrom"]["secretKeyRef"] == {"name": "aoetl-object-store", "key": "credentials"}
+            assert workloads[name]["spec"]["template"]["metadata"]["labels"]["aoetl.io/uses-object-store"]
+        else:
+            assert secret is None  # no pod holds a secret it does not use
+    policies = _of_kind(docs, "NetworkPolicy")
+    assert policies["to-object-store"]["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9000}]
+    default = _rendered()
+    assert "to-object-store" not in _of_kind(default, "NetworkPolicy")  # off unless configured
+    assert "AOETL_POLICY_CONNECTIONS" not in _env(default, _of_kind(default, *WORKLOADS)["load"])
+
+
+def test_the_plain_object_store_example_passes_the_services_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.policy import check_spec, load_policy
+    from shared.spec import load_spec
+
+    docs = _rendered("k8s/helm/values-plain.yaml")
+    env = _env(docs, _of_kind(docs, *WORKLOADS)["orchestrator"])
+    for key in ("AOETL_POLICY_CONNECTIONS", "AOETL_POLICY_HTTP_EGRESS_ALLOW"):
+        monkeypatch.setenv(key, env[key]["value"])
+    spec = load_spec(ROOT / "examples" / "orders" / "pipeline-s3.yaml")
+    assert check_spec(spec, load_policy()) == []
+
+
+def test_the_values_schema_refuses_an_object_store_without_roots() -> None:
+    with pytest.raises(render.HelmError, match="/objectStore/roots"):
+        _rendered("", ("objectStore.enabled=true",))

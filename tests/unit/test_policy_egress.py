@@ -139,6 +139,18 @@ def test_public_urls_pass_the_static_check(url: str) -> None:
     assert EgressPolicy().check_url(url) is None
 
 
+def test_a_refusal_names_the_allow_entry_that_would_open_exactly_it() -> None:
+    assert EgressPolicy().check_url("http://[::1]:8080/x") == (
+        "::1 is a loopback address; http sources reach public addresses only unless allow-listed: to allow"
+        " it, add '[::1]:8080' to AOETL_POLICY_HTTP_EGRESS_ALLOW in the services' environment"
+    )
+    named = EgressPolicy(subject="alert endpoints", allow_env="AOETL_ALERT_ROUTING_EGRESS_ALLOW")
+    why = named.check_url("https://LocalHost./hook")
+    assert why is not None and why.startswith("localhost. (127.0.0.1) is a loopback address; alert endpoints")
+    assert why.endswith("'localhost:443' to AOETL_ALERT_ROUTING_EGRESS_ALLOW in the services' environment")
+    assert EgressPolicy(["localhost:443"]).check_url("https://LocalHost./hook") is None  # the entry works
+
+
 # ------------------------------------------------------------------------------------------ allow list
 @pytest.mark.parametrize(
     ("entry", "host", "network", "port"),

@@ -156,9 +156,29 @@ def test_the_endpoint_goes_through_the_egress_policy(policy: Any, monkeypatch: p
     [(field, reason)] = issues(policy, {"type": "csv", "path": "s3://bk1/a.csv", "connection": "imds"})
     assert field == "source.csv.connection" and "169.254.169.254" in reason
     [(_, reason)] = issues(policy, {"type": "csv", "path": "s3://bk1/a.csv", "connection": "local"})
-    assert "127.0.0.1" in reason
+    # the reason names the endpoint, its connection, what is wrong and the exact fix, and nothing of http
+    assert reason == (
+        "the endpoint http://127.0.0.1:9000 of s3 connection 'local' is refused: 127.0.0.1 is a loopback"
+        " address; s3 connection endpoints reach public addresses only unless allow-listed: to allow it,"
+        " add '127.0.0.1:9000' to AOETL_POLICY_HTTP_EGRESS_ALLOW in the services' environment"
+    )
     monkeypatch.setenv("AOETL_POLICY_HTTP_EGRESS_ALLOW", "127.0.0.1:9000")
     assert issues(load_policy(), {"type": "csv", "path": "s3://bk1/a.csv", "connection": "local"}) == []
+
+
+def test_where_the_connector_acts_the_same_reason_is_raised(
+    policy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.connectors.object_store import filesystem
+
+    monkeypatch.setenv("AOETL_TEST_LAKE", "AKIAX:secret")
+    with pytest.raises(PolicyViolation) as refused:
+        filesystem("s3://bk1/a.csv", "imds", policy)
+    assert str(refused.value).startswith(
+        "the endpoint http://169.254.169.254 of s3 connection 'imds' is refused: 169.254.169.254 is a"
+        " cloud metadata address; s3 connection endpoints reach public addresses only"
+    )
+    assert "add '169.254.169.254:80' to AOETL_POLICY_HTTP_EGRESS_ALLOW" in str(refused.value)
 
 
 def test_a_duckdb_destination_on_s3_is_refused(policy: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 from services.load.sinks import WriteResult, open_sink
 from services.load.sinks.files import FileFormat, FileSink, write_atomically
 from shared.spec.models import JsonlDestination, ParquetDestination
+from tests.support.file_sink_dedupe import RUN, check_dedupe_across_replicas
 from tests.support.sink_tables import as_metrics, checksum_query, expected_checksums, sample_table
 
 pytestmark = pytest.mark.unit
@@ -107,6 +108,17 @@ def test_dedupe_keys_hold_across_batches_and_sink_restarts(tmp_path: Path, fmt: 
     reader = f"read_parquet('{pattern}')" if fmt == "parquet" else f"read_json('{pattern}')"
     with duckdb.connect() as con:
         assert con.execute(f"SELECT tag FROM {reader} ORDER BY tag").fetchall() == [("a",), ("b",), ("c",)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dedupe_keys_hold_across_replicas_writing_in_turn(tmp_path: Path, fmt: FileFormat):
+    def read_keys() -> list[int]:
+        pattern = str(tmp_path / RUN / f"part-*.{fmt}")
+        reader = f"read_parquet('{pattern}')" if fmt == "parquet" else f"read_json('{pattern}')"
+        with duckdb.connect() as con:
+            return [int(k) for (k,) in con.execute(f"SELECT k FROM {reader}").fetchall()]
+
+    check_dedupe_across_replicas(lambda: FileSink(tmp_path, fmt), read_keys)
 
 
 def test_an_atomic_write_returns_the_size_of_the_file(tmp_path: Path):

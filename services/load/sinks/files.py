@@ -5,9 +5,10 @@ part is either absent or complete; its existence *is* the ledger: a second deliv
 and writes nothing. ``finalize`` writes ``_SUCCESS`` (JSON: row count and file list) the same atomic way;
 readers should only trust run directories that have it.
 
-Cross-batch dedupe remembers the keys of the run's parts (read back from the files on first use), so it
-is exact for one writer per run directory; two replicas writing the same run can each let the same new
-key through once. Use a database sink when dedupe must hold across replicas.
+Cross-batch dedupe keys are the keys of the run's parts, read back from the files not read yet before
+each batch (``run_keys.RunKeys``, shared with the ``s3://`` sink): exact when a run's batches are written
+one after another; two replicas writing two batches of the same run at the same moment can each let the
+same new key through once. Use a database sink when dedupe must hold under concurrent writers.
 
 Only inside the data roots (``shared.policy.files``), checked at every operation, not once: the directory
 is resolved and checked before anything is created in it, every temp file is created exclusively (never
@@ -19,28 +20,26 @@ name (``.``, ``..``, empty) is refused with ``PolicyViolation``; other unsafe ch
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.load.exceptions import DestinationUnavailableError
 from services.load.sinks.base import WriteResult, require_columns
 from services.load.sinks.naming import safe_file_part
+from services.load.sinks.run_keys import FileFormat, RunKeys
 from shared.policy.errors import PolicyViolation
 from shared.policy.files import confine, create_confined, open_confined
 from shared.policy.settings import load_policy
 
-FileFormat = Literal["parquet", "jsonl"]
 SUCCESS_MARKER = "_SUCCESS"
 
 
@@ -81,7 +80,7 @@ class FileSink:
         self._root = Path(directory)
         self._format: FileFormat = file_format
         self._roots = roots
-        self._seen: dict[tuple[str, tuple[str, ...]], set[Hashable]] = {}  # (run, keys) -> key tuples
+        self._keys = RunKeys(file_format)
 
     @property
     def roots(self) -> Roots:
@@ -113,12 +112,15 @@ class FileSink:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept, new_keys = table, set[Hashable]()
             if dedupe_keys:
-                kept, new_keys = self._drop_seen_keys(run_id, tuple(dedupe_keys), table)
+                keys = tuple(dedupe_keys)
+                parts = {p.name for p in path.parent.glob(f"part-*.{self._format}")}
+                self._keys.refresh(run_id, keys, parts, lambda name: self._read(path.parent / name))
+                kept, new_keys = self._keys.drop_seen(run_id, keys, table)
             size = write_atomically(path, lambda handle: self._encode(kept, handle), self.roots)
         except OSError as exc:  # full disk, unmounted volume...: may clear up
             raise DestinationUnavailableError(f"cannot write {path}: {exc}") from exc
         if dedupe_keys:
-            self._seen[(run_id, tuple(dedupe_keys))].update(new_keys)
+            self._keys.remember(run_id, tuple(dedupe_keys), path.name, new_keys)
         return WriteResult(
             applied=True,
             rows_written=kept.num_rows,
@@ -142,17 +144,17 @@ class FileSink:
         write_atomically(
             marker, lambda handle: handle.write(json.dumps(summary, indent=2).encode()), self.roots
         )
-        self._forget(run_id)
+        self._keys.forget(run_id)
 
     def abort(self, run_id: str) -> None:
         """A failed run's parts are dropped, unless the run had already been finalized."""
         directory = self.run_directory(run_id)
         if not (directory / SUCCESS_MARKER).exists():
             shutil.rmtree(directory, ignore_errors=True)
-        self._forget(run_id)
+        self._keys.forget(run_id)
 
     def close(self) -> None:
-        self._seen.clear()
+        self._keys.clear()
 
     # ---------------------------------------------------------------------------------- internals
     def _encode(self, table: pa.Table, handle: BinaryIO) -> None:
@@ -172,45 +174,6 @@ class FileSink:
                 return int(pq.ParquetFile(handle).metadata.num_rows)
             return sum(1 for line in handle if line.strip())
 
-    def _drop_seen_keys(
-        self, run_id: str, keys: tuple[str, ...], table: pa.Table
-    ) -> tuple[pa.Table, set[Hashable]]:
-        seen = self._seen.get((run_id, keys))
-        if seen is None:
-            seen = set()
-            for part in self.run_directory(run_id).glob(f"part-*.{self._format}"):
-                seen.update(self._file_keys(part, keys))
-            self._seen[(run_id, keys)] = seen
-        keep: list[bool] = []
-        new_keys: set[Hashable] = set()
-        for key in self._batch_keys(table.select(list(keys))):
-            first = key not in seen and key not in new_keys
-            keep.append(first)
-            if first:
-                new_keys.add(key)
-        return table.filter(pa.array(keep, pa.bool_())), new_keys
-
-    # A key is compared in the form the file stores it, so keys read back from earlier parts equal the
-    # same keys in a new batch: Arrow values rendered as text for Parquet, JSON values for JSONL.
-    def _batch_keys(self, keys: pa.Table) -> list[Hashable]:
-        if self._format == "parquet":
-            as_text = [pc.cast(col, pa.string()).to_pylist() for col in keys.columns]
-            return list(zip(*as_text, strict=True))
-        buffer = io.BytesIO()
-        pl.from_arrow(keys).write_ndjson(buffer)  # type: ignore[union-attr]
-        return [_json_key(line, keys.column_names) for line in buffer.getvalue().splitlines() if line.strip()]
-
-    def _file_keys(self, path: Path, keys: Sequence[str]) -> list[Hashable]:
+    def _read(self, path: Path) -> bytes:
         with open_confined(path, self.roots) as handle:
-            if self._format == "parquet":
-                return self._batch_keys(pq.read_table(handle, columns=list(keys)))
-            return [_json_key(line, keys) for line in handle if line.strip()]
-
-    def _forget(self, run_id: str) -> None:
-        for key in [k for k in self._seen if k[0] == run_id]:
-            del self._seen[key]
-
-
-def _json_key(line: bytes, keys: Sequence[str]) -> Hashable:
-    row = json.loads(line)
-    return tuple(json.dumps(row.get(k), sort_keys=True) for k in keys)
+            return handle.read()

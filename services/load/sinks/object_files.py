@@ -15,16 +15,21 @@ stream closes; a failed stream is aborted, never completed). The guarantee, exac
   still one object, no duplicate rows;
 * ``finalize`` writes ``_SUCCESS`` (row count and part list); readers should only trust prefixes with it.
 
-Cross-batch dedupe keys are not supported here (a terminal ``DataError``): the local sink's exact-per-writer
-set would need the run's parts read back from the bucket; use a database destination for dedupe.
+Cross-batch dedupe keys (a ``dedupe`` step) behave as on the local sink (``run_keys.RunKeys``): before
+each batch the run's prefix is listed and the keys of the parts not read yet are read back, the batch's
+rows with a key already written are dropped (``rows_deduplicated``), and the part holds the rest. Exact
+when a run's batches are written one after another, by any replica (a redelivered batch still writes
+nothing); two replicas writing two batches of one run at the same moment can each let the same new key
+through once, as for local files: use a database destination when dedupe must hold under concurrent
+writers. The race above on one batch's key keeps its guarantee only without dedupe keys (with them, two
+racing deliveries may filter against different listings; either object is complete, the last one stays).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Hashable, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -32,15 +37,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from services.load.exceptions import DestinationUnavailableError
-from services.load.sinks.base import WriteResult
+from services.load.sinks.base import WriteResult, require_columns
 from services.load.sinks.naming import safe_file_part
+from services.load.sinks.run_keys import FileFormat, RunKeys
 from shared.connectors.object_store import filesystem
-from shared.errors import DataError
 from shared.policy.errors import PolicyViolation
 from shared.policy.s3_urls import S3Url, parse_s3_url
 from shared.redaction import scrub
 
-FileFormat = Literal["parquet", "jsonl"]
 SUCCESS_MARKER = "_SUCCESS"
 
 
@@ -52,6 +56,7 @@ class ObjectFileSink:
         self._url = url
         self._connection = connection
         self._format: FileFormat = file_format
+        self._keys = RunKeys(file_format)
 
     def _fs(self, url: S3Url) -> pafs.S3FileSystem:
         """Checked again at every operation: the connection, the roots, the endpoint."""
@@ -70,20 +75,30 @@ class ObjectFileSink:
     def write(
         self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
     ) -> WriteResult:
-        if dedupe_keys:
-            raise DataError("dedupe keys are not supported on s3:// destinations; use a database destination")
+        require_columns(table, dedupe_keys, "dedupe keys")
         url = self.part_url(run_id, batch_id)
         s3 = self._fs(url)
+        name = url.key.rsplit("/", 1)[1]
         try:
             info = s3.get_file_info(url.fs_path)
             if info.type == pafs.FileType.File:  # the first delivery's part: its rows and size
                 rows = self._count_rows(s3, url)
                 return WriteResult(False, rows_written=rows, rows_deduplicated=0, bytes_written=info.size)
-            data = self._encode(table)
+            kept, new_keys = table, set[Hashable]()
+            if dedupe_keys:
+                kept, new_keys = self._drop_seen_keys(s3, run_id, tuple(dedupe_keys), table)
+            data = self._encode(kept)
             self._put(s3, url, data)
         except OSError as exc:  # network, throttling, endpoint down: nothing visible was written
             raise DestinationUnavailableError(f"cannot write {url}: {scrub(str(exc))}") from None
-        return WriteResult(True, rows_written=table.num_rows, rows_deduplicated=0, bytes_written=len(data))
+        if dedupe_keys:
+            self._keys.remember(run_id, tuple(dedupe_keys), name, new_keys)
+        return WriteResult(
+            True,
+            rows_written=kept.num_rows,
+            rows_deduplicated=table.num_rows - kept.num_rows,
+            bytes_written=len(data),
+        )
 
     def finalize(self, run_id: str) -> None:
         prefix = self.run_prefix(run_id)
@@ -102,6 +117,7 @@ class ObjectFileSink:
             self._put(s3, marker, json.dumps(summary, indent=2).encode())
         except OSError as exc:
             raise DestinationUnavailableError(f"cannot finalize {prefix}: {scrub(str(exc))}") from None
+        self._keys.forget(run_id)
 
     def abort(self, run_id: str) -> None:
         """A failed run's parts are deleted, unless the run had already been finalized."""
@@ -114,9 +130,11 @@ class ObjectFileSink:
                 s3.delete_file(part.fs_path)
         except OSError as exc:
             raise DestinationUnavailableError(f"cannot abort {prefix}: {scrub(str(exc))}") from None
+        finally:
+            self._keys.forget(run_id)
 
     def close(self) -> None:
-        pass
+        self._keys.clear()
 
     # ---------------------------------------------------------------------------------- internals
     def _encode(self, table: pa.Table) -> bytes:
@@ -146,6 +164,19 @@ class ObjectFileSink:
             if info.type == pafs.FileType.File and info.base_name.startswith("part-")
         ]
         return [prefix.child(key) for key in sorted(names) if key.endswith(f".{self._format}")]
+
+    def _drop_seen_keys(
+        self, s3: pafs.S3FileSystem, run_id: str, keys: tuple[str, ...], table: pa.Table
+    ) -> tuple[pa.Table, set[Hashable]]:
+        prefix = self.run_prefix(run_id)
+        parts = {part.key.rsplit("/", 1)[1] for part in self._parts(s3, prefix)}
+
+        def read(name: str) -> bytes:
+            with s3.open_input_file(prefix.child(f"{prefix.key}/{name}").fs_path) as handle:
+                return bytes(handle.read())
+
+        self._keys.refresh(run_id, keys, parts, read)
+        return self._keys.drop_seen(run_id, keys, table)
 
     def _count_rows(self, s3: pafs.S3FileSystem, url: S3Url) -> int:
         with s3.open_input_file(url.fs_path) as handle:

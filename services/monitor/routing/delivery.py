@@ -176,11 +176,13 @@ class Deliverer:
         self._clock = clock
         self._wait = _BackoffWait(settings, rng or random.Random())
         timeout = httpx.Timeout(endpoint.timeout_s)
+        self._egress = EgressPolicy(
+            settings.egress_allow, subject="alert endpoints", allow_env="AOETL_ALERT_ROUTING_EGRESS_ALLOW"
+        )
         if transport is None:  # the production path: every connection checked and pinned
-            self._client = egress_client(EgressPolicy(settings.egress_allow), timeout=timeout)
+            self._client = egress_client(self._egress, timeout=timeout)
         else:  # tests: a mock transport (the egress check of the URL still applies, below)
             self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
-        self._egress = EgressPolicy(settings.egress_allow)
         self._attempt_number = 0  # per alert
         self.last_attempt: Attempt | None = None  # of the latest alert: what an exhausted one last got
 

@@ -20,6 +20,31 @@ aoetl.io/uses-postgres: "true"
 {{- if .svc.egressInternet }}
 aoetl.io/egress: internet
 {{- end }}
+{{- if .svc.usesObjectStore }}
+aoetl.io/uses-object-store: "true"
+{{- end }}
+{{- end }}
+
+{{/* The spec policy's connections: `default` (the PostgreSQL DSN) and, when enabled, the object store's. */}}
+{{- define "aoetl.policyConnections" -}}
+{{- $store := .Values.objectStore }}
+{{- $connections := dict "default" (dict "env" "AOETL_POSTGRES_DSN") }}
+{{- $lake := dict "kind" "s3" "env" "AOETL_OBJECT_STORE_CREDENTIALS" "region" $store.region "roots" $store.roots "tenants" $store.tenants }}
+{{- if $store.endpoint }}
+{{- $_ := set $lake "endpoint" $store.endpoint }}
+{{- end }}
+{{- $_ := set $connections $store.connection $lake }}
+{{- toJson $connections }}
+{{- end }}
+
+{{/* The object store's endpoint as an egress allow-list entry (host:port). */}}
+{{- define "aoetl.objectStoreAllow" -}}
+{{- $url := urlParse .Values.objectStore.endpoint }}
+{{- $host := $url.host }}
+{{- if not (contains ":" $host) }}
+{{- $host = printf "%s:%s" $host (ternary "443" "80" (eq $url.scheme "https")) }}
+{{- end }}
+{{- $host }}
 {{- end }}
 
 {{- define "aoetl.image" -}}

@@ -1,0 +1,124 @@
+"""The CLI through the gateway's REST API (``aoetl.transport``) against the real gateway and stack, with
+the CLI's own broker unreachable, so nothing can go through Kafka: ``submit`` and ``status`` with
+``--gateway`` and the token, then a context saying ``via = "gateway"`` for ``status`` and ``definitions
+list``; without a token the gateway's refusal is one line with the authentication exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aoetl.cli import app
+from aoetl.devstack.osproc import free_port
+from aoetl.failures import EXIT_AUTHENTICATION
+from tests.e2e.conftest import System
+from tests.helpers import wait_until
+from tests.integration.test_gateway import seed_key
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def gateway(system: System) -> Iterator[tuple[str, str]]:
+    """A gateway with API keys on the shared system: its URL and an admin's token."""
+    api_port = free_port()
+    token = seed_key(system.env["KAFKA_BOOTSTRAP_SERVERS"], system.suffix).token
+    env = {"AOETL_API_PORT": str(api_port), "AOETL_AUTH_API_KEYS": "true"}
+    started = system.supervisor.start("gateway", 1, env=env)
+    try:
+        system.supervisor.wait_ready(started, timeout=60)
+        yield f"http://127.0.0.1:{api_port}", token
+    finally:
+        system.supervisor.stop("gateway")
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # no broker: every answer below came over REST
+        "AOETL_CONNECT_TIMEOUT_S": "1",
+        "AOETL_CONFIG": str(tmp_path / "config.toml"),
+        "AOETL_POLICY_DATA_ROOTS": json.dumps([str(tmp_path)]),
+        "AOETL_GATEWAY_URL": "",
+        "AOETL_TOKEN": "",
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def test_submit_status_and_definitions_through_the_gateway(
+    system: System, gateway: tuple[str, str], tmp_path: Path
+) -> None:
+    url, token = gateway
+    name = f"cli-rest-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "in.csv").write_text("id,amount\n1,2.5\n2,4.0\n3,1.5\n")
+    spec = {
+        "name": name,
+        "source": {"type": "csv", "path": "in.csv"},
+        "transforms": [{"op": "cast", "columns": {"id": "int64", "amount": "float64"}}],
+        "destination": {"type": "jsonl", "path": "out"},
+    }
+    file = tmp_path / f"{name}.yaml"
+    file.write_text(json.dumps(spec))
+    runner = CliRunner()
+    env = _cli_env(tmp_path, AOETL_TOKEN=token)
+
+    submitted = runner.invoke(app, ["submit", str(file), "--gateway", url], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.stdout.strip()
+    final: list[dict[str, object]] = []
+
+    def finished() -> bool:
+        shown = runner.invoke(app, ["status", run_id, "--gateway", url, "-o", "json"], env=env)
+        document = json.loads(shown.stdout)  # the exit code is the run's (0 while it runs)
+        if document["status"] in ("SUBMITTED", "RUNNING"):
+            return False
+        final.append(document)
+        return True
+
+    wait_until(finished, timeout=90, message="the run to finish, seen through the gateway")
+    assert final[0]["status"] == "COMPLETED" and final[0]["pipeline"] == name
+    # the rows the run wrote: the request went through the gateway, the services did the rest
+    written = [json.loads(line) for part in (tmp_path / "out").rglob("part-*.jsonl") for line in part.open()]
+    assert sorted(row["id"] for row in written) == [1, 2, 3]
+
+    # a context that says so: no flag, no variable
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'current_context = "remote"\n'
+        f'[contexts.remote]\ngateway_url = "{url}"\ntoken = "{token}"\nvia = "gateway"\n'
+    )
+    os.chmod(config, 0o600)
+    by_context = _cli_env(tmp_path)
+    shown = runner.invoke(app, ["status", run_id, "-o", "json"], env=by_context)
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["status"] == "COMPLETED", shown.output
+    (tmp_path / "def.yaml").write_text(json.dumps({**spec, "name": f"{name}-def"}))
+    applied = runner.invoke(
+        app, ["definitions", "apply", str(tmp_path / "def.yaml"), "--gateway", url], env=env
+    )
+    assert applied.exit_code == 0, applied.output
+    listed = runner.invoke(app, ["definitions", "list", "-o", "json"], env=by_context)
+    assert listed.exit_code == 0, listed.output
+    assert f"{name}-def" in [row["name"] for row in json.loads(listed.stdout)]
+
+
+def test_without_a_token_the_refusal_is_one_line(gateway: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = gateway
+    (tmp_path / "in.csv").write_text("id\n1\n")
+    spec = {
+        "name": "cli-rest-anon",
+        "source": {"type": "csv", "path": "in.csv"},
+        "destination": {"type": "jsonl", "path": "o"},
+    }
+    (tmp_path / "s.yaml").write_text(json.dumps(spec))
+    refused = CliRunner().invoke(
+        app, ["submit", str(tmp_path / "s.yaml"), "--gateway", url], env=_cli_env(tmp_path)
+    )
+    assert refused.exit_code == EXIT_AUTHENTICATION, refused.output
+    assert "401" in refused.stderr and "aoetl auth login" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
