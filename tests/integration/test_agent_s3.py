@@ -97,3 +97,20 @@ def test_an_object_without_a_connection_names_the_fix(s3_server: S3Server, bucke
     assert yaml.safe_load(to_s3.stdout)["destination"]["connection"] == "lake"  # defaults to --connection
     local = CliRunner().invoke(app, ["profile", "orders.csv", "--connection", "lake"])
     assert local.exit_code == 2 and "--connection is for s3:// paths only" in local.stderr
+
+
+def test_profile_outside_the_connections_roots_is_refused_before_anything_is_read(
+    s3_server: S3Server,  # noqa: F811
+    bucket: str,
+) -> None:
+    # The object exists and the connection's credentials could read it: only the policy stops this.
+    outside = s3_server.put(f"{bucket}/private/orders.csv", orders_by_day(10))
+    for argv in (["profile", outside], ["suggest", outside, "--to", "postgres://t"]):
+        result = CliRunner().invoke(app, [*argv, "--connection", "lake"])
+        assert result.exit_code == 2, result.output
+        assert "outside" in result.stderr or "not under" in result.stderr or "roots" in result.stderr, (
+            result.stderr
+        )
+        assert "order_id" not in result.output, "nothing of the object was read"
+        assert "Traceback" not in result.output
+        assert s3_server.secret_key not in result.output
