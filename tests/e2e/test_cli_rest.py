@@ -2,8 +2,8 @@
 the CLI's own broker unreachable, so nothing can go through Kafka: ``submit`` and ``status`` with
 ``--gateway`` and the token, then a context saying ``via = "gateway"`` for ``status`` and ``definitions
 list``; a run that quarantines rows for ``runs list``, ``dlq list``, ``alerts`` and ``stop``, in the
-shapes the Kafka path prints; without a token the gateway's refusal is one line with the authentication
-exit code."""
+shapes the Kafka path prints; a continuous run stopped through it, CANCELLED; without a token the
+gateway's refusal is one line with the authentication exit code."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from aoetl.devstack.osproc import free_port
 from aoetl.failures import EXIT_AUTHENTICATION
 from shared.contracts import Alert, RunSummary
 from tests.e2e.conftest import System
+from tests.e2e.test_streaming import new_topic
 from tests.helpers import wait_until
 from tests.integration.test_gateway import seed_key
 
@@ -166,6 +167,32 @@ def _quarantine_seen_through_the_gateway(
     wait_until(finished, timeout=90, message="the quarantining run to finish")
     stopped = runner.invoke(app, ["stop", run_id, "--gateway", url], env=env)
     assert stopped.exit_code == 0 and "already finished" in stopped.stdout, stopped.output
+
+
+def test_stop_of_a_continuous_run_through_the_gateway(
+    system: System, gateway: tuple[str, str], tmp_path: Path
+) -> None:
+    url, token = gateway
+    topic = new_topic(system.env["KAFKA_BOOTSTRAP_SERVERS"], 1)
+    spec = {
+        "name": f"cli-rest-stop-{uuid.uuid4().hex[:6]}",
+        "source": {"type": "kafka", "topic": topic, "format": "json"},
+        "destination": {"type": "jsonl", "path": "out"},
+    }
+    (tmp_path / "c.yaml").write_text(json.dumps(spec))
+    runner = CliRunner()
+    env = _cli_env(tmp_path, AOETL_TOKEN=token)
+    submitted = runner.invoke(app, ["submit", str(tmp_path / "c.yaml"), "--gateway", url], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.stdout.strip()
+
+    def running() -> bool:
+        shown = runner.invoke(app, ["status", run_id, "--gateway", url, "-o", "json"], env=env)
+        return json.loads(shown.stdout)["status"] == "RUNNING"
+
+    wait_until(running, timeout=90, message="the continuous run to be running, seen through the gateway")
+    stopped = runner.invoke(app, ["stop", run_id, "--gateway", url, "--timeout", "90"], env=env)
+    assert stopped.exit_code == 0 and "CANCELLED" in stopped.stdout, stopped.output
 
 
 def test_without_a_token_the_refusal_is_one_line(gateway: tuple[str, str], tmp_path: Path) -> None:
