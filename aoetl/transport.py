@@ -8,7 +8,9 @@ configured token and is decided by the gateway's own authentication, roles and a
 on Kafka the door's audit record (``aoetl.commands.door``) comes first, as before.
 
 What the strategies answer is the same: a run id for a submission, ``None`` for an unknown run or
-definition, the system's own contracts (``PipelineDefinition``) for listings; a run's state is the
+definition, the system's own contracts (``PipelineDefinition``, ``RunSummary``, ``Alert``, ``PipelineResult``;
+a dead letter as the document ``aoetl dlq list`` prints, without its payload) for listings, records oldest
+first and runs newest first, as the Kafka side reads them; a run's state is the
 document the command prints (``RunState``: the Kafka side's result or folded progress, the gateway's
 ``GET /runs/{id}`` view), with its status name for the exit code. Cold start: httpx and the Kafka client
 are imported by the strategy that needs them.
@@ -28,9 +30,11 @@ if TYPE_CHECKING:
     import httpx
 
     from aoetl.client import AoetlClient
-    from shared.contracts import PipelineDefinition
+    from shared.contracts import Alert, PipelineDefinition, PipelineResult, RunSummary
     from shared.spec.models import PipelineSpec
 
+MAX_PAGE = 500  # the gateway's largest page (services.gateway.records_api)
+POLL_S = 0.5  # how often a stop waiting through the gateway asks for the run's result
 FINAL = ("COMPLETED", "COMPLETED_WITH_WARNINGS", "FAILED", "REJECTED", "TIMED_OUT", "CANCELLED")
 
 
@@ -57,9 +61,41 @@ class Transport(Protocol):
 
     def stop(self, run_id: str) -> None: ...
 
+    @property
+    def asks_only(self) -> bool:
+        """True: this caller may ask for a stop but not read results (a tenant's Kafka user)."""
+        ...
+
+    def result(self, run_id: str) -> PipelineResult | None:
+        """The run's result, once published."""
+        ...
+
+    def stop_and_wait(self, run_id: str, timeout: float) -> PipelineResult | None:
+        """Ask the run to stop and wait up to ``timeout`` seconds for its result; None: none came."""
+        ...
+
     def run_state(self, run_id: str) -> RunState | None: ...
 
     def definitions(self) -> list[PipelineDefinition]: ...
+
+    def runs(self, pipeline: str | None, status: str | None, limit: int | None) -> list[RunSummary]:
+        """Run summaries, filtered (``status``: RUNNING or a final one), newest first, at most ``limit``
+        (through the gateway: its recent runs of the caller's tenant, in the run history's shape)."""
+        ...
+
+    def alerts(self, run_id: str | None = None) -> list[Alert]:
+        """Alerts, oldest first (through the gateway: the caller's tenant's it keeps)."""
+        ...
+
+    def dead_letters(
+        self, run_id: str | None = None, stage: str | None = None, error_class: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Dead letters, oldest first, as documents without their payload's bytes (``payload_bytes``)."""
+        ...
+
+    def kafka_only(self, what: str) -> None:
+        """Refuse ``what`` (a stream to follow, say) where only Kafka can do it."""
+        ...
 
     def close(self) -> None: ...
 
@@ -77,7 +113,8 @@ class GatewayRefusedError(CliFailure):
 
 class RestTransport:
     """The gateway's REST API (``POST /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/stop``,
-    ``GET /definitions``), with the configured token."""
+    ``GET /definitions``, ``GET /runs``, ``GET /alerts``, ``GET /dead-letters``), with the configured
+    token."""
 
     def __init__(self, url: str, config: CliConfig | None = None):
         from aoetl.commands.config import gateway_client
@@ -98,6 +135,27 @@ class RestTransport:
     def stop(self, run_id: str) -> None:
         self._checked(f"stop {run_id}", self._http.post(f"/runs/{run_id}/stop"))
 
+    asks_only = False
+
+    def result(self, run_id: str) -> PipelineResult | None:
+        from shared.contracts import PipelineResult
+
+        state = self.run_state(run_id)
+        found = state.document.get("result") if state is not None else None
+        return PipelineResult.model_validate(found) if found else None
+
+    def stop_and_wait(self, run_id: str, timeout: float) -> PipelineResult | None:
+        import time
+
+        self.stop(run_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the gateway has no stream of results to wait on: it is asked
+            found = self.result(run_id)
+            if found is not None:
+                return found
+            time.sleep(POLL_S)
+        return None
+
     def run_state(self, run_id: str) -> RunState | None:
         response = self._checked(f"run {run_id}", self._http.get(f"/runs/{run_id}"), missing_ok=True)
         if response.status_code == 404:
@@ -110,6 +168,49 @@ class RestTransport:
 
         rows = self._checked("definitions", self._http.get("/definitions")).json()
         return sorted((PipelineDefinition.model_validate(r) for r in rows), key=lambda d: d.name)
+
+    def _listing(
+        self, path: str, key: str, params: dict[str, str], at_most: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The pages of a ``GET /alerts``-like listing, newest first as the gateway answers, all of them or
+        the first ``at_most`` records."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            size = MAX_PAGE if at_most is None else min(MAX_PAGE, at_most - len(rows))
+            query = {**params, "limit": str(size), "offset": str(len(rows))}
+            page = self._checked(path, self._http.get(path, params=query)).json()
+            rows.extend(page[key])
+            if not page[key] or len(rows) >= page["total"] or (at_most is not None and len(rows) >= at_most):
+                return rows
+
+    def runs(self, pipeline: str | None, status: str | None, limit: int | None) -> list[RunSummary]:
+        from aoetl.commands.runs import RUNNING, select, summary_of_view
+
+        params = {"pipeline": pipeline} if pipeline else {}
+        if status is not None and status != RUNNING:  # RUNNING: not finished, SUBMITTED or RUNNING here
+            params["status"] = status
+        rows = self._listing("/runs", "runs", params, at_most=limit if status != RUNNING else None)
+        return select([summary_of_view(row) for row in rows], status=status, limit=limit)
+
+    def alerts(self, run_id: str | None = None) -> list[Alert]:
+        from shared.contracts import Alert
+
+        rows = self._listing("/alerts", "alerts", {"run_id": run_id} if run_id else {})
+        return [Alert.model_validate(row) for row in reversed(rows)]
+
+    def dead_letters(
+        self, run_id: str | None = None, stage: str | None = None, error_class: str | None = None
+    ) -> list[dict[str, Any]]:
+        rows = self._listing("/dead-letters", "dead_letters", {"run_id": run_id} if run_id else {})
+        return [
+            row
+            for row in reversed(rows)
+            if (stage is None or row["stage"] == stage)
+            and (error_class is None or row["error"]["error_class"] == error_class)
+        ]
+
+    def kafka_only(self, what: str) -> None:
+        raise CliFailure(f"{what} reads Kafka; the gateway's REST API has no such stream (drop --gateway)")
 
     def close(self) -> None:
         self._http.close()
@@ -136,6 +237,29 @@ class KafkaTransport:
 
         stop_audited(self.client, run_id)
 
+    @property
+    def asks_only(self) -> bool:
+        return self.client.door_tenant is not None
+
+    def result(self, run_id: str) -> PipelineResult | None:
+        return self.client.find_result(run_id)
+
+    def stop_and_wait(self, run_id: str, timeout: float) -> PipelineResult | None:
+        import time
+
+        from aoetl.commands.door import stop_audited
+        from shared.contracts import PipelineResult
+        from shared.kafka.topics import Topics
+
+        with self.client.reader(Topics.RESULTS, from_beginning=False) as reader:  # before the request
+            stop_audited(self.client, run_id)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for _, value in reader.poll({Topics.RESULTS: PipelineResult}):
+                    if isinstance(value, PipelineResult) and value.run_id == run_id:
+                        return value
+        return None
+
     def run_state(self, run_id: str) -> RunState | None:
         from aoetl.commands.runs import find_summary, summary_document
         from shared.progress import fold
@@ -158,6 +282,29 @@ class KafkaTransport:
         from aoetl.commands.definitions import read_definitions
 
         return sorted(read_definitions(self.client).values(), key=lambda d: d.name)
+
+    def runs(self, pipeline: str | None, status: str | None, limit: int | None) -> list[RunSummary]:
+        from aoetl.commands.runs import latest_summaries, select
+
+        return select(latest_summaries(self.client).values(), pipeline=pipeline, status=status, limit=limit)
+
+    def alerts(self, run_id: str | None = None) -> list[Alert]:
+        from shared.contracts import Alert
+        from shared.kafka.topics import Topics
+
+        with self.client.reader(Topics.ALERTS, from_beginning=True) as reader:
+            found = [v for _, v in reader.drain({Topics.ALERTS: Alert}) if isinstance(v, Alert)]
+        return [a for a in found if run_id is None or a.run_id == run_id]
+
+    def dead_letters(
+        self, run_id: str | None = None, stage: str | None = None, error_class: str | None = None
+    ) -> list[dict[str, Any]]:
+        from aoetl.commands.dlq import described, matching_letters
+
+        return [described(d) for d in matching_letters(self.client, run_id, stage, error_class)]
+
+    def kafka_only(self, what: str) -> None:
+        return None
 
     def close(self) -> None:
         self.client.close()

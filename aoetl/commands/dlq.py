@@ -4,14 +4,17 @@ A replayed message keeps its key and payload, so the stage processes the very sa
 batch ids are deterministic and every sink applies a batch id once, so replaying (even twice) applies a
 record at most once. Quarantined rows (``payload_format=arrow_ipc``) are not messages of any stage; they
 can be shown and exported, not replayed. A replay is audited per dead letter (``aoetl.commands.door``).
+``list`` also goes through the gateway (``--gateway``, ``aoetl.transport``: ``GET /dead-letters``); ``show``
+and ``replay`` need the payload's bytes, which only the topic has.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -19,6 +22,7 @@ from rich.table import Table
 
 from aoetl.client import AoetlClient
 from aoetl.commands.door import DoorAudit
+from aoetl.commands.pipelines import GatewayOpt
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import DeadLetter
 from shared.dead_letters import REPLAYABLE_FORMAT, redrive_headers
@@ -29,7 +33,7 @@ app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=Tru
 console = CliConsole()
 
 
-def _letters(
+def matching_letters(
     client: AoetlClient, run: str | None, stage: str | None, error_class: str | None
 ) -> Iterator[DeadLetter]:
     with client.reader(Topics.DEAD_LETTERS, from_beginning=True) as reader:
@@ -56,33 +60,41 @@ def list_(
     stage: StageOpt = None,
     error_class: ErrorOpt = None,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Dead letters, oldest first."""
-    client = AoetlClient()
-    letters = list(_letters(client, run, stage, error_class))
+    """Dead letters, oldest first.
 
-    emit(output, [_described(letter) for letter in letters], lambda: _table(letters), console)
+    Through the gateway (``GET /dead-letters``): the ones it keeps of the caller's tenant."""
+    from aoetl.transport import open_transport
+
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
+    try:
+        letters = transport.dead_letters(run, stage, error_class)
+    finally:
+        transport.close()
+    emit(output, letters, lambda: _table(letters), console)
     if output is OutputFormat.TABLE:
         console.print(f"{len(letters)} dead letter(s)")
 
 
-def _table(letters: list[DeadLetter]) -> Table:
+def _table(letters: list[dict[str, Any]]) -> Table:
+    """Dead letters as documents (``described``, or the gateway's view: the same fields shown)."""
     shown = Table("id", "at", "stage", "error", "rule", "run", "origin")
     for letter in letters:
-        o = letter.origin
+        o, error = letter["origin"], letter["error"]
         shown.add_row(
-            letter.dead_letter_id,
-            f"{letter.at:%Y-%m-%d %H:%M:%S}",
-            letter.stage.value,
-            escape(f"{letter.error.error_class}: {letter.error.message[:60]}"),
-            letter.rule or "",
-            letter.run_id or "",
-            f"{o.topic}[{o.partition}]@{o.offset}",
+            letter["dead_letter_id"],
+            f"{datetime.fromisoformat(str(letter['at'])):%Y-%m-%d %H:%M:%S}",
+            str(letter["stage"]),
+            escape(f"{error['error_class']}: {str(error['message'])[:60]}"),
+            letter.get("rule") or "",
+            letter.get("run_id") or "",
+            f"{o['topic']}[{o['partition']}]@{o['offset']}",
         )
     return shown
 
 
-def _described(letter: DeadLetter) -> dict[str, object]:
+def described(letter: DeadLetter) -> dict[str, Any]:
     """A dead letter as a document: everything but its payload's bytes (``show --export`` has those)."""
     info = letter.model_dump(mode="json", exclude={"payload"})
     info["payload_bytes"] = len(letter.payload)
@@ -97,16 +109,17 @@ def show(
 ) -> None:
     """One dead letter in full; quarantined rows are decoded and previewed."""
     client = AoetlClient()
-    letter = next((d for d in _letters(client, None, None, None) if d.dead_letter_id == dead_letter_id), None)
+    found = matching_letters(client, None, None, None)
+    letter = next((d for d in found if d.dead_letter_id == dead_letter_id), None)
     if letter is None:
         console.print(f"[red]no dead letter {dead_letter_id}[/]")
         raise typer.Exit(1)
     if output is not OutputFormat.TABLE:  # the document alone, for jq / yq (no preview lines around it)
-        emit(output, _described(letter))
+        emit(output, described(letter))
         if export is not None and letter.payload_format == "arrow_ipc":
             _export(letter, export)
         return
-    console.print_json(json.dumps(_described(letter), default=str))
+    console.print_json(json.dumps(described(letter), default=str))
     if letter.payload_format == "arrow_ipc":
         # Arrow is imported for quarantined rows only, not for every dlq command (cold start, aoetl.cli)
         from shared.batch import decode_table
@@ -146,7 +159,7 @@ def replay(
     client = AoetlClient()
     chosen = [
         d
-        for d in _letters(client, run, stage, error_class)
+        for d in matching_letters(client, run, stage, error_class)
         if (not dead_letter_id or d.dead_letter_id in dead_letter_id)
         and d.payload_format == REPLAYABLE_FORMAT
     ]
@@ -154,7 +167,8 @@ def replay(
         console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")
         raise typer.Exit(1)
     if dry_run:
-        emit(output, [_described(letter) for letter in chosen], lambda: _table(chosen), console)
+        documents = [described(letter) for letter in chosen]
+        emit(output, documents, lambda: _table(documents), console)
         if output is OutputFormat.TABLE:
             console.print(f"dry run: {len(chosen)} dead letter(s) would be replayed; nothing was published")
         return

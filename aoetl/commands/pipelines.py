@@ -8,6 +8,7 @@ the policy, the Kafka client, the contracts, ``run_display``) in its body.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -241,44 +242,32 @@ def stop(
     run_id: Annotated[str, typer.Argument(help="the run to stop")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the run's result")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 60.0,
+    gateway: GatewayOpt = None,
 ) -> None:
     """Stop a run. A continuous run's readers commit what they read and leave its topic (submit the
     pipeline again to resume exactly there); a one-shot run still in progress is aborted. Ends CANCELLED."""
-    import time
-
-    from aoetl.client import AoetlClient
-    from aoetl.commands.door import stop_audited
     from aoetl.commands.run_display import print_result
-    from shared.contracts import PipelineResult
-    from shared.kafka.topics import Topics
+    from aoetl.transport import open_transport
 
-    client = AoetlClient()
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
     try:
-        if client.door_tenant is not None and not wait:
-            # a tenant's Kafka user may not read results (they hold every tenant's runs): it only asks
-            stop_audited(client, run_id)
-            console.print(f"stop of run [bold]{run_id}[/] requested")
-            return
-        finished = client.find_result(run_id)
+        # a tenant's Kafka user may not read results (they hold every tenant's runs): it only asks
+        finished = None if not wait and transport.asks_only else transport.result(run_id)
         if finished is not None:
             console.print(f"run {run_id} already finished")
             print_result(finished)
             return
-        with client.reader(Topics.RESULTS, from_beginning=False) as reader:
-            stop_audited(client, run_id)
-            if not wait:
-                console.print(f"stop of run [bold]{run_id}[/] requested")
-                return
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                for _, value in reader.poll({Topics.RESULTS: PipelineResult}):
-                    if isinstance(value, PipelineResult) and value.run_id == run_id:
-                        print_result(value)
-                        return
+        if not wait:
+            transport.stop(run_id)
+            console.print(f"stop of run [bold]{run_id}[/] requested")
+            return
+        stopped = transport.stop_and_wait(run_id, timeout)
     finally:
-        client.close()
-    err_console.print(f"[red]no result for run {run_id} within {timeout:.0f}s[/] (unknown run id?)")
-    raise typer.Exit(5)
+        transport.close()
+    if stopped is None:
+        err_console.print(f"[red]no result for run {run_id} within {timeout:.0f}s[/] (unknown run id?)")
+        raise typer.Exit(5)
+    print_result(stopped)
 
 
 def results(
@@ -299,11 +288,27 @@ def alerts(
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines (as -o json with --follow)")] = False,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Print alerts (JSON lines with --json)."""
+    """Print alerts (JSON lines with --json).
+
+    Through the gateway (``GET /alerts``): the ones it keeps of the caller's tenant, not followed."""
+    from aoetl.transport import open_transport
     from shared.contracts import Alert
     from shared.kafka.topics import Topics
 
+    transport = open_transport(gateway)
+    try:
+        if follow:
+            transport.kafka_only("alerts --follow")
+            listed = None
+        else:
+            listed = transport.alerts()
+    finally:
+        transport.close()
+    if listed is not None:
+        _show(listed, False, _lines(as_json, output))
+        return
     _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, _lines(as_json, output))
 
 
@@ -319,30 +324,36 @@ def _stream(
     document, a followed stream record by record (JSON lines; YAML documents separated by ``---``), since
     it has no end to wait for; ``output`` None is JSON lines."""
     from aoetl.client import AoetlClient
+
+    client = AoetlClient()
+    with client.reader(topic, from_beginning=from_beginning) as reader:
+        source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
+        _show((value for _, value in source), follow, output)
+
+
+def _show(records: Iterable[Contract], follow: bool, output: OutputFormat | None) -> None:
+    """What ``_stream`` prints of the records it reads (a listing from the gateway too)."""
     from aoetl.commands.run_display import print_result
     from shared.contracts import Alert, PipelineResult
 
-    client = AoetlClient()
     collected: list[dict[str, object]] = []
-    with client.reader(topic, from_beginning=from_beginning) as reader:
-        source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
-        try:
-            for _, value in source:
-                if output is None or (follow and output is OutputFormat.JSON):
-                    print(json.dumps(value.model_dump(mode="json"), default=str), flush=True)
-                elif output is not OutputFormat.TABLE and not follow:
-                    collected.append(value.model_dump(mode="json"))
-                elif output is OutputFormat.YAML:
-                    typer.echo("---")
-                    emit(output, value.model_dump(mode="json"))
-                elif isinstance(value, PipelineResult):
-                    print_result(value)
-                elif isinstance(value, Alert):
-                    console.print(
-                        f"{value.at:%Y-%m-%d %H:%M:%S} [bold]{value.severity.value}[/] {value.kind.value} "
-                        f"run={value.run_id or '-'}: {escape(value.message)}"
-                    )
-        except KeyboardInterrupt:
-            pass
+    try:
+        for value in records:
+            if output is None or (follow and output is OutputFormat.JSON):
+                print(json.dumps(value.model_dump(mode="json"), default=str), flush=True)
+            elif output is not OutputFormat.TABLE and not follow:
+                collected.append(value.model_dump(mode="json"))
+            elif output is OutputFormat.YAML:
+                typer.echo("---")
+                emit(output, value.model_dump(mode="json"))
+            elif isinstance(value, PipelineResult):
+                print_result(value)
+            elif isinstance(value, Alert):
+                console.print(
+                    f"{value.at:%Y-%m-%d %H:%M:%S} [bold]{value.severity.value}[/] {value.kind.value} "
+                    f"run={value.run_id or '-'}: {escape(value.message)}"
+                )
+    except KeyboardInterrupt:
+        pass
     if output not in (None, OutputFormat.TABLE) and not follow:
         emit(output, collected)

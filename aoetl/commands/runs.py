@@ -20,10 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aoetl.commands.pipelines import GatewayOpt
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
@@ -125,19 +126,22 @@ def list_runs(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many runs")] = 50,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Runs, newest first, from the run history (not the event history): status, times, row counts."""
-    from aoetl.client import AoetlClient
+    """Runs, newest first, from the run history (not the event history): status, times, row counts.
+
+    Through the gateway (``GET /runs``): the recent runs it keeps of the caller's tenant, same shape."""
+    from aoetl.transport import open_transport
 
     wanted = _checked_status(status)
     after = parse_since(since, datetime.now(UTC)) if since is not None else None
-    client = AoetlClient()
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
     try:
-        runs = select(
-            latest_summaries(client).values(), pipeline=pipeline, status=wanted, since=after, limit=limit
-        )
+        # --since is applied here, on every run of the other filters (neither side filters by time)
+        found = transport.runs(pipeline, wanted, limit if after is None else None)
     finally:
-        client.close()
+        transport.close()
+    runs = select(found, since=after, limit=limit)
     emit(output, [summary.model_dump(mode="json") for summary in runs], lambda: runs_table(runs), console)
     if output is OutputFormat.TABLE:
         console.print(f"{len(runs)} run(s)")
@@ -184,6 +188,43 @@ def runs_table(runs: list[RunSummary]) -> Table:
             escape(_error_line(s)),
         )
     return table
+
+
+def summary_of_view(view: dict[str, Any]) -> RunSummary:
+    """A run as the gateway's ``GET /runs`` answers it (``services.gateway.state.RunStatusView``), as the
+    run history's summary: the same figures, from its folded stages and its result once it has one."""
+    from shared.contracts import DEFAULT_TENANT, ErrorInfo, PipelineResult, RunStatus, RunSummary
+
+    stages = view.get("stages") or {}
+    result = PipelineResult.model_validate(view["result"]) if view.get("result") else None
+
+    def out(stage: str) -> int:
+        return int((stages.get(stage) or {}).get("rows_out", 0))
+
+    def rejected(stage: str) -> int:
+        return int((stages.get(stage) or {}).get("rows_rejected", 0))
+
+    failed_rules = [q for q in result.quality if q.rows_failed > 0] if result is not None else []
+    errors: list[ErrorInfo] = result.errors if result is not None else []
+    return RunSummary(
+        run_id=view["run_id"],
+        pipeline=view.get("pipeline"),
+        tenant=view.get("tenant") or DEFAULT_TENANT,
+        status=RunStatus(view["status"]) if view["status"] in set(RunStatus) else None,
+        submitted_at=view.get("submitted_at"),
+        started_at=result.started_at if result is not None else None,
+        finished_at=result.finished_at if result is not None else None,
+        rows_extracted=out("extract"),
+        rows_transformed=out("transform"),
+        rows_loaded=out("load"),
+        rows_rejected=rejected("transform") + rejected("load"),
+        batches_loaded=int((stages.get("load") or {}).get("batches", 0)),
+        bytes_loaded=view.get("bytes_loaded"),
+        rules_violated=len(failed_rules),
+        rows_failed_quality=sum(q.rows_failed for q in failed_rules),
+        error=errors[-1] if errors else None,
+        as_of=view.get("last_event_at") or view.get("submitted_at") or datetime.now(UTC),
+    )
 
 
 def summary_document(summary: RunSummary) -> dict[str, object]:

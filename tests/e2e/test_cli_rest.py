@@ -1,7 +1,9 @@
 """The CLI through the gateway's REST API (``aoetl.transport``) against the real gateway and stack, with
 the CLI's own broker unreachable, so nothing can go through Kafka: ``submit`` and ``status`` with
 ``--gateway`` and the token, then a context saying ``via = "gateway"`` for ``status`` and ``definitions
-list``; without a token the gateway's refusal is one line with the authentication exit code."""
+list``; a run that quarantines rows for ``runs list``, ``dlq list``, ``alerts`` and ``stop``, in the
+shapes the Kafka path prints; a continuous run stopped through it, CANCELLED; without a token the
+gateway's refusal is one line with the authentication exit code."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typer.testing import CliRunner
 from aoetl.cli import app
 from aoetl.devstack.osproc import free_port
 from aoetl.failures import EXIT_AUTHENTICATION
+from shared.contracts import Alert, RunSummary
 from tests.e2e.conftest import System
+from tests.e2e.test_streaming import new_topic
 from tests.helpers import wait_until
 from tests.integration.test_gateway import seed_key
 
@@ -105,6 +109,90 @@ def test_submit_status_and_definitions_through_the_gateway(
     listed = runner.invoke(app, ["definitions", "list", "-o", "json"], env=by_context)
     assert listed.exit_code == 0, listed.output
     assert f"{name}-def" in [row["name"] for row in json.loads(listed.stdout)]
+
+    runs = runner.invoke(app, ["runs", "list", "--gateway", url, "-p", name, "-o", "json"], env=env)
+    assert runs.exit_code == 0, runs.output
+    [summary] = json.loads(runs.stdout)  # the run history's shape (RunSummary), from GET /runs
+    assert set(summary) == set(RunSummary.model_fields)
+    assert (summary["run_id"], summary["status"], summary["rows_loaded"]) == (run_id, "COMPLETED", 3)
+    table = runner.invoke(app, ["runs", "list", "-p", name, "--since", "1h"], env=by_context)
+    assert table.exit_code == 0 and run_id in table.stdout and "1 run(s)" in table.stdout, table.output
+    _quarantine_seen_through_the_gateway(runner, env, url, tmp_path, spec)
+
+
+def _quarantine_seen_through_the_gateway(
+    runner: CliRunner, env: dict[str, str], url: str, tmp_path: Path, spec: dict[str, object]
+) -> None:
+    """A run whose null amount is quarantined: its dead letter, the monitor's alert, a stop once finished."""
+    (tmp_path / "nulls.csv").write_text("id,amount\n1,2.5\n2,\n")
+    quality = [{"rule": "not_null", "columns": ["amount"], "on_fail": "quarantine", "name": "has-amount"}]
+    name = f"{spec['name']}-q"
+    (tmp_path / "q.yaml").write_text(
+        json.dumps({**spec, "name": name, "source": {"type": "csv", "path": "nulls.csv"}, "quality": quality})
+    )
+    submitted = runner.invoke(app, ["submit", str(tmp_path / "q.yaml"), "--gateway", url], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.stdout.strip()
+    letters: list[dict[str, object]] = []
+
+    def dead_lettered() -> bool:
+        shown = runner.invoke(app, ["dlq", "list", "--gateway", url, "--run", run_id, "-o", "json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        letters[:] = json.loads(shown.stdout)
+        return bool(letters)
+
+    wait_until(dead_lettered, timeout=90, message="the quarantined row's dead letter, through the gateway")
+    assert letters[0]["run_id"] == run_id and letters[0]["payload_format"] == "arrow_ipc"
+    assert letters[0]["stage"] == "transform" and int(str(letters[0]["payload_bytes"])) > 0
+    table = runner.invoke(app, ["dlq", "list", "--gateway", url, "--run", run_id], env=env)
+    assert table.exit_code == 0 and f"{len(letters)} dead letter(s)" in table.stdout, table.output
+    alerts: list[Alert] = []
+
+    def alerted() -> bool:
+        shown = runner.invoke(app, ["alerts", "--gateway", url, "-o", "json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        alerts[:] = [Alert.model_validate(a) for a in json.loads(shown.stdout) if a["run_id"] == run_id]
+        return bool(alerts)
+
+    wait_until(alerted, timeout=90, message="the monitor's quality alert, through the gateway")
+    lines = runner.invoke(app, ["alerts", "--gateway", url], env=env)
+    assert lines.exit_code == 0 and f"run={run_id}" in lines.stdout, lines.output
+    followed = runner.invoke(app, ["alerts", "--follow", "--gateway", url], env=env)
+    assert followed.exit_code != 0 and "drop --gateway" in followed.stderr, followed.output
+
+    def finished() -> bool:
+        shown = runner.invoke(app, ["status", run_id, "--gateway", url, "-o", "json"], env=env)
+        return json.loads(shown.stdout)["status"] not in ("SUBMITTED", "RUNNING")
+
+    wait_until(finished, timeout=90, message="the quarantining run to finish")
+    stopped = runner.invoke(app, ["stop", run_id, "--gateway", url], env=env)
+    assert stopped.exit_code == 0 and "already finished" in stopped.stdout, stopped.output
+
+
+def test_stop_of_a_continuous_run_through_the_gateway(
+    system: System, gateway: tuple[str, str], tmp_path: Path
+) -> None:
+    url, token = gateway
+    topic = new_topic(system.env["KAFKA_BOOTSTRAP_SERVERS"], 1)
+    spec = {
+        "name": f"cli-rest-stop-{uuid.uuid4().hex[:6]}",
+        "source": {"type": "kafka", "topic": topic, "format": "json"},
+        "destination": {"type": "jsonl", "path": "out"},
+    }
+    (tmp_path / "c.yaml").write_text(json.dumps(spec))
+    runner = CliRunner()
+    env = _cli_env(tmp_path, AOETL_TOKEN=token)
+    submitted = runner.invoke(app, ["submit", str(tmp_path / "c.yaml"), "--gateway", url], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.stdout.strip()
+
+    def running() -> bool:
+        shown = runner.invoke(app, ["status", run_id, "--gateway", url, "-o", "json"], env=env)
+        return json.loads(shown.stdout)["status"] == "RUNNING"
+
+    wait_until(running, timeout=90, message="the continuous run to be running, seen through the gateway")
+    stopped = runner.invoke(app, ["stop", run_id, "--gateway", url, "--timeout", "90"], env=env)
+    assert stopped.exit_code == 0 and "CANCELLED" in stopped.stdout, stopped.output
 
 
 def test_without_a_token_the_refusal_is_one_line(gateway: tuple[str, str], tmp_path: Path) -> None:

@@ -64,8 +64,8 @@ def letter(n: int) -> DeadLetter:
 @pytest.mark.parametrize("fmt", ["json", "yaml", "table"])
 def test_dlq_list_in_every_format(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
     letters = [letter(1), letter(2)]
-    monkeypatch.setattr(dlq, "AoetlClient", lambda: object())
-    monkeypatch.setattr(dlq, "_letters", lambda *_: iter(letters))
+    monkeypatch.setattr(aoetl.client, "AoetlClient", lambda: FakeClient())
+    monkeypatch.setattr(dlq, "matching_letters", lambda *_: iter(letters))
     shown = CliRunner().invoke(app, ["dlq", "list", "-o", fmt], env={"COLUMNS": None})
     assert shown.exit_code == 0, shown.output
     if fmt == "table":
