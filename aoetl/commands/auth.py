@@ -32,6 +32,7 @@ from aoetl.commands.config import (
 from aoetl.commands.door import EXIT_UNAVAILABLE, DoorAudit
 from aoetl.failures import EXIT_AUTHENTICATION, gateway_exit_code
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
+from aoetl.transport import gateway_in_use
 from shared.auth.keys import KeysUnreadable, issue_key, revoke
 from shared.auth.keys import read_keys as read_key_records
 from shared.auth.roles import TENANT_PATTERN
@@ -96,6 +97,7 @@ def create(
     """Create an API key and print it (its last line of output); only its hash is stored."""
     if not re.match(TENANT_PATTERN, tenant):
         raise _fail(f"tenant must match {TENANT_PATTERN}", EXIT_USAGE)
+    gateway = gateway_in_use(gateway)
     if gateway:
         with gateway_client(gateway) as http:
             body = {"tenant": tenant, "role": role.value, "description": description}
@@ -119,6 +121,7 @@ def list_keys(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The keys (never their secrets): id, tenant, role, state, creation."""
+    gateway = gateway_in_use(gateway)
     if gateway:
         with gateway_client(gateway) as http:
             rows = [
@@ -164,6 +167,7 @@ def revoke_key(
     gateway: GatewayOption = None,
 ) -> None:
     """Revoke a key: every gateway replica refuses it within AOETL_AUTH_KEYS_MAX_STALENESS_S."""
+    gateway = gateway_in_use(gateway)
     if gateway:
         with gateway_client(gateway) as http:
             _answer(http.delete(f"/auth/keys/{key_id}"))

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from aoetl.cli import app as cli
 from aoetl.commands.config import CliConfig, load_config, read_config_file, save_config
+from aoetl.contexts import write_config_data
 from aoetl.devstack.osproc import free_port
 from aoetl.failures import EXIT_AUTHENTICATION, EXIT_NOT_AUTHORIZED
 from services.gateway.app import create_app
@@ -203,3 +204,31 @@ def test_webhook_test_sends_no_token(private_config: Path, tmp_path: Path) -> No
     assert sent.exit_code == 0, sent.output
     [headers] = seen
     assert "Authorization" not in headers and "X-Hub-Signature-256" in headers
+
+
+def test_keys_go_through_the_gateway_a_context_names_with_via(
+    served: tuple[str, Gateway, FakeBus], private_config: Path
+) -> None:
+    # the broker of the context is unreachable: only the gateway can answer, as for every other command
+    url, _gateway, _bus = served
+    write_config_data(
+        {
+            "contexts": {
+                "remote": {
+                    "bootstrap_servers": f"127.0.0.1:{free_port()}",
+                    "gateway_url": url,
+                    "token": ADMIN.token,
+                    "via": "gateway",
+                }
+            }
+        },
+        private_config,
+    )
+    created = run("--context", "remote", "auth", "keys", "create", "--tenant", "acme", "--role", "viewer")
+    assert created.exit_code == 0, created.output
+    key_id = created.output.strip().splitlines()[-1].split("_")[1]
+    listed = run("--context", "remote", "auth", "keys", "list", "-o", "json")
+    assert listed.exit_code == 0, listed.output
+    assert key_id in [row["key_id"] for row in json.loads(listed.output)]
+    revoked = run("--context", "remote", "auth", "keys", "revoke", key_id)
+    assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.output
