@@ -41,16 +41,15 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import faust
-from confluent_kafka import KafkaException
 
 from services.monitor import metrics
 from services.monitor.alerts import ExactlyOnceAlerts
+from services.monitor.cluster import InputPartitions, faust_broker
 from services.monitor.configuration import MonitorSettings
-from services.monitor.exceptions import MonitorError, MonitorTransientError
+from services.monitor.exceptions import MonitorTransientError
 from services.monitor.history import RunHistory, TransactionalSummarySink
 from services.monitor.lag import LagProbe, LagPublisher
 from services.monitor.lineage.tracker import configured_tracker
@@ -67,8 +66,6 @@ from services.monitor.supervision import Handler, Supervision
 from services.monitor.transport import ReadCommittedTransport
 from shared.avro import AvroDecodeError
 from shared.contracts import Alert, Contract, DeadLetter, PipelineResult, RunEvent, Stage
-from shared.kafka.admin import TopicAdminError, cluster_replication
-from shared.kafka.clients import KafkaClients
 from shared.kafka.replication import Replication
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
@@ -82,46 +79,6 @@ Clock = Callable[[], float]
 SINGLE_BROKER = Replication.for_brokers(1)
 STUCK = "stuck"
 FORGET = "forget"
-
-
-@dataclass(frozen=True)
-class InputPartitions:
-    events: int
-    results: int
-    dead_letters: int
-
-
-def input_partitions(settings: MonitorSettings) -> InputPartitions:
-    """Partition counts of the input topics, which the tables must match. The topics must exist: the
-    stack's ``ensure_topics`` creates them; faust would otherwise create them with its own defaults."""
-    admin = KafkaClients(settings.kafka).admin()
-    names = {t: settings.topic(t) for t in (Topics.EVENTS, Topics.RESULTS, Topics.DEAD_LETTERS)}
-    try:
-        existing = admin.list_topics(timeout=settings.kafka_timeout_s).topics
-    except KafkaException as exc:
-        raise MonitorTransientError(
-            f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}"
-        ) from exc
-    missing = [name for name in names.values() if name not in existing]
-    if missing:
-        raise MonitorError(f"input topics {missing} do not exist; create them first (shared.kafka.admin)")
-    counts = {t: len(existing[name].partitions) for t, name in names.items()}
-    return InputPartitions(counts[Topics.EVENTS], counts[Topics.RESULTS], counts[Topics.DEAD_LETTERS])
-
-
-def monitor_replication(settings: MonitorSettings) -> Replication:
-    """The replication rule of the faust topics: the settings' factor, else the cluster's broker count."""
-    try:
-        return cluster_replication(
-            settings.kafka, replication_factor=settings.replication_factor, timeout=settings.kafka_timeout_s
-        )
-    except TopicAdminError as exc:
-        raise MonitorTransientError(str(exc)) from exc
-
-
-def _faust_broker(settings: MonitorSettings) -> dict[str, Any]:
-    """faust's broker URLs and credentials, from the one client factory (SASL and TLS included)."""
-    return KafkaClients(settings.kafka).faust_broker()
 
 
 class MonitorApp:
@@ -172,7 +129,7 @@ class MonitorApp:
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         app = self.app = faust.App(
             settings.app_id,
-            **_faust_broker(settings),
+            **faust_broker(settings),
             store="memory://",
             web_enabled=False,
             autodiscover=False,

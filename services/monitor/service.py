@@ -15,7 +15,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from services.monitor.app import MonitorApp, input_partitions, monitor_replication
+from services.monitor.app import MonitorApp
+from services.monitor.cluster import input_partitions, monitor_replication
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
 from services.monitor.routing.router import AlertRouter

@@ -33,7 +33,7 @@ from services.load.configuration import LoadSettings
 from services.load.service import LoadService
 from services.load.sinks import open_sink
 from services.load.sinks.kafka_topic import KafkaSink
-from services.monitor.app import _faust_broker, input_partitions
+from services.monitor.cluster import faust_broker, input_partitions
 from services.monitor.configuration import MonitorSettings
 from services.monitor.exceptions import MonitorError
 from services.monitor.lag import LagProbe
@@ -338,7 +338,7 @@ def test_transactional_producer_is_transactional_and_secure(
 
 
 def test_faust_broker_credentials_carry_sasl_and_the_ca(secure: KafkaSettings) -> None:
-    conf = _faust_broker(MonitorSettings(kafka=secure))
+    conf = faust_broker(MonitorSettings(kafka=secure))
     assert conf["broker"] == ["kafka://broker-1:9093", "kafka://broker-2:9093"]
     credentials = conf["broker_credentials"]
     assert isinstance(credentials, faust.SASLCredentials)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from services.monitor.app import InputPartitions, MonitorApp, monitor_replication
+from services.monitor.app import MonitorApp
+from services.monitor.cluster import InputPartitions, monitor_replication
 from services.monitor.configuration import MonitorSettings
 from shared.avro import AvroSerde
 from shared.kafka import admin

@@ -291,7 +291,8 @@ def test_faust_app_honours_the_session_timeout_and_keeps_its_directory_out_of_th
 ) -> None:
     import asyncio
 
-    from services.monitor.app import InputPartitions, MonitorApp
+    from services.monitor.app import MonitorApp
+    from services.monitor.cluster import InputPartitions
     from services.monitor.configuration import MonitorSettings
     from shared.avro import AvroSerde
     from shared.settings import KafkaSettings
