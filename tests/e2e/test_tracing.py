@@ -94,13 +94,18 @@ def result_of(system: System, run_id: str) -> PipelineResult:
 
 
 def trace_of(
-    receiver: OtlpReceiver, trace_id: str, run_id: str, result: PipelineResult
+    receiver: OtlpReceiver, trace_id: str, run_id: str, result: PipelineResult, caller: str
 ) -> list[ReceivedSpan]:
-    """The run's spans, once the last of them (the one that produced the result) has arrived."""
+    """The run's spans, once the last of them (the one that produced the result) has arrived and so has
+    every span another one names as its parent, but the caller's. Each process exports on its own
+    schedule, so a consumer's span can reach the receiver before the producer's span it continues."""
 
     def complete() -> list[ReceivedSpan] | None:
         spans = receiver.spans_of(trace_id)
         done = any(s.attributes.get("aoetl.result.status") == result.status.value for s in spans)
+        received = {s.span_id for s in spans} | {caller}
+        dangling = {(s.service, s.name, s.parent_span_id) for s in spans if s.parent_span_id not in received}
+        assert not dangling, f"spans whose parent has not arrived: {dangling}"
         return spans if done else None
 
     spans = wait_until(complete, timeout=30, message=f"the spans of run {run_id} up to its result")
@@ -176,7 +181,7 @@ def test_a_run_through_the_gateway_is_one_trace_continuing_the_callers(traced: T
     result = result_of(traced.system, run_id)
     assert result.status is RunStatus.COMPLETED, [e.message for e in result.errors]
 
-    spans = trace_of(traced.receiver, trace_id, run_id, result)
+    spans = trace_of(traced.receiver, trace_id, run_id, result, caller_span)
     assert_one_trace(spans, traced.receiver, run_id, trace_id, caller_span)
     above = assert_hops(spans, result, spec["name"])
     # ... the request came from the gateway's span for it, under its HTTP span, under the caller's
@@ -216,7 +221,7 @@ def test_a_run_submitted_by_the_cli_is_one_trace_from_the_cli(traced: Traced, tm
     result = result_of(system, run_id)
     assert result.status is RunStatus.COMPLETED, [e.message for e in result.errors]
 
-    spans = trace_of(traced.receiver, trace_id, run_id, result)
+    spans = trace_of(traced.receiver, trace_id, run_id, result, parent)
     assert_one_trace(spans, traced.receiver, run_id, trace_id, parent)
     above = assert_hops(spans, result, spec["name"])
     cli = above[4]
