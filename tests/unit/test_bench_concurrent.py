@@ -1,4 +1,5 @@
-"""The pure parts of bench/bench_concurrent.py: results counted per run, percentiles, medians, verdict."""
+"""The pure parts of bench/bench_concurrent.py (in bench/concurrent_figures.py): results counted per run,
+percentiles, medians, verdict."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_concurrent import (
+from bench.bench_concurrent import spec_for
+from bench.concurrent_figures import (
     ROWS_PER_RUN,
     count_results,
     latency_summary,
     medians,
+    own_planning_quantiles,
     percentile,
     planning_latencies,
     round_ok,
-    spec_for,
     table_text,
 )
 from shared.spec import parse_spec
@@ -117,7 +119,6 @@ def test_the_spec_is_valid_and_the_table_lists_each_replica_count():
 
 
 def test_own_planning_quantiles_are_the_bucket_bounds_of_the_rounds_counts():
-    from bench.bench_concurrent import own_planning_quantiles
 
     before = {0.001: 10.0, 0.005: 10.0, 0.01: 10.0, float("inf"): 10.0}
     after = {0.001: 50.0, 0.005: 109.0, 0.01: 110.0, float("inf"): 110.0}  # 100 more: 40, 59, 1 per bucket
