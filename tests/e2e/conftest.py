@@ -85,7 +85,7 @@ def start_system(
     supervisor = secure_kafka.supervisor(state_dir, env, kafka_bootstrap)
     started = []
     for name, count in replicas.items():
-        started += supervisor.start(name, count, env=_group_env(kafka_bootstrap, name, suffix))
+        started += supervisor.start(name, count, env=group_env(kafka_bootstrap, name, suffix))
     supervisor.wait_ready(started, timeout=90)
     kafka = secure_kafka.cli_settings(kafka_bootstrap)
     settings = load_settings(ServiceSettings, kafka=kafka, topic_suffix=suffix)
@@ -93,7 +93,7 @@ def start_system(
     return System(suffix, AoetlClient(settings), supervisor, env, state_dir, allowed_http_port, cli_env)
 
 
-def _group_env(kafka_bootstrap: str, name: str, suffix: str) -> dict[str, str]:
+def group_env(kafka_bootstrap: str, name: str, suffix: str) -> dict[str, str]:
     if name == "monitor" and secure_kafka.secured(kafka_bootstrap):
         # as a deployment with a suffix runs it, the name its grants carry: the monitor's app id appends
         # the suffix itself, and the groups it watches are the suffixed ones

@@ -28,7 +28,7 @@ from shared.kafka.topics import Topics
 from shared.schedules import schedule_run_id
 from shared.spec import parse_spec
 from shared.triggers import split_definition_document
-from tests.e2e.conftest import System, _group_env, running_system
+from tests.e2e.conftest import System, group_env, running_system
 from tests.e2e.test_pipelines import assert_completed, await_result, open_duckdb_when_unlocked
 from tests.e2e.test_streaming import read_all, register, results_of
 from tests.helpers import wait_until
@@ -87,7 +87,7 @@ def _requests_handled(system: System) -> bool:
     for a tick would already be on the results topic. (Offsets are compared message by message: a
     transaction's commit marker takes an offset of its own, so the end offset itself proves nothing.)"""
     kafka = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
-    group = _group_env(system.env["KAFKA_BOOTSTRAP_SERVERS"], "orchestrator", system.suffix)["AOETL_GROUP_ID"]
+    group = group_env(system.env["KAFKA_BOOTSTRAP_SERVERS"], "orchestrator", system.suffix)["AOETL_GROUP_ID"]
     topic = Topics.REQUESTS + system.suffix
     probe = make_consumer(kafka, group)
     reader = make_consumer(kafka, f"probe-{uuid.uuid4().hex}", partition_eof=True)
@@ -138,7 +138,7 @@ def test_a_schedule_fires_each_tick_once_across_replicas_and_a_restart(
         # an outage: both replicas stop; they come back four minutes further ahead
         system.supervisor.stop("orchestrator")
         env = {
-            **_group_env(kafka_bootstrap, "orchestrator", system.suffix),
+            **group_env(kafka_bootstrap, "orchestrator", system.suffix),
             "AOETL_SCHEDULE_CLOCK_OFFSET_S": "300",
         }
         system.supervisor.wait_ready(system.supervisor.start("orchestrator", 2, env=env), timeout=90)

@@ -20,7 +20,7 @@ from shared.contracts import Alert, AlertKind, DeadLetter, PipelineRequest, RunE
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
-from tests.e2e.conftest import System
+from tests.e2e.conftest import System, group_env
 from tests.e2e.test_pipelines import (
     ORDER_STEPS,
     assert_completed,
@@ -37,11 +37,25 @@ pytestmark = pytest.mark.faults
 REPLICAS = {"orchestrator": 1, "extract": 2, "transform": 2, "load": 2}
 
 
-@pytest.fixture
-def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
-    monkeypatch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
-    with running_system(kafka_bootstrap, postgres_dsn, REPLICAS) as sys_:
-        yield sys_
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
+    """One system for the module: each test that kills a replica brings its service back to full strength
+    (``_full_strength``) before the next starts, so a test finds the replicas ``REPLICAS`` names."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
+        with running_system(kafka_bootstrap, postgres_dsn, REPLICAS) as sys_:
+            yield sys_
+
+
+def _full_strength(system: System, kafka_bootstrap: str) -> None:
+    """Start a replacement for every replica that died, and wait until it is ready."""
+    started = []
+    for name, count in REPLICAS.items():
+        missing = count - len(system.supervisor.alive(name))
+        if missing > 0:
+            env = group_env(kafka_bootstrap, name, system.suffix)
+            started += system.supervisor.start(name, missing, env=env)
+    system.supervisor.wait_ready(started, timeout=60)
 
 
 # extract in `make chaos` only: tests/faults/test_faults_stream.py kills an extract replica in `make test`
@@ -49,7 +63,7 @@ def system(kafka_bootstrap: str, postgres_dsn: str, monkeypatch: pytest.MonkeyPa
     "victim", [pytest.param("extract", marks=pytest.mark.slow), "transform", "load", "orchestrator"]
 )
 def test_sigkill_mid_run_loses_and_duplicates_nothing(
-    system: System, tmp_path: Path, postgres_dsn: str, victim: str
+    system: System, tmp_path: Path, postgres_dsn: str, kafka_bootstrap: str, victim: str
 ):
     rows = write_orders(tmp_path / "in", 150_000, files=3, seed=21)
     table = f"kill_{victim}_{uuid.uuid4().hex[:6]}"
@@ -83,13 +97,9 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
         os.kill(target.pid, signal.SIGKILL)
         wait_until(lambda: not target.is_alive(), timeout=10, message="the victim to die")
         if victim == "orchestrator":  # the only replica: a new one must rebuild the run from Kafka
-            system.supervisor.wait_ready(
-                system.supervisor.start(
-                    "orchestrator", 1, env={"AOETL_GROUP_ID": f"aoetl-orchestrator{system.suffix}"}
-                ),
-                timeout=60,
-            )
+            _full_strength(system, kafka_bootstrap)
         result = await_result(reader, request.run_id)
+    _full_strength(system, kafka_bootstrap)
     assert_completed(result)
     want = expected_orders(rows)
     got, distinct_ids = pg_figures(postgres_dsn, table)
@@ -120,6 +130,8 @@ def test_poison_messages_go_to_dead_letters_with_their_origin_and_nothing_stalls
     system: System, tmp_path: Path, postgres_dsn: str
 ):
     inputs = [Topics.TASKS, Topics.DATA_EXTRACTED, Topics.DATA_TRANSFORMED, Topics.CONTROL, Topics.EVENTS]
+    # the module's system: replicas an earlier test killed (and replaced) are not this test's to count
+    replicas = [p for p in system.supervisor.processes() if p.is_alive()]
     sent: dict[tuple[str, str], None] = {}
     with system.client.reader(Topics.DEAD_LETTERS, from_beginning=False) as dlq:
         for logical in inputs:
@@ -155,4 +167,4 @@ def test_poison_messages_go_to_dead_letters_with_their_origin_and_nothing_stalls
         system.client.publish(Topics.REQUESTS, request.run_id, request)
         assert_completed(await_result(reader, request.run_id))
     assert pg_figures(postgres_dsn, table)[0] == expected_orders(rows)
-    assert all(p.is_alive() for p in system.supervisor.processes())
+    assert all(p.is_alive() for p in replicas)  # no poison killed a replica
