@@ -23,7 +23,6 @@ from shared.contracts import (
     ErrorInfo,
     EventKind,
     ExtractTask,
-    Origin,
     RunEvent,
     SplitExtracted,
     Stage,
@@ -129,7 +128,7 @@ def task_failed(
             error=ErrorInfo.from_exception(exc),
             payload=TaskFailed(
                 attempt=task.attempt,
-                origin=Origin(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=ctx.key),
+                origin=ctx.origin(),
             ),
             instance=instance,
         ),

@@ -17,7 +17,6 @@ from shared.contracts import (
     DeadLetter,
     ErrorInfo,
     EventKind,
-    Origin,
     QualityViolation,
     RunEvent,
     SampleValue,
@@ -83,7 +82,7 @@ class TransformWorker:
                 dead_letters,
                 batch.run_id,
                 DeadLetter(
-                    origin=Origin(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=ctx.key),
+                    origin=ctx.origin(),
                     stage=Stage.TRANSFORM,
                     error=ErrorInfo(error_class="QualityRuleViolation", message=violation.reason),
                     run_id=batch.run_id,

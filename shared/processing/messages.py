@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import TopicPartition
 
-from shared.contracts import Contract, Stage
+from shared.contracts import Contract, Origin, Stage
 from shared.errors import DataError
 from shared.kafka.clients import MAX_MESSAGE_BYTES
 from shared.kafka.topics import Topics
@@ -40,6 +40,10 @@ class MessageContext:
     timestamp_ms: int | None
     headers: Headers
     attempt: int = 0  # how many times handling this very message failed transiently before
+
+    def origin(self) -> Origin:
+        """Where this message was read, as a dead letter or a failure event names it."""
+        return Origin(topic=self.topic, partition=self.partition, offset=self.offset, key=self.key)
 
 
 Handler = Callable[[Contract, MessageContext], Iterable[Output]]
