@@ -42,18 +42,18 @@ from tests.faults.harness import (
     RunWatcher,
     group_id,
     orders_run,
+    running_system,
+    signal_replica,
+    start_replicas,
+    verdict,
+)
+from tests.faults.kafka_views import rewind_group, uncommitted_records, wait_group
+from tests.faults.servers import (
     private_kafka,
     private_postgres,
     restart_kafka,
     restart_postgres,
-    rewind_group,
-    running_system,
-    signal_replica,
-    start_replicas,
     terminate_backends,
-    uncommitted_records,
-    verdict,
-    wait_group,
     with_application_name,
 )
 from tests.helpers import make_state_dir, wait_until
