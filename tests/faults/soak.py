@@ -66,13 +66,14 @@ class Soak:
     results: dict[str, PipelineResult | None] = field(default_factory=dict)
     checks: Counter[str] = field(default_factory=Counter)  # exactly-once verdicts taken, per round / final
     replication: dict[str, list[str]] = field(default_factory=dict)  # problems found, at start / at end
+    topics_checked: dict[str, int] = field(default_factory=dict)  # no problems means something only then
 
     def check_replication(self, when: str) -> None:
         """Every topic of the cluster against the rule for its broker count (``replication_problems``)."""
         try:
-            self.replication[when] = replication_problems(
-                self.matrix.bootstrap, cluster_topics(self.matrix.bootstrap), self.matrix.brokers
-            )
+            topics = cluster_topics(self.matrix.bootstrap)
+            self.topics_checked[when] = len(topics)
+            self.replication[when] = replication_problems(self.matrix.bootstrap, topics, self.matrix.brokers)
         except Exception as exc:  # an unreadable cluster is a finding too, not a crash of the soak
             self.replication[when] = [f"not verifiable: {exc!r}"]
         for problem in self.replication[when]:
@@ -185,6 +186,7 @@ class Soak:
             "exactly_once_checks": dict(sorted(self.checks.items())),
             "replication": {
                 "rule": vars(Replication.for_brokers(self.matrix.brokers)),
+                "topics_checked": self.topics_checked,
                 "problems": self.replication,
             },
             "faults": dict(sorted(self.matrix.injected.items())),
@@ -209,6 +211,8 @@ def render(summary: dict[str, Any]) -> Table:
     table.add_row("runs", str(summary["runs"]))
     table.add_row("rows", str(summary["rows"]))
     table.add_row("run events seen", str(summary["run_events_seen"]))
+    for when, count in summary["replication"]["topics_checked"].items():
+        table.add_row(f"topics checked for the replication rule ({when})", str(count))
     for when, count in summary["exactly_once_checks"].items():
         table.add_row(f"exactly-once checks ({when.replace('_', ' ')})", str(count))
     for kind, count in summary["faults"].items():
