@@ -126,11 +126,12 @@ bench-concurrent: bootstrap
 	$(PY) bench/bench_concurrent.py $(BENCH_ARGS)
 
 ## chaos: every fault-injection test, including the slow ones; with SOAK_MINUTES=N also the seeded soak
-## (tests/faults/soak.py; SOAK_SEED=S repeats a seed), which writes bench/results/soak.json.
+## (tests/faults/soak.py; SOAK_SEED=S repeats a seed; SOAK_BROKERS=3 soaks a three-broker KRaft cluster with
+## the broker faults in its matrix), which writes bench/results/soak.json.
 chaos: bootstrap
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 ifneq ($(strip $(SOAK_MINUTES)),)
-	$(PY) -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	$(PY) -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_BROKERS),--brokers $(SOAK_BROKERS))
 endif
 
 ## chaos-cluster: only the broker faults on a private three-broker KRaft cluster (part of `make chaos` too).

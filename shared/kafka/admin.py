@@ -4,6 +4,8 @@ it carries the same security settings as every other client.
 
 New topics follow ``shared.kafka.replication``: unless a replication factor is given, it is derived from
 the number of brokers the cluster's metadata reports (3 replicas, ``min.insync.replicas=2`` from 3 on).
+For the topics a client creates itself (``cluster_replication``), a configured factor wins, and one above
+the live brokers is refused with its fix in one line.
 """
 
 from __future__ import annotations
@@ -27,18 +29,31 @@ class TopicAdminError(TransientError):
     """The broker refused or did not answer a topic operation; retrying later may succeed."""
 
 
+class TooFewBrokersError(TopicAdminError):
+    """A configured replication factor the cluster's live brokers cannot hold (transient: a broker that
+    comes back fixes it, as does a lower factor)."""
+
+
 def cluster_replication(
     kafka: KafkaSettings, *, replication_factor: int | None = None, timeout: float = 30.0
 ) -> Replication:
-    """The rule for the topics a client creates outside ``ensure_topics`` (the monitor's faust topics):
-    ``replication_factor`` when given, else the broker count of the cluster's metadata, as here."""
-    if replication_factor is not None:
-        return Replication.for_factor(replication_factor)
+    """The rule for the topics a client creates outside ``ensure_topics`` (the monitor's faust topics): a
+    configured ``replication_factor`` (``AOETL_REPLICATION_FACTOR``) wins over the broker count, else the
+    broker count of the cluster's metadata decides, as here. Either way the live brokers are counted: a
+    factor above them is refused at once with the fix, rather than left to fail on the first topic faust
+    creates (the broker refuses a factor above its live brokers) deep in its start-up."""
     try:
         metadata = KafkaClients(kafka).admin().list_topics(timeout=timeout)
     except KafkaException as exc:
         raise TopicAdminError(f"cannot read the metadata of {kafka.bootstrap_servers}: {exc}") from exc
-    return _rule(len(metadata.brokers), None)
+    live = max(len(metadata.brokers), 1)  # an answer came from a broker, even one listing none
+    if replication_factor is not None and replication_factor > live:
+        raise TooFewBrokersError(
+            f"AOETL_REPLICATION_FACTOR={replication_factor} but {kafka.bootstrap_servers} has {live} live "
+            f"broker(s): start the missing brokers or set AOETL_REPLICATION_FACTOR to {live} or less "
+            "(unset, the broker count decides)"
+        )
+    return _rule(live, replication_factor)
 
 
 def _rule(brokers: int, replication_factor: int | None) -> Replication:

@@ -1,8 +1,9 @@
 """What the fault tests and the soak share: a system under test on private topics (its services as
 processes, or one of them inside the test process for faults injected there), runs with a ledger kept
-outside the system (the rows generated, and what they must become), the exactly-once verdict, the faults
-themselves (signals, restarts, terminated backends, consumer-group surgery), and private servers for the
-faults that restart them.
+outside the system (the rows generated, and what they must become), the exactly-once verdict, and the
+faults on the services themselves (signals, replicas added). What is read of Kafka to judge a fault is in
+``tests.faults.kafka_views``, the private servers and their faults in ``tests.faults.servers``, the
+three-broker cluster's in ``tests.faults.cluster``.
 
 The ledger is computed with the standard library from the generated rows (``expected_orders``), never from
 anything the system wrote, so a bug that loses or duplicates rows cannot also hide itself.
@@ -19,30 +20,19 @@ import os
 import shutil
 import signal
 import threading
-import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from unittest import mock
 
 import psycopg
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from aoetl.devstack import ServiceProcess
-from aoetl.devstack.kafka import KafkaNode
-from aoetl.devstack.postgres import PostgresNode
 from shared.contracts import (
-    Alert,
     EventKind,
     PipelineRequest,
     PipelineResult,
@@ -59,7 +49,7 @@ from shared.startup import publish_writer_schemas
 from tests.e2e.conftest import System
 from tests.e2e.conftest import running_system as system_of_its_own
 from tests.e2e.test_pipelines import ORDER_STEPS, expected_orders, write_orders
-from tests.helpers import make_state_dir, wait_until
+from tests.helpers import wait_until
 
 KEEP_LOGS_ENV = "AOETL_FAULTS_KEEP_LOGS"
 # After a broker restart every transactional stage can meet librdkafka's hung send_offsets (#5456, #5511)
@@ -383,183 +373,3 @@ def assert_exactly_once(dsn: str, run: OrdersRun, result: PipelineResult) -> Non
     found = verdict(dsn, run, result)
     errors = [e.message for e in result.errors]
     assert not found.problems, f"run {run.run_id} ({run.label}): {found.problems}; errors: {errors}"
-
-
-# ------------------------------------------------------------------------------------ Kafka views
-def committed_keys(kafka_bootstrap: str, topic: str, timeout: float = 60.0) -> Counter[bytes]:
-    """How often each key occurs among the *committed* records of ``topic`` (read_committed, from the
-    start to the current end): the view a downstream stage gets, with aborted transactions left out."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"faults-keys-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        assigned = [TopicPartition(topic, p, 0) for p in partitions]
-        consumer.assign(assigned)
-        pending = {tp.partition for tp in assigned}
-        keys: Counter[bytes] = Counter()
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout}s"
-            for msg in consumer.consume(500, 0.5):
-                error = msg.error()
-                if error is None:
-                    keys[msg.key() or b""] += 1
-                elif error.code() == error._PARTITION_EOF:
-                    pending.discard(msg.partition() or 0)
-        return keys
-    finally:
-        consumer.close()
-
-
-def group_state(kafka_bootstrap: str, group: str) -> tuple[ConsumerGroupState, int]:
-    """The group's state and its number of members."""
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-    return description.state, len(description.members)
-
-
-def wait_group(kafka_bootstrap: str, group: str, members: int, timeout: float = 60.0) -> None:
-    """Until the group is stable with ``members`` members (or empty, for 0): a rebalance has finished."""
-    want = ConsumerGroupState.EMPTY if members == 0 else ConsumerGroupState.STABLE
-
-    def settled() -> bool:
-        state, count = group_state(kafka_bootstrap, group)
-        return state is want and count == members
-
-    wait_until(
-        settled, timeout=timeout, interval=0.25, message=f"group {group} stable with {members} members"
-    )
-
-
-def rewind_group(kafka_bootstrap: str, group: str, topics: list[str]) -> int:
-    """Set an (empty) group's offsets on ``topics`` back to the first record; returns how many records
-    the group will be handed again."""
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"faults-probe-{uuid.uuid4().hex}"})
-    try:
-        offsets, again = [], 0
-        for topic in topics:
-            for p in probe.list_topics(topic, timeout=10).topics[topic].partitions:
-                low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                offsets.append(TopicPartition(topic, p, low))
-                again += high - low
-    finally:
-        probe.close()
-    future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group]
-    future.result()
-    return again
-
-
-def uncommitted_records(kafka_bootstrap: str, group: str, topics: list[str], timeout: float = 60.0) -> int:
-    """Committed records of ``topics`` past the group's committed offsets: what the group has still to
-    process. Read, not computed from watermarks, because transaction markers occupy offsets too."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": group,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        parts = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        committed = consumer.committed(parts, timeout=10)
-        # Never committed: the group would start from the beginning (auto.offset.reset=earliest).
-        consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed])
-        pending = {(tp.topic, tp.partition) for tp in committed}
-        count = 0
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topics} not read to their end in {timeout}s"
-            for msg in consumer.consume(500, 0.5):
-                error = msg.error()
-                if error is None:
-                    count += 1
-                elif error.code() == error._PARTITION_EOF:
-                    pending.discard((msg.topic() or "", msg.partition() or 0))
-        return count
-    finally:
-        consumer.close()
-
-
-def read_alerts(system: System) -> list[Alert]:
-    """Every alert the system has published so far."""
-    with system.client.reader(Topics.ALERTS, from_beginning=True) as reader:
-        return [v for _, v in reader.drain({Topics.ALERTS: Alert}) if isinstance(v, Alert)]
-
-
-# ---------------------------------------------------------------------------------- PostgreSQL faults
-def with_application_name(dsn: str, name: str) -> str:
-    """The DSN with an ``application_name``, so the backends of one system can be told apart."""
-    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}"
-
-
-def terminate_backends(dsn: str, application_name: str, *, in_transaction_only: bool = True) -> int:
-    """``pg_terminate_backend`` every backend of ``application_name`` (only those inside a transaction,
-    by default: a write is cut mid-way); returns how many were terminated."""
-    condition = "AND xact_start IS NOT NULL" if in_transaction_only else ""
-    with psycopg.connect(dsn, autocommit=True) as con:
-        rows = con.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            f" WHERE application_name = %s AND pid <> pg_backend_pid() {condition}",
-            (application_name,),
-        ).fetchall()
-    return sum(1 for (ok,) in rows if ok)
-
-
-# ------------------------------------------------------------------------------- private servers
-N = TypeVar("N", KafkaNode, PostgresNode)
-
-
-@contextlib.contextmanager
-def _private(node_class: Callable[[Path], N], name: str) -> Iterator[N]:
-    state = make_state_dir(f"aoetl-faults-{name}-")
-    node = node_class(state / name)
-    try:
-        node.start()
-        yield node
-    except BaseException:
-        keep_logs(node.home, name)
-        raise
-    finally:
-        node.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def private_kafka() -> contextlib.AbstractContextManager[KafkaNode]:
-    """A broker of our own, for the faults that stop it (never the session's or the shared one)."""
-    return _private(KafkaNode, "kafka")
-
-
-def private_postgres() -> contextlib.AbstractContextManager[PostgresNode]:
-    """A PostgreSQL cluster of our own, for the faults that restart it."""
-    return _private(PostgresNode, "postgres")
-
-
-def restart_kafka(node: KafkaNode) -> None:
-    """Stop the broker and start it again on the same ports and data folder."""
-    port, controller_port = node.port, node.controller_port
-    node.stop()
-    node.start()
-    assert (node.port, node.controller_port) == (port, controller_port), "the broker moved to another port"
-
-
-def restart_postgres(node: PostgresNode) -> None:
-    """Stop PostgreSQL (fast shutdown: open transactions are rolled back) and start it again, same port."""
-    port = node.port
-    node.stop()
-    node.start()
-    assert node.port == port, "PostgreSQL moved to another port"

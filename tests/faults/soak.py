@@ -7,9 +7,17 @@ replicas added and removed, a transform replica frozen past its session timeout 
 killed, or the load group rewound to replay everything it has consumed. Every run is then checked against
 its own ledger (the rows generated, kept outside the system), and once more at the end, after all faults.
 
+``--brokers 3`` soaks a private three-broker KRaft cluster (``tests.faults.cluster``, the machinery of
+``aoetl dev up --brokers 3``) instead, with the broker faults in the matrix (``tests.faults.soak_faults``:
+the busiest leader SIGKILLed, a broker kept down for a round, a broker restarted). Every topic of the
+cluster, the broker's own included, must follow the replication rule (3 replicas, ``min.insync.replicas=2``)
+at the start and at the end: else a broker fault would prove nothing about durability, so a topic off the
+rule counts as an anomaly, as does a broker that exited without a fault asking for it.
+
 Prints the seed first (a run is repeatable in its choices, not in its timing), then a table of runs, rows,
-faults by kind and anomalies; writes the same as JSON to ``bench/results/soak.json``; exits 1 on any
-anomaly (a lost or duplicated row, a run without a result, a run with a wrong result).
+faults by kind, exactly-once checks and anomalies; writes the same as JSON, with the broker count, to
+``bench/results/soak.json``; exits 1 on any anomaly (a lost or duplicated row, a run without a result, a
+run with a wrong result, a topic off the replication rule).
 """
 
 from __future__ import annotations
@@ -19,12 +27,10 @@ import contextlib
 import json
 import random
 import shutil
-import signal
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,46 +38,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aoetl.devstack.kafka import KafkaNode
 from aoetl.devstack.postgres import PostgresNode
 from shared.contracts import PipelineResult, Stage
-from shared.kafka.topics import Topics
+from shared.kafka.replication import Replication
 from tests.e2e.conftest import System
-from tests.faults.harness import (
-    OrdersRun,
-    RunWatcher,
-    group_id,
-    orders_run,
-    private_kafka,
-    private_postgres,
-    restart_kafka,
-    restart_postgres,
-    rewind_group,
-    running_system,
-    signal_replica,
-    start_replicas,
-    terminate_backends,
-    uncommitted_records,
-    verdict,
-    wait_group,
-    with_application_name,
-)
+from tests.faults.cluster import cluster_topics, private_cluster, replication_problems
+from tests.faults.harness import OrdersRun, RunWatcher, orders_run, running_system, verdict
+from tests.faults.servers import private_kafka, private_postgres, with_application_name
+from tests.faults.soak_faults import AFTER_RESULTS, BROKER_FAULTS, FAULTS, REPLICAS, FaultMatrix
 from tests.helpers import make_state_dir, wait_until
 
-REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 2, "load": 2, "monitor": 1}
-FAULTS = (
-    "kill-extract",
-    "kill-transform",
-    "kill-load",
-    "kill-orchestrator",
-    "broker-restart",
-    "postgres-restart",
-    "pg-terminate",
-    "rebalance",
-    "zombie-transform",
-    "monitor-kill",
-    "duplicate-delivery",
-)
 RESULT_TIMEOUT = 300.0
 RESULTS_FILE = Path("bench/results/soak.json")
 
@@ -81,33 +57,43 @@ console = Console()
 @dataclass
 class Soak:
     system: System
-    kafka: KafkaNode
+    matrix: FaultMatrix
     postgres: PostgresNode
-    load_app: str
     watcher: RunWatcher
     rng: random.Random
     work: Path
     runs: list[OrdersRun] = field(default_factory=list)
     results: dict[str, PipelineResult | None] = field(default_factory=dict)
-    faults: Counter[str] = field(default_factory=Counter)
-    fault_errors: Counter[str] = field(default_factory=Counter)
-    unexpected_exits: Counter[str] = field(default_factory=Counter)
+    checks: Counter[str] = field(default_factory=Counter)  # exactly-once verdicts taken, per round / final
+    replication: dict[str, list[str]] = field(default_factory=dict)  # problems found, at start / at end
+    topics_checked: dict[str, int] = field(default_factory=dict)  # no problems means something only then
+
+    def check_replication(self, when: str) -> None:
+        """Every topic of the cluster against the rule for its broker count (``replication_problems``)."""
+        try:
+            topics = cluster_topics(self.matrix.bootstrap)
+            self.topics_checked[when] = len(topics)
+            self.replication[when] = replication_problems(self.matrix.bootstrap, topics, self.matrix.brokers)
+        except Exception as exc:  # an unreadable cluster is a finding too, not a crash of the soak
+            self.replication[when] = [f"not verifiable: {exc!r}"]
+        for problem in self.replication[when]:
+            console.print(f"[red]replication ({when}): {problem}[/]")
 
     # ------------------------------------------------------------------------------------- rounds
-    def round(self, number: int, concurrency: int, faults: Sequence[str] = FAULTS) -> None:
-        fault = self.rng.choice(faults)
+    def round(self, number: int, concurrency: int) -> None:
+        fault = self.matrix.deal()
         batch = [self._new_run(number, i) for i in range(concurrency)]
         for run in batch:
             self.watcher.submit(run)
             self.runs.append(run)
-        if fault != "duplicate-delivery":
+        if fault != AFTER_RESULTS:
             self._inject_mid_run(fault, batch)
         deadline = time.monotonic() + RESULT_TIMEOUT  # for the round: a stuck system costs it once
         for run in batch:
             self.results[run.run_id] = self._await(run.run_id, deadline)
-        if fault == "duplicate-delivery":
-            self._inject(fault)
-        self._restore_replicas()
+        if fault == AFTER_RESULTS:
+            self.matrix.inject(fault)
+        self.matrix.restore()
         bad = {run.label: p for run in batch if (p := self._problems(run))}
         style = "red" if bad else "green"
         console.print(
@@ -116,6 +102,7 @@ class Soak:
         )
 
     def _problems(self, run: OrdersRun) -> list[str]:
+        self.checks["per_round"] += 1
         try:
             return verdict(self.postgres.dsn, run, self.results.get(run.run_id)).problems
         except Exception as exc:  # checked again, and counted, in the summary
@@ -149,81 +136,7 @@ class Soak:
 
         with contextlib.suppress(AssertionError):
             wait_until(reached, timeout=60, message=f"a run at {stage.value}")
-        self._inject(fault)
-
-    # ------------------------------------------------------------------------------------- faults
-    def _inject(self, fault: str) -> None:
-        self.faults[fault] += 1
-        action: dict[str, Callable[[], None]] = {
-            "kill-extract": lambda: self._kill("extract"),
-            "kill-transform": lambda: self._kill("transform"),
-            "kill-load": lambda: self._kill("load"),
-            "kill-orchestrator": lambda: self._kill("orchestrator"),
-            "broker-restart": lambda: restart_kafka(self.kafka),
-            "postgres-restart": lambda: restart_postgres(self.postgres),
-            "pg-terminate": self._terminate_backends,
-            "rebalance": self._rebalance,
-            "zombie-transform": self._zombie,
-            "monitor-kill": lambda: self._kill("monitor", wait=False),
-            "duplicate-delivery": self._replay_load_input,
-        }
-        try:
-            action[fault]()
-        except Exception as exc:  # a fault that could not be applied as planned is reported, not fatal
-            self.fault_errors[fault] += 1
-            console.print(f"[yellow]fault {fault} not applied as planned: {exc!r}[/]")
-
-    def _alive(self, service: str) -> list[Any]:
-        return self.system.supervisor.alive(service)
-
-    def _kill(self, service: str, *, wait: bool = True) -> None:
-        victim = self.rng.choice(self._alive(service))
-        signal_replica(victim, signal.SIGKILL, wait_exit=10)
-        start_replicas(self.system, service, wait=wait)
-
-    def _terminate_backends(self) -> None:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            terminate_backends(self.postgres.dsn, self.load_app)
-            time.sleep(0.05)  # a fault's own pacing, not a test waiting for a condition
-
-    def _rebalance(self) -> None:
-        for service in ("transform", "load"):
-            old = self._alive(service)
-            start_replicas(self.system, service)
-            signal_replica(self.rng.choice(old), signal.SIGTERM)
-
-    def _zombie(self) -> None:
-        members = len(self._alive("transform"))
-        zombie = self.rng.choice(self._alive("transform"))
-        signal_replica(zombie, signal.SIGSTOP, wait_exit=None)
-        try:
-            wait_group(self.kafka.bootstrap, group_id(self.system, "transform"), members - 1, timeout=60)
-        finally:
-            signal_replica(zombie, signal.SIGCONT, wait_exit=None)
-
-    def _replay_load_input(self) -> None:
-        group = group_id(self.system, "load")
-        inputs = [self.system.client.topic(Topics.DATA_TRANSFORMED), self.system.client.topic(Topics.CONTROL)]
-        count = len(self._alive("load"))
-        self.system.supervisor.stop("load")
-        wait_group(self.kafka.bootstrap, group, 0)
-        rewind_group(self.kafka.bootstrap, group, inputs)
-        start_replicas(self.system, "load", count)
-        wait_until(
-            lambda: uncommitted_records(self.kafka.bootstrap, group, inputs) == 0,
-            timeout=RESULT_TIMEOUT,
-            interval=1,
-            message="the load group to consume its input again",
-        )
-
-    def _restore_replicas(self) -> None:
-        """Bring every service back to its replica count (a fenced zombie may exit, by design)."""
-        for service, want in REPLICAS.items():
-            missing = want - len(self._alive(service))
-            if missing > 0:
-                self.unexpected_exits[service] += missing
-                start_replicas(self.system, service, missing, wait=service != "monitor")
+        self.matrix.inject(fault)
 
     def _late_result(self, run_id: str, missing: bool) -> dict[str, Any]:
         """For a run whose result the watcher did not see in time: is there one in the results topic now?
@@ -242,6 +155,7 @@ class Soak:
     def summary(self, seed: int, minutes: float, elapsed: float) -> dict[str, Any]:
         verdicts, unverifiable = [], []
         for run in self.runs:
+            self.checks["final"] += 1
             try:
                 verdicts.append((run, verdict(self.postgres.dsn, run, self.results.get(run.run_id))))
             except Exception as exc:
@@ -258,16 +172,26 @@ class Soak:
                 if v.wrong_result or (v.figures != v.expected and not v.lost and not v.duplicated)
             ),
             "runs_not_verifiable": len(unverifiable),
+            "topics_off_the_replication_rule": len({p for found in self.replication.values() for p in found}),
+            "brokers_exited_on_their_own": self.matrix.unexpected_broker_exits,
         }
         return {
             "seed": seed,
             "minutes_requested": minutes,
             "seconds": round(elapsed, 1),
+            "brokers": self.matrix.brokers,
             "runs": len(self.runs),
             "rows": sum(len(r.rows) for r in self.runs),
-            "faults": dict(sorted(self.faults.items())),
-            "faults_not_applied_as_planned": dict(sorted(self.fault_errors.items())),
-            "replicas_replaced_after_exiting": dict(sorted(self.unexpected_exits.items())),
+            "run_events_seen": sum(len(events) for events in self.watcher.events.values()),
+            "exactly_once_checks": dict(sorted(self.checks.items())),
+            "replication": {
+                "rule": vars(Replication.for_brokers(self.matrix.brokers)),
+                "topics_checked": self.topics_checked,
+                "problems": self.replication,
+            },
+            "faults": dict(sorted(self.matrix.injected.items())),
+            "faults_not_applied_as_planned": dict(sorted(self.matrix.not_as_planned.items())),
+            "replicas_replaced_after_exiting": dict(sorted(self.matrix.unexpected_exits.items())),
             "anomalies": anomalies,
             "failed_runs": [
                 {"label": run.label, "run_id": run.run_id, "problems": v.problems}
@@ -280,11 +204,17 @@ class Soak:
 
 
 def render(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"soak, seed {summary['seed']}, {summary['seconds']:.0f} s")
+    title = f"soak, seed {summary['seed']}, {summary['brokers']} broker(s), {summary['seconds']:.0f} s"
+    table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("runs", str(summary["runs"]))
     table.add_row("rows", str(summary["rows"]))
+    table.add_row("run events seen", str(summary["run_events_seen"]))
+    for when, count in summary["replication"]["topics_checked"].items():
+        table.add_row(f"topics checked for the replication rule ({when})", str(count))
+    for when, count in summary["exactly_once_checks"].items():
+        table.add_row(f"exactly-once checks ({when.replace('_', ' ')})", str(count))
     for kind, count in summary["faults"].items():
         skipped = summary["faults_not_applied_as_planned"].get(kind)
         table.add_row(f"fault: {kind}", f"{count}" + (f" ({skipped} not as planned)" if skipped else ""))
@@ -303,28 +233,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=3, help="runs per round")
     parser.add_argument("--out", type=Path, default=RESULTS_FILE)
     parser.add_argument(
-        "--faults", default=",".join(FAULTS), help=f"comma-separated subset of: {', '.join(FAULTS)}"
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="1: a single broker; 3: a KRaft cluster, with the broker faults (2 would keep 1 replica)",
+    )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"comma-separated subset of: {', '.join(FAULTS)}; with --brokers 3 also "
+        f"{', '.join(BROKER_FAULTS)}",
     )
     args = parser.parse_args(argv)
-    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    if unknown := sorted(set(faults) - set(FAULTS)):
-        parser.error(f"unknown faults: {', '.join(unknown)}")
+    available = FAULTS + (BROKER_FAULTS if args.brokers > 1 else ())
+    faults = [f.strip() for f in (args.faults or ",".join(available)).split(",") if f.strip()]
+    if unknown := sorted(set(faults) - set(available)):
+        parser.error(f"unknown faults with {args.brokers} broker(s): {', '.join(unknown)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    console.print(f"[bold]soak seed {seed}[/] ({args.minutes:g} min; repeat with --seed {seed})")
+    setup = f"{args.minutes:g} min, {args.brokers} broker(s)"
+    console.print(f"[bold]soak seed {seed}[/] ({setup}; repeat with --seed {seed})")
     rng = random.Random(seed)
     work = make_state_dir("aoetl-soak-")
     started = time.monotonic()
     load_app = f"aoetl-soak-{uuid.uuid4().hex[:8]}"
     try:
-        with private_kafka() as kafka, private_postgres() as postgres:
+        servers = private_cluster(args.brokers) if args.brokers > 1 else private_kafka()
+        with servers as kafka, private_postgres() as postgres:
             dsn = with_application_name(postgres.dsn, load_app)
             with running_system(kafka.bootstrap, dsn, REPLICAS) as system, RunWatcher(system) as watcher:
-                soak = Soak(system, kafka, postgres, load_app, watcher, rng, work)
+                matrix = FaultMatrix(system, kafka, postgres, load_app, rng, faults)
+                soak = Soak(system, matrix, postgres, watcher, rng, work)
+                soak.check_replication("start")
                 deadline = started + args.minutes * 60
                 number = 0
                 while time.monotonic() < deadline:
                     number += 1
-                    soak.round(number, args.concurrency, faults)
+                    soak.round(number, args.concurrency)
+                soak.check_replication("end")
                 summary = soak.summary(seed, args.minutes, time.monotonic() - started)
                 if any(summary["anomalies"].values()):
                     # the services' and the broker's logs are deleted with the system: keep them to debug

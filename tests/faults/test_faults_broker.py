@@ -15,15 +15,9 @@ import pytest
 
 from shared.contracts import EventKind, Stage
 from shared.kafka.topics import Topics
-from tests.faults.harness import (
-    RunWatcher,
-    assert_exactly_once,
-    committed_keys,
-    orders_run,
-    private_kafka,
-    restart_kafka,
-    running_system,
-)
+from tests.faults.harness import RunWatcher, assert_exactly_once, orders_run, running_system
+from tests.faults.kafka_views import committed_keys
+from tests.faults.servers import private_kafka, restart_kafka
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

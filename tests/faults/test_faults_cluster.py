@@ -1,5 +1,5 @@
 """Broker faults on a three-broker KRaft cluster (slow: ``make chaos`` only): a private cluster of our own
-(``aoetl.devstack.cluster``), never the session's broker, with the system's topics created by the one
+(``tests.faults.cluster``), never the session's broker, with the system's topics created by the one
 replication rule (3 replicas, ``min.insync.replicas=2``) and the producers' ``acks=all``.
 
 * the leader of the busiest partitions is SIGKILLed mid-run: its partitions' leadership moves to a follower
@@ -19,102 +19,40 @@ generated events (``tests.faults.topic_readers``).
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
 
 from aoetl.devstack.cluster import KafkaCluster
 from shared.contracts import EventKind, Stage
 from shared.kafka.topics import Topics
 from shared.kafka.transaction import transactional_id
 from tests.e2e.conftest import System
+from tests.faults.cluster import (
+    BROKERS,
+    busiest_leader,
+    cluster_topics,
+    private_cluster,
+    replicas_everywhere,
+    replication_problems,
+    transaction_coordinator,
+)
 from tests.faults.harness import (
     SHORT_KAFKA_CALLS,
     OrdersRun,
     RunWatcher,
     assert_exactly_once,
-    committed_keys,
-    keep_logs,
     orders_run,
     running_system,
 )
+from tests.faults.kafka_views import committed_keys
 from tests.faults.topic_readers import continuous_run
-from tests.helpers import make_state_dir, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 REPLICAS = {"orchestrator": 1, "extract": 1, "transform": 2, "load": 2}
-BROKERS = 3
-
-
-@contextlib.contextmanager
-def private_cluster() -> Iterator[KafkaCluster]:
-    """Three brokers of our own, for the faults that kill them; stopped and deleted afterwards."""
-    state = make_state_dir("aoetl-faults-cluster-")
-    cluster = KafkaCluster(state / "kafka-cluster", BROKERS)
-    try:
-        cluster.start(timeout=240)
-        yield cluster
-    except BaseException:
-        for node in cluster.nodes:
-            keep_logs(node.home, f"kafka-{node.node_id}")
-        raise
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def busiest_leader(bootstrap: str, topics: list[str]) -> int:
-    """The broker leading the partitions that hold the most records of ``topics`` (their end offsets
-    summed per leader): the one whose death moves the most traffic at once."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    metadata = admin.list_topics(timeout=10)
-    load: Counter[int] = Counter()
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "faults-cluster-offsets"})
-    try:
-        for topic in topics:
-            for number, partition in metadata.topics[topic].partitions.items():
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=10)
-                load[partition.leader] += high + 1  # +1: an empty partition still counts for its leader
-    finally:
-        consumer.close()
-    leader, _ = load.most_common(1)[0]
-    return leader
-
-
-def java_hash(text: str) -> int:
-    """Java's ``String.hashCode`` (of text in the Basic Multilingual Plane), as a signed 32-bit int."""
-    h = 0
-    for char in text:
-        h = (31 * h + ord(char)) & 0xFFFFFFFF
-    return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def transaction_coordinator(bootstrap: str, transactional_ids: list[str]) -> int:
-    """The broker coordinating the most of ``transactional_ids``: the leader of the ``__transaction_state``
-    partition each id belongs to (the broker's rule: ``abs(id.hashCode()) % partitions``)."""
-    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-    state = topics["__transaction_state"]
-    count = len(state.partitions)
-    coordinators = Counter(
-        state.partitions[(0 if h == -(1 << 31) else abs(h)) % count].leader
-        for h in map(java_hash, transactional_ids)
-    )
-    coordinator, _ = coordinators.most_common(1)[0]
-    return coordinator
-
-
-def replicas_everywhere(bootstrap: str, topic: str) -> None:
-    """The system's topics really are replicated as the rule says (else the faults prove nothing)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {BROKERS}
 
 
 def sigkill_mid_run(
@@ -270,12 +208,10 @@ def test_rolling_restart_of_every_broker_under_a_continuous_pipeline(
 
 def faust_topics_follow_the_rule(bootstrap: str, suffix: str) -> None:
     """The monitor's changelogs and internal topics (named after its app id, which holds the suffix)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = admin.list_topics(timeout=10).topics
-    faust = [name for name in topics if suffix in name and ("changelog" in name or "-__assignor" in name)]
+    faust = [
+        name
+        for name in cluster_topics(bootstrap)
+        if suffix in name and ("changelog" in name or "-__assignor" in name)
+    ]
     assert faust, "the monitor declared no topics"
-    for name in faust:
-        assert {len(p.replicas) for p in topics[name].partitions.values()} == {BROKERS}, name
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in faust]
-    for resource, future in admin.describe_configs(resources).items():
-        assert future.result(timeout=30)["min.insync.replicas"].value == "2", resource
+    assert replication_problems(bootstrap, faust) == []

@@ -20,17 +20,14 @@ from tests.e2e.conftest import System
 from tests.faults.harness import (
     RunWatcher,
     assert_exactly_once,
-    committed_keys,
     group_id,
     orders_run,
     pg_figures,
-    rewind_group,
     running_system,
     signal_replica,
     start_replicas,
-    uncommitted_records,
-    wait_group,
 )
+from tests.faults.kafka_views import committed_keys, rewind_group, uncommitted_records, wait_group
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults

@@ -28,12 +28,11 @@ from tests.faults.harness import (
     RunWatcher,
     assert_exactly_once,
     orders_run,
-    read_alerts,
     running_system,
     signal_replica,
     start_replicas,
-    uncommitted_records,
 )
+from tests.faults.kafka_views import read_alerts, uncommitted_records
 from tests.helpers import wait_until
 from tests.support.monitor_stack import AlertReader, Stack, monitor_stack
 

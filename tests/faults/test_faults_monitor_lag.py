@@ -15,7 +15,7 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.clients import make_producer
 from shared.kafka.topics import TopicSpec
 from shared.settings import KafkaSettings
-from tests.faults.harness import private_kafka
+from tests.faults.servers import private_kafka
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.faults

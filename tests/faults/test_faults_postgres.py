@@ -22,16 +22,8 @@ from pathlib import Path
 import pytest
 
 from shared.contracts import EventKind, Stage
-from tests.faults.harness import (
-    RunWatcher,
-    assert_exactly_once,
-    orders_run,
-    private_postgres,
-    restart_postgres,
-    running_system,
-    terminate_backends,
-    with_application_name,
-)
+from tests.faults.harness import RunWatcher, assert_exactly_once, orders_run, running_system
+from tests.faults.servers import private_postgres, restart_postgres, terminate_backends, with_application_name
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import SHORT_KAFKA_CALLS, private_kafka, restart_kafka, running_system
+from tests.faults.harness import SHORT_KAFKA_CALLS, running_system
+from tests.faults.servers import private_kafka, restart_kafka
 from tests.faults.topic_readers import READERS, TopicReader
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]

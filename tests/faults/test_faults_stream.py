@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import System
-from tests.faults.harness import running_system, wait_group
+from tests.faults.harness import running_system
+from tests.faults.kafka_views import wait_group
 from tests.faults.topic_readers import continuous_run
 from tests.helpers import wait_until
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
+from shared.errors import is_transient
 from shared.kafka import admin
 from shared.kafka.replication import Replication
 from shared.kafka.topics import TopicSpec
@@ -51,11 +53,13 @@ class _Metadata:
 
 
 class _Admin:
-    def __init__(self, brokers: int) -> None:
-        self.brokers = brokers
+    def __init__(self, brokers: int | None) -> None:
+        self.brokers = brokers  # None: no broker answers
         self.created: list[Any] = []
 
     def list_topics(self, timeout: float) -> _Metadata:
+        if self.brokers is None:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "all brokers down"))
         return _Metadata(self.brokers)
 
     def create_topics(self, topics: list[Any], **_: Any) -> dict[str, _Future]:
@@ -98,3 +102,46 @@ def test_the_admin_command_takes_both_options(monkeypatch: pytest.MonkeyPatch) -
     assert seen == {"replication_factor": 3, "min_insync_replicas": 2}
     admin.main(["--bootstrap", "x:1"])
     assert seen == {"replication_factor": None, "min_insync_replicas": None}
+
+
+def _cluster_rule(monkeypatch: pytest.MonkeyPatch, brokers: int | None, factor: int | None) -> Replication:
+    monkeypatch.setattr(admin.KafkaClients, "admin", lambda self, **_: _Admin(brokers))
+    return admin.cluster_replication(KafkaSettings(bootstrap_servers="x:1"), replication_factor=factor)
+
+
+@pytest.mark.parametrize(
+    ("brokers", "factor", "rule"),
+    [
+        (3, None, Replication(3, 2)),
+        (1, None, Replication(1, 1)),
+        (0, None, Replication(1, 1)),  # the broker that answered counts
+        (3, 1, Replication(1, 1)),
+        (3, 2, Replication(2, 1)),
+        (3, 3, Replication(3, 2)),
+        (5, 3, Replication(3, 2)),
+    ],
+)
+def test_a_configured_factor_wins_over_the_broker_count(
+    monkeypatch: pytest.MonkeyPatch, brokers: int, factor: int | None, rule: Replication
+) -> None:
+    assert _cluster_rule(monkeypatch, brokers, factor) == rule
+
+
+@pytest.mark.parametrize(("brokers", "factor"), [(2, 3), (1, 3), (0, 2)])
+def test_a_factor_above_the_live_brokers_is_refused_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch, brokers: int, factor: int
+) -> None:
+    with pytest.raises(admin.TooFewBrokersError) as refused:
+        _cluster_rule(monkeypatch, brokers, factor)
+    message = str(refused.value)
+    live = max(brokers, 1)
+    assert "\n" not in message
+    assert f"AOETL_REPLICATION_FACTOR={factor}" in message and f"has {live} live broker(s)" in message
+    assert f"start the missing brokers or set AOETL_REPLICATION_FACTOR to {live} or less" in message
+    assert is_transient(refused.value), "a broker coming back fixes it: the caller may retry"
+
+
+def test_an_unreachable_cluster_is_a_transient_admin_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for factor in (None, 3):
+        with pytest.raises(admin.TopicAdminError, match="cannot read the metadata of x:1"):
+            _cluster_rule(monkeypatch, None, factor)

@@ -16,6 +16,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from services.monitor.app import MonitorApp
 from services.monitor.cluster import InputPartitions, monitor_replication
 from services.monitor.configuration import MonitorSettings
+from services.monitor.exceptions import MonitorTransientError
 from shared.avro import AvroSerde
 from shared.kafka import admin
 from shared.kafka.replication import Replication
@@ -50,10 +51,17 @@ def test_unset_the_broker_count_decides(
 
 
 def test_an_explicit_factor_wins_and_brings_its_min_insync(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _Admin(1)
-    monkeypatch.setattr(admin.KafkaClients, "admin", lambda self, **_: fake)
+    monkeypatch.setattr(admin.KafkaClients, "admin", lambda self, **_: _Admin(3))
+    assert monitor_replication(MonitorSettings(kafka=KAFKA, replication_factor=2)) == Replication(2, 1)
     assert monitor_replication(MonitorSettings(kafka=KAFKA, replication_factor=3)) == Replication(3, 2)
-    assert fake.calls == 0, "no question to the cluster"
+
+
+def test_an_explicit_factor_above_the_live_brokers_stops_the_start_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(admin.KafkaClients, "admin", lambda self, **_: _Admin(2))
+    with pytest.raises(MonitorTransientError, match="set AOETL_REPLICATION_FACTOR to 2 or less"):
+        monitor_replication(MonitorSettings(kafka=KAFKA, replication_factor=3))
 
 
 def declared_topics(tmp_path: Path, rule: Replication, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
