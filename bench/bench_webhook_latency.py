@@ -1,5 +1,5 @@
-"""Webhook latency at a steady rate: the bench's own dev stack (``.state/bench/webhook/webhook-stack``: broker and
-PostgreSQL, its topics under a fresh suffix), a gateway and an orchestrator process started on it
+"""Webhook latency at a steady rate: the bench's own dev stack (``.state/bench/webhook/webhook-stack``:
+broker and PostgreSQL, its topics under a fresh suffix), a gateway and an orchestrator process started on it
 (``bench.peers_common.restart_services``), signed GitHub deliveries at ``--rate`` per second for
 ``--duration`` seconds, ``--rounds`` times (open loop: each send starts on its schedule, whether or not
 earlier ones have answered, so a slow gateway shows up as latency instead of a lower rate). The client is
@@ -16,6 +16,11 @@ Measures, per delivery:
   (a real orchestrator process validates the request, resolves the definition, plans and publishes it
   in a Kafka transaction; includes the watcher's fetch wait). Baseline for comparison: Airflow and
   Prefect take seconds to start a first task.
+
+``gateway_side``: the gateway's own histograms over the round (its /metrics before and after: mean exact,
+p50/p99 bucket bounds): each acknowledged Kafka write by topic and the webhook route's time in the server,
+so the ack splits into the writes, the read-back of the claim (the rest of the server's time) and the
+client's side (ack minus the server's time).
 
 Prints each round and then one JSON object (per round p50/p90/p99/max in milliseconds, achieved rate,
 failures by status; ``median`` over the rounds), also written to bench/results/bench_webhook_latency.json.
@@ -47,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from aoetl.devstack import DevStack  # noqa: E402
 from aoetl.devstack.osproc import free_port  # noqa: E402
+from bench import prom  # noqa: E402
 from bench.peers_common import restart_services  # noqa: E402
 from shared.avro import AvroSerde  # noqa: E402
 from shared.contracts import ExtractTask, PipelineDefinition, PipelineRequest  # noqa: E402
@@ -57,6 +63,18 @@ from shared.settings import KafkaSettings  # noqa: E402
 from shared.spec import parse_spec  # noqa: E402
 
 SECRET = "bench-webhook-secret-0001"
+PUBLISH, HTTP = "aoetl_gateway_publish_seconds", "aoetl_gateway_http_request_duration_seconds"
+
+
+def gateway_side(port: int, suffix: str) -> dict[str, prom.Histogram]:
+    """The gateway's own timings so far (its /metrics): each Kafka write of an acceptance, by topic (a
+    claim and a STARTED record on the deliveries topic per delivery, its request on the requests topic),
+    and the webhook route from arrival to answer."""
+    return {
+        "deliveries_publish": prom.scrape([port], PUBLISH, topic=Topics.DELIVERIES + suffix),
+        "requests_publish": prom.scrape([port], PUBLISH, topic=Topics.REQUESTS + suffix),
+        "http_webhook": prom.scrape([port], HTTP, route="/webhooks/{source}", method="POST"),
+    }
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -236,6 +254,10 @@ MEDIAN_KEYS = (
     "ack_to_first_task_ms.p50",
     "ack_to_first_task_ms.p99",
     "first_task_count",
+    "gateway_side.deliveries_publish.mean_ms",
+    "gateway_side.requests_publish.mean_ms",
+    "gateway_side.http_webhook.mean_ms",
+    "gateway_side.http_webhook.p99_ms",
 )
 
 
@@ -261,10 +283,14 @@ def main() -> None:
         api_port = free_port()
         restart_services(stack.supervisor, ("orchestrator", "gateway"), service_env(suffix, api_port))
         url = f"http://127.0.0.1:{api_port}"
+        (gateway,) = stack.supervisor.alive("gateway")
         for index in range(args.rounds):
+            before = gateway_side(gateway.http_port, suffix)
             figures = asyncio.run(
                 drive(url, bootstrap, Topics.REQUESTS + suffix, args.rate, args.duration, f"{suffix}-{index}")
             )
+            after = gateway_side(gateway.http_port, suffix)
+            figures["gateway_side"] = {k: prom.summary(after[k].minus(before[k])) for k in after}
             print(json.dumps({"round": index, **figures}), flush=True)
             rounds.append(figures)
     finally:

@@ -31,8 +31,9 @@ class Histogram:
         )
 
 
-def scrape(ports: Iterable[int], name: str) -> Histogram:
-    """The histogram family ``name`` (e.g. ``aoetl_batch_seconds``) of every process on ``ports``."""
+def scrape(ports: Iterable[int], name: str, **labels: str) -> Histogram:
+    """The histogram family ``name`` (e.g. ``aoetl_batch_seconds``) of every process on ``ports``, its
+    series with ``labels`` only (all of them without)."""
     out = Histogram()
     for port in ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -40,6 +41,8 @@ def scrape(ports: Iterable[int], name: str) -> Histogram:
             if family.name != name:
                 continue
             for sample in family.samples:
+                if any(sample.labels.get(k) != v for k, v in labels.items()):
+                    continue
                 if sample.name.endswith("_bucket"):
                     bound = float(sample.labels["le"])
                     out.buckets[bound] = out.buckets.get(bound, 0.0) + sample.value
