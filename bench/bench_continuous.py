@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import sys
 import time
 import uuid
@@ -42,6 +41,7 @@ from aoetl.client import AoetlClient  # noqa: E402
 from aoetl.devstack import DevStack  # noqa: E402
 from aoetl.devstack.processes import ServiceSupervisor  # noqa: E402
 from bench import prom  # noqa: E402
+from bench.concurrent_figures import medians  # noqa: E402
 from shared.contracts import PipelineResult  # noqa: E402
 from shared.kafka.admin import ensure_topics  # noqa: E402
 from shared.kafka.clients import make_producer  # noqa: E402
@@ -202,17 +202,6 @@ def step_breakdown(before: dict[str, Any], after: dict[str, Any], linger_ms: int
     }
 
 
-def median_of(steps: list[dict[str, Any]], path: str) -> float | None:
-    values = []
-    for step in steps:
-        value: Any = step
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, int | float):
-            values.append(value)
-    return round(statistics.median(values), 2) if values else None
-
-
 MEDIAN_KEYS = (
     "latency_after_warmup.p50_ms",
     "latency_after_warmup.p99_ms",
@@ -344,7 +333,7 @@ def main() -> int:
         report["median_by_rate"] = {
             str(rate): {
                 "steps": len(same),
-                **{key: median_of(same, key) for key in MEDIAN_KEYS},
+                **medians(same, MEDIAN_KEYS),
             }
             for rate in sorted({s["target_rate"] for s in report["steps"]})
             if (same := [s for s in report["steps"] if s["target_rate"] == rate])

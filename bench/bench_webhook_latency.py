@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from aoetl.devstack import DevStack  # noqa: E402
 from aoetl.devstack.osproc import free_port  # noqa: E402
 from bench import prom  # noqa: E402
+from bench.concurrent_figures import medians  # noqa: E402
 from bench.peers_common import restart_services  # noqa: E402
 from shared.avro import AvroSerde  # noqa: E402
 from shared.contracts import ExtractTask, PipelineDefinition, PipelineRequest  # noqa: E402
@@ -235,17 +236,6 @@ async def drive(
     }
 
 
-def median_of(rounds: list[dict[str, Any]], path: str) -> float | None:
-    values = []
-    for figures in rounds:
-        value: Any = figures
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, int | float):
-            values.append(value)
-    return round(statistics.median(values), 2) if values else None
-
-
 MEDIAN_KEYS = (
     "achieved_rate_per_s",
     "ack_ms.p50",
@@ -301,7 +291,7 @@ def main() -> None:
         "bench": "webhook_latency",
         "rate_per_s": args.rate,
         "duration_s": args.duration,
-        "median": {key: median_of(rounds, key) for key in MEDIAN_KEYS},
+        "median": medians(rounds, MEDIAN_KEYS),
         "rounds": rounds,
     }
     print(json.dumps(report, indent=2))
