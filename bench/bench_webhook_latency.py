@@ -3,8 +3,8 @@ broker and PostgreSQL, its topics under a fresh suffix), a gateway and an orches
 (``bench.peers_common.restart_services``), signed GitHub deliveries at ``--rate`` per second for
 ``--duration`` seconds, ``--rounds`` times (open loop: each send starts on its schedule, whether or not
 earlier ones have answered, so a slow gateway shows up as latency instead of a lower rate). The client is
-aiohttp, one event loop; every round sends deliveries of its own (new delivery ids), so none is answered
-from the gateway's dedupe of an earlier round.
+aiohttp, one event loop; every round sends deliveries of its own (its id in each signed body, which is
+what identifies a GitHub delivery), so none is answered as a duplicate of an earlier round's.
 
 Measures, per delivery:
 
@@ -176,11 +176,15 @@ async def drive(
     async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
 
         async def deliver(index: int) -> None:
-            body = json.dumps({"ref": "refs/heads/main", "seq": index, "commits": [{"id": index}]}).encode()
+            # a GitHub delivery is known by its signed body, not its delivery id header: the round's id is in
+            # the body, so every round's deliveries are new to the gateway's replay memory
+            body = json.dumps(
+                {"ref": "refs/heads/main", "round": round_id, "seq": index, "commits": [{"id": index}]}
+            ).encode()
             digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             headers = {
                 "X-Hub-Signature-256": f"sha256={digest}",
-                "X-GitHub-Delivery": f"bench-{round_id}-{index}",  # fresh each round: never a duplicate
+                "X-GitHub-Delivery": f"bench-{round_id}-{index}",
                 "X-GitHub-Event": "push",
                 "Content-Type": "application/json",
             }
