@@ -157,20 +157,9 @@ def drain(consumer, parts, timeout: float = 60.0) -> list[tuple[bytes, bytes]]:
 
 def planning_buckets(ports: Sequence[int]) -> dict[float, float]:
     """``aoetl_planning_seconds`` buckets (cumulative counts by upper bound) summed over orchestrators."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
+    from bench import prom
 
-    buckets: dict[float, float] = {}
-    for port in ports:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            if family.name != "aoetl_planning_seconds":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    bound = float(sample.labels["le"])
-                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return buckets
+    return prom.scrape(ports, "aoetl_planning_seconds").buckets
 
 
 def peak_rss_mib(pid: int) -> float | None:

@@ -1,6 +1,10 @@
-"""Webhook latency at a steady rate: a gateway process on loopback, signed GitHub deliveries at ``--rate`` per
-second for ``--duration`` seconds (open loop: each send starts on its schedule, whether or not earlier ones
-have answered, so a slow gateway shows up as latency instead of a lower rate).
+"""Webhook latency at a steady rate: the bench's own dev stack (``.state/bench/webhook/webhook-stack``:
+broker and PostgreSQL, its topics under a fresh suffix), a gateway and an orchestrator process started on it
+(``bench.peers_common.restart_services``), signed GitHub deliveries at ``--rate`` per second for
+``--duration`` seconds, ``--rounds`` times (open loop: each send starts on its schedule, whether or not
+earlier ones have answered, so a slow gateway shows up as latency instead of a lower rate). The client is
+aiohttp, one event loop; every round sends deliveries of its own (its id in each signed body, which is
+what identifies a GitHub delivery), so none is answered as a duplicate of an earlier round's.
 
 Measures, per delivery:
 
@@ -13,9 +17,15 @@ Measures, per delivery:
   in a Kafka transaction; includes the watcher's fetch wait). Baseline for comparison: Airflow and
   Prefect take seconds to start a first task.
 
-Prints one JSON object (p50/p90/p99/max in milliseconds, achieved rate, failures by status).
+``gateway_side``: the gateway's own histograms over the round (its /metrics before and after: mean exact,
+p50/p99 bucket bounds): each acknowledged Kafka write by topic and the webhook route's time in the server,
+so the ack splits into the writes, the read-back of the claim (the rest of the server's time) and the
+client's side (ack minus the server's time).
 
-    .venv/bin/python bench/bench_webhook_latency.py [--rate 200] [--duration 20] [--bootstrap HOST:PORT]
+Prints each round and then one JSON object (per round p50/p90/p99/max in milliseconds, achieved rate,
+failures by status; ``median`` over the rounds), also written to bench/results/bench_webhook_latency.json.
+
+    .venv/bin/python bench/bench_webhook_latency.py [--rate 200] [--duration 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,32 +35,47 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from shared.avro import AvroSerde
-from shared.contracts import ExtractTask, PipelineDefinition, PipelineRequest
-from shared.kafka.admin import ensure_topics
-from shared.kafka.clients import make_producer, produce_sync
-from shared.kafka.topics import TOPICS, Topics, TopicSpec
-from shared.settings import KafkaSettings
-from shared.spec import parse_spec
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aoetl.devstack import DevStack  # noqa: E402
+from aoetl.devstack.osproc import free_port  # noqa: E402
+from bench import prom  # noqa: E402
+from bench.concurrent_figures import medians  # noqa: E402
+from bench.peers_common import restart_services  # noqa: E402
+from shared.avro import AvroSerde  # noqa: E402
+from shared.contracts import ExtractTask, PipelineDefinition, PipelineRequest  # noqa: E402
+from shared.kafka.admin import ensure_topics  # noqa: E402
+from shared.kafka.clients import make_producer, produce_sync  # noqa: E402
+from shared.kafka.topics import TOPICS, Topics, TopicSpec  # noqa: E402
+from shared.settings import KafkaSettings  # noqa: E402
+from shared.spec import parse_spec  # noqa: E402
+
 SECRET = "bench-webhook-secret-0001"
+PUBLISH, HTTP = "aoetl_gateway_publish_seconds", "aoetl_gateway_http_request_duration_seconds"
+
+
+def gateway_side(port: int, suffix: str) -> dict[str, prom.Histogram]:
+    """The gateway's own timings so far (its /metrics): each Kafka write of an acceptance, by topic (a
+    claim and a STARTED record on the deliveries topic per delivery, its request on the requests topic),
+    and the webhook route from arrival to answer."""
+    return {
+        "deliveries_publish": prom.scrape([port], PUBLISH, topic=Topics.DELIVERIES + suffix),
+        "requests_publish": prom.scrape([port], PUBLISH, topic=Topics.REQUESTS + suffix),
+        "http_webhook": prom.scrape([port], HTTP, route="/webhooks/{source}", method="POST"),
+    }
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -82,60 +107,20 @@ def register_definition(bootstrap: str, suffix: str, workdir: Path) -> None:
     )
 
 
-def start_service(
-    name: str, env: dict[str, str], workdir: Path, port_file: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m services.<name>``; returns once the port it writes to ``port_file`` answers /ready."""
-    log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            cwd=ROOT,
-            env={**os.environ, "AOETL_LOG_LEVEL": "WARNING", **env},
-            stdout=log,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited; see {log_path}")
-        port = port_file.read_text().strip() if port_file.exists() else ""
-        if port:
-            url = f"http://127.0.0.1:{port}"
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.1)  # readiness poll interval
-    proc.kill()
-    raise RuntimeError(f"{name} not ready within 60 s")
-
-
-def start_orchestrator(bootstrap: str, suffix: str, workdir: Path) -> subprocess.Popen[bytes]:
-    port_file = workdir / "orchestrator-port"
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "AOETL_TOPIC_SUFFIX": suffix,
-        "AOETL_GROUP_ID": f"bench-orchestrator{suffix}",
-        "AOETL_HTTP_PORT": "0",
-        "AOETL_PORT_FILE": str(port_file),
+def service_env(suffix: str, api_port: int) -> dict[str, dict[str, str]]:
+    """Per service, what it gets beside the stack's endpoints: the bench's topics and groups, and for the
+    gateway its API port, the webhook source and the trigger that starts the ``bench`` definition."""
+    common = {"AOETL_TOPIC_SUFFIX": suffix, "AOETL_LOG_LEVEL": "WARNING"}
+    return {
+        "orchestrator": {**common, "AOETL_GROUP_ID": f"bench-orchestrator{suffix}"},
+        "gateway": {
+            **common,
+            "AOETL_AUTH_API_KEYS": "false",  # webhooks are signed; no API key is asked of them anyway
+            "AOETL_API_PORT": str(api_port),
+            "AOETL_WEBHOOKS": json.dumps({"github": {"scheme": "github", "secrets": [SECRET]}}),
+            "AOETL_TRIGGERS": json.dumps([{"source": "github", "event": "push", "definition": "bench"}]),
+        },
     }
-    return start_service("orchestrator", env, workdir, port_file)[0]
-
-
-def start_gateway(bootstrap: str, suffix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = workdir / "api-port"
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "AOETL_TOPIC_SUFFIX": suffix,
-        "AOETL_HTTP_PORT": "0",
-        "AOETL_API_PORT": "0",
-        "AOETL_API_PORT_FILE": str(port_file),
-        "AOETL_WEBHOOKS": json.dumps({"github": {"scheme": "github", "secrets": [SECRET]}}),
-        "AOETL_TRIGGERS": json.dumps([{"source": "github", "event": "push", "definition": "bench"}]),
-    }
-    return start_service("gateway", env, workdir, port_file)
 
 
 async def watch_requests(
@@ -169,7 +154,9 @@ async def watch_requests(
         await consumer.stop()
 
 
-async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: float) -> dict[str, Any]:
+async def drive(
+    url: str, bootstrap: str, topic: str, rate: float, duration: float, round_id: str
+) -> dict[str, Any]:
     seen: dict[str, float] = {}
     tasks_seen: dict[str, float] = {}
     ready, tasks_ready, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -184,30 +171,38 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
     started_at: dict[str, float] = {}
     ack: list[float] = []
     statuses: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    connector = aiohttp.TCPConnector(limit=500)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
 
         async def deliver(index: int) -> None:
-            body = json.dumps({"ref": "refs/heads/main", "seq": index, "commits": [{"id": index}]}).encode()
+            # a GitHub delivery is known by its signed body, not its delivery id header: the round's id is in
+            # the body, so every round's deliveries are new to the gateway's replay memory
+            body = json.dumps(
+                {"ref": "refs/heads/main", "round": round_id, "seq": index, "commits": [{"id": index}]}
+            ).encode()
             digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             headers = {
                 "X-Hub-Signature-256": f"sha256={digest}",
-                "X-GitHub-Delivery": f"bench-{index}",
+                "X-GitHub-Delivery": f"bench-{round_id}-{index}",
                 "X-GitHub-Event": "push",
                 "Content-Type": "application/json",
             }
             t0 = time.perf_counter()
             try:
-                response = await client.post("/webhooks/github", content=body, headers=headers)
-            except httpx.HTTPError as exc:
+                async with client.post("/webhooks/github", data=body, headers=headers) as response:
+                    answer = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
                 return
-            statuses[str(response.status_code)] += 1
-            if response.status_code == 202:
+            statuses[str(status)] += 1
+            if status == 202:
                 answered = time.perf_counter()
                 ack.append(answered - t0)
-                started_at[response.json()["run_id"]] = t0
-                acked_at[response.json()["run_id"]] = answered
+                run_id = json.loads(answer)["run_id"]
+                started_at[run_id] = t0
+                acked_at[run_id] = answered
 
         total = int(rate * duration)
         begin = time.perf_counter()
@@ -217,6 +212,7 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(deliver(index)))
+        sent_s = time.perf_counter() - begin
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - begin
     deadline = time.monotonic() + 30
@@ -232,7 +228,8 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
     return {
         "deliveries": total,
         "target_rate_per_s": rate,
-        "achieved_rate_per_s": round(total / elapsed, 1),
+        "sent_rate_per_s": round(total / sent_s, 1),  # how well the client kept its schedule
+        "achieved_rate_per_s": round(len(ack) / elapsed, 1),  # acknowledged deliveries per second
         "statuses": dict(statuses),
         "ack_ms": percentiles(ack),
         "visible_ms": percentiles(visible),
@@ -243,34 +240,67 @@ async def drive(url: str, bootstrap: str, topic: str, rate: float, duration: flo
     }
 
 
+MEDIAN_KEYS = (
+    "achieved_rate_per_s",
+    "ack_ms.p50",
+    "ack_ms.p99",
+    "visible_ms.p99",
+    "ack_to_first_task_ms.p50",
+    "ack_to_first_task_ms.p99",
+    "first_task_count",
+    "gateway_side.deliveries_publish.mean_ms",
+    "gateway_side.requests_publish.mean_ms",
+    "gateway_side.http_webhook.mean_ms",
+    "gateway_side.http_webhook.p99_ms",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rate", type=float, default=200.0, help="deliveries per second")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady load")
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady load per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_webhook_latency.json")
     args = parser.parse_args()
 
+    state = ROOT / ".state" / "bench" / "webhook"
+    stack = DevStack.from_env(state / "webhook-stack")  # its own: never stops a stack it did not start
+    bootstrap = stack.up().kafka_bootstrap
     suffix = f".bench-{uuid.uuid4().hex[:8]}"
     specs = [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS]
-    ensure_topics(KafkaSettings(bootstrap_servers=args.bootstrap), specs)
-    with tempfile.TemporaryDirectory(prefix="aoetl-bench-gw-") as tmp:
-        register_definition(args.bootstrap, suffix, Path(tmp))
-        orchestrator = start_orchestrator(args.bootstrap, suffix, Path(tmp))
-        proc, url = start_gateway(args.bootstrap, suffix, Path(tmp))
-        try:
-            result = asyncio.run(
-                drive(url, args.bootstrap, Topics.REQUESTS + suffix, args.rate, args.duration)
+    ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), specs)
+    rounds: list[dict[str, Any]] = []
+    try:
+        register_definition(bootstrap, suffix, state)
+        api_port = free_port()
+        restart_services(stack.supervisor, ("orchestrator", "gateway"), service_env(suffix, api_port))
+        url = f"http://127.0.0.1:{api_port}"
+        (gateway,) = stack.supervisor.alive("gateway")
+        for index in range(args.rounds):
+            before = gateway_side(gateway.http_port, suffix)
+            figures = asyncio.run(
+                drive(url, bootstrap, Topics.REQUESTS + suffix, args.rate, args.duration, f"{suffix}-{index}")
             )
-        finally:
-            for child in (proc, orchestrator):
-                child.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-            orchestrator.wait(timeout=30)
-            AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([s.name for s in specs])
-    result["gateway_exit_code"] = proc.returncode
-    print(json.dumps({"bench": "webhook_latency", **result}, indent=2))
+            after = gateway_side(gateway.http_port, suffix)
+            figures["gateway_side"] = {k: prom.summary(after[k].minus(before[k])) for k in after}
+            print(json.dumps({"round": index, **figures}), flush=True)
+            rounds.append(figures)
+    finally:
+        stack.supervisor.stop()
+        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([s.name for s in specs])
+        stack.down()
+    report = {
+        "bench": "webhook_latency",
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "median": medians(rounds, MEDIAN_KEYS),
+        "rounds": rounds,
+    }
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -97,13 +97,11 @@ SUMMARY_KEYS = (
 def own_planning_quantiles(before: Mapping[float, float], after: Mapping[float, float]) -> dict:
     """p50/p99 of the orchestrators' own planning time over a round, as the upper bound of the histogram
     bucket the quantile falls in (an upper estimate: what a Prometheus user would read)."""
-    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
-    total = counts[-1][1] if counts else 0.0
-    out: dict = {"n": int(total)}
-    for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
-        bound = next((b for b, c in counts if total and c >= q * total), None)
-        out[name] = None if bound is None else round(bound * 1000, 2)
-    return out
+    from bench.prom import quantiles_ms
+
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = max(counts.values(), default=0.0)
+    return {"n": int(total), **quantiles_ms(counts, {"p50_ms": 0.5, "p99_ms": 0.99})}
 
 
 def table_text(report: Mapping) -> str:

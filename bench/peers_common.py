@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ PEERS_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
 SERVICES = ("orchestrator", "extract", "transform", "load")
 
 
-def restart_services(supervisor: Any) -> dict[int, str]:
-    """Stop the stack's services and start one replica of each (``SERVICES``), ready: a bench measures
-    services that start fresh from its own state. Their pids by name, for the CPU accounting."""
+def restart_services(
+    supervisor: Any, services: Sequence[str] = SERVICES, env: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[int, str]:
+    """Stop the stack's services and start one replica of each of ``services`` (with its ``env`` entry
+    beside the supervisor's), ready: a bench measures services that start fresh from its own state.
+    Their pids by name, for the CPU accounting."""
     supervisor.stop()
-    started = [p for name in SERVICES for p in supervisor.start(name, 1)]
+    started = [p for name in services for p in supervisor.start(name, 1, env=(env or {}).get(name))]
     supervisor.wait_ready(started, timeout=120)
     return {p.pid: p.name for p in started}
 

@@ -13,6 +13,12 @@ process's, after ``attempt_s`` plus ``CLOCK_SKEW_S`` when another replica's atte
 (503 until then). The requests ledger skips run ids already acknowledged, so a takeover never requests a
 run twice.
 
+The answer waits for three Kafka round trips, not four: the claim, reading it back, the runs' requests.
+The STARTED record is written after the answer (``DeliveryBook.record_started``; a stopping gateway
+waits for those still on their way): it is what lets a copy elsewhere be answered at once, not what keeps
+a run from starting twice (the ledger is), so a STARTED record lost with a crash costs a copy's sender
+one takeover wait, never a second run.
+
 A delivery is its source's tenant's (``WebhookSource.tenant``): only the trigger rules of the settings and of
 that tenant's definitions are matched against it, and the runs it starts are that tenant's, so a sender
 of one tenant can never start another tenant's definition.
@@ -194,8 +200,12 @@ class DeliveryAcceptor:
             first_seen_at=datetime.fromtimestamp(seen.first_seen, UTC),
             runs=list(seen.runs),
         )
-        await self.bus.publish(self.topic, delivery.key, started)
+        # Answered without waiting for the STARTED record: the runs' requests are acknowledged, which is
+        # what the answer promises. The record only spares a copy at another replica (or after a restart)
+        # the takeover wait; if it never lands, the takeover finds every run id in the requests ledger
+        # and requests nothing again. This replica knows it at once.
         self.book.apply(started)
+        self.book.record_started(started.claim_id, self.bus.publish(self.topic, delivery.key, started))
         return _answer(delivery, seen, published=published)
 
 

@@ -1,7 +1,8 @@
 """What the gateway does, independent of HTTP: accept a verified delivery, register definitions, submit and
 stop runs, store and revoke API keys. Who may do it, and on which tenant's objects, is decided before
 (``access.py``, ``app.py``); what is written here carries the tenant it is given. Every write returns only
-after Kafka acknowledged it; the in-memory views are updated at once too (read-your-writes), and again,
+after Kafka acknowledged it (but a delivery's STARTED record, written after the answer: see
+``services.gateway.acceptance``); the in-memory views are updated at once too (read-your-writes), and again,
 idempotently, when the followers read the same records back.
 
 A webhook delivery is accepted through the replay memory shared by every replica

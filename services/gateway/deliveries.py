@@ -8,7 +8,7 @@ replica that sees a delivery it does not remember first *claims* it: it appends 
 partition up to the record. Records with the same key share a partition, and a partition is one order
 every replica reads alike, so the first claim of a key in the log is the delivery everywhere: that replica
 requests the runs, every other copy is a duplicate. Once the runs are on the requests topic a STARTED
-record with the same claim id says so.
+record with the same claim id says so (written after the sender was answered: ``record_started``).
 
 A claim whose attempt failed (Kafka did not acknowledge a request in time: the sender got a 503 and will
 retry) has no STARTED record. The retry takes it over and requests the claim's runs with the claim's run
@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
@@ -82,6 +82,7 @@ class DeliveryBook:
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # the lock, and how many use it
         self._own_unfinished: OrderedDict[str, None] = OrderedDict()
         self.waiting = 0  # callers parked behind another attempt at the same delivery in this process
+        self._started_writes: set[asyncio.Task[object]] = set()  # STARTED records on their way
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -172,3 +173,27 @@ class DeliveryBook:
 
     def abandoned_here(self, claim_id: str) -> bool:
         return claim_id in self._own_unfinished
+
+    # --------------------------------------------------------------------------- STARTED records on the way
+    def record_started(self, claim_id: str, write: Awaitable[object]) -> None:
+        """Write a claim's STARTED record in the background (its runs are already requested). A failed
+        write is only logged: the claim looks unfinished, and a copy's retry takes it over after the
+        takeover delay, finding its runs in the requests ledger."""
+
+        async def written() -> object:
+            try:
+                return await write
+            except Exception as exc:  # every failure: the delivery's sender has had its answer already
+                _log.warning("STARTED record of claim %s not written (%s): a copy takes over", claim_id, exc)
+                return None
+
+        task = asyncio.ensure_future(written())
+        self._started_writes.add(task)
+        task.add_done_callback(self._started_writes.discard)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the STARTED records still on their way: a stopping
+        gateway writes them before its producer closes."""
+        pending = set(self._started_writes)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)

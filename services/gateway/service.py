@@ -113,6 +113,8 @@ class GatewayService(BaseService[GatewaySettings]):
                 raise RuntimeError(f"{task.get_name()} ended unexpectedly")
         finally:
             server.should_exit = True
+            await asyncio.gather(server_task, return_exceptions=True)  # the answers in flight first,
+            await self.gateway.deliveries.settle(s.send_timeout_s)  # then the STARTED records they left
             stopped.set()
             await asyncio.gather(server_task, bus_task, stop_task, return_exceptions=True)
             if s.api_port_file is not None:

@@ -67,6 +67,14 @@ def first_offsets(messages: list[Any]) -> dict[TP, int]:
     return first
 
 
+def topic_not_there_yet(error: object) -> bool:
+    """Whether a consume error only says a subscribed topic, or a pattern such as the tenants' request
+    topics, matches no topic yet. librdkafka reports that once per change (``Subscribed topic not
+    available: ... Unknown topic or partition``), keeps serving the other topics and subscribes the topic
+    at the metadata refresh that finds it: a notice, not a failure to back off from."""
+    return isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
 def consume_available(consumer: KafkaConsumer, max_messages: int, timeout: float) -> list[Any]:
     """Wait up to ``timeout`` for the first message, then take only what is already fetched.
 

@@ -21,7 +21,8 @@ Error policy, decided only by ``shared.errors.is_transient`` (per message: ``sha
 * a failed commit (a producer failing mid-batch included) -> the mode ends what is open, the consumer is
   rewound to the committed offsets, and a stateful handler rebuilds what it derived from the lost batch
   (``on_rollback``); a fenced producer is replaced, and fences that recur stop the service;
-* a broker error while polling -> log and back off; librdkafka reconnects by itself.
+* a broker error while polling -> log and back off; librdkafka reconnects by itself. A subscribed topic
+  not there yet (``topic_not_there_yet``) is only logged: a backoff would stall all the loop's topics.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from shared.kafka.messages import (
     coordinates,
     first_offsets,
     headers_of,
+    topic_not_there_yet,
 )
 from shared.kafka.transaction import TP, kafka_error, rewind_to_committed
 from shared.kafka.types import KafkaConsumer, Serde
@@ -201,6 +203,9 @@ class ProcessingLoop:
     def _on_poll_error(self, error: KafkaError | BaseException) -> None:
         if isinstance(error, KafkaError) and error.fatal():
             raise KafkaException(error)
+        if topic_not_there_yet(error):
+            _log.info("%s; subscribed when it appears", error)
+            return
         self._poll_failures += 1
         delay = self.config.retry.delay(self._poll_failures)
         _log.warning("kafka error while polling: %s; backing off %.1fs", error, delay)

@@ -6,6 +6,7 @@ restart and two replicas are in ``tests/integration/test_gateway_replays.py``.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -27,6 +28,7 @@ from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.deliveries import DeliveryBook
+from services.gateway.exceptions import GatewayTransientError
 from shared.contracts import DeliveryRun, DeliveryState, PipelineRequest, WebhookDelivery
 from shared.errors import ConfigurationError
 from shared.settings import load_settings
@@ -127,10 +129,11 @@ def test_replay_window_and_tolerance_must_fit_the_delivery_memory() -> None:
 
 # ------------------------------------------------------------------------------------------- replays
 async def test_a_delivery_is_claimed_then_started_and_its_copies_publish_nothing(
-    client: httpx.AsyncClient, bus: FakeBus
+    client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
 ) -> None:
     first = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, "d-1"))
     assert first.status_code == 202
+    await gateway.deliveries.settle(1.0)  # the STARTED record is written after the answer
     claim, started = delivery_records(bus)
     assert (claim.state, started.state) == (DeliveryState.CLAIMED, DeliveryState.STARTED)
     assert claim.claim_id == started.claim_id and claim.key == github_key(PUSH)
@@ -221,6 +224,7 @@ async def test_an_unfinished_claim_of_another_replica_is_taken_over_after_its_at
     gateway.deliveries.apply(foreign_claim(github_key(PUSH), age_s=attempt_s + CLOCK_SKEW_S + 1))
     answer = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, "d-1"))
     assert answer.status_code == 202 and answer.json()["run_id"] == "r-elsewhere"
+    await gateway.deliveries.settle(1.0)
     [request] = bus.requests()
     assert (request.run_id, request.trigger.delivery_id, request.parameters) == (
         "r-elsewhere",
@@ -244,7 +248,7 @@ async def test_a_fresh_unfinished_claim_of_another_replica_gets_a_503_not_a_seco
 
 
 async def test_a_failed_attempt_is_taken_over_at_once_by_the_retry_with_the_claims_run_ids(
-    client: httpx.AsyncClient, bus: FakeBus
+    client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
 ) -> None:
     real_publish = bus.publish
 
@@ -266,7 +270,45 @@ async def test_a_failed_attempt_is_taken_over_at_once_by_the_retry_with_the_clai
     assert retry.status_code == 202 and retry.json()["duplicate"] is False
     assert [r.run_id for r in bus.requests()] == [r.run_id for r in claim.runs]
     assert all(r.trigger.delivery_id == "d-1" for r in bus.requests())
+    await gateway.deliveries.settle(1.0)
     assert [r.state for r in delivery_records(bus)] == [DeliveryState.CLAIMED, DeliveryState.STARTED]
+
+
+async def test_the_answer_does_not_wait_for_the_started_record_and_losing_it_starts_nothing_twice(
+    client: httpx.AsyncClient, bus: FakeBus, gateway: Gateway
+) -> None:
+    held = asyncio.Event()
+    real_publish = bus.publish
+
+    async def started_record_stuck(topic: str, key: str, value: Any) -> RecordPosition:
+        if isinstance(value, WebhookDelivery) and value.state is DeliveryState.STARTED:
+            await held.wait()  # Kafka has not acknowledged it (yet)
+            raise GatewayTransientError("broker down")
+        return await real_publish(topic, key, value)
+
+    bus.publish = started_record_stuck  # type: ignore[method-assign]
+    first = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, "d-1"))
+    assert first.status_code == 202 and len(bus.requests()) == 2, "answered once the requests were acked"
+    held.set()
+    await gateway.deliveries.settle(1.0)
+    assert [r.state for r in delivery_records(bus)] == [DeliveryState.CLAIMED], "the STARTED record was lost"
+    # the sender's retry, here: this replica knows its runs were requested
+    copy = await client.post("/webhooks/github", content=PUSH, headers=github(PUSH, "d-1"))
+    assert copy.status_code == 200 and copy.json()["duplicate"] is True
+    # at another replica (or after a restart): the claim looks unfinished and is taken over once its
+    # attempt time passed, and the requests ledger, which read the runs' requests, keeps them from a second
+    other = Gateway.in_memory(gateway.settings, bus)
+    attempt_s = ATTEMPT_SEND_TIMEOUTS * gateway.settings.send_timeout_s
+    [claim] = delivery_records(bus)
+    old = claim.first_seen_at.timestamp() - attempt_s - CLOCK_SKEW_S - 1
+    other.deliveries.apply(claim.model_copy(update={"first_seen_at": datetime.fromtimestamp(old, UTC)}))
+    for request in bus.requests():
+        other.ledger.record(request.run_id)  # what its follower read on the requests topic
+    transport = httpx.ASGITransport(app=create_app(other))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as elsewhere:
+        retry = await elsewhere.post("/webhooks/github", content=PUSH, headers=github(PUSH, "d-1"))
+    assert retry.status_code in (200, 202) and retry.json()["duplicate"] is True, retry.text
+    assert len(bus.requests()) == 2, "no run requested twice"
 
 
 async def test_an_unmatched_delivery_is_remembered_so_a_later_rule_does_not_start_on_its_replay(
