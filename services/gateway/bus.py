@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -89,7 +89,11 @@ class Bus(Protocol):
         """``publish`` for bytes already encoded (a dead letter's payload re-driven as it was)."""
 
     async def read_page(
-        self, topic: str, start: Mapping[int, int] | None, limit: int, contract: type[Contract]
+        self,
+        topic: str,
+        start: Mapping[int, int] | Literal["end"] | None,
+        limit: int,
+        contract: type[Contract],
     ) -> TopicPage:
         """Up to ``limit`` records of ``topic`` from ``start`` (``services.gateway.reading.read_page``)."""
 
@@ -212,7 +216,11 @@ class KafkaBus:
         return await reading.read_at(reader, self.serde, tp, position.offset, contract, timeout)
 
     async def read_page(
-        self, topic: str, start: Mapping[int, int] | None, limit: int, contract: type[Contract]
+        self,
+        topic: str,
+        start: Mapping[int, int] | Literal["end"] | None,
+        limit: int,
+        contract: type[Contract],
     ) -> TopicPage:
         producer = self._producer
         if producer is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -79,13 +79,14 @@ async def read_page(
     serde: Serde,
     topic: str,
     partitions: Callable[[str], Awaitable[set[int]]],
-    start: Mapping[int, int] | None,
+    start: Mapping[int, int] | Literal["end"] | None,
     limit: int,
     contract: type[Contract],
     timeout: float,
 ) -> TopicPage:
     """Up to ``limit`` records of ``topic`` from ``start`` (partition -> offset; a partition it does not
-    name, or ``start`` None, from its beginning; an offset retention removed, from the oldest kept)."""
+    name, or ``start`` None, from its beginning; an offset retention removed, from the oldest kept; "end":
+    from the end offsets, so the page is only the positions to follow from)."""
     page = TopicPage()
     try:
         await asyncio.wait_for(reader.start(), timeout)
@@ -95,8 +96,9 @@ async def read_page(
         begins = await reader.beginning_offsets(tps)
         page.ends = {tp.partition: end for tp, end in (await reader.end_offsets(tps)).items()}
         for tp in tps:
-            asked = (start or {}).get(tp.partition, begins[tp])
-            at = min(max(asked, begins[tp]), page.ends[tp.partition])
+            ends = page.ends[tp.partition]
+            asked = ends if start == "end" else (start or {}).get(tp.partition, begins[tp])
+            at = min(max(asked, begins[tp]), ends)
             reader.seek(tp, at)
             page.positions[tp.partition] = at
         await _fill(reader, serde, tps, page, limit, contract)

@@ -29,7 +29,7 @@ from services.gateway import redrive
 from services.gateway.access import MAX_TOKEN_CHARS, Authenticator, principal_of
 from services.gateway.audit import Auditor
 from services.gateway.core import Gateway
-from services.gateway.records_api import RUN_ID, ListedStatus
+from services.gateway.records_api import DEAD_LETTER_ID, RUN_ID, ListedStatus
 from services.gateway.state import RunStatusView
 from services.gateway.ui import views
 from services.gateway.ui.events import run_changes
@@ -50,7 +50,6 @@ from shared.spec.models import PIPELINE_NAME
 
 HERE = pathlib.Path(__file__).parent
 ASSETS: Final = {"console.css": "text/css", "console.js": "text/javascript"}
-DEAD_LETTER_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
