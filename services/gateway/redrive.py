@@ -23,6 +23,7 @@ from an HTTP door; ``aoetl dlq replay`` on Kafka re-drives those.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -51,6 +52,7 @@ class Redriven:
     """What was re-driven (or, in a dry run, would be) and where; ``position`` None in a dry run."""
 
     dead_letter_id: str
+    run_id: str | None
     topic: str
     key_base64: str | None
     payload_bytes: int
@@ -114,7 +116,9 @@ async def replay(
     except GatewayTransientError as exc:
         raise (unavailable(exc) if dry_run else await auditor.fail(request, exc)) from exc
     key = base64.b64encode(letter.origin.key).decode() if letter.origin.key is not None else None
-    planned = Redriven(letter.dead_letter_id, letter.origin.topic, key, len(letter.payload), None, dry_run)
+    planned = Redriven(
+        letter.dead_letter_id, view.run_id, letter.origin.topic, key, len(letter.payload), None, dry_run
+    )
     if dry_run:
         return planned
     await auditor.allow(request)
@@ -125,4 +129,4 @@ async def replay(
         )
     except GatewayTransientError as exc:
         raise await auditor.fail(request, exc) from exc
-    return Redriven(planned.dead_letter_id, planned.topic, key, planned.payload_bytes, landed)
+    return dataclasses.replace(planned, position=landed)

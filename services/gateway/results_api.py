@@ -76,6 +76,10 @@ def add_result_routes(app: FastAPI, gateway: Gateway, require_ready: Callable[[]
             page = await gateway.bus.read_page(topic, parse_cursor(cursor), limit, PipelineResult)
         except GatewayTransientError as exc:
             raise unavailable(exc) from exc
+        if not page.ends:
+            raise HTTPException(
+                503, detail="the results topic has no partitions yet", headers={"Retry-After": "1"}
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + gateway.settings.results_tenant_grace_s
         mine: list[PipelineResult] = []
@@ -86,8 +90,4 @@ def add_result_routes(app: FastAPI, gateway: Gateway, require_ready: Callable[[]
             whose = await gateway.runs.tenant_within(result.run_id, max(deadline - loop.time(), 0.0))
             if (whose or result.tenant) == tenant:
                 mine.append(result)
-        if not page.ends:
-            raise HTTPException(
-                503, detail="the results topic has no partitions yet", headers={"Retry-After": "1"}
-            )
         return ResultPage(results=mine, next_cursor=format_cursor(page.positions), more=page.more)

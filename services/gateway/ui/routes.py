@@ -285,6 +285,5 @@ def add_console_routes(
         if request.state.via_cookie and not form_token_valid(request, csrf):
             forged = HTTPException(403, detail="the form's CSRF token is missing or wrong; reload the page")
             raise await auditor.refuse(request, forged)
-        run_id = view.run_id if (view := redrive.own_letter(gateway, request, dead_letter_id)) else None
         redriven = await redrive.replay(gateway, auditor, request, dead_letter_id)  # the one path, audited
-        return render(request, "replayed.html", title="Replayed", redriven=redriven, run_id=run_id)
+        return render(request, "replayed.html", title="Replayed", redriven=redriven, run_id=redriven.run_id)
