@@ -13,15 +13,17 @@ too, so following costs the same whoever else writes.
 The topics are followed side by side, so a result can be read before its request; then the answer waits,
 on the view's condition (``RunView.tenant_within``), not polling, for the request to be read, at most
 ``AOETL_RESULTS_TENANT_GRACE_S`` seconds over the whole request (30 by default), so one page never hangs.
-A result whose run is still unknown after that (its request older than what the gateway reads back) goes
-to the tenant it names itself, the orchestrator's copy of its request's tenant (``default`` before
-PipelineResult carried one): neither shown to someone else's tenant nor silently dropped.
+A run started before what the gateway reads back (``AOETL_HISTORY_S``) is not waited for: its request will
+never be read. A result whose run is still unknown after that goes to the tenant it names itself, the
+orchestrator's copy of its request's tenant (``default`` before PipelineResult carried one): neither shown
+to another tenant nor silently dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -82,12 +84,15 @@ def add_result_routes(app: FastAPI, gateway: Gateway, require_ready: Callable[[]
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + gateway.settings.results_tenant_grace_s
+        # a run started before what the follower reads back: its request will never be read, no waiting
+        read_back_from = datetime.now(UTC) - timedelta(seconds=gateway.settings.history_s)
         mine: list[PipelineResult] = []
         for record in page.records:
             result = record.value
             if not isinstance(result, PipelineResult):
                 continue  # not a result the gateway can read: nobody's to show
-            whose = await gateway.runs.tenant_within(result.run_id, max(deadline - loop.time(), 0.0))
+            wait = max(deadline - loop.time(), 0.0) if result.started_at >= read_back_from else 0.0
+            whose = await gateway.runs.tenant_within(result.run_id, wait)
             if (whose or result.tenant) == tenant:
                 mine.append(result)
         return ResultPage(results=mine, next_cursor=format_cursor(page.positions), more=page.more)

@@ -71,15 +71,15 @@ def add_letter(
     return letter
 
 
-def result(run_id: str, tenant: str = "default") -> PipelineResult:
+def result(run_id: str, tenant: str = "default", started: datetime = T0) -> PipelineResult:
     return PipelineResult(
         run_id=run_id,
         request_id="q",
         pipeline="orders",
         tenant=tenant,
         status=RunStatus.COMPLETED,
-        started_at=T0,
-        finished_at=T0,
+        started_at=started,
+        finished_at=started,
     )
 
 
@@ -190,7 +190,8 @@ async def test_results_are_the_tenants_only_and_paged_by_cursor(
 
 async def test_a_result_read_before_its_request_waits_for_it_on_the_view(bus: FakeBus) -> None:
     gateway = make_gateway(bus)  # the default grace, 30 s: the answer must come from being woken
-    bus.store(gateway.settings.topic(Topics.RESULTS), result("late-run", "default"))  # not whose it is
+    late = result("late-run", "default", started=datetime.now(UTC))  # the default tenant is not whose it is
+    bus.store(gateway.settings.topic(Topics.RESULTS), late)
 
     async def request_read_later() -> None:
         while "late-run" not in gateway.runs._awaiting:  # the answer is parked on the view
@@ -212,10 +213,20 @@ async def test_a_result_whose_run_stays_unknown_goes_to_the_tenant_it_names_afte
     client: httpx.AsyncClient, gateway: Gateway, bus: FakeBus
 ) -> None:
     topic = gateway.settings.topic(Topics.RESULTS)
-    bus.store(topic, result("old-run", TENANT))
-    bus.store(topic, result("older-run", "globex"))
+    bus.store(topic, result("lost-run", TENANT, started=datetime.now(UTC)))  # its request not read (yet)
+    bus.store(topic, result("lost-run-2", "globex", started=datetime.now(UTC)))
     started = asyncio.get_running_loop().time()
     answer = (await client.get("/results", headers=bearer(VIEWER))).json()
     waited = asyncio.get_running_loop().time() - started
-    assert [r["run_id"] for r in answer["results"]] == ["old-run"]
+    assert [r["run_id"] for r in answer["results"]] == ["lost-run"]
     assert 0.4 < waited < 3  # one grace of 0.5 s for the whole request, not one per record
+
+
+async def test_a_run_older_than_the_gateway_reads_back_is_not_waited_for(
+    client: httpx.AsyncClient, gateway: Gateway, bus: FakeBus
+) -> None:
+    bus.store(gateway.settings.topic(Topics.RESULTS), result("old-run", TENANT))  # started a year ago
+    started = asyncio.get_running_loop().time()
+    answer = (await client.get("/results", headers=bearer(VIEWER))).json()
+    assert [r["run_id"] for r in answer["results"]] == ["old-run"]
+    assert asyncio.get_running_loop().time() - started < 0.4  # its request will never be read: no grace
