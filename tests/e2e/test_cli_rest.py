@@ -237,7 +237,7 @@ def test_dlq_show_replay_and_results_through_the_gateway(
     url, token = gateway
     env = _cli_env(tmp_path, AOETL_TOKEN=token)
     runner = CliRunner()
-    follower = _follow_results(url, env)
+    follower = _follow_results(url, env)  # from the beginning: it need not be up before the first run ends
     try:
         (tmp_path / "in.csv").write_text("id\n1\n2\n")
         name = f"cli-rest-results-{uuid.uuid4().hex[:6]}"
@@ -247,20 +247,23 @@ def test_dlq_show_replay_and_results_through_the_gateway(
             "destination": {"type": "jsonl", "path": "o"},
         }
         (tmp_path / "r.yaml").write_text(json.dumps(spec))
-        submitted = runner.invoke(app, ["submit", str(tmp_path / "r.yaml"), "--gateway", url], env=env)
-        assert submitted.exit_code == 0, submitted.output
-        run_id = submitted.stdout.strip()
-        followed: dict[str, Any] = wait_until(
-            lambda: next((r for r in follower.lines() if r["run_id"] == run_id), {}),
-            timeout=90,
-            message="the run's result, followed through the gateway",
-        )
-        assert followed["status"] == "COMPLETED" and followed["pipeline"] == name
+        run_ids = []
+        for _ in range(2):  # the second ends while the follower is surely following: seen by polling
+            submitted = runner.invoke(app, ["submit", str(tmp_path / "r.yaml"), "--gateway", url], env=env)
+            assert submitted.exit_code == 0, submitted.output
+            run_ids.append(run_id := submitted.stdout.strip())
+            followed: dict[str, Any] = wait_until(
+                lambda: next((r for r in follower.lines() if r["run_id"] == run_id), {}),
+                timeout=90,
+                message="the run's result, followed through the gateway",
+            )
+            assert followed["status"] == "COMPLETED" and followed["pipeline"] == name
     finally:
         follower.stop()
     listed = runner.invoke(app, ["results", "--gateway", url, "-o", "json"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert [r["status"] for r in json.loads(listed.stdout) if r["run_id"] == run_id] == ["COMPLETED"]
+    statuses = {r["run_id"]: r["status"] for r in json.loads(listed.stdout) if r["run_id"] in run_ids}
+    assert statuses == dict.fromkeys(run_ids, "COMPLETED")
 
     operator = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
     origin = system.client.topic(Topics.DATA_TRANSFORMED)
@@ -353,7 +356,7 @@ class _Follower:
 def _follow_results(url: str, env: dict[str, str]) -> _Follower:
     repo = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aoetl.cli", "results", "--follow", "--json", "--gateway", url],
+        [sys.executable, "-m", "aoetl.cli", "results", "-f", "--from-beginning", "--json", "--gateway", url],
         env={**os.environ, **env, "PYTHONPATH": str(repo)},
         stdout=subprocess.PIPE,
         text=True,
