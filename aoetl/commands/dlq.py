@@ -3,13 +3,23 @@
 A replayed message keeps its key and payload, so the stage processes the very same task or batch again;
 batch ids are deterministic and every sink applies a batch id once, so replaying (even twice) applies a
 record at most once. Quarantined rows (``payload_format=arrow_ipc``) are not messages of any stage; they
-can be shown and exported, not replayed. A replay is audited per dead letter (``aoetl.commands.door``).
-``list`` also goes through the gateway (``--gateway``, ``aoetl.transport``: ``GET /dead-letters``); ``show``
-and ``replay`` need the payload's bytes, which only the topic has.
+can be shown and exported, not replayed. A replay is audited per dead letter as ``dlq.replay`` (on Kafka
+by the door, ``aoetl.commands.door``; through the gateway by the gateway).
+
+Every command also goes through the gateway (``--gateway`` or a context with ``via = "gateway"``,
+``aoetl.transport``): ``list`` is ``GET /dead-letters``, ``show`` is ``GET /dead-letters/{id}`` (the payload
+read back from the topic by the gateway), ``replay`` is ``POST /dead-letters/{id}/replay`` per letter
+(``?dry_run=true`` with ``--dry-run``: the gateway checks each would be re-driven, and writes nothing).
+The gateway re-drives only onto this deployment's stage inputs; a continuous pipeline's own source topic is
+re-driven on Kafka.
+
+A message key is bytes, not text: documents show it as ``origin.key_base64`` on both paths (a key that is
+not UTF-8 must not stop ``-o json``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,7 +31,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from aoetl.client import AoetlClient
-from aoetl.commands.door import DoorAudit
 from aoetl.commands.pipelines import GatewayOpt
 from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 from shared.contracts import DeadLetter
@@ -95,8 +104,11 @@ def _table(letters: list[dict[str, Any]]) -> Table:
 
 
 def described(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as a document: everything but its payload's bytes (``show --export`` has those)."""
-    info = letter.model_dump(mode="json", exclude={"payload"})
+    """A dead letter as a document: everything but its payload's bytes (``show --export`` has those), its
+    key as base64, as the gateway's view has it (bytes are not text: a key may be any bytes)."""
+    info = letter.model_dump(mode="json", exclude={"payload": True, "origin": {"key"}})
+    key = letter.origin.key
+    info["origin"]["key_base64"] = base64.b64encode(key).decode() if key is not None else None
     info["payload_bytes"] = len(letter.payload)
     return info
 
@@ -106,11 +118,18 @@ def show(
     dead_letter_id: str,
     export: Annotated[Path | None, typer.Option(help="write quarantined rows to Parquet")] = None,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """One dead letter in full; quarantined rows are decoded and previewed."""
-    client = AoetlClient()
-    found = matching_letters(client, None, None, None)
-    letter = next((d for d in found if d.dead_letter_id == dead_letter_id), None)
+    """One dead letter in full; quarantined rows are decoded and previewed.
+
+    Through the gateway (``GET /dead-letters/{id}``): the caller's tenant's letter, its payload included."""
+    from aoetl.transport import open_transport
+
+    transport = open_transport(gateway)
+    try:
+        letter = transport.dead_letter(dead_letter_id)
+    finally:
+        transport.close()
     if letter is None:
         console.print(f"[red]no dead letter {dead_letter_id}[/]")
         raise typer.Exit(1)
@@ -142,6 +161,7 @@ def _export(letter: DeadLetter, path: Path) -> None:
 
 @app.command()
 def replay(
+    one: Annotated[str | None, typer.Argument(metavar="[ID]", help="the dead letter to replay")] = None,
     dead_letter_id: Annotated[list[str] | None, typer.Option("--id", help="replay these ids")] = None,
     run: RunOpt = None,
     stage: StageOpt = None,
@@ -151,34 +171,41 @@ def replay(
         bool, typer.Option("--dry-run", help="list what would be replayed; publish nothing")
     ] = False,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Re-publish dead letters (their original bytes) to the topic they failed on."""
-    if not (dead_letter_id or run or stage or error_class):
-        console.print("[red]say which: --id, --run, --stage or --error-class[/]")
+    """Re-publish dead letters (their original bytes) to the topic they failed on.
+
+    Through the gateway (``POST /dead-letters/{id}/replay``, one call a letter): the caller's tenant's."""
+    from aoetl.transport import open_transport
+
+    ids = [*([one] if one else []), *(dead_letter_id or [])]
+    if not (ids or run or stage or error_class):
+        console.print("[red]say which: ID, --id, --run, --stage or --error-class[/]")
         raise typer.Exit(2)
-    client = AoetlClient()
-    chosen = [
-        d
-        for d in matching_letters(client, run, stage, error_class)
-        if (not dead_letter_id or d.dead_letter_id in dead_letter_id)
-        and d.payload_format == REPLAYABLE_FORMAT
-    ]
-    if not chosen:
-        console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")
-        raise typer.Exit(1)
-    if dry_run:
-        documents = [described(letter) for letter in chosen]
-        emit(output, documents, lambda: _table(documents), console)
-        if output is OutputFormat.TABLE:
-            console.print(f"dry run: {len(chosen)} dead letter(s) would be replayed; nothing was published")
-        return
-    if not yes and not typer.confirm(f"replay {len(chosen)} dead letter(s) into their origin topics?"):
-        raise typer.Exit(1)
-    audit = DoorAudit(client)
-    for letter in chosen:
-        audit.allowed("dlq.replay", f"dead-letter/{letter.dead_letter_id}")
-    replayed = replay_letters(client, chosen)
-    console.print(f"replayed {replayed} dead letter(s)")
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
+    try:
+        chosen = [
+            d
+            for d in transport.dead_letters(run, stage, error_class)
+            if (not ids or d["dead_letter_id"] in ids) and d["payload_format"] == REPLAYABLE_FORMAT
+        ]
+        if not chosen:
+            console.print("nothing to replay (quarantined rows cannot be replayed; see `aoetl dlq show`)")
+            raise typer.Exit(1)
+        if (
+            not dry_run
+            and not yes
+            and not typer.confirm(f"replay {len(chosen)} dead letter(s) into their origin topics?")
+        ):
+            raise typer.Exit(1)
+        done = transport.replay(chosen, dry_run)
+    finally:
+        transport.close()
+    emit(output, done, lambda: _table(done), console)
+    if output is OutputFormat.TABLE and dry_run:
+        console.print(f"dry run: {len(done)} dead letter(s) would be replayed; nothing was published")
+    elif output is OutputFormat.TABLE:
+        console.print(f"replayed {len(done)} dead letter(s)")
 
 
 def replay_letters(client: AoetlClient, letters: list[DeadLetter]) -> int:

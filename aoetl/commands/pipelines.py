@@ -183,7 +183,7 @@ def status(
 def _status_through(url: str, run_id: str, output: OutputFormat) -> NoReturn:
     """``status`` through the gateway: its view of the run (``GET /runs/{id}``), exit code by status."""
     from aoetl.commands.run_display import EXIT_CODES
-    from aoetl.transport import RestTransport
+    from aoetl.rest_transport import RestTransport
     from shared.contracts import RunStatus
 
     transport = RestTransport(url)
@@ -275,12 +275,18 @@ def results(
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines (as -o json with --follow)")] = False,
     output: OutputOption = OutputFormat.TABLE,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Print pipeline results (JSON lines with --json)."""
-    from shared.contracts import PipelineResult
-    from shared.kafka.topics import Topics
+    """Print pipeline results (JSON lines with --json).
 
-    _stream(Topics.RESULTS, PipelineResult, follow, from_beginning or not follow, _lines(as_json, output))
+    Through the gateway (``GET /results``, its cursor polled with --follow): the caller's tenant's."""
+    from aoetl.transport import open_transport
+
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
+    try:
+        _show(transport.results(follow, from_beginning), follow, _lines(as_json, output))
+    finally:
+        transport.close()
 
 
 def alerts(

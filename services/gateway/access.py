@@ -74,6 +74,11 @@ RULES: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/runs/{run_id}/stop"): Rule(Role.OPERATOR, "runs.stop", "run/{run_id}"),
     ("GET", "/alerts"): Rule(Role.VIEWER),
     ("GET", "/dead-letters"): Rule(Role.VIEWER),
+    ("GET", "/dead-letters/{dead_letter_id}"): Rule(Role.VIEWER),
+    ("POST", "/dead-letters/{dead_letter_id}/replay"): Rule(
+        Role.OPERATOR, "dlq.replay", "dead-letter/{dead_letter_id}"
+    ),
+    ("GET", "/results"): Rule(Role.VIEWER),
     ("GET", "/auth/whoami"): Rule(Role.VIEWER),
     ("GET", "/auth/keys"): Rule(Role.ADMIN),
     ("POST", "/auth/keys"): Rule(Role.ADMIN, "keys.create", "keys"),

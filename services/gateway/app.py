@@ -17,7 +17,8 @@ Status codes, and what they promise:
 
 Tenants: a principal sees and changes its own tenant's definitions and runs only; another tenant's are 404
 (their existence is not revealed), and a definition name another tenant holds is 409. The lists (runs,
-alerts, dead letters: ``records_api.py``) hold the caller's tenant's records only.
+alerts, dead letters: ``records_api.py``; results: ``results_api.py``) hold the caller's tenant's records
+only.
 
 The web console (``/ui``, ``services.gateway.ui``) is served by the same app, behind the same rules.
 
@@ -44,6 +45,7 @@ from services.gateway.keys_api import add_auth_routes
 from services.gateway.limits import BodyLimit, RequestId, read_limited_body
 from services.gateway.metrics import WEBHOOKS, HttpMetrics
 from services.gateway.records_api import RUN_ID, add_record_routes
+from services.gateway.results_api import add_result_routes
 from services.gateway.state import RunStatusView
 from services.gateway.ui.routes import add_console_routes
 from shared.auth.ratelimit import RateLimiter
@@ -379,7 +381,8 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
         return JSONResponse(StopAnswer(run_id=run_id, request_id=stop.request_id).model_dump(), 202)
 
     add_auth_routes(app, gateway, auditor)
-    add_record_routes(app, gateway, require_ready)
+    add_record_routes(app, gateway, auditor, require_ready)
+    add_result_routes(app, gateway, require_ready)
     add_console_routes(app, gateway, auditor, authenticator, require_ready)
     return app
 

@@ -8,25 +8,12 @@ into the loop. The producer is idempotent with ``acks=all`` (``KafkaClients.aio_
 acknowledged request is on every in-sync replica, and the producer's own retries never duplicate it. Both
 clients come from ``KafkaClients``, so they carry the gateway's SASL/TLS settings.
 
-One group-less consumer follows these topics (no consumer group: every replica must see everything, and
-watching must not commit anyone's offsets):
-
-* definitions, from the beginning (a compacted topic: its full content is the catalog);
-* API keys (with ``AOETL_AUTH_API_KEYS``), from the beginning (compacted: the key ring). Every
-  ``max_staleness / 4`` seconds the bus notes the time and the topic's end offsets, and once it has read up
-  to them it confirms the ring fresh as of that time; the ring refuses keys once that confirmation is older
-  than ``AOETL_AUTH_KEYS_MAX_STALENESS_S`` (``shared.auth.keys``), which bounds how long any replica may go
-  on accepting a revoked key, even one cut off from Kafka;
-* requests, from ``history_s`` back: every run id seen is a request already acknowledged (API
-  idempotency keys, and no run requested twice);
-* deliveries, from ``delivery_memory_s`` back: the replay memory of webhook deliveries
-  (``services.gateway.deliveries``). ``caught_up_to`` lets a replica wait until it has read its own claim,
-  which is how replicas agree on which copy of a delivery came first;
-* events and results, from ``history_s`` back: folded into the run status view;
-* alerts and dead letters, from ``history_s`` back: the per-tenant view of ``GET /alerts`` and
-  ``GET /dead-letters`` (``services.gateway.records``);
-* consumer lag, from the beginning (compacted, one record per group: the monitor's measurements), for the
-  console's stage backlog. Not waited for: a page without it says so.
+One group-less consumer follows the gateway's topics (no consumer group: every replica must see
+everything, and watching must not commit anyone's offsets); which ones, from where, and what each record
+does to the views is ``services.gateway.follower``. ``caught_up_to`` lets a replica wait until it has read
+its own record (a delivery's claim: how replicas agree on which copy of a delivery came first). Reads for
+one request (a dead letter's payload, a page of results) have readers of their own
+(``services.gateway.reading``).
 
 The bus is ready once the producer is connected and the consumer has read definitions, keys, requests and
 deliveries up to the end offsets they had at start-up (before that, a replay could be taken for a new
@@ -39,35 +26,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.gateway import reading
 from services.gateway.configuration import GatewaySettings
 from services.gateway.deliveries import DeliveryBook
 from services.gateway.exceptions import GatewayTransientError
+from services.gateway.follower import apply_record
 from services.gateway.freshness import KeysFreshness
 from services.gateway.metrics import PUBLISH_FAILURES, PUBLISH_SECONDS
+from services.gateway.reading import TopicPage
 from services.gateway.records import RecordBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared import metrics
 from shared.auth.keys import KeyRing
-from shared.avro import AvroError
-from shared.contracts import (
-    Alert,
-    ApiKey,
-    ConsumerLag,
-    Contract,
-    DeadLetter,
-    PipelineDefinition,
-    PipelineRequest,
-    PipelineResult,
-    RequestAction,
-    RunEvent,
-    WebhookDelivery,
-)
+from shared.contracts import Contract
 from shared.kafka.clients import KafkaClients
 from shared.kafka.topics import Topics
 from shared.kafka.types import Serde
@@ -109,6 +87,15 @@ class Bus(Protocol):
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> RecordPosition:
         """``publish`` for bytes already encoded (a dead letter's payload re-driven as it was)."""
+
+    async def read_page(
+        self,
+        topic: str,
+        start: Mapping[int, int] | Literal["end"] | None,
+        limit: int,
+        contract: type[Contract],
+    ) -> TopicPage:
+        """Up to ``limit`` records of ``topic`` from ``start`` (``services.gateway.reading.read_page``)."""
 
 
 @dataclass(frozen=True)
@@ -222,26 +209,27 @@ class KafkaBus:
         return RecordPosition(topic, landed.partition, landed.offset)
 
     async def read_at(self, position: RecordPosition, contract: type[C]) -> C | None:
-        # A reader of its own for the one record: the follower's position must not move.
-        reader = self.clients.aio_consumer(group_id=None)
+        # a reader of its own for the one record: the follower's position must not move
         tp = TopicPartition(position.topic, position.partition)
-        try:
-            await asyncio.wait_for(reader.start(), self.settings.send_timeout_s)
-            reader.assign([tp])
-            reader.seek(tp, position.offset)
-            wait_ms = int(self.settings.send_timeout_s * 1000)
-            batches = await reader.getmany(tp, timeout_ms=wait_ms, max_records=1)
-        except (TimeoutError, KafkaError) as exc:
-            raise GatewayTransientError(f"Kafka did not answer: {exc!r}") from exc
-        finally:
-            await reader.stop()
-        found = [r for r in batches.get(tp, []) if r.offset == position.offset and r.value is not None]
-        if not found:
-            return None
-        try:
-            return self.serde.decode(found[0].value, contract)
-        except AvroError:
-            return None
+        reader = self.clients.aio_consumer(group_id=None)
+        timeout = self.settings.send_timeout_s
+        return await reading.read_at(reader, self.serde, tp, position.offset, contract, timeout)
+
+    async def read_page(
+        self,
+        topic: str,
+        start: Mapping[int, int] | Literal["end"] | None,
+        limit: int,
+        contract: type[Contract],
+    ) -> TopicPage:
+        producer = self._producer
+        if producer is None:
+            raise GatewayTransientError("not connected to Kafka yet")
+        reader = self.clients.aio_consumer(group_id=None)
+        timeout = self.settings.send_timeout_s
+        # the producer's partitions_for waits for metadata, unlike the consumer's
+        partitions = producer.partitions_for
+        return await reading.read_page(reader, self.serde, topic, partitions, start, limit, contract, timeout)
 
     async def caught_up_to(self, position: RecordPosition) -> None:
         tp = TopicPartition(position.topic, position.partition)
@@ -387,56 +375,10 @@ class KafkaBus:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, records in batches.items():
                 for record in records:
-                    self._apply(tp.topic, record)
+                    apply_record(self, tp.topic, record)
                 if records:
                     self._passed(tp, records[-1].offset + 1)
                 metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
-
-    def _apply(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
-        t = self.topics
-        try:
-            if topic == t.definitions:
-                name = record.key.decode() if record.key is not None else None
-                if name is None:
-                    return
-                value = None if record.value is None else self.serde.decode(record.value, PipelineDefinition)
-                self.catalog.apply(name, value)
-            elif topic == t.api_keys:
-                key_id = record.key.decode() if record.key is not None else None
-                key = None if record.value is None else self.serde.decode(record.value, ApiKey)
-                if key_id is None or (key is not None and key.key_id != key_id):
-                    _log.warning(
-                        "skipping a keys record whose key is not its key id (offset %d)", record.offset
-                    )
-                    return
-                self.keys.apply(key_id, key)
-            elif record.value is None:
-                return
-            elif topic == t.requests:
-                request = self.serde.decode(record.value, PipelineRequest)
-                if request.action is RequestAction.STOP:
-                    return  # asks to stop a run the views already know; it starts nothing
-                self.ledger.record(request.run_id)
-                self.runs.on_request(request)
-            elif topic == t.events:
-                self.runs.on_event(self.serde.decode(record.value, RunEvent))
-            elif topic == t.results:
-                self.runs.on_result(self.serde.decode(record.value, PipelineResult))
-            elif topic == t.deliveries:
-                self.deliveries.apply(self.serde.decode(record.value, WebhookDelivery))
-            elif topic == t.alerts:
-                self.records.on_alert(self.serde.decode(record.value, Alert), self.runs.tenant_of)
-            elif topic == t.lag:
-                self.records.on_lag(self.serde.decode(record.value, ConsumerLag))
-            elif topic == t.dead_letters:
-                letter = self.serde.decode(record.value, DeadLetter)
-                position = (record.partition, record.offset)
-                self.records.on_dead_letter(letter, self.runs.tenant_of, position)
-        except (AvroError, UnicodeDecodeError) as exc:
-            # Not ours to dead-letter (we only watch); skipping keeps the views going.
-            _log.warning(
-                "skipping undecodable record %s[%d]@%d: %s", topic, record.partition, record.offset, exc
-            )
 
 
 async def _wait(stopped: asyncio.Event, seconds: float) -> None:

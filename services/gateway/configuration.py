@@ -78,6 +78,12 @@ class GatewaySettings(ServiceSettings, WebhookSettings):
     console_stream_s: float = Field(
         30.0, ge=0, le=3600, description="the console's event streams end after this; browsers reconnect"
     )
+    results_tenant_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        description="GET /results waits at most this long per request for the tenant of a result's run",
+    )
     delivery_capacity: int = Field(
         200_000, ge=1, description="most webhook deliveries remembered (the oldest are forgotten first)"
     )

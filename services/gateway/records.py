@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from shared.contracts import Alert, ConsumerLag, DeadLetter, ErrorInfo, Stage
 from shared.dead_letters import tenant_of_letter
+from shared.redaction import redact
 
 T = TypeVar("T")
 RunTenant = Callable[[str], str | None]  # run id -> its tenant, None when unknown
@@ -105,6 +106,25 @@ class DeadLetterView(BaseModel):
         )
 
 
+class DeadLetterDetail(DeadLetterView):
+    """One dead letter as ``GET /dead-letters/{id}`` answers it: the view and its payload, read back from
+    the topic. Nothing of it is a credential: the error's text was redacted when the letter was made and is
+    again here (``shared.redaction``), and the payload is the tenant's own message or rows."""
+
+    payload_base64: str = Field(description="the original message bytes, or an Arrow IPC batch of rows")
+    recipient: str | None = Field(None, description="the one consumer that gave up; None: every consumer")
+
+    @classmethod
+    def of_letter(cls, letter: DeadLetter, tenant: str) -> DeadLetterDetail:
+        view = DeadLetterView.of(letter, tenant)
+        error = view.error.model_copy(update={"message": redact(view.error.message)})
+        return cls(
+            **{**view.model_dump(), "error": error},
+            payload_base64=base64.b64encode(letter.payload).decode(),
+            recipient=letter.recipient,
+        )
+
+
 class RecordBook:
     """Alerts and dead letters per tenant (see the module docstring)."""
 
@@ -158,6 +178,12 @@ class RecordBook:
         """The tenant's dead letters, newest first (waiting ones whose run is now known resolved first)."""
         self._resolve(run_tenant)
         return sorted(self._letters.of(tenant), key=lambda d: (d.at, d.dead_letter_id), reverse=True)
+
+    def dead_letter(self, tenant: str, dead_letter_id: str, run_tenant: RunTenant) -> DeadLetterView | None:
+        """The tenant's letter of that id, None when the tenant has none such (another's is None too)."""
+        return next(
+            (d for d in self.dead_letters(tenant, run_tenant) if d.dead_letter_id == dead_letter_id), None
+        )
 
     def _resolve(self, run_tenant: RunTenant) -> None:
         for letter_id, view in list(self._unresolved.items()):

@@ -195,6 +195,8 @@ class RunView:
         self._capacity = capacity
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self.sequence = 0
+        # callers waiting for a run's tenant to be known (``tenant_within``), woken when it is
+        self._awaiting: dict[str, list[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -209,6 +211,31 @@ class RunView:
         """Whose run it is, if known: its request's tenant (or its RUN_ACCEPTED's, RunEvent v6)."""
         run = self._runs.get(run_id)
         return run.view.tenant if run is not None else None
+
+    async def tenant_within(self, run_id: str, timeout: float) -> str | None:
+        """``tenant_of``, waiting up to ``timeout`` seconds for the run's request (or its RUN_ACCEPTED) to be
+        read: the topics are followed side by side, so a run's result can be read before its request."""
+        tenant = self.tenant_of(run_id)
+        if tenant is not None or timeout <= 0:
+            return tenant
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._awaiting.setdefault(run_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._awaiting.get(run_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting:
+                self._awaiting.pop(run_id, None)
+        return self.tenant_of(run_id)
+
+    def _known(self, run_id: str) -> None:
+        for waiter in self._awaiting.pop(run_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def recent_page(
         self, tenant: str, *, pipeline: str | None, status: str | None, offset: int, limit: int
@@ -275,6 +302,7 @@ class RunView:
         view.submitted_at = request.submitted_at
         view.pipeline = view.pipeline or (request.spec.name if request.spec else request.definition_name)
         view.trigger = request.trigger.model_dump(mode="json")
+        self._known(request.run_id)
 
     def on_event(self, event: RunEvent) -> None:
         run = self._entry(event.run_id)
@@ -287,6 +315,7 @@ class RunView:
         accepted = event.payload_as(RunAccepted)
         if view.tenant is None and accepted is not None and accepted.tenant is not None:
             view.tenant = accepted.tenant  # the request itself is older than what was read, or not read yet
+            self._known(event.run_id)
         if view.result is not None:
             return  # the result is final
         finished = event.payload_as(RunFinished)

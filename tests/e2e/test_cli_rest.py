@@ -2,28 +2,44 @@
 the CLI's own broker unreachable, so nothing can go through Kafka: ``submit`` and ``status`` with
 ``--gateway`` and the token, then a context saying ``via = "gateway"`` for ``status`` and ``definitions
 list``; a run that quarantines rows for ``runs list``, ``dlq list``, ``alerts`` and ``stop``, in the
-shapes the Kafka path prints; a continuous run stopped through it, CANCELLED; without a token the
-gateway's refusal is one line with the authentication exit code."""
+shapes the Kafka path prints; a continuous run stopped through it, CANCELLED; ``results`` listed and
+followed (``--follow`` in a process of its own, stopped as ^C stops it), ``dlq show``, ``dlq replay
+--dry-run`` and ``dlq replay`` of a stage input's dead letter; without a token the gateway's refusal is one
+line with the authentication exit code."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import Message, TopicPartition
 from typer.testing import CliRunner
 
 from aoetl.cli import app
 from aoetl.devstack.osproc import free_port
 from aoetl.failures import EXIT_AUTHENTICATION
-from shared.contracts import Alert, RunSummary
+from shared.contracts import Alert, DeadLetter, ErrorInfo, Origin, RunSummary, Stage
+from shared.dead_letters import REDRIVE_HEADER
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.delivery import produce_sync
+from shared.kafka.topics import Topics
+from shared.settings import KafkaSettings
 from tests.e2e.conftest import System
 from tests.e2e.test_streaming import new_topic
 from tests.helpers import wait_until
 from tests.integration.test_gateway import seed_key
+from tests.support import secure_kafka
 
 pytestmark = pytest.mark.e2e
 
@@ -210,3 +226,162 @@ def test_without_a_token_the_refusal_is_one_line(gateway: tuple[str, str], tmp_p
     assert refused.exit_code == EXIT_AUTHENTICATION, refused.output
     assert "401" in refused.stderr and "aoetl auth login" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_dlq_show_replay_and_results_through_the_gateway(
+    system: System, gateway: tuple[str, str], tmp_path: Path
+) -> None:
+    """A run's result listed and followed, and a dead letter of a stage input (its key not UTF-8) shown,
+    replayed dry (nothing published) and for real (its bytes and key on the origin topic, with the redrive
+    header), all with the CLI's broker unreachable."""
+    url, token = gateway
+    env = _cli_env(tmp_path, AOETL_TOKEN=token)
+    runner = CliRunner()
+    follower = _follow_results(url, env)  # from the beginning: it need not be up before the first run ends
+    try:
+        (tmp_path / "in.csv").write_text("id\n1\n2\n")
+        name = f"cli-rest-results-{uuid.uuid4().hex[:6]}"
+        spec = {
+            "name": name,
+            "source": {"type": "csv", "path": "in.csv"},
+            "destination": {"type": "jsonl", "path": "o"},
+        }
+        (tmp_path / "r.yaml").write_text(json.dumps(spec))
+        run_ids = []
+        for _ in range(2):  # the second ends while the follower is surely following: seen by polling
+            submitted = runner.invoke(app, ["submit", str(tmp_path / "r.yaml"), "--gateway", url], env=env)
+            assert submitted.exit_code == 0, submitted.output
+            run_ids.append(run_id := submitted.stdout.strip())
+            followed: dict[str, Any] = wait_until(
+                lambda: next((r for r in follower.lines() if r["run_id"] == run_id), {}),
+                timeout=90,
+                message="the run's result, followed through the gateway",
+            )
+            assert followed["status"] == "COMPLETED" and followed["pipeline"] == name
+    finally:
+        follower.stop()
+    listed = runner.invoke(app, ["results", "--gateway", url, "-o", "json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    statuses = {r["run_id"]: r["status"] for r in json.loads(listed.stdout) if r["run_id"] in run_ids}
+    assert statuses == dict.fromkeys(run_ids, "COMPLETED")
+
+    operator = secure_kafka.operator_settings(system.env["KAFKA_BOOTSTRAP_SERVERS"])
+    origin = system.client.topic(Topics.DATA_TRANSFORMED)
+    key = b"\xff\xfe-not-utf8"
+    letter = DeadLetter(
+        origin=Origin(topic=origin, partition=0, offset=0, key=key),
+        stage=Stage.LOAD,
+        error=ErrorInfo(error_class="CastError", message="a test letter"),
+        run_id=run_id,  # its tenant is the run's, known to the gateway from the request it took
+        payload=b"the original bytes",
+    )
+    letters_topic = system.client.topic(Topics.DEAD_LETTERS)
+    produce_sync(make_producer(operator), letters_topic, system.client.serde.encode(letter), run_id)
+
+    shown: list[dict[str, object]] = []
+
+    def letter_shown() -> bool:
+        found = runner.invoke(
+            app, ["dlq", "show", letter.dead_letter_id, "--gateway", url, "-o", "json"], env=env
+        )
+        if found.exit_code == 0:
+            shown.append(json.loads(found.stdout))
+        return bool(shown)
+
+    wait_until(letter_shown, timeout=60, message="the dead letter, shown through the gateway")
+    assert shown[0]["origin"] == {
+        "topic": origin,
+        "partition": 0,
+        "offset": 0,
+        "key_base64": base64.b64encode(key).decode(),
+        "schema_fingerprint": None,
+    }
+    assert shown[0]["payload_bytes"] == len(b"the original bytes") and shown[0]["run_id"] == run_id
+
+    before = _ends(operator, origin)
+    dry = runner.invoke(
+        app, ["dlq", "replay", letter.dead_letter_id, "--dry-run", "--gateway", url, "-o", "json"], env=env
+    )
+    assert dry.exit_code == 0, dry.output
+    [plan] = json.loads(dry.stdout)
+    assert plan["dry_run"] is True and plan["replayed_to"] == {
+        "topic": origin,
+        "partition": None,
+        "offset": None,
+    }
+    assert _ends(operator, origin) == before  # nothing was published
+
+    done = runner.invoke(
+        app, ["dlq", "replay", letter.dead_letter_id, "--gateway", url, "--yes", "-o", "json"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    [replayed] = json.loads(done.stdout)
+    to = replayed["replayed_to"]
+    record = _record_at(operator, origin, int(to["partition"]), int(to["offset"]))
+    assert record.value() == b"the original bytes" and record.key() == key
+    assert dict(record.headers() or [])[REDRIVE_HEADER] == letter.dead_letter_id.encode()
+
+
+class _Follower:
+    """``aoetl results --follow --json`` in a process of its own (it runs until stopped), its lines read on a
+    thread into a queue."""
+
+    def __init__(self, process: subprocess.Popen[str]):
+        self.process = process
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.queue.put(line)
+
+    def lines(self) -> list[dict[str, Any]]:
+        while not self.queue.empty():
+            self.seen.append(json.loads(self.queue.get()))
+        if self.process.poll() is not None and self.queue.empty():
+            raise AssertionError(f"results --follow ended: {self.process.returncode}")
+        return self.seen
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # as ^C: the command ends cleanly
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _follow_results(url: str, env: dict[str, str]) -> _Follower:
+    repo = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aoetl.cli", "results", "-f", "--from-beginning", "--json", "--gateway", url],
+        env={**os.environ, **env, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return _Follower(process)
+
+
+def _ends(operator: KafkaSettings, topic: str) -> list[int]:
+    consumer = make_consumer(operator, f"cli-rest-{uuid.uuid4().hex}")
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
+            for p in sorted(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def _record_at(operator: KafkaSettings, topic: str, partition: int, offset: int) -> Message:
+    consumer = make_consumer(operator, f"cli-rest-{uuid.uuid4().hex}")
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        found = wait_until(lambda: consumer.poll(1.0), timeout=30, message="the re-driven record")
+        assert found is not None and found.error() is None and found.offset() == offset
+        return found
+    finally:
+        consumer.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 from services.gateway.bus import RecordPosition
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.exceptions import GatewayTransientError
+from services.gateway.reading import TopicPage, TopicRecord
 from shared.auth.keys import IssuedKey, KeyRing, issue_key
 from shared.contracts import AuditRecord, Contract, PipelineRequest, Role
 
@@ -80,6 +81,32 @@ class FakeBus:
             raise GatewayTransientError("broker down")
         found = self.stored.get(position)
         return found if isinstance(found, contract) else None
+
+    async def read_page(
+        self,
+        topic: str,
+        start: Mapping[int, int] | Literal["end"] | None,
+        limit: int,
+        contract: type[Contract],
+    ) -> TopicPage:
+        """The ``stored`` records of ``topic`` from ``start``, as ``services.gateway.reading.read_page``."""
+        if self.down:
+            raise GatewayTransientError("broker down")
+        ends: dict[int, int] = {0: 0}
+        for p in self.stored:
+            if p.topic == topic:
+                ends[p.partition] = max(ends.get(p.partition, 0), p.offset + 1)
+        page = TopicPage(ends=ends)
+        page.positions = {p: end if start == "end" else (start or {}).get(p, 0) for p, end in ends.items()}
+        for partition in sorted(ends):
+            while page.positions[partition] < ends[partition] and len(page.records) < limit:
+                offset = page.positions[partition]
+                found = self.stored.get(RecordPosition(topic, partition, offset))
+                page.records.append(
+                    TopicRecord(partition, offset, found if isinstance(found, contract) else None)
+                )
+                page.positions[partition] = offset + 1
+        return page
 
     async def caught_up_to(self, position: RecordPosition) -> None:
         if self.before_caught_up is not None:

@@ -148,7 +148,9 @@ def test_a_context_named_in_a_file_others_may_read_is_refused(config: Path) -> N
 
 
 def test_a_context_with_via_gateway_chooses_the_rest_strategy(config: Path) -> None:
-    from aoetl.transport import KafkaTransport, RestTransport, gateway_in_use, open_transport
+    from aoetl.kafka_transport import KafkaTransport
+    from aoetl.rest_transport import RestTransport
+    from aoetl.transport import gateway_in_use, open_transport
 
     data = _data(config)
     data["contexts"]["remote"] = {

@@ -17,6 +17,7 @@ import pytest
 from services.gateway.app import create_app
 from services.gateway.bus import KafkaBus
 from services.gateway.core import Gateway
+from services.gateway.follower import apply_record
 from shared.auth.keys import issue_key
 from shared.avro.serde import AvroSerde
 from shared.contracts import (
@@ -89,7 +90,7 @@ def follower(gateway: Gateway) -> KafkaBus:
 
 def feed(follower: KafkaBus, topic: str, value: Contract, key: str = "k") -> None:
     record: Any = SimpleNamespace(key=key.encode(), value=follower.serde.encode(value), partition=0, offset=0)
-    follower._apply(topic, record)
+    apply_record(follower, topic, record)
 
 
 @pytest.fixture

@@ -25,12 +25,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway import redrive
 from services.gateway.access import MAX_TOKEN_CHARS, Authenticator, principal_of
 from services.gateway.audit import Auditor
 from services.gateway.core import Gateway
-from services.gateway.exceptions import GatewayTransientError
-from services.gateway.records_api import RUN_ID, ListedStatus
-from services.gateway.redrive import NotReplayable, fetch_letter, redrive_letter
+from services.gateway.records_api import DEAD_LETTER_ID, RUN_ID, ListedStatus
 from services.gateway.state import RunStatusView
 from services.gateway.ui import views
 from services.gateway.ui.events import run_changes
@@ -51,7 +50,6 @@ from shared.spec.models import PIPELINE_NAME
 
 HERE = pathlib.Path(__file__).parent
 ASSETS: Final = {"console.css": "text/css", "console.js": "text/javascript"}
-DEAD_LETTER_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -287,28 +285,5 @@ def add_console_routes(
         if request.state.via_cookie and not form_token_valid(request, csrf):
             forged = HTTPException(403, detail="the form's CSRF token is missing or wrong; reload the page")
             raise await auditor.refuse(request, forged)
-        await auditor.ready(request)
-        tenant = principal_of(request).tenant
-        view = next(
-            (
-                d
-                for d in gateway.records.dead_letters(tenant, gateway.runs.tenant_of)
-                if d.dead_letter_id == dead_letter_id
-            ),
-            None,
-        )
-        if view is None:
-            missing = HTTPException(404, detail=f"no dead letter {dead_letter_id!r}")
-            raise await auditor.refuse(request, missing)
-        try:
-            letter = await fetch_letter(gateway.bus, gateway.settings, gateway.records, view)
-        except NotReplayable as exc:
-            raise await auditor.refuse(request, HTTPException(409, detail=str(exc))) from None
-        except GatewayTransientError as exc:
-            raise await auditor.fail(request, exc) from exc
-        await auditor.allow(request)
-        try:
-            redriven = await redrive_letter(gateway.bus, letter)
-        except GatewayTransientError as exc:
-            raise await auditor.fail(request, exc) from exc
-        return render(request, "replayed.html", title="Replayed", redriven=redriven, run_id=view.run_id)
+        redriven = await redrive.replay(gateway, auditor, request, dead_letter_id)  # the one path, audited
+        return render(request, "replayed.html", title="Replayed", redriven=redriven, run_id=redriven.run_id)
