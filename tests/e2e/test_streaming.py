@@ -87,6 +87,7 @@ class PacedStream:
         self.total, self.per_tick = total, per_tick
         self.produced = 0
         self.sent = threading.Event()
+        self.error: BaseException | None = None  # what stopped the thread before it sent everything
         self._events = events
         self._make = make
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -96,14 +97,36 @@ class PacedStream:
         return self
 
     def _run(self) -> None:
-        for i in range(self.total):
-            event, key = self._make(i)
-            self._events.send(event, key=key)
-            self.produced = i + 1
-            if i % self.per_tick == self.per_tick - 1:
-                time.sleep(0.1)  # pacing, not waiting for anything
-        self._events.flush()
+        try:
+            for i in range(self.total):
+                event, key = self._make(i)
+                self._events.send(event, key=key)
+                self.produced = i + 1
+                if i % self.per_tick == self.per_tick - 1:
+                    time.sleep(0.1)  # pacing, not waiting for anything
+            self._events.flush()
+        except BaseException as exc:  # the test's thread reports it (wait_sent), not a stray traceback
+            self.error = exc
+            raise
         self.sent.set()
+
+    def wait_sent(self, stall: float = 60.0) -> None:
+        """Until every event is sent and flushed. A paced stream's length depends on how fast this machine
+        runs it, so the bound is on progress: fail when no event was sent for ``stall`` seconds, or at once
+        with the thread's own error."""
+        last, since = -1, time.monotonic()
+
+        def done() -> bool:
+            nonlocal last, since
+            assert self.error is None, f"the stream's thread failed: {self.error!r}"
+            if self.produced != last:
+                last, since = self.produced, time.monotonic()
+            assert time.monotonic() - since < stall, (
+                f"no event sent for {stall:.0f} s ({last} of {self.total})"
+            )
+            return self.sent.is_set()
+
+        wait_until(done, timeout=self.total / 10 + stall, message="every event produced")
 
 
 def loaded_ids(dsn: str, table: str) -> tuple[int, int]:
@@ -286,7 +309,7 @@ def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_re
         rejected = await_result(reader, duplicate.run_id)
         assert rejected.status is RunStatus.REJECTED
         assert [e.error_class for e in rejected.errors] == ["AlreadyRunning"]
-        wait_until(stream.sent.is_set, 120, message="every event produced")
+        stream.wait_sent()
         wait_until(lambda: loaded() == (total, total), 120, interval=0.5, message=f"{total} rows loaded")
         system.client.stop(second.run_id)
         final = await_result(reader, second.run_id)

@@ -71,7 +71,7 @@ class EventsIntoTable:
         wait_until(lambda: self.loaded()[0] > 0, timeout, message="rows loaded while events arrive")
 
     def wait_produced(self) -> None:
-        wait_until(self.stream.sent.is_set, 120, message="every event produced")
+        self.stream.wait_sent()
 
     def wait_delivered(self, timeout: float, why: str = "") -> None:
         """Until every event was produced and has reached the destination; ``why`` ends the message of
