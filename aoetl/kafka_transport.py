@@ -5,7 +5,7 @@ alerts and dead-letters topics, as the commands read them without a gateway.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aoetl.transport import RunState, replayed
 
@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from aoetl.client import AoetlClient
-    from shared.contracts import Alert, DeadLetter, PipelineDefinition, PipelineResult, RunSummary
+    from shared.contracts import Alert, Contract, DeadLetter, PipelineDefinition, PipelineResult, RunSummary
     from shared.spec.models import PipelineSpec
+
+C = TypeVar("C", bound="Contract")
 
 
 class KafkaTransport:
@@ -131,16 +133,20 @@ class KafkaTransport:
         from shared.contracts import PipelineResult
         from shared.kafka.topics import Topics
 
-        with self.client.reader(Topics.RESULTS, from_beginning=from_beginning or not follow) as reader:
-            read = (
-                reader.follow({Topics.RESULTS: PipelineResult})
-                if follow
-                else reader.drain({Topics.RESULTS: PipelineResult})
-            )
-            yield from (value for _, value in read if isinstance(value, PipelineResult))
+        return self._records(Topics.RESULTS, PipelineResult, follow, from_beginning)
 
-    def kafka_only(self, what: str) -> None:
-        return None
+    def alert_stream(self, follow: bool, from_beginning: bool) -> Iterator[Alert]:
+        from shared.contracts import Alert
+        from shared.kafka.topics import Topics
+
+        return self._records(Topics.ALERTS, Alert, follow, from_beginning)
+
+    def _records(self, topic: str, model: type[C], follow: bool, from_beginning: bool) -> Iterator[C]:
+        """The topic's records of ``model``: all there are, or (``follow``) from its end, or from its
+        beginning with ``from_beginning``, until interrupted."""
+        with self.client.reader(topic, from_beginning=from_beginning or not follow) as reader:
+            read = reader.follow({topic: model}) if follow else reader.drain({topic: model})
+            yield from (value for _, value in read if isinstance(value, model))
 
     def close(self) -> None:
         self.client.close()

@@ -16,7 +16,7 @@ from aoetl.failures import CliFailure, gateway_exit_code
 from aoetl.transport import RunState, replayed
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import httpx
 
@@ -72,16 +72,29 @@ class RestTransport:
         return PipelineResult.model_validate(found) if found else None
 
     def stop_and_wait(self, run_id: str, timeout: float) -> PipelineResult | None:
+        self.stop(run_id)
+        return self.wait_result(run_id, timeout)
+
+    def wait_result(
+        self, run_id: str, timeout: float, seen: Callable[[RunState], None] | None = None
+    ) -> PipelineResult | None:
+        """The run's result, asked for every ``POLL_S`` (the gateway has no stream of results to wait on)
+        for up to ``timeout`` seconds; None: none came. ``seen`` is given each state the gateway answers."""
         import time
 
-        self.stop(run_id)
+        from shared.contracts import PipelineResult
+
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # the gateway has no stream of results to wait on: it is asked
-            found = self.result(run_id)
-            if found is not None:
-                return found
+        while True:
+            state = self.run_state(run_id)
+            found = state.document.get("result") if state is not None else None
+            if found:
+                return PipelineResult.model_validate(found)
+            if state is not None and seen is not None:
+                seen(state)
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(POLL_S)
-        return None
 
     def run_state(self, run_id: str) -> RunState | None:
         response = self._checked(f"run {run_id}", self._http.get(f"/runs/{run_id}"), missing_ok=True)
@@ -124,6 +137,27 @@ class RestTransport:
 
         rows = self._listing("/alerts", "alerts", {"run_id": run_id} if run_id else {})
         return [Alert.model_validate(row) for row in reversed(rows)]
+
+    def alert_stream(self, follow: bool, from_beginning: bool) -> Iterator[Alert]:
+        """The alerts the gateway keeps, oldest first; with ``follow`` then each new one once. It has no
+        stream of them, so its listing is asked for every ``POLL_S`` and what was not shown is shown. Not
+        the cheapest way (each time the whole listing, bounded by what the gateway keeps), but exact: an
+        alert that arrives late with an older ``at`` is not skipped, and the ids remembered are only those
+        still listed (an evicted alert never comes back). Following without ``from_beginning`` shows
+        only alerts that arrive after it starts."""
+        import time
+
+        listed = self.alerts()
+        if not follow:
+            yield from listed
+            return
+        if from_beginning:
+            yield from listed
+        while True:
+            shown = {a.alert_id for a in listed}
+            time.sleep(POLL_S)
+            listed = self.alerts()
+            yield from (a for a in listed if a.alert_id not in shown)
 
     def dead_letters(
         self, run_id: str | None = None, stage: str | None = None, error_class: str | None = None
@@ -178,9 +212,6 @@ class RestTransport:
                 if not follow:
                     return
                 time.sleep(POLL_S)  # caught up: the gateway is asked again, there is nothing here to wait on
-
-    def kafka_only(self, what: str) -> None:
-        raise CliFailure(f"{what} reads Kafka; the gateway's REST API has no such stream (drop --gateway)")
 
     def close(self) -> None:
         self._http.close()

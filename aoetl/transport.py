@@ -106,8 +106,9 @@ class Transport(Protocol):
         the topic's end, unless ``from_beginning``). Through the gateway: the caller's tenant's."""
         ...
 
-    def kafka_only(self, what: str) -> None:
-        """Refuse ``what`` (a stream to follow, say) where only Kafka can do it."""
+    def alert_stream(self, follow: bool, from_beginning: bool) -> Iterator[Alert]:
+        """Alerts, oldest first, as ``results``; through the gateway, the ones it keeps of the caller's
+        tenant (followed by asking again)."""
         ...
 
     def close(self) -> None: ...

@@ -121,14 +121,22 @@ def run(
     file: FileArg,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its result")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 3600.0,
+    gateway: GatewayOpt = None,
 ) -> None:
-    """Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status."""
+    """Submit a pipeline and follow it: a progress bar per stage, a summary table, exit code by status.
+
+    Through the gateway (``POST /runs``, then ``GET /runs/{id}`` until the result): its status line
+    instead of the bars."""
     from aoetl.client import AoetlClient
     from aoetl.commands.door import submit_audited
     from aoetl.commands.run_display import EXIT_CODES, follow_run, print_result
+    from aoetl.transport import gateway_in_use
     from shared.kafka.topics import Topics
 
     spec = _load_or_exit(file)
+    url = gateway_in_use(gateway)
+    if url is not None:
+        _run_through(url, spec, wait, timeout)
     client = AoetlClient()
     if not wait:
         console.print(submit_audited(client, spec).run_id)
@@ -141,6 +149,37 @@ def run(
     client.close()
     if result is None:
         err_console.print(f"[red]no result within {timeout:.0f}s[/]; check `aoetl status {request.run_id}`")
+        raise typer.Exit(5)
+    print_result(result)
+    raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _run_through(url: str, spec: PipelineSpec, wait: bool, timeout: float) -> NoReturn:
+    """``run`` through the gateway: submitted over REST, then its view asked for until the result; each
+    change of status printed once."""
+    from aoetl.commands.run_display import EXIT_CODES, print_result
+    from aoetl.rest_transport import RestTransport
+    from aoetl.transport import RunState
+
+    transport = RestTransport(url)
+    try:
+        run_id = transport.submit(spec)
+        if not wait:
+            console.print(run_id)
+            raise typer.Exit(0)
+        console.print(f"submitted run [bold]{run_id}[/] through the gateway")
+        shown: list[str] = []
+
+        def seen(state: RunState) -> None:
+            if state.status not in shown[-1:]:
+                shown.append(state.status)
+                console.print(f"  {state.status}")
+
+        result = transport.wait_result(run_id, timeout, seen)
+    finally:
+        transport.close()
+    if result is None:
+        err_console.print(f"[red]no result within {timeout:.0f}s[/]; check `aoetl status {run_id}`")
         raise typer.Exit(5)
     print_result(result)
     raise typer.Exit(EXIT_CODES[result.status])
@@ -298,24 +337,15 @@ def alerts(
 ) -> None:
     """Print alerts (JSON lines with --json).
 
-    Through the gateway (``GET /alerts``): the ones it keeps of the caller's tenant, not followed."""
+    Through the gateway (``GET /alerts``): the ones it keeps of the caller's tenant; with --follow its
+    listing asked for again every half second, each alert shown once."""
     from aoetl.transport import open_transport
-    from shared.contracts import Alert
-    from shared.kafka.topics import Topics
 
-    transport = open_transport(gateway)
+    transport = open_transport(gateway)  # Kafka, or the gateway's REST API (aoetl.transport)
     try:
-        if follow:
-            transport.kafka_only("alerts --follow")
-            listed = None
-        else:
-            listed = transport.alerts()
+        _show(transport.alert_stream(follow, from_beginning), follow, _lines(as_json, output))
     finally:
         transport.close()
-    if listed is not None:
-        _show(listed, False, _lines(as_json, output))
-        return
-    _stream(Topics.ALERTS, Alert, follow, from_beginning or not follow, _lines(as_json, output))
 
 
 def _lines(as_json: bool, output: OutputFormat) -> OutputFormat | None:
@@ -323,22 +353,10 @@ def _lines(as_json: bool, output: OutputFormat) -> OutputFormat | None:
     return None if as_json else output
 
 
-def _stream(
-    topic: str, model: type[Contract], follow: bool, from_beginning: bool, output: OutputFormat | None
-) -> None:
-    """Print the records of ``topic``: as ``-o`` says; a listing (not ``--follow``) as one JSON or YAML
-    document, a followed stream record by record (JSON lines; YAML documents separated by ``---``), since
-    it has no end to wait for; ``output`` None is JSON lines."""
-    from aoetl.client import AoetlClient
-
-    client = AoetlClient()
-    with client.reader(topic, from_beginning=from_beginning) as reader:
-        source = reader.follow({topic: model}) if follow else reader.drain({topic: model})
-        _show((value for _, value in source), follow, output)
-
-
 def _show(records: Iterable[Contract], follow: bool, output: OutputFormat | None) -> None:
-    """What ``_stream`` prints of the records it reads (a listing from the gateway too)."""
+    """Print records as ``-o`` says: a listing (not ``--follow``) as one JSON or YAML document, a followed
+    stream record by record (JSON lines; YAML documents separated by ``---``), since it has no end to wait
+    for; ``output`` None is JSON lines."""
     from aoetl.commands.run_display import print_result
     from shared.contracts import Alert, PipelineResult
 

@@ -133,6 +133,10 @@ def test_submit_status_and_definitions_through_the_gateway(
     assert (summary["run_id"], summary["status"], summary["rows_loaded"]) == (run_id, "COMPLETED", 3)
     table = runner.invoke(app, ["runs", "list", "-p", name, "--since", "1h"], env=by_context)
     assert table.exit_code == 0 and run_id in table.stdout and "1 run(s)" in table.stdout, table.output
+    # `run` through the context's gateway: submitted, followed to its result, the exit code the run's
+    ran = runner.invoke(app, ["run", str(file), "--timeout", "90"], env=by_context)
+    assert ran.exit_code == 0, ran.output
+    assert "through the gateway" in ran.stdout and "COMPLETED" in ran.stdout
     _quarantine_seen_through_the_gateway(runner, env, url, tmp_path, spec)
 
 
@@ -173,8 +177,16 @@ def _quarantine_seen_through_the_gateway(
     wait_until(alerted, timeout=90, message="the monitor's quality alert, through the gateway")
     lines = runner.invoke(app, ["alerts", "--gateway", url], env=env)
     assert lines.exit_code == 0 and f"run={run_id}" in lines.stdout, lines.output
-    followed = runner.invoke(app, ["alerts", "--follow", "--gateway", url], env=env)
-    assert followed.exit_code != 0 and "drop --gateway" in followed.stderr, followed.output
+    follower = _follow(url, env, "alerts")
+    try:  # followed over REST: the alert the listing showed is shown once, from the beginning
+        wait_until(
+            lambda: [a for a in follower.lines() if a["run_id"] == run_id],
+            timeout=60,
+            message="the quality alert, followed through the gateway",
+        )
+    finally:
+        follower.stop()
+    assert [a["alert_id"] for a in follower.seen if a["run_id"] == run_id] == [a.alert_id for a in alerts]
 
     def finished() -> bool:
         shown = runner.invoke(app, ["status", run_id, "--gateway", url, "-o", "json"], env=env)
@@ -237,7 +249,7 @@ def test_dlq_show_replay_and_results_through_the_gateway(
     url, token = gateway
     env = _cli_env(tmp_path, AOETL_TOKEN=token)
     runner = CliRunner()
-    follower = _follow_results(url, env)  # from the beginning: it need not be up before the first run ends
+    follower = _follow(url, env, "results")  # from the beginning: it need not be up before the first run ends
     try:
         (tmp_path / "in.csv").write_text("id\n1\n2\n")
         name = f"cli-rest-results-{uuid.uuid4().hex[:6]}"
@@ -323,8 +335,8 @@ def test_dlq_show_replay_and_results_through_the_gateway(
 
 
 class _Follower:
-    """``aoetl results --follow --json`` in a process of its own (it runs until stopped), its lines read on a
-    thread into a queue."""
+    """``aoetl results|alerts --follow --json`` in a process of its own (it runs until stopped), its lines
+    read on a thread into a queue."""
 
     def __init__(self, process: subprocess.Popen[str]):
         self.process = process
@@ -341,7 +353,7 @@ class _Follower:
         while not self.queue.empty():
             self.seen.append(json.loads(self.queue.get()))
         if self.process.poll() is not None and self.queue.empty():
-            raise AssertionError(f"results --follow ended: {self.process.returncode}")
+            raise AssertionError(f"--follow ended: {self.process.returncode}")
         return self.seen
 
     def stop(self) -> None:
@@ -353,10 +365,11 @@ class _Follower:
             self.process.wait()
 
 
-def _follow_results(url: str, env: dict[str, str]) -> _Follower:
+def _follow(url: str, env: dict[str, str], command: str) -> _Follower:
+    """``aoetl <command> -f --from-beginning --json`` through the gateway, in a process of its own."""
     repo = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aoetl.cli", "results", "-f", "--from-beginning", "--json", "--gateway", url],
+        [sys.executable, "-m", "aoetl.cli", command, "-f", "--from-beginning", "--json", "--gateway", url],
         env={**os.environ, **env, "PYTHONPATH": str(repo)},
         stdout=subprocess.PIPE,
         text=True,

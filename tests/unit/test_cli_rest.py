@@ -1,11 +1,12 @@
-"""The REST strategy of ``aoetl.transport`` for ``runs list``, ``dlq list``, ``alerts`` and ``stop``, on a
-fake gateway (``httpx.MockTransport``) that pages one record at a time: every page read, the Kafka path's
-order and shapes (a run as the run history's summary, oldest first for records), the filters the gateway
+"""The REST strategy of ``aoetl.transport`` for ``runs list``, ``dlq list``, ``alerts [--follow]``, ``stop``
+and ``run``, on a fake gateway (``httpx.MockTransport``) that pages one record at a time: every page read,
+the Kafka path's order and shapes (a run as the run history's summary, oldest first for records), the filters the gateway
 lacks applied by the CLI. tests/e2e/test_cli_rest.py runs the same commands against the real gateway."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -62,6 +63,14 @@ def _alert(n: int) -> dict[str, Any]:
     }
 
 
+RESULT = {
+    "request_id": "q",
+    "pipeline": "orders",
+    "started_at": T.format(4),
+    "finished_at": T.format(5),
+}
+
+
 class FakeGateway:
     """Newest first, one record a page (whatever the limit asked), as ``services.gateway.records_api``."""
 
@@ -71,22 +80,33 @@ class FakeGateway:
         self.alerts = [_alert(2), _alert(1)]
         self.asked: list[str] = []
         self.result: dict[str, Any] | None = None
+        self.submitted: dict[str, Any] | None = None
+        self.listings = 0  # of GET /alerts, each from offset 0
+        self.on_listing: dict[int, Callable[[], None]] = {}  # what changes before the n-th listing
+        self.polls = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.asked.append(f"{request.method} {request.url.path}?{request.url.query.decode()}")
         path, query = request.url.path, request.url.params
         if request.method == "POST" and path == "/runs/r3/stop":
-            self.result = {
-                "run_id": "r3",
-                "request_id": "q",
-                "pipeline": "orders",
-                "status": "CANCELLED",
-                "started_at": T.format(3),
-                "finished_at": T.format(4),
-            }
+            self.result = {**RESULT, "run_id": "r3", "status": "CANCELLED"}
             return httpx.Response(202, json={"run_id": "r3", "request_id": "s"})
         if path == "/runs/r3":
             return httpx.Response(200, json=_run("r3", "RUNNING", 3, result=self.result))
+        if request.method == "POST" and path == "/runs":
+            self.submitted = json.loads(request.content)["spec"]
+            return httpx.Response(202, json={"run_id": "r4"})
+        if path == "/runs/r4":  # asked for until it has a result: SUBMITTED, RUNNING twice, then COMPLETED
+            self.polls += 1
+            status = "SUBMITTED" if self.polls == 1 else "RUNNING"
+            done = self.polls >= 4
+            result = {**RESULT, "run_id": "r4", "status": "COMPLETED"} if done else None
+            return httpx.Response(200, json=_run("r4", "COMPLETED" if done else status, 4, result=result))
+        if path == "/alerts" and query["offset"] == "0":  # a new listing
+            self.listings += 1
+            if self.listings == 5:
+                raise KeyboardInterrupt
+            self.on_listing.get(self.listings, lambda: None)()
         records = {"/runs": self.runs, "/alerts": self.alerts, "/dead-letters": self.letters}[path]
         if path == "/runs" and "status" in query:
             records = [r for r in records if r["status"] == query["status"]]
@@ -142,11 +162,47 @@ def test_alerts_are_listed_oldest_first_and_not_followed(gateway: FakeGateway) -
     assert shown.exit_code == 0, shown.output
     assert [a["alert_id"] for a in json.loads(shown.stdout)] == ["a1", "a2"]
     assert "run=r1: m2" in invoke("alerts").stdout
-    followed = invoke("alerts", "--follow")
-    assert followed.exit_code != 0 and "drop --gateway" in followed.stderr
+
+
+def test_alerts_followed_by_asking_again_show_each_new_one_once(
+    gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aoetl.rest_transport.POLL_S", 0.01)
+    gateway.on_listing = {
+        2: lambda: gateway.alerts.insert(0, _alert(3)),  # a new one
+        3: lambda: gateway.alerts.append(_alert(0)),  # one that came late, with an older `at`
+    }
+    followed = invoke("alerts", "--follow", "-o", "json")  # the fake's 5th listing is the user's ^C
+    assert followed.exit_code == 0, followed.output
+    assert [json.loads(line)["alert_id"] for line in followed.stdout.splitlines()] == ["a3", "a0"]
+    gateway.listings, gateway.alerts = 0, [_alert(2), _alert(1)]
+    again = invoke("alerts", "--follow", "--from-beginning", "-o", "json")
+    assert [json.loads(line)["alert_id"] for line in again.stdout.splitlines()] == ["a1", "a2", "a3", "a0"]
 
 
 def test_stop_asks_the_gateway_and_waits_for_the_result(gateway: FakeGateway) -> None:
     stopped = invoke("stop", "r3", "--timeout", "5")
     assert stopped.exit_code == 0, stopped.output
     assert "CANCELLED" in stopped.stdout and "POST /runs/r3/stop?" in gateway.asked
+
+
+def test_run_submits_through_the_gateway_and_asks_until_the_result(
+    gateway: FakeGateway, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aoetl.rest_transport.POLL_S", 0.01)
+    (tmp_path / "in.csv").write_text("id\n1\n")
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "name: orders\nsource: {type: csv, path: in.csv}\ndestination: {type: jsonl, path: out}\n"
+    )
+    ran = invoke("run", str(spec), "--timeout", "5")
+    assert ran.exit_code == 0, ran.output
+    assert gateway.submitted is not None and gateway.submitted["name"] == "orders"
+    assert gateway.submitted["source"]["path"] == str(tmp_path / "in.csv")  # resolved against the file
+    assert gateway.polls == 4  # asked again until the result came
+    lines = ran.stdout.splitlines()
+    assert "submitted run r4 through the gateway" in lines[0]
+    assert [line.strip() for line in lines[1:3]] == ["SUBMITTED", "RUNNING"]  # each status change once
+    assert "COMPLETED" in ran.stdout
+    no_wait = invoke("run", str(spec), "--no-wait")
+    assert no_wait.exit_code == 0 and no_wait.stdout.strip() == "r4"
