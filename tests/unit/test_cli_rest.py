@@ -1,7 +1,8 @@
 """The REST strategy of ``aoetl.transport`` for ``runs list``, ``dlq list``, ``alerts [--follow]``, ``stop``
 and ``run``, on a fake gateway (``httpx.MockTransport``) that pages one record at a time: every page read,
-the Kafka path's order and shapes (a run as the run history's summary, oldest first for records), the filters the gateway
-lacks applied by the CLI. tests/e2e/test_cli_rest.py runs the same commands against the real gateway."""
+the Kafka path's order and shapes (a run as the run history's summary, oldest first for records), the
+filters the gateway lacks applied by the CLI. tests/e2e/test_cli_rest.py runs the same commands against the
+real gateway."""
 
 from __future__ import annotations
 
