@@ -21,7 +21,7 @@ from aoetl.output import CliConsole, OutputFormat, OutputOption, emit
 
 if TYPE_CHECKING:
     from aoetl.client import AoetlClient
-    from shared.contracts import Contract, RunEvent
+    from shared.contracts import Contract, PipelineResult, RunEvent
     from shared.progress import RunProgress
     from shared.spec import SpecIssue
     from shared.spec.models import PipelineSpec
@@ -129,7 +129,7 @@ def run(
     instead of the bars."""
     from aoetl.client import AoetlClient
     from aoetl.commands.door import submit_audited
-    from aoetl.commands.run_display import EXIT_CODES, follow_run, print_result
+    from aoetl.commands.run_display import follow_run
     from aoetl.transport import gateway_in_use
     from shared.kafka.topics import Topics
 
@@ -147,17 +147,12 @@ def run(
         console.print(f"submitted run [bold]{request.run_id}[/]")
         result = follow_run(client, reader, request.run_id, timeout)
     client.close()
-    if result is None:
-        err_console.print(f"[red]no result within {timeout:.0f}s[/]; check `aoetl status {request.run_id}`")
-        raise typer.Exit(5)
-    print_result(result)
-    raise typer.Exit(EXIT_CODES[result.status])
+    _ended(result, request.run_id, timeout)
 
 
 def _run_through(url: str, spec: PipelineSpec, wait: bool, timeout: float) -> NoReturn:
     """``run`` through the gateway: submitted over REST, then its view asked for until the result; each
     change of status printed once."""
-    from aoetl.commands.run_display import EXIT_CODES, print_result
     from aoetl.rest_transport import RestTransport
     from aoetl.transport import RunState
 
@@ -178,6 +173,13 @@ def _run_through(url: str, spec: PipelineSpec, wait: bool, timeout: float) -> No
         result = transport.wait_result(run_id, timeout, seen)
     finally:
         transport.close()
+    _ended(result, run_id, timeout)
+
+
+def _ended(result: PipelineResult | None, run_id: str, timeout: float) -> NoReturn:
+    """How ``run`` ends: the result's summary and its status's exit code, or exit 5 when none came."""
+    from aoetl.commands.run_display import EXIT_CODES, print_result
+
     if result is None:
         err_console.print(f"[red]no result within {timeout:.0f}s[/]; check `aoetl status {run_id}`")
         raise typer.Exit(5)
