@@ -44,7 +44,9 @@ def records_to_tables(
     records: Iterable[dict[str, Any]], batch_rows: int, *, where: str
 ) -> Iterator[pa.Table]:
     """Group records into tables of at most ``batch_rows`` rows. Types are inferred per batch (JSON has
-    no schema); columns that are null throughout a batch are typed string rather than null."""
+    no schema), columns are every key any record of the batch has (in order of first appearance; null
+    where a record lacks it); columns that are null throughout a batch are typed string rather than
+    null."""
     chunk: list[dict[str, Any]] = []
     for record in records:
         chunk.append(record)
@@ -56,9 +58,11 @@ def records_to_tables(
 
 
 def _to_table(records: list[dict[str, Any]], where: str) -> pa.Table:
+    # pa.array infers one struct type from every record (``Table.from_pylist`` takes the first record's
+    # keys and drops a field that only later records have)
     try:
-        table = pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        table = pa.Table.from_struct_array(pa.array(records))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:  # Overflow: past int64
         raise SourceReadError(f"{where}: records do not form a table: {exc}") from exc
     for i, column in enumerate(table.schema):
         if pa.types.is_null(column.type):

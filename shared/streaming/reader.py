@@ -290,8 +290,7 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
         try:
             while not self._stop.is_set():
                 wait = self.windows.wait(time.monotonic(), config.poll_ceiling_s)
-                for message in reader.poll(config.max_poll, wait):
-                    self._take(message)
+                self._take_all(reader.poll(config.max_poll, wait))
                 now = time.monotonic()
                 self.windows.close_due(now)
                 if self.windows.closed or self._dead_letters:
@@ -311,6 +310,11 @@ class WindowedTopicReader(RestartingWorker, Generic[T]):
     def _forget(self, tps: set[TP]) -> None:
         self.windows.forget(tps)
         self._dead_letters = [(tp, letter) for tp, letter in self._dead_letters if tp not in tps]
+
+    def _take_all(self, messages: Sequence[KafkaMessage]) -> None:
+        """One poll's records into the book (``shared.streaming.undecoded`` overrides this)."""
+        for message in messages:
+            self._take(message)
 
     def _take(self, message: KafkaMessage) -> None:
         topic, partition, offset = coordinates(message)

@@ -17,6 +17,7 @@ passes them: a topic trigger's run continues the trace of the event that started
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -82,6 +83,28 @@ class OffsetWindows(Generic[T]):
         full = len(window.items) >= self.limits.items
         if full or (self.limits.max_bytes is not None and window.size >= self.limits.max_bytes):
             self._close(part)
+
+    def extend(self, tp: TP, offsets: Sequence[int], items: Sequence[T], now: float) -> None:
+        """``add`` of consecutive records of one partition, every one kept (``offsets[i]`` is
+        ``items[i]``'s), without a trace, with their sizes not counted: for a reader whose book has no
+        ``max_bytes`` and that decodes a window only when it closes. The items join the open window in
+        slices, so a poll of thousands of records costs a few list operations, not a call per record."""
+        assert self.limits.max_bytes is None, "a byte limit needs each record's size: add() them"
+        if not items:
+            return
+        part = self._parts.setdefault(tp, _Partition(base=offsets[0], position=offsets[0]))
+        start = 0
+        while start < len(items):
+            if part.open is None:
+                part.open = Window(tp, offsets[start], now)
+            window = part.open
+            end = min(len(items), start + self.limits.items - len(window.items))
+            window.items.extend(items[start:end])
+            window.last_offset = offsets[end - 1]
+            if len(window.items) >= self.limits.items:
+                self._close(part)
+            start = end
+        part.position = offsets[-1] + 1
 
     def close_due(self, now: float) -> None:
         """Close the windows whose age limit passed."""

@@ -21,6 +21,7 @@ from aoetl.client import AoetlClient
 from shared.contracts import (
     DEFAULT_TENANT,
     Contract,
+    DeadLetter,
     PipelineDefinition,
     PipelineRequest,
     PipelineResult,
@@ -65,6 +66,11 @@ class EventProducer:
                 self.delivered.append((message.partition() or 0, message.offset() or 0, event))
 
         self._producer.produce(self.topic, json.dumps(event).encode(), key=key, on_delivery=report)
+        self._producer.poll(0)
+
+    def send_raw(self, value: bytes) -> None:
+        """A record that is no event (it must be dead-lettered, not loaded)."""
+        self._producer.produce(self.topic, value, key=b"poison")
         self._producer.poll(0)
 
     def flush(self) -> None:
@@ -269,6 +275,9 @@ def test_a_window_of_events_starts_one_run_that_loads_them_all(
 
 
 # ---------------------------------------------------------------------------- continuous pipeline
+POISON_EVENTS = [b"not json", b"[1, 2]"]
+
+
 def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_resume(
     system: System, kafka_bootstrap: str, postgres_dsn: str
 ):
@@ -300,6 +309,8 @@ def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_re
         ).start()
         wait_until(lambda: stream.produced > total // 3, 60, message="a third of the events produced")
         wait_until(lambda: loaded()[0] > 0, 60, message="the first rows loaded while events arrive")
+        for poison in POISON_EVENTS:  # amid the stream: read in one window with events
+            events.send_raw(poison)
         system.client.stop(first.run_id)
         stopped = await_result(reader, first.run_id)
         assert stopped.status is RunStatus.CANCELLED, stopped.errors
@@ -315,3 +326,11 @@ def test_a_continuous_pipeline_loads_every_event_exactly_once_across_stop_and_re
         final = await_result(reader, second.run_id)
     assert final.status is RunStatus.CANCELLED
     assert_every_event_once(postgres_dsn, table, total, "double_amount")
+    with system.client.reader(Topics.DEAD_LETTERS, from_beginning=True) as letters:
+        mine = [
+            v
+            for _, v in letters.drain({Topics.DEAD_LETTERS: DeadLetter})
+            if isinstance(v, DeadLetter) and v.origin.topic == topic
+        ]
+    assert sorted(v.payload for v in mine) == sorted(POISON_EVENTS), "each dead-lettered once, as read"
+    assert {(v.stage, v.run_id in (first.run_id, second.run_id)) for v in mine} == {(Stage.EXTRACT, True)}
