@@ -29,6 +29,7 @@ import pyarrow as pa
 from services.extract import metrics
 from services.extract.worker import extracted_batch
 from shared import streaming
+from shared.allocation import gc_paused
 from shared.connectors.errors import SourceReadError
 from shared.connectors.records import records_to_tables
 from shared.contracts import EventKind, RunEvent, Stage, StreamProgress, StreamRun, StreamState
@@ -139,13 +140,17 @@ class StreamWorker(streaming.UndecodedWindowReader):
         metrics.stream_committed(self.stream.pipeline, sum(len(w.items) for w in closed), len(closed))
 
     def _batch(self, window: streaming.Window[KafkaMessage], lag: int | None) -> Sequence[streaming.Encoded]:
-        events, dead_letters = self.decoded(window)
-        if not events:
+        # a dict per event, none of them in a cycle, all freed once the table holds their values: the
+        # collector would only traverse them (shared.allocation)
+        with gc_paused():
+            events, dead_letters = self.decoded(window)
+            table = rows_to_table(events) if events else None
+            del events
+        if table is None:
             return dead_letters
         spec, pipeline = self.stream.spec, self.stream.pipeline
         (topic, partition), first, last = window.tp, window.first_offset, window.last_offset
         batch_id = batch_id_for(pipeline, topic, partition, first, last)
-        table = rows_to_table(events)
         batch = extracted_batch(self.run_id, f"{self.run_id}:p{partition}", batch_id, first, table, spec)
         progress = StreamProgress(
             topic=topic, partition=partition, first_offset=first, last_offset=last, lag=lag

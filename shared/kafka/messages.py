@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError
 
+from shared.allocation import gc_paused
 from shared.kafka.types import Headers, KafkaConsumer
 
 TP = tuple[str, int]
@@ -83,4 +84,5 @@ def consume_available(consumer: KafkaConsumer, max_messages: int, timeout: float
     first = consumer.consume(1, timeout)
     if not first or max_messages == 1:
         return list(first)
-    return [*first, *consumer.consume(max_messages - 1, 0)]
+    with gc_paused():  # thousands of message objects at once, no cycles among them (shared.allocation)
+        return [*first, *consumer.consume(max_messages - 1, 0)]

@@ -20,12 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from itertools import groupby
-from typing import Any
+from typing import Any, cast
 
-from shared.kafka.messages import KafkaMessage, coordinates
+from shared.kafka.messages import KafkaMessage
 from shared.streaming.decode import decode_events
 from shared.streaming.reader import Encoded, WindowedTopicReader
-from shared.streaming.windows import TP, Window
+from shared.streaming.windows import Window
 
 
 class UndecodedWindowReader(WindowedTopicReader[KafkaMessage]):
@@ -35,10 +35,12 @@ class UndecodedWindowReader(WindowedTopicReader[KafkaMessage]):
     def _take_all(self, messages: Sequence[KafkaMessage]) -> None:
         if not messages:
             return
-        now = time.monotonic()
-        for tp, run in groupby(messages, key=_partition_of):
+        now, topic = time.monotonic(), self.reader_config.topic  # a reader reads one topic
+        # per record only the two calls the book needs (no checks: consumed records have both)
+        for partition, run in groupby(messages, key=_partition):
             records = list(run)
-            self.windows.extend(tp, [coordinates(m)[2] for m in records], records, now)
+            offsets = cast(list[int], [m.offset() for m in records])
+            self.windows.extend((topic, partition), offsets, records, now)
 
     def keep(self, event: dict[str, Any]) -> KafkaMessage | None:
         raise TypeError("an undecoded window reader keeps records, not events: see _take_all")
@@ -49,6 +51,5 @@ class UndecodedWindowReader(WindowedTopicReader[KafkaMessage]):
         return events, [self._dead_letter(window.items[index], exc) for index, exc in poison]
 
 
-def _partition_of(message: KafkaMessage) -> TP:
-    topic, partition, _ = coordinates(message)
-    return topic, partition
+def _partition(message: KafkaMessage) -> int:
+    return cast(int, message.partition())
