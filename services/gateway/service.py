@@ -30,7 +30,7 @@ from shared.auth.oidc import OidcVerifier
 from shared.contracts import Stage
 from shared.health import ReadinessCheck, write_port_file
 from shared.kafka.types import Serde
-from shared.runtime import BaseService
+from shared.runtime import BaseService, prepare_garbage_collector
 from shared.signals import GracefulShutdown
 
 _log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class GatewayService(BaseService[GatewaySettings]):
             timeout_graceful_shutdown=10,
         )
         server = _Server(config)
+        prepare_garbage_collector()  # again: the app (routes, their models) is made here, after start-up
         gc_pauses = GcPauses().install()
         probe_task = asyncio.create_task(LoopLagProbe().run(stopped), name="gateway-loop-lag")
         bus_task = asyncio.create_task(self.bus.run(stopped), name="gateway-bus")
