@@ -11,16 +11,20 @@ Measures, per delivery:
 * ``ack``: from starting the HTTP request to its 202 answer, which the gateway sends only after Kafka
   acknowledged the ``PipelineRequest`` (acks=all);
 * ``visible``: from starting the HTTP request to the ``PipelineRequest`` arriving at a separate consumer
-  of the requests topic (includes that consumer's fetch wait, 5 ms max here);
+  of the requests topic (in a process of its own, with the tasks topic's: ``watch_topics``);
 * ``ack_to_first_task``: from the 202 answer to the run's first ``ExtractTask`` arriving on the tasks topic
   (a real orchestrator process validates the request, resolves the definition, plans and publishes it
   in a Kafka transaction; includes the watcher's fetch wait). Baseline for comparison: Airflow and
   Prefect take seconds to start a first task.
 
 ``gateway_side``: the gateway's own histograms over the round (its /metrics before and after: mean exact,
-p50/p99 bucket bounds): each acknowledged Kafka write by topic and the webhook route's time in the server,
-so the ack splits into the writes, the read-back of the claim (the rest of the server's time) and the
-client's side (ack minus the server's time).
+p50/p99 bucket bounds, total): each acknowledged Kafka write by topic and the webhook route's time in the
+server, so the ack splits into the writes, the read-back of the claim (the rest of the server's time) and
+the client's side (ack minus the server's time); how late its loop woke from a 10 ms sleep and its garbage
+collections by generation (``services.gateway.loopwatch``), which hold every request in flight at once.
+``client_loop_lag_ms``: the same overshoot for a 1 ms sleep on the client's own loop (what inflates the
+client's timing beyond the gateway's). ``cpu_s``: CPU seconds over the round of the gateway, the
+orchestrator, the bench's own broker, the client and the watchers' process (the machine has 2 cores).
 
 Prints each round and then one JSON object (per round p50/p90/p99/max in milliseconds, achieved rate,
 failures by status; ``median`` over the rounds), also written to bench/results/bench_webhook_latency.json.
@@ -32,9 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -75,6 +83,11 @@ def gateway_side(port: int, suffix: str) -> dict[str, prom.Histogram]:
         "deliveries_publish": prom.scrape([port], PUBLISH, topic=Topics.DELIVERIES + suffix),
         "requests_publish": prom.scrape([port], PUBLISH, topic=Topics.REQUESTS + suffix),
         "http_webhook": prom.scrape([port], HTTP, route="/webhooks/{source}", method="POST"),
+        "loop_lag": prom.scrape([port], "aoetl_gateway_loop_lag_seconds"),
+        **{
+            f"gc_gen{gen}": prom.scrape([port], "aoetl_gateway_gc_pause_seconds", generation=str(gen))
+            for gen in (0, 1, 2)
+        },
     }
 
 
@@ -132,7 +145,12 @@ async def watch_requests(
     model: type[PipelineRequest] | type[ExtractTask] = PipelineRequest,
 ) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5, isolation_level="read_committed"
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        # the broker answers a fetch as soon as a record is there (fetch_min_bytes=1): the wait only bounds
+        # an empty poll, and a short one would have the broker answer hundreds of empty polls a second
+        fetch_max_wait_ms=200,
+        isolation_level="read_committed",
     )
     serde = AvroSerde()
     await consumer.start()
@@ -154,19 +172,52 @@ async def watch_requests(
         await consumer.stop()
 
 
-async def drive(
-    url: str, bootstrap: str, topic: str, rate: float, duration: float, round_id: str
-) -> dict[str, Any]:
-    seen: dict[str, float] = {}
-    tasks_seen: dict[str, float] = {}
-    ready, tasks_ready, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    watcher = asyncio.create_task(watch_requests(bootstrap, topic, seen, ready, stop))
-    tasks_topic = topic.replace(Topics.REQUESTS, Topics.TASKS)
-    task_watcher = asyncio.create_task(
-        watch_requests(bootstrap, tasks_topic, tasks_seen, tasks_ready, stop, ExtractTask)
-    )
-    await ready.wait()
-    await tasks_ready.wait()
+async def loop_lag(lags: list[float], stop: asyncio.Event) -> None:
+    """How late a 1 ms sleep wakes on this (the client's) loop: whatever holds the loop also delays the
+    moment an answer is timed, so a late wake-up here is latency the gateway did not cause."""
+    while not stop.is_set():
+        asked = time.perf_counter()
+        await asyncio.sleep(0.001)
+        lags.append(time.perf_counter() - asked - 0.001)
+
+
+def watch_topics(bootstrap: str, topics: tuple[str, str], ready: Any, conn: Any) -> None:
+    """The watchers' process (``spawn``): follows the requests and the tasks topics, sets ``ready`` once both
+    are positioned, then waits for the run ids to expect (``conn``) and sends back when each arrived, once
+    all have or after 30 s. A process of its own so that decoding what it reads never holds the client's
+    loop (which would delay the moment an answer is timed); ``time.perf_counter`` is the system's
+    monotonic clock, the same in both processes."""
+
+    async def main() -> None:
+        seen: dict[str, float] = {}
+        tasks_seen: dict[str, float] = {}
+        ready_requests, ready_tasks, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        watchers = [
+            asyncio.create_task(watch_requests(bootstrap, topics[0], seen, ready_requests, stop)),
+            asyncio.create_task(
+                watch_requests(bootstrap, topics[1], tasks_seen, ready_tasks, stop, ExtractTask)
+            ),
+        ]
+        await ready_requests.wait()
+        await ready_tasks.wait()
+        ready.set()
+        while not conn.poll():
+            await asyncio.sleep(0.05)
+        requested, acked = conn.recv()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (requested <= set(seen) and acked <= set(tasks_seen)):
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*watchers)
+        conn.send((seen, tasks_seen))
+
+    asyncio.run(main())
+
+
+async def drive(url: str, rate: float, duration: float, round_id: str) -> dict[str, Any]:
+    lags: list[float] = []
+    sending = asyncio.Event()
+    probe = asyncio.create_task(loop_lag(lags, sending))
     acked_at: dict[str, float] = {}
     started_at: dict[str, float] = {}
     ack: list[float] = []
@@ -215,28 +266,19 @@ async def drive(
         sent_s = time.perf_counter() - begin
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - begin
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (
-        set(started_at) <= set(seen) and set(acked_at) <= set(tasks_seen)
-    ):
-        await asyncio.sleep(0.05)
-    stop.set()
-    await watcher
-    await task_watcher
-    visible = [seen[run_id] - t0 for run_id, t0 in started_at.items() if run_id in seen]
-    to_task = [tasks_seen[run_id] - t for run_id, t in acked_at.items() if run_id in tasks_seen]
+        sending.set()
+        await probe
     return {
+        "started_at": started_at,
+        "acked_at": acked_at,
         "deliveries": total,
         "target_rate_per_s": rate,
         "sent_rate_per_s": round(total / sent_s, 1),  # how well the client kept its schedule
         "achieved_rate_per_s": round(len(ack) / elapsed, 1),  # acknowledged deliveries per second
         "statuses": dict(statuses),
         "ack_ms": percentiles(ack),
-        "visible_ms": percentiles(visible),
-        "visible_count": len(visible),
-        "ack_to_first_task_ms": percentiles(to_task),
-        "first_task_count": len(to_task),
         "ack_mean_ms": round(statistics.fmean(ack) * 1000, 2) if ack else None,
+        "client_loop_lag_ms": percentiles(lags),
     }
 
 
@@ -252,7 +294,34 @@ MEDIAN_KEYS = (
     "gateway_side.requests_publish.mean_ms",
     "gateway_side.http_webhook.mean_ms",
     "gateway_side.http_webhook.p99_ms",
+    "gateway_side.loop_lag.p99_ms",
+    "gateway_side.gc_gen2.total_s",
+    "client_loop_lag_ms.p99",
+    "cpu_s.gateway",
+    "cpu_s.orchestrator",
+    "cpu_s.kafka",
+    "cpu_s.client",
 )
+
+
+def cpu_snapshot(services: dict[int, str], stack_dir: Path) -> dict[str, float]:
+    """CPU seconds so far of the bench's gateway and orchestrator, its own broker (other stacks' brokers on
+    the machine are not counted) and this process (the client)."""
+    found: dict[str, float] = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
+        info = proc.info
+        if info["pid"] in services:
+            group = services[info["pid"]]
+        elif info["pid"] == os.getpid():
+            group = "client"
+        elif info["name"] == "java" and any(str(stack_dir) in a for a in info["cmdline"] or ()):
+            group = "kafka"
+        else:
+            continue
+        times = info["cpu_times"]
+        if times is not None:
+            found[group] = found.get(group, 0.0) + times.user + times.system
+    return found
 
 
 def main() -> None:
@@ -266,7 +335,8 @@ def main() -> None:
     args = parser.parse_args()
 
     state = ROOT / ".state" / "bench" / "webhook"
-    stack = DevStack.from_env(state / "webhook-stack")  # its own: never stops a stack it did not start
+    stack_dir = state / "webhook-stack"
+    stack = DevStack.from_env(stack_dir)  # its own: never stops a stack it did not start
     bootstrap = stack.up().kafka_bootstrap
     suffix = f".bench-{uuid.uuid4().hex[:8]}"
     specs = [TopicSpec(t.name + suffix, t.partitions, dict(t.config)) for t in TOPICS]
@@ -275,16 +345,44 @@ def main() -> None:
     try:
         register_definition(bootstrap, suffix, state)
         api_port = free_port()
-        restart_services(stack.supervisor, ("orchestrator", "gateway"), service_env(suffix, api_port))
+        pids = restart_services(stack.supervisor, ("orchestrator", "gateway"), service_env(suffix, api_port))
+        print(json.dumps({"pids": pids}), flush=True)
         url = f"http://127.0.0.1:{api_port}"
         (gateway,) = stack.supervisor.alive("gateway")
+        # the client's imports (contracts, the dev stack, Kafka clients) out of its full collections, which
+        # would otherwise hold its loop ~0.2 s now and then and time every answer due then that much late
+        gc.collect()
+        gc.freeze()
         for index in range(args.rounds):
+            spawn = multiprocessing.get_context("spawn")
+            ready, (conn, child_conn) = spawn.Event(), spawn.Pipe()
+            topics = (Topics.REQUESTS + suffix, Topics.TASKS + suffix)
+            watcher = spawn.Process(target=watch_topics, args=(bootstrap, topics, ready, child_conn))
+            watcher.start()
+            if not ready.wait(120):
+                raise RuntimeError("the watchers did not start")
             before = gateway_side(gateway.http_port, suffix)
-            figures = asyncio.run(
-                drive(url, bootstrap, Topics.REQUESTS + suffix, args.rate, args.duration, f"{suffix}-{index}")
-            )
+            cpu_before = cpu_snapshot({**pids, watcher.pid: "watchers"}, stack_dir)
+            figures = asyncio.run(drive(url, args.rate, args.duration, f"{suffix}-{index}"))
+            cpu_after = cpu_snapshot({**pids, watcher.pid: "watchers"}, stack_dir)
+            started_at, acked_at = figures.pop("started_at"), figures.pop("acked_at")
+            conn.send((set(started_at), set(acked_at)))
+            seen, tasks_seen = conn.recv()
+            watcher.join()
+            visible = [seen[run_id] - t0 for run_id, t0 in started_at.items() if run_id in seen]
+            to_task = [tasks_seen[run_id] - t for run_id, t in acked_at.items() if run_id in tasks_seen]
+            figures |= {
+                "visible_ms": percentiles(visible),
+                "visible_count": len(visible),
+                "ack_to_first_task_ms": percentiles(to_task),
+                "first_task_count": len(to_task),
+            }
             after = gateway_side(gateway.http_port, suffix)
-            figures["gateway_side"] = {k: prom.summary(after[k].minus(before[k])) for k in after}
+            figures["gateway_side"] = {
+                k: {**prom.summary(step := after[k].minus(before[k])), "total_s": round(step.sum, 3)}
+                for k in after
+            }
+            figures["cpu_s"] = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in sorted(cpu_after.items())}
             print(json.dumps({"round": index, **figures}), flush=True)
             rounds.append(figures)
     finally:

@@ -172,17 +172,19 @@ class KafkaBus:
         try:
             # send() itself may wait for metadata (a new topic, a broker down): bound it too.
             # the current trace context (a request's span: shared.tracing) travels with the record
+            # (timeout scopes, not wait_for: wait_for wraps each await in a task of its own, three records
+            # per delivery)
             headers = propagation.inject() or None
-            ack = await asyncio.wait_for(
-                producer.send(topic, payload, key=key.encode(), headers=headers), self.settings.send_timeout_s
-            )
+            async with asyncio.timeout_at(deadline):
+                ack = await producer.send(topic, payload, key=key.encode(), headers=headers)
         except (TimeoutError, KafkaError) as exc:
             PUBLISH_FAILURES.labels(topic).inc()
             raise GatewayTransientError(f"Kafka did not take the record: {exc!r}") from exc
         try:
             # shield: on timeout the send stays queued; if it lands later the followers read it, so the
             # sender's retry is still recognised as a copy.
-            landed = await asyncio.wait_for(asyncio.shield(ack), max(deadline - loop.time(), 0.001))
+            async with asyncio.timeout_at(max(deadline, loop.time() + 0.001)):
+                landed = await asyncio.shield(ack)
         except (TimeoutError, KafkaError) as exc:
             PUBLISH_FAILURES.labels(topic).inc()
             raise GatewayTransientError(f"Kafka did not acknowledge the record: {exc!r}") from exc
@@ -239,7 +241,8 @@ class KafkaBus:
         entry = (tp, position.offset, waiter)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.settings.send_timeout_s)
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await waiter  # cancelled on timeout: nothing else awaits it, and it leaves the list below
         except TimeoutError as exc:
             raise GatewayTransientError(
                 f"the gateway did not read back its own record in time: {position}"

@@ -4,7 +4,8 @@ authenticated (API keys from the keys topic the bus follows, OIDC tokens; ``acce
 ``run_service`` gives it what every service has (settings, JSON logs, SIGTERM handling, /health /ready
 /metrics on ``http_port`` for the supervisor and probes). ``run`` then serves the HTTP API with uvicorn on
 ``api_port`` (the API app answers /health /ready /metrics too, so a load balancer can probe that port) and
-runs the Kafka bus (``bus.py``) on the same event loop.
+runs the Kafka bus (``bus.py``) on the same event loop, watched for how long it is held
+(``loopwatch.py``: loop lag and GC pauses as metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from services.gateway.bus import KafkaBus
 from services.gateway.configuration import GatewaySettings
 from services.gateway.core import Gateway
 from services.gateway.deliveries import DeliveryBook
+from services.gateway.loopwatch import GcPauses, LoopLagProbe
 from services.gateway.records import RecordBook
 from services.gateway.state import DefinitionCatalog, RunLedger, RunView
 from shared.auth.keys import KeyRing
@@ -28,7 +30,7 @@ from shared.auth.oidc import OidcVerifier
 from shared.contracts import Stage
 from shared.health import ReadinessCheck, write_port_file
 from shared.kafka.types import Serde
-from shared.runtime import BaseService
+from shared.runtime import BaseService, prepare_garbage_collector
 from shared.signals import GracefulShutdown
 
 _log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ class GatewayService(BaseService[GatewaySettings]):
             timeout_graceful_shutdown=10,
         )
         server = _Server(config)
+        prepare_garbage_collector()  # again: the app (routes, their models) is made here, after start-up
+        gc_pauses = GcPauses().install()
+        probe_task = asyncio.create_task(LoopLagProbe().run(stopped), name="gateway-loop-lag")
         bus_task = asyncio.create_task(self.bus.run(stopped), name="gateway-bus")
         server_task = asyncio.create_task(server.serve(), name="gateway-http")
         stop_task = asyncio.create_task(stopped.wait(), name="gateway-stop")
@@ -116,7 +121,8 @@ class GatewayService(BaseService[GatewaySettings]):
             await asyncio.gather(server_task, return_exceptions=True)  # the answers in flight first,
             await self.gateway.deliveries.settle(s.send_timeout_s)  # then the STARTED records they left
             stopped.set()
-            await asyncio.gather(server_task, bus_task, stop_task, return_exceptions=True)
+            await asyncio.gather(server_task, bus_task, stop_task, probe_task, return_exceptions=True)
+            gc_pauses.uninstall()
             if s.api_port_file is not None:
                 s.api_port_file.unlink(missing_ok=True)
 

@@ -182,6 +182,38 @@ def test_invalid_records_fail_at_encode(serde: AvroSerde) -> None:
         serde.encode_record("io.aoetl.Nope", good)
 
 
+def test_invalid_record_errors_name_the_wrong_field(serde: AvroSerde) -> None:
+    good = serde.decode_record(serde.encode(EVENT))
+    with pytest.raises(InvalidRecordError, match="rows_in"):
+        serde.encode_record(RunEvent.avro_name, {**good, "rows_in": "many"})
+
+
+def test_valid_records_encode_without_building_validation_errors(
+    serde: AvroSerde, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the raising validation builds and formats an error per union branch not taken: the encode path
+    # of a valid record must not pay for that (it was most of the cost of every record produced)
+    import fastavro.validation
+
+    built: list[object] = []
+    original = fastavro.validation.ValidationError.__init__
+
+    def counting(self: Exception, *errors: object) -> None:
+        built.append(errors)
+        original(self, *errors)
+
+    monkeypatch.setattr(fastavro.validation.ValidationError, "__init__", counting)
+    from tests.unit.test_contracts import rich_messages
+
+    for sample in rich_messages():  # every optional field set somewhere: every union's other branch
+        serde.encode(sample)
+    assert built == []
+    good = serde.decode_record(serde.encode(EVENT))
+    with pytest.raises(InvalidRecordError):
+        serde.encode_record(RunEvent.avro_name, {**good, "rows_in": "many"})
+    assert built  # the counting sees the errors fastavro builds: the check above can fail
+
+
 def test_all_avro_errors_are_terminal() -> None:
     for error in (NotSingleObjectError, UnknownFingerprintError, TruncatedMessageError, TrailingBytesError,
                   SchemaResolutionError, ModelValidationError, InvalidRecordError):  # fmt: skip
