@@ -97,16 +97,34 @@ def plan(
 ) -> list[Split]:
     files = source_files(source.path, source.connection)
     sizes = [p.size for p in files]
-    if source.has_header:
+    if source.has_header:  # a header that does not parse fails the run here, before any task
         _check_same_header(files, sizes, source)
-    splittable = [not has_quoted_newlines(p, source.delimiter) for p in files]
-    ranges = plan_byte_ranges(sizes, parallelism, splittable)
+    ranges = _byte_ranges(files, sizes, parallelism, source.delimiter)
     planned: list[dict[str, Any]] = [
         {"uri": path.uri, "start": start, "end": end}
         for path, file_ranges in zip(files, ranges, strict=True)
         for start, end in file_ranges
     ]
     return number_splits(planned, SplitKind.BYTE_RANGE)
+
+
+def _byte_ranges(
+    files: list[SourceFile], sizes: list[int], parallelism: int | None, delimiter: str
+) -> list[list[tuple[int, int]]]:
+    """The ranges per file, a file cut only if its head has no quoted line break. Only the files the plan
+    would cut are sampled (again after a sample took a file out, as the others may then get its splits):
+    a file read whole is read with ``newlines_in_values`` anyway, and a small run's planning then opens its
+    file once (for the header), not twice (the orchestrator plans every run)."""
+    splittable = [True] * len(files)
+    sampled: set[int] = set()
+    while True:
+        ranges = plan_byte_ranges(sizes, parallelism, splittable)
+        cut = [i for i, file_ranges in enumerate(ranges) if len(file_ranges) > 1 and i not in sampled]
+        if not cut:
+            return ranges
+        for i in cut:
+            sampled.add(i)
+            splittable[i] = not has_quoted_newlines(files[i], delimiter)
 
 
 def _check_same_header(files: list[SourceFile], sizes: list[int], source: CsvSource) -> None:
