@@ -168,6 +168,8 @@ def _complete(raw: pl.Series, converted: pl.Series, fallbacks: tuple[Parser, ...
     if not fallbacks:
         return converted
     for parser in fallbacks:
+        if _all_converted(raw, converted):
+            break
         pending = converted.is_null() & raw.is_not_null()
         if not pending.any():
             break
@@ -177,9 +179,19 @@ def _complete(raw: pl.Series, converted: pl.Series, fallbacks: tuple[Parser, ...
     return converted
 
 
+def _all_converted(raw: pl.Series, converted: pl.Series) -> bool:
+    """No value is left unconverted: every plan turns a null into a null, so the converted column has no
+    more nulls than the raw one exactly when each non-null value converted. Null counts are kept with the
+    series, so this costs nothing; the elementwise mask (a polars query of its own, ~40 us even on three
+    rows) is built only when some value is left, which made the cast of a small batch ~3x slower."""
+    return converted.null_count() == raw.null_count()
+
+
 def _raise_on_failures(
     raw: pl.Series, converted: pl.Series, *, where: str, column: str, target: DataType
 ) -> None:
+    if _all_converted(raw, converted):
+        return
     failed = converted.is_null() & raw.is_not_null()
     if not failed.any():
         return
