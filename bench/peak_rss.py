@@ -1,0 +1,128 @@
+"""Peak resident memory per process for the benchmarks, per measurement rather than per process lifetime.
+
+What it guarantees: ``vm_hwm_mib`` is the kernel's own high-water mark (``VmHWM`` in ``/proc/PID/status``),
+so a peak between two looks is never missed for a process that is alive at the end. ``PeakRss`` resets that
+mark (``5`` into ``/proc/PID/clear_refs``, Linux >= 4.0) for the aoetl services and the stack's broker when a
+measurement starts, so each round reports its own peak, not the largest of the bench so far (a Python
+service keeps what it touched, so the reset value is its resident size then, never less). PostgreSQL
+backends come and go with their connections (``psql``'s, each load run's), and a process's mark goes with
+it, so the postmaster's client backends are looked at every ``interval_s`` while the measurement lasts: for
+those the figure is the last mark seen before the backend exited (at most ``interval_s`` early). Only the
+bench's own stack is looked at (its state folder is in the broker's and the postmaster's command lines):
+other stacks on the same machine are someone else's.
+
+A backend's resident size counts the shared buffers it touched (up to ``shared_buffers``), so a backend that
+writes more pages looks bigger without holding more memory of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from types import TracebackType
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """The process's peak resident size in MiB, None when it is gone (or not readable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak(pid: int) -> None:
+    """Start the process's high-water mark again from its resident size now (best effort)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def is_client_backend(title: str) -> bool:
+    """A PostgreSQL process title of a client connection (``postgres: user db 127.0.0.1(5432) idle``,
+    ``... [local] ...``), not an auxiliary process (checkpointer, walwriter, ...)."""
+    return title.startswith("postgres: ") and ("(" in title or "[local]" in title)
+
+
+def stack_processes(stack_dir: Path) -> tuple[list[int], int | None]:
+    """The broker pids and the postmaster pid of the stack whose state is under ``stack_dir``."""
+    marker = str(stack_dir.resolve()) + "/"
+    brokers, postmaster = [], None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        line = _cmdline(int(entry.name))
+        if marker not in line:
+            continue
+        program = line.split(" ", 1)[0]
+        if program.endswith("/java") and "kafka.Kafka" in line:
+            brokers.append(int(entry.name))
+        elif program.endswith("/postgres") and " -D " in line:
+            postmaster = int(entry.name)
+    return brokers, postmaster
+
+
+class PeakRss:
+    """Peak RSS in MiB per group over a ``with`` block: each named service (pid -> name), ``kafka`` (the
+    stack's broker) and ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive
+    during the block). ``result`` holds them after the block."""
+
+    def __init__(self, services: dict[int, str], stack_dir: Path, interval_s: float = 0.1) -> None:
+        brokers, self._postmaster = stack_processes(stack_dir)
+        self._named = dict(services) | {pid: "kafka" for pid in brokers}
+        self._interval = interval_s
+        self._backends: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
+        self.result: dict[str, float | None] = {}
+
+    def _look(self) -> None:
+        if self._postmaster is None:
+            return
+        for pid in _children(self._postmaster):
+            if pid not in self._backends and not is_client_backend(_cmdline(pid)):
+                continue
+            peak = vm_hwm_mib(pid)
+            if peak is not None:
+                self._backends[pid] = max(peak, self._backends.get(pid, 0.0))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._look()
+
+    def __enter__(self) -> PeakRss:
+        for pid in (*self._named, *(_children(self._postmaster) if self._postmaster else ())):
+            reset_peak(pid)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._look()
+        found: dict[str, float | None] = {}
+        for pid, group in self._named.items():
+            peak = vm_hwm_mib(pid)
+            known = found.get(group)
+            found[group] = peak if known is None else max(known, peak or 0.0)
+        found["postgres_backend"] = max(self._backends.values(), default=None)
+        self.result = found

@@ -1,0 +1,61 @@
+"""bench/peak_rss.py and the whole-process timing of bench/peers_common.py, on real child processes: a
+process's own peak, not the largest child's so far; a reset mark starts again from the resident size; the
+PostgreSQL process titles that are client backends."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.peak_rss import PeakRss, is_client_backend, reset_peak, vm_hwm_mib
+from bench.peers_common import timed
+
+pytestmark = pytest.mark.unit
+
+GROW = "import sys; b = bytearray({mib} * 2**20); b[::4096] = b'x' * len(b[::4096]); print('done')"
+
+
+def test_timed_reports_each_process_its_own_peak_not_the_largest_child_so_far():
+    big = timed([sys.executable, "-c", GROW.format(mib=200)])
+    small = timed([sys.executable, "-c", GROW.format(mib=20)])
+    assert big["stdout"].strip() == "done"
+    assert big["process_peak_rss_mib"] > 200 > small["process_peak_rss_mib"]
+
+
+def test_timed_says_why_a_process_failed():
+    with pytest.raises(RuntimeError, match="exited 3: out err"):
+        timed(["sh", "-c", "printf out; printf ' err' >&2; exit 3"])
+
+
+def test_reset_peak_starts_the_mark_again_from_the_resident_size():
+    grown = bytearray(150 * 2**20)
+    grown[::4096] = b"x" * len(grown[::4096])
+    del grown
+    before = vm_hwm_mib(os.getpid())
+    reset_peak(os.getpid())
+    after = vm_hwm_mib(os.getpid())
+    assert before is not None and after is not None and after < before - 100
+
+
+def test_vm_hwm_of_a_process_that_is_gone_is_none():
+    assert vm_hwm_mib(2**22 + 12345) is None
+
+
+def test_peak_rss_names_each_service_and_reports_no_backend_without_a_stack(tmp_path: Path):
+    with PeakRss({os.getpid(): "bench"}, tmp_path / "no-stack", interval_s=0.01) as rss:
+        grown = bytearray(80 * 2**20)
+        grown[::4096] = b"x" * len(grown[::4096])
+    assert set(rss.result) == {"bench", "postgres_backend"} and rss.result["postgres_backend"] is None
+    assert (rss.result["bench"] or 0) > 80
+    del grown
+
+
+def test_client_backends_are_told_from_auxiliary_processes():
+    assert is_client_backend("postgres: postgres aoetl 127.0.0.1(60254) idle ")
+    assert is_client_backend("postgres: postgres aoetl [local] COPY")
+    assert not is_client_backend("postgres: checkpointer ")
+    assert not is_client_backend("postgres: autovacuum launcher ")
+    assert not is_client_backend("/usr/lib/postgresql/15/bin/postgres -D /x -p 5432")
