@@ -16,10 +16,10 @@ here, from bench/peers-requirements.txt), never the project's. After each load t
 computed in SQL (sum of id, of qty, of total as numeric, md5 of the ordered ids) must equal the psql one.
 Writes bench/results/bench_peers.json: every round, the medians, CPU seconds of the tool's process (rusage of
 the reaped process) and of PostgreSQL, the broker and each aoetl service (/proc deltas), the peak RSS of each
-of those in that round (``bench/peak_rss.py``: the tool's own from its rusage, the services' and the broker's
-high-water mark reset when the round starts, the largest PostgreSQL client backend), machine info, load
-average. Flat memory: a run 10x larger must peak at the same RSS per service (each consumer buffers at most
-``AOETL_CONSUMER_PREFETCH_KIB`` ahead).
+of those in that round (``bench/peak_rss.py``: the tool's process and the PostgreSQL client backends looked
+at while they run, the services' and the broker's high-water mark reset when the round starts), machine info,
+load average. Flat memory: a run 10x larger must peak at the same RSS per service (each consumer buffers at
+most ``AOETL_CONSUMER_PREFETCH_KIB`` ahead).
 
     python bench/bench_peers.py --rows 1000000 --rounds 3
 """
@@ -226,7 +226,7 @@ def main() -> int:
             with PeakRss(pids, STATE / "stack") as rss:
                 figures, qualified = runners[tool](table)
             figures["cpu_s"] = cpu_used(cpu_before, cpu_snapshot(pids))  # postgres, kafka, services
-            figures["peak_rss_mib"] = {"tool": figures.pop("process_peak_rss_mib"), **rss.result}
+            figures["peak_rss_mib"] = rss.result
             figures["checksum"] = checksum(dsn, qualified)
             schema = qualified.split(".")[0] if "." in qualified else None
             figures["columns"] = sql(dsn, COLUMNS_SQL.format(schema=schema or "public", table=table))

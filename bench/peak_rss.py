@@ -7,7 +7,11 @@ measurement starts, so each round reports its own peak, not the largest of the b
 service keeps what it touched, so the reset value is its resident size then, never less). PostgreSQL
 backends come and go with their connections (``psql``'s, each load run's), and a process's mark goes with
 it, so the postmaster's client backends are looked at every ``interval_s`` while the measurement lasts: for
-those the figure is the last mark seen before the backend exited (at most ``interval_s`` early). Only the
+those the figure is the last mark seen before the backend exited (at most ``interval_s`` early). The tool
+under measurement (``psql``, dlt's Python, the ``aoetl`` CLI: the bench's own child processes) is looked at
+the same way, because its rusage cannot say: ``ru_maxrss`` of a child counts the memory of the process it
+was forked from before its ``exec`` (the bench's own ~110 MiB); a child not yet past its ``exec`` (its
+command line still the bench's) is skipped for the same reason. Only the
 bench's own stack is looked at (its state folder is in the broker's and the postmaster's command lines):
 other stacks on the same machine are someone else's.
 
@@ -18,6 +22,7 @@ writes more pages looks bigger without holding more memory of its own.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -79,29 +84,39 @@ def stack_processes(stack_dir: Path) -> tuple[list[int], int | None]:
     return brokers, postmaster
 
 
+def _keep_peak(peaks: dict[int, float], pid: int) -> None:
+    peak = vm_hwm_mib(pid)
+    if peak is not None:
+        peaks[pid] = max(peak, peaks.get(pid, 0.0))
+
+
 class PeakRss:
-    """Peak RSS in MiB per group over a ``with`` block: each named service (pid -> name), ``kafka`` (the
-    stack's broker) and ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive
-    during the block). ``result`` holds them after the block."""
+    """Peak RSS in MiB per group over a ``with`` block: ``tool`` (the largest child process of this one, or
+    of those, alive during the block), each named service (pid -> name), ``kafka`` (the stack's broker) and
+    ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive during the block).
+    ``result`` holds them after the block."""
 
     def __init__(self, services: dict[int, str], stack_dir: Path, interval_s: float = 0.1) -> None:
         brokers, self._postmaster = stack_processes(stack_dir)
         self._named = dict(services) | {pid: "kafka" for pid in brokers}
         self._interval = interval_s
         self._backends: dict[int, float] = {}
+        self._tools: dict[int, float] = {}
+        self._own = _cmdline(os.getpid())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
         self.result: dict[str, float | None] = {}
 
     def _look(self) -> None:
-        if self._postmaster is None:
-            return
-        for pid in _children(self._postmaster):
-            if pid not in self._backends and not is_client_backend(_cmdline(pid)):
-                continue
-            peak = vm_hwm_mib(pid)
-            if peak is not None:
-                self._backends[pid] = max(peak, self._backends.get(pid, 0.0))
+        for pid in _children(self._postmaster) if self._postmaster else ():
+            if pid in self._backends or is_client_backend(_cmdline(pid)):
+                _keep_peak(self._backends, pid)
+        children = _children(os.getpid())
+        while children:
+            pid = children.pop()
+            if pid in self._tools or _cmdline(pid) not in (self._own, ""):
+                _keep_peak(self._tools, pid)
+                children.extend(_children(pid))
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):
@@ -119,7 +134,7 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self._look()
-        found: dict[str, float | None] = {}
+        found: dict[str, float | None] = {"tool": max(self._tools.values(), default=None)}
         for pid, group in self._named.items():
             peak = vm_hwm_mib(pid)
             known = found.get(group)

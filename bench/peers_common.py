@@ -52,9 +52,9 @@ def children_cpu() -> float:
 def timed(
     command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
 ) -> dict:
-    """Wall and CPU seconds and peak RSS (MiB) of a whole process, its waited-for children included. The
-    process is reaped with ``wait4`` so its own resource usage is read, not the bench's children's so far
-    (whose ``ru_maxrss`` is the largest of every child ever waited for)."""
+    """Wall and CPU seconds of a whole process, its waited-for children included (reaped with ``wait4``,
+    which reads that process's own usage). Not its peak RSS: a child's ``ru_maxrss`` counts the bench's own
+    memory it was forked from (``bench.peak_rss.PeakRss`` looks at it instead)."""
     with (
         tempfile.TemporaryFile("w+") as given,
         tempfile.TemporaryFile("w+") as out,
@@ -75,7 +75,6 @@ def timed(
     return {
         "seconds": wall,
         "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "process_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
         "stdout": output,
     }
 
