@@ -8,10 +8,11 @@ service keeps what it touched, so the reset value is its resident size then, nev
 backends come and go with their connections (``psql``'s, each load run's), and a process's mark goes with
 it, so the postmaster's client backends are looked at every ``interval_s`` while the measurement lasts: for
 those the figure is the last mark seen before the backend exited (at most ``interval_s`` early). The tool
-under measurement (``psql``, dlt's Python, the ``aoetl`` CLI: the bench's own child processes) is looked at
-the same way, because its rusage cannot say: ``ru_maxrss`` of a child counts the memory of the process it
-was forked from before its ``exec`` (the bench's own ~110 MiB); a child not yet past its ``exec`` (its
-command line still the bench's) is skipped for the same reason. Only the
+under measurement (``psql``, dlt's Python, the ``aoetl`` CLI: the bench's children started in the block; the
+stack's broker, PostgreSQL and services are the bench's children too) is looked at the same way, because
+its rusage cannot say: ``ru_maxrss`` of a child counts the memory of the process it was forked from before
+its ``exec`` (the bench's own ~110 MiB); a child not yet past its ``exec`` (its command line still the
+bench's) is skipped for the same reason. Only the
 bench's own stack is looked at (its state folder is in the broker's and the postmaster's command lines):
 other stacks on the same machine are someone else's.
 
@@ -91,10 +92,10 @@ def _keep_peak(peaks: dict[int, float], pid: int) -> None:
 
 
 class PeakRss:
-    """Peak RSS in MiB per group over a ``with`` block: ``tool`` (the largest child process of this one, or
-    of those, alive during the block), each named service (pid -> name), ``kafka`` (the stack's broker) and
-    ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive during the block).
-    ``result`` holds them after the block."""
+    """Peak RSS in MiB per group over a ``with`` block: ``tool`` (the largest process this one started
+    during the block, or one of those did), each named service (pid -> name), ``kafka`` (the stack's
+    broker) and ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive during the
+    block). ``result`` holds them after the block."""
 
     def __init__(self, services: dict[int, str], stack_dir: Path, interval_s: float = 0.1) -> None:
         brokers, self._postmaster = stack_processes(stack_dir)
@@ -103,6 +104,7 @@ class PeakRss:
         self._backends: dict[int, float] = {}
         self._tools: dict[int, float] = {}
         self._own = _cmdline(os.getpid())
+        self._before: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
         self.result: dict[str, float | None] = {}
@@ -111,18 +113,27 @@ class PeakRss:
         for pid in _children(self._postmaster) if self._postmaster else ():
             if pid in self._backends or is_client_backend(_cmdline(pid)):
                 _keep_peak(self._backends, pid)
-        children = _children(os.getpid())
-        while children:
-            pid = children.pop()
+        for pid in self._descendants():
             if pid in self._tools or _cmdline(pid) not in (self._own, ""):
                 _keep_peak(self._tools, pid)
-                children.extend(_children(pid))
+
+    def _descendants(self) -> list[int]:
+        """This process's descendants that were not there when the block started (the stack's broker,
+        PostgreSQL and services are children of the bench too), theirs included."""
+        found, todo = [], _children(os.getpid())
+        while todo:
+            pid = todo.pop()
+            if pid not in self._before:
+                found.append(pid)
+                todo.extend(_children(pid))
+        return found
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):
             self._look()
 
     def __enter__(self) -> PeakRss:
+        self._before = set(self._descendants())
         for pid in (*self._named, *(_children(self._postmaster) if self._postmaster else ())):
             reset_peak(pid)
         self._thread.start()

@@ -5,7 +5,9 @@ PostgreSQL process titles that are client backends."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,16 @@ def test_client_backends_are_told_from_auxiliary_processes():
     assert not is_client_backend("postgres: checkpointer ")
     assert not is_client_backend("postgres: autovacuum launcher ")
     assert not is_client_backend("/usr/lib/postgresql/15/bin/postgres -D /x -p 5432")
+
+
+def test_a_child_started_before_the_block_is_not_the_tool():
+    holder = subprocess.Popen([sys.executable, "-c", GROW.format(mib=120) + "; import time; time.sleep(30)"])
+    try:
+        while (vm_hwm_mib(holder.pid) or 0) < 120:  # the stack's broker stands for it: large, already there
+            time.sleep(0.01)
+        with PeakRss({}, Path("/no-stack"), interval_s=0.01) as rss:
+            timed([sys.executable, "-c", GROW.format(mib=20) + "; import time; time.sleep(0.3)"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 20 < (rss.result["tool"] or 1e9) < 120
