@@ -227,6 +227,7 @@ def main() -> int:
                 figures, qualified = runners[tool](table)
             figures["cpu_s"] = cpu_used(cpu_before, cpu_snapshot(pids))  # postgres, kafka, services
             figures["peak_rss_mib"] = rss.result
+            figures["rss_timeline_mib"] = rss.timeline()
             figures["checksum"] = checksum(dsn, qualified)
             schema = qualified.split(".")[0] if "." in qualified else None
             figures["columns"] = sql(dsn, COLUMNS_SQL.format(schema=schema or "public", table=table))

@@ -17,7 +17,8 @@ bench's own stack is looked at (its state folder is in the broker's and the post
 other stacks on the same machine are someone else's.
 
 A backend's resident size counts the shared buffers it touched (up to ``shared_buffers``), so a backend that
-writes more pages looks bigger without holding more memory of its own.
+writes more pages looks bigger without holding more memory of its own: ``postgres_backend_private`` is the
+largest of its private (anonymous) resident memory seen, sampled, so a short peak may be missed.
 """
 
 from __future__ import annotations
@@ -29,15 +30,20 @@ from pathlib import Path
 from types import TracebackType
 
 
-def vm_hwm_mib(pid: int) -> float | None:
-    """The process's peak resident size in MiB, None when it is gone (or not readable)."""
+def status_mib(pid: int, field: str) -> float | None:
+    """One ``kB`` field of ``/proc/PID/status`` in MiB, None when the process is gone (or not readable)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """The process's peak resident size in MiB."""
+    return status_mib(pid, "VmHWM")
 
 
 def reset_peak(pid: int) -> None:
@@ -85,8 +91,8 @@ def stack_processes(stack_dir: Path) -> tuple[list[int], int | None]:
     return brokers, postmaster
 
 
-def _keep_peak(peaks: dict[int, float], pid: int) -> None:
-    peak = vm_hwm_mib(pid)
+def _keep_peak(peaks: dict[int, float], pid: int, field: str = "VmHWM") -> None:
+    peak = status_mib(pid, field)
     if peak is not None:
         peaks[pid] = max(peak, peaks.get(pid, 0.0))
 
@@ -95,24 +101,37 @@ class PeakRss:
     """Peak RSS in MiB per group over a ``with`` block: ``tool`` (the largest process this one started
     during the block, or one of those did), each named service (pid -> name), ``kafka`` (the stack's
     broker) and ``postgres_backend`` (the largest client backend of the stack's PostgreSQL alive during the
-    block). ``result`` holds them after the block."""
+    block; ``postgres_backend_private`` its anonymous part). ``result`` holds them after the block, and
+    ``timeline()`` the named processes' resident size through it."""
 
     def __init__(self, services: dict[int, str], stack_dir: Path, interval_s: float = 0.1) -> None:
         brokers, self._postmaster = stack_processes(stack_dir)
         self._named = dict(services) | {pid: "kafka" for pid in brokers}
         self._interval = interval_s
         self._backends: dict[int, float] = {}
+        self._backends_private: dict[int, float] = {}  # RssAnon as last seen: without the shared buffers
         self._tools: dict[int, float] = {}
         self._own = _cmdline(os.getpid())
         self._before: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
         self.result: dict[str, float | None] = {}
+        self._samples: list[dict[str, float | None]] = []  # each look's VmRSS of the named processes
+
+    def timeline(self, points: int = 10) -> dict[str, list[float | None]]:
+        """Per named group, its resident size at ``points`` evenly spaced looks of the block (the last one
+        at its end): flat memory is a level line through the run, not only a peak that matches."""
+        if not self._samples:
+            return {}
+        picked = [self._samples[round((i + 1) * (len(self._samples) - 1) / points)] for i in range(points)]
+        return {group: [sample.get(group) for sample in picked] for group in self._samples[-1]}
 
     def _look(self) -> None:
+        self._samples.append({group: status_mib(pid, "VmRSS") for pid, group in self._named.items()})
         for pid in _children(self._postmaster) if self._postmaster else ():
             if pid in self._backends or is_client_backend(_cmdline(pid)):
                 _keep_peak(self._backends, pid)
+                _keep_peak(self._backends_private, pid, "RssAnon")
         for pid in self._descendants():
             if pid in self._tools or _cmdline(pid) not in (self._own, ""):
                 _keep_peak(self._tools, pid)
@@ -151,4 +170,5 @@ class PeakRss:
             known = found.get(group)
             found[group] = peak if known is None else max(known, peak or 0.0)
         found["postgres_backend"] = max(self._backends.values(), default=None)
+        found["postgres_backend_private"] = max(self._backends_private.values(), default=None)
         self.result = found

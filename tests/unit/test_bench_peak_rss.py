@@ -55,9 +55,11 @@ def test_peak_rss_names_each_service_and_reports_no_backend_without_a_stack(tmp_
     with PeakRss({os.getpid(): "bench"}, tmp_path / "no-stack", interval_s=0.01) as rss:
         grown = bytearray(80 * 2**20)
         grown[::4096] = b"x" * len(grown[::4096])
-    assert set(rss.result) == {"tool", "bench", "postgres_backend"}
+    assert set(rss.result) == {"tool", "bench", "postgres_backend", "postgres_backend_private"}
     assert rss.result["postgres_backend"] is None and rss.result["tool"] is None
     assert (rss.result["bench"] or 0) > 80
+    line = rss.timeline(points=4)["bench"]
+    assert len(line) == 4 and (line[-1] or 0) > 80  # the last point is the look at the block's end
     del grown
 
 
