@@ -15,7 +15,11 @@ The dlt peers run from their own venv (``.state/peers-venv``, made by ``make ben
 here, from bench/peers-requirements.txt), never the project's. After each load the row count and a checksum
 computed in SQL (sum of id, of qty, of total as numeric, md5 of the ordered ids) must equal the psql one.
 Writes bench/results/bench_peers.json: every round, the medians, CPU seconds of the tool's process (rusage of
-children) and of PostgreSQL, the broker and each aoetl service (/proc deltas), machine info, load average.
+the reaped process) and of PostgreSQL, the broker and each aoetl service (/proc deltas), the peak RSS of each
+of those in that round (``bench/peak_rss.py``: the tool's process and the PostgreSQL client backends looked
+at while they run, the services' and the broker's high-water mark reset when the round starts), machine info,
+load average. Flat memory: a run 10x larger must peak at the same RSS per service (each consumer buffers at
+most ``AOETL_CONSUMER_PREFETCH_KIB`` ahead).
 
     python bench/bench_peers.py --rows 1000000 --rounds 3
 """
@@ -35,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.peak_rss import PeakRss  # noqa: E402
 from bench.peers_common import (  # noqa: E402
     cpu_snapshot,
     ensure_peers_venv,
@@ -218,8 +223,11 @@ def main() -> int:
         def measure(tool: str) -> dict:
             table = f"bench_peers_{tool.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
             cpu_before = cpu_snapshot(pids)
-            figures, qualified = runners[tool](table)
+            with PeakRss(pids, STATE / "stack") as rss:
+                figures, qualified = runners[tool](table)
             figures["cpu_s"] = cpu_used(cpu_before, cpu_snapshot(pids))  # postgres, kafka, services
+            figures["peak_rss_mib"] = rss.result
+            figures["rss_timeline_mib"] = rss.timeline()
             figures["checksum"] = checksum(dsn, qualified)
             schema = qualified.split(".")[0] if "." in qualified else None
             figures["columns"] = sql(dsn, COLUMNS_SQL.format(schema=schema or "public", table=table))
@@ -267,6 +275,7 @@ def main() -> int:
         "median": wall,
         "median_own_seconds": {t: v["median_s"] for t, v in summarise(rounds, "own_seconds").items()},
         "median_cpu_s": median_cpu(rounds),
+        "max_peak_rss_mib": max_peak_rss(rounds),
         "round_figures": rounds,
         "machine": machine,
     }
@@ -274,6 +283,7 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2))
     print(table_text(wall, report["median_own_seconds"]))
     print(json.dumps({"median_cpu_s": report["median_cpu_s"]}))
+    print(json.dumps({"max_peak_rss_mib": report["max_peak_rss_mib"]}))
     print(f"wrote {args.out}")
     return 0
 
@@ -292,6 +302,19 @@ def median_cpu(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
         tool: {group: round(statistics.median(v), 2) for group, v in groups.items()}
         for tool, groups in found.items()
     }
+
+
+def max_peak_rss(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float | None]]:
+    """Per tool, the largest peak RSS (MiB) of each process group over the rounds (``tool`` is the tool's
+    own process): flat memory is about the worst round, not the typical one."""
+    found: dict[str, dict[str, float | None]] = {}
+    for figures in rounds:
+        for tool, f in figures.items():
+            groups = found.setdefault(tool, {})
+            for group, mib in f.get("peak_rss_mib", {}).items():
+                known = groups.get(group)
+                groups[group] = mib if known is None else max(known, mib or 0.0)
+    return found
 
 
 def table_text(wall: dict[str, dict], own: dict[str, float]) -> str:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from aoetl.client import AoetlClient  # noqa: E402
 from aoetl.commands.run_display import follow_run  # noqa: E402
 from aoetl.devstack import DevStack  # noqa: E402
+from bench.peak_rss import vm_hwm_mib  # noqa: E402
 from bench.peers_common import restart_services  # noqa: E402
 from shared.contracts import RunStatus, Stage  # noqa: E402
 from shared.kafka.topics import Topics  # noqa: E402
@@ -102,13 +103,6 @@ def psql_copy(dsn: str, path: Path) -> float:
     took = time.perf_counter() - started
     subprocess.run(["psql", dsn, "-qc", f"DROP TABLE {table}"], check=True)
     return took
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_by_process(services: dict[int, str]) -> dict[int, tuple[str, float]]:
@@ -215,7 +209,7 @@ def main() -> int:
                 copies.append(psql_copy(dsn, path))
                 runs.append(run_pipeline(client, spec_for(path, f"bench_{uuid.uuid4().hex[:8]}"), dsn, pids))
             client.close()
-            rss = {name: round(peak_rss_mib(pid), 1) for pid, name in pids.items()}
+            rss = {name: vm_hwm_mib(pid) for pid, name in pids.items()}
             e2e = statistics.median(r["seconds"] for r in runs)
             median_run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
             copy = statistics.median(copies)

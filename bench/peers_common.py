@@ -9,6 +9,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,16 +52,31 @@ def children_cpu() -> float:
 def timed(
     command: list[str], env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
 ) -> dict:
-    """Wall and CPU seconds of a whole process (its waited-for children included)."""
-    cpu = children_cpu()
-    started = time.perf_counter()
-    proc = subprocess.run(command, env=env, input=stdin, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    """Wall and CPU seconds of a whole process, its waited-for children included (reaped with ``wait4``,
+    which reads that process's own usage). Not its peak RSS: a child's ``ru_maxrss`` counts the bench's own
+    memory it was forked from (``bench.peak_rss.PeakRss`` looks at it instead)."""
+    with (
+        tempfile.TemporaryFile("w+") as given,
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+    ):
+        given.write(stdin or "")
+        given.seek(0)
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdin=given, stdout=out, stderr=err, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        output, errors = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{command[0]} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        )
-    return {"seconds": wall, "process_cpu_s": round(children_cpu() - cpu, 2), "stdout": proc.stdout}
+        raise RuntimeError(f"{command[0]} exited {proc.returncode}: {output[-2000:]}{errors[-2000:]}")
+    return {
+        "seconds": wall,
+        "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "stdout": output,
+    }
 
 
 def cpu_snapshot(services: dict[int, str]) -> dict[int, tuple[str, float]]:

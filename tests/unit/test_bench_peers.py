@@ -10,6 +10,7 @@ from bench.bench_peers import (
     aoetl_command,
     checksums_agree,
     dlt_command,
+    max_peak_rss,
     median_cpu,
     psql_command,
     rotated,
@@ -74,3 +75,12 @@ def test_median_cpu_per_tool_and_process_group():
         {"aoetl": {"process_cpu_s": 2.0, "cpu_s": {"kafka": 4.0, "load": 0.6}}},
     ]
     assert median_cpu(rounds) == {"aoetl": {"tool": 2.0, "kafka": 2.0, "load": 0.6}}
+
+
+def test_max_peak_rss_is_the_worst_round_per_group_and_a_missing_figure_does_not_hide_one():
+    rounds = [
+        {"aoetl": {"peak_rss_mib": {"tool": 90.0, "load": 240.0, "postgres_backend": None}}},
+        {"aoetl": {"peak_rss_mib": {"tool": 95.0, "load": 230.0, "postgres_backend": 40.0}}},
+        {"aoetl": {"peak_rss_mib": {"tool": 91.0, "load": None, "postgres_backend": 38.0}}},
+    ]
+    assert max_peak_rss(rounds) == {"aoetl": {"tool": 95.0, "load": 240.0, "postgres_backend": 40.0}}
