@@ -48,6 +48,7 @@ from shared.spec.models import (
     TransformStep,
 )
 from shared.sql import quote_ident
+from shared.transform.deadlines import QUERY_DEADLINES
 from shared.transform.errors import SandboxLimitError
 from shared.transform.expressions import (
     BATCH,
@@ -161,10 +162,9 @@ class TransformEngine:
             try:
                 query = self._query_for(position, group, table.schema)
                 # Interrupts the query from another thread past the limit (DuckDB has no timeout setting).
-                deadline = threading.Timer(self._limits.timeout_s, self._conn.interrupt)
-                deadline.start()
                 try:
-                    result = self._conn.sql(query).to_arrow_table()
+                    with QUERY_DEADLINES.deadline(self._limits.timeout_s, self._conn.interrupt):
+                        result = self._conn.sql(query).to_arrow_table()
                 except duckdb.InterruptException as exc:
                     raise SandboxLimitError(
                         group.where,
@@ -173,8 +173,6 @@ class TransformEngine:
                     ) from exc
                 except duckdb.Error as exc:
                     raise translate_error(exc, group.where, table.column_names) from exc
-                finally:
-                    deadline.cancel()
             finally:
                 self._conn.unregister(BATCH)
         return _restore_passthrough_types(result, table.schema)
