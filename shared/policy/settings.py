@@ -155,7 +155,7 @@ def _aoetl_variables() -> tuple[tuple[Any, Any], ...]:
 
 
 @functools.lru_cache(maxsize=8)
-def _policy_for(variables: tuple[tuple[str, str], ...], cwd: str) -> PolicySettings:
+def _policy_for(variables: tuple[tuple[Any, Any], ...], cwd: str) -> PolicySettings:  # str or bytes
     # The arguments are only the cache key: the settings read os.environ, of which they are a snapshot.
     return _build_policy()
 
