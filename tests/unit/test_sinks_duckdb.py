@@ -157,6 +157,32 @@ def test_dedupe_keys_hold_across_batches_of_a_run(make_sink, db_path):
     ]
     assert ledger(db_path, "run-d") == {"t:0": 3, "t:1": 2}
 
+    dedupe = "SELECT count(*) FROM aoetl.dedupe WHERE run_id = ?"
+    assert query(db_path, dedupe, "run-d") == [(5,)]
+    sink.finalize("run-d")  # deduped (the default): its key hashes go with the run
+    assert query(db_path, dedupe, "run-d") == [(0,)]
+
+
+@pytest.mark.parametrize("mode", [WriteMode.APPEND, WriteMode.MERGE, WriteMode.REPLACE])
+def test_only_a_run_with_something_to_end_ends_in_a_transaction(make_sink, db_path, mode, monkeypatch):
+    """Append or merge without dedupe has nothing to end (no staging, no key hashes): no transaction,
+    two PostgreSQL round trips per run saved; replace always swaps its staging table in."""
+    sink = make_sink(mode, keys=["k"] if mode is WriteMode.MERGE else None)
+    sink.write("run-e", "t:0", pa.table({"k": [1, 2]}))
+    opened: list[str] = []
+    real = sink._transaction
+
+    def counted(action: str):
+        opened.append(action)
+        return real(action)
+
+    monkeypatch.setattr(sink, "_transaction", counted)
+    sink.finalize("run-e", deduped=False)
+    sink.abort("run-e", deduped=False)
+    expected = ["finalizing", "aborting"] if mode is WriteMode.REPLACE else []
+    assert opened == expected
+    assert query(db_path, "SELECT k FROM items ORDER BY k") == [(1,), (2,)]
+
 
 def test_a_file_locked_by_another_process_is_transient(make_sink, db_path):
     make_sink().write("run-l", "t:0", pa.table({"id": [1]}))
