@@ -13,8 +13,6 @@ from shared.settings import ProcessorSettings
 
 class OrchestratorSettings(ProcessorSettings):
     group_id: str = Field("aoetl-orchestrator", min_length=1)
-    # small records; a larger batch means fewer transactions
-    max_batch: int = Field(100, ge=1)
     retry_backoff_s: float = Field(1.0, gt=0, description="first delay before re-issuing a failed task")
     tick_interval_s: float = Field(1.0, gt=0, description="how often timeouts and due retries are checked")
     healing_enabled: bool = Field(True, description="let the agent heal failed batches within the policy")
