@@ -98,3 +98,34 @@ def test_a_sink_that_does_not_know_its_bytes_says_none(monkeypatch: pytest.Monke
     (output,) = LoadWorker(lambda name: name, "load-0", None).load(batch)
     assert isinstance(output.value, RunEvent)
     assert output.value.payload == BatchLoaded(applied=True, bytes=None)
+
+
+@pytest.mark.parametrize("deduped", [True, False])
+def test_a_finalize_tells_a_sql_sink_whether_the_run_deduped(tmp_path: Any, deduped: bool) -> None:
+    """The spec decides: a run that dedupes has its key hashes deleted at its end; one that does not has
+    nothing to end in append mode, and its finalize opens no database transaction."""
+    import duckdb
+
+    from shared.contracts import ControlAction, RunControl
+
+    transforms = [{"op": "dedupe", "keys": ["id"]}] if deduped else []
+    spec = PipelineSpec.model_validate(
+        {"name": "o", "source": {"type": "csv", "path": "in.csv"}, "transforms": transforms,
+         "destination": {"type": "duckdb", "path": str(tmp_path / "w.duckdb"), "table": "o"}}
+    )  # fmt: skip
+    batch = DataBatch(
+        run_id="r1", task_id="r1:t0", batch_id="r1:t0:0", seq=0, stage=Stage.TRANSFORM,
+        row_count=2, payload=encode_table(pa.table({"id": [1, 2]})), spec=spec,
+    )  # fmt: skip
+    worker = LoadWorker(lambda name: name, "load-0", None)
+    list(worker.load(batch))
+    sink = worker.sink(spec.destination)
+    opened: list[str] = []
+    real = sink._transaction  # type: ignore[attr-defined]
+    sink._transaction = lambda action: opened.append(action) or real(action)  # type: ignore[attr-defined]
+    list(worker.control(RunControl(run_id="r1", action=ControlAction.FINALIZE, spec=spec)))
+    worker.close()
+    assert opened == (["finalizing"] if deduped else [])
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        assert con.execute("SELECT count(*) FROM aoetl.dedupe").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM o").fetchone() == (2,)
