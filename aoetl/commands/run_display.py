@@ -136,6 +136,9 @@ def follow_run(client: AoetlClient, reader, run_id: str, timeout: float) -> Pipe
         TextColumn("{task.fields[rows]:>12} rows"),
         TimeElapsedColumn(),
         console=console,
+        # Piped or redirected, rich shows the bars once, when they stop; refreshing them 10 times a second
+        # would still build the whole table each time for nobody (~0.1 CPU-s of a 1M-row run)
+        auto_refresh=console.is_terminal,
     ) as bars:
         tasks = {stage: bars.add_task(stage.value, total=None, rows="0") for stage in FIGURE_STAGES}
         while time.monotonic() < deadline:

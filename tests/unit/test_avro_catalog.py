@@ -123,3 +123,14 @@ def test_a_lookup_with_the_expected_name_fingerprints_only_that_name() -> None:
     assert catalog.entry_by_fingerprint(other.fingerprint, RunEvent.avro_name) is other
     assert catalog._fingerprint_index is not None
     assert catalog.entry_by_fingerprint(bytes(8), RunEvent.avro_name) is None
+
+
+def test_a_writer_of_the_current_version_is_found_without_fingerprinting_the_history() -> None:
+    """The common case, a writer of this code's own version: one fingerprint, not one per version."""
+    catalog = SchemaCatalog.load()
+    current = catalog.entry(RunEvent.avro_name)
+    assert catalog.entry_by_fingerprint(current.fingerprint, RunEvent.avro_name) is current
+    assert all("fingerprint" not in vars(e) for e in catalog.history(RunEvent.avro_name))
+    assert RunEvent.avro_name not in catalog._named_indexes
+    v1 = catalog.history(RunEvent.avro_name)[0]  # an older writer still resolves, through the history
+    assert catalog.entry_by_fingerprint(v1.fingerprint, RunEvent.avro_name) is v1

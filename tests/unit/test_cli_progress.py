@@ -233,3 +233,22 @@ def test_progress_bars_count_splits_then_batches_each_once(monkeypatch: pytest.M
         "load": (2, 1, "7"),
     }
     assert seen[0]["transform"] == (None, 0, "0"), "no total before a split says how many batches"
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_refresh_on_their_own_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """Piped, rich shows the bars once when they stop: no refresh thread rebuilding them for nobody."""
+    refreshing: list[bool] = []
+
+    def spy(bars: Progress, tasks: dict[Stage, Any], progress: Any) -> None:
+        refreshing.append(bars.live.auto_refresh)
+
+    monkeypatch.setattr(run_display, "_update_bars", spy)
+    monkeypatch.setattr(type(run_display.console), "is_terminal", property(lambda self: terminal))
+    result = PipelineResult(
+        run_id="r1", request_id="q1", pipeline="p", status=RunStatus.COMPLETED, started_at=T0, finished_at=T0
+    )
+    assert run_display.follow_run(FakeClient(), FakeReader([events(), [result]]), "r1", timeout=30) == result
+    assert refreshing and set(refreshing) == {terminal}

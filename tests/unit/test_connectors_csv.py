@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from shared.connectors import SourceNotFoundError, SourceReadError, plan_splits, read_split
+from shared.connectors.lines import AUTO_SPLIT_BYTES, LEAD_SPLIT_BYTES, plan_byte_ranges
 from shared.contracts import SplitKind
 from shared.spec.models import CsvSource
 
@@ -192,3 +193,17 @@ def test_an_unterminated_quote_in_the_header_is_a_clear_error(tmp_path: Path) ->
     path = write(tmp_path / "bad.csv", 'id,"name\n1,a\n')
     with pytest.raises(SourceReadError, match="line 1"):
         plan_splits(CsvSource(path=str(path)), None)
+
+
+def test_auto_plan_leads_with_a_small_split() -> None:
+    """An automatic plan that cuts a file starts it with a LEAD_SPLIT_BYTES split (the first rows reach
+    load sooner); the ranges still cover every byte once, in order; an explicit parallelism is exact."""
+    size = 57_000_000
+    (ranges,) = plan_byte_ranges([size], None)
+    assert ranges[0] == (0, LEAD_SPLIT_BYTES)
+    assert len(ranges) == -(-size // AUTO_SPLIT_BYTES) + 1
+    assert [start for start, _ in ranges[1:]] == [end for _, end in ranges[:-1]] and ranges[-1][1] == size
+    assert plan_byte_ranges([size], 4) == [[(size * i // 4, size * (i + 1) // 4) for i in range(4)]]
+    assert plan_byte_ranges([5_000_000], None) == [[(0, 5_000_000)]]  # not cut: no lead split
+    second = plan_byte_ranges([20 << 20, 20 << 20], None)[1]
+    assert second[0][1] - second[0][0] > LEAD_SPLIT_BYTES  # only the first file leads
