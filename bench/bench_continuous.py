@@ -181,6 +181,11 @@ def where_time_goes(ports: dict[str, int]) -> dict[str, Any]:
     decode to commit) and the extract streams' batches and records; a step is the difference of two."""
     return {
         **{name: prom.scrape([ports[name]], "aoetl_batch_seconds") for name in ("transform", "load")},
+        # the Kafka transactions' commits alone, in the two stages whose outputs go to Kafka
+        **{
+            f"{name}_commit": prom.scrape([ports[name]], "aoetl_transaction_commit_seconds")
+            for name in ("extract", "transform")
+        },
         "extract_batches": prom.counter_total([ports["extract"]], "aoetl_stream_batches"),
         "extract_records": prom.counter_total([ports["extract"]], "aoetl_stream_records"),
     }
@@ -199,6 +204,10 @@ def step_breakdown(before: dict[str, Any], after: dict[str, Any], linger_ms: int
             f"{name}_per_batch": prom.summary(after[name].minus(before[name]))
             for name in ("transform", "load")
         },
+        **{
+            f"{name}_commit": prom.summary(after[f"{name}_commit"].minus(before[f"{name}_commit"]))
+            for name in ("extract", "transform")
+        },
     }
 
 
@@ -213,6 +222,8 @@ MEDIAN_KEYS = (
     "breakdown.transform_per_batch.p99_ms",
     "breakdown.load_per_batch.mean_ms",
     "breakdown.load_per_batch.p99_ms",
+    "breakdown.extract_commit.mean_ms",
+    "breakdown.transform_commit.mean_ms",
 )
 
 

@@ -211,6 +211,7 @@ class KafkaTransaction:
         """Add ``offsets`` (next offset per partition, of ``consumer``'s group) and commit; raises on
         failure (then call ``fail``). Fails too if any record of the transaction was not delivered."""
         producer = self.producer
+        started = time.monotonic()
         if offsets:
             assert consumer is not None, "offsets belong to a consumer's group"
             metadata = consumer.consumer_group_metadata()
@@ -232,6 +233,7 @@ class KafkaTransaction:
                     raise
                 _log.warning("commit_transaction failed retriably (%s); retrying", error)
         self._failures = 0
+        metrics.TRANSACTION_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.TRANSACTIONS.labels("committed").inc()
 
     def fail(self, exc: BaseException) -> None:

@@ -73,6 +73,29 @@ def test_a_commit_sends_the_offsets_then_commits(producers: list[FakeProducer]) 
     assert producers[0].calls == ["init", "begin", "produce", "send_offsets", "commit"] and txn.ready
 
 
+def test_only_a_commit_that_lands_is_timed(producers: list[FakeProducer]) -> None:
+    from shared import metrics
+
+    def commits_timed() -> float:
+        [count] = [
+            sample.value
+            for sample in metrics.TRANSACTION_COMMIT_SECONDS.collect()[0].samples
+            if sample.name.endswith("_count")
+        ]
+        return count
+
+    before = commits_timed()
+    txn = opened()
+    txn.begin()
+    txn.commit(OFFSETS, FakeConsumer())
+    assert commits_timed() == before + 1
+    producers[0].failures["commit"] = [kafka_failure(fatal=True)]
+    txn.begin()
+    with pytest.raises(KafkaException):
+        txn.commit([], None)
+    assert commits_timed() == before + 1, "a failed commit is not a commit's duration"
+
+
 def test_a_retriable_commit_error_is_retried_and_a_fatal_one_replaces_the_producer(
     producers: list[FakeProducer],
 ) -> None:
