@@ -183,7 +183,8 @@ def create_app(
     async def webhook(source: Annotated[str, Path(pattern=SOURCE_NAME)], request: Request) -> Response:
         return await answer_webhook(gateway, source, request, require_ready)
 
-    if fast_webhooks and not traced:  # with tracing on, every request takes the app's way: its span must not be skipped
+    # with tracing on, every request takes the app's way: its span must not be skipped
+    if fast_webhooks and not traced:
         install_fast_path(app, lambda name, request: answer_webhook(gateway, name, request, require_ready))
 
     # ------------------------------------------------------------------------------- definitions
