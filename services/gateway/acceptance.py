@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from services.gateway.bus import Bus, GatewayTopics
+from services.gateway.bus import Bus
 from services.gateway.configuration import GatewaySettings
 from services.gateway.deliveries import DeliveryBook, Remembered
 from services.gateway.exceptions import GatewayTransientError, ReplayRefusedError
@@ -80,21 +80,19 @@ class WebhookAnswer(BaseModel):
 class DeliveryAcceptor:
     """One gateway's side of the replay memory. ``rules`` gives the trigger rules in force for a tenant
     (the settings' first, then that tenant's registered definitions'); ``publish_request`` publishes a
-    request unless its run id was already acknowledged (True when it published)."""
+    request unless its run id was already acknowledged (True when it published); ``topic`` is the
+    deliveries topic (``GatewayTopics.deliveries``)."""
 
     settings: GatewaySettings
     bus: Bus
     book: DeliveryBook
     rules: Callable[[str], Sequence[TriggerRule]]
     publish_request: Callable[[PipelineRequest], Awaitable[bool]]
+    topic: str
 
     @property
     def attempt_s(self) -> float:
         return ATTEMPT_SEND_TIMEOUTS * self.settings.send_timeout_s
-
-    @property
-    def topic(self) -> str:
-        return GatewayTopics.of(self.settings).deliveries
 
     def tenant_of(self, delivery: Delivery) -> str:
         """Whose delivery it is: its source's tenant's."""

@@ -40,14 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.access import Authenticator, install_openapi_security, make_guard, principal_of
 from services.gateway.audit import Auditor
 from services.gateway.core import Gateway, RunAnswer, WebhookAnswer, api_run_id
-from services.gateway.exceptions import GatewayTransientError, PayloadError, ReplayRefusedError, unavailable
+from services.gateway.exceptions import GatewayTransientError
 from services.gateway.keys_api import add_auth_routes
-from services.gateway.limits import BodyLimit, RequestId, read_limited_body
-from services.gateway.metrics import WEBHOOKS, HttpMetrics
+from services.gateway.limits import BodyLimit, RequestId
+from services.gateway.metrics import HttpMetrics
 from services.gateway.records_api import RUN_ID, add_record_routes
 from services.gateway.results_api import add_result_routes
 from services.gateway.state import RunStatusView
 from services.gateway.ui.routes import add_console_routes
+from services.gateway.webhook_route import SOURCE_NAME, answer_webhook, install_fast_path
 from shared.auth.ratelimit import RateLimiter
 from shared.contracts import PipelineDefinition
 from shared.metrics import render
@@ -56,11 +57,8 @@ from shared.spec import SpecError, parse_spec
 from shared.spec.models import PIPELINE_NAME
 from shared.tracing.ingress import instrument_app
 from shared.triggers import split_definition_document
-from shared.webhooks.signatures import SignatureError
 
 _log = logging.getLogger(__name__)
-
-SOURCE_NAME = r"^[A-Za-z0-9_\-]{1,64}$"
 
 
 class Issue(BaseModel):
@@ -97,7 +95,11 @@ def _invalid(issues: list[Issue]) -> HTTPException:
     return HTTPException(422, detail=[i.model_dump() for i in issues])
 
 
-def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+def create_app(
+    gateway: Gateway, *, clock: Callable[[], float] = time.monotonic, fast_webhooks: bool = True
+) -> FastAPI:
+    """The API. ``fast_webhooks=False`` keeps webhooks on the app's own way (``webhook_route``; a test
+    compares the two)."""
     policy = load_policy()  # read at start-up: a bad AOETL_POLICY_* value stops the gateway there
     s = gateway.settings
     auditor = Auditor(gateway.bus, gateway.topics.audit)
@@ -118,7 +120,7 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
     app.add_middleware(BodyLimit, limit=s.api_max_body_bytes, exempt_prefixes=("/webhooks/",))
     app.add_middleware(RequestId)  # even a 413 carries the request id
     app.add_middleware(HttpMetrics)  # outermost: every answer counted and timed
-    instrument_app(app)  # with tracing on: a span per request, continuing the caller's traceparent
+    traced = instrument_app(app)  # with tracing on: a span per request, continuing the caller's traceparent
     install_openapi_security(app, metrics_public=s.metrics_public)
 
     # Every object belongs to a tenant; another tenant's is answered as if it did not exist (404), so
@@ -178,41 +180,12 @@ def create_app(gateway: Gateway, *, clock: Callable[[], float] = time.monotonic)
             }
         },
     )
-    async def webhook(source: Annotated[str, Path(pattern=SOURCE_NAME)], request: Request) -> JSONResponse:
-        config = gateway.source(source)
-        if config is None:
-            WEBHOOKS.labels("-", "unknown_source").inc()
-            raise HTTPException(404, detail=f"no webhook source named {source!r}")
-        try:
-            body = await read_limited_body(request, gateway.settings.max_body_bytes)
-        except HTTPException:
-            WEBHOOKS.labels(source, "too_large").inc()
-            raise
-        try:
-            delivery = gateway.read_delivery(source, config, body, request.headers)
-        except SignatureError as exc:
-            WEBHOOKS.labels(source, "bad_signature").inc()
-            _log.warning("webhook %s rejected (%s): %s", source, exc.reason, exc)
-            raise HTTPException(401, detail=f"signature rejected: {exc.reason}") from exc
-        except PayloadError as exc:
-            WEBHOOKS.labels(source, "bad_payload").inc()
-            raise HTTPException(400, detail=str(exc)) from exc
-        try:
-            require_ready()
-            answer = await gateway.accept(delivery)
-        except ReplayRefusedError as exc:
-            WEBHOOKS.labels(source, "replayed").inc()
-            _log.warning("webhook %s refused: %s", source, exc)
-            raise HTTPException(409, detail=str(exc)) from exc
-        except GatewayTransientError as exc:
-            WEBHOOKS.labels(source, "unavailable").inc()
-            raise unavailable(exc) from exc
-        except HTTPException:
-            WEBHOOKS.labels(source, "unavailable").inc()
-            raise
-        outcome = "accepted" if answer.published else ("duplicate" if answer.duplicate else "ignored")
-        WEBHOOKS.labels(source, outcome).inc()
-        return JSONResponse(answer.model_dump(mode="json"), status_code=202 if answer.published else 200)
+    async def webhook(source: Annotated[str, Path(pattern=SOURCE_NAME)], request: Request) -> Response:
+        return await answer_webhook(gateway, source, request, require_ready)
+
+    # with tracing on, every request takes the app's way: its span must not be skipped
+    if fast_webhooks and not traced:
+        install_fast_path(app, lambda name, request: answer_webhook(gateway, name, request, require_ready))
 
     # ------------------------------------------------------------------------------- definitions
     @app.get("/definitions", tags=["definitions"], response_model=list[PipelineDefinition])

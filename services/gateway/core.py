@@ -91,9 +91,15 @@ class Gateway:
             RecordBook(settings.records_per_tenant),
         )
 
+    # the topic names of ``settings`` (computed once per settings object: a delivery asks three times)
+    _topics: tuple[GatewaySettings, GatewayTopics] | None = field(default=None, init=False, repr=False)
+
     @property
     def topics(self) -> GatewayTopics:
-        return GatewayTopics.of(self.settings)
+        cached = self._topics
+        if cached is None or cached[0] is not self.settings:
+            cached = self._topics = (self.settings, GatewayTopics.of(self.settings))
+        return cached[1]
 
     def source(self, name: str) -> WebhookSource | None:
         return self.settings.webhooks.get(name)
@@ -107,7 +113,12 @@ class Gateway:
     async def accept(self, delivery: Delivery) -> WebhookAnswer:
         """Start the delivery's runs unless a copy did (``DeliveryAcceptor.accept``)."""
         acceptor = DeliveryAcceptor(
-            self.settings, self.bus, self.deliveries, self._rules, self._publish_request
+            self.settings,
+            self.bus,
+            self.deliveries,
+            self._rules,
+            self._publish_request,
+            self.topics.deliveries,
         )
         return await acceptor.accept(delivery)
 

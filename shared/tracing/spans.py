@@ -247,6 +247,12 @@ def producing(
     """A PRODUCER span for a record that starts or continues a run (a submission) to ``topic``, under
     ``parent`` (default: the current context); yields the headers that carry it. The baggage is the
     record's own tenant and pipeline, whatever the caller's context held."""
+    start = parent if parent is not None else context.get_current()
+    if _nothing_to_trace(start):
+        # the span would be a no-op one without a context and its headers empty: spare the attributes, the
+        # baggage and the span (a gateway with tracing off makes one per webhook delivery)
+        yield []
+        return
     own = describe(value)
     attributes = {
         **own,
@@ -255,7 +261,6 @@ def producing(
         "messaging.operation.type": "send",
         "messaging.destination.name": topic,
     }
-    start = parent if parent is not None else context.get_current()
     tenant, pipeline = own.get("aoetl.tenant"), own.get("aoetl.pipeline")
     token = context.attach(propagation.with_run(baggage.clear(start), str(tenant or ""), str(pipeline or "")))
     try:
@@ -273,6 +278,13 @@ def producing(
                 raise
     finally:
         context.detach(token)
+
+
+def _nothing_to_trace(start: context.Context) -> bool:
+    """No SDK is installed (the API's no-op or proxy provider) and ``start`` holds no span to continue."""
+    provider = trace.get_tracer_provider()
+    no_sdk = isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return no_sdk and not trace.get_current_span(start).get_span_context().is_valid
 
 
 def current_headers() -> Headers:
