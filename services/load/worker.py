@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from services.load.sinks import Sink, open_sink
-from services.load.sinks.ledger import SqlLedgerSink
 from shared.batch import decode_table
 from shared.contracts import (
     BatchLoaded,
@@ -97,14 +96,7 @@ class LoadWorker:
 
     def control(self, control: RunControl) -> Iterator[Output]:
         sink = self.sink(control.spec.destination)
-        finalize = control.action is ControlAction.FINALIZE
-        if isinstance(sink, SqlLedgerSink):  # told whether the run can have left dedupe keys to delete
-            deduped = bool(dedupe_keys(control.spec))
-            if finalize:
-                sink.finalize(control.run_id, deduped=deduped)
-            else:
-                sink.abort(control.run_id, deduped=deduped)
-        elif finalize:
+        if control.action is ControlAction.FINALIZE:
             sink.finalize(control.run_id)
         else:
             sink.abort(control.run_id)

@@ -101,7 +101,7 @@ def test_a_sink_that_does_not_know_its_bytes_says_none(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("deduped", [True, False])
-def test_a_finalize_tells_a_sql_sink_whether_the_run_deduped(tmp_path: Any, deduped: bool) -> None:
+def test_a_sql_sink_ends_a_run_in_a_transaction_only_if_it_deduped(tmp_path: Any, deduped: bool) -> None:
     """The spec decides: a run that dedupes has its key hashes deleted at its end; one that does not has
     nothing to end in append mode, and its finalize opens no database transaction."""
     import duckdb

@@ -159,16 +159,18 @@ def test_dedupe_keys_hold_across_batches_of_a_run(make_sink, db_path):
 
     dedupe = "SELECT count(*) FROM aoetl.dedupe WHERE run_id = ?"
     assert query(db_path, dedupe, "run-d") == [(5,)]
-    sink.finalize("run-d")  # deduped (the default): its key hashes go with the run
+    sink.finalize("run-d")  # written with dedupe keys: its key hashes go with the run
     assert query(db_path, dedupe, "run-d") == [(0,)]
 
 
 @pytest.mark.parametrize("mode", [WriteMode.APPEND, WriteMode.MERGE, WriteMode.REPLACE])
 def test_only_a_run_with_something_to_end_ends_in_a_transaction(make_sink, db_path, mode, monkeypatch):
     """Append or merge without dedupe has nothing to end (no staging, no key hashes): no transaction,
-    two PostgreSQL round trips per run saved; replace always swaps its staging table in."""
+    two PostgreSQL round trips per run saved; replace always swaps its staging table in. The sink knows
+    it of the runs it wrote without dedupe keys; a run it never wrote a batch of ends in a transaction."""
     sink = make_sink(mode, keys=["k"] if mode is WriteMode.MERGE else None)
     sink.write("run-e", "t:0", pa.table({"k": [1, 2]}))
+    sink.write("run-f", "f:0", pa.table({"k": [3]}))
     opened: list[str] = []
     real = sink._transaction
 
@@ -177,11 +179,41 @@ def test_only_a_run_with_something_to_end_ends_in_a_transaction(make_sink, db_pa
         return real(action)
 
     monkeypatch.setattr(sink, "_transaction", counted)
-    sink.finalize("run-e", deduped=False)
-    sink.abort("run-e", deduped=False)
+    sink.finalize("run-e")
+    sink.abort("run-f")
     expected = ["finalizing", "aborting"] if mode is WriteMode.REPLACE else []
     assert opened == expected
-    assert query(db_path, "SELECT k FROM items ORDER BY k") == [(1,), (2,)]
+    if mode is not WriteMode.REPLACE:
+        assert query(db_path, "SELECT k FROM items ORDER BY k") == [(1,), (2,), (3,)]
+    sink.finalize("run-unknown")  # another replica's, or written before a restart
+    assert opened == [*expected, "finalizing"]
+
+
+def test_a_run_written_with_dedupe_keys_ends_in_a_transaction(make_sink, db_path, monkeypatch):
+    sink = make_sink()
+    sink.write("run-k", "t:0", pa.table({"k": [1, 2]}), dedupe_keys=["k"])
+    opened: list[str] = []
+    real = sink._transaction
+    monkeypatch.setattr(sink, "_transaction", lambda action: opened.append(action) or real(action))
+    sink.finalize("run-k")
+    assert opened == ["finalizing"]
+    assert query(db_path, "SELECT count(*) FROM aoetl.dedupe WHERE run_id = ?", "run-k") == [(0,)]
+
+
+def test_the_memory_of_runs_without_dedupe_is_bounded(make_sink, monkeypatch):
+    """A run that never ends must not grow the sink: the oldest is forgotten, and its end then costs the
+    transaction every run had before (safe: an empty delete)."""
+    monkeypatch.setattr("services.load.sinks.ledger.MAX_RUNS_REMEMBERED", 2)
+    sink = make_sink()
+    for run in ("a", "b", "c"):
+        sink.write(run, f"{run}:0", pa.table({"k": [1]}))
+    opened: list[str] = []
+    real = sink._transaction
+    monkeypatch.setattr(sink, "_transaction", lambda action: opened.append(action) or real(action))
+    sink.finalize("a")
+    sink.finalize("b")
+    sink.finalize("c")
+    assert opened == ["finalizing"]
 
 
 def test_a_file_locked_by_another_process_is_transient(make_sink, db_path):

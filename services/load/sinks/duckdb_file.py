@@ -85,6 +85,7 @@ class DuckDBSink(SqlLedgerSink[duckdb.DuckDBPyConnection, str]):
 
     def __init__(self, destination: DuckDBDestination, *, roots: Sequence[Path] | None = None) -> None:
         """``roots``: the data roots (default: this process's policy, read at each open)."""
+        super().__init__()
         require_table(destination.table)
         self._roots = roots
         self._dest = destination

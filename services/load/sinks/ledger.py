@@ -11,7 +11,10 @@ each run end exactly once, written once for both.
   the staged rows are gone, so a re-run must apply those batches again.
 * ``aoetl.dedupe`` holds the key hashes a run has written (cross-batch dedupe); they are deleted when the
   run ends, since its batches stay guarded by the ledger. A run whose spec does not dedupe has none: in
-  append or merge mode its end has nothing to do in the database and opens no transaction.
+  append or merge mode its end has nothing to do in the database and opens no transaction. The sink knows
+  this of the runs it wrote a batch of (the spec, the same for all of a run's batches, gave that write no
+  dedupe keys); a run it knows nothing of (written by another replica, or before a restart) ends in a
+  transaction as before, so a missing or forgotten memory costs a round trip, never a key hash left behind.
 
 ``SqlLedgerSink`` runs this protocol; each sink supplies its transaction, how it writes a batch's rows and
 how it swaps or drops a staging table, and a ``LedgerDialect`` says how its SQL spells parameters and
@@ -21,6 +24,7 @@ the key-hash type. The sinks' own modules say how they write rows (ADBC COPY vs 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -35,6 +39,11 @@ from shared.spec.models import WriteMode
 # In the schema the spec policy keeps every destination out of (``shared.policy.names``).
 LEDGER = f"{SYSTEM_SCHEMA}.aoetl_ledger"
 DEDUPE = f"{SYSTEM_SCHEMA}.dedupe"
+
+# Runs a sink remembers having written without dedupe keys until they end; the oldest is forgotten first
+# (a run that never ends, e.g. its orchestrator gave up on it, must not grow the memory): forgetting one
+# only costs its end the transaction every run had before.
+MAX_RUNS_REMEMBERED = 65_536
 
 
 class SqlCursor(Protocol):
@@ -140,6 +149,9 @@ class SqlLedgerSink(ABC, Generic[CursorT, TableT]):
     _merge_keys: Sequence[str]
     _target: TableT
 
+    def __init__(self) -> None:
+        self._runs_without_dedupe: OrderedDict[str, None] = OrderedDict()
+
     # ------------------------------------------------------------------------------ what a sink does
     @abstractmethod
     def _transaction(self, action: str) -> AbstractContextManager[CursorT]:
@@ -170,6 +182,8 @@ class SqlLedgerSink(ABC, Generic[CursorT, TableT]):
         self, run_id: str, batch_id: str, table: pa.Table, *, dedupe_keys: Sequence[str] = ()
     ) -> WriteResult:
         require_columns(table, dedupe_keys, "dedupe keys")
+        if not dedupe_keys:
+            self._remember_without_dedupe(run_id)
         if self._mode is WriteMode.MERGE:
             require_columns(table, self._merge_keys, "merge keys")
         target = self.staging_table(run_id) if self._mode is WriteMode.REPLACE else self._target
@@ -188,25 +202,31 @@ class SqlLedgerSink(ABC, Generic[CursorT, TableT]):
             # its own ledger, checkpointed later: no byte count belongs to one batch.
             return WriteResult(applied=True, rows_written=written, rows_deduplicated=table.num_rows - kept)
 
-    def finalize(self, run_id: str, *, deduped: bool = True) -> None:
-        """``deduped``: the run's spec dedupes across batches, so it may have key hashes to delete; an
-        append or merge run without (the spec is the same for all its batches) has nothing to end."""
-        if self._ends_in_database(deduped):
+    def finalize(self, run_id: str) -> None:
+        if self._ends_in_database(run_id):
             with self._transaction("finalizing") as cur:
                 self._end_run(cur, run_id, finalized=True)
         self._after_end_of_run(run_id)
 
-    def abort(self, run_id: str, *, deduped: bool = True) -> None:
-        if self._ends_in_database(deduped):
+    def abort(self, run_id: str) -> None:
+        if self._ends_in_database(run_id):
             with self._transaction("aborting") as cur:
                 self._end_run(cur, run_id, finalized=False)
         self._after_end_of_run(run_id)
 
-    def _ends_in_database(self, deduped: bool) -> bool:
+    def _remember_without_dedupe(self, run_id: str) -> None:
+        self._runs_without_dedupe[run_id] = None
+        self._runs_without_dedupe.move_to_end(run_id)
+        if len(self._runs_without_dedupe) > MAX_RUNS_REMEMBERED:
+            self._runs_without_dedupe.popitem(last=False)
+
+    def _ends_in_database(self, run_id: str) -> bool:
         # An end of run was a transaction of its own for every run: in append mode without dedupe, an
         # empty DELETE of dedupe keys and a commit, two round trips of PostgreSQL per run for nothing
         # (15% of the load service's time at 10,000 concurrent 3-row runs, bench/bench_concurrent.py).
-        return self._mode is WriteMode.REPLACE or deduped
+        written_without_dedupe = run_id in self._runs_without_dedupe
+        self._runs_without_dedupe.pop(run_id, None)  # ended: a later end of it is a rare repeat
+        return self._mode is WriteMode.REPLACE or not written_without_dedupe
 
     def _end_run(self, cur: CursorT, run_id: str, *, finalized: bool) -> None:
         if self._mode is WriteMode.REPLACE:

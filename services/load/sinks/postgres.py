@@ -90,6 +90,7 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
     """Sink for a ``PostgresDestination``. One connection, used by one thread at a time."""
 
     def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
+        super().__init__()
         require_table(destination.table)
         self._dsn = dsn or postgres_dsn(destination)
         self._dest = destination
