@@ -6,8 +6,9 @@ which it consumes itself. So its whole state is a function of its input topics: 
 the inputs up to its committed offsets with outputs discarded (they were committed in the same Kafka
 transaction as those offsets) and continues exactly where it stopped. Nothing here does I/O; the clock is
 passed in, which makes every branch unit-testable. Deadlines and due retries are found through heaps of
-hints (``services.orchestrator.timers``), each checked against the run when it comes due. A run's state is ``run_state.RunState``; its figures are
-the common fold of its events (``shared.progress``), fed here with every event before its handler runs.
+hints (``services.orchestrator.timers``), each checked against the run when it comes due. A run's state
+is ``run_state.RunState``; its figures are the common fold of its events (``shared.progress``), fed here
+with every event before its handler runs.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_a_changed_file_is_read_again(tmp_path: Path, opened: list[Path], monkey
     assert opened[2:] == [a.resolve()]  # b is unchanged: its names came from the cache
 
 
-def test_a_replaced_file_of_the_same_size_and_times_is_read_again(tmp_path: Path, opened, monkeypatch) -> None:
+def test_a_replaced_file_of_the_same_size_and_times_is_read_again(tmp_path: Path, opened, monkeypatch):
     path = tmp_path / "a.csv"
     path.write_text("id,name\n1,x\n")
     clock_after(monkeypatch, path, 5)

@@ -22,7 +22,8 @@ def test_a_tick_reads_no_run_that_is_not_due(monkeypatch: pytest.MonkeyPatch) ->
         book.on_request(PipelineRequest(run_id=f"r{i}", request_id="q", spec=SPEC), SPEC, T0)
     reads = []
     deadline = run_state.RunState.deadline
-    monkeypatch.setattr(run_state.RunState, "deadline", property(lambda r: reads.append(r) or deadline.fget(r)))
+    counted = property(lambda r: reads.append(r) or deadline.fget(r))
+    monkeypatch.setattr(run_state.RunState, "deadline", counted)
     assert book.tick(T0 + timedelta(seconds=30)) == []
     assert reads == []  # nothing was due: no run was looked at
     out = book.tick(T0 + timedelta(seconds=60))
