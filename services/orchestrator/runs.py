@@ -5,8 +5,10 @@ tasks, control messages, events and results. Every decision it takes is *also* p
 which it consumes itself. So its whole state is a function of its input topics: after a restart it replays
 the inputs up to its committed offsets with outputs discarded (they were committed in the same Kafka
 transaction as those offsets) and continues exactly where it stopped. Nothing here does I/O; the clock is
-passed in, which makes every branch unit-testable. A run's state is ``run_state.RunState``; its figures are
-the common fold of its events (``shared.progress``), fed here with every event before its handler runs.
+passed in, which makes every branch unit-testable. Deadlines and due retries are found through heaps of
+hints (``services.orchestrator.timers``), each checked against the run when it comes due. A run's state
+is ``run_state.RunState``; its figures are the common fold of its events (``shared.progress``), fed here
+with every event before its handler runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from services.orchestrator.run_state import Phase, RunState, TaskProgress
+from services.orchestrator.timers import TimerHeap, live_deadlines, live_retries
 from shared.contracts import (
     DEFAULT_TENANT,
     AgentDecision,
@@ -87,6 +90,8 @@ class RunBook:
         self._retry_backoff_s = retry_backoff_s
         self.runs: dict[str, RunState] = {}
         self.finished: set[str] = set()
+        self._deadlines: TimerHeap[str] = TimerHeap(lambda: live_deadlines(self.runs.values()))
+        self._retries: TimerHeap[tuple[str, str]] = TimerHeap(lambda: live_retries(self.runs.values()))
 
     def _out(self, topic: str, key: str, value: BaseModel) -> Output:
         return Output(self._topic(topic), key, value)  # type: ignore[arg-type]
@@ -144,6 +149,8 @@ class RunBook:
         given = dict(request.parameters if parameters is None else parameters)
         run = RunState(run_id, request.request_id, spec, now, now, request.payload, request.tenant, given)
         self.runs[run_id] = run
+        if not spec.continuous:
+            self._deadlines.push(run.deadline, run_id)
         if replaying:
             return []
         accepted = RunAccepted(
@@ -236,7 +243,7 @@ class RunBook:
         ):
             # Back off exponentially; the retry itself is issued by tick() so that it is also an event.
             delay = self._retry_backoff_s * (2**task.attempt)
-            task.retry_due = now + timedelta(seconds=delay)
+            self._retry_at(run, ev.task_id or "", now + timedelta(seconds=delay))
             return []
         return self._heal_or_fail(run, error, ev.task_id, now)
 
@@ -272,20 +279,29 @@ class RunBook:
             spec=decision.spec,
         )
         out = [self._event(run, EventKind.AGENT_DECISION, now, task_id=task_id, payload=decided)]
-        run.apply_decision(decided)
+        self._apply_decision(run, decided)
         if not decision.heals:
             run.errors.append(error)
             return out + self._finish(run, RunStatus.FAILED, now)
         if decision.spec is None and decision.delay_s > 0:
-            run.tasks[task_id].retry_due = now + timedelta(seconds=decision.delay_s)
+            self._retry_at(run, task_id, now + timedelta(seconds=decision.delay_s))
             return out
         return out + self._reissue(run, task_id, now, decision.reason)
 
     def _agent_decision(self, run: RunState, ev: RunEvent, now: datetime) -> list[Output]:
         decision = ev.payload_as(AgentDecision)
         if decision is not None:
-            run.apply_decision(decision)
+            self._apply_decision(run, decision)
         return []
+
+    def _apply_decision(self, run: RunState, decision: AgentDecision) -> None:
+        run.apply_decision(decision)
+        if decision.spec is not None and not run.continuous:  # its timeout may have changed
+            self._deadlines.push(run.deadline, run.run_id)
+
+    def _retry_at(self, run: RunState, task_id: str, due: datetime) -> None:
+        run.tasks[task_id].retry_due = due
+        self._retries.push(due, (run.run_id, task_id))
 
     def _reissue(self, run: RunState, task_id: str, now: datetime, reason: str) -> list[Output]:
         task = run.tasks[task_id]
@@ -315,21 +331,32 @@ class RunBook:
 
     # ------------------------------------------------------------------------------------- timers
     def tick(self, now: datetime) -> list[Output]:
+        """Time out the runs past their deadline, then issue the retries that are due."""
         out: list[Output] = []
-        for run in list(self.runs.values()):
-            if run.phase is Phase.FINISHED:
+        for run_id in self._deadlines.pop_due(now):
+            run = self.runs.get(run_id)
+            if run is None or run.phase is not Phase.RUNNING or run.continuous:
+                continue  # finished or finishing: its deadline no longer counts
+            if now < run.deadline:  # moved later (a healed spec): due then
+                self._deadlines.push(run.deadline, run_id)
                 continue
-            if now >= run.deadline and run.phase is Phase.RUNNING and not run.continuous:
-                run.errors.append(
-                    ErrorInfo(error_class="RunTimeout", message=f"run exceeded {run.spec.run.timeout_s}s")
-                )
-                out.extend(self._finish(run, RunStatus.TIMED_OUT, now))
+            run.errors.append(
+                ErrorInfo(error_class="RunTimeout", message=f"run exceeded {run.spec.run.timeout_s}s")
+            )
+            out.extend(self._finish(run, RunStatus.TIMED_OUT, now))
+        for run_id, task_id in self._retries.pop_due(now):
+            run = self.runs.get(run_id)
+            task = run.tasks.get(task_id) if run is not None else None
+            if run is None or task is None or task.retry_due is None:
+                continue  # the run ended, or the retry was issued (or replayed) already
+            if now < task.retry_due:  # set again since, for later: due then
+                self._retries.push(task.retry_due, (run_id, task_id))
                 continue
-            for task_id, task in run.tasks.items():
-                if task.retry_due is not None and now >= task.retry_due:
-                    reason = f"transient failure; retry {task.attempt + 1}/{run.spec.run.max_retries}"
-                    run.decisions.append(f"{task_id}: {reason}")
-                    out.extend(self._reissue(run, task_id, now, reason))
+            reason = f"transient failure; retry {task.attempt + 1}/{run.spec.run.max_retries}"
+            run.decisions.append(f"{task_id}: {reason}")
+            out.extend(self._reissue(run, task_id, now, reason))
+        self._deadlines.compact(len(self.runs))
+        self._retries.compact(len(self.runs))
         return out
 
     # ----------------------------------------------------------------------------------- internals

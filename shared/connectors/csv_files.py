@@ -10,6 +10,14 @@ line start). The planner samples the head of each file; if it finds one, that fi
 split with ``newlines_in_values`` on. A quoted line break beyond the sample in a file that was split
 surfaces as a ``SourceReadError`` that says to run with ``parallelism: 1``.
 
+The planner checks every file's header (all files of a source must have the same columns). The names read
+from a local file are kept in a bounded cache keyed by the file's identity (``paths.FileIdentity``:
+device, inode, size, modification and change time, from ``lstat`` of the real path the policy just
+resolved and confined for this very request), so many runs of one file open it once: any write to the
+file or a replacement changes the key. Only what is read from the bytes is cached; the path is still
+resolved and checked against the policy on every plan, and the extract service opens and checks the file
+for every split it reads.
+
 Files are opened only inside the policy's data roots (``paths.open_source``; ``s3://`` objects only
 through their checked connection, ``object_store``), and a read error names the
 file, the line and what is wrong with it, never the line's content (``shared.redaction``).
@@ -19,6 +27,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -28,7 +39,7 @@ import pyarrow.csv as pacsv
 from shared.connectors.base import describe, number_splits, rebatch
 from shared.connectors.errors import SourceReadError
 from shared.connectors.lines import RangeReader, count_newlines, next_line_start, plan_byte_ranges
-from shared.connectors.paths import SourceFile, source_files, split_file
+from shared.connectors.paths import FileIdentity, SourceFile, source_files, split_file
 from shared.contracts import Split, SplitKind
 from shared.redaction import describe_text, scrub
 from shared.spec.models import CsvSource
@@ -36,6 +47,9 @@ from shared.spec.models import CsvSource
 SAMPLE_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 1 << 20
+HEADER_CACHE_FILES = 1024
+RACY_NS = 2_000_000_000  # see ``header_names``: more than any tick of the clock that stamps file times
+HEADER_CACHE_MAX_CHARS = 4096  # a longer header is read every time: the cache's memory stays ~4 MiB at most
 
 model = CsvSource  # the spec section it reads (``Connector.model``)
 info = describe(
@@ -73,6 +87,65 @@ def _column_names(path: SourceFile, f: BinaryIO, size: int, source: CsvSource) -
     if not source.has_header:
         return [f"f{i}" for i in range(len(fields))], 0
     return fields, header_end
+
+
+class _HeaderCache:
+    """Column names by (file identity, delimiter, has_header), least recently used first out."""
+
+    def __init__(self, files: int = HEADER_CACHE_FILES):
+        self._files = files
+        self._names: OrderedDict[tuple[FileIdentity, str, bool], tuple[str, ...]] = OrderedDict()
+        self._lock = threading.Lock()  # the planner may run on several threads (the gateway, the CLI)
+
+    def get(self, key: tuple[FileIdentity, str, bool]) -> list[str] | None:
+        with self._lock:
+            names = self._names.get(key)
+            if names is not None:
+                self._names.move_to_end(key)
+        return None if names is None else list(names)
+
+    def put(self, key: tuple[FileIdentity, str, bool], names: list[str]) -> None:
+        if sum(map(len, names)) > HEADER_CACHE_MAX_CHARS:
+            return
+        with self._lock:
+            self._names[key] = tuple(names)
+            self._names.move_to_end(key)
+            while len(self._names) > self._files:
+                self._names.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._names.clear()
+
+
+_HEADERS = _HeaderCache()
+
+
+def _now_ns() -> int:
+    return time.time_ns()  # the wall clock, as the file times are (a function: tests give their own)
+
+
+def header_names(path: SourceFile, size: int, source: CsvSource) -> list[str]:
+    """The file's column names (``_column_names``), from the cache when the file is unchanged since they
+    were read (see the module docstring); a file without an identity (an object) is read every time.
+
+    Names are cached only for a file last changed ``RACY_NS`` before its identity was taken. The file's
+    times are the kernel's coarse clock: two writes of the same size within one tick can leave all of the
+    identity as it was, so a file changed just now could change again unseen; one unchanged for longer
+    gets a later change time from any change, hence a new key, even one between the ``lstat`` and the
+    read (the names read then are under a key that no later plan sees again)."""
+    identity = path.identity()
+    now = _now_ns()
+    key = None if identity is None else (identity, source.delimiter, source.has_header)
+    if key is not None:
+        cached = _HEADERS.get(key)
+        if cached is not None:
+            return cached
+    with path.open() as f:
+        names, _ = _column_names(path, f, size, source)
+    if key is not None and identity is not None and now - max(identity[3], identity[4]) > RACY_NS:
+        _HEADERS.put(key, names)
+    return names
 
 
 def has_quoted_newlines(path: SourceFile, delimiter: str) -> bool:
@@ -133,8 +206,7 @@ def _check_same_header(files: list[SourceFile], sizes: list[int], source: CsvSou
     for path, size in zip(files, sizes, strict=True):
         if not size:
             continue
-        with path.open() as f:
-            names, _ = _column_names(path, f, size, source)
+        names = header_names(path, size, source)
         if first is None:
             first = (path, names)
         elif names != first[1]:

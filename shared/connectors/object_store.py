@@ -131,6 +131,9 @@ class S3Object:
     def __str__(self) -> str:
         return self.uri
 
+    def identity(self) -> None:
+        return None  # an object's version is not in what the listing gives: nothing read from it is cached
+
     def open(self) -> io.BufferedReader:
         try:
             native = self.fs.open_input_file(self.url.fs_path)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import glob
 import io
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +84,8 @@ def open_source(path: Path, roots: Roots | None = None) -> io.BufferedReader:
 
 class SourceFile(Protocol):
     """One file a source reads, local or an object (``shared.connectors.object_store.S3Object``): its
-    split ``uri``, its size, a seekable binary stream; ``str()`` names it in errors."""
+    split ``uri``, its size, a seekable binary stream; ``str()`` names it in errors. ``identity()``: what
+    the file is now, for caching what is read from it (None: not cacheable)."""
 
     @property
     def uri(self) -> str: ...
@@ -91,6 +94,14 @@ class SourceFile(Protocol):
     def size(self) -> int: ...
 
     def open(self) -> io.BufferedReader: ...
+
+    def identity(self) -> FileIdentity | None: ...
+
+
+# What a local file is at one moment: device, inode, size, modification and change time. Writing the file
+# changes its size or its times, replacing it changes the inode; the change time cannot be set back by
+# its owner (``utime`` sets it to now), so a rewrite that restores size and mtime still changes it.
+FileIdentity = tuple[int, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,17 @@ class LocalFile:
 
     def open(self) -> io.BufferedReader:
         return open_source(self.path)
+
+    def identity(self) -> FileIdentity | None:
+        """The file's identity now (``FileIdentity``), from ``lstat`` of its real path; None when that is no
+        longer a regular file (a symlink swapped in since it was resolved: the caller opens it, checked)."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def source_files(path_or_url: str, connection: str | None) -> list[SourceFile]:

@@ -57,8 +57,16 @@ def is_glob(path: str) -> bool:
 
 
 def is_under(path: Path, roots: Iterable[Path]) -> bool:
-    """``path`` and ``roots`` are real paths; a root contains itself."""
-    return any(path == root or path.is_relative_to(root) for root in roots)
+    """``path`` and ``roots`` are real paths; a root contains itself. The same answer as
+    ``path.is_relative_to(root)``, from the paths' own parts: ``is_relative_to`` builds two new paths per
+    root, and a run's file is checked against every root at least three times (~20 us of pathlib each)."""
+    parts = path.parts
+    for root in roots:
+        prefix = root.parts
+        # the empty root (``.``) holds every relative path, as ``is_relative_to`` says
+        if parts[: len(prefix)] == prefix if prefix else not path.is_absolute():
+            return True
+    return False
 
 
 def real_path(path: str) -> Path:
@@ -84,7 +92,7 @@ def _lexical_problem(path: str, roots: Sequence[Path]) -> str | None:
         return f"file access is disabled: no data root is configured ({DATA_ROOTS_ENV})"
     if "\x00" in path:
         return "a path cannot contain a NUL character"
-    if ".." in PurePath(path).parts:
+    if ".." in path and ".." in PurePath(path).parts:  # parsed only if it may have one (most do not)
         return "'..' is not allowed in a path"
     return None
 
