@@ -256,7 +256,8 @@ class TopicReader:
             for tp in parts:
                 if tp.error is not None or tp.offset < 0:
                     self._consumer.close()
-                    raise ConfigurationError(f"cannot read the end of {tp.topic} [{tp.partition}]: {tp.error}")
+                    where = f"{tp.topic} [{tp.partition}]"
+                    raise ConfigurationError(f"cannot read the end of {where}: {tp.error}")
         self._consumer.assign(parts)
         self._eof: set[tuple[str, int]] = set()
         self._parts = {(tp.topic, tp.partition) for tp in parts}

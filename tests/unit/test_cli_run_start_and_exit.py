@@ -85,7 +85,11 @@ class Exited(Exception):
 def _console_script(monkeypatch: pytest.MonkeyPatch, ends_with: BaseException) -> list[str]:
     """Calls ``app()`` as the console script does, the command ending with ``ends_with``; what happened."""
     happened: list[str] = []
-    monkeypatch.setattr(cli_module.typer.Typer, "__call__", lambda self, *a, **kw: (_ for _ in ()).throw(ends_with))
+
+    def command(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise ends_with
+
+    monkeypatch.setattr(cli_module.typer.Typer, "__call__", command)
     monkeypatch.setattr(cli_module.atexit, "_run_exitfuncs", lambda: happened.append("atexit"))
 
     def exit_now(code: int) -> None:
