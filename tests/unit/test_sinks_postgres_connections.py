@@ -115,7 +115,7 @@ def test_the_next_run_into_another_table_takes_the_connection_the_last_run_gave_
 ) -> None:
     first = sink("orders")
     first.write("run-1", "run-1:t0:0", ROWS)
-    first.finalize("run-1", deduped=False)
+    first.finalize("run-1")
 
     second = sink("orders_copy")
     second.write("run-2", "run-2:t0:0", ROWS)
