@@ -129,7 +129,6 @@ def run(
     instead of the bars."""
     from aoetl.client import AoetlClient
     from aoetl.commands.door import submit_audited
-    from aoetl.commands.run_display import follow_run
     from aoetl.transport import gateway_in_use
     from shared.kafka.topics import Topics
 
@@ -145,6 +144,10 @@ def run(
     with client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
         request = submit_audited(client, spec)
         console.print(f"submitted run [bold]{request.run_id}[/]")
+        # imported once the run is under way: its import (rich's progress bars, the events' fold) then
+        # overlaps the run instead of delaying its start
+        from aoetl.commands.run_display import follow_run
+
         result = follow_run(client, reader, request.run_id, timeout)
     client.close()
     _ended(result, request.run_id, timeout)

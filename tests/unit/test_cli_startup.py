@@ -78,10 +78,12 @@ print()  # the list on a line of its own, whatever was printed before
 print(json.dumps(sorted(sys.modules)))
 """
 
+# the command as the console script runs it, without its exit (aoetl.cli.Cli ends the process at once)
 RUN_ARGV = """
+import typer
 sys.argv = ["aoetl", *{argv!r}]
 try:
-    app()
+    typer.Typer.__call__(app)
 except SystemExit as exit:
     assert exit.code in (0, None), exit.code
 """

@@ -14,6 +14,11 @@ then either COPY straight into the table (append) or COPY into a temp table and 
 it (merge upsert, cross-batch dedupe). A lost connection or a killed backend rolls the whole transaction
 back, so a retry applies the batch exactly once.
 
+Connections: a sink takes an idle connection to its DSN from ``pg_connections`` (else connects and runs
+the session settings and the ledger's bootstrap) and gives it back when its run ends or it is closed: a run
+into a table no sink has written yet starts no PostgreSQL backend. A connection that failed is closed,
+never given back.
+
 Replace mode loads into ``<table>__aoetl_<short run id>``; ``finalize`` renames it over the table in one
 transaction. Readers block for the instant of the rename and then see the new table, never a partial one.
 Views depending on the replaced table make the swap fail (terminal): PostgreSQL binds views to the old
@@ -29,7 +34,6 @@ connection material it may quote is masked.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
 from services.load.exceptions import DestinationUnavailableError, IncompatibleSchemaError
+from services.load.sinks import pg_connections
 from services.load.sinks.ledger import DEDUPE, POSTGRES, BatchLedger, SqlLedgerSink
 from services.load.sinks.naming import short_run_id
 from services.load.sinks.pg_types import UnmappedTypeError, conform_column, pg_type_for
@@ -87,7 +92,8 @@ class _Table:
 
 
 class PostgresSink(SqlLedgerSink[Cursor, _Table]):
-    """Sink for a ``PostgresDestination``. One connection, used by one thread at a time."""
+    """Sink for a ``PostgresDestination``. One connection at a time (taken from and given back to
+    ``pg_connections``), used by one thread at a time."""
 
     def __init__(self, destination: PostgresDestination, *, dsn: str | None = None) -> None:
         super().__init__()
@@ -104,10 +110,17 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
         self._unique_index_ok = False
 
     def close(self) -> None:
+        """Called between transactions only: the connection is healthy and idle, so it goes back to the
+        pool for the next sink of this DSN (``pg_connections``)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(adbc_driver_manager.Error):  # it is being thrown away anyway
-                conn.close()
+            pg_connections.give_back(self._dsn, conn)
+
+    def _discard(self) -> None:
+        """A connection that failed is closed, never pooled: a fresh one is made on the next call."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            pg_connections.close_quietly(conn)
 
     def staging_table(self, run_id: str) -> _Table:
         suffix = f"__aoetl_{short_run_id(run_id)}"
@@ -130,22 +143,25 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
     def _after_end_of_run(self, run_id: str) -> None:
         self._columns.pop(self.staging_table(run_id), None)
         self._columns.pop(self._target, None)
+        # the run's batches are in: the next run, whichever table it writes, takes this backend
+        self.close()
 
     # ------------------------------------------------------------------------------- transactions
     def _connection(self) -> Any:
         if self._conn is None:
-            try:
-                conn = adbc.connect(self._dsn)
-                with conn.cursor() as cur:
-                    for statement in (*_SESSION, _BOOTSTRAP_LOCK, *self._ledger.bootstrap()):
-                        cur.execute(statement)
-                conn.commit()
-            except adbc_driver_manager.Error as exc:
-                raise DestinationUnavailableError(
-                    f"cannot connect to PostgreSQL: {_first_line(exc)}"
-                ) from exc
-            self._conn = conn
+            self._conn = pg_connections.take(self._dsn, self._connect)
         return self._conn
+
+    def _connect(self) -> Any:
+        try:
+            conn = adbc.connect(self._dsn)
+            with conn.cursor() as cur:
+                for statement in (*_SESSION, _BOOTSTRAP_LOCK, *self._ledger.bootstrap()):
+                    cur.execute(statement)
+            conn.commit()
+        except adbc_driver_manager.Error as exc:
+            raise DestinationUnavailableError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        return conn
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[Cursor]:
@@ -162,14 +178,14 @@ class PostgresSink(SqlLedgerSink[Cursor, _Table]):
             try:
                 conn.rollback()
             except adbc_driver_manager.Error:
-                self.close()
+                self._discard()
             if isinstance(exc, adbc_driver_manager.Error):
                 raise self._translate(exc, f"{action} {self._target.display}") from exc
             raise
 
     def _translate(self, exc: adbc_driver_manager.Error, action: str) -> AoetlError:
         if is_transient_database_error(exc):  # the rule the PostgreSQL source applies too
-            self.close()  # a fresh connection is made on the next call
+            self._discard()  # a fresh connection is made on the next call
             return DestinationUnavailableError(f"PostgreSQL unavailable while {action}: {_first_line(exc)}")
         return DataError(f"PostgreSQL rejected {action}: {_first_line(exc)}")
 
