@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from shared.avro import SchemaCatalog
-from shared.contracts import Alert, AlertKind, DeadLetter, PipelineRequest, RunEvent, Severity, Stage
+from shared.contracts import (
+    Alert,
+    AlertKind,
+    DeadLetter,
+    EventKind,
+    PipelineRequest,
+    RunEvent,
+    Severity,
+    Stage,
+)
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
@@ -105,6 +114,59 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
     got, distinct_ids = pg_figures(postgres_dsn, table)
     assert got == want
     assert distinct_ids == want["count"], "a row was loaded twice"
+    assert stage(result, Stage.LOAD).rows_out == want["count"]
+
+
+CHAINED = {"orchestrator": 1, "extract": 2, "load": 1}  # no transform service at all
+
+
+def test_sigkill_of_a_chaining_extract_mid_run_loses_and_duplicates_nothing(
+    tmp_path: Path, postgres_dsn: str, kafka_bootstrap: str
+):
+    """The services' default topology: extract runs the transform stage on what it reads and hands load
+    the transformed batches, in the read's transaction (services.extract.handoff). A system without a
+    transform service completes the run exactly once although an extract replica dies mid-split."""
+    rows = write_orders(tmp_path / "in", 60_000, files=3, seed=23)
+    table = f"kill_chained_{uuid.uuid4().hex[:6]}"
+    spec = parse_spec(
+        {
+            "name": "kill-chained",
+            "source": {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
+            "transforms": ORDER_STEPS,
+            "destination": {"type": "postgres", "table": table},
+            "run": {"batch_rows": 1_000, "parallelism": 6},
+        }
+    )
+    chained = {"AOETL_CHAIN_TRANSFORM": "true"}
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        running_system(kafka_bootstrap, postgres_dsn, CHAINED, chained) as system,
+    ):
+        patch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
+        with system.client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
+            request = PipelineRequest(spec=spec, requested_by="faults")
+            system.client.publish(Topics.REQUESTS, request.run_id, request)
+
+            def transformed_by_extract() -> bool:
+                return any(
+                    isinstance(v, RunEvent)
+                    and v.run_id == request.run_id
+                    and v.kind is EventKind.BATCH_TRANSFORMED
+                    and (v.instance or "").startswith("extract")
+                    for _, v in reader.poll({Topics.EVENTS: RunEvent})
+                )
+
+            wait_until(transformed_by_extract, timeout=60, message="extract transforming")
+            target = system.supervisor.alive("extract")[0]
+            os.kill(target.pid, signal.SIGKILL)
+            wait_until(lambda: not target.is_alive(), timeout=10, message="the victim to die")
+            result = await_result(reader, request.run_id)
+    assert_completed(result)
+    want = expected_orders(rows)
+    got, distinct_ids = pg_figures(postgres_dsn, table)
+    assert got == want
+    assert distinct_ids == want["count"], "a row was loaded twice"
+    assert stage(result, Stage.TRANSFORM).rows_out == want["count"]
     assert stage(result, Stage.LOAD).rows_out == want["count"]
 
 
