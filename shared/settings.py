@@ -174,6 +174,16 @@ class ProcessorSettings(ServiceSettings):
     transaction_timeout_ms: int = Field(60_000, ge=1_000, description="Kafka transaction timeout")
 
 
+class TransformingSettings(ProcessorSettings):
+    """A processor that runs the transform stage (``shared.transform.batches``): the transform service,
+    and the extract service when it chains the stage to its reads."""
+
+    mask_salt: SecretStr = Field(
+        SecretStr("aoetl-default-salt"),
+        description="salt of mask(method=hash); set a secret one in production so hashes cannot be reversed",
+    )
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build ``cls`` from the environment; a bad value becomes a ``ConfigurationError`` that lists every
     offending variable as ``ENV_VAR: reason``."""

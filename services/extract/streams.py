@@ -20,19 +20,19 @@ key, so they stay in order through transform and load (merge destinations need t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from services.extract import metrics
-from services.extract.worker import extracted_batch
+from services.extract.handoff import Handoff, ReadBatch, ToTransform
 from shared import streaming
 from shared.allocation import gc_paused
 from shared.connectors.errors import SourceReadError
 from shared.connectors.records import records_to_tables
-from shared.contracts import EventKind, RunEvent, Stage, StreamProgress, StreamRun, StreamState
+from shared.contracts import EventKind, Origin, RunEvent, Stage, StreamProgress, StreamRun, StreamState
 from shared.kafka.compacted import CompactedView
 from shared.kafka.messages import KafkaMessage
 from shared.kafka.topics import Topics
@@ -80,6 +80,8 @@ class StreamConfig:
     session_timeout_ms: int
     transaction_timeout_ms: int
     kafka_timeout_s: float = 30.0  # bound on init/commit/abort calls, as in the task loop
+    # a new handoff for each worker: a chained transform's engines are its thread's own
+    handoff: Callable[[], Handoff] | None = None
 
     def topic(self, name: str) -> str:
         return f"{name}{self.topic_suffix}"
@@ -115,6 +117,13 @@ class StreamWorker(streaming.UndecodedWindowReader):
         )
         limits = streaming.WindowLimits(items=batch_rows, max_age_s=config.linger_s)
         super().__init__(f"stream-{pipeline}", reader, limits, self.source.format, serde)
+        self.handoff = config.handoff() if config.handoff else ToTransform(config.topic)
+
+    def _serve(self) -> None:
+        try:
+            super()._serve()
+        finally:
+            self.handoff.close()  # its engines are rebuilt if the worker starts over
 
     @property
     def run_id(self) -> str:
@@ -151,20 +160,32 @@ class StreamWorker(streaming.UndecodedWindowReader):
         spec, pipeline = self.stream.spec, self.stream.pipeline
         (topic, partition), first, last = window.tp, window.first_offset, window.last_offset
         batch_id = batch_id_for(pipeline, topic, partition, first, last)
-        batch = extracted_batch(self.run_id, f"{self.run_id}:p{partition}", batch_id, first, table, spec)
+        task_id = f"{self.run_id}:p{partition}"
         progress = StreamProgress(
             topic=topic, partition=partition, first_offset=first, last_offset=last, lag=lag
         )
-        # One key per source partition: its batches share a partition downstream and stay in order.
-        key = f"{pipeline}:{topic}:{partition}"
         # each batch of a continuous run is a trace of its own (a run that never ends is no one trace),
         # which transform and load continue
-        attributes = {**tracing.describe(batch), "aoetl.stage": Stage.EXTRACT.value}
+        attributes = {
+            **tracing.describe(self.stream),
+            "aoetl.task_id": task_id,
+            "aoetl.batch_id": batch_id,
+            "aoetl.batch.rows": table.num_rows,
+            "aoetl.stage": Stage.EXTRACT.value,
+        }
         with tracing.child("extract stream batch", attributes):
             headers = tracing.current_headers()
+        # One key per source partition: its batches share a partition downstream and stay in order.
+        key = f"{pipeline}:{topic}:{partition}"
+        origin = Origin(topic=topic, partition=partition, offset=first, key=None)
+        read = ReadBatch(self.run_id, task_id, batch_id, first, spec, table, key, origin, headers)
+        handed = [
+            (out.topic, out.key, self.serde.encode(out.value), out.headers)
+            for out in self.handoff.hand_off(read)
+        ]
         return [
-            (self.config.topic(Topics.DATA_EXTRACTED), key, self.serde.encode(batch), headers),
-            (*self._progress(batch_id, table.num_rows, progress, task_id=batch.task_id), headers),
+            *handed,
+            (*self._progress(batch_id, table.num_rows, progress, task_id=task_id), headers),
             *dead_letters,
         ]
 

@@ -1,6 +1,7 @@
 """What the extract service does with one task: read its split, cut it into batches, report the split.
 
-The task's batches and its SPLIT_EXTRACTED event are produced in ONE Kafka transaction (the extract
+The task's batches (or, chained, what the transform stage makes of them: ``services.extract.handoff``)
+and its SPLIT_EXTRACTED event are produced in ONE Kafka transaction (the extract
 service takes one task per transaction), so a split is either wholly visible downstream or not at all; a
 retried task emits the same deterministic batch ids, which the sinks deduplicate. Batches are yielded one
 by one, so the producer streams them out and memory stays bounded by a batch, not by the split.
@@ -15,42 +16,29 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.batch import encode_table
+from services.extract.handoff import Handoff, ReadBatch
 from shared.connectors import read_split
 from shared.contracts import (
     CursorKind,
-    DataBatch,
     ErrorInfo,
     EventKind,
     ExtractTask,
+    Origin,
     RunEvent,
     SplitExtracted,
     Stage,
     TaskFailed,
 )
-from shared.kafka.topics import Topics
 from shared.processing import MessageContext, Output
-from shared.spec.models import PipelineSpec, PostgresSource
+from shared.spec.models import PostgresSource
 from shared.tracing import spans as tracing
 
 
-def extracted_batch(
-    run_id: str, task_id: str, batch_id: str, seq: int, table: pa.Table, spec: PipelineSpec
-) -> DataBatch:
-    """One batch of rows as extract hands it on (one-shot splits and continuous runs alike)."""
-    return DataBatch(
-        run_id=run_id,
-        task_id=task_id,
-        batch_id=batch_id,
-        seq=seq,
-        stage=Stage.EXTRACT,
-        row_count=table.num_rows,
-        payload=encode_table(table),
-        spec=spec,
-    )
-
-
-def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterator[Output]:
+def extract(
+    task: ExtractTask, handoff: Handoff, events_topic: str, instance: str, origin: Origin
+) -> Iterator[Output]:
+    """The task's batches, handed on as ``handoff`` says, then its SPLIT_EXTRACTED event. ``origin``: the
+    task's place in the tasks topic (a chained transform's dead letters name it)."""
     started = time.monotonic()
     seq = rows = 0
     spec = task.spec
@@ -63,14 +51,14 @@ def extract(task: ExtractTask, topics: dict[str, str], instance: str) -> Iterato
         with tracing.child(
             "extract batch", {**tracing.describe(task), "aoetl.stage": Stage.EXTRACT.value}
         ) as span:
-            batch = extracted_batch(task.run_id, task.task_id, batch_id, seq, table, spec)
             span.set_attributes({"aoetl.batch_id": batch_id, "aoetl.batch.rows": table.num_rows})
             headers = tracing.current_headers()
-        yield Output(topics[Topics.DATA_EXTRACTED], batch_id, batch, headers)
+        read = ReadBatch(task.run_id, task.task_id, batch_id, seq, spec, table, batch_id, origin, headers)
+        yield from handoff.hand_off(read)
         seq += 1
         rows += table.num_rows
     yield Output(
-        topics[Topics.EVENTS],
+        events_topic,
         task.run_id,
         RunEvent(
             run_id=task.run_id,

@@ -100,7 +100,8 @@ TOPIC_ACCESS: Final[Mapping[str, TopicAccess]] = {
     Topics.DEFINITIONS: _access({GW, CLI}, {ORCH, GW, CLI}),
     Topics.TASKS: _access({ORCH, CLI, GW}, {EXT}),
     Topics.DATA_EXTRACTED: _access({EXT, CLI, GW}, {TRF}),
-    Topics.DATA_TRANSFORMED: _access({TRF, CLI, GW}, {LOAD}),
+    # extract too when it chains the transform stage to its reads (services.extract.handoff)
+    Topics.DATA_TRANSFORMED: _access({TRF, EXT, CLI, GW}, {LOAD}),
     Topics.EVENTS: _access({ORCH, EXT, TRF, LOAD, CLI}, {ORCH, MON, GW, CLI}),
     Topics.RESULTS: _access({ORCH}, {GW, MON, CLI}),
     # the monitor reads it back before each alert: the topic decides what was sent (services.monitor.alerts);

@@ -80,6 +80,9 @@ def start_system(
         "AOETL_SESSION_TIMEOUT_MS": "6000",
         "AOETL_TRANSACTION_TIMEOUT_MS": "10000",
         "AOETL_POLICY_HTTP_EGRESS_ALLOW": f"127.0.0.1:{allowed_http_port}",
+        # every stage a process of its own, as the suites' faults and checks of the transform service
+        # need; the chained topology (extract runs the transform: the services' default) has its own tests
+        "AOETL_CHAIN_TRANSFORM": "false",
         **(extra_env or {}),
     }
     supervisor = secure_kafka.supervisor(state_dir, env, kafka_bootstrap)

@@ -65,13 +65,18 @@ RESULT_TIMEOUT = 180.0
 # ------------------------------------------------------------------------------------ the system
 @contextlib.contextmanager
 def running_system(
-    kafka_bootstrap: str, postgres_dsn: str, replicas: Mapping[str, int] = REPLICAS
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    replicas: Mapping[str, int] = REPLICAS,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[System]:
-    """Every service as processes on topics of their own (``tests.e2e.conftest.running_system``); stopped,
-    and its topics deleted, afterwards. With ``AOETL_FAULTS_KEEP_LOGS`` a failed test keeps its logs."""
+    """Every service as processes on topics of their own (``tests.e2e.conftest.running_system``, with
+    ``extra_env`` over its settings); stopped, and its topics deleted, afterwards. With
+    ``AOETL_FAULTS_KEEP_LOGS`` a failed test keeps its logs."""
     suffix: str | None = None
     try:
-        with system_of_its_own(kafka_bootstrap, postgres_dsn, dict(replicas)) as system:
+        env = dict(extra_env) if extra_env else None
+        with system_of_its_own(kafka_bootstrap, postgres_dsn, dict(replicas), env) as system:
             suffix = system.suffix
             try:
                 yield system

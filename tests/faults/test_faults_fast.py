@@ -16,10 +16,20 @@ from pathlib import Path
 import pytest
 
 from shared.avro import SchemaCatalog
-from shared.contracts import Alert, AlertKind, DeadLetter, PipelineRequest, RunEvent, Severity, Stage
+from shared.contracts import (
+    Alert,
+    AlertKind,
+    DeadLetter,
+    EventKind,
+    PipelineRequest,
+    RunEvent,
+    Severity,
+    Stage,
+)
 from shared.kafka.clients import produce_sync
 from shared.kafka.topics import Topics
 from shared.spec import parse_spec
+from shared.spec.models import PipelineSpec
 from tests.e2e.conftest import System, group_env
 from tests.e2e.test_pipelines import (
     ORDER_STEPS,
@@ -58,6 +68,19 @@ def _full_strength(system: System, kafka_bootstrap: str) -> None:
     system.supervisor.wait_ready(started, timeout=60)
 
 
+def orders_spec(name: str, folder: Path, table: str, run: dict[str, int] | None = None) -> PipelineSpec:
+    """The orders CSVs in ``folder`` -> ORDER_STEPS -> the PostgreSQL ``table``."""
+    return parse_spec(
+        {
+            "name": name,
+            "source": {"type": "csv", "path": str(folder / "*.csv")},
+            "transforms": ORDER_STEPS,
+            "destination": {"type": "postgres", "table": table},
+            **({"run": run} if run else {}),
+        }
+    )
+
+
 # extract in `make chaos` only: tests/faults/test_faults_stream.py kills an extract replica in `make test`
 @pytest.mark.parametrize(
     "victim", [pytest.param("extract", marks=pytest.mark.slow), "transform", "load", "orchestrator"]
@@ -67,15 +90,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
 ):
     rows = write_orders(tmp_path / "in", 150_000, files=3, seed=21)
     table = f"kill_{victim}_{uuid.uuid4().hex[:6]}"
-    spec = parse_spec(
-        {
-            "name": f"kill-{victim}",
-            "source": {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
-            "transforms": ORDER_STEPS,
-            "destination": {"type": "postgres", "table": table},
-            "run": {"batch_rows": 2_500, "parallelism": 12},
-        }
-    )
+    spec = orders_spec(f"kill-{victim}", tmp_path / "in", table, {"batch_rows": 2_500, "parallelism": 12})
     trigger = {
         "extract": Stage.EXTRACT,
         "transform": Stage.TRANSFORM,
@@ -105,6 +120,51 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
     got, distinct_ids = pg_figures(postgres_dsn, table)
     assert got == want
     assert distinct_ids == want["count"], "a row was loaded twice"
+    assert stage(result, Stage.LOAD).rows_out == want["count"]
+
+
+CHAINED = {"orchestrator": 1, "extract": 2, "load": 1}  # no transform service at all
+
+
+def test_sigkill_of_a_chaining_extract_mid_run_loses_and_duplicates_nothing(
+    tmp_path: Path, postgres_dsn: str, kafka_bootstrap: str
+):
+    """The services' default topology: extract runs the transform stage on what it reads and hands load
+    the transformed batches, in the read's transaction (services.extract.handoff). A system without a
+    transform service completes the run exactly once although an extract replica dies mid-split."""
+    rows = write_orders(tmp_path / "in", 60_000, files=3, seed=23)
+    table = f"kill_chained_{uuid.uuid4().hex[:6]}"
+    spec = orders_spec("kill-chained", tmp_path / "in", table, {"batch_rows": 1_000, "parallelism": 6})
+    chained = {"AOETL_CHAIN_TRANSFORM": "true"}
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        running_system(kafka_bootstrap, postgres_dsn, CHAINED, chained) as system,
+    ):
+        patch.setenv("AOETL_POSTGRES_DSN", postgres_dsn)
+        with system.client.reader(Topics.EVENTS, Topics.RESULTS, from_beginning=False) as reader:
+            request = PipelineRequest(spec=spec, requested_by="faults")
+            system.client.publish(Topics.REQUESTS, request.run_id, request)
+
+            def transformed_by_extract() -> bool:
+                return any(
+                    isinstance(v, RunEvent)
+                    and v.run_id == request.run_id
+                    and v.kind is EventKind.BATCH_TRANSFORMED
+                    and (v.instance or "").startswith("extract")
+                    for _, v in reader.poll({Topics.EVENTS: RunEvent})
+                )
+
+            wait_until(transformed_by_extract, timeout=60, message="extract transforming")
+            target = system.supervisor.alive("extract")[0]
+            os.kill(target.pid, signal.SIGKILL)
+            wait_until(lambda: not target.is_alive(), timeout=10, message="the victim to die")
+            result = await_result(reader, request.run_id)
+    assert_completed(result)
+    want = expected_orders(rows)
+    got, distinct_ids = pg_figures(postgres_dsn, table)
+    assert got == want
+    assert distinct_ids == want["count"], "a row was loaded twice"
+    assert stage(result, Stage.TRANSFORM).rows_out == want["count"]
     assert stage(result, Stage.LOAD).rows_out == want["count"]
 
 
@@ -154,14 +214,7 @@ def test_poison_messages_go_to_dead_letters_with_their_origin_and_nothing_stalls
     # ...and the system still runs pipelines correctly afterwards
     rows = write_orders(tmp_path / "in", 5_000, files=1, seed=2)
     table = f"after_poison_{uuid.uuid4().hex[:6]}"
-    spec = parse_spec(
-        {
-            "name": "after-poison",
-            "source": {"type": "csv", "path": str(tmp_path / "in" / "*.csv")},
-            "transforms": ORDER_STEPS,
-            "destination": {"type": "postgres", "table": table},
-        }
-    )
+    spec = orders_spec("after-poison", tmp_path / "in", table)
     with system.client.reader(Topics.RESULTS, from_beginning=False) as reader:
         request = PipelineRequest(spec=spec)
         system.client.publish(Topics.REQUESTS, request.run_id, request)

@@ -1,6 +1,10 @@
 """Fault injection on a continuous pipeline: an extract replica SIGKILLed while events stream in. Its source
 partitions move to the surviving replica (the stream's consumer group), which resumes from the offsets
-committed with the last batch: every event reaches PostgreSQL exactly once."""
+committed with the last batch: every event reaches PostgreSQL exactly once.
+
+The system runs the services' default topology, extract chaining the transform stage to its reads
+(``services.extract.handoff``): no transform service, the transformed batches and their events leave in
+the window's own transaction. The e2e suites run the stages apart (``tests.e2e.conftest``)."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture
 def system(kafka_bootstrap: str, postgres_dsn: str) -> Iterator[System]:
-    replicas = {"orchestrator": 1, "extract": 2, "transform": 1, "load": 1}  # two extracts share the stream
-    with running_system(kafka_bootstrap, postgres_dsn, replicas) as sys_:
+    replicas = {"orchestrator": 1, "extract": 2, "load": 1}  # two extracts share the stream
+    chained = {"AOETL_CHAIN_TRANSFORM": "true"}
+    with running_system(kafka_bootstrap, postgres_dsn, replicas, chained) as sys_:
         yield sys_
 
 

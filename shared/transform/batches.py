@@ -1,8 +1,16 @@
-"""What the transform service does with one extracted batch: apply the steps, check the quality rules,
-forward the kept rows, quarantine the rest to the dead-letter topic, and report.
+"""The transform stage on one batch: apply the spec's steps, check its quality rules, forward the kept
+rows, quarantine the rest, report. What the batch's transaction must hold, as ``Output``s.
 
-Everything one batch produces (the transformed batch, its dead letters, its events) leaves in the same
-Kafka transaction as the consumed offset, so a crash can neither lose nor duplicate any of it.
+Two processes run it. The transform service, on every batch it reads from ``Topics.DATA_EXTRACTED``
+(``services.transform``). And the extract service, on the rows it has just read, when it *chains* the
+transform to extract (``AOETL_CHAIN_TRANSFORM``, ``services.extract.chaining``): the batch then never
+crosses Kafka untransformed, so one Arrow encode and decode, one produce, one fetch and one Kafka
+transaction per batch are saved (measured in the issue notes). Both give the same outputs for the same
+rows, because both are this code: the transformed batch on ``Topics.DATA_TRANSFORMED`` (``stage``
+TRANSFORM), its QUALITY_VIOLATION and BATCH_TRANSFORMED events, its quarantined rows as dead letters.
+Whoever runs it puts all of them in the Kafka transaction of the message they came from, so a crash can
+neither lose nor duplicate any of them, and the orchestrator's fold (``shared.progress``) cannot tell
+the two apart.
 """
 
 from __future__ import annotations
@@ -11,19 +19,22 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
-from shared.batch import decode_table, encode_table
+import pyarrow as pa
+
+from shared.batch import encode_table
 from shared.contracts import (
     DataBatch,
     DeadLetter,
     ErrorInfo,
     EventKind,
+    Origin,
     QualityViolation,
     RunEvent,
     SampleValue,
     Stage,
 )
 from shared.kafka.topics import Topics
-from shared.processing import MessageContext, Output
+from shared.processing import Output
 from shared.spec.models import OnFail
 from shared.transform.engine import EngineCache
 from shared.transform.quality import QualityChecker
@@ -32,7 +43,10 @@ SAMPLE_BUDGET = 2000  # characters of JSON of the sample rows of one QUALITY_VIO
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
-class TransformWorker:
+class BatchTransformer:
+    """The transform stage's state: engines by steps, checkers by rules, both cached across batches (a
+    pipeline's batches share them). Not thread-safe: one per processing loop."""
+
     def __init__(self, topic: Callable[[str], str], instance: str, *, mask_salt: bytes):
         self._topic = topic
         self._instance = instance
@@ -49,9 +63,15 @@ class TransformWorker:
             checker = self._checkers[key] = QualityChecker(batch.spec.quality)
         return checker
 
-    def handle(self, batch: DataBatch, ctx: MessageContext) -> Iterator[Output]:
+    def transform(
+        self, batch: DataBatch, rows: pa.Table, key: str | bytes, origin: Origin
+    ) -> Iterator[Output]:
+        """The outputs of ``batch`` whose rows are ``rows`` (its ``payload`` is not read: a chained
+        extract has not encoded it). ``key``: the transformed batch's Kafka key (a batch id for one-shot
+        runs, the source partition for continuous ones, whose batches must reach load in order);
+        ``origin``: where the batch's rows were read, as a dead letter names it."""
         started = time.monotonic()
-        table = self._engines.get(batch.spec.transforms).apply(decode_table(batch.payload))
+        table = self._engines.get(batch.spec.transforms).apply(rows)
         outcome = self._checker(batch).check(table)
         events, dead_letters = self._topic(Topics.EVENTS), self._topic(Topics.DEAD_LETTERS)
         for violation in outcome.violations:
@@ -77,17 +97,17 @@ class TransformWorker:
                     instance=self._instance,
                 ),
             )
-        for violation, rows in outcome.quarantined:
+        for violation, quarantined in outcome.quarantined:
             yield Output(
                 dead_letters,
                 batch.run_id,
                 DeadLetter(
-                    origin=ctx.origin(),
+                    origin=origin,
                     stage=Stage.TRANSFORM,
                     error=ErrorInfo(error_class="QualityRuleViolation", message=violation.reason),
                     run_id=batch.run_id,
                     rule=violation.rule,
-                    payload=encode_table(rows),
+                    payload=encode_table(quarantined),
                     payload_format="arrow_ipc",
                 ),
             )
@@ -96,9 +116,7 @@ class TransformWorker:
         kept = outcome.kept
         yield Output(
             self._topic(Topics.DATA_TRANSFORMED),
-            # The incoming key: a batch id for one-shot runs, the source partition for continuous ones,
-            # whose batches must reach load in order.
-            ctx.key if ctx.key is not None else batch.batch_id,
+            key,
             batch.model_copy(
                 update={"stage": Stage.TRANSFORM, "row_count": kept.num_rows, "payload": encode_table(kept)}
             ),
@@ -149,6 +167,8 @@ def _filtered(rows_in: int, rows_after_steps: int) -> int:
 
 
 def batch_failed(batch: DataBatch, exc: BaseException, topic: str, instance: str) -> Output:
+    """The BATCH_FAILED event of a batch the stage could not transform (the orchestrator fails the run
+    on a terminal error; the batch itself is dead-lettered by the processing loop)."""
     return Output(
         topic,
         batch.run_id,
