@@ -410,5 +410,5 @@ def test_transactional_producers_retry_a_busy_coordinator_within_milliseconds(
 
 def test_librdkafka_takes_the_transactional_tuning() -> None:
     # the real class: a librdkafka without exponential retry backoff (< 2.3) would refuse the cap
-    config = KafkaClients(KafkaSettings(bootstrap_servers="127.0.0.1:1")).producer_config(transactional_id="t")
-    clients_module.Producer(config)
+    clients = KafkaClients(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    clients_module.Producer(clients.producer_config(transactional_id="t"))
