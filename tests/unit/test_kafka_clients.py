@@ -392,3 +392,23 @@ def test_librdkafka_refusing_a_property_is_a_configuration_error() -> None:
     # the real class: librdkafka checks properties when the client is created, without a broker
     with pytest.raises(ConfigurationError, match="Producer configuration refused"):
         KafkaClients(KafkaSettings(bootstrap_servers="127.0.0.1:1")).producer(**{"no.such.property": 1})
+
+
+def test_transactional_producers_retry_a_busy_coordinator_within_milliseconds(
+    built: list[RecordedClient], secure: KafkaSettings
+) -> None:
+    # CONCURRENT_TRANSACTIONS right after a commit clears in a few ms: waiting librdkafka's 100 ms for it
+    # made every back-to-back transaction ~100 ms long (shared.kafka.clients' docstring)
+    clients = KafkaClients(secure)
+    clients.transactional_producer("extract-0")
+    clients.producer()
+    transactional, plain = built
+    assert transactional.config["retry.backoff.ms"] <= 10
+    assert transactional.config["retry.backoff.ms"] < transactional.config["retry.backoff.max.ms"] <= 100
+    assert "retry.backoff.ms" not in plain.config  # an idempotent producer's retries keep the default
+
+
+def test_librdkafka_takes_the_transactional_tuning() -> None:
+    # the real class: a librdkafka without exponential retry backoff (< 2.3) would refuse the cap
+    clients = KafkaClients(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    clients_module.Producer(clients.producer_config(transactional_id="t"))
