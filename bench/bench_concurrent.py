@@ -15,6 +15,8 @@ orchestrator. Reported per round:
   and so is a result other than COMPLETED or a row count other than 3 per completed run in the table;
 - own planning time: the orchestrators' ``aoetl_planning_seconds`` histogram over the round (scraped from
   their /metrics before and after), p50/p99 as bucket upper bounds: the work on one request, no queueing;
+  and the CPU time of the same spans (``aoetl_planning_cpu_seconds``): a wall tail over a flat CPU one is
+  the loop thread waiting for a core of the 2 the whole stack shares, not work of its own;
 - planning latency: the run's RUN_PLANNED event time (the orchestrator's clock when it planned the run)
   minus the request's ``submitted_at``: queueing behind the other requests included, as a user sees it;
 - orchestrator peak RSS (VmHWM of each replica, cumulative over that replica count's rounds) and CPU
@@ -155,11 +157,11 @@ def drain(consumer, parts, timeout: float = 60.0) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def planning_buckets(ports: Sequence[int]) -> dict[float, float]:
-    """``aoetl_planning_seconds`` buckets (cumulative counts by upper bound) summed over orchestrators."""
+def planning_buckets(ports: Sequence[int], name: str = "aoetl_planning_seconds") -> dict[float, float]:
+    """``name``'s buckets (cumulative counts by upper bound) summed over orchestrators."""
     from bench import prom
 
-    return prom.scrape(ports, "aoetl_planning_seconds").buckets
+    return prom.scrape(ports, name).buckets
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -194,12 +196,16 @@ def one_round(
     events_reader, event_parts = end_offsets_reader(client, client.topic(Topics.EVENTS))
     cpu_before = cpu_by_process(pids)
     planning_before = planning_buckets(orchestrator_ports)
+    planning_cpu_before = planning_buckets(orchestrator_ports, "aoetl_planning_cpu_seconds")
     started = time.perf_counter()
     submitted, submit_s = submit_all(client, producer, spec, runs)
     keys, values, last = collect_keys(results_reader, set(submitted), timeout)
     all_results_s = (last - started) if last is not None else None
     cpu = cpu_used(cpu_before, cpu_by_process(pids))
     own_planning = own_planning_quantiles(planning_before, planning_buckets(orchestrator_ports))
+    own_planning_cpu = own_planning_quantiles(
+        planning_cpu_before, planning_buckets(orchestrator_ports, "aoetl_planning_cpu_seconds")
+    )
     # after the clock: anything more (a duplicate) up to the topic's end, then decode
     for key, value in drain(results_reader, result_parts):
         keys.append(key.decode())
@@ -231,6 +237,7 @@ def one_round(
         "rows_in_table": rows,
         "planning": latency_summary(planning_latencies(submitted, planned)),
         "planning_own": own_planning,
+        "planning_own_cpu": own_planning_cpu,
         "result_latency": latency_summary(latencies),
         "cpu_s": cpu,
         "orchestrator_peak_rss_mib": {

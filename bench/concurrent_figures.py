@@ -89,6 +89,8 @@ SUMMARY_KEYS = (
     "planning.p99_ms",
     "planning_own.p50_ms",
     "planning_own.p99_ms",
+    "planning_own_cpu.p50_ms",
+    "planning_own_cpu.p99_ms",
     "result_latency.p50_ms",
     "result_latency.p99_ms",
 )
@@ -107,8 +109,8 @@ def own_planning_quantiles(before: Mapping[float, float], after: Mapping[float, 
 def table_text(report: Mapping) -> str:
     lines = [
         "| orchestrators | submit s | all results s | results/s | planning p50 / p99 ms (queued) "
-        "| own planning p50 / p99 ms | RSS MiB | ok |",
-        "|---|---|---|---|---|---|---|---|",
+        "| own planning p50 / p99 ms | own planning CPU p50 / p99 ms | RSS MiB | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for replicas, figures in report["by_replicas"].items():
         m = figures["median"]
@@ -117,6 +119,7 @@ def table_text(report: Mapping) -> str:
         lines.append(
             f"| {replicas} | {m['submit_s']} | {m['all_results_s']} | {m['results_per_s']} | "
             f"{m['planning.p50_ms']} / {m['planning.p99_ms']} | "
-            f"{m['planning_own.p50_ms']} / {m['planning_own.p99_ms']} | {rss} | {ok} |"
+            f"{m['planning_own.p50_ms']} / {m['planning_own.p99_ms']} | "
+            f"{m.get('planning_own_cpu.p50_ms')} / {m.get('planning_own_cpu.p99_ms')} | {rss} | {ok} |"
         )
     return "\n".join(lines)

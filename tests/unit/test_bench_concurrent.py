@@ -106,6 +106,8 @@ def test_the_spec_is_valid_and_the_table_lists_each_replica_count():
                     "planning.p99_ms": 9.0,
                     "planning_own.p50_ms": 1.0,
                     "planning_own.p99_ms": 2.5,
+                    "planning_own_cpu.p50_ms": 0.5,
+                    "planning_own_cpu.p99_ms": 1.0,
                 },
                 "orchestrator_peak_rss_mib": {"orchestrator-0": 200.0},
                 "rounds": [{"ok": True}],
@@ -114,7 +116,7 @@ def test_the_spec_is_valid_and_the_table_lists_each_replica_count():
     }
     assert (
         table_text(report).splitlines()[-1]
-        == "| 1 | 1.5 | 60.0 | 166.7 | 3.0 / 9.0 | 1.0 / 2.5 | 200.0 | True |"
+        == "| 1 | 1.5 | 60.0 | 166.7 | 3.0 / 9.0 | 1.0 / 2.5 | 0.5 / 1.0 | 200.0 | True |"
     )
 
 
