@@ -58,6 +58,25 @@ def test_placeholders_are_filled_in_string_values_with_defaults(tmp_path: Path) 
     assert filled.parameters == {"day": "2026-03-01", "region": "eu"}  # the default is shown as used
 
 
+def test_a_placeholder_next_to_json_escaped_text_is_found_and_a_spec_without_one_has_none(
+    tmp_path: Path,
+) -> None:
+    # the quick check reads the spec's JSON text: quotes, backslashes and non-ASCII text around a
+    # placeholder are escaped (or not) there without hiding it
+    expr = 'note = "caf\u00e9 \\ ${params.region}"'
+    spec = parse_spec(spec_with(tmp_path, transforms=[{"op": "filter", "expr": expr}]))
+    assert placeholders(spec)["region"] == ["transforms[0].expr"]
+    plain = parse_spec(
+        {
+            **spec_with(tmp_path),
+            "source": {"type": "csv", "path": f"{tmp_path}/a.csv"},
+            "transforms": [],
+            "destination": {"type": "jsonl", "path": f"{tmp_path}/out"},
+        }
+    )
+    assert placeholders(plain) == {}
+
+
 def test_a_value_is_text_it_is_not_read_again_for_placeholders(tmp_path: Path) -> None:
     filled = fill_parameters(parse_spec(spec_with(tmp_path)), {"day": "${params.region}"})
     assert filled.spec.source.path == f"{tmp_path}/in/${{params.region}}.csv"  # type: ignore[union-attr]
