@@ -13,12 +13,13 @@ with every event before its handler runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel
 
+from services.orchestrator.ports import HealingAdvisor, RowCountCheck, SplitPlanner
 from services.orchestrator.run_state import Phase, RunState, TaskProgress
 from services.orchestrator.timers import TimerHeap, live_deadlines, live_retries
 from shared.contracts import (
@@ -37,7 +38,6 @@ from shared.contracts import (
     RunFinished,
     RunPlanned,
     RunStatus,
-    Split,
     SplitExtracted,
     Stage,
     StreamRun,
@@ -47,28 +47,6 @@ from shared.contracts import (
 from shared.kafka.topics import Topics
 from shared.processing import Output
 from shared.spec.models import OnFail, PipelineSpec
-
-SplitPlanner = Callable[[PipelineSpec, bytes | None], Sequence[Split]]
-RowCountCheck = Callable[[PipelineSpec, int], list[str]]
-
-
-class HealDecision(Protocol):
-    @property
-    def action(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def category(self) -> str: ...
-    @property
-    def spec(self) -> PipelineSpec | None: ...
-    @property
-    def delay_s(self) -> float: ...
-    @property
-    def heals(self) -> bool: ...
-
-
-# (current spec, error, healing attempts so far) -> decision; see services.orchestrator.healing.healer
-HealingAdvisor = Callable[[PipelineSpec, ErrorInfo, int], HealDecision]
 
 
 class RunBook:
